@@ -1,0 +1,95 @@
+"""The launcher interface: how a run's trainer process is started, watched, stopped and found again.
+
+One class per engine (``local.py``, ``docker.py``, ...), each mostly glue. The run lifecycle
+(``app/lifecycle.py``) is the only caller; it never looks inside a handle.
+
+A launcher must make every run findable again *by its name alone* (a state file, a container name, a job
+name): the service may be killed between starting a run and recording its handle, and after a restart
+``reattach(name)`` is how it learns that the run exists. Exit codes must outlive the service: a run that
+ends while the service is down still reports its true outcome on the next ``poll``.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar
+
+
+@dataclass(frozen=True)
+class LaunchSpec:
+    name: str  # the run's name: its directory name and WandB run name
+    trainer_args: list[str]  # arguments after `python -m trainer` (overrides, run_name=, log_dir=)
+    gpus: tuple[int, ...]  # host GPU indices assigned to this run; empty for a CPU run
+    output_dir: Path  # absolute LABRUN_OUTPUT_DIR; the trainer writes <output_dir>/<date>/<name>
+    state_dir: Path  # <output_dir>/.labrun/runs/<name>: the launcher's own files for this run
+    log_path: Path  # where the run's stdout and stderr go (inside state_dir)
+    env: dict[str, str] = field(default_factory=dict)  # set by the service, never taken from a request
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a run ended. ``reason`` is None exactly when it succeeded."""
+
+    exit_code: int | None
+    reason: str | None = None
+    oom: bool = False
+
+    @property
+    def succeeded(self) -> bool:
+        return self.reason is None and self.exit_code == 0
+
+    @classmethod
+    def from_exit_code(cls, code: int, oom: bool = False) -> Outcome:
+        if oom:
+            return cls(code, "killed: out of memory", oom=True)
+        if code == 0:
+            return cls(0)
+        if code < 0 or code > 128:
+            signal_number = -code if code < 0 else code - 128
+            return cls(code, f"killed by signal {signal_number} (exit code {code})")
+        return cls(code, f"exited with code {code}")
+
+
+LOST = "lost while the service was down: no trace of the process or its exit status"
+
+
+class LaunchError(RuntimeError):
+    """The run could not be started (bad image, engine refused, ...). The run fails with this reason."""
+
+
+class EngineUnavailable(RuntimeError):
+    """The engine cannot be reached right now. Runs stay queued (or running) and are retried later."""
+
+
+class Launcher(abc.ABC):
+    name: ClassVar[str]
+
+    @abc.abstractmethod
+    def start(self, spec: LaunchSpec) -> str:
+        """Start the run and return a handle (pid, container id, ...) to store with it.
+        Raises LaunchError if it cannot start, EngineUnavailable if the engine is down."""
+
+    @abc.abstractmethod
+    def poll(self, name: str, handle: str) -> Outcome | None:
+        """None while the run is still going; its Outcome once ended (Outcome(None, LOST) if it vanished)."""
+
+    @abc.abstractmethod
+    def wait(self, name: str, handle: str, timeout: float | None = None) -> Outcome | None:
+        """Block until the run ends (its Outcome) or the timeout passes (None). Runs in a watcher thread."""
+
+    @abc.abstractmethod
+    def cancel(self, name: str, handle: str, grace_s: float) -> None:
+        """Ask the run to stop (SIGTERM), then kill it after ``grace_s`` seconds. Returns once it is gone."""
+
+    @abc.abstractmethod
+    def reattach(self, name: str) -> str | None:
+        """The handle of a run started under this name, if the engine knows of one (after a restart)."""
+
+    def release(self, name: str, handle: str) -> None:  # noqa: B027 - optional hook
+        """Free what the engine keeps for an ended run (a container), once its outcome is recorded."""
+
+    def health(self) -> tuple[bool, str]:
+        """(ok, detail) for /healthz."""
+        return True, f"{self.name} launcher ready"
