@@ -1,0 +1,55 @@
+"""`make bench`: every benchmark, one after the other, and the figures written to bench/RESULTS.md."""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import json
+import os
+import platform
+import sys
+from contextlib import redirect_stdout
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+
+class _Tee(io.TextIOBase):
+    def __init__(self, *streams):
+        self.streams = streams
+
+    def write(self, s):
+        for st in self.streams:
+            st.write(s)
+        return len(s)
+
+    def flush(self):
+        for st in self.streams:
+            st.flush()
+
+
+def main(argv: list[str]) -> None:
+    from bench import service_bench, trainer_throughput
+
+    quick = "--quick" in argv
+    captured = io.StringIO()
+    with redirect_stdout(_Tee(sys.stdout, captured)):
+        service = service_bench.main(["--quick"] if quick else [])
+        print()
+        trainer = trainer_throughput.main(["--quick"] if quick else [])
+    machine = f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_implementation()} {platform.python_version()}"
+    text = (
+        "# Benchmark results\n\n"
+        f"Measured {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC on {machine} by `make bench`"
+        f"{' (--quick)' if quick else ''}.\n\n```text\n{captured.getvalue().strip()}\n```\n\n"
+        "Raw figures:\n\n```json\n"
+        + json.dumps({"service": service, "trainer": trainer}, indent=2, default=str)
+        + "\n```\n"
+    )
+    (HERE / "RESULTS.md").write_text(text)
+    print(f"\nwritten to {HERE / 'RESULTS.md'}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

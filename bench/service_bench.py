@@ -1,0 +1,260 @@
+"""Service benchmarks (issue 5): submission, polling, dispatch, memory — against a real `python -m app`.
+
+Runs are a stand-in shell script (bench/standin_trainer.sh) so that the figures are the service's own.
+Every submission carries a distinct override list, so nothing can be answered from a cache of responses.
+
+    python bench/service_bench.py [--quick] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench._common import (  # noqa: E402
+    ROOT,
+    STANDIN,
+    ensure_wrk,
+    ms,
+    pct,
+    rss_mb,
+    run_wrk,
+    service,
+    wait_for,
+)
+
+BASE = ["model=fno", "data=32x64"]
+
+
+def overrides(i: int) -> list[str]:
+    return [*BASE, f"training.lr={0.001 + i * 1e-7:.7f}", f"seed={i}"]
+
+
+POST_LUA = """
+local id = 0
+local counter = 0
+function setup(thread) id = id + 1; thread:set("tid", id) end
+function init(args) tid = tid or 0 end
+function request()
+  counter = counter + 1
+  local body = string.format(
+    '{"overrides": ["model=fno", "data=32x64", "training.lr=0.%d%07d", "seed=%d"]}', tid, counter, counter)
+  return wrk.format("POST", "/runs", {["Content-Type"] = "application/json"}, body)
+end
+"""
+
+
+def bench_validators(n: int) -> dict:
+    """In-process: a fresh Hydra compose per request (the naive validator) vs the cached compose."""
+    from trainer import config
+    from trainer.config_cache import ConfigCache
+
+    def validate(compose, i):
+        ov = overrides(100_000 + i)
+        cfg = compose(ov)
+        config.assign_run_name(cfg, ov)
+        config.job_config(cfg)
+
+    naive, cached = [], []
+    cache = ConfigCache()
+    validate(cache.compose, -1)  # the one real compose per group-choice list
+    for i in range(n):
+        t = time.perf_counter()
+        validate(config.compose_config, i)
+        naive.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        validate(cache.compose, i)
+        cached.append(time.perf_counter() - t)
+    return {"naive_compose_p50_s": pct(naive, 50), "cached_compose_p50_s": pct(cached, 50)}
+
+
+def bench_cli_baseline(n: int) -> float:
+    """`python -m trainer --cfg job <overrides>` in a fresh process: what a user does without the service."""
+    times = []
+    for i in range(n):
+        t = time.perf_counter()
+        subprocess.run(
+            [sys.executable, "-m", "trainer", "--cfg", "job", *overrides(200_000 + i)],
+            cwd=ROOT,
+            capture_output=True,
+            check=True,
+        )
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def bench_submission(n: int, seconds: int, wrk: str | None) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        times = Path(tmp) / "times"
+        with service(["sh", str(STANDIN), str(times), "0"], LABRUN_MAX_CPU_RUNS="2") as svc:
+            with httpx.Client(base_url=svc.url, timeout=30) as client:
+                for i in range(5):
+                    client.post("/runs", json={"overrides": overrides(-10 - i)}).raise_for_status()
+                lat = []
+                for i in range(n):
+                    t = time.perf_counter()
+                    r = client.post("/runs", json={"overrides": overrides(i)})
+                    lat.append(time.perf_counter() - t)
+                    assert r.status_code == 201, r.text
+            result = {"post_1client_p50_s": pct(lat, 50), "post_1client_p99_s": pct(lat, 99)}
+            if wrk:
+                script = Path(tmp) / "post.lua"
+                script.write_text(POST_LUA)
+                w = run_wrk(svc.url + "/runs", 8, seconds, script)
+                result |= {
+                    "post_8clients_rps": w.requests_per_s,
+                    "post_8clients_p99_ms": w.p99_ms,
+                    "post_8clients_non2xx": w.non_2xx + w.errors,
+                }
+    return result
+
+
+def bench_polling_and_memory(n_runs: int, seconds: int, wrk: str | None) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        times = Path(tmp) / "times"
+        with service(["sh", str(STANDIN), str(times), "600"], LABRUN_MAX_CPU_RUNS="4") as svc:
+            time.sleep(1.0)
+            idle = rss_mb(svc.pid)
+            names = []
+            with httpx.Client(base_url=svc.url, timeout=30) as client:
+                for i in range(n_runs):
+                    r = client.post("/runs", json={"overrides": overrides(300_000 + i)})
+                    assert r.status_code == 201, r.text
+                    names.append(r.json()["name"])
+                after = rss_mb(svc.pid)
+                running = [
+                    r["name"] for r in client.get("/runs", params={"status": "running"}).json()["data"]
+                ]
+                result = {
+                    "rss_idle_mb": idle,
+                    f"rss_after_{n_runs}_submissions_mb": after,
+                    "runs_in_store": n_runs,
+                    "running": len(running),
+                }
+                if wrk:
+                    one = run_wrk(f"{svc.url}/runs/{running[0] if running else names[0]}", 32, seconds)
+                    lst = run_wrk(f"{svc.url}/runs?limit=50", 32, seconds)
+                    result |= {
+                        "get_run_rps": one.requests_per_s,
+                        "get_run_p99_ms": one.p99_ms,
+                        "get_run_non2xx": one.non_2xx + one.errors,
+                        "list_rps": lst.requests_per_s,
+                        "list_p99_ms": lst.p99_ms,
+                        "list_non2xx": lst.non_2xx + lst.errors,
+                    }
+                for name in running:
+                    client.post(f"/runs/{name}/cancel")
+    return result
+
+
+def bench_dispatch(n_runs: int, run_seconds: float) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        times = Path(tmp) / "times"
+        command = ["sh", str(STANDIN), str(times), str(run_seconds)]
+        with (
+            service(command, LABRUN_MAX_CPU_RUNS="1") as svc,
+            httpx.Client(base_url=svc.url, timeout=30) as client,
+        ):
+            names = [
+                client.post("/runs", json={"overrides": overrides(400_000 + i)}).json()["name"]
+                for i in range(n_runs)
+            ]
+
+            def all_done() -> bool:
+                data = client.get("/runs", params={"limit": n_runs}).json()["data"]
+                return all(r["status"] in ("succeeded", "failed", "cancelled") for r in data)
+
+            assert wait_for(all_done, timeout=n_runs * (run_seconds + 5) + 30)
+        events = sorted(
+            (float(ts), kind, name)
+            for kind, name, ts in (line.split() for line in times.read_text().splitlines())
+        )
+    starts = {name: ts for ts, kind, name in events if kind == "start"}
+    ends = {name: ts for ts, kind, name in events if kind == "end"}
+    order = [name for name in names if name in starts]
+    gaps = [starts[b] - ends[a] for a, b in zip(order, order[1:], strict=False) if a in ends]
+    return {
+        "dispatch_runs": len(order),
+        "dispatch_p50_s": statistics.median(gaps),
+        "dispatch_max_s": max(gaps),
+    }
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="fewer requests, shorter wrk runs")
+    ap.add_argument("--json", type=Path, help="also write the figures as JSON here")
+    args = ap.parse_args(argv)
+    quick = args.quick
+    wrk = ensure_wrk()
+    if not wrk:
+        print("wrk not found and cannot be installed: throughput figures are skipped", file=sys.stderr)
+    seconds = 4 if quick else 10
+    fig: dict = {}
+
+    fig |= bench_validators(10 if quick else 30)
+    fig["cli_cfg_job_s"] = bench_cli_baseline(2 if quick else 5)
+    fig |= bench_submission(50 if quick else 200, seconds, wrk)
+    fig |= bench_polling_and_memory(200 if quick else 1000, seconds, wrk)
+    fig |= bench_dispatch(10 if quick else 12, 0.3)
+
+    p50 = fig["post_1client_p50_s"]
+    print("\n== Submission (POST /runs, distinct overrides each)")
+    print(f"  1 client: p50 {ms(p50)}, p99 {ms(fig['post_1client_p99_s'])}  (target p50 <= 25 ms)")
+    if "post_8clients_rps" in fig:
+        print(
+            f"  8 clients: {fig['post_8clients_rps']:.0f} submissions/s, p99 {fig['post_8clients_p99_ms']:.1f} ms, "
+            f"non-2xx {fig['post_8clients_non2xx']}  (target >= 40/s)"
+        )
+    print(
+        f"  validator alone: fresh Hydra compose {ms(fig['naive_compose_p50_s'])} vs cached "
+        f"{ms(fig['cached_compose_p50_s'])} = {fig['naive_compose_p50_s'] / fig['cached_compose_p50_s']:.1f}x"
+    )
+    print(
+        f"  whole POST vs a fresh compose per request: {fig['naive_compose_p50_s'] / p50:.1f}x faster "
+        f"(target >= 5x: a fresh compose alone is {ms(fig['naive_compose_p50_s'])})"
+    )
+    print(
+        f"  vs `python -m trainer --cfg job` in a fresh process: {fig['cli_cfg_job_s']:.2f} s = "
+        f"{fig['cli_cfg_job_s'] / p50:.0f}x"
+    )
+    print(
+        f"\n== Polling ({fig['runs_in_store']} runs in the store, {fig['running']} running, 32 connections)"
+    )
+    if "get_run_rps" in fig:
+        print(
+            f"  GET /runs/{{name}}: {fig['get_run_rps']:.0f} req/s, p99 {fig['get_run_p99_ms']:.1f} ms, "
+            f"non-2xx {fig['get_run_non2xx']}  (target >= 1000 req/s, p99 <= 50 ms)"
+        )
+        print(
+            f"  GET /runs?limit=50: {fig['list_rps']:.0f} req/s, p99 {fig['list_p99_ms']:.1f} ms, "
+            f"non-2xx {fig['list_non2xx']}  (target p99 <= 100 ms)"
+        )
+    print(f"\n== Dispatch ({fig['dispatch_runs']} runs of 0.3 s, one slot)")
+    print(
+        f"  process end -> next process start: p50 {ms(fig['dispatch_p50_s'])}, max {ms(fig['dispatch_max_s'])}"
+        "  (target p50 <= 500 ms)"
+    )
+    key = [k for k in fig if k.startswith("rss_after")][0]
+    print("\n== Memory (service RSS)")
+    print(
+        f"  idle {fig['rss_idle_mb']:.0f} MB, after {fig['runs_in_store']} submissions {fig[key]:.0f} MB"
+        "  (targets <= 150 / 200 MB)"
+    )
+    if args.json:
+        args.json.write_text(json.dumps(fig, indent=2))
+    return fig
+
+
+if __name__ == "__main__":
+    main()
