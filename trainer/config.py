@@ -63,6 +63,16 @@ def compose_config(
             GlobalHydra.instance().clear()
 
 
+def compose_checked(overrides: Sequence[str], config_name: str = DEFAULT_CONFIG_NAME) -> DictConfig:
+    """``compose_config`` plus ``check_value_types`` against the defaults of the same group choices: what
+    the trainer runs before it creates anything (two composes, ~0.3 s)."""
+    cfg = compose_config(overrides, config_name)
+    groups = set(cfg.hydra.runtime.choices)
+    choices = [o.input_line for o in _parser.parse_overrides(list(overrides)) if o.key_or_group in groups]
+    check_value_types(compose_config(choices, config_name), overrides)
+    return cfg
+
+
 def assign_run_name(cfg: DictConfig, overrides: Sequence[str], **name_args: Any) -> str:
     """Fix ``cfg.run_name``: keep a caller's name (checked to be one safe file name) or make one."""
     if cfg.get("run_name"):
@@ -103,7 +113,7 @@ def check_value_types(base: DictConfig, overrides: Sequence[str]) -> None:
             continue
         key = override.key_or_group
         old = OmegaConf.select(base, key, default=None, throw_on_missing=False)
-        if old is None or _is_group(base, key):
+        if old is None or _is_group(base, key) or key in _ANY_TYPE_KEYS:
             continue
         new = override.value()
         if not _same_kind(old, new):
@@ -111,6 +121,11 @@ def check_value_types(base: DictConfig, overrides: Sequence[str]) -> None:
                 f"{override.input_line!r}: {key} expects {_kind(old)} (default {_show(old)}), "
                 f"got {_show(new)}; write e.g. {key}={_show(old)}"
             )
+
+
+# Lightning takes more than one type for these: devices=1 / devices=[0,1] / devices=auto,
+# precision=32 / precision=bf16-mixed.
+_ANY_TYPE_KEYS = frozenset({"devices", "precision", "strategy", "accelerator"})
 
 
 def _is_group(base: DictConfig, key: str) -> bool:

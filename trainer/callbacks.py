@@ -1,0 +1,104 @@
+"""``progress.json``: what a service polls to show how far a run is.
+
+Rewritten atomically (a temporary file, then ``os.replace``) after every epoch's validation and at most
+every ``every_s`` seconds of training steps, so a reader never sees a half-written file.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+
+from trainer.cancel import CancelGuard, RunCancelled
+
+log = logging.getLogger(__name__)
+
+
+def write_json_atomic(path: str | os.PathLike, payload: dict[str, Any]) -> None:
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(payload, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def utc_now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
+def _number(value: Any) -> float | None:
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        return None
+    return out if math.isfinite(out) else None
+
+
+class ProgressFile(L.Callback):
+    def __init__(self, path: str | os.PathLike, every_s: float = 2.0) -> None:
+        self.path, self.every_s = Path(path), every_s
+        self._last = 0.0
+
+    def write(self, trainer: L.Trainer) -> None:
+        metrics = {k: _number(v) for k, v in trainer.callback_metrics.items()}
+        metrics = {k: v for k, v in sorted(metrics.items()) if v is not None}
+        total = trainer.estimated_stepping_batches
+        total = int(total) if math.isfinite(total) else 0
+        step = int(trainer.global_step)
+        write_json_atomic(
+            self.path,
+            {
+                "epoch": int(trainer.current_epoch),
+                "max_epochs": int(trainer.max_epochs or 0),
+                "global_step": step,
+                "total_steps": total,
+                "fraction": min(1.0, step / total) if total else 0.0,
+                "train_loss": metrics.get("train_loss"),
+                "val_loss": metrics.get("val_loss"),
+                "metrics": metrics,
+                "updated_at": utc_now(),
+            },
+        )
+        self._last = time.monotonic()
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.write(trainer)
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
+        if time.monotonic() - self._last >= self.every_s:
+            self.write(trainer)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self.write(trainer)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.write(trainer)
+        # One line per epoch in train.log and stdout (the service's log), progress bar or not.
+        shown = {k: _number(v) for k, v in trainer.callback_metrics.items() if k != "train_loss"}
+        text = " ".join(f"{k}={v:.6g}" for k, v in sorted(shown.items()) if v is not None)
+        log.info("epoch %d/%d step %d: %s", trainer.current_epoch + 1, trainer.max_epochs, trainer.global_step,
+                 text)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.write(trainer)
+
+
+class StopOnCancel(L.Callback):
+    """Stop at the next batch once SIGTERM came (see trainer/cancel.py)."""
+
+    def __init__(self, guard: CancelGuard) -> None:
+        self.guard = guard
+
+    def _check(self, *args: Any) -> None:
+        if self.guard.received:
+            raise RunCancelled("cancelled by SIGTERM")
+
+    on_train_batch_start = on_validation_batch_start = on_train_epoch_start = _check

@@ -1,0 +1,76 @@
+"""SIGTERM (the service's cancel) -> stop promptly, clean up, exit 143.
+
+Lightning 2.6 handles SIGTERM itself while ``trainer.fit`` runs: its handler only sets
+``trainer.received_sigterm``; the loops then raise ``SIGTERMException`` (a ``SystemExit`` whose code is
+``None``, i.e. exit status 0) at the next batch boundary. It also chains to a handler that was installed
+before ``fit``. So:
+
+- outside ``fit`` (imports, data generation, cleanup) our handler raises :class:`RunCancelled` at once;
+- inside ``fit`` (:meth:`CancelGuard.deferred`) it only records the signal, so the run stops at the next
+  batch boundary: Lightning's own check raises ``SIGTERMException``, and ``callbacks.StopOnCancel`` covers
+  a signal that came before Lightning installed its handler (which resets its flag). Either way callbacks
+  and loggers see a clean interrupt, and :meth:`CancelGuard.deferred` turns it into :class:`RunCancelled`.
+
+A second SIGTERM during cleanup is logged and ignored, so the run still finishes its records.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+from collections.abc import Iterator
+from types import FrameType
+
+log = logging.getLogger(__name__)
+EXIT_CANCELLED = 128 + signal.SIGTERM  # 143, what a shell reports for a process ended by SIGTERM
+
+
+class RunCancelled(BaseException):  # noqa: N818 - BaseException like KeyboardInterrupt: not an error
+    """The run was cancelled with SIGTERM."""
+
+
+class CancelGuard:
+    def __init__(self) -> None:
+        self.received = False
+        self._defer = False
+        self._cleaning_up = False
+        self._previous: object = None
+
+    def install(self) -> CancelGuard:
+        self._previous = signal.getsignal(signal.SIGTERM)
+        signal.signal(signal.SIGTERM, self._handle)
+        return self
+
+    def uninstall(self) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)  # type: ignore[arg-type]
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        first = not self.received
+        self.received = True
+        if not first or self._cleaning_up:
+            log.warning("SIGTERM again: already stopping")
+            return
+        log.warning("SIGTERM: cancelling the run")
+        if not self._defer:
+            raise RunCancelled("cancelled by SIGTERM")
+
+    @contextlib.contextmanager
+    def deferred(self) -> Iterator[None]:
+        """Within: record SIGTERM only (Lightning stops at the next batch); on exit, raise if one came."""
+        self._defer = True
+        try:
+            yield
+        except SystemExit:
+            if self.received:  # Lightning's SIGTERMException
+                raise RunCancelled("cancelled by SIGTERM") from None
+            raise
+        finally:
+            self._defer = False
+        if self.received:
+            raise RunCancelled("cancelled by SIGTERM")
+
+    def cleaning_up(self) -> None:
+        """From now on SIGTERM no longer interrupts: the run is writing its final records."""
+        self._cleaning_up = True

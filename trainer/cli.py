@@ -1,0 +1,119 @@
+"""``python -m trainer [--config-name=NAME] [--cfg job|hydra|all] [overrides...]``: one run, start to end.
+
+The run's lifecycle in one place:
+1. compose and check the config (light imports only); bad input -> message on stderr naming the key,
+   exit 2, nothing created;
+2. create the run directory (exit 2 if it exists), write ``.hydra/``, start ``train.log`` and ``run.json``;
+3. import the training stack and train;
+4. rewrite ``run.json`` with how it ended: ``succeeded`` (exit 0), ``failed`` (1) or ``cancelled`` (143).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import traceback
+from collections.abc import Sequence
+
+from omegaconf import OmegaConf
+
+from trainer import config, rundir
+from trainer.cancel import EXIT_CANCELLED, CancelGuard, RunCancelled
+
+EXIT_USAGE = 2
+log = logging.getLogger("trainer")
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m trainer",
+        description="Train SFNO/FNO on shallow-water data. Overrides are Hydra's: key=value, group=option, "
+        "+new_key=value.",
+    )
+    parser.add_argument("--config-name", "-cn", default=config.DEFAULT_CONFIG_NAME,
+                        help="top-level config in conf/ (default: %(default)s)")
+    parser.add_argument("--cfg", "-c", choices=("job", "hydra", "all"),
+                        help="print the config (job: resolved, without the hydra node) and exit")
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. model=fno training.lr=0.01")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    overrides = list(args.overrides)
+    try:
+        cfg = config.compose_checked(overrides, args.config_name)
+        name = config.assign_run_name(cfg, overrides)
+        job = config.job_config(cfg)
+        _check_job(job)
+    except config.ConfigError as exc:
+        print(f"error: invalid config: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.cfg:
+        _print_cfg(args.cfg, cfg, job)
+        return 0
+    try:
+        run_dir = rundir.create(job.output_dir, bool(job.debug))
+    except (rundir.RunDirExists, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    return execute(job, cfg.hydra, run_dir, name, overrides, args.config_name)
+
+
+def execute(job, hydra_node, run_dir, name: str, overrides: list[str], config_name: str) -> int:
+    guard = CancelGuard().install()
+    rundir.write_hydra_files(run_dir, job, hydra_node, overrides)
+    rundir.setup_logging(run_dir)
+    mode = rundir.configure_wandb_env(run_dir, bool(job.debug))
+    log.info("run %s in %s (wandb %s)", name, run_dir, mode)
+    record = None
+    try:
+        from trainer.provenance import RunRecord  # torch is imported from here on
+
+        record = RunRecord(run_dir / "run.json", name=name, overrides=overrides, config_name=config_name,
+                           seed=int(job.seed), accelerator=str(job.accelerator))
+        record.write()
+        from trainer.train import train
+
+        rundir.route_library_logs()
+        metrics = train(job, run_dir, guard)
+        status, detail, code = "succeeded", None, 0
+        log.info("run %s succeeded: %s", name, ", ".join(f"{k}={v:.6g}" for k, v in sorted(metrics.items())))
+    except RunCancelled:
+        status, detail, code = "cancelled", "cancelled by SIGTERM", EXIT_CANCELLED
+        log.warning("run %s cancelled", name)
+    except BaseException as exc:  # every way out is recorded, then reported by the exit status
+        status, detail = "failed", f"{type(exc).__name__}: {exc}"
+        code = 130 if isinstance(exc, KeyboardInterrupt) else 1
+        log.error("run %s failed:\n%s", name, traceback.format_exc())
+    guard.cleaning_up()
+    if record is not None:
+        record.finish(status, detail)
+    guard.uninstall()
+    return code
+
+
+def _check_job(job) -> None:
+    """Checks the YAML cannot express; each names its key."""
+    if int(job.num_workers) < 0:
+        raise config.ConfigError(f"num_workers must be >= 0, got {job.num_workers}")
+    dims = list(job.data.dims)
+    if len(dims) != 2 or any(int(d) < 4 for d in dims):
+        raise config.ConfigError(f"data.dims must be [nlat, nlon] with both >= 4, got {dims}")
+    if int(job.data.num_examples) < 2:
+        raise config.ConfigError(f"data.num_examples must be >= 2, got {job.data.num_examples}")
+    if not 0 < float(job.data.train_val_split) < 1:
+        raise config.ConfigError(f"data.train_val_split must lie strictly between 0 and 1, got "
+                                 f"{job.data.train_val_split}")
+    if str(job.model.name) not in ("fno", "sfno"):
+        raise config.ConfigError(f"model.name must be fno or sfno, got {job.model.name!r}")
+
+
+def _print_cfg(which: str, cfg, job) -> None:
+    if which == "job":
+        print(OmegaConf.to_yaml(job), end="")
+    elif which == "hydra":
+        print(OmegaConf.to_yaml({"hydra": cfg.hydra}), end="")
+    else:
+        print(OmegaConf.to_yaml(cfg), end="")

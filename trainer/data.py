@@ -1,0 +1,149 @@
+"""The data: shallow-water samples generated once, cached on disk, served from memory.
+
+A cache file holds the unnormalised ``(x, y)`` of one :class:`~trainer.swe.SolverSpec`; its name carries a
+hash of everything that determines the numbers (dims, num_examples, seed, solver parameters, format
+version), so a different data config never reads the wrong file. It is written to a temporary file in the
+same directory and moved into place with ``os.replace``: a concurrent run sees either no file or a whole
+one, and two runs racing to write the same key write identical bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from trainer import swe
+
+log = logging.getLogger(__name__)
+
+
+def cache_path(spec: swe.SolverSpec, root: str | os.PathLike) -> Path:
+    key = json.dumps(spec.key_fields(), sort_keys=True)
+    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+    return Path(root) / f"swe_{spec.nlat}x{spec.nlon}_n{spec.num_examples}_seed{spec.seed}_{digest}.pt"
+
+
+def load_or_generate(
+    spec: swe.SolverSpec, root: str | os.PathLike, write: bool = True
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The samples of ``spec``: from the cache under ``root`` if there, else solved (and cached if ``write``)."""
+    path = cache_path(spec, root)
+    if path.is_file():
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+        if blob.get("key") == spec.key_fields():
+            log.info("data: loaded %d samples from cache %s", len(blob["x"]), path)
+            return blob["x"], blob["y"]
+        log.warning("data: cache %s holds other data (hash collision?); regenerating", path)
+    log.info("data: solving %d shallow-water samples at %dx%d (seed %d)", spec.num_examples, spec.nlat,
+             spec.nlon, spec.seed)
+    x, y = swe.generate(spec)
+    if write:
+        _atomic_save({"key": spec.key_fields(), "x": x, "y": y}, path)
+        log.info("data: cached at %s", path)
+    return x, y
+
+
+def _atomic_save(obj: dict, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class PairDataset(Dataset):
+    """``{"x", "y"}`` samples held in memory. ``__getitems__`` lets the DataLoader fetch a whole batch with
+    one slice instead of collating ``batch_size`` single samples."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        self.x, self.y = x, y
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        return {"x": self.x[index], "y": self.y[index]}
+
+    def __getitems__(self, indices: list[int]) -> dict[str, torch.Tensor]:
+        idx = torch.as_tensor(indices)
+        return {"x": self.x[idx], "y": self.y[idx]}
+
+
+def _as_batch(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return batch  # already a batch (see PairDataset.__getitems__); module-level so workers can pickle it
+
+
+class SWEDataModule(L.LightningDataModule):
+    """Train/val split of one cached sample set, normalised per channel with the training inputs' statistics
+    (the seed normalised with one random sample's; a fixed set makes this reproducible)."""
+
+    def __init__(
+        self,
+        spec: swe.SolverSpec,
+        data_root: str,
+        train_val_split: float,
+        batch_size: int,
+        num_workers: int = 0,
+        write_cache: bool = True,
+    ) -> None:
+        super().__init__()
+        self.spec, self.data_root, self.write_cache = spec, data_root, write_cache
+        self.n_train = int(spec.num_examples * train_val_split)
+        if not 0 < self.n_train < spec.num_examples:
+            raise ValueError(
+                f"data.train_val_split={train_val_split} leaves no training or no validation samples "
+                f"out of data.num_examples={spec.num_examples}"
+            )
+        self.batch_size, self.num_workers = batch_size, num_workers
+        self.train_set: PairDataset | None = None
+        self.val_set: PairDataset | None = None
+
+    def prepare_data(self) -> None:
+        self.setup("fit")
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is not None:
+            return
+        x, y = load_or_generate(self.spec, self.data_root, write=self.write_cache)
+        xt = x[: self.n_train]
+        mean = xt.mean(dim=(0, 2, 3), keepdim=True)
+        std = xt.std(dim=(0, 2, 3), keepdim=True)
+        x, y = (x - mean) / std, (y - mean) / std
+        n = self.n_train
+        self.train_set, self.val_set = PairDataset(x[:n], y[:n]), PairDataset(x[n:], y[n:])
+
+    def train_dataloader(self) -> DataLoader:
+        # Shuffled from a generator of its own: the order depends on the seed only, not on whatever else
+        # drew from torch's global RNG before.
+        gen = torch.Generator().manual_seed(self.spec.seed)
+        return self._loader(self.train_set, shuffle=True, generator=gen)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_set, shuffle=False)
+
+    def _loader(self, dataset: PairDataset | None, **kwargs) -> DataLoader:
+        assert dataset is not None, "setup() first"
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            num_workers=self.num_workers,
+            # Workers only copy slices of tensors already in memory: keep them alive across epochs so
+            # num_workers > 0 does not pay a fork per epoch.
+            persistent_workers=self.num_workers > 0,
+            collate_fn=_as_batch,
+            **kwargs,
+        )

@@ -1,0 +1,86 @@
+"""``run.json``: what ran, from which code, on what, and how it ended.
+
+Written when the run starts (status ``running``) and rewritten when it ends (``succeeded``, ``failed`` or
+``cancelled``), so a run killed without a chance to clean up still says what it was.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from trainer.callbacks import utc_now, write_json_atomic
+
+PACKAGES = ("torch", "lightning", "neuraloperator", "torch-harmonics", "hydra-core", "wandb")
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def package_versions() -> dict[str, str | None]:
+    out: dict[str, str | None] = {}
+    for name in PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def code_version(root: Path = REPO_ROOT) -> dict[str, Any]:
+    """The git commit and whether the tree differs from it; in an image without ``.git``, the version the
+    image was built with (``LABRUN_CODE_VERSION``)."""
+    if (root / ".git").exists():
+        try:
+            commit = _git(root, "rev-parse", "HEAD")
+            dirty = bool(_git(root, "status", "--porcelain", "--untracked-files=no"))
+            return {"source": "git", "commit": commit, "dirty": dirty}
+        except (OSError, subprocess.SubprocessError):
+            pass
+    return {"source": "env", "commit": os.environ.get("LABRUN_CODE_VERSION"), "dirty": None}
+
+
+def _git(root: Path, *args: str) -> str:
+    done = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=10, check=True)
+    return done.stdout.strip()
+
+
+def device_names(accelerator: str) -> list[str]:
+    import torch
+
+    if accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available():
+        return [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    return [f"cpu ({os.cpu_count()} cores)"]
+
+
+class RunRecord:
+    """The content of run.json, kept in memory and written whole each time."""
+
+    def __init__(self, path: str | os.PathLike, *, name: str, overrides: list[str], config_name: str,
+                 seed: int, accelerator: str) -> None:
+        self.path = Path(path)
+        self.data: dict[str, Any] = {
+            "name": name,
+            "overrides": list(overrides),
+            "config_name": config_name,
+            "seed": seed,
+            "code_version": code_version(),
+            "versions": package_versions(),
+            "hostname": socket.gethostname(),
+            "devices": device_names(accelerator),
+            "start_time": utc_now(),
+            "end_time": None,
+            "status": "running",
+            "exception": None,
+        }
+        if os.environ.get("LABRUN_IMAGE_ID"):
+            self.data["image"] = os.environ["LABRUN_IMAGE_ID"]
+
+    def write(self) -> None:
+        write_json_atomic(self.path, self.data)
+
+    def finish(self, status: str, exception: str | None = None) -> None:
+        self.data.update(status=status, exception=exception, end_time=utc_now())
+        self.write()

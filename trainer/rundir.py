@@ -1,0 +1,96 @@
+"""The run directory: created exactly once, then filled with Hydra's records, the log and WandB's files.
+
+Layout (``output_dir`` in conf/globals.yaml): ``<log_dir>/<YYYY-MM-DD>/<name>``, or ``<log_dir>/debug``,
+which every debug run replaces. A real run's directory is made with ``os.mkdir``, which fails when it
+exists: two runs can never share (or overwrite) a directory, even when they start at the same moment.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+LOG_FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"
+
+
+class RunDirExists(FileExistsError):
+    pass
+
+
+def create(output_dir: str, debug: bool) -> Path:
+    path = Path(output_dir)
+    if debug:
+        shutil.rmtree(path, ignore_errors=True)
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.mkdir(path)
+    except FileExistsError:
+        raise RunDirExists(
+            f"run directory {path} already exists; runs never overwrite each other: pick another run_name"
+        ) from None
+    return path
+
+
+def write_hydra_files(run_dir: Path, job: DictConfig, hydra_node: DictConfig, overrides: Sequence[str]) -> None:
+    """Hydra's ``.hydra/`` records. ``config.yaml`` is written resolved (Hydra writes it unresolved): a run's
+    record must not change when it is read from another directory or on another day (``abspath``, dates)."""
+    target = run_dir / ".hydra"
+    target.mkdir()
+    hydra = OmegaConf.create({"hydra": OmegaConf.to_container(hydra_node, resolve=False)})
+    hydra.hydra.run.dir = job.output_dir
+    hydra.hydra.runtime.output_dir = job.output_dir
+    OmegaConf.save(job, target / "config.yaml")
+    OmegaConf.save(OmegaConf.create(list(overrides)), target / "overrides.yaml")
+    OmegaConf.save(hydra, target / "hydra.yaml")
+
+
+def setup_logging(run_dir: Path) -> None:
+    """stdout (the service captures it as the run's log) and ``train.log``, in Hydra's format."""
+    formatter = logging.Formatter(LOG_FORMAT)
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    for handler in (logging.StreamHandler(sys.stdout), logging.FileHandler(run_dir / "train.log")):
+        handler.setFormatter(formatter)
+        root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    logging.captureWarnings(True)
+
+
+def route_library_logs() -> None:
+    """Lightning gives its loggers a handler of their own (and stops propagation) when it is imported before
+    the root logger has one; send everything through the root's handlers instead, so it reaches train.log."""
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning"):
+        logger = logging.getLogger(name)
+        for handler in list(logger.handlers):
+            logger.removeHandler(handler)
+        logger.propagate = True
+
+
+def wandb_mode(debug: bool, env: dict[str, str] | None = None) -> str:
+    """Offline unless an API key is set; an explicit WANDB_MODE wins, except that debug runs never go online."""
+    env = os.environ if env is None else env
+    mode = env.get("WANDB_MODE") or ("online" if env.get("WANDB_API_KEY") else "offline")
+    if debug and mode not in ("offline", "dryrun", "disabled"):
+        mode = "offline"
+    return mode
+
+
+def configure_wandb_env(run_dir: Path, debug: bool) -> str:
+    """Set WANDB_MODE for this process (and wandb's service process). In debug mode, also keep wandb's own
+    caches and settings inside the run directory, so a debug run leaves nothing anywhere else."""
+    mode = wandb_mode(debug)
+    os.environ["WANDB_MODE"] = mode
+    if debug:
+        for var, sub in (("WANDB_CACHE_DIR", "cache"), ("WANDB_CONFIG_DIR", "config"),
+                         ("WANDB_DATA_DIR", "data"), ("WANDB_ARTIFACT_DIR", "artifacts")):
+            os.environ[var] = str(run_dir / "wandb" / sub)
+    return mode

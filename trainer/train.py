@@ -1,0 +1,91 @@
+"""``train(job, run_dir, guard)``: build everything from the resolved config, fit, return the final metrics.
+
+Kept small on purpose (lightning-hydra-template's ``train.py``): the objects are built in one line each,
+and the WandB run is always finished, also when training fails or is cancelled.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger, WandbLogger
+from omegaconf import DictConfig, OmegaConf
+
+from trainer import swe
+from trainer.callbacks import ProgressFile, StopOnCancel
+from trainer.cancel import CancelGuard, RunCancelled
+from trainer.data import SWEDataModule
+from trainer.model import OperatorModule
+
+log = logging.getLogger(__name__)
+
+
+def build_datamodule(job: DictConfig) -> SWEDataModule:
+    spec = swe.SolverSpec(nlat=job.data.dims[0], nlon=job.data.dims[1], num_examples=job.data.num_examples,
+                          seed=job.seed)
+    # A debug run reads the cache but never writes it: debugging leaves nothing outside <log_dir>/debug.
+    return SWEDataModule(spec, job.paths.data_root, job.data.train_val_split, job.batch_size, job.num_workers,
+                         write_cache=not job.debug)
+
+
+def build_trainer(job: DictConfig, run_dir: Path, loggers: list, guard: CancelGuard) -> L.Trainer:
+    debug = bool(job.debug)
+    checkpoint = ModelCheckpoint(dirpath=job.ckpt_dir, monitor=job.training.ckpt_monitor_val, save_last=True)
+    return L.Trainer(
+        accelerator=job.accelerator,
+        strategy=job.strategy,
+        devices=job.devices,
+        precision=job.precision,
+        # The seed's debug mode: one short epoch of debug_batches train and val batches.
+        max_epochs=1 if debug else job.training.max_epochs,
+        limit_train_batches=job.debug_batches if debug else None,
+        limit_val_batches=job.debug_batches if debug else None,
+        val_check_interval=job.training.val_check_interval,
+        accumulate_grad_batches=job.training.accumulate_grad_batches,
+        num_sanity_val_steps=job.num_sanity_val_steps,
+        log_every_n_steps=job.log_every_n_steps,
+        deterministic=job.deterministic,
+        logger=loggers,
+        callbacks=[checkpoint, ProgressFile(run_dir / "progress.json"), StopOnCancel(guard)],
+        default_root_dir=run_dir,
+        # A service captures stdout as the run's log: no progress bar there (ProgressFile logs each epoch).
+        enable_progress_bar=sys.stderr.isatty(),
+    )
+
+
+def train(job: DictConfig, run_dir: Path, guard: CancelGuard) -> dict[str, float]:
+    L.seed_everything(job.seed, workers=True, verbose=False)
+    datamodule = build_datamodule(job)
+    datamodule.prepare_data()  # generate or load before fit: a SIGTERM here stops at once
+    model = OperatorModule(OmegaConf.to_container(job.model), lr=job.training.lr)
+    wandb_logger = WandbLogger(save_dir=str(run_dir), name=job.wandb_run_name, project=job.wandb_project,
+                               entity=job.wandb_entity, config=OmegaConf.to_container(job))
+    csv_logger = CSVLogger(save_dir=str(run_dir), name="", version="")  # -> <run_dir>/metrics.csv
+    exit_code = 1
+    try:
+        trainer = build_trainer(job, run_dir, [wandb_logger, csv_logger], guard)
+        with guard.deferred():
+            trainer.fit(model, datamodule=datamodule)
+        exit_code = 0
+        return {k: float(v) for k, v in trainer.callback_metrics.items()}
+    except RunCancelled:
+        exit_code = 143
+        raise
+    finally:
+        guard.cleaning_up()
+        _finish_wandb(wandb_logger, exit_code)
+
+
+def _finish_wandb(logger: WandbLogger, exit_code: int) -> None:
+    run: Any = getattr(logger, "_experiment", None)
+    if run is None:
+        return
+    try:
+        run.finish(exit_code=exit_code)
+    except Exception:  # a broken tracker must not hide how the run itself ended
+        log.exception("could not finish the WandB run")
