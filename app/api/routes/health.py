@@ -1,0 +1,30 @@
+"""GET /healthz: is the service up, and can its launcher start runs (e.g. is the Docker Engine reachable)?"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+
+from app.api.deps import ManagerDep
+from app.models import Health, RunStatus
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz", response_model=Health, responses={503: {"model": Health}})
+def healthz(manager: ManagerDep) -> JSONResponse:
+    """200 when runs can start; 503 (same body) when the launcher's engine is down (runs stay queued)."""
+    try:
+        ok, detail = manager.launcher.health()
+    except Exception as exc:  # a health check must answer, whatever the engine does
+        ok, detail = False, f"health check failed: {exc}"
+    health = Health(
+        status="ok" if ok else "degraded",
+        launcher=manager.launcher.name,
+        launcher_ok=ok,
+        detail=detail,
+        gpus=list(manager.gpus),
+        queued=manager.store.count([RunStatus.QUEUED]),
+        running=manager.store.count([RunStatus.RUNNING]),
+    )
+    return JSONResponse(health.model_dump(), status_code=200 if ok else 503)

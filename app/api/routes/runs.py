@@ -1,0 +1,129 @@
+"""/runs: submit, look up, list, read logs, cancel, rerun. Thin: each route calls the RunManager once.
+
+Reads (GET) are async and read SQLite and progress.json directly on the event loop: both are
+microsecond-scale, cheaper than a hop to the thread pool. Anything that composes a config (POST) or waits
+on a process (cancel) runs in the thread pool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Response
+from fastapi.responses import PlainTextResponse, StreamingResponse
+from starlette.concurrency import run_in_threadpool
+
+from app.api.deps import IdempotencyKey, ManagerDep
+from app.errors import InvalidRun
+from app.lifecycle import RunManager
+from app.models import RunCreate, RunPublic, RunRecord, RunsPublic, RunStatus
+from app.runfiles import tail as tail_of
+
+router = APIRouter(prefix="/runs", tags=["runs"])
+FOLLOW_INTERVAL_S = 0.25
+MAX_LOG_LINES = 100_000
+
+
+def _public(manager: RunManager, record: RunRecord, position: int | None = None) -> RunPublic:
+    if record.status == RunStatus.QUEUED and position is None:
+        position = manager.store.queue_position(record)
+    progress = manager.files.progress(record.run_dir) if record.status != RunStatus.QUEUED else None
+    return RunPublic.from_record(record, position, progress)
+
+
+@router.post("", status_code=201, response_model=RunPublic)
+async def submit_run(
+    body: RunCreate, manager: ManagerDep, response: Response, idempotency_key: IdempotencyKey = None
+) -> RunPublic:
+    """Validate the overrides (422 naming the override and the fix), fix the run's name, queue it."""
+    record, replayed = await run_in_threadpool(manager.submit, body, idempotency_key)
+    response.headers["Location"] = f"/runs/{record.name}"
+    if replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    return _public(manager, record)
+
+
+@router.get("", response_model=RunsPublic)
+async def list_runs(
+    manager: ManagerDep,
+    status: Annotated[list[str] | None, Query(description="e.g. queued, or running,queued")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> RunsPublic:
+    """Runs, newest first."""
+    statuses = _statuses(status or [])
+    records = manager.store.list(statuses, limit)
+    positions = manager.store.queue_positions() if any(r.status == RunStatus.QUEUED for r in records) else {}
+    data = [_public(manager, r, positions.get(r.name)) for r in records]
+    return RunsPublic(data=data, count=len(data))
+
+
+def _statuses(values: list[str]) -> list[RunStatus]:
+    names = [s.strip() for part in values for s in part.split(",") if s.strip()]
+    known = {s.value: s for s in RunStatus}
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise InvalidRun(f"unknown status {unknown[0]!r}; use one of: {', '.join(known)}")
+    return [known[n] for n in names]
+
+
+@router.get("/{name}", response_model=RunPublic)
+async def get_run(name: str, manager: ManagerDep) -> RunPublic:
+    return _public(manager, manager.get(name))
+
+
+@router.get("/{name}/logs", response_class=PlainTextResponse)
+async def run_logs(
+    name: str,
+    manager: ManagerDep,
+    tail: Annotated[int | None, Query(ge=0, le=MAX_LOG_LINES, description="only the last N lines")] = None,
+    follow: Annotated[bool, Query(description="stream until the run ends")] = False,
+) -> Response:
+    manager.get(name)  # 404 for an unknown run
+    path = manager.files.log_path(name)
+    text = tail_of(path, MAX_LOG_LINES if tail is None else tail)
+    if not follow:
+        return PlainTextResponse(text)
+    return StreamingResponse(_follow(manager, name, text), media_type="text/plain")
+
+
+async def _follow(manager: RunManager, name: str, first: str) -> AsyncIterator[str]:
+    path = manager.files.log_path(name)
+    yield first
+    try:
+        offset = path.stat().st_size
+    except OSError:
+        offset = 0
+    while True:
+        ended = manager.get(name).status.is_terminal()  # read before the file: no line is missed
+        chunk = _read_from(path, offset)
+        if chunk:
+            offset += len(chunk)
+            yield chunk.decode("utf-8", errors="replace")
+        elif ended:
+            return
+        else:
+            await asyncio.sleep(FOLLOW_INTERVAL_S)
+
+
+def _read_from(path, offset: int, limit: int = 1 << 20) -> bytes:  # noqa: ANN001
+    try:
+        with open(path, "rb") as f:
+            f.seek(offset)
+            return f.read(limit)
+    except OSError:
+        return b""
+
+
+@router.post("/{name}/cancel", response_model=RunPublic)
+async def cancel_run(name: str, manager: ManagerDep) -> RunPublic:
+    """A queued run leaves the queue; a running one gets SIGTERM, a grace period, then SIGKILL.
+    409 if the run already finished."""
+    return _public(manager, await run_in_threadpool(manager.cancel, name))
+
+
+@router.post("/{name}/rerun", status_code=201, response_model=RunPublic)
+async def rerun_run(name: str, manager: ManagerDep, idempotency_key: IdempotencyKey = None) -> RunPublic:
+    """A new run with the same overrides and seed; its ``rerun_of`` names the original."""
+    return _public(manager, await run_in_threadpool(manager.rerun, name, idempotency_key))

@@ -1,0 +1,125 @@
+"""The service's settings: environment variables with the prefix ``LABRUN_``, read once at start-up.
+
+Bad settings fail loudly before the service accepts anything (``python -m app`` prints what is wrong and
+exits with status 2), never at first use.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+KNOWN_LAUNCHERS = ("local", "docker")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="LABRUN_", extra="ignore", validate_default=True)
+
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    # Where runs write (<output_dir>/<YYYY-MM-DD>/<name>) and where the store lives (.labrun/).
+    output_dir: Path = Path("./outputs")
+    launcher: str = "local"
+    # Host GPU indices labrun may hand out, e.g. "0,1,2,3". Unset: detected with nvidia-smi. "": none.
+    gpus: Annotated[tuple[int, ...] | None, NoDecode] = None
+    max_cpu_runs: int = Field(1, ge=1, le=1024)  # concurrent CPU-only runs
+    cancel_grace_s: float = Field(10.0, ge=0, le=3600)  # SIGTERM -> SIGKILL
+    # The trainer's command line, before its overrides: a JSON list or a shell-quoted string.
+    trainer_command: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: [sys.executable, "-m", "trainer"]
+    )
+    max_overrides: int = Field(64, ge=1, le=10_000)
+    max_override_chars: int = Field(512, ge=1, le=100_000)
+    max_overrides_bytes: int = Field(8192, ge=1, le=10_000_000)
+    log_tail_lines: int = Field(50, ge=0, le=10_000)  # lines of the log kept with a failed run
+    access_log: bool = False  # uvicorn's per-request log line (costs throughput under heavy polling)
+
+    @field_validator("output_dir")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        path = value.expanduser().resolve()
+        if path.exists() and not path.is_dir():
+            raise ValueError(f"{path} exists and is not a directory")
+        return path
+
+    @field_validator("launcher")
+    @classmethod
+    def _known_launcher(cls, value: str) -> str:
+        value = value.strip().lower()
+        if value not in KNOWN_LAUNCHERS:
+            raise ValueError(f"unknown launcher {value!r}; choose one of: {', '.join(KNOWN_LAUNCHERS)}")
+        return value
+
+    @field_validator("gpus", mode="before")
+    @classmethod
+    def _parse_gpus(cls, value: Any) -> Any:
+        if value is None or isinstance(value, tuple | list):
+            return value
+        text = str(value).strip()
+        if not text or text.lower() == "none":
+            return ()
+        try:
+            indices = [int(part) for part in text.replace(" ", "").split(",")]
+        except ValueError:
+            raise ValueError(
+                f"expected GPU indices such as 0,1,2,3 (or empty for none), got {text!r}"
+            ) from None
+        if any(i < 0 for i in indices) or len(set(indices)) != len(indices):
+            raise ValueError(f"GPU indices must be distinct and non-negative, got {text!r}")
+        return tuple(indices)
+
+    @field_validator("trainer_command", mode="before")
+    @classmethod
+    def _parse_command(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            text = value.strip()
+            value = json.loads(text) if text.startswith("[") else shlex.split(text)
+        if not value or not all(isinstance(part, str) and part for part in value):
+            raise ValueError("must be a non-empty list of non-empty strings")
+        return value
+
+    def gpu_inventory(self) -> tuple[int, ...]:
+        """The GPUs labrun may use: LABRUN_GPUS, else what nvidia-smi lists, else none."""
+        if self.gpus is not None:
+            return self.gpus
+        return detect_gpus()
+
+
+def detect_gpus() -> tuple[int, ...]:
+    if shutil.which("nvidia-smi") is None:
+        return ()
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=index", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return ()
+    return tuple(int(line) for line in out.split() if line.strip().isdigit())
+
+
+class SettingsError(RuntimeError):
+    """Settings that cannot work; the message lists every bad variable."""
+
+
+def load_settings(**overrides: Any) -> Settings:
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            field = ".".join(str(p) for p in err["loc"]) or "?"
+            message = err["msg"].removeprefix("Value error, ")
+            problems.append(f"  LABRUN_{field.upper()}: {message} (got {err.get('input')!r})")
+        raise SettingsError("invalid labrun settings:\n" + "\n".join(problems)) from None

@@ -1,0 +1,210 @@
+"""LocalLauncher: each run is the trainer as a local process, supervised by a tiny wrapper.
+
+    service ──Popen(new session)──> local_wrapper.py ──Popen(new session)──> trainer (+ its workers)
+
+- The wrapper records the trainer's exit code in ``<state_dir>/exit_code``, so an outcome is known even
+  when the service was down when the run ended; ``pid``/``child_pid`` hold "pid start-time" so a reused
+  pid is never mistaken for the run.
+- The handle is "wrapper-pid:start-time". Waiting is event-driven: a pidfd (``os.pidfd_open``) becomes
+  readable the moment the wrapper exits, whether or not it is our child (after a restart it is not).
+- Cancel: SIGTERM to the trainer's process group, a grace period, then SIGKILL to that group; the wrapper
+  survives to record the exit code.
+- cwd is the output directory (the trainer creates ``<date>/<name>`` itself and refuses an existing one);
+  CUDA_VISIBLE_DEVICES is the assigned GPUs, empty for a CPU run.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+from app.launchers.base import LOST, Launcher, LaunchError, LaunchSpec, Outcome
+from app.launchers.local_wrapper import start_time, write_atomic
+
+WRAPPER = Path(__file__).with_name("local_wrapper.py")
+
+
+class LocalLauncher(Launcher):
+    name = "local"
+
+    def __init__(self, trainer_command: list[str], output_dir: Path) -> None:
+        self.trainer_command = list(trainer_command)
+        self.output_dir = output_dir
+        self._children: dict[str, subprocess.Popen] = {}  # runs this process started
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_settings(cls, settings) -> LocalLauncher:  # noqa: ANN001 - app.core.config.Settings
+        return cls(settings.trainer_command, settings.output_dir)
+
+    def state_dir(self, name: str) -> Path:
+        return self.output_dir / ".labrun" / "runs" / name
+
+    # --- Launcher ------------------------------------------------------------------------------------------
+
+    def start(self, spec: LaunchSpec) -> str:
+        spec.state_dir.mkdir(parents=True, exist_ok=True)
+        if (spec.state_dir / "pid").exists():
+            raise LaunchError(f"run {spec.name!r} was already started once (found {spec.state_dir / 'pid'})")
+        env = {**os.environ, **spec.env, "CUDA_VISIBLE_DEVICES": ",".join(str(g) for g in spec.gpus)}
+        argv = [
+            sys.executable,
+            str(WRAPPER),
+            str(spec.state_dir),
+            "--",
+            *self.trainer_command,
+            *spec.trainer_args,
+        ]
+        try:
+            with open(spec.log_path, "ab") as log:
+                proc = subprocess.Popen(
+                    argv,
+                    cwd=spec.output_dir,
+                    env=env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                    close_fds=True,
+                )
+        except OSError as exc:
+            raise LaunchError(f"could not start the run's process: {exc}") from None
+        started = start_time(proc.pid)
+        # The wrapper writes the same file as its first act; writing it here too closes the window in
+        # which a kill -9 of the service would leave a started run without a trace.
+        write_atomic(spec.state_dir / "pid", f"{proc.pid} {started}\n")
+        with self._lock:
+            self._children[spec.name] = proc
+        return f"{proc.pid}:{started}"
+
+    def poll(self, name: str, handle: str) -> Outcome | None:
+        code = self._exit_code(name)
+        if code is not None:
+            self._reap(name)
+            return _outcome(code)
+        pid, started = _parse(handle)
+        if self._running(name, pid, started):
+            return None
+        code = self._exit_code(name)  # it may have ended between the two checks
+        if code is not None:
+            return _outcome(code)
+        self._kill_group(name, signal.SIGKILL)  # the supervisor died; do not leave its trainer behind
+        return Outcome(
+            None, LOST if name not in self._children else "the run's supervisor process was killed"
+        )
+
+    def wait(self, name: str, handle: str, timeout: float | None = None) -> Outcome | None:
+        pid, started = _parse(handle)
+        if not self._running(name, pid, started):
+            return self.poll(name, handle)
+        try:
+            fd = os.pidfd_open(pid)
+        except ProcessLookupError:
+            return self.poll(name, handle)
+        try:
+            if not self._running(name, pid, started):  # the pid could have been reused before the open
+                return self.poll(name, handle)
+            poller = select.poll()
+            poller.register(fd, select.POLLIN)
+            if not poller.poll(None if timeout is None else max(0, int(timeout * 1000))):
+                return None
+        finally:
+            os.close(fd)
+        self._reap(name)
+        return self.poll(name, handle)
+
+    def cancel(self, name: str, handle: str, grace_s: float) -> None:
+        if not self._kill_group(name, signal.SIGTERM):
+            pid, started = _parse(handle)
+            if self._running(name, pid, started):
+                os.kill(pid, signal.SIGTERM)  # the wrapper forwards it once the trainer exists
+        if self.wait(name, handle, timeout=grace_s) is not None:
+            return
+        self._kill_group(name, signal.SIGKILL)
+        if self.wait(name, handle, timeout=10) is None:
+            pid, started = _parse(handle)
+            if self._running(name, pid, started):
+                os.kill(pid, signal.SIGKILL)
+            self.wait(name, handle, timeout=5)
+
+    def reattach(self, name: str) -> str | None:
+        try:
+            pid, started = (self.state_dir(name) / "pid").read_text().split()
+        except (OSError, ValueError):
+            return None
+        return f"{pid}:{started}"
+
+    def release(self, name: str, handle: str) -> None:
+        self._reap(name)
+
+    def health(self) -> tuple[bool, str]:
+        program = self.trainer_command[0]
+        if shutil.which(program) is None and not Path(program).is_file():
+            return False, f"trainer command not found: {program}"
+        return True, "local launcher ready"
+
+    # --- helpers -------------------------------------------------------------------------------------------
+
+    def _exit_code(self, name: str) -> int | None:
+        try:
+            return int((self.state_dir(name) / "exit_code").read_text())
+        except (OSError, ValueError):
+            return None
+
+    def _running(self, name: str, pid: int, started: str) -> bool:
+        with self._lock:
+            proc = self._children.get(name)
+        if proc is not None and proc.pid == pid:
+            return proc.poll() is None
+        return _alive(pid, started)
+
+    def _reap(self, name: str) -> None:
+        with self._lock:
+            proc = self._children.pop(name, None)
+        if proc is not None:
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                with self._lock:
+                    self._children.setdefault(name, proc)
+
+    def _kill_group(self, name: str, sig: signal.Signals) -> bool:
+        """Signal the trainer's process group; False if there is no live trainer to signal."""
+        try:
+            pid, started = (self.state_dir(name) / "child_pid").read_text().split()
+        except (OSError, ValueError):
+            return False
+        if not _alive(int(pid), started):  # never signal a group whose leader's pid was reused
+            return False
+        try:
+            os.killpg(int(pid), sig)  # the trainer leads its own group (its workers are in it too)
+        except (ProcessLookupError, PermissionError):
+            return False
+        return True
+
+
+def _parse(handle: str) -> tuple[int, str]:
+    pid, _, started = handle.partition(":")
+    return int(pid), started
+
+
+def _alive(pid: int, started: str) -> bool:
+    """The process exists, is not a zombie, and is the one that started at ``started``."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return False
+    return fields[0] not in ("Z", "X") and fields[19] == started
+
+
+def _outcome(code: int) -> Outcome:
+    if code == -signal.SIGKILL:
+        return Outcome(code, "killed by SIGKILL (exit code -9), e.g. by the kernel's out-of-memory killer")
+    return Outcome.from_exit_code(code)

@@ -1,0 +1,72 @@
+"""Runs one trainer process and records how it ended, so the outcome outlives the service.
+
+Usage: python local_wrapper.py STATE_DIR -- COMMAND [ARGS...]   (standard library only; no app imports)
+
+The service may be killed at any moment; this small parent stays with the trainer and writes
+``STATE_DIR/exit_code`` (atomically) when the trainer ends: the return code, negative for a signal.
+The trainer runs in its own process group (``STATE_DIR/child_pid`` names it), so the service can SIGKILL
+the trainer and all its workers without killing this wrapper, which then still records the outcome.
+SIGTERM/SIGINT sent to the wrapper are forwarded to the trainer's group.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+
+def start_time(pid: int) -> str:
+    """The process's start time in clock ticks since boot (guards against pid reuse)."""
+    with open(f"/proc/{pid}/stat") as f:
+        stat = f.read()
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+def write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # the service may write the same file
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def main(argv: list[str]) -> int:
+    state_dir = Path(argv[1])
+    command = argv[3:] if len(argv) > 3 and argv[2] == "--" else []
+    if not command:
+        print("usage: local_wrapper.py STATE_DIR -- COMMAND [ARGS...]", file=sys.stderr)
+        return 2
+    me = os.getpid()
+    write_atomic(state_dir / "pid", f"{me} {start_time(me)}\n")
+    # Until the trainer is started, a SIGTERM must not leave a half-started run: just remember it.
+    pending: list[int] = []
+    signal.signal(signal.SIGTERM, lambda signum, _: pending.append(signum))
+    signal.signal(signal.SIGINT, lambda signum, _: pending.append(signum))
+    try:
+        child = subprocess.Popen(command, start_new_session=True)
+    except OSError as exc:
+        print(f"labrun: could not start {command[0]!r}: {exc}", flush=True)
+        write_atomic(state_dir / "exit_code", "127\n")
+        return 127
+    write_atomic(state_dir / "child_pid", f"{child.pid} {start_time(child.pid)}\n")
+
+    def forward(signum: int, _frame: object) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(child.pid, signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    for signum in pending:
+        forward(signum, None)
+    code = child.wait()
+    write_atomic(state_dir / "exit_code", f"{code}\n")
+    return code if code >= 0 else 128 - code
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

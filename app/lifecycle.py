@@ -1,0 +1,358 @@
+"""RunManager: the whole run lifecycle in one place — submit, dispatch, watch, finish, cancel, rerun, recover.
+
+    submit ──> queued ──dispatch──> running ──watcher sees the exit──> succeeded | failed | cancelled
+                  └──cancel──> cancelled          └──cancel: SIGTERM, grace, SIGKILL──> cancelled
+
+Invariants, and how they hold:
+- Every state change happens under one lock (``self._cond``) and is a compare-and-set in the store, so a
+  cancel can never race a dispatch: a run being launched is "starting", and a cancel waits for that.
+- Crash safety: GPUs are noted in the store, then the launcher starts the run, then queued -> running is
+  recorded with its handle. A kill -9 anywhere in between is repaired by ``reconcile``: the launcher finds
+  every run it started by name, so nothing runs twice and nothing is lost.
+- Resources: a GPU is owned by at most one run (``_gpu_owner``); CPU runs are capped at MAX_CPU_RUNS.
+  Dispatch is FIFO within each pool (a run waiting for GPUs does not hold back CPU runs, and vice versa).
+- Event-driven: a submission or a run's end wakes the dispatcher at once; there is no polling loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Sequence
+
+from app.core.config import Settings
+from app.errors import RunConflict, RunNotFound
+from app.launchers.base import EngineUnavailable, Launcher, LaunchSpec, Outcome
+from app.models import RunCreate, RunRecord, RunStatus
+from app.runfiles import RunFiles, tail
+from app.store import IdempotencyKeyTaken, NameTaken, RunStore
+from app.validation import RunValidator, ValidatedRun, _quote
+
+log = logging.getLogger("labrun.lifecycle")
+ENGINE_RETRY_S = 2.0  # when the engine is down, try to start queued runs again this often
+
+
+class RunManager:
+    def __init__(
+        self,
+        settings: Settings,
+        store: RunStore,
+        launcher: Launcher,
+        validator: RunValidator,
+        files: RunFiles,
+        gpus: Sequence[int],
+    ) -> None:
+        self.settings, self.store, self.launcher = settings, store, launcher
+        self.validator, self.files, self.gpus = validator, files, tuple(gpus)
+        self._cond = threading.Condition(threading.RLock())
+        self._gpu_owner: dict[int, str] = {}
+        self._cpu_runs: set[str] = set()
+        self._starting: set[str] = set()
+        self._active: dict[str, str] = {}  # running run -> handle, while a watcher follows it
+        self._cancelling: set[str] = set()
+        self._unreconciled: set[str] = set()  # queued runs the engine could not be asked about at start-up
+        self._wakeup = True
+        self._retry_at = 0.0
+        self._stopping = threading.Event()
+        self._dispatcher: threading.Thread | None = None
+
+    # --- start-up and shut-down ---------------------------------------------------------------------
+
+    def reconcile(self) -> None:
+        """Recover every unfinished run before accepting new work (after a restart or a kill -9)."""
+        for record in self.store.running():
+            handle = record.handle or ""
+            try:
+                outcome = self.launcher.poll(record.name, handle)
+            except EngineUnavailable:
+                outcome = None  # the watcher keeps asking until the engine answers
+            if outcome is not None:  # it ended while the service was down
+                self._finish(record.name, handle, record.gpus, outcome)
+            else:
+                self._adopt(record, handle)
+        for record in self.store.queued():
+            try:
+                handle = self.launcher.reattach(record.name)
+            except EngineUnavailable:
+                self._unreconciled.add(record.name)
+                continue
+            if handle:  # started just before the service died, never recorded as running
+                self.store.mark_running(record.name, handle, record.gpus)
+                self._adopt(record, handle)
+
+    def start(self) -> None:
+        self._dispatcher = threading.Thread(target=self._dispatch_loop, name="labrun-dispatcher", daemon=True)
+        self._dispatcher.start()
+
+    def stop(self) -> None:
+        """Stop dispatching and watching; the runs themselves carry on and are re-attached next start."""
+        self._stopping.set()
+        with self._cond:
+            self._cond.notify_all()
+        if self._dispatcher is not None:
+            self._dispatcher.join(timeout=10)
+
+    # --- requests --------------------------------------------------------------------------------------
+
+    def submit(
+        self, request: RunCreate, idempotency_key: str | None = None, rerun_of: str | None = None
+    ) -> tuple[RunRecord, bool]:
+        """Validate and queue a run; returns (run, replayed) where replayed means an Idempotency-Key hit."""
+        if idempotency_key:
+            existing = self.store.get_by_idempotency_key(idempotency_key)
+            if existing is not None:
+                return self._replay(existing, request), True
+        validated = self.validator.validate(request.overrides, request.config_name)
+        for attempt in range(1, 10_000):
+            candidate = validated if attempt == 1 else validated.renamed(f"r{attempt}")
+            if candidate.run_dir != "debug" and (self.settings.output_dir / candidate.run_dir).exists():
+                continue  # left over from an earlier store: the trainer would refuse the directory
+            try:
+                record = self.store.insert(_new_record(candidate, idempotency_key, rerun_of))
+                break
+            except NameTaken:
+                continue
+            except IdempotencyKeyTaken:  # a concurrent request with the same key won
+                return self._replay(self.store.get_by_idempotency_key(idempotency_key), request), True
+        else:  # pragma: no cover - ten thousand identical requests in one second
+            raise RunConflict("could not find a free run name; try again")
+        self._wake()
+        return record, False
+
+    def rerun(self, name: str, idempotency_key: str | None = None) -> RunRecord:
+        original = self.get(name)
+        overrides = list(original.overrides)
+        current_seed = self.validator.validate(overrides, original.config_name).seed
+        if original.seed is not None and current_seed != original.seed:  # conf/ changed its default seed
+            overrides.append(f"seed={original.seed}")
+        request = RunCreate(overrides=overrides, config_name=original.config_name)
+        return self.submit(request, idempotency_key, rerun_of=name)[0]
+
+    def cancel(self, name: str) -> RunRecord:
+        with self._cond:
+            self._cond.wait_for(lambda: name not in self._starting, timeout=60)
+            record = self.get(name)
+            if record.status.is_terminal():
+                raise RunConflict(f"run {name!r} already finished ({record.status.value}); nothing to cancel")
+            if record.status == RunStatus.QUEUED:
+                self.store.finish(
+                    name, [RunStatus.QUEUED], RunStatus.CANCELLED, reason="cancelled while queued"
+                )
+                self._unreconciled.discard(name)
+                return self.get(name)
+            self._cancelling.add(name)
+            handle = record.handle or ""
+        self.launcher.cancel(name, handle, self.settings.cancel_grace_s)
+        with self._cond:  # the watcher records the outcome; wait for it so the answer is final
+            self._cond.wait_for(lambda: name not in self._active, timeout=10)
+        return self.get(name)
+
+    def get(self, name: str) -> RunRecord:
+        record = self.store.get(name)
+        if record is None:
+            raise RunNotFound(name)
+        return record
+
+    # --- dispatch ---------------------------------------------------------------------------------------
+
+    def _wake(self) -> None:
+        with self._cond:
+            self._wakeup = True
+            self._cond.notify_all()
+
+    def _dispatch_loop(self) -> None:
+        while not self._stopping.is_set():
+            with self._cond:
+                timeout = max(0.0, self._retry_at - time.monotonic()) if self._retry_at else None
+                self._cond.wait_for(lambda: self._wakeup or self._stopping.is_set(), timeout=timeout)
+                if self._stopping.is_set():
+                    return
+                self._wakeup, self._retry_at = False, 0.0
+                picks = self._pick()
+            for record, gpus in picks:
+                try:
+                    self._launch(record, gpus)
+                except Exception:  # a bug must not kill the dispatcher; the run stays queued
+                    log.exception("launching %s failed", record.name)
+                    self._release_slot(record.name, gpus, retry=True)
+
+    def _pick(self) -> list[tuple[RunRecord, list[int]]]:
+        """Reserve resources for the runs to start now, FIFO within the CPU pool and the GPU pool."""
+        free = [g for g in self.gpus if g not in self._gpu_owner]
+        cpu_free = self.settings.max_cpu_runs - len(self._cpu_runs)
+        gpu_blocked = False
+        picks = []
+        for record in self.store.queued():
+            if record.name in self._starting:
+                continue
+            if record.gpu_need == 0:
+                if cpu_free <= 0:
+                    continue
+                cpu_free -= 1
+                self._cpu_runs.add(record.name)
+                gpus: list[int] = []
+            elif record.gpu_need > len(self.gpus):  # the inventory shrank since it was accepted
+                self.store.finish(
+                    record.name,
+                    [RunStatus.QUEUED],
+                    RunStatus.FAILED,
+                    reason=(
+                        f"could not start: needs {record.gpu_need} GPU(s), this server now has {len(self.gpus)}"
+                    ),
+                )
+                continue
+            else:
+                if gpu_blocked or record.gpu_need > len(free):
+                    gpu_blocked = True
+                    continue
+                gpus, free = free[: record.gpu_need], free[record.gpu_need :]
+                for g in gpus:
+                    self._gpu_owner[g] = record.name
+                self.store.assign_gpus(record.name, gpus)
+            self._starting.add(record.name)
+            picks.append((record, gpus))
+        return picks
+
+    def _launch(self, record: RunRecord, gpus: list[int]) -> None:
+        name = record.name
+        try:
+            handle = self.launcher.reattach(name) if name in self._unreconciled else None
+            if handle is None:
+                handle = self.launcher.start(self._spec(record, gpus))
+        except EngineUnavailable as exc:
+            log.warning("engine unavailable, %s stays queued: %s", name, exc)
+            self._release_slot(name, gpus, retry=True)
+            return
+        except Exception as exc:
+            reason = f"could not start: {exc}"
+            self._release_slot(name, gpus, fail_reason=reason)
+            return
+        with self._cond:
+            self._starting.discard(name)
+            self._unreconciled.discard(name)
+            recorded = self.store.mark_running(name, handle, gpus)
+            self._cond.notify_all()
+        if not recorded:  # cannot happen (a cancel waits while a run is starting); never leave it orphaned
+            log.error("%s started but was no longer queued; stopping it", name)
+            self._release_slot(name, gpus)
+            self.launcher.cancel(name, handle, self.settings.cancel_grace_s)
+            return
+        self._adopt(record, handle, gpus)
+
+    def _release_slot(
+        self, name: str, gpus: list[int], retry: bool = False, fail_reason: str | None = None
+    ) -> None:
+        with self._cond:
+            self._starting.discard(name)
+            self._free(name, gpus)
+            if fail_reason:
+                tail_text = tail(self.files.log_path(name), self.settings.log_tail_lines)
+                self.store.finish(
+                    name, [RunStatus.QUEUED], RunStatus.FAILED, reason=fail_reason, log_tail=tail_text or None
+                )
+                self._wakeup = True
+            if retry:
+                self._retry_at = time.monotonic() + ENGINE_RETRY_S
+            self._cond.notify_all()
+
+    def _free(self, name: str, gpus: Sequence[int]) -> None:
+        self._cpu_runs.discard(name)
+        for g in gpus:
+            if self._gpu_owner.get(g) == name:
+                del self._gpu_owner[g]
+
+    def _spec(self, record: RunRecord, gpus: list[int]) -> LaunchSpec:
+        args = [
+            *record.overrides,
+            f"run_name={record.name}",
+            f"log_dir={_quote(str(self.settings.output_dir))}",
+        ]
+        if record.config_name != "neuraloperator":
+            args = ["--config-name", record.config_name, *args]
+        return LaunchSpec(
+            name=record.name,
+            trainer_args=args,
+            gpus=tuple(gpus),
+            output_dir=self.settings.output_dir,
+            state_dir=self.files.state_dir(record.name),
+            log_path=self.files.log_path(record.name),
+            env={"PYTHONUNBUFFERED": "1"},
+        )
+
+    # --- watching ---------------------------------------------------------------------------------------
+
+    def _adopt(self, record: RunRecord, handle: str, gpus: Sequence[int] | None = None) -> None:
+        """Account for a running run's resources and follow it until it ends."""
+        gpus = list(record.gpus if gpus is None else gpus)
+        with self._cond:
+            if record.gpu_need == 0:
+                self._cpu_runs.add(record.name)
+            for g in gpus:
+                self._gpu_owner[g] = record.name
+            self._active[record.name] = handle
+        threading.Thread(
+            target=self._watch,
+            args=(record.name, handle, gpus),
+            daemon=True,
+            name=f"labrun-watch-{record.name[:40]}",
+        ).start()
+
+    def _watch(self, name: str, handle: str, gpus: list[int]) -> None:
+        while not self._stopping.is_set():
+            try:
+                outcome = self.launcher.wait(name, handle, timeout=30)
+            except EngineUnavailable:
+                self._stopping.wait(ENGINE_RETRY_S)
+                continue
+            except Exception:
+                log.exception("watching %s failed; retrying", name)
+                self._stopping.wait(ENGINE_RETRY_S)
+                continue
+            if outcome is not None:
+                self._finish(name, handle, gpus, outcome)
+                return
+
+    def _finish(self, name: str, handle: str, gpus: list[int], outcome: Outcome) -> None:
+        log_tail = tail(self.files.log_path(name), self.settings.log_tail_lines) or None
+        with self._cond:
+            if outcome.succeeded:
+                status, reason, log_tail = RunStatus.SUCCEEDED, None, None
+            elif name in self._cancelling:
+                status, reason = RunStatus.CANCELLED, f"cancelled by request ({outcome.reason})"
+            else:
+                status, reason = RunStatus.FAILED, outcome.reason or "ended without an exit status"
+            self.store.finish(name, [RunStatus.RUNNING], status, outcome.exit_code, reason, log_tail)
+            self._free(name, gpus)
+            self._active.pop(name, None)
+            self._cancelling.discard(name)
+            self._wakeup = True
+            self._cond.notify_all()
+        try:
+            self.launcher.release(name, handle)  # only now: the outcome is recorded
+        except Exception:
+            log.exception("releasing %s failed", name)
+
+    def _replay(self, existing: RunRecord, request: RunCreate) -> RunRecord:
+        same = existing.overrides == list(request.overrides) and existing.config_name == (
+            request.config_name or existing.config_name
+        )
+        if not same:
+            raise RunConflict("this Idempotency-Key was already used for a different request; use a new key")
+        return existing
+
+
+def _new_record(v: ValidatedRun, idempotency_key: str | None, rerun_of: str | None) -> RunRecord:
+    return RunRecord(
+        seq=0,
+        name=v.name,
+        status=RunStatus.QUEUED,
+        config_name=v.config_name,
+        overrides=v.overrides,
+        run_dir=v.run_dir,
+        gpu_need=v.gpu_need,
+        created_at=time.time(),
+        seed=v.seed,
+        rerun_of=rerun_of,
+        idempotency_key=idempotency_key,
+    )

@@ -1,0 +1,69 @@
+"""The FastAPI application: ``create_app(settings)`` wires store, launcher, validator and RunManager.
+
+Start-up order matters: every unfinished run is reconciled (re-attached, or given its real outcome) and
+the dispatcher started *before* the server accepts a request (uvicorn binds its socket only after the
+lifespan's start-up completes). One process, one worker: the store has a single writer path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from app.api.routes import health, runs
+from app.core.config import Settings, SettingsError, load_settings
+from app.errors import install_error_handlers
+from app.launchers import build_launcher
+from app.lifecycle import RunManager
+from app.runfiles import RunFiles
+from app.store import RunStore
+from app.validation import RunValidator
+
+
+def build_manager(settings: Settings) -> RunManager:
+    try:
+        settings.output_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SettingsError(
+            f"invalid labrun settings:\n  LABRUN_OUTPUT_DIR: cannot create it: {exc}"
+        ) from None
+    gpus = settings.gpu_inventory()
+    store = RunStore(settings.output_dir / ".labrun" / "runs.db")
+    return RunManager(
+        settings=settings,
+        store=store,
+        launcher=build_launcher(settings),
+        validator=RunValidator(settings, gpus),
+        files=RunFiles(settings.output_dir),
+        gpus=gpus,
+    )
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or load_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        manager = build_manager(settings)
+        manager.reconcile()
+        manager.start()
+        app.state.manager = manager
+        try:
+            yield
+        finally:
+            manager.stop()
+            manager.store.close()
+
+    app = FastAPI(
+        title="labrun",
+        summary="Share one GPU training server: submit Hydra override lists, queue, run, poll.",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    install_error_handlers(app)
+    app.include_router(runs.router)
+    app.include_router(health.router)
+    return app

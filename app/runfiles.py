@@ -1,0 +1,97 @@
+"""Reading what a run writes: its log (kept by the launcher) and its ``progress.json`` (written by the trainer).
+
+Cheap on purpose, because pollers call it on every GET: ``progress.json`` is parsed only when its mtime or
+size changed (one ``stat`` otherwise), and a log tail is read backwards from the end of the file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+_PROGRESS_FIELDS = {  # progress.json key -> API key
+    "epoch": "epoch",
+    "max_epochs": "max_epochs",
+    "global_step": "step",
+    "total_steps": "total",
+    "fraction": "fraction",
+    "updated_at": "updated_at",
+}
+
+
+class RunFiles:
+    def __init__(self, output_dir: Path, cache_size: int = 4096) -> None:
+        self.output_dir = output_dir
+        self.state_root = output_dir / ".labrun" / "runs"
+        self._cache: OrderedDict[str, tuple[tuple[int, int], dict[str, Any]]] = OrderedDict()
+        self._cache_size = cache_size
+        self._lock = threading.Lock()
+
+    def state_dir(self, name: str) -> Path:
+        return self.state_root / name
+
+    def log_path(self, name: str) -> Path:
+        return self.state_root / name / "log"
+
+    def progress(self, run_dir: str) -> dict[str, Any] | None:
+        """``{"progress": {...}, "metrics": {...}}`` from the run's progress.json, or None before it exists."""
+        path = os.path.join(self.output_dir, run_dir, "progress.json")
+        try:
+            st = os.stat(path)
+        except OSError:
+            return None
+        stamp = (st.st_mtime_ns, st.st_size)
+        with self._lock:
+            hit = self._cache.get(path)
+        if hit is not None and hit[0] == stamp:
+            return hit[1]
+        try:
+            with open(path, "rb") as f:
+                raw = json.loads(f.read())
+        except (OSError, ValueError):
+            return hit[1] if hit else None  # caught mid-write: the last good read is still true enough
+        if not isinstance(raw, dict):
+            return None
+        parsed = _parse_progress(raw)
+        with self._lock:
+            self._cache[path] = (stamp, parsed)
+            self._cache.move_to_end(path)
+            while len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+        return parsed
+
+
+def _parse_progress(raw: dict[str, Any]) -> dict[str, Any]:
+    progress = {api: raw.get(key) for key, api in _PROGRESS_FIELDS.items()}
+    metrics = {k: v for k, v in (raw.get("metrics") or {}).items() if _scalar(v)}
+    for key in ("train_loss", "val_loss"):
+        if _scalar(raw.get(key)):
+            metrics.setdefault(key, raw[key])
+    return {"progress": progress, "metrics": metrics}
+
+
+def _scalar(value: Any) -> bool:
+    return isinstance(value, int | float | str | bool) or value is None
+
+
+def tail(path: Path, lines: int, max_bytes: int = 4 << 20) -> str:
+    """The last ``lines`` lines of a text file (at most ``max_bytes`` read); "" if it does not exist."""
+    if lines <= 0:
+        return ""
+    try:
+        with open(path, "rb") as f:
+            end = f.seek(0, os.SEEK_END)
+            block, data, pos = 64 << 10, b"", end
+            while pos > 0 and data.count(b"\n") <= lines and end - pos < max_bytes:
+                step = min(block, pos)
+                pos -= step
+                f.seek(pos)
+                data = f.read(step) + data
+    except OSError:
+        return ""
+    text = data.decode("utf-8", errors="replace")
+    return "\n".join(text.splitlines()[-lines:]) + ("\n" if text.endswith("\n") else "")

@@ -1,0 +1,46 @@
+"""A stand-in for ``python -m trainer`` that keeps the service tests fast (standard library only).
+
+It behaves like the trainer where the service can see it: it takes ``run_name=`` and ``log_dir=``, creates
+``<log_dir>/<YYYY-MM-DD>/<name>`` (refusing an existing one), writes ``progress.json`` and prints log lines.
+Extra overrides steer it: ``+fake.sleep=SECONDS``, ``+fake.exit=CODE``, ``+fake.lines=N``.
+Every start is appended to ``<log_dir>/fake_starts.log`` so tests can prove that nothing runs twice.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+
+def main(argv: list[str]) -> int:
+    args = {}
+    for arg in argv:
+        key, _, value = arg.lstrip("+").partition("=")
+        args[key] = value.strip("'")
+    name, log_dir = args["run_name"], args["log_dir"]
+    sleep, code, lines = float(args.get("fake.sleep", 0)), int(args.get("fake.exit", 0)), int(args.get("fake.lines", 3))
+    with open(os.path.join(log_dir, "fake_starts.log"), "a") as f:
+        f.write(f"{name} {os.getpid()} {os.environ.get('CUDA_VISIBLE_DEVICES')!r} {time.time()}\n")
+    run_dir = os.path.join(log_dir, name[:10], name)
+    os.makedirs(run_dir)  # like the trainer: an existing run directory is an error
+    for i in range(lines):
+        print(f"fake trainer {name}: line {i + 1}", flush=True)
+    steps = 4
+    for step in range(1, steps + 1):
+        progress = {"epoch": 0, "max_epochs": 1, "global_step": step, "total_steps": steps,
+                    "fraction": step / steps, "train_loss": 1.0 / step, "val_loss": None,
+                    "metrics": {"train_loss": 1.0 / step}, "updated_at": time.time()}
+        tmp = os.path.join(run_dir, "progress.json.tmp")
+        with open(tmp, "w") as f:
+            json.dump(progress, f)
+        os.replace(tmp, os.path.join(run_dir, "progress.json"))
+        time.sleep(sleep / steps)
+    if code:
+        print(f"fake trainer {name}: failing with exit code {code}", flush=True)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
