@@ -6,8 +6,6 @@ every ``every_s`` seconds of training steps, so a reader never sees a half-writt
 
 from __future__ import annotations
 
-import datetime as dt
-import json
 import logging
 import math
 import os
@@ -18,19 +16,9 @@ from typing import Any
 import lightning as L
 
 from trainer.cancel import CancelGuard, RunCancelled
+from trainer.provenance import utc_now, write_json_atomic
 
 log = logging.getLogger(__name__)
-
-
-def write_json_atomic(path: str | os.PathLike, payload: dict[str, Any]) -> None:
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(payload, indent=2) + "\n")
-    os.replace(tmp, path)
-
-
-def utc_now() -> str:
-    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
 def _number(value: Any) -> float | None:

@@ -20,6 +20,7 @@ from omegaconf import OmegaConf
 
 from trainer import config, rundir
 from trainer.cancel import EXIT_CANCELLED, CancelGuard, RunCancelled
+from trainer.provenance import RunRecord, utc_now
 
 EXIT_USAGE = 2
 log = logging.getLogger("trainer")
@@ -40,6 +41,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    started = utc_now()
     args = parse_args(argv)
     overrides = list(args.overrides)
     try:
@@ -58,23 +60,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (rundir.RunDirExists, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    return execute(job, cfg.hydra, run_dir, name, overrides, args.config_name)
+    return execute(job, cfg.hydra, run_dir, name, overrides, args.config_name, started)
 
 
-def execute(job, hydra_node, run_dir, name: str, overrides: list[str], config_name: str) -> int:
+def execute(job, hydra_node, run_dir, name: str, overrides: list[str], config_name: str,
+            started: str | None = None) -> int:
+    record = RunRecord(run_dir / "run.json", name=name, overrides=overrides, config_name=config_name,
+                       seed=int(job.seed), start_time=started)
     guard = CancelGuard().install()
-    rundir.write_hydra_files(run_dir, job, hydra_node, overrides)
-    rundir.setup_logging(run_dir)
-    mode = rundir.configure_wandb_env(run_dir, bool(job.debug))
-    log.info("run %s in %s (wandb %s)", name, run_dir, mode)
-    record = None
     try:
-        from trainer.provenance import RunRecord  # torch is imported from here on
-
-        record = RunRecord(run_dir / "run.json", name=name, overrides=overrides, config_name=config_name,
-                           seed=int(job.seed), accelerator=str(job.accelerator))
         record.write()
-        from trainer.train import train
+        rundir.write_hydra_files(run_dir, job, hydra_node, overrides)
+        rundir.setup_logging(run_dir)
+        mode = rundir.configure_wandb_env(run_dir, bool(job.debug))
+        log.info("run %s in %s (wandb %s)", name, run_dir, mode)
+        from trainer.train import train  # the training stack: ~10 s of imports
+
+        record.set_devices(str(job.accelerator))
 
         rundir.route_library_logs()
         metrics = train(job, run_dir, guard)
@@ -88,8 +90,7 @@ def execute(job, hydra_node, run_dir, name: str, overrides: list[str], config_na
         code = 130 if isinstance(exc, KeyboardInterrupt) else 1
         log.error("run %s failed:\n%s", name, traceback.format_exc())
     guard.cleaning_up()
-    if record is not None:
-        record.finish(status, detail)
+    record.finish(status, detail)
     guard.uninstall()
     return code
 

@@ -1,11 +1,13 @@
 """``run.json``: what ran, from which code, on what, and how it ended.
 
-Written when the run starts (status ``running``) and rewritten when it ends (``succeeded``, ``failed`` or
+Light at import (no torch): it is written before the training stack is imported. Written when the run starts (status ``running``) and rewritten when it ends (``succeeded``, ``failed`` or
 ``cancelled``), so a run killed without a chance to clean up still says what it was.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 import os
 import socket
 import subprocess
@@ -13,10 +15,20 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from trainer.callbacks import utc_now, write_json_atomic
-
 PACKAGES = ("torch", "lightning", "neuraloperator", "torch-harmonics", "hydra-core", "wandb")
 REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def utc_now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
+def write_json_atomic(path: str | os.PathLike, payload: dict[str, Any]) -> None:
+    """A temporary file in the same directory, then ``os.replace``: readers see the old file or the new."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(payload, indent=2) + "\n")
+    os.replace(tmp, path)
 
 
 def package_versions() -> dict[str, str | None]:
@@ -59,7 +71,7 @@ class RunRecord:
     """The content of run.json, kept in memory and written whole each time."""
 
     def __init__(self, path: str | os.PathLike, *, name: str, overrides: list[str], config_name: str,
-                 seed: int, accelerator: str) -> None:
+                 seed: int, start_time: str | None = None) -> None:
         self.path = Path(path)
         self.data: dict[str, Any] = {
             "name": name,
@@ -69,14 +81,18 @@ class RunRecord:
             "code_version": code_version(),
             "versions": package_versions(),
             "hostname": socket.gethostname(),
-            "devices": device_names(accelerator),
-            "start_time": utc_now(),
+            "devices": None,  # filled once torch is imported (see set_devices)
+            "start_time": start_time or utc_now(),
             "end_time": None,
             "status": "running",
             "exception": None,
         }
         if os.environ.get("LABRUN_IMAGE_ID"):
             self.data["image"] = os.environ["LABRUN_IMAGE_ID"]
+
+    def set_devices(self, accelerator: str) -> None:
+        self.data["devices"] = device_names(accelerator)
+        self.write()
 
     def write(self) -> None:
         write_json_atomic(self.path, self.data)

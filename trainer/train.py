@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,13 @@ from trainer.data import SWEDataModule
 from trainer.model import OperatorModule
 
 log = logging.getLogger(__name__)
+
+
+def _quiet_known_noise() -> None:
+    """Noise, not news: metrics.csv is meant to live in the run directory next to the other records, and
+    Lightning's own use of a deprecated torch API is nothing a run can act on."""
+    warnings.filterwarnings("ignore", message="Experiment logs directory .* exists and is not empty")
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
 
 
 def build_datamodule(job: DictConfig) -> SWEDataModule:
@@ -69,7 +77,8 @@ def train(job: DictConfig, run_dir: Path, guard: CancelGuard) -> dict[str, float
     exit_code = 1
     try:
         trainer = build_trainer(job, run_dir, [wandb_logger, csv_logger], guard)
-        with guard.deferred():
+        with guard.deferred(), warnings.catch_warnings():
+            _quiet_known_noise()
             trainer.fit(model, datamodule=datamodule)
         exit_code = 0
         return {k: float(v) for k, v in trainer.callback_metrics.items()}
