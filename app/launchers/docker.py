@@ -1,0 +1,371 @@
+"""The ``docker`` launcher: each run in its own container from the trainer image (docker/trainer.Dockerfile).
+
+Finding a run again: the container's name is derived from the run's name alone (``container_name``) and
+carries it in a label (``labrun.run``), so ``reattach(name)`` needs nothing the service may have lost.
+The container stays until ``release()``: the Engine keeps its exit code and out-of-memory flag for as long
+as it exists, so a run that ended while the service was down still reports its true outcome.
+
+Logs: the container's shell appends the trainer's stdout and stderr to ``spec.log_path`` itself (the
+outputs directory is mounted at the same path inside), so the log keeps growing while the service is
+down. The image id goes to the trainer as ``LABRUN_IMAGE_ID`` (run.json names it); the code version is
+baked into the image (``LABRUN_CODE_VERSION``).
+
+Hardening of every run container: a non-root user, ``no-new-privileges``, every capability dropped, a
+read-only root file system with a tmpfs on /tmp (HOME and caches), pid and memory limits (no swap), a
+large /dev/shm for DataLoader workers, only the outputs directory (and an optional data cache) mounted,
+no network unless WandB is online, and an environment that only the service sets. GPUs are an Engine
+device request for exactly the assigned ids; a CPU run asks for none and hides any GPU a default
+``nvidia`` runtime would otherwise expose.
+
+Engine errors map onto the interface's: connection failures become ``EngineUnavailable`` (the run stays
+queued and is retried), anything the Engine refuses becomes ``LaunchError``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import math
+import os
+import re
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, ClassVar
+
+import requests
+from docker.errors import APIError, DockerException, ImageNotFound, NotFound
+from docker.models.containers import Container
+from docker.types import DeviceRequest, LogConfig, Mount
+from pydantic import field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+import docker
+from app.launchers.base import LOST, EngineUnavailable, Launcher, LaunchError, LaunchSpec, Outcome
+
+LABEL_RUN = "labrun.run"
+LABEL_OUTPUT_DIR = "labrun.output_dir"
+IMAGE_USER = "10001:10001"  # the unprivileged user of docker/trainer.Dockerfile
+# Appends the command's output to $LABRUN_LOG_PATH, then becomes the command (docker-init forwards signals).
+LOG_ENTRYPOINT = ("/bin/sh", "-c", 'exec "$@" >>"$LABRUN_LOG_PATH" 2>&1', "labrun-run")
+# Variables that describe the service's machine, not the run: never copied into a container.
+HOST_ONLY_ENV = frozenset(
+    {
+        "PATH",
+        "HOME",
+        "PYTHONPATH",
+        "VIRTUAL_ENV",
+        "LD_LIBRARY_PATH",
+        "CUDA_VISIBLE_DEVICES",
+        "NVIDIA_VISIBLE_DEVICES",
+    }
+)
+_SIZE = re.compile(r"^\d+[bkmgBKMG]?$")
+_NAME_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
+_RUNNING_STATES = frozenset({"created", "running", "paused", "restarting", "removing"})
+
+
+class DockerSettings(BaseSettings):
+    """``LABRUN_DOCKER_*``: read once at start-up; a bad value stops the service with a clear message."""
+
+    model_config = SettingsConfigDict(env_prefix="LABRUN_DOCKER_", extra="ignore")
+
+    image: str = "labrun-trainer:latest"  # the trainer image (compose.yaml builds it under this tag)
+    host: str | None = None  # Engine address, e.g. unix:///var/run/docker.sock; default: DOCKER_HOST or local
+    memory: str = "32g"  # per run; swap is not allowed on top
+    pids_limit: int = 4096
+    shm_size: str = "8g"  # /dev/shm: DataLoader workers pass batches through it
+    tmp_size: str = "4g"  # the /tmp tmpfs (HOME, caches); counts against memory
+    network: str = "auto"  # auto: none unless WandB is online (WANDB_API_KEY set); or none, bridge, a network
+    data_cache: Path | None = (
+        None  # host directory mounted at <output_dir>/.data_cache; default: inside outputs
+    )
+    user: str | None = None  # uid:gid for runs; default: the service's own, or 10001:10001 if it is root
+    api_timeout_s: float = 30.0
+
+    @field_validator("memory", "shm_size", "tmp_size")
+    @classmethod
+    def _size(cls, value: str) -> str:
+        if not _SIZE.match(value):
+            raise ValueError(f"{value!r} is not a size like 512m or 8g")
+        return value.lower()
+
+    @field_validator("pids_limit")
+    @classmethod
+    def _positive(cls, value: int) -> int:
+        if value < 64:
+            raise ValueError("must be at least 64 (Python, torch and DataLoader workers need threads)")
+        return value
+
+    @field_validator("user")
+    @classmethod
+    def _uid_gid(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"\d+:\d+", value):
+            raise ValueError(f"{value!r} is not numeric uid:gid")
+        if value is not None and value.split(":")[0] == "0":
+            raise ValueError("runs never run as root")
+        return value
+
+    @field_validator("data_cache")
+    @classmethod
+    def _absolute(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_absolute():
+            raise ValueError("must be an absolute path on the Docker host")
+        return value
+
+
+def container_name(run_name: str) -> str:
+    """A valid, unique container name made from the run's name alone (readable prefix + hash of the name)."""
+    readable = _NAME_UNSAFE.sub("-", run_name)[:80].strip("-.")
+    return f"labrun-{readable}-{hashlib.sha256(run_name.encode()).hexdigest()[:12]}"
+
+
+class DockerLauncher(Launcher):
+    name: ClassVar[str] = "docker"
+
+    def __init__(
+        self,
+        settings: DockerSettings,
+        output_dir: Path,
+        command: tuple[str, ...] = ("python", "-m", "trainer"),
+    ) -> None:
+        self.settings = settings
+        self.output_dir = Path(output_dir).resolve()
+        self.command = tuple(command)  # what the container runs before the spec's trainer_args
+        self.user = settings.user or (f"{os.getuid()}:{os.getgid()}" if os.geteuid() != 0 else IMAGE_USER)
+        self._client_lock = threading.Lock()
+        self._docker: docker.DockerClient | None = None
+
+    @classmethod
+    def from_env(cls, service_settings: Any) -> DockerLauncher:
+        return cls(DockerSettings(), Path(service_settings.output_dir))
+
+    # -- what the Engine is asked for -------------------------------------------------------------------
+
+    def create_kwargs(self, spec: LaunchSpec, image_id: str) -> dict[str, Any]:
+        """The arguments of ``containers.create`` for a run: everything a run container is, in one place."""
+        s = self.settings
+        output_dir = str(spec.output_dir)
+        mounts = [Mount(target=output_dir, source=output_dir, type="bind", read_only=False)]
+        if s.data_cache is not None:
+            cache = str(spec.output_dir / ".data_cache")
+            mounts.append(Mount(target=cache, source=str(s.data_cache), type="bind", read_only=False))
+        network, wandb_key = self._network(spec)
+        env = {k: v for k, v in spec.env.items() if k not in HOST_ONLY_ENV and k != "WANDB_API_KEY"}
+        env.update(
+            HOME="/tmp",
+            LABRUN_LOG_PATH=str(spec.log_path),
+            LABRUN_IMAGE_ID=image_id,
+            PYTHONUNBUFFERED="1",
+        )
+        if wandb_key:
+            env["WANDB_API_KEY"] = wandb_key
+        else:
+            env["WANDB_MODE"] = "offline"
+        if not spec.gpus:
+            # A GPU box whose default runtime is `nvidia` would otherwise expose the image's "all".
+            env["NVIDIA_VISIBLE_DEVICES"] = "void"
+        device_requests = (
+            [DeviceRequest(driver="nvidia", device_ids=[str(g) for g in spec.gpus], capabilities=[["gpu"]])]
+            if spec.gpus
+            else []
+        )
+        return {
+            "image": image_id,
+            "name": container_name(spec.name),
+            "labels": {LABEL_RUN: spec.name, LABEL_OUTPUT_DIR: output_dir},
+            "entrypoint": list(LOG_ENTRYPOINT),
+            "command": [*self.command, *spec.trainer_args],
+            "environment": env,
+            "user": self.user,
+            "working_dir": "/tmp",
+            "detach": True,
+            "init": True,  # docker-init as pid 1: SIGTERM reaches the trainer, zombies are reaped
+            "read_only": True,
+            "tmpfs": {"/tmp": f"rw,nosuid,nodev,size={s.tmp_size},mode=1777"},
+            "security_opt": ["no-new-privileges:true"],
+            "cap_drop": ["ALL"],
+            "pids_limit": s.pids_limit,
+            "mem_limit": s.memory,
+            "memswap_limit": s.memory,
+            "shm_size": s.shm_size,
+            "network_mode": network,
+            "mounts": mounts,
+            "device_requests": device_requests,
+            "restart_policy": {"Name": "no"},
+            # The trainer's output goes to the log file; the Engine keeps only what escapes it.
+            "log_config": LogConfig(type="json-file", config={"max-size": "1m", "max-file": "1"}),
+        }
+
+    def _network(self, spec: LaunchSpec) -> tuple[str, str | None]:
+        """(network mode, WandB key to pass): online only when the service has a key and the policy allows."""
+        key = spec.env.get("WANDB_API_KEY") or os.environ.get("WANDB_API_KEY") or None
+        policy = self.settings.network
+        if policy == "none" or (policy == "auto" and not key):
+            return "none", None
+        return ("bridge" if policy == "auto" else policy), key
+
+    # -- the interface ----------------------------------------------------------------------------------
+
+    def start(self, spec: LaunchSpec) -> str:
+        client = self._client()
+        with self._engine("start"):
+            existing = self._find(client, spec.name)
+            if existing is not None:
+                # Started before the service could record it (killed in between): the same run, never twice.
+                if existing.status == "created":
+                    existing.start()
+                return existing.id
+            try:
+                image = client.images.get(self.settings.image)
+            except ImageNotFound:
+                raise LaunchError(
+                    f"image {self.settings.image} not found: build it (docker compose build)"
+                ) from None
+            self._prepare_dirs(spec)
+            try:
+                container = client.containers.create(**self.create_kwargs(spec, image.id))
+                container.start()
+            except APIError as exc:
+                raise LaunchError(f"docker refused to start the run: {_explain(exc)}") from None
+            return container.id
+
+    def poll(self, name: str, handle: str) -> Outcome | None:
+        client = self._client()
+        with self._engine("poll"):
+            try:
+                container = client.containers.get(handle)
+            except NotFound:
+                return Outcome(None, LOST)
+            return _outcome(container)
+
+    def wait(self, name: str, handle: str, timeout: float | None = None) -> Outcome | None:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            try:
+                outcome = self.poll(name, handle)
+                if outcome is not None:
+                    return outcome
+                left = 30.0 if deadline is None else min(30.0, deadline - time.monotonic())
+                if left <= 0:
+                    return None
+                with contextlib.suppress(requests.exceptions.RequestException):
+                    self._client().api.wait(handle, timeout=max(1, math.ceil(left)))
+            except EngineUnavailable:
+                # The run goes on (or ends) without the Engine's API; ask again once it is back.
+                if deadline is not None and time.monotonic() >= deadline:
+                    return None
+                time.sleep(2.0)
+
+    def cancel(self, name: str, handle: str, grace_s: float) -> None:
+        client = self._client()
+        with self._engine("cancel"):
+            try:
+                container = client.containers.get(handle)
+                # SIGTERM, then SIGKILL after the grace period; returns once the container has stopped.
+                container.stop(timeout=max(0, math.ceil(grace_s)))
+            except NotFound:
+                return
+
+    def reattach(self, name: str) -> str | None:
+        client = self._client()
+        with self._engine("reattach"):
+            container = self._find(client, name)
+            if container is None:
+                return None
+            if container.status == "created":  # created but never started: it has not run yet
+                container.start()
+            return container.id
+
+    def release(self, name: str, handle: str) -> None:
+        client = self._client()
+        with self._engine("release"), contextlib.suppress(NotFound):
+            client.api.remove_container(handle, force=True)
+
+    def health(self) -> tuple[bool, str]:
+        try:
+            client = self._client()
+            with self._engine("health"):
+                version = client.version().get("Version", "?")
+                try:
+                    image = client.images.get(self.settings.image)
+                except ImageNotFound:
+                    return (
+                        False,
+                        f"docker engine {version} up, image {self.settings.image} missing (build it)",
+                    )
+        except EngineUnavailable as exc:
+            return False, f"docker engine down: {exc}"
+        return True, f"docker engine {version}, image {self.settings.image} ({image.id[:19]})"
+
+    # -- helpers ----------------------------------------------------------------------------------------
+
+    def _client(self) -> docker.DockerClient:
+        """The Engine client, made on first use (API version negotiated then); EngineUnavailable if down."""
+        with self._client_lock:
+            if self._docker is None:
+                try:
+                    kwargs: dict[str, Any] = {"version": "auto", "timeout": self.settings.api_timeout_s}
+                    if self.settings.host:
+                        self._docker = docker.DockerClient(base_url=self.settings.host, **kwargs)
+                    else:
+                        self._docker = docker.from_env(**kwargs)
+                except DockerException as exc:
+                    raise EngineUnavailable(_explain(exc)) from None
+            return self._docker
+
+    @contextlib.contextmanager
+    def _engine(self, what: str) -> Iterator[None]:
+        """Connection-level failures mean the Engine is unreachable, not that the run failed."""
+        try:
+            yield
+        except requests.exceptions.RequestException as exc:
+            raise EngineUnavailable(f"docker engine unreachable during {what}: {_explain(exc)}") from None
+        except APIError as exc:
+            if exc.status_code is not None and exc.status_code >= 500 and what != "start":
+                raise EngineUnavailable(f"docker engine error during {what}: {_explain(exc)}") from None
+            raise
+
+    def _find(self, client: docker.DockerClient, run_name: str) -> Container | None:
+        """The container of a run: by its derived name, checked against its label."""
+        try:
+            container = client.containers.get(container_name(run_name))
+        except NotFound:
+            return None
+        if container.labels.get(LABEL_RUN) != run_name:
+            raise LaunchError(f"container {container.name} exists but belongs to another run")
+        return container
+
+    def _prepare_dirs(self, spec: LaunchSpec) -> None:
+        """Make what the run writes writable by its user: the outputs directory (the trainer creates its
+        run directory there), the data cache, and the log file. Only a root service has to hand them over."""
+        spec.state_dir.mkdir(parents=True, exist_ok=True)
+        spec.log_path.parent.mkdir(parents=True, exist_ok=True)
+        spec.log_path.touch(exist_ok=True)
+        if os.geteuid() != 0:
+            return
+        uid, gid = (int(part) for part in self.user.split(":"))
+        paths = [spec.output_dir, spec.log_path]
+        if self.settings.data_cache is not None:
+            self.settings.data_cache.mkdir(parents=True, exist_ok=True)
+            paths.append(self.settings.data_cache)
+        elif (spec.output_dir / ".data_cache").exists():
+            paths.append(spec.output_dir / ".data_cache")
+        for path in paths:
+            if path.stat().st_uid != uid:
+                os.chown(path, uid, gid)
+
+
+def _outcome(container: Container) -> Outcome | None:
+    """The one place where an Engine container state becomes a run outcome."""
+    state = container.attrs.get("State", {})
+    if state.get("Status") in _RUNNING_STATES:
+        return None
+    return Outcome.from_exit_code(int(state.get("ExitCode", -1)), oom=bool(state.get("OOMKilled")))
+
+
+def _explain(exc: BaseException) -> str:
+    if isinstance(exc, APIError):
+        return str(exc.explanation or exc)
+    return str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__

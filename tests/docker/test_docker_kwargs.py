@@ -1,0 +1,179 @@
+"""What the Docker launcher asks the Engine for (no Engine needed): the exact ``containers.create``
+arguments for GPU and CPU runs, the hardening, the environment, and the settings' validation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from app.launchers.base import LaunchSpec
+from app.launchers.docker import (
+    IMAGE_USER,
+    LABEL_RUN,
+    DockerLauncher,
+    DockerSettings,
+    container_name,
+)
+
+IMAGE_ID = "sha256:" + "ab" * 32
+
+
+def make_spec(tmp_path: Path, gpus: tuple[int, ...] = (), env: dict[str, str] | None = None) -> LaunchSpec:
+    out = tmp_path / "outputs"
+    name = "2026-11-28_12-00-00_sfno32x64_max_epochs=1,seed=3"
+    state = out / ".labrun" / "runs" / name
+    return LaunchSpec(
+        name=name,
+        trainer_args=["max_epochs=1", f"run_name={name}", f"log_dir={out}"],
+        gpus=gpus,
+        output_dir=out,
+        state_dir=state,
+        log_path=state / "run.log",
+        env=env if env is not None else {"LABRUN_RUN": name},
+    )
+
+
+def launcher(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **settings: object) -> DockerLauncher:
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    return DockerLauncher(DockerSettings(**settings), tmp_path / "outputs")
+
+
+def test_gpu_run_requests_exactly_its_devices(tmp_path, monkeypatch):
+    kw = launcher(tmp_path, monkeypatch).create_kwargs(make_spec(tmp_path, gpus=(1, 3)), IMAGE_ID)
+    [request] = kw["device_requests"]
+    assert request["Driver"] == "nvidia"
+    assert request["DeviceIDs"] == ["1", "3"]
+    assert request["Count"] == 0  # never "all" (-1)
+    assert request["Capabilities"] == [["gpu"]]
+    # The Engine tells the Container Toolkit which GPUs: nothing in the env may widen that.
+    assert "NVIDIA_VISIBLE_DEVICES" not in kw["environment"]
+    assert "CUDA_VISIBLE_DEVICES" not in kw["environment"]
+
+
+def test_cpu_run_requests_no_device_and_hides_gpus(tmp_path, monkeypatch):
+    kw = launcher(tmp_path, monkeypatch).create_kwargs(make_spec(tmp_path), IMAGE_ID)
+    assert kw["device_requests"] == []
+    assert kw["environment"]["NVIDIA_VISIBLE_DEVICES"] == "void"
+
+
+def test_hardening(tmp_path, monkeypatch):
+    lc = launcher(tmp_path, monkeypatch, memory="4g", pids_limit=512, shm_size="2g")
+    spec = make_spec(tmp_path)
+    kw = lc.create_kwargs(spec, IMAGE_ID)
+    assert kw["image"] == IMAGE_ID  # the exact image, not a tag that a rebuild could move
+    assert kw["user"] not in (None, "", "root") and not kw["user"].startswith("0:")
+    assert kw["security_opt"] == ["no-new-privileges:true"]
+    assert kw["cap_drop"] == ["ALL"]
+    assert "cap_add" not in kw and "privileged" not in kw
+    assert kw["read_only"] is True
+    assert list(kw["tmpfs"]) == ["/tmp"]
+    assert kw["pids_limit"] == 512
+    assert kw["mem_limit"] == "4g" and kw["memswap_limit"] == "4g"
+    assert kw["shm_size"] == "2g"
+    assert kw["network_mode"] == "none"
+    assert kw["init"] is True
+    assert kw["restart_policy"] == {"Name": "no"}
+    assert "auto_remove" not in kw  # removed only by release(), after the outcome is recorded
+    # Only the outputs directory, at the same path as on the host.
+    [mount] = kw["mounts"]
+    assert mount["Type"] == "bind"
+    assert mount["Source"] == mount["Target"] == str(spec.output_dir)
+    assert "volumes" not in kw and "privileged" not in kw
+
+
+def test_user_is_the_services_own_or_the_images(tmp_path, monkeypatch):
+    lc = launcher(tmp_path, monkeypatch)
+    import os
+
+    expected = IMAGE_USER if os.geteuid() == 0 else f"{os.getuid()}:{os.getgid()}"
+    assert lc.create_kwargs(make_spec(tmp_path), IMAGE_ID)["user"] == expected
+    assert launcher(tmp_path, monkeypatch, user="1234:1234").user == "1234:1234"
+
+
+def test_name_labels_and_command(tmp_path, monkeypatch):
+    spec = make_spec(tmp_path)
+    kw = launcher(tmp_path, monkeypatch).create_kwargs(spec, IMAGE_ID)
+    assert kw["name"] == container_name(spec.name)
+    assert kw["labels"][LABEL_RUN] == spec.name
+    assert kw["command"] == ["python", "-m", "trainer", *spec.trainer_args]
+    assert kw["entrypoint"][:2] == ["/bin/sh", "-c"]
+    assert kw["environment"]["LABRUN_LOG_PATH"] == str(spec.log_path)
+    assert kw["environment"]["LABRUN_IMAGE_ID"] == IMAGE_ID
+
+
+def test_container_names_are_valid_and_distinct():
+    import re
+
+    names = ["2026-11-28_12-00-00_fno32x64_a=1,b=2", "2026-11-28_12-00-00_fno32x64_a-1-b-2", "x" * 255]
+    made = {container_name(n) for n in names}
+    assert len(made) == len(names)
+    for made_name in made:
+        assert re.fullmatch(r"[a-zA-Z0-9][a-zA-Z0-9_.-]+", made_name)
+        assert len(made_name) < 128
+    assert container_name(names[0]) == container_name(names[0])
+
+
+def test_environment_is_only_what_the_service_sets(tmp_path, monkeypatch):
+    env = {"LABRUN_RUN": "x", "PATH": "/host/bin", "CUDA_VISIBLE_DEVICES": "1", "PYTHONPATH": "/host"}
+    monkeypatch.setenv("SOME_SERVICE_SECRET", "nope")
+    kw = launcher(tmp_path, monkeypatch).create_kwargs(make_spec(tmp_path, env=env), IMAGE_ID)
+    environment = kw["environment"]
+    assert environment["LABRUN_RUN"] == "x"
+    for leaked in ("PATH", "CUDA_VISIBLE_DEVICES", "PYTHONPATH", "SOME_SERVICE_SECRET", "WANDB_API_KEY"):
+        assert leaked not in environment
+    assert environment["WANDB_MODE"] == "offline"
+
+
+def test_network_only_when_wandb_is_online(tmp_path, monkeypatch):
+    lc = launcher(tmp_path, monkeypatch)
+    monkeypatch.setenv("WANDB_API_KEY", "k" * 40)
+    kw = lc.create_kwargs(make_spec(tmp_path), IMAGE_ID)
+    assert kw["network_mode"] == "bridge"
+    assert kw["environment"]["WANDB_API_KEY"] == "k" * 40
+    assert "WANDB_MODE" not in kw["environment"]
+    forced = launcher(tmp_path, monkeypatch, network="none")
+    monkeypatch.setenv("WANDB_API_KEY", "k" * 40)
+    kw = forced.create_kwargs(make_spec(tmp_path), IMAGE_ID)
+    assert kw["network_mode"] == "none" and "WANDB_API_KEY" not in kw["environment"]
+
+
+def test_data_cache_mount(tmp_path, monkeypatch):
+    spec = make_spec(tmp_path)
+    kw = launcher(tmp_path, monkeypatch, data_cache=str(tmp_path / "cache")).create_kwargs(spec, IMAGE_ID)
+    assert [(m["Source"], m["Target"]) for m in kw["mounts"]] == [
+        (str(spec.output_dir), str(spec.output_dir)),
+        (str(tmp_path / "cache"), str(spec.output_dir / ".data_cache")),
+    ]
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"LABRUN_DOCKER_MEMORY": "lots"},
+        {"LABRUN_DOCKER_SHM_SIZE": "-1"},
+        {"LABRUN_DOCKER_PIDS_LIMIT": "3"},
+        {"LABRUN_DOCKER_USER": "0:0"},
+        {"LABRUN_DOCKER_USER": "labrun"},
+        {"LABRUN_DOCKER_DATA_CACHE": "relative/dir"},
+    ],
+)
+def test_bad_settings_fail_at_start_up(monkeypatch, env):
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    with pytest.raises(ValidationError):
+        DockerSettings()
+
+
+def test_from_env_reads_labrun_docker_variables(tmp_path, monkeypatch):
+    monkeypatch.setenv("LABRUN_DOCKER_IMAGE", "labrun-trainer:abc")
+    monkeypatch.setenv("LABRUN_DOCKER_MEMORY", "12G")
+
+    class ServiceSettings:
+        output_dir = tmp_path
+
+    lc = DockerLauncher.from_env(ServiceSettings())
+    assert lc.settings.image == "labrun-trainer:abc"
+    assert lc.settings.memory == "12g"
+    assert lc.output_dir == tmp_path
