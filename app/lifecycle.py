@@ -301,7 +301,7 @@ class RunManager:
     def _watch(self, name: str, handle: str, gpus: list[int]) -> None:
         while not self._stopping.is_set():
             try:
-                outcome = self.launcher.wait(name, handle, timeout=30)
+                outcome = self.launcher.wait(name, handle, timeout=5)
             except EngineUnavailable:
                 self._stopping.wait(ENGINE_RETRY_S)
                 continue
@@ -309,6 +309,8 @@ class RunManager:
                 log.exception("watching %s failed; retrying", name)
                 self._stopping.wait(ENGINE_RETRY_S)
                 continue
+            if self._stopping.is_set():  # shutting down: the next start re-attaches and records it
+                return
             if outcome is not None:
                 self._finish(name, handle, gpus, outcome)
                 return

@@ -1,0 +1,177 @@
+"""The HTTP API in-process: submit, poll, list, logs, cancel, rerun, idempotency, errors, dispatch."""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from conftest import starts, submit, wait_for
+
+
+def test_submit_runs_to_success_with_progress_and_run_dir(client, output_dir):
+    run = submit(client, "model=fno", "+fake.sleep=0.2")
+    assert run["status"] in ("queued", "running")
+    assert run["config_name"] == "neuraloperator"
+    assert run["overrides"] == ["model=fno", "+fake.sleep=0.2"]
+    assert run["name"].endswith("_fno64x128_+fake.sleep=0.2_model=fno")
+    assert run["run_dir"] == f"{run['name'][:10]}/{run['name']}"
+    done = wait_for(client, run["name"])
+    assert done["status"] == "succeeded", done
+    assert done["exit_code"] == 0 and done["reason"] is None and done["log_tail"] is None
+    assert done["started_at"] and done["finished_at"] and done["gpus"] == []
+    assert done["progress"]["fraction"] == 1.0 and done["progress"]["step"] == 4
+    assert done["metrics"]["train_loss"] == 0.25
+    assert (output_dir / done["run_dir"] / "progress.json").is_file()
+
+
+def test_get_list_and_queue_positions(client):
+    first = submit(client, "+fake.sleep=1")
+    second = submit(client, "+fake.sleep=0")
+    third = submit(client, "+fake.sleep=0")
+    wait_for(client, first["name"], {"running"})
+    assert client.get(f"/runs/{second['name']}").json()["queue_position"] == 1
+    assert client.get(f"/runs/{third['name']}").json()["queue_position"] == 2
+    listing = client.get("/runs", params={"limit": 2}).json()
+    assert listing["count"] == 2
+    assert [r["name"] for r in listing["data"]] == [third["name"], second["name"]]  # newest first
+    assert [r["queue_position"] for r in listing["data"]] == [2, 1]
+    running = client.get("/runs", params={"status": "running"}).json()["data"]
+    assert [r["name"] for r in running] == [first["name"]]
+    assert client.get("/runs", params={"status": "bogus"}).status_code == 422
+    for run in (first, second, third):
+        assert wait_for(client, run["name"])["status"] == "succeeded"
+
+
+def test_identical_requests_get_distinct_names(client):
+    names = [submit(client, "+fake.sleep=0")["name"] for _ in range(3)]
+    assert len(set(names)) == 3
+    assert any(n.endswith("_r2") for n in names) or len({n[:19] for n in names}) > 1
+    for name in names:
+        assert wait_for(client, name)["status"] == "succeeded"
+
+
+def test_failed_run_has_reason_exit_code_and_log_tail(client):
+    run = submit(client, "+fake.exit=3")
+    done = wait_for(client, run["name"])
+    assert done["status"] == "failed"
+    assert done["exit_code"] == 3
+    assert "exited with code 3" in done["reason"]
+    assert "failing with exit code 3" in done["log_tail"]
+
+
+def test_logs_tail_and_follow(client):
+    run = submit(client, "+fake.lines=5", "+fake.sleep=0.5")
+    streamed = client.get(f"/runs/{run['name']}/logs", params={"follow": True}).text  # returns when it ends
+    assert streamed.count("line ") == 5
+    assert client.get(f"/runs/{run['name']}/logs", params={"tail": 2}).text.splitlines() == [
+        f"fake trainer {run['name']}: line 4", f"fake trainer {run['name']}: line 5"]
+    assert client.get("/runs/nope/logs").status_code == 404
+
+
+def test_unknown_run_is_404_naming_it(client):
+    for response in (client.get("/runs/nope"), client.post("/runs/nope/cancel"), client.post("/runs/nope/rerun")):
+        assert response.status_code == 404
+        assert response.json() == {"detail": "no run named 'nope'"}
+
+
+def test_cancel_queued_and_running_runs(client, output_dir):
+    running = submit(client, "+fake.sleep=30")
+    queued = submit(client, "+fake.sleep=0")
+    wait_for(client, running["name"], {"running"})
+    response = client.post(f"/runs/{queued['name']}/cancel")
+    assert response.status_code == 200 and response.json()["status"] == "cancelled"
+    started = time.monotonic()
+    response = client.post(f"/runs/{running['name']}/cancel")
+    assert time.monotonic() - started < 5
+    cancelled = response.json()
+    assert cancelled["status"] == "cancelled" and cancelled["exit_code"] == -15, cancelled
+    assert cancelled["reason"].startswith("cancelled by request")
+    again = client.post(f"/runs/{running['name']}/cancel")
+    assert again.status_code == 409 and "already finished (cancelled)" in again.json()["detail"]
+    assert queued["name"] not in starts(output_dir)  # a cancelled queued run never starts
+
+
+def test_cancel_escalates_to_sigkill_when_sigterm_is_ignored(make_client, output_dir, tmp_path):
+    stubborn = tmp_path / "stubborn.py"
+    stubborn.write_text("import signal, sys, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+                        "print('ignoring SIGTERM', flush=True)\ntime.sleep(60)\n")
+    import sys
+    client = make_client(trainer_command=[sys.executable, str(stubborn)], cancel_grace_s=0.5)
+    run = submit(client)
+    wait_for(client, run["name"], {"running"})
+    time.sleep(0.3)
+    cancelled = client.post(f"/runs/{run['name']}/cancel").json()
+    assert cancelled["status"] == "cancelled" and cancelled["exit_code"] == -9, cancelled
+
+
+def test_rerun_keeps_overrides_and_names_the_original(client):
+    original = submit(client, "model=fno", "+fake.sleep=0")
+    wait_for(client, original["name"])
+    response = client.post(f"/runs/{original['name']}/rerun")
+    assert response.status_code == 201
+    rerun = response.json()
+    assert rerun["rerun_of"] == original["name"] and rerun["overrides"] == original["overrides"]
+    assert rerun["name"] != original["name"]
+    assert wait_for(client, rerun["name"])["status"] == "succeeded"
+
+
+def test_idempotency_key_returns_the_same_run(client):
+    headers = {"Idempotency-Key": "abc-123"}
+    first = submit(client, "+fake.sleep=0", headers=headers)
+    second = submit(client, "+fake.sleep=0", headers=headers)
+    assert first["name"] == second["name"]
+    assert client.get("/runs").json()["count"] == 1
+    conflict = client.post("/runs", json={"overrides": ["+fake.sleep=1"]}, headers=headers)
+    assert conflict.status_code == 409 and "Idempotency-Key" in conflict.json()["detail"]
+    wait_for(client, first["name"])
+
+
+def test_concurrent_submissions_get_unique_names_and_no_errors(client):
+    with ThreadPoolExecutor(8) as pool:
+        responses = list(pool.map(lambda _: client.post("/runs", json={"overrides": ["+fake.sleep=0"]}), range(16)))
+    assert [r.status_code for r in responses] == [201] * 16
+    names = [r.json()["name"] for r in responses]
+    assert len(set(names)) == 16
+    for name in names:
+        assert wait_for(client, name)["status"] == "succeeded"
+
+
+def test_dispatch_is_fifo_one_cpu_run_at_a_time_and_prompt(client, output_dir):
+    names = [submit(client, "+fake.sleep=0.2", f"+fake.i={i}")["name"] for i in range(4)]
+    runs = [wait_for(client, n) for n in names]
+    assert starts(output_dir) == names
+    for before, after in zip(runs, runs[1:], strict=False):
+        assert after["started_at"] >= before["finished_at"]  # never two CPU runs at once (MAX_CPU_RUNS=1)
+
+
+def test_gpus_are_never_shared_and_cuda_visible_devices_is_set(make_client, output_dir):
+    client = make_client(gpus=(0, 1, 2), max_cpu_runs=2)
+    runs = [submit(client, "accelerator=gpu", "devices=2", "batch_size=16", "+fake.sleep=0.4", f"+fake.i={i}")
+            for i in range(3)]
+    cpu = submit(client, "+fake.sleep=0")
+    done = [wait_for(client, r["name"]) for r in runs]
+    assert all(r["status"] == "succeeded" and len(r["gpus"]) == 2 for r in done)
+    for a, b in zip(done, done[1:], strict=False):  # 3 GPUs, 2 per run: strictly one after the other
+        assert b["started_at"] >= a["finished_at"]
+    assert wait_for(client, cpu["name"])["gpus"] == []
+    lines = (output_dir / "fake_starts.log").read_text().splitlines()
+    visible = {line.split()[0]: line.split()[2] for line in lines}
+    assert visible[cpu["name"]] == "''"
+    assert visible[runs[0]["name"]] == repr(",".join(map(str, done[0]["gpus"])))
+    too_many = client.post("/runs", json={"overrides": ["accelerator=gpu", "devices=4"]})
+    assert too_many.status_code == 422 and "has 3" in too_many.json()["detail"]
+
+
+def test_gpu_run_refused_on_a_cpu_only_server(client):
+    response = client.post("/runs", json={"overrides": ["accelerator=gpu"]})
+    assert response.status_code == 422
+    assert "needs 1 GPU(s)" in response.json()["detail"] and "accelerator=cpu" in response.json()["detail"]
+
+
+def test_healthz_and_malformed_bodies(client):
+    health = client.get("/healthz").json()
+    assert health["status"] == "ok" and health["launcher"] == "local"
+    for body in ({"overrides": "model=fno"}, {"overrides": [1]}, {"overrides": [], "extra": 1}, []):
+        response = client.post("/runs", json=body)
+        assert response.status_code == 422 and isinstance(response.json()["detail"], str)
+    assert client.get("/runs").json()["count"] == 0
