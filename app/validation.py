@@ -122,9 +122,14 @@ def _check_one(o: Override) -> None:
         _check_key(segment, line)
     if o.is_delete():
         return
-    _check_value(o.value(), line)
-    if "/" in key and not (trainer_config.conf_dir() / key).is_dir():
+    value = o.value()
+    _check_value(value, line)
+    is_group = (trainer_config.conf_dir() / key).is_dir()
+    if "/" in key and not is_group:
         raise InvalidRun(f"override {line!r}: {key!r} is not a config group of this experiment")
+    # Checked before composing: Hydra would look a group option up as a file path (data=../../x).
+    if is_group and not (isinstance(value, str) and _OPTION_NAME.match(value) and ".." not in value):
+        raise InvalidRun(f"override {line!r}: a config group takes the plain name of one of its options")
 
 
 def _check_key(key: Any, line: str) -> None:
@@ -187,7 +192,6 @@ class RunValidator:
         try:
             cfg = self._compose([*overrides, log_dir], config_name)
             groups = set(cfg.hydra.runtime.choices.keys())
-            self._check_group_values(parsed, groups)
             group_lines = tuple(o.input_line for o in parsed if o.key_or_group in groups)
             trainer_config.check_value_types(self._base(config_name, group_lines), overrides)
             when = dt.datetime.now()
@@ -215,15 +219,6 @@ class RunValidator:
             when=when,
             debug=debug,
         )
-
-    def _check_group_values(self, parsed: list[Override], groups: set[str]) -> None:
-        for o in parsed:
-            if o.key_or_group in groups and not o.is_delete():
-                value = o.value()
-                if not (isinstance(value, str) and _OPTION_NAME.match(value) and ".." not in value):
-                    raise InvalidRun(
-                        f"override {o.input_line!r}: a config group takes an option's plain name"
-                    )
 
     def _base(self, config_name: str, group_lines: tuple[str, ...]) -> DictConfig:
         """The config with only the request's group choices: the defaults its values are checked against."""

@@ -1,0 +1,114 @@
+"""Validation: hostile overrides never reach the disk or the queue; honest mistakes get a message that fixes them."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from conftest import make_settings
+
+from app.errors import InvalidRun
+from app.validation import RunValidator
+
+HOSTILE = [
+    # sweeps: a request is one run
+    "training.lr=0.1,0.2", "model=fno,sfno", "training.lr=range(1,3)", "model=glob(*)",
+    "training.lr=choice(0.1,0.2)", "training.lr=interval(0,1)",
+    # interpolations and resolvers read the server's environment and files, or create directories
+    "+x=${oc.env:HOME}", "+y=${mkdirs:/tmp/labrun-hostile-mkdirs}", "training.lr=${oc.env:PATH}",
+    "+z='${oc.env:HOME}'", "+a=[1,${oc.env:HOME}]", "+b={k:${oc.env:HOME}}", "wandb_project=${hydra:runtime.cwd}",
+    "+c=$\\{oc.env:HOME\\}", "+d=str(${oc.env:HOME})", "+e='\\${oc.env:HOME}'", "+f=\"${abspath:/etc}\"",
+    # Hydra's own behaviour: search paths, launchers, callbacks, run dirs
+    "hydra.run.dir=/tmp/evil", "hydra/launcher=basic", "+hydra.searchpath=[file:///etc]",
+    "+hydra.callbacks.x._target_=os.system", "~hydra", "hydra.job.chdir=true", "++hydra.verbose=true",
+    # running code: instantiate-style keys, anywhere
+    "+_target_=os.system", "+model._target_=os.system", "+x={_target_:os.system}", "+x={a:{_partial_:true}}",
+    "+_self_=1", "+model._args_=[1]", "+x._recursive_=false", "+x._convert_=all",
+    # placing or naming the run
+    "run_name=evil", "log_dir=/tmp", "output_dir=/tmp", "+output_dir_scheme=x", "ckpt_dir=/tmp",
+    "wandb_dir=/tmp", "wandb_run_name=evil", "paths=cluster", "paths.data_root=/etc", "~run_name", "~log_dir",
+    "++log_dir=/tmp", "+paths.data_root=/x", "~paths",
+    # package overrides, group options that are paths, odd keys
+    "model@foo=fno", "data@_global_=32x64", "data=../../../etc/passwd", "model=/etc/passwd",
+    "+data/../../x=1", "+nogroup/x=1",
+    # control characters and unparsable lines
+    "+x=a\x00b", "+x=a\nb", "=1", "training.lr=[", "a=)",
+    # device requests that cannot be honoured
+    "devices=-1", "accelerator=tpu",
+]
+
+
+@pytest.fixture
+def validator(output_dir: Path) -> RunValidator:
+    return RunValidator(make_settings(output_dir), gpu_inventory=())
+
+
+def _tree(path: Path) -> set[str]:
+    return {os.path.relpath(os.path.join(root, n), path) for root, dirs, files in os.walk(path) for n in dirs + files}
+
+
+@pytest.mark.parametrize("override", HOSTILE)
+def test_hostile_override_is_refused_before_anything_is_written(client, output_dir, override):
+    before = _tree(output_dir)
+    response = client.post("/runs", json={"overrides": ["model=fno", override]})
+    assert response.status_code == 422, response.text
+    detail = response.json()["detail"]
+    assert isinstance(detail, str) and detail
+    assert "Traceback" not in detail and str(Path.home()) not in detail
+    assert client.get("/runs").json()["count"] == 0
+    assert _tree(output_dir) == before
+    assert not Path("/tmp/labrun-hostile-mkdirs").exists()
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        (["training.lr=0.1,0.2"], "is a sweep"),
+        (["+x=${oc.env:HOME}"], "interpolation"),
+        (["hydra.run.dir=/tmp"], "changes Hydra itself"),
+        (["+model._target_=os.system"], "reserved key '_target_'"),
+        (["run_name=evil"], "the service sets it"),
+        (["model@foo=fno"], "package"),
+        (["data=32x65"], "Available options in 'data'"),
+        (["training.foo=1"], "+training.foo=1"),
+        (["training.lr=abc"], "training.lr expects a number"),
+        (["batch_size=7"], "not divisible"),
+        (["+required=???"], "missing mandatory value: required"),
+        (["model.name=unet"], "model.name must be fno or sfno"),
+        (["accelerator=gpu"], "needs 1 GPU(s)"),
+        (["+x=1"] * 65, "too many overrides (65)"),
+        (["+x=" + "a" * 600], "at most 512"),
+        ([f"+x{i}=" + "a" * 500 for i in range(17)], "at most 8192"),
+    ],
+)
+def test_refusals_name_the_problem_and_the_fix(validator, overrides, expected):
+    with pytest.raises(InvalidRun) as caught:
+        validator.validate(overrides, None)
+    assert expected in caught.value.detail
+
+
+def test_config_name_must_be_one_of_the_configs(validator):
+    for name in ("../conf/neuraloperator", "globals", "nope", "neuraloperator.yaml"):
+        with pytest.raises(InvalidRun, match="unknown config_name"):
+            validator.validate([], name)
+
+
+def test_validation_creates_nothing_and_derives_name_dir_and_gpu_need(output_dir):
+    validator = RunValidator(make_settings(output_dir), gpu_inventory=(0, 1))
+    run = validator.validate(["model=fno", "data=32x64", "training.lr=0.01"], None)
+    assert run.name.endswith("_fno32x64_data=32x64_model=fno_training.lr=0.01")
+    assert run.run_dir == f"{run.name[:10]}/{run.name}"
+    assert run.gpu_need == 0 and run.seed == 42 and run.config_name == "neuraloperator"
+    assert validator.validate(["accelerator=gpu", "devices=2", "batch_size=8"], None).gpu_need == 2
+    assert validator.validate(["accelerator=auto"], None).gpu_need == 1
+    assert validator.validate(["debug=true"], None).run_dir == "debug"
+    with pytest.raises(InvalidRun, match="ask for a count"):
+        validator.validate(["accelerator=gpu", "devices=[0,3]", "batch_size=8"], None)
+    assert list(output_dir.iterdir()) == []
+
+
+def test_same_request_renamed_stays_distinct(validator):
+    run = validator.validate(["model=fno"], None)
+    assert run.renamed("r2").name == run.name + "_r2"
+    assert run.renamed("r2").run_dir.endswith("_r2")
