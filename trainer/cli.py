@@ -82,13 +82,16 @@ def execute(job, hydra_node, run_dir, name: str, overrides: list[str], config_na
         metrics = train(job, run_dir, guard)
         status, detail, code = "succeeded", None, 0
         log.info("run %s succeeded: %s", name, ", ".join(f"{k}={v:.6g}" for k, v in sorted(metrics.items())))
-    except RunCancelled:
-        status, detail, code = "cancelled", "cancelled by SIGTERM", EXIT_CANCELLED
-        log.warning("run %s cancelled", name)
     except BaseException as exc:  # every way out is recorded, then reported by the exit status
-        status, detail = "failed", f"{type(exc).__name__}: {exc}"
-        code = 130 if isinstance(exc, KeyboardInterrupt) else 1
-        log.error("run %s failed:\n%s", name, traceback.format_exc())
+        if isinstance(exc, RunCancelled) or guard.received:
+            # Also a cancel that surfaced as another error: a process-group SIGTERM ends DataLoader workers
+            # too, which the loader reports as a RuntimeError.
+            status, detail, code = "cancelled", "cancelled by SIGTERM", EXIT_CANCELLED
+            log.warning("run %s cancelled", name)
+        else:
+            status, detail = "failed", f"{type(exc).__name__}: {exc}"
+            code = 130 if isinstance(exc, KeyboardInterrupt) else 1
+            log.error("run %s failed:\n%s", name, traceback.format_exc())
     guard.cleaning_up()
     record.finish(status, detail)
     guard.uninstall()

@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from trainer import swe
 from trainer.callbacks import ProgressFile, StopOnCancel
-from trainer.cancel import CancelGuard, RunCancelled
+from trainer.cancel import EXIT_CANCELLED, CancelGuard
 from trainer.data import SWEDataModule
 from trainer.model import OperatorModule
 
@@ -82,10 +82,9 @@ def train(job: DictConfig, run_dir: Path, guard: CancelGuard) -> dict[str, float
             trainer.fit(model, datamodule=datamodule)
         exit_code = 0
         return {k: float(v) for k, v in trainer.callback_metrics.items()}
-    except RunCancelled:
-        exit_code = 143
-        raise
     finally:
+        if guard.received:
+            exit_code = EXIT_CANCELLED
         guard.cleaning_up()
         _finish_wandb(wandb_logger, exit_code)
 

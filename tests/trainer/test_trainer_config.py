@@ -1,0 +1,88 @@
+"""Config composition and validation (trainer/config.py) and the CLI's answer to bad input: exit 2, a
+message naming the key, nothing created."""
+
+from __future__ import annotations
+
+import pytest
+from trainer_helpers import TINY, run_cli
+
+from trainer import config
+
+
+def compose_job(overrides: list[str]):
+    cfg = config.compose_checked(overrides)
+    config.assign_run_name(cfg, overrides)
+    return config.job_config(cfg)
+
+
+def test_defaults_are_the_seeds():
+    job = compose_job([])
+    assert job.model.name == "sfno" and list(job.model.n_modes) == [24, 48]
+    assert list(job.data.dims) == [64, 128] and job.data.num_examples == 1000
+    assert job.training.accumulate_grad_batches == 64 // 16
+    assert job.batch_size == 16 and job.num_workers == 4 and job.seed == 42
+
+
+def test_seed_overrides_work_verbatim():
+    job = compose_job(["data=32x64", "model=fno", "model.hidden_channels=64", "training.lr=0.01",
+                       "training.max_epochs=3", "batch_size=8", "training.effective_batch_size=16", "devices=1",
+                       "accelerator=cpu", "debug=true", "+device=gpu"])
+    assert job.training.accumulate_grad_batches == 2
+    assert job.output_dir.endswith("/debug")
+    assert job.device == "gpu"
+
+
+def test_run_name_fixed_by_caller_and_output_dir(tmp_path):
+    job = compose_job(["run_name=2026-01-02_03-04-05_myrun", f"log_dir={tmp_path}"])
+    assert job.output_dir == f"{tmp_path}/2026-01-02/2026-01-02_03-04-05_myrun"
+    assert job.wandb_run_name == "2026-01-02_03-04-05_myrun"
+    assert job.paths.data_root == f"{tmp_path}/.data_cache"
+
+
+def test_devices_list_and_precision_string_accepted():
+    job = compose_job(["devices=[0,1]", "precision=bf16-mixed", "batch_size=8"])
+    assert job.num_devices == 2 and job.distributed is True
+
+
+@pytest.mark.parametrize(
+    ("overrides", "named"),
+    [
+        (["model=nope"], "model"),
+        (["nokey=1"], "nokey"),
+        (["training.lr=abc"], "training.lr"),
+        (["batch_size=7"], "effective_batch_size"),
+        (["run_name=a/b"], "run_name"),
+        (["training.accumulate_grad_batches=???"], "training.accumulate_grad_batches"),
+    ],
+)
+def test_bad_overrides_name_the_key(overrides, named):
+    with pytest.raises(config.ConfigError, match=named.replace(".", r"\.")):
+        compose_job(overrides)
+
+
+@pytest.mark.parametrize(
+    ("override", "named"),
+    [
+        ("model=nope", "model"),
+        ("data.nokey=1", "data.nokey"),
+        ("training.max_epochs=many", "training.max_epochs"),
+        ("batch_size=5", "effective_batch_size"),
+        ("run_name=../escape", "run_name"),
+        ("data.train_val_split=1.5", "data.train_val_split"),
+    ],
+)
+def test_cli_bad_input_exits_2_and_creates_nothing(tmp_path, override, named):
+    out = run_cli([*TINY, f"log_dir={tmp_path / 'out'}", override], tmp_path, timeout=60)
+    assert out.returncode == 2, out.stderr
+    assert named in out.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_cfg_job_prints_resolved_and_creates_nothing(tmp_path):
+    out = run_cli(["--cfg", "job", *TINY, f"log_dir={tmp_path / 'out'}", "run_name=r1"], tmp_path, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "hydra:" not in out.stdout
+    assert f"output_dir: {tmp_path / 'out'}/" in out.stdout and "accumulate_grad_batches: 1" in out.stdout
+    assert not (tmp_path / "out").exists()
+    hydra = run_cli(["--cfg", "hydra", *TINY, "run_name=r1"], tmp_path, timeout=60)
+    assert hydra.returncode == 0 and hydra.stdout.startswith("hydra:")
