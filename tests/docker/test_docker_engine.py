@@ -1,0 +1,248 @@
+"""The Docker launcher against a real Engine and the real trainer image, with small commands standing in
+for the trainer where that keeps a test fast: exit codes, cancel, out-of-memory kills, re-attach after a
+restart, hardening as seen from inside a container, and an unreachable Engine."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from app.launchers.base import EngineUnavailable, LaunchError, LaunchSpec
+from app.launchers.docker import DockerLauncher, DockerSettings, container_name
+
+pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.timeout(2400)]
+
+
+def py(code: str) -> tuple[str, ...]:
+    return ("python", "-c", code)
+
+
+@pytest.fixture
+def output_dir(tmp_path: Path) -> Path:
+    out = tmp_path / "outputs"
+    out.mkdir()
+    return out
+
+
+@pytest.fixture
+def make(trainer_image, output_dir, engine):
+    """``make(code, **settings)`` -> (launcher, spec): a launcher running ``python -c code`` in the image."""
+    made: list[tuple[DockerLauncher, LaunchSpec]] = []
+
+    def factory(code: str, gpus: tuple[int, ...] = (), **settings):
+        settings.setdefault("image", trainer_image)
+        settings.setdefault("memory", "1g")
+        settings.setdefault("shm_size", "64m")
+        launcher = DockerLauncher(DockerSettings(**settings), output_dir, command=py(code))
+        name = f"test-{uuid.uuid4().hex[:10]}"
+        state = output_dir / ".labrun" / "runs" / name
+        spec = LaunchSpec(name, [], gpus, output_dir, state, state / "run.log", {"LABRUN_RUN": name})
+        made.append((launcher, spec))
+        return launcher, spec
+
+    yield factory
+    for _, spec in made:  # never leave a container behind
+        with contextlib.suppress(Exception):  # already released
+            engine.containers.get(container_name(spec.name)).remove(force=True)
+
+
+def wait_running(engine, handle: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while engine.containers.get(handle).status != "running":
+        assert time.monotonic() < deadline, "container never started"
+        time.sleep(0.1)
+
+
+def test_success_logs_to_the_log_path_and_release_removes(make, engine):
+    launcher, spec = make("print('hello from the run')")
+    handle = launcher.start(spec)
+    outcome = launcher.wait(spec.name, handle, timeout=60)
+    assert outcome is not None and outcome.succeeded and outcome.exit_code == 0
+    assert "hello from the run" in spec.log_path.read_text()
+    # Kept until released: the outcome stays readable, again and again.
+    assert launcher.poll(spec.name, handle) == outcome
+    assert engine.containers.get(handle).labels["labrun.run"] == spec.name
+    launcher.release(spec.name, handle)
+    assert engine.containers.list(all=True, filters={"id": handle}) == []
+    launcher.release(spec.name, handle)  # idempotent
+
+
+def test_non_zero_exit(make):
+    launcher, spec = make("import sys; print('about to fail', flush=True); sys.exit(3)")
+    handle = launcher.start(spec)
+    outcome = launcher.wait(spec.name, handle, timeout=60)
+    assert outcome.exit_code == 3 and outcome.reason == "exited with code 3"
+    assert "about to fail" in spec.log_path.read_text()
+    launcher.release(spec.name, handle)
+
+
+def test_cancel_stops_with_sigterm(make, engine):
+    code = (
+        "import signal, sys, time\n"
+        "def bye(*_):\n print('got SIGTERM', flush=True); sys.exit(143)\n"
+        "signal.signal(signal.SIGTERM, bye)\nprint('running', flush=True)\ntime.sleep(600)\n"
+    )
+    launcher, spec = make(code)
+    handle = launcher.start(spec)
+    wait_running(engine, handle)
+    _wait_for_text(spec.log_path, "running")
+    started = time.monotonic()
+    launcher.cancel(spec.name, handle, grace_s=10)
+    assert time.monotonic() - started < 8  # it stopped on SIGTERM, well before the grace ran out
+    outcome = launcher.poll(spec.name, handle)
+    assert outcome.exit_code == 143
+    assert "got SIGTERM" in spec.log_path.read_text()
+    launcher.release(spec.name, handle)
+
+
+def test_cancel_kills_after_the_grace_period(make, engine):
+    code = "import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\nprint('stubborn', flush=True)\ntime.sleep(600)\n"
+    launcher, spec = make(code)
+    handle = launcher.start(spec)
+    wait_running(engine, handle)
+    _wait_for_text(spec.log_path, "stubborn")
+    started = time.monotonic()
+    launcher.cancel(spec.name, handle, grace_s=2)
+    took = time.monotonic() - started
+    assert 1.5 < took < 15
+    outcome = launcher.poll(spec.name, handle)
+    assert outcome.exit_code == 137 and not outcome.oom
+    assert outcome.reason == "killed by signal 9 (exit code 137)"
+    launcher.release(spec.name, handle)
+
+
+def test_out_of_memory_kill(make):
+    launcher, spec = make(
+        "print('allocating', flush=True); block = b'x' * (512 << 20); print('survived')", memory="96m"
+    )
+    handle = launcher.start(spec)
+    outcome = launcher.wait(spec.name, handle, timeout=120)
+    assert outcome.oom and outcome.reason == "killed: out of memory"
+    assert outcome.exit_code == 137
+    assert "survived" not in spec.log_path.read_text()
+    launcher.release(spec.name, handle)
+
+
+def test_reattach_after_a_restart_and_outcome_of_a_run_that_ended_meanwhile(
+    make, engine, trainer_image, output_dir
+):
+    launcher, spec = make("import time; print('long run', flush=True); time.sleep(4); raise SystemExit(5)")
+    handle = launcher.start(spec)
+    wait_running(engine, handle)
+    # A new launcher (the service restarted and remembers nothing) finds the run by its name alone.
+    restarted = DockerLauncher(DockerSettings(image=trainer_image), output_dir)
+    assert restarted.reattach(spec.name) == handle
+    assert restarted.poll(spec.name, handle) is None  # still running
+    # Starting it again (a crash between start and record) finds the same container: it never runs twice.
+    assert launcher.start(spec) == handle
+    assert len(engine.containers.list(all=True, filters={"label": f"labrun.run={spec.name}"})) == 1
+    # It ends while nobody watches; the exit code is still there afterwards.
+    engine.containers.get(handle).wait(timeout=60)
+    again = DockerLauncher(DockerSettings(image=trainer_image), output_dir)
+    assert again.reattach(spec.name) == handle
+    outcome = again.poll(spec.name, handle)
+    assert outcome.exit_code == 5 and outcome.reason == "exited with code 5"
+    again.release(spec.name, handle)
+    assert again.reattach(spec.name) is None
+    assert again.poll(spec.name, handle).reason.startswith("lost while the service was down")
+
+
+def test_hardening_seen_from_inside(make, output_dir):
+    code = r"""
+import json, os, pathlib, resource
+def caps():
+    for line in open('/proc/self/status'):
+        if line.startswith(('CapEff', 'CapBnd', 'NoNewPrivs')):
+            yield line.split(':')[0], line.split()[1]
+def writable(path):
+    try:
+        pathlib.Path(path, 'probe').write_text('x'); return True
+    except OSError:
+        return False
+mounts = [line.split()[1] for line in open('/proc/self/mounts')]
+shm = os.statvfs('/dev/shm')
+print('REPORT ' + json.dumps({
+    'uid': os.getuid(), 'gid': os.getgid(), **dict(caps()),
+    'root_writable': writable('/'), 'opt_writable': writable('/opt/labrun'), 'tmp_writable': writable('/tmp'),
+    'output_writable': writable(os.environ['OUTPUT_DIR_PROBE']),
+    'net': sorted(os.listdir('/sys/class/net')), 'shm_bytes': shm.f_blocks * shm.f_frsize,
+    'pids_max': open('/sys/fs/cgroup/pids/pids.max').read().strip() if os.path.exists('/sys/fs/cgroup/pids/pids.max') else open('/sys/fs/cgroup/pids.max').read().strip(),
+    'env': sorted(os.environ), 'mounts': mounts,
+}), flush=True)
+"""
+    launcher, spec = make(code, pids_limit=321, shm_size="256m")
+    spec = LaunchSpec(
+        spec.name,
+        [],
+        (),
+        spec.output_dir,
+        spec.state_dir,
+        spec.log_path,
+        {"OUTPUT_DIR_PROBE": str(output_dir)},
+    )
+    handle = launcher.start(spec)
+    outcome = launcher.wait(spec.name, handle, timeout=60)
+    log = spec.log_path.read_text()
+    assert outcome.succeeded, log
+    report = json.loads(log.split("REPORT ", 1)[1].splitlines()[0])
+    assert report["uid"] != 0 and report["gid"] != 0
+    assert int(report["CapEff"], 16) == 0 and int(report["CapBnd"], 16) == 0
+    assert report["NoNewPrivs"] == "1"
+    assert not report["root_writable"] and not report["opt_writable"]
+    assert report["tmp_writable"] and report["output_writable"]
+    assert report["net"] == ["lo"]  # network none: WandB is offline
+    assert report["shm_bytes"] == 256 << 20
+    assert report["pids_max"] == "321"
+    assert "/var/run/docker.sock" not in report["mounts"]
+    # The environment: the image's, the service's (OUTPUT_DIR_PROBE) and the launcher's; nothing else.
+    assert set(report["env"]) <= {
+        "PATH",
+        "PWD",
+        "HOSTNAME",
+        "HOME",
+        "VIRTUAL_ENV",
+        "PYTHONPATH",
+        "PYTHONDONTWRITEBYTECODE",
+        "PYTHONUNBUFFERED",
+        "MPLCONFIGDIR",
+        "NVIDIA_DRIVER_CAPABILITIES",
+        "NVIDIA_VISIBLE_DEVICES",
+        "LABRUN_CODE_VERSION",
+        "LABRUN_LOG_PATH",
+        "LABRUN_IMAGE_ID",
+        "WANDB_MODE",
+        "OUTPUT_DIR_PROBE",
+        "LC_CTYPE",
+    }, report["env"]
+    launcher.release(spec.name, handle)
+
+
+def test_unreachable_engine(tmp_path, output_dir):
+    launcher = DockerLauncher(DockerSettings(host=f"unix://{tmp_path}/no-such.sock"), output_dir)
+    spec = LaunchSpec("x", [], (), output_dir, output_dir / "s", output_dir / "s" / "run.log")
+    with pytest.raises(EngineUnavailable):
+        launcher.start(spec)
+    with pytest.raises(EngineUnavailable):
+        launcher.reattach("x")
+    ok, detail = launcher.health()
+    assert not ok and "docker engine down" in detail
+
+
+def test_missing_image_is_a_launch_error(make):
+    launcher, spec = make("print(1)", image="labrun-trainer:no-such-tag")
+    with pytest.raises(LaunchError, match="not found"):
+        launcher.start(spec)
+    ok, detail = launcher.health()
+    assert not ok and "missing" in detail
+
+
+def _wait_for_text(path: Path, text: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not (path.exists() and text in path.read_text()):
+        assert time.monotonic() < deadline, f"{text!r} never appeared in {path}"
+        time.sleep(0.1)
