@@ -27,7 +27,7 @@ from app.launchers.base import EngineUnavailable, Launcher, LaunchSpec, Outcome
 from app.models import RunCreate, RunRecord, RunStatus
 from app.runfiles import RunFiles, tail
 from app.store import IdempotencyKeyTaken, NameTaken, RunStore
-from app.validation import RunValidator, ValidatedRun, _quote
+from app.validation import RunValidator, ValidatedRun, hydra_quote
 
 log = logging.getLogger("labrun.lifecycle")
 ENGINE_RETRY_S = 2.0  # when the engine is down, try to start queued runs again this often
@@ -265,8 +265,8 @@ class RunManager:
     def _spec(self, record: RunRecord, gpus: list[int]) -> LaunchSpec:
         args = [
             *record.overrides,
-            f"run_name={record.name}",
-            f"log_dir={_quote(str(self.settings.output_dir))}",
+            f"run_name={hydra_quote(record.name)}",
+            f"log_dir={hydra_quote(str(self.settings.output_dir))}",
         ]
         if record.config_name != "neuraloperator":
             args = ["--config-name", record.config_name, *args]

@@ -188,7 +188,7 @@ class RunValidator:
             raise InvalidRun(f"unknown config_name {config_name!r}; available: {', '.join(names)}")
         overrides = list(overrides)
         parsed = check_overrides(overrides, self.settings)
-        log_dir = f"log_dir={_quote(str(self.settings.output_dir))}"
+        log_dir = f"log_dir={hydra_quote(str(self.settings.output_dir))}"
         try:
             cfg = self._compose([*overrides, log_dir], config_name)
             groups = set(cfg.hydra.runtime.choices.keys())
@@ -273,7 +273,7 @@ class RunValidator:
         return count
 
 
-def _quote(value: str) -> str:
+def hydra_quote(value: str) -> str:
     """A path as one Hydra override value, whatever characters it holds."""
     if re.fullmatch(r"[A-Za-z0-9_./-]+", value):
         return value

@@ -22,6 +22,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 from app.launchers.base import LOST, Launcher, LaunchError, LaunchSpec, Outcome
@@ -36,7 +37,8 @@ class LocalLauncher(Launcher):
     def __init__(self, trainer_command: list[str], output_dir: Path) -> None:
         self.trainer_command = list(trainer_command)
         self.output_dir = output_dir
-        self._children: dict[str, subprocess.Popen] = {}  # runs this process started
+        self._children: dict[str, subprocess.Popen] = {}  # runs this process started, until reaped
+        self._started: set[str] = set()
         self._lock = threading.Lock()
 
     @classmethod
@@ -81,6 +83,7 @@ class LocalLauncher(Launcher):
         write_atomic(spec.state_dir / "pid", f"{proc.pid} {started}\n")
         with self._lock:
             self._children[spec.name] = proc
+            self._started.add(spec.name)
         return f"{proc.pid}:{started}"
 
     def poll(self, name: str, handle: str) -> Outcome | None:
@@ -120,10 +123,17 @@ class LocalLauncher(Launcher):
         return self.poll(name, handle)
 
     def cancel(self, name: str, handle: str, grace_s: float) -> None:
-        if not self._kill_group(name, signal.SIGTERM):
-            pid, started = _parse(handle)
-            if self._running(name, pid, started):
+        pid, started = _parse(handle)
+        # Just after a start the trainer may not exist yet: give the wrapper a moment to start it, so the
+        # SIGTERM reaches the trainer (and the wrapper stays alive to record the exit code).
+        deadline = time.monotonic() + 5
+        while not self._kill_group(name, signal.SIGTERM):
+            if not self._running(name, pid, started):
+                break
+            if time.monotonic() > deadline:
                 os.kill(pid, signal.SIGTERM)  # the wrapper forwards it once the trainer exists
+                break
+            time.sleep(0.01)
         if self.wait(name, handle, timeout=grace_s) is not None:
             return
         self._kill_group(name, signal.SIGKILL)
@@ -142,6 +152,8 @@ class LocalLauncher(Launcher):
 
     def release(self, name: str, handle: str) -> None:
         self._reap(name)
+        with self._lock:
+            self._started.discard(name)
 
     def health(self) -> tuple[bool, str]:
         program = self.trainer_command[0]

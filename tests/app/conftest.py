@@ -29,8 +29,13 @@ TERMINAL = {"succeeded", "failed", "cancelled"}
 
 
 def make_settings(output_dir: Path, **overrides) -> Settings:
-    values = {"output_dir": output_dir, "gpus": (), "trainer_command": FAKE_TRAINER, "cancel_grace_s": 3.0,
-              "max_cpu_runs": 1}
+    values = {
+        "output_dir": output_dir,
+        "gpus": (),
+        "trainer_command": FAKE_TRAINER,
+        "cancel_grace_s": 3.0,
+        "max_cpu_runs": 1,
+    }
     values.update(overrides)
     return Settings(**values)
 
@@ -103,20 +108,29 @@ def free_port() -> int:
 class ServiceProcess:
     """``python -m app`` as a real process on a free loopback port."""
 
-    def __init__(self, output_dir: Path, trainer_command: list[str] | None = FAKE_TRAINER, **env: str) -> None:
+    def __init__(
+        self, output_dir: Path, trainer_command: list[str] | None = FAKE_TRAINER, **env: str
+    ) -> None:
         self.output_dir = output_dir
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.env = {**os.environ, "LABRUN_PORT": str(self.port), "LABRUN_HOST": "127.0.0.1",
-                    "LABRUN_OUTPUT_DIR": str(output_dir), "LABRUN_GPUS": "", **env}
+        self.env = {
+            **os.environ,
+            "LABRUN_PORT": str(self.port),
+            "LABRUN_HOST": "127.0.0.1",
+            "LABRUN_OUTPUT_DIR": str(output_dir),
+            "LABRUN_GPUS": "",
+            **env,
+        }
         if trainer_command is not None:
             self.env["LABRUN_TRAINER_COMMAND"] = json.dumps(trainer_command)
         self.proc: subprocess.Popen | None = None
 
     def start(self, timeout: float = 60) -> ServiceProcess:
         log = open(self.output_dir.parent / f"service-{self.port}.log", "ab")  # noqa: SIM115
-        self.proc = subprocess.Popen([sys.executable, "-m", "app"], cwd=ROOT, env=self.env, stdout=log,
-                                     stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "app"], cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT
+        )
         log.close()
         deadline = time.monotonic() + timeout
         while True:

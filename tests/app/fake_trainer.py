@@ -20,7 +20,11 @@ def main(argv: list[str]) -> int:
         key, _, value = arg.lstrip("+").partition("=")
         args[key] = value.strip("'")
     name, log_dir = args["run_name"], args["log_dir"]
-    sleep, code, lines = float(args.get("fake.sleep", 0)), int(args.get("fake.exit", 0)), int(args.get("fake.lines", 3))
+    sleep, code, lines = (
+        float(args.get("fake.sleep", 0)),
+        int(args.get("fake.exit", 0)),
+        int(args.get("fake.lines", 3)),
+    )
     with open(os.path.join(log_dir, "fake_starts.log"), "a") as f:
         f.write(f"{name} {os.getpid()} {os.environ.get('CUDA_VISIBLE_DEVICES')!r} {time.time()}\n")
     run_dir = os.path.join(log_dir, name[:10], name)
@@ -29,9 +33,17 @@ def main(argv: list[str]) -> int:
         print(f"fake trainer {name}: line {i + 1}", flush=True)
     steps = 4
     for step in range(1, steps + 1):
-        progress = {"epoch": 0, "max_epochs": 1, "global_step": step, "total_steps": steps,
-                    "fraction": step / steps, "train_loss": 1.0 / step, "val_loss": None,
-                    "metrics": {"train_loss": 1.0 / step}, "updated_at": time.time()}
+        progress = {
+            "epoch": 0,
+            "max_epochs": 1,
+            "global_step": step,
+            "total_steps": steps,
+            "fraction": step / steps,
+            "train_loss": 1.0 / step,
+            "val_loss": None,
+            "metrics": {"train_loss": 1.0 / step},
+            "updated_at": time.time(),
+        }
         tmp = os.path.join(run_dir, "progress.json.tmp")
         with open(tmp, "w") as f:
             json.dump(progress, f)

@@ -13,29 +13,72 @@ from app.validation import RunValidator
 
 HOSTILE = [
     # sweeps: a request is one run
-    "training.lr=0.1,0.2", "model=fno,sfno", "training.lr=range(1,3)", "model=glob(*)",
-    "training.lr=choice(0.1,0.2)", "training.lr=interval(0,1)",
+    "training.lr=0.1,0.2",
+    "model=fno,sfno",
+    "training.lr=range(1,3)",
+    "model=glob(*)",
+    "training.lr=choice(0.1,0.2)",
+    "training.lr=interval(0,1)",
     # interpolations and resolvers read the server's environment and files, or create directories
-    "+x=${oc.env:HOME}", "+y=${mkdirs:/tmp/labrun-hostile-mkdirs}", "training.lr=${oc.env:PATH}",
-    "+z='${oc.env:HOME}'", "+a=[1,${oc.env:HOME}]", "+b={k:${oc.env:HOME}}", "wandb_project=${hydra:runtime.cwd}",
-    "+c=$\\{oc.env:HOME\\}", "+d=str(${oc.env:HOME})", "+e='\\${oc.env:HOME}'", "+f=\"${abspath:/etc}\"",
+    "+x=${oc.env:HOME}",
+    "+y=${mkdirs:/tmp/labrun-hostile-mkdirs}",
+    "training.lr=${oc.env:PATH}",
+    "+z='${oc.env:HOME}'",
+    "+a=[1,${oc.env:HOME}]",
+    "+b={k:${oc.env:HOME}}",
+    "wandb_project=${hydra:runtime.cwd}",
+    "+c=$\\{oc.env:HOME\\}",
+    "+d=str(${oc.env:HOME})",
+    "+e='\\${oc.env:HOME}'",
+    '+f="${abspath:/etc}"',
     # Hydra's own behaviour: search paths, launchers, callbacks, run dirs
-    "hydra.run.dir=/tmp/evil", "hydra/launcher=basic", "+hydra.searchpath=[file:///etc]",
-    "+hydra.callbacks.x._target_=os.system", "~hydra", "hydra.job.chdir=true", "++hydra.verbose=true",
+    "hydra.run.dir=/tmp/evil",
+    "hydra/launcher=basic",
+    "+hydra.searchpath=[file:///etc]",
+    "+hydra.callbacks.x._target_=os.system",
+    "~hydra",
+    "hydra.job.chdir=true",
+    "++hydra.verbose=true",
     # running code: instantiate-style keys, anywhere
-    "+_target_=os.system", "+model._target_=os.system", "+x={_target_:os.system}", "+x={a:{_partial_:true}}",
-    "+_self_=1", "+model._args_=[1]", "+x._recursive_=false", "+x._convert_=all",
+    "+_target_=os.system",
+    "+model._target_=os.system",
+    "+x={_target_:os.system}",
+    "+x={a:{_partial_:true}}",
+    "+_self_=1",
+    "+model._args_=[1]",
+    "+x._recursive_=false",
+    "+x._convert_=all",
     # placing or naming the run
-    "run_name=evil", "log_dir=/tmp", "output_dir=/tmp", "+output_dir_scheme=x", "ckpt_dir=/tmp",
-    "wandb_dir=/tmp", "wandb_run_name=evil", "paths=cluster", "paths.data_root=/etc", "~run_name", "~log_dir",
-    "++log_dir=/tmp", "+paths.data_root=/x", "~paths",
+    "run_name=evil",
+    "log_dir=/tmp",
+    "output_dir=/tmp",
+    "+output_dir_scheme=x",
+    "ckpt_dir=/tmp",
+    "wandb_dir=/tmp",
+    "wandb_run_name=evil",
+    "paths=cluster",
+    "paths.data_root=/etc",
+    "~run_name",
+    "~log_dir",
+    "++log_dir=/tmp",
+    "+paths.data_root=/x",
+    "~paths",
     # package overrides, group options that are paths, odd keys
-    "model@foo=fno", "data@_global_=32x64", "data=../../../etc/passwd", "model=/etc/passwd",
-    "+data/../../x=1", "+nogroup/x=1",
+    "model@foo=fno",
+    "data@_global_=32x64",
+    "data=../../../etc/passwd",
+    "model=/etc/passwd",
+    "+data/../../x=1",
+    "+nogroup/x=1",
     # control characters and unparsable lines
-    "+x=a\x00b", "+x=a\nb", "=1", "training.lr=[", "a=)",
+    "+x=a\x00b",
+    "+x=a\nb",
+    "=1",
+    "training.lr=[",
+    "a=)",
     # device requests that cannot be honoured
-    "devices=-1", "accelerator=tpu",
+    "devices=-1",
+    "accelerator=tpu",
 ]
 
 
@@ -45,7 +88,11 @@ def validator(output_dir: Path) -> RunValidator:
 
 
 def _tree(path: Path) -> set[str]:
-    return {os.path.relpath(os.path.join(root, n), path) for root, dirs, files in os.walk(path) for n in dirs + files}
+    return {
+        os.path.relpath(os.path.join(root, n), path)
+        for root, dirs, files in os.walk(path)
+        for n in dirs + files
+    }
 
 
 @pytest.mark.parametrize("override", HOSTILE)

@@ -64,12 +64,18 @@ def test_logs_tail_and_follow(client):
     streamed = client.get(f"/runs/{run['name']}/logs", params={"follow": True}).text  # returns when it ends
     assert streamed.count("line ") == 5
     assert client.get(f"/runs/{run['name']}/logs", params={"tail": 2}).text.splitlines() == [
-        f"fake trainer {run['name']}: line 4", f"fake trainer {run['name']}: line 5"]
+        f"fake trainer {run['name']}: line 4",
+        f"fake trainer {run['name']}: line 5",
+    ]
     assert client.get("/runs/nope/logs").status_code == 404
 
 
 def test_unknown_run_is_404_naming_it(client):
-    for response in (client.get("/runs/nope"), client.post("/runs/nope/cancel"), client.post("/runs/nope/rerun")):
+    for response in (
+        client.get("/runs/nope"),
+        client.post("/runs/nope/cancel"),
+        client.post("/runs/nope/rerun"),
+    ):
         assert response.status_code == 404
         assert response.json() == {"detail": "no run named 'nope'"}
 
@@ -93,9 +99,12 @@ def test_cancel_queued_and_running_runs(client, output_dir):
 
 def test_cancel_escalates_to_sigkill_when_sigterm_is_ignored(make_client, output_dir, tmp_path):
     stubborn = tmp_path / "stubborn.py"
-    stubborn.write_text("import signal, sys, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
-                        "print('ignoring SIGTERM', flush=True)\ntime.sleep(60)\n")
+    stubborn.write_text(
+        "import signal, sys, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        "print('ignoring SIGTERM', flush=True)\ntime.sleep(60)\n"
+    )
     import sys
+
     client = make_client(trainer_command=[sys.executable, str(stubborn)], cancel_grace_s=0.5)
     run = submit(client)
     wait_for(client, run["name"], {"running"})
@@ -128,7 +137,9 @@ def test_idempotency_key_returns_the_same_run(client):
 
 def test_concurrent_submissions_get_unique_names_and_no_errors(client):
     with ThreadPoolExecutor(8) as pool:
-        responses = list(pool.map(lambda _: client.post("/runs", json={"overrides": ["+fake.sleep=0"]}), range(16)))
+        responses = list(
+            pool.map(lambda _: client.post("/runs", json={"overrides": ["+fake.sleep=0"]}), range(16))
+        )
     assert [r.status_code for r in responses] == [201] * 16
     names = [r.json()["name"] for r in responses]
     assert len(set(names)) == 16
@@ -146,8 +157,10 @@ def test_dispatch_is_fifo_one_cpu_run_at_a_time_and_prompt(client, output_dir):
 
 def test_gpus_are_never_shared_and_cuda_visible_devices_is_set(make_client, output_dir):
     client = make_client(gpus=(0, 1, 2), max_cpu_runs=2)
-    runs = [submit(client, "accelerator=gpu", "devices=2", "batch_size=16", "+fake.sleep=0.4", f"+fake.i={i}")
-            for i in range(3)]
+    runs = [
+        submit(client, "accelerator=gpu", "devices=2", "batch_size=16", "+fake.sleep=0.4", f"+fake.i={i}")
+        for i in range(3)
+    ]
     cpu = submit(client, "+fake.sleep=0")
     done = [wait_for(client, r["name"]) for r in runs]
     assert all(r["status"] == "succeeded" and len(r["gpus"]) == 2 for r in done)

@@ -1,0 +1,114 @@
+"""The service as a real process: end to end, kill -9 recovery, and the API process never loading torch."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, ServiceProcess, starts, wait_for
+
+
+@pytest.fixture
+def service(output_dir):
+    services: list[ServiceProcess] = []
+
+    def make(**kwargs) -> ServiceProcess:
+        svc = ServiceProcess(output_dir, **kwargs)
+        services.append(svc)
+        return svc.start()
+
+    yield make
+    for svc in services:
+        svc.stop()
+
+
+def test_importing_the_service_leaves_the_training_stack_out():
+    code = (
+        "import sys, app.main, app.__main__, app.lifecycle\n"
+        "heavy = [m for m in sys.modules if m.split('.')[0] in ('torch', 'lightning', 'neuralop', 'wandb')]\n"
+        "assert not heavy, heavy\n"
+    )
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=60)
+
+
+def test_end_to_end_with_a_real_service_process(service, output_dir):
+    svc = service()
+    with svc.client() as client:
+        response = client.post("/runs", json={"overrides": ["model=fno", "data=32x64", "+fake.sleep=0.3"]})
+        assert response.status_code == 201, response.text
+        run = wait_for(client, response.json()["name"])
+        assert run["status"] == "succeeded"
+        assert (output_dir / run["run_dir"] / "progress.json").is_file()
+        with ThreadPoolExecutor(16) as pool:  # many concurrent, identical submissions
+            responses = list(
+                pool.map(lambda _: client.post("/runs", json={"overrides": ["+fake.sleep=0"]}), range(32))
+            )
+        assert [r.status_code for r in responses] == [201] * 32
+        names = {r.json()["name"] for r in responses}
+        assert len(names) == 32
+        for name in names:
+            assert wait_for(client, name)["status"] == "succeeded"
+        assert client.get("/docs").status_code == 200 and client.get("/openapi.json").status_code == 200
+    maps = Path(f"/proc/{svc.proc.pid}/maps").read_text()
+    assert "torch" not in maps and "lightning" not in maps
+
+
+def test_kill_9_then_restart_recovers_every_run_and_runs_nothing_twice(service, output_dir):
+    svc = service(LABRUN_MAX_CPU_RUNS="2")
+    with svc.client() as client:
+        names = [
+            client.post("/runs", json={"overrides": o}).json()["name"]
+            for o in (
+                ["+fake.sleep=1", "+fake.exit=3"],  # ends while the service is down, with a real failure
+                ["+fake.sleep=4"],  # still running at the restart: re-attached
+                ["+fake.sleep=0", "+fake.i=1"],  # queued: start after the restart
+                ["+fake.sleep=0", "+fake.i=2"],
+            )
+        ]
+        for name in names[:2]:
+            wait_for(client, name, {"running"})
+        started_b = client.get(f"/runs/{names[1]}").json()["started_at"]
+    svc.kill9()
+    time.sleep(1.5)
+    assert starts(output_dir) == names[:2]
+    svc = service(LABRUN_MAX_CPU_RUNS="2")
+    with svc.client() as client:
+        a = client.get(f"/runs/{names[0]}").json()
+        assert a["status"] == "failed" and a["exit_code"] == 3 and "exited with code 3" in a["reason"], a
+        b = wait_for(client, names[1])
+        assert b["status"] == "succeeded" and b["started_at"] == started_b
+        for name in names[2:]:
+            assert wait_for(client, name)["status"] == "succeeded"
+    assert sorted(starts(output_dir)) == sorted(names)  # each run started exactly once
+
+
+@pytest.mark.slow
+def test_a_tiny_real_training_run_succeeds(service, output_dir):
+    svc = service(trainer_command=None)  # the real `python -m trainer`
+    overrides = [
+        "data=32x64",
+        "data.num_examples=32",
+        "training.max_epochs=1",
+        "model=fno",
+        "model.hidden_channels=8",
+        "batch_size=8",
+        "training.effective_batch_size=8",
+        "num_workers=0",
+    ]
+    with svc.client() as client:
+        response = client.post("/runs", json={"overrides": overrides})
+        assert response.status_code == 201, response.text
+        run = wait_for(client, response.json()["name"], timeout=600)
+        log = client.get(f"/runs/{run['name']}/logs", params={"tail": 40}).text
+        assert run["status"] == "succeeded", f"{run}\n{log}"
+        assert run["progress"]["fraction"] == 1.0 and "train_loss" in run["metrics"]
+    run_dir = output_dir / run["run_dir"]
+    assert run_dir.name == run["name"]
+    assert (run_dir / "progress.json").is_file()
+    record = json.loads((run_dir / "run.json").read_text())
+    assert record["name"] == run["name"] and record["status"] == "succeeded"
