@@ -13,21 +13,16 @@ from app.core.config import SettingsError, load_settings
 def main() -> int:
     try:
         settings = load_settings()
-        try:
-            settings.output_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise SettingsError(
-                f"invalid labrun settings:\n  LABRUN_OUTPUT_DIR: cannot create it: {exc}"
-            ) from None
+        from app.main import create_app
+
+        app = create_app(settings)  # bad settings (ours or a launcher's) stop here, before serving
     except SettingsError as exc:
         print(f"labrun: {exc}", file=sys.stderr)
         return 2
-    from app.main import create_app
-
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # One worker on purpose: the run lifecycle and the store's single writer live in this process.
     uvicorn.run(
-        create_app(settings),
+        app,
         host=settings.host,
         port=settings.port,
         access_log=settings.access_log,

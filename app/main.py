@@ -42,11 +42,12 @@ def build_manager(settings: Settings) -> RunManager:
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
+    """Raises SettingsError at once (not at first request) when the settings cannot work."""
     settings = settings or load_settings()
+    manager = build_manager(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        manager = build_manager(settings)
         manager.reconcile()
         manager.start()
         app.state.manager = manager
@@ -63,6 +64,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.manager = manager
     install_error_handlers(app)
     app.include_router(runs.router)
     app.include_router(health.router)

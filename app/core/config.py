@@ -117,9 +117,14 @@ def load_settings(**overrides: Any) -> Settings:
     try:
         return Settings(**overrides)
     except ValidationError as exc:
-        problems = []
-        for err in exc.errors():
-            field = ".".join(str(p) for p in err["loc"]) or "?"
-            message = err["msg"].removeprefix("Value error, ")
-            problems.append(f"  LABRUN_{field.upper()}: {message} (got {err.get('input')!r})")
-        raise SettingsError("invalid labrun settings:\n" + "\n".join(problems)) from None
+        raise settings_error(exc, "LABRUN_") from None
+
+
+def settings_error(exc: ValidationError, prefix: str) -> SettingsError:
+    """One line per bad variable, named as the user set it (e.g. LABRUN_PORT); launchers reuse it."""
+    problems = []
+    for err in exc.errors():
+        field = ".".join(str(p) for p in err["loc"]) or "?"
+        message = err["msg"].removeprefix("Value error, ")
+        problems.append(f"  {prefix}{field.upper()}: {message} (got {err.get('input')!r})")
+    return SettingsError("invalid labrun settings:\n" + "\n".join(problems))

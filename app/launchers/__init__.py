@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from app.core.config import Settings
+from pydantic import ValidationError
+
+from app.core.config import Settings, settings_error
 from app.launchers.base import EngineUnavailable, Launcher, LaunchError, LaunchSpec, Outcome
 
 __all__ = ["EngineUnavailable", "LaunchError", "LaunchSpec", "Launcher", "Outcome", "build_launcher"]
@@ -18,5 +20,8 @@ def build_launcher(settings: Settings) -> Launcher:
     if settings.launcher == "docker":
         from app.launchers.docker import DockerLauncher
 
-        return DockerLauncher.from_env(settings)
+        try:
+            return DockerLauncher.from_env(settings)
+        except ValidationError as exc:  # its own LABRUN_DOCKER_* settings
+            raise settings_error(exc, "LABRUN_DOCKER_") from None
     raise ValueError(f"unknown launcher {settings.launcher!r}")  # Settings already refuses it

@@ -83,3 +83,17 @@ def test_service_refuses_to_start_with_bad_settings(tmp_path):
         [sys.executable, "-m", "app"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 2 and "LABRUN_OUTPUT_DIR" in result.stderr
+
+
+def test_a_launchers_own_bad_settings_also_stop_the_start(tmp_path):
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "LABRUN_LAUNCHER": "docker",
+        "LABRUN_OUTPUT_DIR": str(tmp_path),
+        "LABRUN_DOCKER_PIDS_LIMIT": "not-a-number",
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "app"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 2, result.stderr
+    assert "LABRUN_DOCKER_" in result.stderr and "Traceback" not in result.stderr
