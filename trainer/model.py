@@ -62,5 +62,11 @@ class OperatorModule(L.LightningModule):
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         return self._step(batch, "val_loss")
 
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # neuraloperator's models add their constructor arguments (gelu, a function) to every state_dict
+        # under "_metadata", which torch.load(weights_only=True), the default since torch 2.6, refuses.
+        # The model is rebuilt from the hyperparameters, so the checkpoint does without it.
+        checkpoint["state_dict"].pop("_metadata", None)
+
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.Adam(self.parameters(), lr=self.lr)

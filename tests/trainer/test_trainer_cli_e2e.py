@@ -1,0 +1,183 @@
+"""The real CLI, end to end on CPU: run directory layout, records, WandB's offline run, checkpoints,
+learning, reproducibility, debug mode, refusing an existing directory, and SIGTERM.
+
+The runs are shared between the assertions (module-scoped fixtures): each costs ~10 s, mostly imports.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from trainer_helpers import TINY, run_cli, trainer_env, wandb_records
+
+pytestmark = pytest.mark.slow
+
+RUN = [*TINY, "training.max_epochs=4", "training.lr=0.005"]
+PROGRESS_KEYS = {"epoch", "max_epochs", "global_step", "total_steps", "fraction", "train_loss", "val_loss",
+                 "metrics", "updated_at"}
+
+
+def only_dir(pattern_root: Path, pattern: str) -> Path:
+    found = sorted(pattern_root.glob(pattern))
+    assert len(found) == 1, found
+    return found[0]
+
+
+@pytest.fixture(scope="module")
+def runs(module_tmp):
+    """Two runs with the same overrides: one named by the caller (as the service does), one by the scheme."""
+    log_dir = module_tmp / "out"
+    first = run_cli([*RUN, f"log_dir={log_dir}", "run_name=ra"], module_tmp)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    second = run_cli([*RUN, f"log_dir={log_dir}"], module_tmp)
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    named = only_dir(log_dir, "*/ra")
+    auto = only_dir(log_dir, "*/*_fno32x64_*")
+    return {"log_dir": log_dir, "named": named, "auto": auto, "first": first, "second": second}
+
+
+def read_metrics(run_dir: Path) -> list[dict[str, str]]:
+    with open(run_dir / "metrics.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def test_run_directory_layout(runs):
+    run_dir = runs["named"]
+    for name in [".hydra/config.yaml", ".hydra/overrides.yaml", ".hydra/hydra.yaml", "train.log", "ckpt/last.ckpt",
+                 "metrics.csv", "progress.json", "run.json"]:
+        assert (run_dir / name).is_file(), name
+    assert list((run_dir / "wandb").glob("offline-run-*/run-*.wandb"))
+    assert any(p.name != "last.ckpt" for p in (run_dir / "ckpt").glob("*.ckpt"))  # the val_loss-monitored one
+    assert run_dir.parent.name == run_dir.parent.name[:10] and len(run_dir.parent.name) == 10  # <YYYY-MM-DD>
+    config = yaml.safe_load((run_dir / ".hydra/config.yaml").read_text())
+    assert config["run_name"] == "ra" and config["output_dir"] == str(run_dir) and "hydra" not in config
+    assert yaml.safe_load((run_dir / ".hydra/overrides.yaml").read_text())[-1] == "run_name=ra"
+    hydra = yaml.safe_load((run_dir / ".hydra/hydra.yaml").read_text())["hydra"]
+    assert hydra["runtime"]["choices"]["model"] == "fno" and hydra["run"]["dir"] == str(run_dir)
+
+
+def test_auto_name_follows_the_seed_scheme_without_bookkeeping_keys(runs):
+    name = runs["auto"].name
+    assert name.endswith("_fno32x64_" + "_".join(sorted(RUN)))
+    assert "log_dir" not in name and "run_name" not in name and '"' not in name
+    assert runs["auto"].parent.name == name[:10]
+
+
+def test_logs_go_to_stdout_and_train_log(runs):
+    log = (runs["named"] / "train.log").read_text()
+    assert "epoch 4/4" in log and "succeeded" in log
+    assert "epoch 4/4" in runs["first"].stdout
+    assert "loaded 32 samples from cache" in (runs["auto"] / "train.log").read_text()
+    assert len(list((runs["log_dir"] / ".data_cache").glob("*.pt"))) == 1
+
+
+def test_progress_json(runs):
+    progress = json.loads((runs["named"] / "progress.json").read_text())
+    assert set(progress) == PROGRESS_KEYS
+    assert progress["epoch"] == progress["max_epochs"] == 4
+    assert progress["global_step"] == progress["total_steps"] == 16 and progress["fraction"] == 1.0
+    assert isinstance(progress["val_loss"], float) and isinstance(progress["train_loss"], float)
+    assert progress["metrics"]["val_loss"] == progress["val_loss"]
+    assert progress["updated_at"].endswith("+00:00")
+
+
+def test_run_json(runs):
+    record = json.loads((runs["named"] / "run.json").read_text())
+    assert record["name"] == "ra" and record["status"] == "succeeded" and record["exception"] is None
+    assert record["overrides"][-1] == "run_name=ra" and record["config_name"] == "neuraloperator"
+    assert record["seed"] == 42 and record["hostname"] and record["devices"]
+    assert all(record["versions"][p] for p in ("torch", "lightning", "neuraloperator", "torch-harmonics",
+                                               "hydra-core", "wandb"))
+    assert record["code_version"]["source"] == "git" and len(record["code_version"]["commit"]) == 40
+    assert record["start_time"] <= record["end_time"]
+
+
+def test_wandb_offline_run_carries_the_name(runs):
+    for run_dir in (runs["named"], runs["auto"]):
+        records = list(wandb_records(only_dir(run_dir / "wandb", "offline-run-*/run-*.wandb")))
+        run = next(r.run for r in records if r.WhichOneof("record_type") == "run")
+        assert run.display_name == run_dir.name and run.project == "sfno-shallowwater"
+        exits = [r.exit.exit_code for r in records if r.WhichOneof("record_type") == "exit"]
+        assert exits == [0]  # the run was finished
+
+
+def test_last_checkpoint_loads(runs):
+    from trainer.model import OperatorModule
+
+    module = OperatorModule.load_from_checkpoint(runs["named"] / "ckpt/last.ckpt", map_location="cpu")
+    assert module(torch.zeros(1, 3, 32, 64)).shape == (1, 3, 32, 64)
+
+
+def test_loss_falls(runs):
+    val = [float(r["val_loss"]) for r in read_metrics(runs["named"]) if r["val_loss"]]
+    assert len(val) == 4 and val[-1] < val[0]
+
+
+def test_second_run_reproduces_the_metrics_exactly(runs):
+    assert read_metrics(runs["named"]) == read_metrics(runs["auto"])
+
+
+def test_existing_run_directory_is_an_error(runs, module_tmp):
+    before = (runs["named"] / "run.json").read_bytes()
+    out = run_cli([*RUN, f"log_dir={runs['log_dir']}", "run_name=ra"], module_tmp, timeout=60)
+    assert out.returncode == 2 and "already exists" in out.stderr
+    assert (runs["named"] / "run.json").read_bytes() == before
+
+
+def test_debug_mode_writes_only_the_debug_dir(module_tmp):
+    log_dir = module_tmp / "debug-out"
+    stale = log_dir / "debug" / "stale-from-an-earlier-debug-run"
+    stale.parent.mkdir(parents=True)
+    stale.touch()
+    out = run_cli([*TINY, f"log_dir={log_dir}", "debug=true", "debug_batches=2"], module_tmp)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert [p.name for p in log_dir.iterdir()] == ["debug"]  # no data cache, no dated dir
+    debug = log_dir / "debug"
+    assert not stale.exists()
+    assert (debug / "ckpt/last.ckpt").is_file() and (debug / "train.log").is_file()
+    assert list((debug / "wandb").glob("offline-run-*"))
+    progress = json.loads((debug / "progress.json").read_text())
+    assert progress["max_epochs"] == 1 and progress["global_step"] == 2
+
+
+def test_sigterm_cancels_promptly(module_tmp):
+    """The service's cancel: SIGTERM to the trainer's process group (DataLoader workers included)."""
+    log_dir = module_tmp / "cancel-out"
+    args = [*TINY, "num_workers=2", "data.num_examples=64", "training.max_epochs=1000", f"log_dir={log_dir}",
+            "run_name=rc"]
+    proc = subprocess.Popen([sys.executable, "-m", "trainer", *args], cwd=module_tmp, env=trainer_env(module_tmp),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        progress = None
+        while time.monotonic() < deadline and proc.poll() is None:
+            found = list(log_dir.glob("*/rc/progress.json"))
+            if found and json.loads(found[0].read_text())["global_step"] >= 10:
+                progress = found[0]
+                break
+            time.sleep(0.2)
+        assert progress is not None, "the run never got going"
+        sent = time.monotonic()
+        os.killpg(proc.pid, signal.SIGTERM)
+        output, _ = proc.communicate(timeout=60)
+        took = time.monotonic() - sent
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 143, output[-3000:]
+    assert took < 20
+    run_dir = progress.parent
+    record = json.loads((run_dir / "run.json").read_text())
+    assert record["status"] == "cancelled" and record["end_time"]
+    records = list(wandb_records(only_dir(run_dir / "wandb", "offline-run-*/run-*.wandb")))
+    assert [r.exit.exit_code for r in records if r.WhichOneof("record_type") == "exit"] == [143]
