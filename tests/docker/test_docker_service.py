@@ -1,0 +1,234 @@
+"""The service with LABRUN_LAUNCHER=docker, as a real process (``python -m app``), running the real
+trainer in containers on a real Engine: a tiny CPU run end to end, cancel, a kill -9 of the service while
+a container runs, and an Engine that is down when runs are submitted."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+TERMINAL = {"succeeded", "failed", "cancelled"}
+# A run of a few seconds on CPU: FNO at 32x64, 16 samples, one epoch.
+TINY = [
+    "model=fno",
+    "data=32x64",
+    "data.num_examples=16",
+    "training.max_epochs=1",
+    "batch_size=4",
+    "training.effective_batch_size=4",
+    "model.hidden_channels=8",
+    "model.n_modes=[8,8]",
+    "model.n_layers=1",
+    "num_workers=0",
+]
+
+pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.timeout(2400)]
+
+
+class Service:
+    """``python -m app`` on a free loopback port; kill -9 and start again on the same output directory."""
+
+    def __init__(self, output_dir: Path, image: str, **env: str) -> None:
+        self.output_dir = output_dir
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith(("LABRUN_", "WANDB_"))}
+        self.env.update(
+            LABRUN_HOST="127.0.0.1",
+            LABRUN_PORT=str(self.port),
+            LABRUN_OUTPUT_DIR=str(output_dir),
+            LABRUN_LAUNCHER="docker",
+            LABRUN_GPUS="",
+            LABRUN_CANCEL_GRACE_S="10",
+            LABRUN_DOCKER_IMAGE=image,
+            LABRUN_DOCKER_MEMORY="3g",
+            LABRUN_DOCKER_SHM_SIZE="256m",
+            **env,
+        )
+        self.proc: subprocess.Popen | None = None
+        self.http = httpx.Client(base_url=self.url, timeout=30)
+        self.starts = 0
+
+    def start(self) -> Service:
+        self.starts += 1
+        log = open(self.output_dir.parent / f"service-{self.starts}.log", "wb")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "app"], cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT
+        )
+        deadline = time.monotonic() + 60
+        while True:
+            assert self.proc.poll() is None, f"service exited: {self.log()}"
+            try:
+                self.http.get("/healthz")
+                return self
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, f"service never answered: {self.log()}"
+                time.sleep(0.2)
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.kill9()
+        self.http.close()
+
+    def log(self) -> str:
+        return (self.output_dir.parent / f"service-{self.starts}.log").read_text(errors="replace")[-4000:]
+
+    def submit(self, overrides: list[str]) -> dict:
+        response = self.http.post("/runs", json={"overrides": overrides})
+        assert response.status_code == 201, response.text
+        return response.json()
+
+    def wait_for(self, name: str, statuses=TERMINAL, timeout: float = 240) -> dict:
+        deadline = time.monotonic() + timeout
+        while True:
+            run = self.http.get(f"/runs/{name}").json()
+            if run["status"] in statuses:
+                return run
+            assert time.monotonic() < deadline, (
+                f"{name} still {run['status']} after {timeout} s: {self.log()}"
+            )
+            time.sleep(0.25)
+
+
+@pytest.fixture
+def service(tmp_path, trainer_image):
+    made: list[Service] = []
+
+    def make(**env: str) -> Service:
+        out = tmp_path / "outputs"
+        out.mkdir(exist_ok=True)
+        svc = Service(out, trainer_image, **env)
+        made.append(svc)
+        return svc
+
+    yield make
+    for svc in made:
+        svc.stop()
+
+
+def containers_of(engine, name: str) -> list:
+    return engine.containers.list(all=True, filters={"label": f"labrun.run={name}"})
+
+
+def assert_released(engine, name: str, timeout: float = 15) -> None:
+    """The container goes once the outcome is recorded (just after the status turns final)."""
+    deadline = time.monotonic() + timeout
+    while containers_of(engine, name):
+        assert time.monotonic() < deadline, f"the container of {name} was never released"
+        time.sleep(0.1)
+
+
+def test_tiny_cpu_run_end_to_end(service, engine, trainer_image):
+    svc = service().start()
+    health = svc.http.get("/healthz")
+    assert health.status_code == 200, health.text
+    assert health.json()["launcher"] == "docker" and health.json()["launcher_ok"]
+
+    started = time.monotonic()
+    name = svc.submit(TINY)["name"]
+    run = svc.wait_for(name)
+    took = time.monotonic() - started
+    assert run["status"] == "succeeded", (run, svc.http.get(f"/runs/{name}/logs").text)
+    assert run["exit_code"] == 0 and run["reason"] is None
+
+    run_dir = svc.output_dir / run["run_dir"]
+    assert run_dir.name == name
+    record = json.loads((run_dir / "run.json").read_text())
+    assert record["status"] == "succeeded"
+    assert record["image"] == engine.images.get(trainer_image).id  # the image id, from the launcher
+    assert record["code_version"]["source"] == "env" and record["code_version"]["commit"]
+    for part in (".hydra/config.yaml", ".hydra/overrides.yaml", "progress.json", "metrics.csv"):
+        assert (run_dir / part).is_file(), part
+    assert json.loads((run_dir / "progress.json").read_text())["fraction"] == pytest.approx(1.0)
+    assert list((run_dir / "wandb").glob("offline-run-*")), "WandB wrote no offline run"
+    assert list((run_dir / "ckpt").glob("*.ckpt")), "no checkpoint"
+    assert "succeeded" in svc.http.get(f"/runs/{name}/logs").text
+    # The outcome is recorded, so the container is gone.
+    assert_released(engine, name)
+    sys.stderr.write(f"\n[docker] tiny CPU run through the service: {took:.1f} s\n")
+
+
+def test_cancel_a_running_container(service, engine):
+    svc = service().start()
+    name = svc.submit([*TINY, "training.max_epochs=100000"])["name"]
+    svc.wait_for(name, {"running"})
+    _wait_for_progress(svc, name)
+    response = svc.http.post(f"/runs/{name}/cancel")
+    assert response.status_code in (200, 202), response.text
+    run = svc.wait_for(name, timeout=60)
+    assert run["status"] == "cancelled", run
+    assert_released(engine, name)
+    record = json.loads((svc.output_dir / run["run_dir"] / "run.json").read_text())
+    assert record["status"] == "cancelled"  # the trainer had its SIGTERM and said so
+
+
+def test_service_killed_while_a_container_runs(service, engine):
+    svc = service().start()
+    name = svc.submit([*TINY, "training.max_epochs=40"])["name"]
+    svc.wait_for(name, {"running"})
+    svc.kill9()
+    [container] = containers_of(engine, name)
+    assert container.status == "running"  # the run goes on without the service
+    svc.start()
+    run = svc.wait_for(name)
+    assert run["status"] == "succeeded", (run, svc.http.get(f"/runs/{name}/logs").text)
+    assert run["exit_code"] == 0
+    assert_released(engine, name)  # released after the outcome was recorded
+    dated = [p for p in svc.output_dir.glob("*/*") if p.name == name]
+    assert len(dated) == 1 and (dated[0] / "run.json").is_file()  # it ran once
+
+
+def test_run_that_ended_while_the_service_was_down(service, engine):
+    svc = service().start()
+    name = svc.submit(TINY)["name"]
+    svc.wait_for(name, {"running"})
+    svc.kill9()
+    [container] = containers_of(engine, name)
+    assert container.wait(timeout=240)["StatusCode"] == 0
+    svc.start()
+    run = svc.wait_for(name, timeout=60)
+    assert run["status"] == "succeeded" and run["exit_code"] == 0
+    assert_released(engine, name)
+
+
+def test_engine_down_runs_stay_queued_and_start_when_it_is_back(service, tmp_path):
+    socket_path = tmp_path / "engine.sock"  # absent: the Engine is unreachable
+    svc = service(LABRUN_DOCKER_HOST=f"unix://{socket_path}").start()
+    health = svc.http.get("/healthz")
+    assert health.status_code == 503 and "docker engine down" in health.json()["detail"]
+    name = svc.submit(TINY)["name"]
+    time.sleep(3)
+    assert svc.http.get(f"/runs/{name}").json()["status"] == "queued"
+    socket_path.symlink_to("/var/run/docker.sock")  # the Engine is back
+    run = svc.wait_for(name)
+    assert run["status"] == "succeeded", run
+    assert svc.http.get("/healthz").status_code == 200
+
+
+def _wait_for_progress(svc: Service, name: str, timeout: float = 120) -> None:
+    """Until the trainer reports progress: it is past its imports and its SIGTERM handler is in place."""
+    deadline = time.monotonic() + timeout
+    while not (svc.http.get(f"/runs/{name}").json().get("progress") or {}).get("step"):
+        assert time.monotonic() < deadline, f"{name} never reported progress: {svc.log()}"
+        time.sleep(0.25)
