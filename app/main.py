@@ -20,6 +20,7 @@ from app.lifecycle import RunManager
 from app.runfiles import RunFiles
 from app.store import RunStore
 from app.validation import RunValidator
+from trainer.config_cache import compose_cached
 
 
 def build_manager(settings: Settings) -> RunManager:
@@ -35,7 +36,9 @@ def build_manager(settings: Settings) -> RunManager:
         settings=settings,
         store=store,
         launcher=build_launcher(settings),
-        validator=RunValidator(settings, gpus),
+        # One real Hydra compose per distinct list of group choices, value overrides applied with Hydra's own
+        # routine (trainer/config_cache.py, tested equal to a fresh compose): ~10 ms instead of ~110 ms.
+        validator=RunValidator(settings, gpus, compose=compose_cached),
         files=RunFiles(settings.output_dir),
         gpus=gpus,
     )

@@ -159,3 +159,35 @@ def test_same_request_renamed_stays_distinct(validator):
     run = validator.validate(["model=fno"], None)
     assert run.renamed("r2").name == run.name + "_r2"
     assert run.renamed("r2").run_dir.endswith("_r2")
+
+
+def test_the_services_fast_compose_validates_exactly_like_a_fresh_compose(output_dir):
+    """The service validates through trainer/config_cache.py; every answer must equal a fresh compose's."""
+    from trainer.config_cache import compose_cached
+
+    settings = make_settings(output_dir)
+    fresh, fast = RunValidator(settings, ()), RunValidator(settings, (), compose=compose_cached)
+    cases = [[h] for h in HOSTILE] + [
+        ["data=32x65"],
+        ["training.foo=1"],
+        ["training.lr=abc"],
+        ["batch_size=7"],
+        ["+required=???"],
+        ["model.name=unet"],
+        ["model=fno", "data=32x64", "training.lr=0.01"],
+        ["debug=true"],
+        ["~training.lr"],
+        ["model=sfno", "model.n_modes=[8,16]"],
+        ["+foo.bar=3"],
+        ["training=train_default", "seed=3"],
+    ]
+
+    def answer(validator, overrides):
+        try:
+            run = validator.validate(overrides, None)
+        except InvalidRun as exc:
+            return exc.detail
+        return run.name[20:], run.run_dir.replace(run.name, "<name>"), run.gpu_need, run.seed  # minus the time
+
+    for overrides in cases:
+        assert answer(fast, overrides) == answer(fresh, overrides), overrides
