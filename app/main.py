@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.responses import JSONResponse
 
 from app.api.routes import health, runs
 from app.core.config import Settings, SettingsError, load_settings
@@ -21,6 +22,26 @@ from app.runfiles import RunFiles
 from app.store import RunStore
 from app.validation import RunValidator
 from trainer.config_cache import compose_cached
+
+MAX_BODY_BYTES = 1 << 20
+
+
+class BodySizeLimit:
+    """Refuse request bodies over MAX_BODY_BYTES before they are read (pure ASGI: no cost for GETs)."""
+
+    def __init__(self, app) -> None:  # noqa: ANN001 - an ASGI app
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:  # noqa: ANN001
+        if scope["type"] == "http" and scope["method"] != "GET":
+            length = dict(scope["headers"]).get(b"content-length", b"0")
+            if not length.isdigit() or int(length) > MAX_BODY_BYTES:
+                response = JSONResponse(
+                    {"detail": f"request body over {MAX_BODY_BYTES} bytes"}, status_code=413
+                )
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 def build_manager(settings: Settings) -> RunManager:
@@ -69,6 +90,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.manager = manager
     install_error_handlers(app)
+    app.add_middleware(BodySizeLimit)
     app.include_router(runs.router)
     app.include_router(health.router)
     return app

@@ -188,3 +188,10 @@ def test_healthz_and_malformed_bodies(client):
         response = client.post("/runs", json=body)
         assert response.status_code == 422 and isinstance(response.json()["detail"], str)
     assert client.get("/runs").json()["count"] == 0
+
+
+def test_oversized_bodies_are_refused_unread(client):
+    response = client.post(
+        "/runs", content=b"{" + b" " * (2 << 20) + b"}", headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 413 and "request body over" in response.json()["detail"]
