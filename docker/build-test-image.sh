@@ -5,7 +5,9 @@
 #   2. a wheelhouse from the host's package index (docker/build-wheelhouse.sh);
 #   3. docker/trainer.Dockerfile on that base, installing from that wheelhouse only.
 #
-#   docker/build-test-image.sh [TAG]          (default labrun-trainer:test); prints the image's tag last
+#   docker/build-test-image.sh [trainer|api] [TAG]   (default: trainer, TAG labrun-<image>:test)
+#
+# prints the image's tag last. `api` builds docker/api.Dockerfile the same way (same base and wheelhouse).
 #
 # Cached on this machine, each step runs only when its output is missing: the base image; the wheelhouse
 # (keyed by pyproject.toml + constraints.txt) under $LABRUN_BUILD_CACHE (default /var/cache/labrun); and the
@@ -15,8 +17,17 @@ set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cache="${LABRUN_BUILD_CACHE:-/var/cache/labrun}"
 base=labrun-test-base:bookworm
-tag="${1:-labrun-trainer:test}"
+which="${1:-trainer}"
+case "$which" in
+  trainer) inputs=(docker/trainer.Dockerfile conf trainer) ;;
+  api) inputs=(docker/api.Dockerfile conf trainer app) ;;
+  *) echo "usage: $0 [trainer|api] [TAG]" >&2; exit 2 ;;
+esac
+tag="${2:-labrun-$which:test}"
 mkdir -p "$cache"
+# One build at a time on this machine (two test sessions share the cache).
+exec 9>"$cache/.lock"
+flock 9
 
 # A client that builds with BuildKit: `docker buildx`, or Docker 20.10's own client (Debian's docker.io).
 build=()
@@ -58,26 +69,26 @@ if [ "$(cat "$wheels/.key" 2>/dev/null || true)" != "$wheels_key" ]; then
 fi
 
 # 3. The image, tagged by its inputs.
-image_key="$(hash_of docker/trainer.Dockerfile docker/requirements.py pyproject.toml constraints.txt conf trainer)"
-keyed="labrun-trainer:test-$image_key"
+image_key="$(hash_of "${inputs[@]}" docker/requirements.py pyproject.toml constraints.txt)"
+keyed="labrun-$which:test-$image_key"
 if ! docker image inspect "$keyed" >/dev/null 2>&1; then
   echo "== image $keyed"
   # A context of its own: the repo's files the Dockerfile copies plus the wheelhouse (hard links when on
   # the same file system), so the repo's checkout never holds the wheels.
-  context="$cache/context"
+  context="$cache/context-$which"
   rm -rf "$context"
   mkdir -p "$context/docker"
-  cp -r "$root/pyproject.toml" "$root/constraints.txt" "$root/.dockerignore" "$root/conf" "$root/trainer" \
-    "$context/"
+  cp -r "$root/pyproject.toml" "$root/constraints.txt" "$root/.dockerignore" "$context/"
+  for dir in "${inputs[@]:1}"; do cp -r "$root/$dir" "$context/"; done
   cp "$root/docker/requirements.py" "$context/docker/"
   cp -al "$wheels" "$context/docker/wheelhouse" 2>/dev/null || cp -r "$wheels" "$context/docker/wheelhouse"
   commit="$(git -C "$root" rev-parse HEAD 2>/dev/null || echo unknown)"
-  if [ -n "$(git -C "$root" status --porcelain --untracked-files=no -- conf trainer 2>/dev/null)" ]; then
+  if [ -n "$(git -C "$root" status --porcelain --untracked-files=no -- "${inputs[@]}" 2>/dev/null)" ]; then
     commit="$commit-dirty"
   fi
   "${build[@]}" --network none --progress plain \
     --build-arg BASE_IMAGE="$base" --build-arg GIT_COMMIT="$commit" \
-    -f "$root/docker/trainer.Dockerfile" -t "$keyed" "$context"
+    -f "$root/${inputs[0]}" -t "$keyed" "$context"
   rm -rf "$context"
 fi
 docker tag "$keyed" "$tag"

@@ -19,10 +19,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from tests_docker_helpers import in_ci
 
 ROOT = Path(__file__).resolve().parents[2]
 BUILD_TIMEOUT_S = 1800
-TEST_TAG = "labrun-trainer:test"
 
 
 def _engine_or_skip():
@@ -34,7 +34,7 @@ def _engine_or_skip():
         return client
     except Exception as exc:  # noqa: BLE001 - any failure means: no usable Engine
         reason = f"no Docker Engine reachable ({exc.__class__.__name__}: {str(exc)[:200]}); start one with .ci/engines/docker.sh"
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        if in_ci():
             pytest.fail(f"CI=true but {reason}", pytrace=False)
         pytest.skip(reason)
 
@@ -49,9 +49,20 @@ def engine() -> Iterator:
 @pytest.fixture(scope="session")
 def trainer_image(engine) -> str:
     """The trainer image's tag, built (or found in the cache) once per test session."""
+    return build_test_image("trainer")
+
+
+@pytest.fixture(scope="session")
+def api_image(engine) -> str:
+    """The service image's tag (docker/api.Dockerfile on the same base and wheelhouse)."""
+    return build_test_image("api")
+
+
+def build_test_image(which: str) -> str:
+    tag = f"labrun-{which}:test"
     started = time.monotonic()
     done = subprocess.run(
-        ["bash", str(ROOT / "docker" / "build-test-image.sh"), TEST_TAG],
+        ["bash", str(ROOT / "docker" / "build-test-image.sh"), which, tag],
         capture_output=True,
         text=True,
         timeout=BUILD_TIMEOUT_S,
@@ -59,9 +70,9 @@ def trainer_image(engine) -> str:
     )
     if done.returncode != 0:
         pytest.fail(
-            f"building the trainer test image failed (exit {done.returncode}):\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}",
+            f"building the {which} test image failed (exit {done.returncode}):\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}",
             pytrace=False,
         )
     took = time.monotonic() - started
-    sys.stderr.write(f"\n[docker] trainer test image {TEST_TAG} ready in {took:.1f} s\n")
-    return TEST_TAG
+    sys.stderr.write(f"\n[docker] {which} test image {tag} ready in {took:.1f} s\n")
+    return tag

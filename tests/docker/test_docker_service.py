@@ -15,22 +15,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+from tests_docker_helpers import TINY
 
 ROOT = Path(__file__).resolve().parents[2]
 TERMINAL = {"succeeded", "failed", "cancelled"}
-# A run of a few seconds on CPU: FNO at 32x64, 16 samples, one epoch.
-TINY = [
-    "model=fno",
-    "data=32x64",
-    "data.num_examples=16",
-    "training.max_epochs=1",
-    "batch_size=4",
-    "training.effective_batch_size=4",
-    "model.hidden_channels=8",
-    "model.n_modes=[8,8]",
-    "model.n_layers=1",
-    "num_workers=0",
-]
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.timeout(2400)]
 
@@ -185,7 +173,7 @@ def test_cancel_a_running_container(service, engine):
 
 def test_service_killed_while_a_container_runs(service, engine):
     svc = service().start()
-    name = svc.submit([*TINY, "training.max_epochs=40"])["name"]
+    name = svc.submit([*TINY, "training.max_epochs=10"])["name"]
     svc.wait_for(name, {"running"})
     svc.kill9()
     [container] = containers_of(engine, name)
