@@ -181,6 +181,8 @@ class RunManager:
         """Reserve resources for the runs to start now, FIFO within the CPU pool and the GPU pool."""
         free = [g for g in self.gpus if g not in self._gpu_owner]
         cpu_free = self.settings.max_cpu_runs - len(self._cpu_runs)
+        if cpu_free <= 0 and not free:
+            return []  # nothing could start: skip reading the queue (cheap wake-ups under load)
         gpu_blocked = False
         picks = []
         for record in self.store.queued():

@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 import shutil
@@ -131,7 +132,8 @@ class LocalLauncher(Launcher):
             if not self._running(name, pid, started):
                 break
             if time.monotonic() > deadline:
-                os.kill(pid, signal.SIGTERM)  # the wrapper forwards it once the trainer exists
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGTERM)  # the wrapper forwards it once the trainer exists
                 break
             time.sleep(0.01)
         if self.wait(name, handle, timeout=grace_s) is not None:
@@ -140,7 +142,8 @@ class LocalLauncher(Launcher):
         if self.wait(name, handle, timeout=10) is None:
             pid, started = _parse(handle)
             if self._running(name, pid, started):
-                os.kill(pid, signal.SIGKILL)
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
             self.wait(name, handle, timeout=5)
 
     def reattach(self, name: str) -> str | None:

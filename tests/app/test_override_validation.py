@@ -187,7 +187,12 @@ def test_the_services_fast_compose_validates_exactly_like_a_fresh_compose(output
             run = validator.validate(overrides, None)
         except InvalidRun as exc:
             return exc.detail
-        return run.name[20:], run.run_dir.replace(run.name, "<name>"), run.gpu_need, run.seed  # minus the time
+        return (
+            run.name[20:],
+            run.run_dir.replace(run.name, "<name>"),
+            run.gpu_need,
+            run.seed,
+        )  # minus the time
 
     for overrides in cases:
         assert answer(fast, overrides) == answer(fresh, overrides), overrides

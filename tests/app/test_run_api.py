@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -153,6 +154,11 @@ def test_dispatch_is_fifo_one_cpu_run_at_a_time_and_prompt(client, output_dir):
     assert starts(output_dir) == names
     for before, after in zip(runs, runs[1:], strict=False):
         assert after["started_at"] >= before["finished_at"]  # never two CPU runs at once (MAX_CPU_RUNS=1)
+    gaps = [
+        dt.datetime.fromisoformat(b["started_at"]) - dt.datetime.fromisoformat(a["finished_at"])
+        for a, b in zip(runs, runs[1:], strict=False)
+    ]
+    assert max(g.total_seconds() for g in gaps) < 0.5, gaps  # event-driven dispatch, no polling interval
 
 
 def test_gpus_are_never_shared_and_cuda_visible_devices_is_set(make_client, output_dir):
