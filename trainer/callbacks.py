@@ -80,13 +80,13 @@ class ProgressFile(L.Callback):
 
 
 class StopOnCancel(L.Callback):
-    """Stop at the next batch once SIGTERM came (see trainer/cancel.py)."""
+    """Stop at the next batch once SIGTERM (or SIGINT) came (see trainer/cancel.py)."""
 
     def __init__(self, guard: CancelGuard) -> None:
         self.guard = guard
 
     def _check(self, *args: Any) -> None:
         if self.guard.received:
-            raise RunCancelled("cancelled by SIGTERM")
+            raise RunCancelled(self.guard.reason)
 
     on_train_batch_start = on_validation_batch_start = on_train_epoch_start = _check

@@ -11,7 +11,9 @@ before ``fit``. So:
   a signal that came before Lightning installed its handler (which resets its flag). Either way callbacks
   and loggers see a clean interrupt, and :meth:`CancelGuard.deferred` turns it into :class:`RunCancelled`.
 
-A second SIGTERM during cleanup is logged and ignored, so the run still finishes its records.
+A second SIGTERM during cleanup is logged and ignored, so the run still finishes its records. SIGINT
+(Ctrl-C at a terminal) is handled the same way and exits 130: Lightning would otherwise turn it into a
+plain ``SystemExit(1)``, which reads as a failure.
 """
 
 from __future__ import annotations
@@ -24,37 +26,50 @@ from types import FrameType
 
 log = logging.getLogger(__name__)
 EXIT_CANCELLED = 128 + signal.SIGTERM  # 143, what a shell reports for a process ended by SIGTERM
+SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 class RunCancelled(BaseException):  # noqa: N818 - BaseException like KeyboardInterrupt: not an error
-    """The run was cancelled with SIGTERM."""
+    """The run was cancelled with SIGTERM (or SIGINT)."""
 
 
 class CancelGuard:
     def __init__(self) -> None:
         self.received = False
+        self.signum = signal.SIGTERM
         self._defer = False
         self._cleaning_up = False
-        self._previous: object = None
+        self._previous: dict[int, object] = {}
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + int(self.signum)
+
+    @property
+    def reason(self) -> str:
+        return f"cancelled by {signal.Signals(self.signum).name}"
 
     def install(self) -> CancelGuard:
-        self._previous = signal.getsignal(signal.SIGTERM)
-        signal.signal(signal.SIGTERM, self._handle)
+        for signum in SIGNALS:
+            self._previous[signum] = signal.getsignal(signum)
+            signal.signal(signum, self._handle)
         return self
 
     def uninstall(self) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGTERM, self._previous)  # type: ignore[arg-type]
+        for signum, handler in self._previous.items():
+            if handler is not None:
+                signal.signal(signum, handler)  # type: ignore[arg-type]
+        self._previous = {}
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
-        first = not self.received
-        self.received = True
-        if not first or self._cleaning_up:
-            log.warning("SIGTERM again: already stopping")
+        name = signal.Signals(signum).name
+        if self.received or self._cleaning_up:
+            log.warning("%s again: already stopping", name)
             return
-        log.warning("SIGTERM: cancelling the run")
+        self.received, self.signum = True, signum
+        log.warning("%s: cancelling the run", name)
         if not self._defer:
-            raise RunCancelled("cancelled by SIGTERM")
+            raise RunCancelled(self.reason)
 
     @contextlib.contextmanager
     def deferred(self) -> Iterator[None]:
@@ -64,12 +79,12 @@ class CancelGuard:
             yield
         except SystemExit:
             if self.received:  # Lightning's SIGTERMException
-                raise RunCancelled("cancelled by SIGTERM") from None
+                raise RunCancelled(self.reason) from None
             raise
         finally:
             self._defer = False
         if self.received:
-            raise RunCancelled("cancelled by SIGTERM")
+            raise RunCancelled(self.reason)
 
     def cleaning_up(self) -> None:
         """From now on SIGTERM no longer interrupts: the run is writing its final records."""

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from omegaconf import OmegaConf
 
 from trainer import config, rundir
-from trainer.cancel import EXIT_CANCELLED, CancelGuard, RunCancelled
+from trainer.cancel import CancelGuard, RunCancelled
 from trainer.provenance import RunRecord, utc_now
 
 EXIT_USAGE = 2
@@ -86,11 +86,11 @@ def execute(job, hydra_node, run_dir, name: str, overrides: list[str], config_na
         if isinstance(exc, RunCancelled) or guard.received:
             # Also a cancel that surfaced as another error: a process-group SIGTERM ends DataLoader workers
             # too, which the loader reports as a RuntimeError.
-            status, detail, code = "cancelled", "cancelled by SIGTERM", EXIT_CANCELLED
+            status, detail, code = "cancelled", guard.reason, guard.exit_code
             log.warning("run %s cancelled", name)
         else:
             status, detail = "failed", f"{type(exc).__name__}: {exc}"
-            code = 130 if isinstance(exc, KeyboardInterrupt) else 1
+            code = 1
             log.error("run %s failed:\n%s", name, traceback.format_exc())
     guard.cleaning_up()
     record.finish(status, detail)

@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from trainer import swe
 from trainer.callbacks import ProgressFile, StopOnCancel
-from trainer.cancel import EXIT_CANCELLED, CancelGuard
+from trainer.cancel import CancelGuard
 from trainer.data import SWEDataModule
 from trainer.model import OperatorModule
 
@@ -84,7 +84,7 @@ def train(job: DictConfig, run_dir: Path, guard: CancelGuard) -> dict[str, float
         return {k: float(v) for k, v in trainer.callback_metrics.items()}
     finally:
         if guard.received:
-            exit_code = EXIT_CANCELLED
+            exit_code = guard.exit_code
         guard.cleaning_up()
         _finish_wandb(wandb_logger, exit_code)
 

@@ -1,0 +1,89 @@
+"""Small pieces of a run's lifecycle, in process: cancellation, the run directory, WandB's mode."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+
+from trainer import rundir
+from trainer.cancel import CancelGuard, RunCancelled
+
+
+@pytest.fixture
+def guard():
+    g = CancelGuard().install()
+    yield g
+    g.uninstall()
+
+
+def test_sigterm_outside_fit_stops_at_once(guard):
+    with pytest.raises(RunCancelled, match="SIGTERM"):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)  # the handler raises before this returns
+    assert guard.received and guard.exit_code == 143
+
+
+def test_sigterm_inside_fit_is_recorded_then_raised_on_exit(guard):
+    with pytest.raises(RunCancelled), guard.deferred():
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert guard.received  # recorded, not raised: Lightning stops at the next batch
+    assert guard.exit_code == 143
+
+
+def test_lightnings_sigterm_exception_becomes_a_cancel(guard):
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    with pytest.raises(RunCancelled), guard.deferred():
+        os.kill(os.getpid(), signal.SIGTERM)
+        raise SIGTERMException
+
+
+def test_sigint_exits_130(guard):
+    with pytest.raises(RunCancelled, match="SIGINT"), guard.deferred():
+        os.kill(os.getpid(), signal.SIGINT)
+    assert guard.exit_code == 130
+
+
+def test_signals_during_cleanup_are_ignored(guard):
+    guard.cleaning_up()
+    os.kill(os.getpid(), signal.SIGTERM)  # no exception
+
+
+def test_uninstall_restores_the_previous_handlers():
+    before = signal.getsignal(signal.SIGTERM)
+    CancelGuard().install().uninstall()
+    assert signal.getsignal(signal.SIGTERM) == before
+
+
+def test_run_directory_is_created_once(tmp_path):
+    target = tmp_path / "2026-01-01" / "run"
+    assert rundir.create(str(target), debug=False) == target and target.is_dir()
+    with pytest.raises(rundir.RunDirExists, match="already exists"):
+        rundir.create(str(target), debug=False)
+
+
+def test_debug_directory_is_replaced(tmp_path):
+    target = tmp_path / "debug"
+    rundir.create(str(target), debug=True)
+    (target / "old").touch()
+    rundir.create(str(target), debug=True)
+    assert list(target.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("env", "debug", "mode"),
+    [
+        ({}, False, "offline"),
+        ({"WANDB_API_KEY": "k"}, False, "online"),
+        ({"WANDB_API_KEY": "k", "WANDB_MODE": "offline"}, False, "offline"),
+        ({"WANDB_MODE": "disabled"}, False, "disabled"),
+        ({"WANDB_API_KEY": "k"}, True, "offline"),
+        ({"WANDB_MODE": "online"}, True, "offline"),
+        ({"WANDB_MODE": "disabled"}, True, "disabled"),
+    ],
+)
+def test_wandb_mode(env, debug, mode):
+    assert rundir.wandb_mode(debug, env) == mode
