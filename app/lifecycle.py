@@ -9,13 +9,14 @@ Invariants, and how they hold:
 - Crash safety: GPUs are noted in the store, then the launcher starts the run, then queued -> running is
   recorded with its handle. A kill -9 anywhere in between is repaired by ``reconcile``: the launcher finds
   every run it started by name, so nothing runs twice and nothing is lost.
-- Resources: a GPU is owned by at most one run (``_gpu_owner``); CPU runs are capped at MAX_CPU_RUNS.
+- Resources (``app/scheduling.py``): a GPU is owned by at most one run; CPU runs are capped at MAX_CPU_RUNS.
   Dispatch is FIFO within each pool (a run waiting for GPUs does not hold back CPU runs, and vice versa).
 - Event-driven: a submission or a run's end wakes the dispatcher at once; there is no polling loop.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -26,6 +27,7 @@ from app.errors import RunConflict, RunNotFound
 from app.launchers.base import EngineUnavailable, Launcher, LaunchSpec, Outcome
 from app.models import RunCreate, RunRecord, RunStatus
 from app.runfiles import RunFiles, tail
+from app.scheduling import Slots
 from app.store import IdempotencyKeyTaken, NameTaken, RunStore
 from app.validation import RunValidator, ValidatedRun, hydra_quote
 
@@ -46,8 +48,7 @@ class RunManager:
         self.settings, self.store, self.launcher = settings, store, launcher
         self.validator, self.files, self.gpus = validator, files, tuple(gpus)
         self._cond = threading.Condition(threading.RLock())
-        self._gpu_owner: dict[int, str] = {}
-        self._cpu_runs: set[str] = set()
+        self._slots = Slots(gpus, settings.max_cpu_runs)
         self._starting: set[str] = set()
         self._active: dict[str, str] = {}  # running run -> handle, while a watcher follows it
         self._cancelling: set[str] = set()
@@ -68,18 +69,25 @@ class RunManager:
             except EngineUnavailable:
                 outcome = None  # the watcher keeps asking until the engine answers
             if outcome is not None:  # it ended while the service was down
-                self._finish(record.name, handle, record.gpus, outcome)
+                self._finish(record.name, handle, outcome)
             else:
                 self._adopt(record, handle)
         for record in self.store.queued():
-            try:
-                handle = self.launcher.reattach(record.name)
-            except EngineUnavailable:
-                self._unreconciled.add(record.name)
-                continue
-            if handle:  # started just before the service died, never recorded as running
-                self.store.mark_running(record.name, handle, record.gpus)
-                self._adopt(record, handle)
+            self._unreconciled.add(record.name)
+            with contextlib.suppress(
+                EngineUnavailable
+            ):  # if so, asked again before it starts or is cancelled
+                self._reattach_queued(record)
+
+    def _reattach_queued(self, record: RunRecord) -> RunRecord:
+        """A queued run the launcher already knows was started just before the service died, and never
+        recorded as running: record it now and follow it. Raises EngineUnavailable."""
+        handle = self.launcher.reattach(record.name)
+        self._unreconciled.discard(record.name)
+        if handle and self.store.mark_running(record.name, handle, record.gpus):
+            record = self.get(record.name)
+            self._adopt(record, handle)
+        return record
 
     def start(self) -> None:
         self._dispatcher = threading.Thread(target=self._dispatch_loop, name="labrun-dispatcher", daemon=True)
@@ -133,6 +141,8 @@ class RunManager:
         with self._cond:
             self._cond.wait_for(lambda: name not in self._starting, timeout=60)
             record = self.get(name)
+            if record.status == RunStatus.QUEUED and name in self._unreconciled:
+                record = self._reattach_queued(record)  # it may be running: the engine was down at start-up
             if record.status.is_terminal():
                 raise RunConflict(f"run {name!r} already finished ({record.status.value}); nothing to cancel")
             if record.status == RunStatus.QUEUED:
@@ -175,42 +185,28 @@ class RunManager:
                     self._launch(record, gpus)
                 except Exception:  # a bug must not kill the dispatcher; the run stays queued
                     log.exception("launching %s failed", record.name)
-                    self._release_slot(record.name, gpus, retry=True)
+                    self._release_slot(record.name, retry=True)
 
     def _pick(self) -> list[tuple[RunRecord, list[int]]]:
-        """Reserve resources for the runs to start now, FIFO within the CPU pool and the GPU pool."""
-        free = [g for g in self.gpus if g not in self._gpu_owner]
-        cpu_free = self.settings.max_cpu_runs - len(self._cpu_runs)
-        if cpu_free <= 0 and not free:
+        """Reserve resources for the runs to start now, FIFO within the CPU pool and within the GPU pool."""
+        if not self._slots.any_free():
             return []  # nothing could start: skip reading the queue (cheap wake-ups under load)
         gpu_blocked = False
         picks = []
         for record in self.store.queued():
-            if record.name in self._starting:
+            if record.name in self._starting or (record.gpu_need and gpu_blocked):
                 continue
-            if record.gpu_need == 0:
-                if cpu_free <= 0:
-                    continue
-                cpu_free -= 1
-                self._cpu_runs.add(record.name)
-                gpus: list[int] = []
-            elif record.gpu_need > len(self.gpus):  # the inventory shrank since it was accepted
-                self.store.finish(
-                    record.name,
-                    [RunStatus.QUEUED],
-                    RunStatus.FAILED,
-                    reason=(
-                        f"could not start: needs {record.gpu_need} GPU(s), this server now has {len(self.gpus)}"
-                    ),
+            if record.gpu_need > len(self.gpus):  # the inventory shrank since it was accepted
+                reason = (
+                    f"could not start: needs {record.gpu_need} GPU(s), this server now has {len(self.gpus)}"
                 )
+                self.store.finish(record.name, [RunStatus.QUEUED], RunStatus.FAILED, reason=reason)
                 continue
-            else:
-                if gpu_blocked or record.gpu_need > len(free):
-                    gpu_blocked = True
-                    continue
-                gpus, free = free[: record.gpu_need], free[record.gpu_need :]
-                for g in gpus:
-                    self._gpu_owner[g] = record.name
+            gpus = self._slots.take(record.name, record.gpu_need)
+            if gpus is None:
+                gpu_blocked = gpu_blocked or record.gpu_need > 0
+                continue
+            if gpus:
                 self.store.assign_gpus(record.name, gpus)
             self._starting.add(record.name)
             picks.append((record, gpus))
@@ -224,11 +220,10 @@ class RunManager:
                 handle = self.launcher.start(self._spec(record, gpus))
         except EngineUnavailable as exc:
             log.warning("engine unavailable, %s stays queued: %s", name, exc)
-            self._release_slot(name, gpus, retry=True)
+            self._release_slot(name, retry=True)
             return
         except Exception as exc:
-            reason = f"could not start: {exc}"
-            self._release_slot(name, gpus, fail_reason=reason)
+            self._release_slot(name, fail_reason=f"could not start: {exc}")
             return
         with self._cond:
             self._starting.discard(name)
@@ -237,17 +232,15 @@ class RunManager:
             self._cond.notify_all()
         if not recorded:  # cannot happen (a cancel waits while a run is starting); never leave it orphaned
             log.error("%s started but was no longer queued; stopping it", name)
-            self._release_slot(name, gpus)
+            self._release_slot(name)
             self.launcher.cancel(name, handle, self.settings.cancel_grace_s)
             return
         self._adopt(record, handle, gpus)
 
-    def _release_slot(
-        self, name: str, gpus: list[int], retry: bool = False, fail_reason: str | None = None
-    ) -> None:
+    def _release_slot(self, name: str, retry: bool = False, fail_reason: str | None = None) -> None:
         with self._cond:
             self._starting.discard(name)
-            self._free(name, gpus)
+            self._slots.free(name)
             if fail_reason:
                 tail_text = tail(self.files.log_path(name), self.settings.log_tail_lines)
                 self.store.finish(
@@ -257,12 +250,6 @@ class RunManager:
             if retry:
                 self._retry_at = time.monotonic() + ENGINE_RETRY_S
             self._cond.notify_all()
-
-    def _free(self, name: str, gpus: Sequence[int]) -> None:
-        self._cpu_runs.discard(name)
-        for g in gpus:
-            if self._gpu_owner.get(g) == name:
-                del self._gpu_owner[g]
 
     def _spec(self, record: RunRecord, gpus: list[int]) -> LaunchSpec:
         args = [
@@ -288,19 +275,16 @@ class RunManager:
         """Account for a running run's resources and follow it until it ends."""
         gpus = list(record.gpus if gpus is None else gpus)
         with self._cond:
-            if record.gpu_need == 0:
-                self._cpu_runs.add(record.name)
-            for g in gpus:
-                self._gpu_owner[g] = record.name
+            self._slots.hold(record.name, record.gpu_need, gpus)
             self._active[record.name] = handle
         threading.Thread(
             target=self._watch,
-            args=(record.name, handle, gpus),
+            args=(record.name, handle),
             daemon=True,
             name=f"labrun-watch-{record.name[:40]}",
         ).start()
 
-    def _watch(self, name: str, handle: str, gpus: list[int]) -> None:
+    def _watch(self, name: str, handle: str) -> None:
         while not self._stopping.is_set():
             try:
                 outcome = self.launcher.wait(name, handle, timeout=5)
@@ -314,10 +298,10 @@ class RunManager:
             if self._stopping.is_set():  # shutting down: the next start re-attaches and records it
                 return
             if outcome is not None:
-                self._finish(name, handle, gpus, outcome)
+                self._finish(name, handle, outcome)
                 return
 
-    def _finish(self, name: str, handle: str, gpus: list[int], outcome: Outcome) -> None:
+    def _finish(self, name: str, handle: str, outcome: Outcome) -> None:
         log_tail = tail(self.files.log_path(name), self.settings.log_tail_lines) or None
         with self._cond:
             if outcome.succeeded:
@@ -327,7 +311,7 @@ class RunManager:
             else:
                 status, reason = RunStatus.FAILED, outcome.reason or "ended without an exit status"
             self.store.finish(name, [RunStatus.RUNNING], status, outcome.exit_code, reason, log_tail)
-            self._free(name, gpus)
+            self._slots.free(name)
             self._active.pop(name, None)
             self._cancelling.discard(name)
             self._wakeup = True

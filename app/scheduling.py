@@ -1,0 +1,57 @@
+"""Slots: which GPUs and CPU-run slots are taken, and by which run.
+
+Pure bookkeeping, no threads and no I/O: the RunManager calls it under its lock. A GPU is owned by at most
+one run; CPU-only runs are capped at MAX_CPU_RUNS. A run needing ``n`` GPUs takes the ``n`` lowest free
+indices.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+class Slots:
+    def __init__(self, gpus: Sequence[int], max_cpu_runs: int) -> None:
+        self.gpus = tuple(gpus)
+        self.max_cpu_runs = max_cpu_runs
+        self._gpu_owner: dict[int, str] = {}
+        self._cpu_runs: set[str] = set()
+        self._held: dict[str, tuple[int, ...]] = {}
+
+    @property
+    def free_gpus(self) -> list[int]:
+        return [g for g in self.gpus if g not in self._gpu_owner]
+
+    def any_free(self) -> bool:
+        return len(self._cpu_runs) < self.max_cpu_runs or len(self._gpu_owner) < len(self.gpus)
+
+    def take(self, name: str, gpu_need: int) -> list[int] | None:
+        """Reserve what a queued run needs: its GPUs ([] for a CPU run), or None if they are not free."""
+        if gpu_need == 0:
+            if len(self._cpu_runs) >= self.max_cpu_runs:
+                return None
+            self.hold(name, 0, ())
+            return []
+        free = self.free_gpus
+        if gpu_need > len(free):
+            return None
+        gpus = free[:gpu_need]
+        self.hold(name, gpu_need, gpus)
+        return gpus
+
+    def hold(self, name: str, gpu_need: int, gpus: Sequence[int]) -> None:
+        """Account for a run that already has its resources (re-attached after a restart)."""
+        if gpu_need == 0:
+            self._cpu_runs.add(name)
+        for g in gpus:
+            self._gpu_owner[g] = name
+        self._held[name] = tuple(gpus)
+
+    def free(self, name: str) -> None:
+        self._cpu_runs.discard(name)
+        for g in self._held.pop(name, ()):
+            if self._gpu_owner.get(g) == name:
+                del self._gpu_owner[g]
+
+    def owner(self, gpu: int) -> str | None:
+        return self._gpu_owner.get(gpu)
