@@ -12,7 +12,7 @@
 # and the NVIDIA Container Toolkit's conventions. The default base is NVIDIA's minimal CUDA image
 # (Ubuntu 24.04, Python 3.12). CI builds on a Debian bookworm base made with debootstrap (Python 3.11):
 # see docker/build-test-image.sh.
-ARG BASE_IMAGE=nvidia/cuda:13.0.1-base-ubuntu24.04
+ARG BASE_IMAGE=nvidia/cuda:13.0.2-base-ubuntu24.04
 FROM ${BASE_IMAGE}
 
 ARG DEBIAN_FRONTEND=noninteractive

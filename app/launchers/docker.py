@@ -226,9 +226,15 @@ class DockerLauncher(Launcher):
             self._prepare_dirs(spec)
             try:
                 container = client.containers.create(**self.create_kwargs(spec, image.id))
+            except APIError as exc:
+                raise LaunchError(f"docker refused to create the run's container: {_explain(exc)}") from None
+            try:
                 container.start()
             except APIError as exc:
-                raise LaunchError(f"docker refused to start the run: {_explain(exc)}") from None
+                # It never ran (e.g. no NVIDIA runtime for a GPU request): nothing to record but this error.
+                with contextlib.suppress(DockerException):
+                    container.remove(force=True)
+                raise LaunchError(f"docker could not start the run's container: {_explain(exc)}") from None
             return container.id
 
     def poll(self, name: str, handle: str) -> Outcome | None:

@@ -246,3 +246,12 @@ def _wait_for_text(path: Path, text: str, timeout: float = 30) -> None:
     while not (path.exists() and text in path.read_text()):
         assert time.monotonic() < deadline, f"{text!r} never appeared in {path}"
         time.sleep(0.1)
+
+
+def test_gpu_request_on_an_engine_without_nvidia_fails_cleanly(make, engine):
+    """This machine has no NVIDIA runtime: the Engine refuses the device request, the run fails with the
+    Engine's reason, and no container is left behind (it never ran)."""
+    launcher, spec = make("print('never')", gpus=(0,))
+    with pytest.raises(LaunchError, match="(?i)nvidia|device"):
+        launcher.start(spec)
+    assert engine.containers.list(all=True, filters={"label": f"labrun.run={spec.name}"}) == []
