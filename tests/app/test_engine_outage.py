@@ -1,0 +1,80 @@
+"""An engine that is down (Docker, Slurm, ...): runs are still accepted and queued, /healthz says so, and
+they start once it is back. The boundary is faked (a launcher that refuses), the lifecycle is real."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from conftest import FAKE_TRAINER, submit, wait_for
+
+import app.main
+from app.launchers.base import EngineUnavailable
+from app.launchers.local import LocalLauncher
+
+
+class FlakyEngine(LocalLauncher):
+    name = "flaky"
+    down = True
+
+    def _check(self) -> None:
+        if FlakyEngine.down:
+            raise EngineUnavailable("engine at unix:///nowhere refused the connection")
+
+    def start(self, spec):
+        self._check()
+        return super().start(spec)
+
+    def reattach(self, name):
+        self._check()
+        return super().reattach(name)
+
+    def poll(self, name, handle):
+        self._check()
+        return super().poll(name, handle)
+
+    def wait(self, name, handle, timeout=None):
+        self._check()
+        return super().wait(name, handle, timeout)
+
+    def health(self):
+        return (False, "engine down") if FlakyEngine.down else (True, "engine up")
+
+
+@pytest.fixture
+def flaky(monkeypatch, output_dir):
+    FlakyEngine.down = True
+    monkeypatch.setattr(app.main, "build_launcher", lambda settings: FlakyEngine(FAKE_TRAINER, output_dir))
+    yield FlakyEngine
+    FlakyEngine.down = False
+
+
+def test_runs_queue_while_the_engine_is_down_and_start_when_it_is_back(flaky, make_client):
+    client = make_client()
+    run = submit(client, "+fake.sleep=0")
+    time.sleep(0.5)
+    assert client.get(f"/runs/{run['name']}").json()["status"] == "queued"
+    health = client.get("/healthz")
+    assert health.status_code == 503 and health.json()["detail"] == "engine down"
+    flaky.down = False
+    assert wait_for(client, run["name"], timeout=10)["status"] == "succeeded"
+    assert client.get("/healthz").status_code == 200
+
+
+def test_a_restart_while_the_engine_is_down_does_not_start_anything_twice(flaky, make_client, output_dir):
+    flaky.down = False
+    first = make_client()
+    run = submit(first, "+fake.sleep=1")
+    queued = submit(first, "+fake.sleep=0")
+    wait_for(first, run["name"], {"running"})
+    first.__exit__(None, None, None)  # the service goes away; the run carries on
+    flaky.down = True
+    second = make_client()  # start-up cannot ask the engine about anything
+    assert second.get(f"/runs/{run['name']}").json()["status"] == "running"
+    time.sleep(0.5)
+    assert second.get(f"/runs/{queued['name']}").json()["status"] == "queued"
+    flaky.down = False
+    assert wait_for(second, run["name"], timeout=10)["status"] == "succeeded"
+    assert wait_for(second, queued["name"], timeout=10)["status"] == "succeeded"
+    starts = (output_dir / "fake_starts.log").read_text()
+    assert starts.count(run["name"]) == 1 and starts.count(queued["name"]) == 1
