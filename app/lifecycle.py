@@ -153,7 +153,14 @@ class RunManager:
                 return self.get(name)
             self._cancelling.add(name)
             handle = record.handle or ""
-        self.launcher.cancel(name, handle, self.settings.cancel_grace_s)
+        try:
+            self.launcher.cancel(name, handle, self.settings.cancel_grace_s)
+        except BaseException:
+            with (
+                self._cond
+            ):  # not cancelled after all (engine down, ...): a later natural end is not a cancel
+                self._cancelling.discard(name)
+            raise
         with self._cond:  # the watcher records the outcome; wait for it so the answer is final
             self._cond.wait_for(lambda: name not in self._active, timeout=10)
         return self.get(name)
