@@ -40,8 +40,9 @@ def _seed_dataset(n: int):
 def _loader(dataset, workers: int, shuffle: bool):
     from torch.utils.data import DataLoader
 
-    return DataLoader(dataset, batch_size=BATCH, shuffle=shuffle, num_workers=workers,
-                      persistent_workers=workers > 0)
+    return DataLoader(
+        dataset, batch_size=BATCH, shuffle=shuffle, num_workers=workers, persistent_workers=workers > 0
+    )
 
 
 def _drain(loader, min_seconds: float) -> float:
@@ -70,9 +71,13 @@ def pipeline(n: int, workers: int, cache_root: Path) -> dict[str, float]:
     dm.setup("fit")  # warm: load the cache
     load_s = time.perf_counter() - start
     cached_rate = _drain(dm.train_dataloader(), min_seconds=1.0)
-    return {"seed_samples_per_s": seed_rate, "cached_samples_per_s": cached_rate,
-            "ratio": cached_rate / seed_rate, "cache_build_samples_per_s": build_rate,
-            "cache_load_s": load_s}
+    return {
+        "seed_samples_per_s": seed_rate,
+        "cached_samples_per_s": cached_rate,
+        "ratio": cached_rate / seed_rate,
+        "cache_build_samples_per_s": build_rate,
+        "cache_load_s": load_s,
+    }
 
 
 def _fit_seconds(datamodule, hidden: int) -> float:
@@ -81,10 +86,27 @@ def _fit_seconds(datamodule, hidden: int) -> float:
     from trainer.model import OperatorModule
 
     L.seed_everything(0, verbose=False)
-    model = OperatorModule({"name": "fno", "n_modes": [32, 32], "in_channels": 3, "out_channels": 3,
-                            "hidden_channels": hidden, "n_layers": 5}, lr=1e-3)
-    trainer = L.Trainer(accelerator="cpu", devices=1, max_epochs=EPOCHS, logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0)
+    model = OperatorModule(
+        {
+            "name": "fno",
+            "n_modes": [32, 32],
+            "in_channels": 3,
+            "out_channels": 3,
+            "hidden_channels": hidden,
+            "n_layers": 5,
+        },
+        lr=1e-3,
+    )
+    trainer = L.Trainer(
+        accelerator="cpu",
+        devices=1,
+        max_epochs=EPOCHS,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+    )
     start = time.perf_counter()
     trainer.fit(model, datamodule=datamodule)
     return time.perf_counter() - start
@@ -111,8 +133,13 @@ def end_to_end(n: int, workers: int, cache_root: Path, hidden: int = 32) -> dict
     spec = swe.SolverSpec(nlat=DIMS[0], nlon=DIMS[1], num_examples=n, seed=1)  # not cached yet: cold
     ours_s = _fit_seconds(SWEDataModule(spec, str(cache_root), 0.9, BATCH, workers), hidden)
     seed_rate, ours_rate = n_train * EPOCHS / seed_s, n_train * EPOCHS / ours_s
-    return {"seed_samples_per_s": seed_rate, "cached_samples_per_s": ours_rate, "ratio": ours_rate / seed_rate,
-            "seed_fit_s": seed_s, "cached_fit_s": ours_s}
+    return {
+        "seed_samples_per_s": seed_rate,
+        "cached_samples_per_s": ours_rate,
+        "ratio": ours_rate / seed_rate,
+        "seed_fit_s": seed_s,
+        "cached_fit_s": ours_s,
+    }
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -129,20 +156,35 @@ def main(argv: list[str] | None = None) -> dict:
 
     import torch
 
-    print(f"trainer throughput: {DIMS[0]}x{DIMS[1]}, {n} samples, batch {BATCH}, {args.num_workers} workers, "
-          f"{torch.get_num_threads()} torch threads")
+    print(
+        f"trainer throughput: {DIMS[0]}x{DIMS[1]}, {n} samples, batch {BATCH}, {args.num_workers} workers, "
+        f"{torch.get_num_threads()} torch threads"
+    )
     with tempfile.TemporaryDirectory(prefix="labrun-bench-") as tmp:
         pipe = pipeline(n, args.num_workers, Path(tmp))
-        print(f"(a) data pipeline   seed {pipe['seed_samples_per_s']:10.1f} samples/s   "
-              f"cached {pipe['cached_samples_per_s']:10.1f} samples/s   ratio {pipe['ratio']:8.1f}x")
-        print(f"    building the cache once: {pipe['cache_build_samples_per_s']:.0f} samples/s "
-              f"(batched solve + write); loading it: {pipe['cache_load_s'] * 1000:.0f} ms")
+        print(
+            f"(a) data pipeline   seed {pipe['seed_samples_per_s']:10.1f} samples/s   "
+            f"cached {pipe['cached_samples_per_s']:10.1f} samples/s   ratio {pipe['ratio']:8.1f}x"
+        )
+        print(
+            f"    building the cache once: {pipe['cache_build_samples_per_s']:.0f} samples/s "
+            f"(batched solve + write); loading it: {pipe['cache_load_s'] * 1000:.0f} ms"
+        )
         e2e = end_to_end(n, args.num_workers, Path(tmp))
-        print(f"(b) end to end, {EPOCHS} epochs, fno hidden_channels=32: seed {e2e['seed_samples_per_s']:7.1f} "
-              f"samples/s ({e2e['seed_fit_s']:.1f} s)   cached {e2e['cached_samples_per_s']:7.1f} samples/s "
-              f"({e2e['cached_fit_s']:.1f} s, cache built inside)   ratio {e2e['ratio']:5.2f}x")
-    return {"num_examples": n, "num_workers": args.num_workers, "dims": list(DIMS), "epochs": EPOCHS,
-            "batch_size": BATCH, "pipeline": pipe, "end_to_end": e2e}
+        print(
+            f"(b) end to end, {EPOCHS} epochs, fno hidden_channels=32: seed {e2e['seed_samples_per_s']:7.1f} "
+            f"samples/s ({e2e['seed_fit_s']:.1f} s)   cached {e2e['cached_samples_per_s']:7.1f} samples/s "
+            f"({e2e['cached_fit_s']:.1f} s, cache built inside)   ratio {e2e['ratio']:5.2f}x"
+        )
+    return {
+        "num_examples": n,
+        "num_workers": args.num_workers,
+        "dims": list(DIMS),
+        "epochs": EPOCHS,
+        "batch_size": BATCH,
+        "pipeline": pipe,
+        "end_to_end": e2e,
+    }
 
 
 if __name__ == "__main__":

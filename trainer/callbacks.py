@@ -72,8 +72,13 @@ class ProgressFile(L.Callback):
         # One line per epoch in train.log and stdout (the service's log), progress bar or not.
         shown = {k: _number(v) for k, v in trainer.callback_metrics.items() if k != "train_loss"}
         text = " ".join(f"{k}={v:.6g}" for k, v in sorted(shown.items()) if v is not None)
-        log.info("epoch %d/%d step %d: %s", trainer.current_epoch + 1, trainer.max_epochs, trainer.global_step,
-                 text)
+        log.info(
+            "epoch %d/%d step %d: %s",
+            trainer.current_epoch + 1,
+            trainer.max_epochs,
+            trainer.global_step,
+            text,
+        )
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.write(trainer)

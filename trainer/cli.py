@@ -32,10 +32,18 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         description="Train SFNO/FNO on shallow-water data. Overrides are Hydra's: key=value, group=option, "
         "+new_key=value.",
     )
-    parser.add_argument("--config-name", "-cn", default=config.DEFAULT_CONFIG_NAME,
-                        help="top-level config in conf/ (default: %(default)s)")
-    parser.add_argument("--cfg", "-c", choices=("job", "hydra", "all"),
-                        help="print the config (job: resolved, without the hydra node) and exit")
+    parser.add_argument(
+        "--config-name",
+        "-cn",
+        default=config.DEFAULT_CONFIG_NAME,
+        help="top-level config in conf/ (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--cfg",
+        "-c",
+        choices=("job", "hydra", "all"),
+        help="print the config (job: resolved, without the hydra node) and exit",
+    )
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. model=fno training.lr=0.01")
     return parser.parse_args(argv)
 
@@ -63,10 +71,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     return execute(job, cfg.hydra, run_dir, name, overrides, args.config_name, started)
 
 
-def execute(job, hydra_node, run_dir, name: str, overrides: list[str], config_name: str,
-            started: str | None = None) -> int:
-    record = RunRecord(run_dir / "run.json", name=name, overrides=overrides, config_name=config_name,
-                       seed=int(job.seed), start_time=started)
+def execute(
+    job, hydra_node, run_dir, name: str, overrides: list[str], config_name: str, started: str | None = None
+) -> int:
+    record = RunRecord(
+        run_dir / "run.json",
+        name=name,
+        overrides=overrides,
+        config_name=config_name,
+        seed=int(job.seed),
+        start_time=started,
+    )
     guard = CancelGuard().install()
     try:
         record.write()
@@ -108,8 +123,9 @@ def _check_job(job) -> None:
     if int(job.data.num_examples) < 2:
         raise config.ConfigError(f"data.num_examples must be >= 2, got {job.data.num_examples}")
     if not 0 < float(job.data.train_val_split) < 1:
-        raise config.ConfigError(f"data.train_val_split must lie strictly between 0 and 1, got "
-                                 f"{job.data.train_val_split}")
+        raise config.ConfigError(
+            f"data.train_val_split must lie strictly between 0 and 1, got {job.data.train_val_split}"
+        )
     if str(job.model.name) not in ("fno", "sfno"):
         raise config.ConfigError(f"model.name must be fno or sfno, got {job.model.name!r}")
 

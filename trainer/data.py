@@ -42,8 +42,13 @@ def load_or_generate(
             log.info("data: loaded %d samples from cache %s", len(blob["x"]), path)
             return blob["x"], blob["y"]
         log.warning("data: cache %s holds other data (hash collision?); regenerating", path)
-    log.info("data: solving %d shallow-water samples at %dx%d (seed %d)", spec.num_examples, spec.nlat,
-             spec.nlon, spec.seed)
+    log.info(
+        "data: solving %d shallow-water samples at %dx%d (seed %d)",
+        spec.num_examples,
+        spec.nlat,
+        spec.nlon,
+        spec.seed,
+    )
     x, y = swe.generate(spec)
     if write:
         _atomic_save({"key": spec.key_fields(), "x": x, "y": y}, path)

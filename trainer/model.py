@@ -11,8 +11,9 @@ from torch import nn
 MODELS = ("fno", "sfno")
 
 
-def build_operator(name: str, n_modes: list[int], in_channels: int, out_channels: int, hidden_channels: int,
-                   n_layers: int) -> nn.Module:
+def build_operator(
+    name: str, n_modes: list[int], in_channels: int, out_channels: int, hidden_channels: int, n_layers: int
+) -> nn.Module:
     from neuralop.models import FNO, SFNO  # imported here: neuralop alone costs seconds
 
     classes = {"fno": FNO, "sfno": SFNO}
@@ -36,8 +37,12 @@ class OperatorModule(L.LightningModule):
         # the whole resolved config instead.
         self.save_hyperparameters(logger=False)
         self.net = build_operator(
-            model["name"], model["n_modes"], model["in_channels"], model["out_channels"],
-            model["hidden_channels"], model["n_layers"],
+            model["name"],
+            model["n_modes"],
+            model["in_channels"],
+            model["out_channels"],
+            model["hidden_channels"],
+            model["n_layers"],
         )
         self.lr = lr
         self.loss = nn.MSELoss()

@@ -55,7 +55,9 @@ def code_version(root: Path = REPO_ROOT) -> dict[str, Any]:
 
 
 def _git(root: Path, *args: str) -> str:
-    done = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=10, check=True)
+    done = subprocess.run(
+        ["git", "-C", str(root), *args], capture_output=True, text=True, timeout=10, check=True
+    )
     return done.stdout.strip()
 
 
@@ -70,8 +72,16 @@ def device_names(accelerator: str) -> list[str]:
 class RunRecord:
     """The content of run.json, kept in memory and written whole each time."""
 
-    def __init__(self, path: str | os.PathLike, *, name: str, overrides: list[str], config_name: str,
-                 seed: int, start_time: str | None = None) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        *,
+        name: str,
+        overrides: list[str],
+        config_name: str,
+        seed: int,
+        start_time: str | None = None,
+    ) -> None:
         self.path = Path(path)
         self.data: dict[str, Any] = {
             "name": name,

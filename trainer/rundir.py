@@ -39,7 +39,9 @@ def create(output_dir: str, debug: bool) -> Path:
     return path
 
 
-def write_hydra_files(run_dir: Path, job: DictConfig, hydra_node: DictConfig, overrides: Sequence[str]) -> None:
+def write_hydra_files(
+    run_dir: Path, job: DictConfig, hydra_node: DictConfig, overrides: Sequence[str]
+) -> None:
     """Hydra's ``.hydra/`` records. ``config.yaml`` is written resolved (Hydra writes it unresolved): a run's
     record must not change when it is read from another directory or on another day (``abspath``, dates)."""
     target = run_dir / ".hydra"
@@ -90,7 +92,11 @@ def configure_wandb_env(run_dir: Path, debug: bool) -> str:
     mode = wandb_mode(debug)
     os.environ["WANDB_MODE"] = mode
     if debug:
-        for var, sub in (("WANDB_CACHE_DIR", "cache"), ("WANDB_CONFIG_DIR", "config"),
-                         ("WANDB_DATA_DIR", "data"), ("WANDB_ARTIFACT_DIR", "artifacts")):
+        for var, sub in (
+            ("WANDB_CACHE_DIR", "cache"),
+            ("WANDB_CONFIG_DIR", "config"),
+            ("WANDB_DATA_DIR", "data"),
+            ("WANDB_ARTIFACT_DIR", "artifacts"),
+        ):
             os.environ[var] = str(run_dir / "wandb" / sub)
     return mode

@@ -49,11 +49,15 @@ class SolverSpec:
 def make_solver(spec: SolverSpec) -> ShallowWaterSolver:
     """The seed's solver set-up (float32, lmax = mmax = ceil(nlat / 3))."""
     lmax = math.ceil(spec.nlat / 3)
-    solver = ShallowWaterSolver(spec.nlat, spec.nlon, spec.dt / spec.nsteps, lmax=lmax, mmax=lmax, grid=spec.grid)
+    solver = ShallowWaterSolver(
+        spec.nlat, spec.nlon, spec.dt / spec.nsteps, lmax=lmax, mmax=lmax, grid=spec.grid
+    )
     return solver.float()
 
 
-def random_initial_conditions(solver: ShallowWaterSolver, n: int, mach: float, gen: torch.Generator) -> torch.Tensor:
+def random_initial_conditions(
+    solver: ShallowWaterSolver, n: int, mach: float, gen: torch.Generator
+) -> torch.Tensor:
     """``ShallowWaterSolver.random_initial_condition`` for ``n`` samples, drawn from ``gen``."""
     ctype = torch.complex64
     llimit = 120  # the solver's own constant; clipped to lmax x mmax by the slice, as in the solver

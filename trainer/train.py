@@ -34,11 +34,18 @@ def _quiet_known_noise() -> None:
 
 
 def build_datamodule(job: DictConfig) -> SWEDataModule:
-    spec = swe.SolverSpec(nlat=job.data.dims[0], nlon=job.data.dims[1], num_examples=job.data.num_examples,
-                          seed=job.seed)
+    spec = swe.SolverSpec(
+        nlat=job.data.dims[0], nlon=job.data.dims[1], num_examples=job.data.num_examples, seed=job.seed
+    )
     # A debug run reads the cache but never writes it: debugging leaves nothing outside <log_dir>/debug.
-    return SWEDataModule(spec, job.paths.data_root, job.data.train_val_split, job.batch_size, job.num_workers,
-                         write_cache=not job.debug)
+    return SWEDataModule(
+        spec,
+        job.paths.data_root,
+        job.data.train_val_split,
+        job.batch_size,
+        job.num_workers,
+        write_cache=not job.debug,
+    )
 
 
 def build_trainer(job: DictConfig, run_dir: Path, loggers: list, guard: CancelGuard) -> L.Trainer:
@@ -71,8 +78,13 @@ def train(job: DictConfig, run_dir: Path, guard: CancelGuard) -> dict[str, float
     datamodule = build_datamodule(job)
     datamodule.prepare_data()  # generate or load before fit: a SIGTERM here stops at once
     model = OperatorModule(OmegaConf.to_container(job.model), lr=job.training.lr)
-    wandb_logger = WandbLogger(save_dir=str(run_dir), name=job.wandb_run_name, project=job.wandb_project,
-                               entity=job.wandb_entity, config=OmegaConf.to_container(job))
+    wandb_logger = WandbLogger(
+        save_dir=str(run_dir),
+        name=job.wandb_run_name,
+        project=job.wandb_project,
+        entity=job.wandb_entity,
+        config=OmegaConf.to_container(job),
+    )
     csv_logger = CSVLogger(save_dir=str(run_dir), name="", version="")  # -> <run_dir>/metrics.csv
     exit_code = 1
     try:

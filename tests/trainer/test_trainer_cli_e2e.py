@@ -23,8 +23,17 @@ from trainer_helpers import TINY, run_cli, trainer_env, wandb_records
 pytestmark = pytest.mark.slow
 
 RUN = [*TINY, "training.max_epochs=4", "training.lr=0.005"]
-PROGRESS_KEYS = {"epoch", "max_epochs", "global_step", "total_steps", "fraction", "train_loss", "val_loss",
-                 "metrics", "updated_at"}
+PROGRESS_KEYS = {
+    "epoch",
+    "max_epochs",
+    "global_step",
+    "total_steps",
+    "fraction",
+    "train_loss",
+    "val_loss",
+    "metrics",
+    "updated_at",
+}
 
 
 def only_dir(pattern_root: Path, pattern: str) -> Path:
@@ -53,8 +62,16 @@ def read_metrics(run_dir: Path) -> list[dict[str, str]]:
 
 def test_run_directory_layout(runs):
     run_dir = runs["named"]
-    for name in [".hydra/config.yaml", ".hydra/overrides.yaml", ".hydra/hydra.yaml", "train.log", "ckpt/last.ckpt",
-                 "metrics.csv", "progress.json", "run.json"]:
+    for name in [
+        ".hydra/config.yaml",
+        ".hydra/overrides.yaml",
+        ".hydra/hydra.yaml",
+        "train.log",
+        "ckpt/last.ckpt",
+        "metrics.csv",
+        "progress.json",
+        "run.json",
+    ]:
         assert (run_dir / name).is_file(), name
     assert list((run_dir / "wandb").glob("offline-run-*/run-*.wandb"))
     assert any(p.name != "last.ckpt" for p in (run_dir / "ckpt").glob("*.ckpt"))  # the val_loss-monitored one
@@ -96,8 +113,10 @@ def test_run_json(runs):
     assert record["name"] == "ra" and record["status"] == "succeeded" and record["exception"] is None
     assert record["overrides"][-1] == "run_name=ra" and record["config_name"] == "neuraloperator"
     assert record["seed"] == 42 and record["hostname"] and record["devices"]
-    assert all(record["versions"][p] for p in ("torch", "lightning", "neuraloperator", "torch-harmonics",
-                                               "hydra-core", "wandb"))
+    assert all(
+        record["versions"][p]
+        for p in ("torch", "lightning", "neuraloperator", "torch-harmonics", "hydra-core", "wandb")
+    )
     assert record["code_version"]["source"] == "git" and len(record["code_version"]["commit"]) == 40
     assert record["start_time"] <= record["end_time"]
 
@@ -153,10 +172,23 @@ def test_debug_mode_writes_only_the_debug_dir(module_tmp):
 def test_sigterm_cancels_promptly(module_tmp):
     """The service's cancel: SIGTERM to the trainer's process group (DataLoader workers included)."""
     log_dir = module_tmp / "cancel-out"
-    args = [*TINY, "num_workers=2", "data.num_examples=64", "training.max_epochs=1000", f"log_dir={log_dir}",
-            "run_name=rc"]
-    proc = subprocess.Popen([sys.executable, "-m", "trainer", *args], cwd=module_tmp, env=trainer_env(module_tmp),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    args = [
+        *TINY,
+        "num_workers=2",
+        "data.num_examples=64",
+        "training.max_epochs=1000",
+        f"log_dir={log_dir}",
+        "run_name=rc",
+    ]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "trainer", *args],
+        cwd=module_tmp,
+        env=trainer_env(module_tmp),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + 120
         progress = None

@@ -24,9 +24,21 @@ def test_defaults_are_the_seeds():
 
 
 def test_seed_overrides_work_verbatim():
-    job = compose_job(["data=32x64", "model=fno", "model.hidden_channels=64", "training.lr=0.01",
-                       "training.max_epochs=3", "batch_size=8", "training.effective_batch_size=16", "devices=1",
-                       "accelerator=cpu", "debug=true", "+device=gpu"])
+    job = compose_job(
+        [
+            "data=32x64",
+            "model=fno",
+            "model.hidden_channels=64",
+            "training.lr=0.01",
+            "training.max_epochs=3",
+            "batch_size=8",
+            "training.effective_batch_size=16",
+            "devices=1",
+            "accelerator=cpu",
+            "debug=true",
+            "+device=gpu",
+        ]
+    )
     assert job.training.accumulate_grad_batches == 2
     assert job.output_dir.endswith("/debug")
     assert job.device == "gpu"

@@ -46,7 +46,11 @@ def test_cache_hit_loads_without_solving(tmp_path, monkeypatch):
 @pytest.mark.parametrize(
     "changed",
     [
-        {"num_examples": 7}, {"seed": 4}, {"nlat": 8, "nlon": 16}, {"dt": 1800.0}, {"mach": 0.1},
+        {"num_examples": 7},
+        {"seed": 4},
+        {"nlat": 8, "nlon": 16},
+        {"dt": 1800.0},
+        {"mach": 0.1},
     ],
 )
 def test_cache_key_changes_with_everything_that_determines_the_data(changed):

@@ -10,7 +10,9 @@ WHEN = dt.datetime(2026, 11, 28, 16, 51, 43)
 
 
 def test_seed_scheme_without_stray_quote():
-    name = naming.make_run_name("sfno", "64x128", ["data.num_examples=50", "training.max_epochs=1"], when=WHEN)
+    name = naming.make_run_name(
+        "sfno", "64x128", ["data.num_examples=50", "training.max_epochs=1"], when=WHEN
+    )
     assert name == "2026-11-28_16-51-43_sfno64x128_data.num_examples=50_training.max_epochs=1"
     assert naming.make_run_name("fno", "32x64", [], when=WHEN) == "2026-11-28_16-51-43_fno32x64"
 
@@ -31,7 +33,7 @@ def test_unsafe_characters_replaced_and_hashed():
     assert other != name
 
 
-@pytest.mark.parametrize("value", ["'a b'", "\"x'y\"", "'q\"r'", "'ä'", "'a\\b'", "'*'", "'$HOME'", "'a:b'"])
+@pytest.mark.parametrize("value", ["'a b'", '"x\'y"', "'q\"r'", "'ä'", "'a\\b'", "'*'", "'$HOME'", "'a:b'"])
 def test_every_unsafe_value_gives_a_safe_name(value):
     name = naming.make_run_name("fno", "32x64", [f"+note={value}"], when=WHEN)
     naming.check_run_name(name)

@@ -18,7 +18,9 @@ def test_output_dir_switches_to_debug():
 
 def test_int_divide_exact_or_error_naming_the_keys():
     assert resolvers.int_divide(64, 16) == 4
-    with pytest.raises(ValueError, match="effective_batch_size=64 is not divisible by num_devices\\*batch_size=24"):
+    with pytest.raises(
+        ValueError, match="effective_batch_size=64 is not divisible by num_devices\\*batch_size=24"
+    ):
         resolvers.int_divide(64, 24)
     with pytest.raises(ValueError, match="positive"):
         resolvers.int_divide(64, 0)
@@ -42,8 +44,14 @@ def test_small_helpers(tmp_path):
 def test_register_is_idempotent_and_resolves_in_yaml():
     resolvers.register()
     resolvers.register()
-    cfg = OmegaConf.create({"devices": [0, 1], "n": "${len:${devices}}", "d": "${isdist:${devices}}",
-                            "acc": "${int_divide:64,${mult:${n},8}}"})
+    cfg = OmegaConf.create(
+        {
+            "devices": [0, 1],
+            "n": "${len:${devices}}",
+            "d": "${isdist:${devices}}",
+            "acc": "${int_divide:64,${mult:${n},8}}",
+        }
+    )
     assert (cfg.n, cfg.d, cfg.acc) == (2, True, 4)
 
 
