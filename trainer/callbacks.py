@@ -33,12 +33,12 @@ class ProgressFile(L.Callback):
     def __init__(self, path: str | os.PathLike, every_s: float = 2.0) -> None:
         self.path, self.every_s = Path(path), every_s
         self._last = 0.0
+        self._total_steps = 0
 
     def write(self, trainer: L.Trainer) -> None:
         metrics = {k: _number(v) for k, v in trainer.callback_metrics.items()}
         metrics = {k: v for k, v in sorted(metrics.items()) if v is not None}
-        total = trainer.estimated_stepping_batches
-        total = int(total) if math.isfinite(total) else 0
+        total = self._total_steps
         step = int(trainer.global_step)
         write_json_atomic(
             self.path,
@@ -57,6 +57,8 @@ class ProgressFile(L.Callback):
         self._last = time.monotonic()
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        total = trainer.estimated_stepping_batches  # optimizer steps, accumulation and limits included
+        self._total_steps = int(total) if math.isfinite(total) else 0
         self.write(trainer)
 
     def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:

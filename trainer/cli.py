@@ -5,7 +5,8 @@ The run's lifecycle in one place:
    exit 2, nothing created;
 2. create the run directory (exit 2 if it exists), write ``.hydra/``, start ``train.log`` and ``run.json``;
 3. import the training stack and train;
-4. rewrite ``run.json`` with how it ended: ``succeeded`` (exit 0), ``failed`` (1) or ``cancelled`` (143).
+4. rewrite ``run.json`` with how it ended: ``succeeded`` (exit 0), ``failed`` (1) or ``cancelled`` (143 for
+   SIGTERM, 130 for SIGINT).
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="print the config (job: resolved, without the hydra node) and exit",
     )
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. model=fno training.lr=0.01")
-    return parser.parse_args(argv)
+    return parser.parse_intermixed_args(argv)  # Hydra allows flags between overrides
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -115,6 +116,15 @@ def execute(
 
 def _check_job(job) -> None:
     """Checks the YAML cannot express; each names its key."""
+    try:
+        _check_values(job)
+    except (TypeError, ValueError) as exc:
+        if isinstance(exc, config.ConfigError):
+            raise
+        raise config.ConfigError(f"{exc} (check data.dims, data.num_examples, num_workers)") from exc
+
+
+def _check_values(job) -> None:
     if int(job.num_workers) < 0:
         raise config.ConfigError(f"num_workers must be >= 0, got {job.num_workers}")
     dims = list(job.data.dims)

@@ -51,8 +51,11 @@ def load_or_generate(
     )
     x, y = swe.generate(spec)
     if write:
-        _atomic_save({"key": spec.key_fields(), "x": x, "y": y}, path)
-        log.info("data: cached at %s", path)
+        try:
+            _atomic_save({"key": spec.key_fields(), "x": x, "y": y}, path)
+            log.info("data: cached at %s", path)
+        except OSError as exc:  # a cache that cannot be written costs time next run, not this run
+            log.warning("data: could not write the cache %s: %s", path, exc)
     return x, y
 
 

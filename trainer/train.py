@@ -85,7 +85,8 @@ def train(job: DictConfig, run_dir: Path, guard: CancelGuard) -> dict[str, float
         entity=job.wandb_entity,
         config=OmegaConf.to_container(job),
     )
-    csv_logger = CSVLogger(save_dir=str(run_dir), name="", version="")  # -> <run_dir>/metrics.csv
+    # -> <run_dir>/metrics.csv, flushed often enough that a killed run keeps most of its rows
+    csv_logger = CSVLogger(save_dir=str(run_dir), name="", version="", flush_logs_every_n_steps=20)
     exit_code = 1
     try:
         trainer = build_trainer(job, run_dir, [wandb_logger, csv_logger], guard)

@@ -91,7 +91,8 @@ def test_cli_bad_input_exits_2_and_creates_nothing(tmp_path, override, named):
 
 
 def test_cli_cfg_job_prints_resolved_and_creates_nothing(tmp_path):
-    out = run_cli(["--cfg", "job", *TINY, f"log_dir={tmp_path / 'out'}", "run_name=r1"], tmp_path, timeout=60)
+    # Flags may stand between overrides, as with Hydra.
+    out = run_cli([*TINY, "--cfg", "job", f"log_dir={tmp_path / 'out'}", "run_name=r1"], tmp_path, timeout=60)
     assert out.returncode == 0, out.stderr
     assert "hydra:" not in out.stdout
     assert f"output_dir: {tmp_path / 'out'}/" in out.stdout and "accumulate_grad_batches: 1" in out.stdout

@@ -77,8 +77,8 @@ def test_atomic_write_never_exposes_a_partial_file(tmp_path, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr(torch, "save", exploding_save)
-    with pytest.raises(OSError, match="disk full"):
-        data.load_or_generate(SPEC, tmp_path)
+    x, _ = data.load_or_generate(SPEC, tmp_path)  # the run goes on without a cache
+    assert x.shape[0] == SPEC.num_examples
     assert not path.exists()
     assert os.listdir(tmp_path) == []  # the temporary file is gone too
 
