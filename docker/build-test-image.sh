@@ -92,4 +92,7 @@ if ! docker image inspect "$keyed" >/dev/null 2>&1; then
   rm -rf "$context"
 fi
 docker tag "$keyed" "$tag"
+# Untag this image's older builds (their layers go unless shared); one still in use stays.
+docker images --format '{{.Repository}}:{{.Tag}}' "labrun-$which" | grep ":test-" | grep -vx "$keyed" \
+  | xargs -r docker rmi >/dev/null 2>&1 || true
 echo "$tag"

@@ -28,17 +28,39 @@ if [ "$(id -u)" != 0 ]; then
   exit 1
 fi
 
-echo "starting dockerd (log: $log)"
-# setsid: dockerd outlives this script and is not tied to the caller's terminal or process group.
-setsid dockerd --storage-driver=overlay2 >>"$log" 2>&1 </dev/null &
-
-for _ in $(seq 1 120); do
-  if docker info >/dev/null 2>&1; then
-    echo "docker engine up: $(docker version --format '{{.Server.Version}}')"
-    exit 0
+# A dockerd (and its containerd) killed without a chance to clean up, as at the end of a session, leaves
+# pid files behind; the next start can then fail once ("pid file found", "timeout waiting for
+# containerd"). Stale pid files are removed, and a start that fails is tried again.
+remove_stale() {  # remove_stale PIDFILE NAME: when it does not name a live NAME process
+  local file="$1" name="$2" pid
+  [ -f "$file" ] || return 0
+  pid="$(cat "$file" 2>/dev/null || true)"
+  if [ -z "$pid" ] || ! tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q "$name"; then
+    echo "removing stale $file"
+    rm -f "$file"
   fi
-  sleep 0.5
+}
+
+for attempt in 1 2 3; do
+  remove_stale /var/run/docker.pid dockerd
+  remove_stale /var/run/docker/containerd/containerd.pid containerd
+  echo "starting dockerd (attempt $attempt, log: $log)"
+  # setsid: dockerd outlives this script and is not tied to the caller's terminal or process group.
+  setsid dockerd --storage-driver=overlay2 >>"$log" 2>&1 </dev/null &
+  daemon=$!
+  for _ in $(seq 1 120); do
+    if docker info >/dev/null 2>&1; then
+      echo "docker engine up: $(docker version --format '{{.Server.Version}}')"
+      exit 0
+    fi
+    kill -0 "$daemon" 2>/dev/null || break  # it gave up
+    sleep 0.5
+  done
+  echo "dockerd did not come up; last lines of $log:" >&2
+  tail -n 5 "$log" >&2
+  kill "$daemon" 2>/dev/null || true
+  wait "$daemon" 2>/dev/null || true
+  sleep 1
 done
-echo "dockerd did not answer within 60 s; last lines of $log:" >&2
-tail -n 30 "$log" >&2
+echo "dockerd did not start after 3 attempts" >&2
 exit 1
