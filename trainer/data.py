@@ -18,7 +18,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from trainer import swe
 
@@ -91,6 +91,25 @@ class PairDataset(Dataset):
         return {"x": self.x[idx], "y": self.y[idx]}
 
 
+class EpochShuffle(Sampler[int]):
+    """A shuffle that depends on ``(seed, epoch)`` only. A ``DataLoader(shuffle=True, generator=g)`` draws
+    from ``g`` for its worker seed too, once per epoch without workers but only once per run with
+    persistent workers, so its order would change with ``num_workers``. Lightning calls ``set_epoch``."""
+
+    def __init__(self, n: int, seed: int) -> None:
+        self.n, self.seed, self.epoch = n, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        gen = torch.Generator().manual_seed((self.seed * 1_000_003 + self.epoch) % 2**63)
+        return iter(torch.randperm(self.n, generator=gen).tolist())
+
+    def __len__(self) -> int:
+        return self.n
+
+
 def _as_batch(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return batch  # already a batch (see PairDataset.__getitems__); module-level so workers can pickle it
 
@@ -135,13 +154,12 @@ class SWEDataModule(L.LightningDataModule):
         self.train_set, self.val_set = PairDataset(x[:n], y[:n]), PairDataset(x[n:], y[n:])
 
     def train_dataloader(self) -> DataLoader:
-        # Shuffled from a generator of its own: the order depends on the seed only, not on whatever else
-        # drew from torch's global RNG before.
-        gen = torch.Generator().manual_seed(self.spec.seed)
-        return self._loader(self.train_set, shuffle=True, generator=gen)
+        # The order depends on the seed and the epoch only: not on torch's global RNG, nor on num_workers.
+        assert self.train_set is not None, "setup() first"
+        return self._loader(self.train_set, sampler=EpochShuffle(len(self.train_set), self.spec.seed))
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, shuffle=False)
+        return self._loader(self.val_set)
 
     def _loader(self, dataset: PairDataset | None, **kwargs) -> DataLoader:
         assert dataset is not None, "setup() first"

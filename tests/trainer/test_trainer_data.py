@@ -114,13 +114,21 @@ def test_datamodule_split_normalisation_and_batches(tmp_path):
     assert len(list(dm.train_dataloader())) == 5  # 18 samples in batches of 4, the last one short
 
 
-def test_shuffle_order_is_seeded_and_workers_give_the_same_batches(tmp_path):
+def test_shuffle_order_depends_on_seed_and_epoch_not_on_workers(tmp_path):
     spec = swe.SolverSpec(nlat=16, nlon=32, num_examples=20, seed=1)
 
-    def batches(workers):
+    def epochs(workers, n=3):
         dm = data.SWEDataModule(spec, str(tmp_path), 0.9, batch_size=4, num_workers=workers)
         dm.setup("fit")
-        return [b["x"] for b in dm.train_dataloader()]
+        loader = dm.train_dataloader()
+        out = []
+        for epoch in range(n):
+            loader.sampler.set_epoch(epoch)  # what Lightning does each epoch
+            out.append(torch.cat([b["x"] for b in loader]))
+        return out
 
-    serial, parallel = batches(0), batches(2)
+    serial, parallel = epochs(0), epochs(2)
     assert all(torch.equal(a, b) for a, b in zip(serial, parallel, strict=True))
+    assert not torch.equal(serial[0], serial[1])  # reshuffled each epoch
+    torch.manual_seed(7)
+    assert torch.equal(epochs(0, 1)[0], serial[0])  # global RNG does not matter
