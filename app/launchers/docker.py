@@ -38,10 +38,11 @@ import requests
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 from docker.models.containers import Container
 from docker.types import DeviceRequest, LogConfig, Mount
-from pydantic import field_validator
+from pydantic import ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 import docker
+from app.core.config import settings_error
 from app.launchers.base import LOST, EngineUnavailable, Launcher, LaunchError, LaunchSpec, Outcome
 
 LABEL_RUN = "labrun.run"
@@ -139,7 +140,12 @@ class DockerLauncher(Launcher):
 
     @classmethod
     def from_env(cls, service_settings: Any) -> DockerLauncher:
-        return cls(DockerSettings(), Path(service_settings.output_dir))
+        """The launcher for the service: LABRUN_DOCKER_* from the environment; bad values stop start-up."""
+        try:
+            settings = DockerSettings()
+        except ValidationError as exc:
+            raise settings_error(exc, "LABRUN_DOCKER_") from None
+        return cls(settings, Path(service_settings.output_dir))
 
     # -- what the Engine is asked for -------------------------------------------------------------------
 

@@ -3,6 +3,7 @@ arguments for GPU and CPU runs, the hardening, the environment, and the settings
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -85,8 +86,6 @@ def test_hardening(tmp_path, monkeypatch):
 
 def test_user_is_the_services_own_or_the_images(tmp_path, monkeypatch):
     lc = launcher(tmp_path, monkeypatch)
-    import os
-
     expected = IMAGE_USER if os.geteuid() == 0 else f"{os.getuid()}:{os.getgid()}"
     assert lc.create_kwargs(make_spec(tmp_path), IMAGE_ID)["user"] == expected
     assert launcher(tmp_path, monkeypatch, user="1234:1234").user == "1234:1234"
@@ -164,6 +163,26 @@ def test_bad_settings_fail_at_start_up(monkeypatch, env):
         monkeypatch.setenv(key, value)
     with pytest.raises(ValidationError):
         DockerSettings()
+
+
+def test_bad_settings_stop_the_service_with_the_variable_named(tmp_path, monkeypatch):
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LABRUN_")}
+    env.update(
+        LABRUN_LAUNCHER="docker", LABRUN_OUTPUT_DIR=str(tmp_path), LABRUN_GPUS="", LABRUN_DOCKER_MEMORY="lots"
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "app"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    assert done.returncode != 0
+    assert "LABRUN_DOCKER_MEMORY" in done.stderr and "512m or 8g" in done.stderr
 
 
 def test_from_env_reads_labrun_docker_variables(tmp_path, monkeypatch):
