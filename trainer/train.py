@@ -48,6 +48,14 @@ def build_datamodule(job: DictConfig) -> SWEDataModule:
     )
 
 
+def _determinism(job: DictConfig) -> bool | str:
+    """Bit-identical on CPU. On a GPU some kernels (scatter/index backward, ...) have no deterministic
+    version and would stop the run with an error: there they warn instead ("warn" is Lightning's option)."""
+    if not job.deterministic:
+        return False
+    return True if str(job.accelerator) == "cpu" else "warn"
+
+
 def build_trainer(job: DictConfig, run_dir: Path, loggers: list, guard: CancelGuard) -> L.Trainer:
     debug = bool(job.debug)
     checkpoint = ModelCheckpoint(dirpath=job.ckpt_dir, monitor=job.training.ckpt_monitor_val, save_last=True)
@@ -64,7 +72,7 @@ def build_trainer(job: DictConfig, run_dir: Path, loggers: list, guard: CancelGu
         accumulate_grad_batches=job.training.accumulate_grad_batches,
         num_sanity_val_steps=job.num_sanity_val_steps,
         log_every_n_steps=job.log_every_n_steps,
-        deterministic=job.deterministic,
+        deterministic=_determinism(job),
         logger=loggers,
         callbacks=[checkpoint, ProgressFile(run_dir / "progress.json"), StopOnCancel(guard)],
         default_root_dir=run_dir,
