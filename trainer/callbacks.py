@@ -36,6 +36,8 @@ class ProgressFile(L.Callback):
         self._total_steps = 0
 
     def write(self, trainer: L.Trainer) -> None:
+        if not trainer.is_global_zero:
+            return
         metrics = {k: _number(v) for k, v in trainer.callback_metrics.items()}
         metrics = {k: v for k, v in sorted(metrics.items()) if v is not None}
         total = self._total_steps
@@ -71,6 +73,8 @@ class ProgressFile(L.Callback):
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.write(trainer)
+        if not trainer.is_global_zero:
+            return
         # One line per epoch in train.log and stdout (the service's log), progress bar or not.
         shown = {k: _number(v) for k, v in trainer.callback_metrics.items() if k != "train_loss"}
         text = " ".join(f"{k}={v:.6g}" for k, v in sorted(shown.items()) if v is not None)

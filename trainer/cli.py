@@ -13,17 +13,20 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import traceback
 from collections.abc import Sequence
+from pathlib import Path
 
-from omegaconf import OmegaConf
+from omegaconf import OmegaConf, open_dict
 
 from trainer import config, rundir
 from trainer.cancel import CancelGuard, RunCancelled
 from trainer.provenance import RunRecord, utc_now
 
 EXIT_USAGE = 2
+RUN_DIR_ENV, RUN_NAME_ENV = "LABRUN_RUN_DIR", "LABRUN_RUN_NAME"
 log = logging.getLogger("trainer")
 
 
@@ -53,8 +56,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = utc_now()
     args = parse_args(argv)
     overrides = list(args.overrides)
+    child_of = _ddp_parent_run()
     try:
         cfg = config.compose_checked(overrides, args.config_name)
+        if child_of:
+            with open_dict(cfg):
+                cfg.run_name = child_of[1]
         name = config.assign_run_name(cfg, overrides)
         job = config.job_config(cfg)
         _check_job(job)
@@ -64,6 +71,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.cfg:
         _print_cfg(args.cfg, cfg, job)
         return 0
+    if child_of:
+        return execute_ddp_child(job, Path(child_of[0]))
     try:
         run_dir = rundir.create(job.output_dir, bool(job.debug))
     except (rundir.RunDirExists, OSError) as exc:
@@ -84,6 +93,9 @@ def execute(
         start_time=started,
     )
     guard = CancelGuard().install()
+    # Lightning starts the other ranks of a multi-device run by running this command again: they join
+    # this run (see execute_ddp_child) instead of creating a run of their own.
+    os.environ.update({RUN_DIR_ENV: str(run_dir), RUN_NAME_ENV: name})
     try:
         record.write()
         rundir.write_hydra_files(run_dir, job, hydra_node, overrides)
@@ -112,6 +124,36 @@ def execute(
     record.finish(status, detail)
     guard.uninstall()
     return code
+
+
+def _ddp_parent_run() -> tuple[str, str] | None:
+    """``(run_dir, name)`` when this process is a rank > 0 that Lightning started for a running run."""
+    if (
+        os.environ.get("LOCAL_RANK", "0") != "0"
+        and os.environ.get(RUN_DIR_ENV)
+        and os.environ.get(RUN_NAME_ENV)
+    ):
+        return os.environ[RUN_DIR_ENV], os.environ[RUN_NAME_ENV]
+    return None
+
+
+def execute_ddp_child(job, run_dir: Path) -> int:
+    """Another rank of a run: trains in the same directory; rank 0 alone writes the records and logs."""
+    rundir.setup_logging(None)
+    guard = CancelGuard().install()
+    try:
+        from trainer.train import train
+
+        rundir.route_library_logs()
+        train(job, run_dir, guard)
+        return 0
+    except BaseException:
+        if guard.received:
+            return guard.exit_code
+        log.exception("rank %s failed", os.environ.get("LOCAL_RANK"))
+        return 1
+    finally:
+        guard.uninstall()
 
 
 def _check_job(job) -> None:

@@ -56,9 +56,9 @@ class OperatorModule(L.LightningModule):
         if name == "train_loss":
             # The seed's name for the per-step curve, plus the epoch mean under a name of its own.
             self.log("train_loss", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=n)
-            self.log("train_loss_epoch", loss, on_step=False, on_epoch=True, batch_size=n)
+            self.log("train_loss_epoch", loss, on_step=False, on_epoch=True, batch_size=n, sync_dist=True)
         else:
-            self.log(name, loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=n)
+            self.log(name, loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=n, sync_dist=True)
         return loss
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:

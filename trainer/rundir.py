@@ -54,13 +54,16 @@ def write_hydra_files(
     OmegaConf.save(hydra, target / "hydra.yaml")
 
 
-def setup_logging(run_dir: Path) -> None:
+def setup_logging(run_dir: Path | None) -> None:
     """stdout (the service captures it as the run's log) and ``train.log``, in Hydra's format."""
     formatter = logging.Formatter(LOG_FORMAT)
     root = logging.getLogger()
     for handler in list(root.handlers):
         root.removeHandler(handler)
-    for handler in (logging.StreamHandler(sys.stdout), logging.FileHandler(run_dir / "train.log")):
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stdout)]
+    if run_dir is not None:
+        handlers.append(logging.FileHandler(run_dir / "train.log"))
+    for handler in handlers:
         handler.setFormatter(formatter)
         root.addHandler(handler)
     root.setLevel(logging.INFO)

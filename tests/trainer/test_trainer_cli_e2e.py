@@ -225,3 +225,17 @@ def test_failure_is_recorded_and_wandb_finished(module_tmp):
     assert "Traceback" in (run_dir / "train.log").read_text()
     records = list(wandb_records(only_dir(run_dir / "wandb", "offline-run-*/run-*.wandb")))
     assert [r.exit.exit_code for r in records if r.WhichOneof("record_type") == "exit"] == [1]
+
+
+def test_multi_device_ranks_join_one_run(module_tmp):
+    """devices=2: Lightning starts rank 1 by running the command again; it must join rank 0's run (same
+    directory, no second run, no 'already exists'), as it will on a multi-GPU box. Here: DDP on CPU."""
+    log_dir = module_tmp / "ddp-out"
+    args = [*TINY, "devices=2", "strategy=ddp", "batch_size=4", "training.max_epochs=1", f"log_dir={log_dir}"]
+    out = run_cli(args, module_tmp)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    (day,) = [p for p in log_dir.iterdir() if p.name != ".data_cache"]
+    (run_dir,) = list(day.iterdir())
+    assert json.loads((run_dir / "run.json").read_text())["status"] == "succeeded"
+    assert json.loads((run_dir / "progress.json").read_text())["global_step"] == 4  # 28 samples / (2 x 4)
+    assert (run_dir / "ckpt/last.ckpt").is_file()
