@@ -242,6 +242,7 @@ class RunManager:
             self._release_slot(name)
             self.launcher.cancel(name, handle, self.settings.cancel_grace_s)
             return
+        log.info("run %s started (%s, handle %s)", name, f"GPUs {gpus}" if gpus else "CPU", handle)
         self._adopt(record, handle, gpus)
 
     def _release_slot(self, name: str, retry: bool = False, fail_reason: str | None = None) -> None:
@@ -318,6 +319,7 @@ class RunManager:
             else:
                 status, reason = RunStatus.FAILED, outcome.reason or "ended without an exit status"
             self.store.finish(name, [RunStatus.RUNNING], status, outcome.exit_code, reason, log_tail)
+            log.info("run %s %s%s", name, status.value, f": {reason}" if reason else "")
             self._slots.free(name)
             self._active.pop(name, None)
             self._cancelling.discard(name)
