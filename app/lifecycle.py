@@ -152,6 +152,7 @@ class RunManager:
                 self._unreconciled.discard(name)
                 return self.get(name)
             self._cancelling.add(name)
+            self.store.request_cancel(name)
             handle = record.handle or ""
         try:
             self.launcher.cancel(name, handle, self.settings.cancel_grace_s)
@@ -160,6 +161,7 @@ class RunManager:
                 self._cond
             ):  # not cancelled after all (engine down, ...): a later natural end is not a cancel
                 self._cancelling.discard(name)
+                self.store.request_cancel(name, requested=False)
             raise
         with self._cond:  # the watcher records the outcome; wait for it so the answer is final
             self._cond.wait_for(lambda: name not in self._active, timeout=10)
@@ -312,9 +314,10 @@ class RunManager:
     def _finish(self, name: str, handle: str, outcome: Outcome) -> None:
         log_tail = tail(self.files.log_path(name), self.settings.log_tail_lines) or None
         with self._cond:
+            record = self.store.get(name)
             if outcome.succeeded:
                 status, reason, log_tail = RunStatus.SUCCEEDED, None, None
-            elif name in self._cancelling:
+            elif name in self._cancelling or (record is not None and record.cancel_requested):
                 status, reason = RunStatus.CANCELLED, f"cancelled by request ({outcome.reason})"
             else:
                 status, reason = RunStatus.FAILED, outcome.reason or "ended without an exit status"

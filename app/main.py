@@ -7,8 +7,11 @@ lifespan's start-up completes). One process, one worker: the store has a single 
 
 from __future__ import annotations
 
+import fcntl
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
@@ -44,18 +47,35 @@ class BodySizeLimit:
         await self.app(scope, receive, send)
 
 
+class ServiceLock:
+    """One service per output directory: two would dispatch the same queue, and runs would start twice.
+    A flock dies with its process (kill -9 included); run processes never inherit it (close_fds)."""
+
+    def __init__(self, path: Path) -> None:
+        self.fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(self.fd, 32).decode(errors="replace").strip() or "?"
+            os.close(self.fd)
+            raise SettingsError(
+                f"another labrun service (pid {holder}) already serves {path.parent.parent}; "
+                "stop it, or set LABRUN_OUTPUT_DIR to another directory"
+            ) from None
+        os.ftruncate(self.fd, 0)
+        os.write(self.fd, f"{os.getpid()}\n".encode())
+
+    def release(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
 def build_manager(settings: Settings) -> RunManager:
-    try:
-        settings.output_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise SettingsError(
-            f"invalid labrun settings:\n  LABRUN_OUTPUT_DIR: cannot create it: {exc}"
-        ) from None
     gpus = settings.gpu_inventory()
-    store = RunStore(settings.output_dir / ".labrun" / "runs.db")
     return RunManager(
         settings=settings,
-        store=store,
+        store=RunStore(settings.output_dir / ".labrun" / "runs.db"),
         launcher=build_launcher(settings),
         # One real Hydra compose per distinct list of group choices, value overrides applied with Hydra's own
         # routine (trainer/config_cache.py, tested equal to a fresh compose): ~10 ms instead of ~110 ms.
@@ -68,7 +88,19 @@ def build_manager(settings: Settings) -> RunManager:
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Raises SettingsError at once (not at first request) when the settings cannot work."""
     settings = settings or load_settings()
-    manager = build_manager(settings)
+    state_dir = settings.output_dir / ".labrun"
+    try:
+        state_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SettingsError(
+            f"invalid labrun settings:\n  LABRUN_OUTPUT_DIR: cannot create it: {exc}"
+        ) from None
+    lock = ServiceLock(state_dir / "service.lock")
+    try:
+        manager = build_manager(settings)
+    except BaseException:
+        lock.release()
+        raise
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -80,6 +112,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             manager.stop()
             manager.store.close()
+            lock.release()
 
     app = FastAPI(
         title="labrun",

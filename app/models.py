@@ -46,6 +46,7 @@ class RunRecord:
     handle: str | None = None
     rerun_of: str | None = None
     idempotency_key: str | None = None
+    cancel_requested: bool = False
 
 
 # --- wire models ---------------------------------------------------------------------------------------

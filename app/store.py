@@ -38,7 +38,8 @@ CREATE TABLE IF NOT EXISTS runs (
     gpus            TEXT NOT NULL DEFAULT '[]',
     handle          TEXT,
     rerun_of        TEXT,
-    idempotency_key TEXT UNIQUE
+    idempotency_key TEXT UNIQUE,
+    cancel_requested INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS runs_by_status ON runs (status, seq);
 CREATE TRIGGER IF NOT EXISTS terminal_is_final BEFORE UPDATE OF status ON runs
@@ -48,7 +49,7 @@ BEGIN SELECT RAISE(ABORT, 'terminal status is final'); END;
 
 _COLUMNS = (
     "seq, name, status, config_name, overrides, run_dir, gpu_need, seed, created_at, started_at, "
-    "finished_at, exit_code, reason, log_tail, gpus, handle, rerun_of, idempotency_key"
+    "finished_at, exit_code, reason, log_tail, gpus, handle, rerun_of, idempotency_key, cancel_requested"
 )
 
 
@@ -186,6 +187,10 @@ class RunStore:
         }
         return self._update(name, [RunStatus.QUEUED], fields)
 
+    def request_cancel(self, name: str, requested: bool = True) -> bool:
+        """Note that a running run is being cancelled, so its end counts as a cancel even across a restart."""
+        return self._update(name, [RunStatus.RUNNING], {"cancel_requested": int(requested)})
+
     def finish(
         self,
         name: str,
@@ -242,6 +247,7 @@ def _record(row: tuple) -> RunRecord:
         handle,
         rerun_of,
         idempotency_key,
+        cancel_requested,
     ) = row
     return RunRecord(
         seq=seq,
@@ -262,4 +268,5 @@ def _record(row: tuple) -> RunRecord:
         handle=handle,
         rerun_of=rerun_of,
         idempotency_key=idempotency_key,
+        cancel_requested=bool(cancel_requested),
     )

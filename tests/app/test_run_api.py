@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
+import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -201,3 +203,16 @@ def test_oversized_bodies_are_refused_unread(client):
         "/runs", content=b"{" + b" " * (2 << 20) + b"}", headers={"content-type": "application/json"}
     )
     assert response.status_code == 413 and "request body over" in response.json()["detail"]
+
+
+def test_a_cancel_survives_a_restart_of_the_service(make_client, output_dir):
+    first = make_client()
+    run = submit(first, "+fake.sleep=30")
+    wait_for(first, run["name"], {"running"})
+    first.app.state.manager.store.request_cancel(run["name"])  # the service died right after noting it
+    first.__exit__(None, None, None)
+    handle = first.app.state.manager.store.get(run["name"]).handle
+    os.kill(int(handle.split(":")[0]), signal.SIGTERM)  # ... and after sending SIGTERM
+    second = make_client()
+    done = wait_for(second, run["name"])
+    assert done["status"] == "cancelled", done

@@ -54,6 +54,11 @@ def test_end_to_end_with_a_real_service_process(service, output_dir):
         for name in names:
             assert wait_for(client, name)["status"] == "succeeded"
         assert client.get("/docs").status_code == 200 and client.get("/openapi.json").status_code == 200
+    second = ServiceProcess(output_dir)  # a second service on the same output dir would run things twice
+    result = subprocess.run(
+        [sys.executable, "-m", "app"], cwd=ROOT, env=second.env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 2 and f"another labrun service (pid {svc.proc.pid})" in result.stderr
     maps = Path(f"/proc/{svc.proc.pid}/maps").read_text()
     assert "torch" not in maps and "lightning" not in maps
 
