@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from conftest import FAKE_TRAINER, submit, wait_for
+from service_helpers import FAKE_TRAINER, submit, wait_for
 
 import app.main
 from app.launchers.base import EngineUnavailable

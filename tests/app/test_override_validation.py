@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
-from conftest import make_settings
+from service_helpers import make_settings
 
 from app.errors import InvalidRun
 from app.validation import RunValidator

@@ -8,7 +8,7 @@ import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from conftest import starts, submit, wait_for
+from service_helpers import starts, submit, wait_for
 
 
 def test_submit_runs_to_success_with_progress_and_run_dir(client, output_dir):

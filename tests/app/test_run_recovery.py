@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from conftest import FAKE_TRAINER, starts, wait_for
+from service_helpers import FAKE_TRAINER, starts, wait_for
 
 from app.launchers.base import LOST, LaunchSpec
 from app.launchers.local import LocalLauncher

@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, ServiceProcess, starts, wait_for
+from service_helpers import ROOT, ServiceProcess, starts, wait_for
 
 
 @pytest.fixture
