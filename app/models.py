@@ -113,7 +113,7 @@ class RunPublic(BaseModel):
 
 class RunsPublic(BaseModel):
     data: list[RunPublic]
-    count: int
+    count: int = Field(description="how many runs match; data holds at most `limit` of them")
 
 
 class Health(BaseModel):

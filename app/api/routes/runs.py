@@ -56,7 +56,8 @@ async def list_runs(
     records = manager.store.list(statuses, limit)
     positions = manager.store.queue_positions() if any(r.status == RunStatus.QUEUED for r in records) else {}
     data = [_public(manager, r, positions.get(r.name)) for r in records]
-    return RunsPublic(data=data, count=len(data))
+    count = len(data) if len(data) < limit else manager.store.count(statuses)
+    return RunsPublic(data=data, count=count)
 
 
 def _statuses(values: list[str]) -> list[RunStatus]:
