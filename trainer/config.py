@@ -112,7 +112,10 @@ def check_value_types(base: DictConfig, overrides: Sequence[str]) -> None:
         if override.is_delete() or override.is_add() or "/" in override.key_or_group:
             continue
         key = override.key_or_group
-        old = OmegaConf.select(base, key, default=None, throw_on_missing=False)
+        try:
+            old = OmegaConf.select(base, key, default=None, throw_on_missing=False)
+        except OmegaConfBaseException:
+            continue  # a default that cannot resolve yet (e.g. it needs run_name): nothing to compare with
         if old is None or _is_group(base, key) or key in _ANY_TYPE_KEYS:
             continue
         new = override.value()

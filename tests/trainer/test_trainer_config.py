@@ -99,3 +99,8 @@ def test_cli_cfg_job_prints_resolved_and_creates_nothing(tmp_path):
     assert not (tmp_path / "out").exists()
     hydra = run_cli(["--cfg", "hydra", *TINY, "run_name=r1"], tmp_path, timeout=60)
     assert hydra.returncode == 0 and hydra.stdout.startswith("hydra:")
+
+
+def test_overriding_a_key_whose_default_needs_the_run_name():
+    # Its default interpolates run_name, which is only set after the type check: no comparison, no crash.
+    assert compose_job(["ckpt_dir=/somewhere/ckpt"]).ckpt_dir == "/somewhere/ckpt"
