@@ -12,6 +12,7 @@ The run's lifecycle in one place:
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import logging
 import os
 import sys
@@ -21,7 +22,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf, open_dict
 
-from trainer import config, rundir
+from trainer import config, naming, rundir
 from trainer.cancel import CancelGuard, RunCancelled
 from trainer.provenance import RunRecord, utc_now
 
@@ -73,12 +74,33 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if child_of:
         return execute_ddp_child(job, Path(child_of[0]))
-    try:
-        run_dir = rundir.create(job.output_dir, bool(job.debug))
-    except (rundir.RunDirExists, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    named_by_caller = "run_name" in {o.split("=", 1)[0].lstrip("+~") for o in overrides}
+    for attempt in range(2, 100):
+        try:
+            run_dir = rundir.create(job.output_dir, bool(job.debug))
+            break
+        except rundir.RunDirExists as exc:
+            if named_by_caller:
+                print(f"error: {exc}", file=sys.stderr)
+                return EXIT_USAGE
+            # A name we made ourselves, taken by a run started in the same second with the same
+            # overrides: take the next one (<name>_r2, ...) rather than fail.
+            name, job = _rename(cfg, overrides, name, f"r{attempt}")
+        except OSError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+    else:
+        print(f"error: no free run directory for {name}", file=sys.stderr)
         return EXIT_USAGE
     return execute(job, cfg.hydra, run_dir, name, overrides, args.config_name, started)
+
+
+def _rename(cfg, overrides: list[str], name: str, suffix: str):
+    when = dt.datetime.strptime(name[:19], naming.TIMESTAMP_FORMAT)
+    with open_dict(cfg):
+        cfg.run_name = None
+    name = config.assign_run_name(cfg, overrides, when=when, suffix=suffix)
+    return name, config.job_config(cfg)
 
 
 def execute(

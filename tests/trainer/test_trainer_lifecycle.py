@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+from pathlib import Path
 
 import pytest
 
@@ -87,3 +88,30 @@ def test_debug_directory_is_replaced(tmp_path):
 )
 def test_wandb_mode(env, debug, mode):
     assert rundir.wandb_mode(debug, env) == mode
+
+
+def test_generated_name_taken_in_the_same_second_gets_a_suffix(tmp_path, monkeypatch):
+    import datetime as dt
+
+    from trainer_helpers import TINY
+
+    from trainer import cli, naming
+
+    real = naming.make_run_name
+    fixed = dt.datetime(2026, 1, 2, 3, 4, 5)
+    monkeypatch.setattr(
+        naming,
+        "make_run_name",
+        lambda m, d, o, when=None, suffix="": real(m, d, o, when=fixed, suffix=suffix),
+    )
+    started: list[tuple[Path, str]] = []
+    monkeypatch.setattr(
+        cli, "execute", lambda job, hydra, run_dir, name, *rest: started.append((run_dir, name)) or 0
+    )
+    args = [*TINY, f"log_dir={tmp_path}"]
+    assert cli.main(args) == 0 and cli.main(args) == 0
+    (first, a), (second, b) = started
+    assert b == a + "_r2" and first.is_dir() and second.is_dir() and first != second
+    # A name the caller chose is never changed: taken means an error.
+    assert cli.main([*args, "run_name=2026-01-02_mine"]) == 0
+    assert cli.main([*args, "run_name=2026-01-02_mine"]) == 2
