@@ -115,3 +115,20 @@ def test_generated_name_taken_in_the_same_second_gets_a_suffix(tmp_path, monkeyp
     # A name the caller chose is never changed: taken means an error.
     assert cli.main([*args, "run_name=2026-01-02_mine"]) == 0
     assert cli.main([*args, "run_name=2026-01-02_mine"]) == 2
+
+
+def test_run_record_names_the_image_and_the_baked_code_version(tmp_path, monkeypatch):
+    import json
+
+    from trainer import provenance
+
+    monkeypatch.setenv("LABRUN_IMAGE_ID", "sha256:abc")
+    monkeypatch.setenv("LABRUN_CODE_VERSION", "1a2b3c")
+    assert provenance.code_version(tmp_path) == {"source": "env", "commit": "1a2b3c", "dirty": None}  # no .git
+    record = provenance.RunRecord(tmp_path / "run.json", name="n", overrides=["a=1"], config_name="c", seed=1)
+    record.write()
+    assert json.loads((tmp_path / "run.json").read_text())["status"] == "running"
+    record.finish("failed", "ValueError: x")
+    data = json.loads((tmp_path / "run.json").read_text())
+    assert data["image"] == "sha256:abc" and data["status"] == "failed" and data["end_time"]
+    assert [p.name for p in tmp_path.iterdir()] == ["run.json"]  # no temporary file left behind
