@@ -124,7 +124,11 @@ def test_run_record_names_the_image_and_the_baked_code_version(tmp_path, monkeyp
 
     monkeypatch.setenv("LABRUN_IMAGE_ID", "sha256:abc")
     monkeypatch.setenv("LABRUN_CODE_VERSION", "1a2b3c")
-    assert provenance.code_version(tmp_path) == {"source": "env", "commit": "1a2b3c", "dirty": None}  # no .git
+    assert provenance.code_version(tmp_path) == {
+        "source": "env",
+        "commit": "1a2b3c",
+        "dirty": None,
+    }  # no .git
     record = provenance.RunRecord(tmp_path / "run.json", name="n", overrides=["a=1"], config_name="c", seed=1)
     record.write()
     assert json.loads((tmp_path / "run.json").read_text())["status"] == "running"
