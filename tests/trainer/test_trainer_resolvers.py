@@ -56,6 +56,7 @@ def test_register_is_idempotent_and_resolves_in_yaml():
 
 
 def test_light_modules_do_not_import_torch():
-    code = "import sys, trainer.config, trainer.resolvers, trainer.naming; print('torch' in sys.modules)"
+    # The CLI too: --cfg and bad overrides answer without paying for torch.
+    code = "import sys, trainer.config, trainer.resolvers, trainer.naming, trainer.cli; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
