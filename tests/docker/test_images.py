@@ -25,10 +25,12 @@ def test_trainer_image(engine, trainer_image):
         engine,
         trainer_image,
         "import torch, torch_harmonics, neuralop, lightning, wandb, hydra, trainer.naming;"
-        "print(torch.__version__, torch_harmonics.__version__, lightning.__version__, wandb.__version__)",
+        "print(torch.__version__, torch.version.cuda, torch_harmonics.__version__, lightning.__version__,"
+        " wandb.__version__)",
     )
-    torch_version, harmonics, lightning_version, wandb_version = versions.split()
-    assert (torch_version, lightning_version, wandb_version) == ("2.14.1", "2.6.6", "0.31.0")
+    torch_version, cuda, harmonics, lightning_version, wandb_version = versions.split()
+    assert torch_version.startswith("2.14.1") and cuda.startswith("13.")  # the CUDA build, for the GPU box
+    assert (lightning_version, wandb_version) == ("2.6.6", "0.31.0")
     assert harmonics.startswith("0.9.3")  # e.g. 0.9.3+torch2.14.1.cpu
 
 
