@@ -126,6 +126,7 @@ class SWEDataModule(L.LightningDataModule):
         batch_size: int,
         num_workers: int = 0,
         write_cache: bool = True,
+        pin_memory: bool = False,
     ) -> None:
         super().__init__()
         self.spec, self.data_root, self.write_cache = spec, data_root, write_cache
@@ -135,7 +136,7 @@ class SWEDataModule(L.LightningDataModule):
                 f"data.train_val_split={train_val_split} leaves no training or no validation samples "
                 f"out of data.num_examples={spec.num_examples}"
             )
-        self.batch_size, self.num_workers = batch_size, num_workers
+        self.batch_size, self.num_workers, self.pin_memory = batch_size, num_workers, pin_memory
         self.train_set: PairDataset | None = None
         self.val_set: PairDataset | None = None
 
@@ -170,6 +171,7 @@ class SWEDataModule(L.LightningDataModule):
             # Workers only copy slices of tensors already in memory: keep them alive across epochs so
             # num_workers > 0 does not pay a fork per epoch.
             persistent_workers=self.num_workers > 0,
+            pin_memory=self.pin_memory,  # page-locked batches copy to a GPU asynchronously
             collate_fn=_as_batch,
             **kwargs,
         )

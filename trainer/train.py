@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, WandbLogger
 from omegaconf import DictConfig, OmegaConf
@@ -45,6 +46,7 @@ def build_datamodule(job: DictConfig) -> SWEDataModule:
         job.batch_size,
         job.num_workers,
         write_cache=not job.debug,
+        pin_memory=str(job.accelerator) != "cpu" and torch.cuda.is_available(),
     )
 
 
