@@ -31,11 +31,6 @@ from app.errors import InvalidRun
 from trainer import config as trainer_config
 from trainer import naming
 
-try:  # the trainer's own checks of the resolved config (the ones YAML cannot express)
-    from trainer.config import check_job as _trainer_check_job
-except ImportError:  # until trainer/config.py exposes it, the CLI's function is the same code
-    from trainer.cli import _check_job as _trainer_check_job
-
 # Keys that decide where a run writes or what it is called: the service sets them, a request may not.
 PLACEMENT_KEYS = frozenset(
     {
@@ -197,7 +192,7 @@ class RunValidator:
             when = dt.datetime.now()
             name = trainer_config.assign_run_name(cfg, overrides, when=when)
             job = trainer_config.job_config(cfg)
-            _trainer_check_job(job)
+            trainer_config.check_job(job)  # the trainer's own checks of the resolved config
         except trainer_config.ConfigError as exc:
             raise InvalidRun(str(exc)) from None
         output_dir = Path(str(job.output_dir))

@@ -65,7 +65,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 cfg.run_name = child_of[1]
         name = config.assign_run_name(cfg, overrides)
         job = config.job_config(cfg)
-        _check_job(job)
+        config.check_job(job)
     except config.ConfigError as exc:
         print(f"error: invalid config: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -176,32 +176,6 @@ def execute_ddp_child(job, run_dir: Path) -> int:
         return 1
     finally:
         guard.uninstall()
-
-
-def _check_job(job) -> None:
-    """Checks the YAML cannot express; each names its key."""
-    try:
-        _check_values(job)
-    except (TypeError, ValueError) as exc:
-        if isinstance(exc, config.ConfigError):
-            raise
-        raise config.ConfigError(f"{exc} (check data.dims, data.num_examples, num_workers)") from exc
-
-
-def _check_values(job) -> None:
-    if int(job.num_workers) < 0:
-        raise config.ConfigError(f"num_workers must be >= 0, got {job.num_workers}")
-    dims = list(job.data.dims)
-    if len(dims) != 2 or any(int(d) < 4 for d in dims):
-        raise config.ConfigError(f"data.dims must be [nlat, nlon] with both >= 4, got {dims}")
-    if int(job.data.num_examples) < 2:
-        raise config.ConfigError(f"data.num_examples must be >= 2, got {job.data.num_examples}")
-    if not 0 < float(job.data.train_val_split) < 1:
-        raise config.ConfigError(
-            f"data.train_val_split must lie strictly between 0 and 1, got {job.data.train_val_split}"
-        )
-    if str(job.model.name) not in ("fno", "sfno"):
-        raise config.ConfigError(f"model.name must be fno or sfno, got {job.model.name!r}")
 
 
 def _print_cfg(which: str, cfg, job) -> None:

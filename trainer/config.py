@@ -131,6 +131,33 @@ def check_value_types(base: DictConfig, overrides: Sequence[str]) -> None:
 _ANY_TYPE_KEYS = frozenset({"devices", "precision", "strategy", "accelerator"})
 
 
+def check_job(job: DictConfig) -> None:
+    """Checks of the resolved job config that YAML cannot express; each names its key. The trainer and the
+    service's validation both run them."""
+    try:
+        _check_values(job)
+    except (TypeError, ValueError) as exc:
+        if isinstance(exc, ConfigError):
+            raise
+        raise ConfigError(f"{exc} (check data.dims, data.num_examples, num_workers)") from exc
+
+
+def _check_values(job: DictConfig) -> None:
+    if int(job.num_workers) < 0:
+        raise ConfigError(f"num_workers must be >= 0, got {job.num_workers}")
+    dims = list(job.data.dims)
+    if len(dims) != 2 or any(int(d) < 4 for d in dims):
+        raise ConfigError(f"data.dims must be [nlat, nlon] with both >= 4, got {dims}")
+    if int(job.data.num_examples) < 2:
+        raise ConfigError(f"data.num_examples must be >= 2, got {job.data.num_examples}")
+    if not 0 < float(job.data.train_val_split) < 1:
+        raise ConfigError(
+            f"data.train_val_split must lie strictly between 0 and 1, got {job.data.train_val_split}"
+        )
+    if str(job.model.name) not in ("fno", "sfno"):
+        raise ConfigError(f"model.name must be fno or sfno, got {job.model.name!r}")
+
+
 def _is_group(base: DictConfig, key: str) -> bool:
     choices = base.hydra.runtime.choices if "hydra" in base else {}
     return key in choices
