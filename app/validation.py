@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-import threading
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -169,12 +167,14 @@ class RunValidator:
         settings: Settings,
         gpu_inventory: Sequence[int],
         compose: Callable[[Sequence[str], str], DictConfig] = trainer_config.compose_config,
+        base: Callable[[Sequence[str], str], DictConfig] | None = None,
     ) -> None:
+        """``compose``/``base``: a fresh Hydra compose by default; the service passes the cached ones
+        (``trainer/config_cache.py``), tested to give the same answers."""
         self.settings = settings
         self.gpu_count = len(gpu_inventory)
         self._compose = compose
-        self._bases: OrderedDict[tuple, DictConfig] = OrderedDict()
-        self._bases_lock = threading.Lock()
+        self._base = base or compose
 
     def validate(self, overrides: Sequence[str], config_name: str | None) -> ValidatedRun:
         config_name = config_name or trainer_config.DEFAULT_CONFIG_NAME
@@ -182,13 +182,12 @@ class RunValidator:
         if config_name not in names:
             raise InvalidRun(f"unknown config_name {config_name!r}; available: {', '.join(names)}")
         overrides = list(overrides)
-        parsed = check_overrides(overrides, self.settings)
+        check_overrides(overrides, self.settings)
         log_dir = f"log_dir={hydra_quote(str(self.settings.output_dir))}"
         try:
-            cfg = self._compose([*overrides, log_dir], config_name)
-            groups = set(cfg.hydra.runtime.choices.keys())
-            group_lines = tuple(o.input_line for o in parsed if o.key_or_group in groups)
-            trainer_config.check_value_types(self._base(config_name, group_lines), overrides)
+            cfg = trainer_config.compose_checked(
+                [*overrides, log_dir], config_name, compose=self._compose, base=self._base
+            )
             when = dt.datetime.now()
             name = trainer_config.assign_run_name(cfg, overrides, when=when)
             job = trainer_config.job_config(cfg)
@@ -214,21 +213,6 @@ class RunValidator:
             when=when,
             debug=debug,
         )
-
-    def _base(self, config_name: str, group_lines: tuple[str, ...]) -> DictConfig:
-        """The config with only the request's group choices: the defaults its values are checked against."""
-        key = (config_name, group_lines)
-        with self._bases_lock:
-            base = self._bases.get(key)
-            if base is not None:
-                self._bases.move_to_end(key)
-                return base
-        base = self._compose(list(group_lines), config_name)
-        with self._bases_lock:
-            self._bases[key] = base
-            while len(self._bases) > 64:
-                self._bases.popitem(last=False)
-        return base
 
     def _gpu_need(self, job: DictConfig) -> int:
         accelerator = str(job.get("accelerator", "cpu")).lower()

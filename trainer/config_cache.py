@@ -81,6 +81,14 @@ class ConfigCache:
             )
         return cfg
 
+    def base(
+        self, group_overrides: Sequence[str], config_name: str = config.DEFAULT_CONFIG_NAME
+    ) -> DictConfig:
+        """The shared, cached config for these group choices alone. Read it, never change it."""
+        with self._lock:
+            self._refresh()
+        return self._base(config_name, tuple(group_overrides))
+
     def _base(self, config_name: str, group_lines: tuple[str, ...]) -> DictConfig:
         key = (config_name, group_lines)
         with self._lock:
@@ -154,11 +162,19 @@ _default: ConfigCache | None = None
 _default_lock = threading.Lock()
 
 
-def compose_cached(overrides: Sequence[str], config_name: str = config.DEFAULT_CONFIG_NAME) -> DictConfig:
-    """Module-level cache over ``conf_dir()``: same result as ``config.compose_config``, much faster."""
+def _cache() -> ConfigCache:
     global _default
     with _default_lock:
         if _default is None or _default.directory != config.conf_dir().resolve():
             _default = ConfigCache()
-        cache = _default
-    return cache.compose(overrides, config_name)
+        return _default
+
+
+def compose_cached(overrides: Sequence[str], config_name: str = config.DEFAULT_CONFIG_NAME) -> DictConfig:
+    """Module-level cache over ``conf_dir()``: same result as ``config.compose_config``, much faster."""
+    return _cache().compose(overrides, config_name)
+
+
+def cached_base(group_overrides: Sequence[str], config_name: str = config.DEFAULT_CONFIG_NAME) -> DictConfig:
+    """The shared config for these group choices alone (for ``check_value_types``): read only."""
+    return _cache().base(group_overrides, config_name)
