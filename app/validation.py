@@ -19,7 +19,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
 from hydra.errors import HydraException
 from omegaconf import DictConfig, ListConfig
@@ -28,6 +27,7 @@ from app.core.config import Settings
 from app.errors import InvalidRun
 from trainer import config as trainer_config
 from trainer import naming
+from trainer import overrides as overrides_parser
 
 # Keys that decide where a run writes or what it is called: the service sets them, a request may not.
 PLACEMENT_KEYS = frozenset(
@@ -46,7 +46,6 @@ PLACEMENT_KEYS = frozenset(
 _RESERVED_KEY = re.compile(r"^_.*_$")  # _target_, _partial_, _args_, _recursive_, _convert_, _self_, ...
 _OPTION_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+-]*$")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-_parser = OverridesParser.create()
 
 
 @dataclass(frozen=True)
@@ -86,7 +85,7 @@ def check_overrides(overrides: Sequence[str], settings: Settings) -> list[Overri
         if "${" in line:
             raise _interpolation(line)
         try:
-            override = _parser.parse_override(line)
+            override = overrides_parser.parse_one(line)
         except HydraException as exc:
             raise InvalidRun(f"override {line!r} cannot be parsed: {exc}; write key=value") from None
         _check_one(override)
@@ -190,7 +189,9 @@ class RunValidator:
             )
             when = dt.datetime.now()
             name = trainer_config.assign_run_name(cfg, overrides, when=when)
-            job = trainer_config.job_config(cfg)
+            choices = cfg.hydra.runtime.choices
+            model, data = str(choices.model), str(choices.data)
+            job = trainer_config.job_config(cfg, in_place=True)  # cfg is this request's own copy
             trainer_config.check_job(job)  # the trainer's own checks of the resolved config
         except trainer_config.ConfigError as exc:
             raise InvalidRun(str(exc)) from None
@@ -200,7 +201,6 @@ class RunValidator:
         ):  # cannot happen with the keys refused above
             raise InvalidRun("the run's directory would lie outside the output directory")
         debug = job.get("debug") is True
-        choices = cfg.hydra.runtime.choices
         return ValidatedRun(
             config_name=config_name,
             overrides=overrides,
@@ -208,8 +208,8 @@ class RunValidator:
             run_dir=_run_dir(name, debug),
             gpu_need=self._gpu_need(job),
             seed=_plain(job.get("seed")),
-            model=str(choices.model),
-            data=str(choices.data),
+            model=model,
+            data=data,
             when=when,
             debug=debug,
         )

@@ -18,16 +18,15 @@ from typing import Any
 
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
-from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from trainer import naming, resolvers
+from trainer import overrides as overrides_parser
 
 DEFAULT_CONFIG_NAME = "neuraloperator"
 _HYDRA_LOCK = threading.RLock()
-_parser = OverridesParser.create()
 
 
 class ConfigError(ValueError):
@@ -75,7 +74,7 @@ def compose_checked(
     by the caller."""
     cfg = compose(overrides, config_name)
     groups = set(cfg.hydra.runtime.choices)
-    choices = [o.input_line for o in _parser.parse_overrides(list(overrides)) if o.key_or_group in groups]
+    choices = [o.input_line for o in overrides_parser.parse(overrides) if o.key_or_group in groups]
     check_value_types((base or compose)(choices, config_name), overrides)
     return cfg
 
@@ -95,10 +94,11 @@ def assign_run_name(cfg: DictConfig, overrides: Sequence[str], **name_args: Any)
     return name
 
 
-def job_config(cfg: DictConfig) -> DictConfig:
+def job_config(cfg: DictConfig, in_place: bool = False) -> DictConfig:
     """The run's config without the hydra node, every interpolation resolved (no side effects: labrun's
-    conf/ uses no resolver that touches the disk). Errors name the key that failed to resolve."""
-    job = copy.deepcopy(cfg)
+    conf/ uses no resolver that touches the disk). Errors name the key that failed to resolve.
+    ``in_place`` skips a copy (~1.5 ms) when the caller owns ``cfg`` and no longer needs its hydra node."""
+    job = cfg if in_place else copy.deepcopy(cfg)
     with _open(job):
         job.pop("hydra", None)
     try:
@@ -115,7 +115,7 @@ def check_value_types(base: DictConfig, overrides: Sequence[str]) -> None:
     """Refuse ``training.lr=abc`` where the config has a number: OmegaConf has no schema for plain YAML, so
     an override's value is checked against the type of the value it replaces in ``base`` (the config
     composed with the same group choices). Additions (``+key=``) and null defaults accept any type."""
-    for override in _parser.parse_overrides(list(overrides)):
+    for override in overrides_parser.parse(overrides):
         if override.is_delete() or override.is_add() or "/" in override.key_or_group:
             continue
         key = override.key_or_group

@@ -30,15 +30,14 @@ from hydra._internal.config_loader_impl import (  # private: pinned hydra-core==
     ConfigLoaderImpl,
     get_overrides_dirname,
 )
-from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
 from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from trainer import config
+from trainer import overrides as overrides_parser
 
-_parser = OverridesParser.create()
 _MAX_BASES = 64
 
 
@@ -54,7 +53,7 @@ class ConfigCache:
     def compose(self, overrides: Sequence[str], config_name: str = config.DEFAULT_CONFIG_NAME) -> DictConfig:
         overrides = list(overrides)
         try:
-            parsed = _parser.parse_overrides(overrides)
+            parsed = overrides_parser.parse(overrides)
         except HydraException:  # a parse error: the real compose words it
             return config.compose_config(overrides, config_name, self.directory)
         with self._lock:

@@ -16,7 +16,7 @@ import hashlib
 import re
 from collections.abc import Sequence
 
-from hydra.core.override_parser.overrides_parser import OverridesParser
+from trainer import overrides as overrides_parser
 
 NAME_MAX_BYTES = 255
 HASH_CHARS = 10
@@ -29,12 +29,11 @@ BOOKKEEPING_KEYS = frozenset({"run_name", "log_dir"})
 _UNSAFE = re.compile(r"[^A-Za-z0-9._=,+-]")
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9._=,+-]+$")
 _DATED = re.compile(r"^(\d{4}-\d{2}-\d{2})_")
-_parser = OverridesParser.create()
 
 
 def override_dirname(overrides: Sequence[str], exclude: frozenset[str] = BOOKKEEPING_KEYS) -> str:
     """Hydra's ``job.override_dirname`` with ``item_sep: _``: sorted input lines, bookkeeping keys left out."""
-    lines = [o.input_line for o in _parser.parse_overrides(list(overrides)) if o.key_or_group not in exclude]
+    lines = [o.input_line for o in overrides_parser.parse(overrides) if o.key_or_group not in exclude]
     return "_".join(sorted(lines))
 
 
