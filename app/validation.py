@@ -13,6 +13,7 @@ Validation is free of side effects: it creates no directory and writes no file.
 from __future__ import annotations
 
 import datetime as dt
+import os
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -242,6 +243,12 @@ class RunValidator:
             )
         wants_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and self.gpu_count > 0)
         if not wants_gpu:
+            cores = os.cpu_count() or 1
+            if count > cores:  # each CPU "device" is a training process of its own
+                raise InvalidRun(
+                    f"devices={count} on the CPU starts {count} training processes, but this server has "
+                    f"{cores} cores; ask for at most devices={cores}"
+                )
             return 0
         if count > self.gpu_count:
             raise InvalidRun(

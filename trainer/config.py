@@ -133,6 +133,8 @@ def check_value_types(base: DictConfig, overrides: Sequence[str]) -> None:
             )
 
 
+MAX_NUM_WORKERS = 64  # a bound on processes per run: num_workers=10**6 would be a fork bomb on a shared box
+
 # Lightning takes more than one type for these: devices=1 / devices=[0,1] / devices=auto,
 # precision=32 / precision=bf16-mixed.
 _ANY_TYPE_KEYS = frozenset({"devices", "precision", "strategy", "accelerator"})
@@ -150,8 +152,11 @@ def check_job(job: DictConfig) -> None:
 
 
 def _check_values(job: DictConfig) -> None:
-    if int(job.num_workers) < 0:
-        raise ConfigError(f"num_workers must be >= 0, got {job.num_workers}")
+    if not 0 <= int(job.num_workers) <= MAX_NUM_WORKERS:
+        raise ConfigError(
+            f"num_workers must lie between 0 and {MAX_NUM_WORKERS}, got {job.num_workers} "
+            "(each worker is a process; the data are in memory, so 0 is the fastest)"
+        )
     dims = list(job.data.dims)
     if len(dims) != 2 or any(int(d) < 4 for d in dims):
         raise ConfigError(f"data.dims must be [nlat, nlon] with both >= 4, got {dims}")
@@ -173,7 +178,9 @@ def _is_group(base: DictConfig, key: str) -> bool:
 def _kind(value: Any) -> str:
     if isinstance(value, bool):
         return "true or false"
-    if isinstance(value, int | float):
+    if isinstance(value, int):
+        return "an integer"
+    if isinstance(value, float):
         return "a number"
     if isinstance(value, str):
         return "a string"
@@ -185,7 +192,9 @@ def _kind(value: Any) -> str:
 def _same_kind(old: Any, new: Any) -> bool:
     if isinstance(old, bool) or isinstance(new, bool):
         return isinstance(old, bool) and isinstance(new, bool)
-    if isinstance(old, int | float):
+    if isinstance(old, int):  # epochs, sizes, counts: 1e12 or 2.5 would fail later, inside Lightning
+        return isinstance(new, int)
+    if isinstance(old, float):
         return isinstance(new, int | float)
     if isinstance(old, str):
         return isinstance(new, str | int | float)  # strings may look like numbers ("64x128", "001")

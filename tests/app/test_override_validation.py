@@ -124,6 +124,16 @@ def test_hostile_override_is_refused_before_anything_is_written(client, output_d
         (["+required=???"], "missing mandatory value: required"),
         (["model.name=unet"], "model.name must be fno or sfno"),
         (["accelerator=gpu"], "needs 1 GPU(s)"),
+        (["num_workers=1000000"], "num_workers must lie between 0 and 64"),
+        (["training.max_epochs=1e12"], "training.max_epochs expects an integer"),
+        (
+            [
+                f"devices={(os.cpu_count() or 1) + 1}",
+                "batch_size=1",
+                f"training.effective_batch_size={(os.cpu_count() or 1) + 1}",
+            ],
+            "training processes",
+        ),
         (["+x=1"] * 65, "too many overrides (65)"),
         (["+x=" + "a" * 600], "at most 512"),
         ([f"+x{i}=" + "a" * 500 for i in range(17)], "at most 8192"),
