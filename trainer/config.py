@@ -240,5 +240,11 @@ def _clean(message: str) -> str:
     """Hydra's messages, minus the pointer to HYDRA_FULL_ERROR that means nothing to an API client."""
     # Also drop Hydra's "Config search path" listing: it names server paths, and says nothing to fix.
     message = message.split("Config search path")[0]
-    lines = [ln for ln in message.splitlines() if "HYDRA_FULL_ERROR" not in ln]
+    # And the seed's shared files (model/model_globals.yaml, ...) from "Available options": they sit in the
+    # group folders for the seed's layout, but are building blocks, not options anyone should pick.
+    lines = [
+        ln
+        for ln in message.splitlines()
+        if "HYDRA_FULL_ERROR" not in ln and not (ln.startswith("\t") and ln.strip().endswith("_globals"))
+    ]
     return "\n".join(lines).strip()

@@ -104,3 +104,12 @@ def test_cli_cfg_job_prints_resolved_and_creates_nothing(tmp_path):
 def test_overriding_a_key_whose_default_needs_the_run_name():
     # Its default interpolates run_name, which is only set after the type check: no comparison, no crash.
     assert compose_job(["ckpt_dir=/somewhere/ckpt"]).ckpt_dir == "/somewhere/ckpt"
+
+
+def test_unknown_option_lists_the_real_options_only():
+    with pytest.raises(config.ConfigError) as caught:
+        config.compose_config(["model=nope"])
+    message = str(caught.value)
+    assert "\tfno" in message and "\tsfno" in message
+    assert "model_globals" not in message  # a building block of the seed's layout, not an option
+    assert "Config search path" not in message and "HYDRA_FULL_ERROR" not in message
