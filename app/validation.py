@@ -72,6 +72,14 @@ def check_overrides(overrides: Sequence[str], settings: Settings) -> list[Overri
     """Refuse whatever could reach beyond the run; returns the parsed overrides."""
     if len(overrides) > settings.max_overrides:
         raise InvalidRun(f"too many overrides ({len(overrides)}); at most {settings.max_overrides} per run")
+    for line in overrides:
+        if not line.isascii():
+            try:
+                line.encode()
+            except UnicodeEncodeError:  # a lone surrogate (JSON "\ud800"): no file or log could hold it
+                raise InvalidRun(
+                    f"override {line!r} is not valid text (unpaired surrogate); send UTF-8"
+                ) from None
     total = sum(len(o.encode()) for o in overrides)
     if total > settings.max_overrides_bytes:
         raise InvalidRun(f"overrides total {total} bytes; at most {settings.max_overrides_bytes} per run")
@@ -113,11 +121,16 @@ def _check_one(o: Override) -> None:
         )
     for segment in segments:
         _check_key(segment, line)
+    is_group = (trainer_config.conf_dir() / key).is_dir()
     if o.is_delete():
+        if is_group:  # the run's name and the trainer need one option of every group
+            raise InvalidRun(
+                f"override {line!r} removes the config group {key!r}; a run needs one of its options: "
+                f"choose one instead, e.g. {key}=<option>"
+            )
         return
     value = o.value()
     _check_value(value, line)
-    is_group = (trainer_config.conf_dir() / key).is_dir()
     if "/" in key and not is_group:
         raise InvalidRun(f"override {line!r}: {key!r} is not a config group of this experiment")
     # Checked before composing: Hydra would look a group option up as a file path (data=../../x).
@@ -222,7 +235,12 @@ class RunValidator:
             raise InvalidRun(f"accelerator={accelerator} is not available here; use cpu, gpu, cuda or auto")
         if isinstance(devices, ListConfig | list):
             count = len(devices)
-            ids = [int(d) for d in devices]
+            if not all(isinstance(d, int) and not isinstance(d, bool) for d in devices):
+                raise InvalidRun(
+                    f"devices={list(devices)}: device ids are integers; ask for a count instead, e.g. "
+                    f"devices={count}"
+                )
+            ids = list(devices)
             if accelerator != "cpu" and sorted(ids) != list(range(count)):
                 raise InvalidRun(
                     f"devices={ids}: device ids index the GPUs the service assigns to the run (0..n-1); "
@@ -232,6 +250,8 @@ class RunValidator:
             count = 1
         else:
             try:
+                if isinstance(devices, float | bool):
+                    raise TypeError(devices)  # int() would quietly turn 1.5 into 1; Lightning refuses it
                 count = int(devices)
             except (TypeError, ValueError):
                 raise InvalidRun(

@@ -209,3 +209,24 @@ def test_the_services_fast_compose_validates_exactly_like_a_fresh_compose(output
 
     for overrides in cases:
         assert answer(fast, overrides) == answer(fresh, overrides), overrides
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        (b'{"overrides": ["~model"]}', "removes the config group 'model'"),
+        (b'{"overrides": ["~data=64x128"]}', "removes the config group 'data'"),
+        (b'{"overrides": ["~training"]}', "removes the config group 'training'"),
+        (b'{"overrides": ["devices=[a]"]}', "device ids are integers"),
+        (b'{"overrides": ["devices=[[0]]"]}', "device ids are integers"),
+        (b'{"overrides": ["devices=[null]"]}', "device ids are integers"),
+        (b'{"overrides": ["devices=1.5"]}', "not a number of devices"),
+        (b'{"overrides": ["+x=\\ud800"]}', "not valid text"),
+        (b'{"overrides": ["\\udfff=1"]}', "not valid text"),
+    ],
+)
+def test_odd_overrides_are_a_422_not_a_500(client, body, expected):
+    response = client.post("/runs", content=body, headers={"content-type": "application/json"})
+    assert response.status_code == 422, response.text
+    assert expected in response.json()["detail"]
+    assert client.get("/runs").json()["count"] == 0
