@@ -106,20 +106,28 @@ def _rename(cfg, overrides: list[str], name: str, suffix: str):
 def execute(
     job, hydra_node, run_dir, name: str, overrides: list[str], config_name: str, started: str | None = None
 ) -> int:
-    record = RunRecord(
-        run_dir / "run.json",
-        name=name,
-        overrides=overrides,
-        config_name=config_name,
-        seed=int(job.seed),
-        start_time=started,
-    )
+    def new_record() -> RunRecord:
+        return RunRecord(
+            run_dir / "run.json",
+            name=name,
+            overrides=overrides,
+            config_name=config_name,
+            seed=int(job.seed),
+            start_time=started,
+        )
+
+    # Installed first: the run directory exists, so a SIGTERM from now on must end in a run.json that says
+    # "cancelled". Gathering run.json's provenance (git, package versions) takes a moment; a signal then
+    # is only noted, and acted on once run.json exists.
     guard = CancelGuard().install()
+    record: RunRecord | None = None
     # Lightning starts the other ranks of a multi-device run by running this command again: they join
     # this run (see execute_ddp_child) instead of creating a run of their own.
     os.environ.update({RUN_DIR_ENV: str(run_dir), RUN_NAME_ENV: name})
     try:
-        record.write()
+        with guard.deferred():
+            record = new_record()
+            record.write()
         rundir.write_hydra_files(run_dir, job, hydra_node, overrides)
         rundir.setup_logging(run_dir)
         mode = rundir.configure_wandb_env(run_dir, bool(job.debug))
@@ -143,7 +151,7 @@ def execute(
             code = 1
             log.error("run %s failed:\n%s", name, traceback.format_exc())
     guard.cleaning_up()
-    record.finish(status, detail)
+    (record or new_record()).finish(status, detail)
     guard.uninstall()
     return code
 

@@ -136,3 +136,37 @@ def test_run_record_names_the_image_and_the_baked_code_version(tmp_path, monkeyp
     data = json.loads((tmp_path / "run.json").read_text())
     assert data["image"] == "sha256:abc" and data["status"] == "failed" and data["end_time"]
     assert [p.name for p in tmp_path.iterdir()] == ["run.json"]  # no temporary file left behind
+
+
+def test_sigterm_while_the_run_directory_is_being_set_up_still_writes_run_json(tmp_path):
+    """A cancel that lands right after the run directory exists (while run.json's provenance is gathered:
+    git, package versions) must not leave a directory without run.json: the run ends as cancelled."""
+    import json
+    import subprocess
+    import sys
+
+    from trainer_helpers import TINY, trainer_env
+
+    script = (
+        "import os, signal, sys, time\n"
+        "from trainer import cli, provenance\n"
+        "real = provenance.code_version\n"
+        "def slow_code_version(*a, **k):\n"
+        "    os.kill(os.getpid(), signal.SIGTERM)\n"
+        "    time.sleep(0.5)\n"
+        "    return real(*a, **k)\n"
+        "provenance.code_version = slow_code_version\n"
+        "sys.exit(cli.main(sys.argv[1:]))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, *TINY, f"log_dir={tmp_path}", "run_name=early"],
+        cwd=tmp_path,
+        env=trainer_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 143, done.stdout[-2000:] + done.stderr[-2000:]
+    [run_dir] = tmp_path.glob("*/early")
+    record = json.loads((run_dir / "run.json").read_text())
+    assert record["status"] == "cancelled" and record["end_time"] and record["code_version"]
