@@ -1,8 +1,8 @@
 """The data: shallow-water samples generated once, cached on disk, served from memory.
 
 A cache file holds the unnormalised ``(x, y)`` of one :class:`~trainer.swe.SolverSpec`; its name carries a
-hash of everything that determines the numbers (dims, num_examples, seed, solver parameters, format
-version), so a different data config never reads the wrong file. It is written to a temporary file in the
+hash of everything that determines the numbers (dims, num_examples, seed, solver parameters, torch-harmonics'
+version, format version), so a different data config never reads the wrong file. It is written to a temporary file in the
 same directory and moved into place with ``os.replace``: a concurrent run sees either no file or a whole
 one, and two runs racing to write the same key write identical bytes.
 """
@@ -37,11 +37,18 @@ def load_or_generate(
     """The samples of ``spec``: from the cache under ``root`` if there, else solved (and cached if ``write``)."""
     path = cache_path(spec, root)
     if path.is_file():
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-        if blob.get("key") == spec.key_fields():
+        try:
+            blob = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # noqa: BLE001 - whatever is wrong with it, the file is not the data
+            # Not written by load_or_generate (its writes are atomic): a copy cut short, a bad disk. It is
+            # replaced below, so it costs this run a solve instead of failing every run of this config.
+            log.warning("data: cache %s is unreadable (%s); regenerating", path, type(exc).__name__)
+            blob = None
+        if isinstance(blob, dict) and blob.get("key") == spec.key_fields():
             log.info("data: loaded %d samples from cache %s", len(blob["x"]), path)
             return blob["x"], blob["y"]
-        log.warning("data: cache %s holds other data (hash collision?); regenerating", path)
+        if blob is not None:
+            log.warning("data: cache %s holds other data (hash collision?); regenerating", path)
     log.info(
         "data: solving %d shallow-water samples at %dx%d (seed %d)",
         spec.num_examples,

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from importlib import metadata
 
 import torch
 from torch_harmonics.examples import ShallowWaterSolver
@@ -23,6 +24,10 @@ FORMAT_VERSION = 1
 # Samples solved together. Fixed (and part of the cache key through FORMAT_VERSION) because batched
 # floating-point reductions may round differently for a different chunk size.
 CHUNK = 64
+# The solver's own constants and schemes (gravity, hyperdiffusion, quadrature) come from torch-harmonics:
+# another release may produce other numbers for the same SolverSpec, so its version is part of the key
+# (the public version: "0.9.3", not the build tag "+torch2.14.1.cpu").
+SOLVER_VERSION = metadata.version("torch-harmonics").split("+", 1)[0]
 
 
 @dataclass(frozen=True)
@@ -43,7 +48,13 @@ class SolverSpec:
         return int(math.floor(self.dt / (256 / self.nlat * 150)))
 
     def key_fields(self) -> dict:
-        return {**asdict(self), "nsteps": self.nsteps, "chunk": CHUNK, "format": FORMAT_VERSION}
+        return {
+            **asdict(self),
+            "nsteps": self.nsteps,
+            "chunk": CHUNK,
+            "format": FORMAT_VERSION,
+            "solver": SOLVER_VERSION,
+        }
 
 
 def make_solver(spec: SolverSpec) -> ShallowWaterSolver:

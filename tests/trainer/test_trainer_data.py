@@ -64,6 +64,26 @@ def test_format_version_is_part_of_the_key(monkeypatch):
     assert data.cache_path(SPEC, "/c") != before
 
 
+def test_solver_version_is_part_of_the_key(monkeypatch):
+    before = data.cache_path(SPEC, "/c")
+    monkeypatch.setattr(swe, "SOLVER_VERSION", "0.0.1")
+    assert data.cache_path(SPEC, "/c") != before
+    assert "+" not in swe.SOLVER_VERSION  # the release, not the wheel's build tag
+
+
+def test_an_unreadable_cache_file_is_regenerated_not_trusted(tmp_path, caplog):
+    """A cache file that does not load (truncated by a crash of an older writer, a copy cut short) costs a
+    regeneration, not every later run with this data config."""
+    x, y = data.load_or_generate(SPEC, tmp_path)
+    path = data.cache_path(SPEC, tmp_path)
+    path.write_bytes(path.read_bytes()[:100])
+    x2, y2 = data.load_or_generate(SPEC, tmp_path)
+    assert torch.equal(x, x2) and torch.equal(y, y2)
+    assert "unreadable" in caplog.text
+    x3, _ = data.load_or_generate(SPEC, tmp_path)  # rewritten whole
+    assert torch.equal(x, x3)
+
+
 def test_no_write_mode_leaves_no_file(tmp_path):
     data.load_or_generate(SPEC, tmp_path / "c", write=False)
     assert not (tmp_path / "c").exists()
