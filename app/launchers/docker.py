@@ -65,6 +65,7 @@ HOST_ONLY_ENV = frozenset(
 _SIZE = re.compile(r"^\d+[bkmgBKMG]?$")
 _NAME_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
 _RUNNING_STATES = frozenset({"created", "running", "paused", "restarting", "removing"})
+_WANDB_LOCAL_MODES = frozenset({"offline", "disabled", "dryrun"})
 
 
 class DockerSettings(BaseSettings):
@@ -158,6 +159,7 @@ class DockerLauncher(Launcher):
             cache = str(spec.output_dir / ".data_cache")
             mounts.append(Mount(target=cache, source=str(s.data_cache), type="bind", read_only=False))
         network, wandb_key = self._network(spec)
+        wandb_mode = self._wandb_mode(spec)
         env = {k: v for k, v in spec.env.items() if k not in HOST_ONLY_ENV and k != "WANDB_API_KEY"}
         env.update(
             HOME="/tmp",
@@ -168,7 +170,7 @@ class DockerLauncher(Launcher):
         if wandb_key:
             env["WANDB_API_KEY"] = wandb_key
         else:
-            env["WANDB_MODE"] = "offline"
+            env["WANDB_MODE"] = wandb_mode or "offline"
         if not spec.gpus:
             # A GPU box whose default runtime is `nvidia` would otherwise expose the image's "all".
             env["NVIDIA_VISIBLE_DEVICES"] = "void"
@@ -207,10 +209,19 @@ class DockerLauncher(Launcher):
     def _network(self, spec: LaunchSpec) -> tuple[str, str | None]:
         """(network mode, WandB key to pass): online only when the service has a key and the policy allows."""
         key = spec.env.get("WANDB_API_KEY") or os.environ.get("WANDB_API_KEY") or None
+        if self._wandb_mode(spec):
+            key = None  # the service says offline: a local run would be offline too (trainer/rundir.py)
         policy = self.settings.network
         if policy == "none" or (policy == "auto" and not key):
             return "none", None
         return ("bridge" if policy == "auto" else policy), key
+
+    @staticmethod
+    def _wandb_mode(spec: LaunchSpec) -> str | None:
+        """The service's WANDB_MODE when it keeps WandB off the network (offline, disabled, dryrun): an
+        explicit mode wins over a key, as the trainer's own rule says."""
+        mode = (spec.env.get("WANDB_MODE") or os.environ.get("WANDB_MODE") or "").strip().lower()
+        return mode if mode in _WANDB_LOCAL_MODES else None
 
     # -- the interface ----------------------------------------------------------------------------------
 
@@ -374,7 +385,10 @@ def _outcome(container: Container) -> Outcome | None:
     state = container.attrs.get("State", {})
     if state.get("Status") in _RUNNING_STATES:
         return None
-    return Outcome.from_exit_code(int(state.get("ExitCode", -1)), oom=bool(state.get("OOMKilled")))
+    code = int(state.get("ExitCode", -1))
+    # The Engine flags OOMKilled when any process in the container was killed for memory; a trainer that
+    # still exited 0 finished its run (and its run.json says so).
+    return Outcome.from_exit_code(code, oom=bool(state.get("OOMKilled")) and code != 0)
 
 
 def _explain(exc: BaseException) -> str:

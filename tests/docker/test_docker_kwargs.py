@@ -196,3 +196,32 @@ def test_from_env_reads_labrun_docker_variables(tmp_path, monkeypatch):
     assert lc.settings.image == "labrun-trainer:abc"
     assert lc.settings.memory == "12g"
     assert lc.output_dir == tmp_path
+
+
+@pytest.mark.parametrize("mode", ["offline", "disabled"])
+def test_wandb_mode_of_the_service_keeps_runs_offline_and_off_the_network(tmp_path, monkeypatch, mode):
+    """The service's WANDB_MODE wins over its key, as it does for local runs (they inherit the service's
+    environment): no key, no network for the container."""
+    lc = launcher(tmp_path, monkeypatch)
+    monkeypatch.setenv("WANDB_API_KEY", "k" * 40)
+    monkeypatch.setenv("WANDB_MODE", mode)
+    kw = lc.create_kwargs(make_spec(tmp_path), IMAGE_ID)
+    assert kw["network_mode"] == "none"
+    assert "WANDB_API_KEY" not in kw["environment"]
+    assert kw["environment"]["WANDB_MODE"] == mode
+
+
+def test_out_of_memory_flag_does_not_fail_a_run_that_exited_0():
+    """The Engine flags a container OOM when any process in it was killed for memory (a helper such as
+    wandb's service process, say) even if the trainer carried on and succeeded."""
+    from docker.models.containers import Container
+
+    from app.launchers.docker import _outcome
+
+    def state(code: int, oom: bool) -> Container:
+        return Container(attrs={"State": {"Status": "exited", "ExitCode": code, "OOMKilled": oom}})
+
+    assert _outcome(state(0, True)).succeeded
+    assert _outcome(state(137, True)).reason == "killed: out of memory"
+    assert _outcome(state(1, True)).oom  # a DataLoader worker killed for memory fails the run
+    assert _outcome(Container(attrs={"State": {"Status": "running"}})) is None
