@@ -91,15 +91,20 @@ def wandb_mode(debug: bool, env: dict[str, str] | None = None) -> str:
 
 def configure_wandb_env(run_dir: Path, debug: bool) -> str:
     """Set WANDB_MODE for this process (and wandb's service process). In debug mode, also keep wandb's own
-    caches and settings inside the run directory, so a debug run leaves nothing anywhere else."""
+    caches and settings, and those the training stack makes when it is imported (matplotlib's font cache
+    in ~/.cache, torch's compile caches in /tmp), inside the run directory, so a debug run leaves nothing
+    anywhere else. Called before the training stack is imported."""
     mode = wandb_mode(debug)
     os.environ["WANDB_MODE"] = mode
     if debug:
         for var, sub in (
-            ("WANDB_CACHE_DIR", "cache"),
-            ("WANDB_CONFIG_DIR", "config"),
-            ("WANDB_DATA_DIR", "data"),
-            ("WANDB_ARTIFACT_DIR", "artifacts"),
+            ("WANDB_CACHE_DIR", "wandb/cache"),
+            ("WANDB_CONFIG_DIR", "wandb/config"),
+            ("WANDB_DATA_DIR", "wandb/data"),
+            ("WANDB_ARTIFACT_DIR", "wandb/artifacts"),
+            ("MPLCONFIGDIR", ".cache/matplotlib"),
+            ("TORCHINDUCTOR_CACHE_DIR", ".cache/torchinductor"),
+            ("TRITON_CACHE_DIR", ".cache/triton"),
         ):
-            os.environ[var] = str(run_dir / "wandb" / sub)
+            os.environ[var] = str(run_dir / sub)
     return mode

@@ -158,9 +158,21 @@ def test_debug_mode_writes_only_the_debug_dir(module_tmp):
     stale = log_dir / "debug" / "stale-from-an-earlier-debug-run"
     stale.parent.mkdir(parents=True)
     stale.touch()
-    out = run_cli([*TINY, f"log_dir={log_dir}", "debug=true", "debug_batches=2"], module_tmp)
+    # Nothing outside <log_dir>/debug either: not in HOME (matplotlib's font cache), not in TMPDIR (torch).
+    home, tmp = module_tmp / "debug-home", module_tmp / "debug-tmp"
+    home.mkdir()
+    tmp.mkdir()
+    out = subprocess.run(
+        [sys.executable, "-m", "trainer", *TINY, f"log_dir={log_dir}", "debug=true", "debug_batches=2"],
+        cwd=module_tmp,
+        env={**trainer_env(module_tmp), "HOME": str(home), "TMPDIR": str(tmp)},
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert [p.name for p in log_dir.iterdir()] == ["debug"]  # no data cache, no dated dir
+    assert sorted(str(p) for p in [*home.rglob("*"), *tmp.rglob("*")]) == []
     debug = log_dir / "debug"
     assert not stale.exists()
     assert (debug / "ckpt/last.ckpt").is_file() and (debug / "train.log").is_file()
