@@ -166,6 +166,12 @@ def _check_values(job: DictConfig) -> None:
         raise ConfigError(
             f"data.train_val_split must lie strictly between 0 and 1, got {job.data.train_val_split}"
         )
+    n_train = int(int(job.data.num_examples) * float(job.data.train_val_split))  # as trainer/data.py splits
+    if not 0 < n_train < int(job.data.num_examples):
+        raise ConfigError(
+            f"data.train_val_split={job.data.train_val_split} leaves no training or no validation samples "
+            f"out of data.num_examples={job.data.num_examples}"
+        )
     if str(job.model.name) not in ("fno", "sfno"):
         raise ConfigError(f"model.name must be fno or sfno, got {job.model.name!r}")
 

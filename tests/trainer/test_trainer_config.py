@@ -81,6 +81,7 @@ def test_bad_overrides_name_the_key(overrides, named):
         ("batch_size=5", "effective_batch_size"),
         ("run_name=../escape", "run_name"),
         ("data.train_val_split=1.5", "data.train_val_split"),
+        ("data.train_val_split=0.01", "data.train_val_split"),  # 0 of TINY's 32 samples to train on
     ],
 )
 def test_cli_bad_input_exits_2_and_creates_nothing(tmp_path, override, named):
