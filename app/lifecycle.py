@@ -150,6 +150,7 @@ class RunManager:
                     name, [RunStatus.QUEUED], RunStatus.CANCELLED, reason="cancelled while queued"
                 )
                 self._unreconciled.discard(name)
+                self._slots.free(name)  # held if a launch of it failed half-way
                 return self.get(name)
             self._cancelling.add(name)
             self.store.request_cancel(name)
@@ -194,11 +195,11 @@ class RunManager:
                     self._launch(record, gpus)
                 except Exception:  # a bug must not kill the dispatcher; the run stays queued
                     log.exception("launching %s failed", record.name)
-                    self._release_slot(record.name, retry=True)
+                    self._launch_unknown(record.name)
 
     def _pick(self) -> list[tuple[RunRecord, list[int]]]:
         """Reserve resources for the runs to start now, FIFO within the CPU pool and within the GPU pool."""
-        if not self._slots.any_free():
+        if not self._slots.any_free() and not self._unreconciled:  # (a run to retry may hold its slot)
             return []  # nothing could start: skip reading the queue (cheap wake-ups under load)
         gpu_blocked = False
         picks = []
@@ -246,6 +247,16 @@ class RunManager:
             return
         log.info("run %s started (%s, handle %s)", name, f"GPUs {gpus}" if gpus else "CPU", handle)
         self._adopt(record, handle, gpus)
+
+    def _launch_unknown(self, name: str) -> None:
+        """A launch failed where the run may have started anyway (e.g. the store refused queued -> running):
+        it keeps its GPUs or CPU slot (the next pick takes the same ones) and the launcher is asked for it
+        by name before it is started again, so it never runs twice and its GPUs never go to another run."""
+        with self._cond:
+            self._starting.discard(name)
+            self._unreconciled.add(name)
+            self._retry_at = time.monotonic() + ENGINE_RETRY_S
+            self._cond.notify_all()
 
     def _release_slot(self, name: str, retry: bool = False, fail_reason: str | None = None) -> None:
         with self._cond:

@@ -26,7 +26,10 @@ class Slots:
         return len(self._cpu_runs) < self.max_cpu_runs or len(self._gpu_owner) < len(self.gpus)
 
     def take(self, name: str, gpu_need: int) -> list[int] | None:
-        """Reserve what a queued run needs: its GPUs ([] for a CPU run), or None if they are not free."""
+        """Reserve what a queued run needs: its GPUs ([] for a CPU run), or None if they are not free.
+        A run that still holds resources (its launch failed half-way) gets the same ones again."""
+        if name in self._held:
+            return list(self._held[name])
         if gpu_need == 0:
             if len(self._cpu_runs) >= self.max_cpu_runs:
                 return None

@@ -74,3 +74,55 @@ def test_a_run_started_but_never_recorded_is_found_not_started_again(make_client
     assert wait_for(client, running)["status"] == "succeeded"
     assert wait_for(client, waiting)["status"] == "succeeded"
     assert sorted(starts(output_dir)) == sorted([ended, running, waiting])  # each exactly once
+
+
+def test_a_run_started_but_not_recorded_keeps_its_gpus_and_is_adopted(make_client, output_dir):
+    """The store refused queued -> running once (disk full, I/O error) after the process had started: the
+    run is found again by name (not failed, not started twice) and keeps the GPUs it was started on."""
+    import sqlite3
+
+    client = make_client(gpus=(0, 1))
+    store = client.app.state.manager.store
+    gpu = ["accelerator=gpu", "devices=1", "batch_size=16"]
+    holder = client.post("/runs", json={"overrides": [*gpu, "+fake.sleep=1", "+fake.i=0"]}).json()
+    wait_for(client, holder["name"], {"running"})  # on GPU 0 until about a second from now
+    mark_running, calls = store.mark_running, []
+
+    def flaky(*args, **kwargs):
+        calls.append(args[0])
+        if len(calls) == 1:
+            raise sqlite3.OperationalError("disk I/O error")
+        return mark_running(*args, **kwargs)
+
+    store.mark_running = flaky
+    first = client.post("/runs", json={"overrides": [*gpu, "+fake.sleep=3", "+fake.i=1"]}).json()
+    wait_for(client, holder["name"])  # GPU 0 is free again before the first run is retried
+    second = client.post("/runs", json={"overrides": [*gpu, "+fake.sleep=0.5", "+fake.i=2"]}).json()
+    done = [wait_for(client, run["name"]) for run in (first, second)]
+    assert [run["status"] for run in done] == ["succeeded", "succeeded"], done
+    lines = (output_dir / "fake_starts.log").read_text().splitlines()
+    visible = {line.split()[0]: line.split()[2].strip("'") for line in lines}
+    assert len(lines) == 3  # found again by name, not started a second time
+    assert visible[first["name"]] != visible[second["name"]]  # never two runs on one GPU
+    for run in done:
+        assert visible[run["name"]] == ",".join(map(str, run["gpus"])), run
+
+
+def test_a_cpu_run_started_but_not_recorded_is_retried_while_it_holds_the_only_slot(make_client, output_dir):
+    import sqlite3
+
+    client = make_client(max_cpu_runs=1)
+    store = client.app.state.manager.store
+    mark_running, calls = store.mark_running, []
+
+    def flaky(*args, **kwargs):
+        calls.append(args[0])
+        if len(calls) == 1:
+            raise sqlite3.OperationalError("disk I/O error")
+        return mark_running(*args, **kwargs)
+
+    store.mark_running = flaky
+    run = client.post("/runs", json={"overrides": ["+fake.sleep=0.5"]}).json()
+    done = wait_for(client, run["name"])
+    assert done["status"] == "succeeded", done
+    assert starts(output_dir) == [run["name"]]
