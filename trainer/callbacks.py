@@ -1,7 +1,8 @@
 """``progress.json``: what a service polls to show how far a run is.
 
-Rewritten atomically (a temporary file, then ``os.replace``) after every epoch's validation and at most
-every ``every_s`` seconds of training steps, so a reader never sees a half-written file.
+Rewritten atomically (a temporary file, then ``os.replace``) after every epoch's validation, at most
+every ``every_s`` seconds of training steps, and once more when fit ends (also by an exception: a failure
+or a cancel), so a reader never sees a half-written file and the last one is final.
 """
 
 from __future__ import annotations
@@ -88,6 +89,18 @@ class ProgressFile(L.Callback):
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.write(trainer)
+
+    def on_exception(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
+    ) -> None:
+        # A failed or cancelled fit: the last step, not the last periodic write (if training had begun: no
+        # progress.json before that). Never hides the exception.
+        if not self._last:
+            return
+        try:
+            self.write(trainer)
+        except Exception:  # noqa: BLE001 - a full disk must not replace the run's own error
+            log.warning("could not write %s at the end of the run", self.path, exc_info=True)
 
 
 class StopOnCancel(L.Callback):

@@ -170,3 +170,28 @@ def test_sigterm_while_the_run_directory_is_being_set_up_still_writes_run_json(t
     [run_dir] = tmp_path.glob("*/early")
     record = json.loads((run_dir / "run.json").read_text())
     assert record["status"] == "cancelled" and record["end_time"] and record["code_version"]
+
+
+def test_progress_json_is_final_when_fit_ends_with_an_exception(tmp_path):
+    """A failed or cancelled fit ends between the periodic writes: progress.json must still show the last
+    step, not whatever it said up to ``every_s`` seconds before."""
+    import json
+    from types import SimpleNamespace
+
+    from trainer.callbacks import ProgressFile
+
+    trainer = SimpleNamespace(
+        is_global_zero=True,
+        callback_metrics={"train_loss": 0.5},
+        current_epoch=0,
+        max_epochs=10,
+        global_step=3,
+        sanity_checking=False,
+    )
+    progress = ProgressFile(tmp_path / "progress.json", every_s=3600)
+    progress.write(trainer)
+    trainer.global_step, trainer.callback_metrics = 7, {"train_loss": 0.25}
+    progress.on_train_batch_end(trainer)  # within every_s: not written
+    progress.on_exception(trainer, None, RunCancelled("cancelled by SIGTERM"))
+    written = json.loads((tmp_path / "progress.json").read_text())
+    assert written["global_step"] == 7 and written["train_loss"] == 0.25
