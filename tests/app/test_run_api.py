@@ -216,3 +216,21 @@ def test_a_cancel_survives_a_restart_of_the_service(make_client, output_dir):
     second = make_client()
     done = wait_for(second, run["name"])
     assert done["status"] == "cancelled", done
+
+
+def test_oversized_chunked_bodies_are_refused_too(client):
+    def body():
+        yield b'{"overrides": ["+x=1"], "config_name": "'
+        for _ in range(4):
+            yield b"a" * (1 << 19)
+        yield b'"}'
+
+    response = client.post("/runs", content=body(), headers={"content-type": "application/json"})
+    assert response.status_code == 413 and "request body over" in response.json()["detail"]
+    small = client.post(
+        "/runs",
+        content=iter([b'{"overrides": ', b'["+fake.sleep=0"]}']),
+        headers={"content-type": "application/json"},
+    )
+    assert small.status_code == 201, small.text
+    wait_for(client, small.json()["name"])
