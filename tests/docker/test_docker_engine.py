@@ -128,6 +128,22 @@ def test_out_of_memory_kill(make):
     launcher.release(spec.name, handle)
 
 
+def test_a_helper_killed_for_memory_does_not_fail_a_run_that_exits_0(make):
+    """The Engine sets OOMKilled when any process in the container was killed for memory: a run whose
+    trainer carried on and exited 0 succeeded."""
+    code = (
+        "import subprocess, sys\n"
+        "helper = subprocess.run([sys.executable, '-c', 'block = b\"x\" * (512 << 20)'])\n"
+        "print('helper exited', helper.returncode, flush=True)\n"
+    )
+    launcher, spec = make(code, memory="96m")
+    handle = launcher.start(spec)
+    outcome = launcher.wait(spec.name, handle, timeout=120)
+    assert "helper exited -9" in spec.log_path.read_text()
+    assert outcome.succeeded and outcome.exit_code == 0 and not outcome.oom
+    launcher.release(spec.name, handle)
+
+
 def test_reattach_after_a_restart_and_outcome_of_a_run_that_ended_meanwhile(
     make, engine, trainer_image, output_dir
 ):
