@@ -10,6 +10,7 @@ from __future__ import annotations
 import fcntl
 import gc
 import os
+import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -104,11 +105,20 @@ class ServiceLock:
             self.fd = -1
 
 
+def _unusable(path: Path, exc: BaseException) -> SettingsError:
+    return SettingsError(f"invalid labrun settings:\n  LABRUN_OUTPUT_DIR: cannot use {path}: {exc}")
+
+
 def build_manager(settings: Settings) -> RunManager:
     gpus = settings.gpu_inventory()
+    db_path = settings.output_dir / ".labrun" / "runs.db"
+    try:  # e.g. another user's output directory, or a read-only store
+        store = RunStore(db_path)
+    except (OSError, sqlite3.Error) as exc:
+        raise _unusable(db_path, exc) from None
     return RunManager(
         settings=settings,
-        store=RunStore(settings.output_dir / ".labrun" / "runs.db"),
+        store=store,
         launcher=build_launcher(settings),
         # One real Hydra compose per distinct list of group choices, value overrides applied with Hydra's own
         # routine (trainer/config_cache.py, tested equal to a fresh compose): ~10 ms instead of ~110 ms.
@@ -128,7 +138,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         raise SettingsError(
             f"invalid labrun settings:\n  LABRUN_OUTPUT_DIR: cannot create it: {exc}"
         ) from None
-    lock = ServiceLock(state_dir / "service.lock")
+    try:
+        lock = ServiceLock(state_dir / "service.lock")
+    except OSError as exc:
+        raise _unusable(state_dir / "service.lock", exc) from None
     try:
         manager = build_manager(settings)
     except BaseException:

@@ -97,3 +97,17 @@ def test_a_launchers_own_bad_settings_also_stop_the_start(tmp_path):
     )
     assert result.returncode == 2, result.stderr
     assert "LABRUN_DOCKER_" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("blocked", ["service.lock", "runs.db"])
+def test_an_output_dir_the_service_cannot_use_stops_the_start_with_a_clear_message(tmp_path, blocked):
+    """E.g. a colleague's ./outputs (not writable to this user); here a directory where a file must go,
+    which fails the same way for root too."""
+    (tmp_path / ".labrun" / blocked).mkdir(parents=True)
+    env = {"PATH": "/usr/bin:/bin", "LABRUN_OUTPUT_DIR": str(tmp_path), "LABRUN_GPUS": ""}
+    result = subprocess.run(
+        [sys.executable, "-m", "app"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 2, result.stderr
+    assert "LABRUN_OUTPUT_DIR" in result.stderr and blocked in result.stderr
+    assert "Traceback" not in result.stderr
