@@ -78,13 +78,15 @@ def _scalar(value: Any) -> bool:
     return isinstance(value, int | float | str | bool) or value is None
 
 
-def tail(path: Path, lines: int, max_bytes: int = 4 << 20) -> str:
-    """The last ``lines`` lines of a text file (at most ``max_bytes`` read); "" if it does not exist."""
+def tail(path: Path, lines: int, max_bytes: int = 4 << 20, end: int | None = None) -> str:
+    """The last ``lines`` lines of a text file (at most ``max_bytes`` read); "" if it does not exist.
+    ``end``: the file as it was at that size (what was appended since is left for a follower)."""
     if lines <= 0:
         return ""
     try:
         with open(path, "rb") as f:
-            end = f.seek(0, os.SEEK_END)
+            size = f.seek(0, os.SEEK_END)
+            end = size if end is None else min(end, size)
             block, data, pos = 64 << 10, b"", end
             while pos > 0 and data.count(b"\n") <= lines and end - pos < max_bytes:
                 step = min(block, pos)

@@ -234,3 +234,24 @@ def test_oversized_chunked_bodies_are_refused_too(client):
     )
     assert small.status_code == 201, small.text
     wait_for(client, small.json()["name"])
+
+
+def test_follow_misses_no_line_written_as_it_starts_and_splits_no_character(client, monkeypatch):
+    from app.api.routes import runs as routes
+
+    run = submit(client, "+fake.lines=3")
+    wait_for(client, run["name"])
+    log_path = client.app.state.manager.files.log_path(run["name"])
+    real_tail = routes.tail_of
+
+    def tail_then_a_line_arrives(*args, **kwargs):
+        text = real_tail(*args, **kwargs)
+        with open(log_path, "a", encoding="utf-8") as f:
+            f.write("late line: é ✓\n")
+        return text
+
+    monkeypatch.setattr(routes, "tail_of", tail_then_a_line_arrives)
+    monkeypatch.setattr(routes, "FOLLOW_CHUNK_BYTES", 1)  # multi-byte characters arrive split
+    streamed = client.get(f"/runs/{run['name']}/logs", params={"follow": True}).text
+    assert streamed.count("late line: é ✓\n") == 1, streamed
+    assert streamed.count(": line ") == 3

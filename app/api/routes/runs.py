@@ -8,6 +8,7 @@ on a process (cancel) runs in the thread pool.
 from __future__ import annotations
 
 import asyncio
+import codecs
 from collections.abc import AsyncIterator
 from typing import Annotated
 
@@ -24,6 +25,7 @@ from app.runfiles import tail as tail_of
 router = APIRouter(prefix="/runs", tags=["runs"])
 FOLLOW_INTERVAL_S = 0.25
 MAX_LOG_LINES = 100_000
+FOLLOW_CHUNK_BYTES = 1 << 20
 
 
 def _public(manager: RunManager, record: RunRecord, position: int | None = None) -> RunPublic:
@@ -83,32 +85,35 @@ async def run_logs(
 ) -> Response:
     manager.get(name)  # 404 for an unknown run
     path = manager.files.log_path(name)
-    text = tail_of(path, MAX_LOG_LINES if tail is None else tail)
+    lines = MAX_LOG_LINES if tail is None else tail
     if not follow:
-        return PlainTextResponse(text)
-    return StreamingResponse(_follow(manager, name, text), media_type="text/plain")
-
-
-async def _follow(manager: RunManager, name: str, first: str) -> AsyncIterator[str]:
-    path = manager.files.log_path(name)
-    yield first
+        return PlainTextResponse(tail_of(path, lines))
     try:
-        offset = path.stat().st_size
+        offset = path.stat().st_size  # the tail ends here and following starts here: no line lost
     except OSError:
         offset = 0
+    text = tail_of(path, lines, end=offset)
+    return StreamingResponse(_follow(manager, name, text, offset), media_type="text/plain")
+
+
+async def _follow(manager: RunManager, name: str, first: str, offset: int) -> AsyncIterator[str]:
+    path = manager.files.log_path(name)
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")  # a chunk may end mid-character
+    yield first
     while True:
         ended = manager.get(name).status.is_terminal()  # read before the file: no line is missed
-        chunk = _read_from(path, offset)
+        chunk = _read_from(path, offset, FOLLOW_CHUNK_BYTES)
         if chunk:
             offset += len(chunk)
-            yield chunk.decode("utf-8", errors="replace")
+            yield decoder.decode(chunk)
         elif ended:
+            yield decoder.decode(b"", final=True)
             return
         else:
             await asyncio.sleep(FOLLOW_INTERVAL_S)
 
 
-def _read_from(path, offset: int, limit: int = 1 << 20) -> bytes:  # noqa: ANN001
+def _read_from(path, offset: int, limit: int) -> bytes:  # noqa: ANN001
     try:
         with open(path, "rb") as f:
             f.seek(offset)
