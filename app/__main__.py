@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
+from collections.abc import Callable
+from types import FrameType
 
 import uvicorn
 
@@ -21,7 +24,7 @@ def main() -> int:
         return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # One worker on purpose: the run lifecycle and the store's single writer live in this process.
-    uvicorn.run(
+    config = uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
@@ -29,7 +32,24 @@ def main() -> int:
         log_level="info",
         timeout_graceful_shutdown=5,
     )
-    return 0
+    server = _Server(config, on_exit=app.state.manager.closing.set)
+    with contextlib.suppress(KeyboardInterrupt):  # uvicorn raises a caught Ctrl-C again once it is down
+        server.run()
+    return 0 if server.started else 3  # 3: could not start (e.g. the port is taken), as uvicorn.run
+
+
+class _Server(uvicorn.Server):
+    """Tells the app at the first Ctrl-C/SIGTERM, before uvicorn waits for open connections to close: log
+    followers (``/logs?follow=true``) then end their streams instead of holding the shutdown for its
+    timeout. The runs themselves carry on; the next start re-attaches them."""
+
+    def __init__(self, config: uvicorn.Config, on_exit: Callable[[], None]) -> None:
+        super().__init__(config)
+        self._on_exit = on_exit
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        self._on_exit()
+        super().handle_exit(sig, frame)
 
 
 if __name__ == "__main__":

@@ -56,6 +56,7 @@ class RunManager:
         self._wakeup = True
         self._retry_at = 0.0
         self._stopping = threading.Event()
+        self.closing = threading.Event()  # the server is shutting down: log followers end their streams
         self._dispatcher: threading.Thread | None = None
 
     # --- start-up and shut-down ---------------------------------------------------------------------
@@ -95,6 +96,7 @@ class RunManager:
 
     def stop(self) -> None:
         """Stop dispatching and watching; the runs themselves carry on and are re-attached next start."""
+        self.closing.set()
         self._stopping.set()
         with self._cond:
             self._cond.notify_all()

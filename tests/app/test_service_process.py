@@ -121,3 +121,39 @@ def test_a_tiny_real_training_run_succeeds(service, output_dir):
     assert (run_dir / "progress.json").is_file()
     record = json.loads((run_dir / "run.json").read_text())
     assert record["name"] == run["name"] and record["status"] == "succeeded"
+
+
+def test_ctrl_c_with_a_log_follower_stops_at_once_and_leaves_the_run_going(service, output_dir):
+    import signal
+    import threading
+
+    import httpx
+
+    svc = service()
+    with svc.client() as client:
+        run = client.post("/runs", json={"overrides": ["+fake.sleep=30"]}).json()
+        wait_for(client, run["name"], {"running"})
+    followed: list[str] = []
+
+    def follow() -> None:
+        try:
+            with httpx.stream("GET", f"{svc.url}/runs/{run['name']}/logs?follow=true", timeout=60) as r:
+                followed.extend(r.iter_text())
+            followed.append("<end>")
+        except httpx.HTTPError as exc:
+            followed.append(f"<error {type(exc).__name__}>")
+
+    follower = threading.Thread(target=follow, daemon=True)
+    follower.start()
+    time.sleep(0.5)
+    started = time.monotonic()
+    svc.proc.send_signal(signal.SIGINT)
+    assert svc.proc.wait(timeout=30) == 0
+    assert time.monotonic() - started < 3, svc.log()  # not held up by the follower until a timeout
+    follower.join(timeout=10)
+    assert followed and followed[-1] == "<end>", followed  # the stream ends cleanly
+    assert "Traceback" not in svc.log(), svc.log()
+    restarted = service()  # the run went on without the service
+    with restarted.client() as client:
+        assert client.get(f"/runs/{run['name']}").json()["status"] == "running"
+        client.post(f"/runs/{run['name']}/cancel")

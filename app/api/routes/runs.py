@@ -106,7 +106,7 @@ async def _follow(manager: RunManager, name: str, first: str, offset: int) -> As
         if chunk:
             offset += len(chunk)
             yield decoder.decode(chunk)
-        elif ended:
+        elif ended or manager.closing.is_set():  # the server is shutting down: end cleanly, not cut off
             yield decoder.decode(b"", final=True)
             return
         else:
