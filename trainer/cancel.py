@@ -11,7 +11,8 @@ before ``fit``. So:
   a signal that came before Lightning installed its handler (which resets its flag). Either way callbacks
   and loggers see a clean interrupt, and :meth:`CancelGuard.deferred` turns it into :class:`RunCancelled`.
 
-A second SIGTERM during cleanup is logged and ignored, so the run still finishes its records. SIGINT
+A second SIGTERM during cleanup is logged and ignored, and a dying DataLoader worker's SIGCHLD no longer
+raises, so the run still finishes its records. SIGINT
 (Ctrl-C at a terminal) is handled the same way and exits 130: Lightning would otherwise turn it into a
 plain ``SystemExit(1)``, which reads as a failure.
 """
@@ -21,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import signal
+import threading
 from collections.abc import Iterator
 from types import FrameType
 
@@ -87,5 +89,9 @@ class CancelGuard:
             raise RunCancelled(self.reason)
 
     def cleaning_up(self) -> None:
-        """From now on SIGTERM no longer interrupts: the run is writing its final records."""
+        """From now on SIGTERM no longer interrupts: the run is writing its final records. Nor does SIGCHLD:
+        torch's DataLoader raises from its SIGCHLD handler once a worker has died (a process-group SIGTERM
+        ends the workers too), which broke off finishing the WandB run or writing run.json."""
         self._cleaning_up = True
+        if threading.current_thread() is threading.main_thread():  # where signal handlers can be set
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # not restored: no DataLoader runs after this

@@ -195,3 +195,20 @@ def test_progress_json_is_final_when_fit_ends_with_an_exception(tmp_path):
     progress.on_exception(trainer, None, RunCancelled("cancelled by SIGTERM"))
     written = json.loads((tmp_path / "progress.json").read_text())
     assert written["global_step"] == 7 and written["train_loss"] == 0.25
+
+
+def test_cleanup_is_not_broken_off_by_a_dataloaders_sigchld_handler(guard):
+    """torch's DataLoader raises from its SIGCHLD handler when a worker died, and a process-group SIGTERM
+    ends the workers too: while the run finishes WandB and writes run.json, that must not break in (it left
+    cancelled runs with WandB exit code 0 instead of 143)."""
+
+    def dataloader_handler(signum, frame):
+        raise RuntimeError("DataLoader worker (pid 1) is killed by signal: Terminated.")
+
+    previous = signal.signal(signal.SIGCHLD, dataloader_handler)
+    try:
+        guard.cleaning_up()
+        os.kill(os.getpid(), signal.SIGCHLD)
+        time.sleep(0.05)  # pending handlers run here
+    finally:
+        signal.signal(signal.SIGCHLD, previous)
