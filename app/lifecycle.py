@@ -85,7 +85,7 @@ class RunManager:
         recorded as running: record it now and follow it. Raises EngineUnavailable."""
         handle = self.launcher.reattach(record.name)
         self._unreconciled.discard(record.name)
-        if handle and self.store.mark_running(record.name, handle, record.gpus):
+        if handle and self.store.mark_running(record.name, handle, record.gpus, launcher=self.launcher.name):
             record = self.get(record.name)
             self._adopt(record, handle)
         return record
@@ -240,7 +240,7 @@ class RunManager:
         with self._cond:
             self._starting.discard(name)
             self._unreconciled.discard(name)
-            recorded = self.store.mark_running(name, handle, gpus)
+            recorded = self.store.mark_running(name, handle, gpus, launcher=self.launcher.name)
             self._cond.notify_all()
         if not recorded:  # cannot happen (a cancel waits while a run is starting); never leave it orphaned
             log.error("%s started but was no longer queued; stopping it", name)

@@ -128,6 +128,20 @@ def build_manager(settings: Settings) -> RunManager:
     )
 
 
+def _check_no_runs_elsewhere(manager: RunManager) -> None:
+    """Runs going under another launcher (LABRUN_LAUNCHER changed while they ran) cannot be followed by
+    this one: it would misread their handles, or call them lost while they run on and reuse their GPUs."""
+    elsewhere = manager.store.running_elsewhere(manager.launcher.name)
+    if elsewhere:
+        others = sorted({launcher for _, launcher in elsewhere})
+        names = ", ".join(name for name, _ in elsewhere[:3]) + (", ..." if len(elsewhere) > 3 else "")
+        raise SettingsError(
+            f"invalid labrun settings:\n  LABRUN_LAUNCHER: {len(elsewhere)} run(s) are still running under "
+            f"the {' and '.join(others)} launcher ({names}); set LABRUN_LAUNCHER={others[0]} until they "
+            "have ended (or cancel them there)"
+        )
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Raises SettingsError at once (not at first request) when the settings cannot work."""
     settings = settings or load_settings()
@@ -144,6 +158,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         raise _unusable(state_dir / "service.lock", exc) from None
     try:
         manager = build_manager(settings)
+        _check_no_runs_elsewhere(manager)
     except BaseException:
         lock.release()
         raise

@@ -39,7 +39,8 @@ CREATE TABLE IF NOT EXISTS runs (
     handle          TEXT,
     rerun_of        TEXT,
     idempotency_key TEXT UNIQUE,
-    cancel_requested INTEGER NOT NULL DEFAULT 0
+    cancel_requested INTEGER NOT NULL DEFAULT 0,
+    launcher        TEXT
 );
 CREATE INDEX IF NOT EXISTS runs_by_status ON runs (status, seq);
 CREATE TRIGGER IF NOT EXISTS terminal_is_final BEFORE UPDATE OF status ON runs
@@ -72,6 +73,9 @@ class RunStore:
         self._write_lock = threading.Lock()
         self._writer = self._connect()
         self._writer.executescript(SCHEMA)
+        columns = {row[1] for row in self._writer.execute("PRAGMA table_info(runs)")}
+        if "launcher" not in columns:  # a store from before runs recorded their launcher
+            self._writer.execute("ALTER TABLE runs ADD COLUMN launcher TEXT")
         self._local = threading.local()
 
     def _connect(self) -> sqlite3.Connection:
@@ -134,6 +138,19 @@ class RunStore:
         sql = f"SELECT {_COLUMNS} FROM runs WHERE status = 'running' ORDER BY seq"
         return [_record(row) for row in self._reader().execute(sql)]
 
+    def launcher_of(self, name: str) -> str | None:
+        """The launcher that started the run (None: not started, or recorded before this was kept)."""
+        row = self._reader().execute("SELECT launcher FROM runs WHERE name = ?", (name,)).fetchone()
+        return row[0] if row else None
+
+    def running_elsewhere(self, launcher: str) -> list[tuple[str, str]]:
+        """(name, launcher) of the running runs another launcher started."""
+        sql = (
+            "SELECT name, launcher FROM runs WHERE status = 'running' AND launcher IS NOT NULL"
+            " AND launcher != ? ORDER BY seq"
+        )
+        return [(row[0], row[1]) for row in self._reader().execute(sql, (launcher,))]
+
     def queue_position(self, record: RunRecord) -> int | None:
         if record.status != RunStatus.QUEUED:
             return None
@@ -178,12 +195,20 @@ class RunStore:
         """Note a queued run's GPUs before its launch (a restart then knows what a found run holds)."""
         return self._update(name, [RunStatus.QUEUED], {"gpus": json.dumps(gpus)})
 
-    def mark_running(self, name: str, handle: str, gpus: list[int], started_at: float | None = None) -> bool:
+    def mark_running(
+        self,
+        name: str,
+        handle: str,
+        gpus: list[int],
+        started_at: float | None = None,
+        launcher: str | None = None,
+    ) -> bool:
         fields = {
             "status": RunStatus.RUNNING.value,
             "handle": handle,
             "gpus": json.dumps(gpus),
             "started_at": started_at or time.time(),
+            "launcher": launcher,
         }
         return self._update(name, [RunStatus.QUEUED], fields)
 

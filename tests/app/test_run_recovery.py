@@ -126,3 +126,28 @@ def test_a_cpu_run_started_but_not_recorded_is_retried_while_it_holds_the_only_s
     done = wait_for(client, run["name"])
     assert done["status"] == "succeeded", done
     assert starts(output_dir) == [run["name"]]
+
+
+def test_runs_going_under_another_launcher_stop_the_start_with_a_clear_message(make_client, output_dir):
+    """LABRUN_LAUNCHER changed (docker -> local) while runs were going: this launcher cannot follow them
+    (it crashed on the container id at start-up; the other way round it would call them lost while they
+    run on, and hand their GPUs out again)."""
+    import pytest
+
+    from app.core.config import SettingsError
+
+    store = _store(output_dir)
+    _queued(store, "2026-01-01_00-00-00_in_docker")
+    store.mark_running("2026-01-01_00-00-00_in_docker", "3f2a9c0d1e", [], launcher="docker")
+    with pytest.raises(SettingsError) as caught:
+        make_client()
+    message = str(caught.value)
+    assert "LABRUN_LAUNCHER" in message and "docker" in message and "2026-01-01_00-00-00_in_docker" in message
+    store.finish("2026-01-01_00-00-00_in_docker", [RunStatus.RUNNING], RunStatus.SUCCEEDED, 0)
+    make_client()  # once they have ended, the new launcher is fine
+
+
+def test_the_launcher_that_started_a_run_is_recorded(client):
+    run = client.post("/runs", json={"overrides": ["+fake.sleep=0"]}).json()
+    wait_for(client, run["name"])
+    assert client.app.state.manager.store.launcher_of(run["name"]) == "local"
