@@ -52,7 +52,9 @@ def base_env(**extra: str) -> dict[str, str]:
 
 
 def test_compose_file_is_valid_and_says_what_it_must():
-    done = compose(base_env(LABRUN_OUTPUT_DIR="/srv/x/outputs", WANDB_API_KEY="k" * 40), "config")
+    done = compose(
+        base_env(LABRUN_OUTPUT_DIR="/srv/x/outputs", WANDB_API_KEY="k" * 40, WANDB_MODE="offline"), "config"
+    )
     assert done.returncode == 0, done.stderr
     config = yaml.safe_load(done.stdout)
     api, trainer = config["services"]["api"], config["services"]["trainer"]
@@ -62,6 +64,7 @@ def test_compose_file_is_valid_and_says_what_it_must():
     assert env["LABRUN_LAUNCHER"] == "docker"
     assert env["LABRUN_OUTPUT_DIR"] == "/srv/x/outputs"
     assert env["WANDB_API_KEY"] == "k" * 40
+    assert env["WANDB_MODE"] == "offline"  # the launcher keeps runs offline, without a network
     assert env["LABRUN_GPUS"] == "0"
     # The outputs at the same path inside as on the host; the Engine's socket for the API.
     assert "/srv/x/outputs:/srv/x/outputs:rw" in api["volumes"]
