@@ -7,6 +7,7 @@ size changed (one ``stat`` otherwise), and a log tail is read backwards from the
 from __future__ import annotations
 
 import json
+import math
 import os
 import threading
 from collections import OrderedDict
@@ -66,12 +67,29 @@ class RunFiles:
 
 
 def _parse_progress(raw: dict[str, Any]) -> dict[str, Any]:
-    progress = {api: raw.get(key) for key, api in _PROGRESS_FIELDS.items()}
-    metrics = {k: v for k, v in (raw.get("metrics") or {}).items() if _scalar(v)}
+    """Another process's file: a value of an unexpected type (or a NaN) is left out, never a failed GET."""
+    progress = {api: _typed(api, raw.get(key)) for key, api in _PROGRESS_FIELDS.items()}
+    reported = raw.get("metrics")
+    metrics = {k: _finite(v) for k, v in reported.items() if _scalar(v)} if isinstance(reported, dict) else {}
     for key in ("train_loss", "val_loss"):
-        if _scalar(raw.get(key)):
-            metrics.setdefault(key, raw[key])
+        if key in raw and _scalar(raw[key]):
+            metrics.setdefault(key, _finite(raw[key]))
     return {"progress": progress, "metrics": metrics}
+
+
+def _typed(field: str, value: Any) -> Any:
+    if isinstance(value, bool):
+        return None
+    if field == "fraction":
+        return _finite(value) if isinstance(value, int | float) else None
+    if field == "updated_at":
+        return _finite(value) if isinstance(value, int | float | str) else None
+    return value if isinstance(value, int) else None  # epoch, max_epochs, step, total
+
+
+def _finite(value: Any) -> Any:
+    """JSON has no NaN or infinity: such a number (a diverged loss) is reported as null."""
+    return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
 def _scalar(value: Any) -> bool:

@@ -255,3 +255,24 @@ def test_follow_misses_no_line_written_as_it_starts_and_splits_no_character(clie
     streamed = client.get(f"/runs/{run['name']}/logs", params={"follow": True}).text
     assert streamed.count("late line: é ✓\n") == 1, streamed
     assert streamed.count(": line ") == 3
+
+
+def test_an_odd_progress_file_never_fails_the_poll(client, output_dir):
+    """progress.json is another process's file: a value of an unexpected type or a NaN (a diverged loss)
+    leaves that field empty instead of making every GET of the run a 500."""
+    run = wait_for(client, submit(client, "+fake.sleep=0")["name"])
+    path = output_dir / run["run_dir"] / "progress.json"
+    for content in (
+        '{"epoch": 1.5, "global_step": "x", "fraction": NaN, "metrics": {"train_loss": NaN, "acc": 0.5}}',
+        '{"metrics": [1], "train_loss": Infinity, "updated_at": {"a": 1}, "total_steps": true}',
+    ):
+        path.write_text(content)
+        response = client.get(f"/runs/{run['name']}")
+        assert response.status_code == 200, content
+        got = response.json()
+        assert got["progress"]["epoch"] is None and got["progress"]["fraction"] is None
+        assert got["metrics"].get("train_loss") is None
+        listed = client.get("/runs")
+        assert listed.status_code == 200
+    path.write_text('{"metrics": {"train_loss": NaN, "acc": 0.5}}')
+    assert client.get(f"/runs/{run['name']}").json()["metrics"] == {"train_loss": None, "acc": 0.5}
