@@ -16,7 +16,6 @@ Invariants, and how they hold:
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 import time
@@ -75,10 +74,12 @@ class RunManager:
                 self._adopt(record, handle)
         for record in self.store.queued():
             self._unreconciled.add(record.name)
-            with contextlib.suppress(
-                EngineUnavailable
-            ):  # if so, asked again before it starts or is cancelled
+            try:
                 self._reattach_queued(record)
+            except EngineUnavailable:  # asked again before it starts or is cancelled; until then it keeps
+                # the GPUs it was given before the restart: it may be running on them already
+                if record.gpus and all(g in self._slots.free_gpus for g in record.gpus):
+                    self._slots.hold(record.name, record.gpu_need, record.gpus)
 
     def _reattach_queued(self, record: RunRecord) -> RunRecord:
         """A queued run the launcher already knows was started just before the service died, and never
@@ -232,7 +233,10 @@ class RunManager:
                 handle = self.launcher.start(self._spec(record, gpus))
         except EngineUnavailable as exc:
             log.warning("engine unavailable, %s stays queued: %s", name, exc)
-            self._release_slot(name, retry=True)
+            if name in self._unreconciled:  # it may be running already: it keeps what it holds
+                self._launch_unknown(name)
+            else:
+                self._release_slot(name, retry=True)
             return
         except Exception as exc:
             self._release_slot(name, fail_reason=f"could not start: {exc}")

@@ -78,3 +78,48 @@ def test_a_restart_while_the_engine_is_down_does_not_start_anything_twice(flaky,
     assert wait_for(second, queued["name"], timeout=10)["status"] == "succeeded"
     starts = (output_dir / "fake_starts.log").read_text()
     assert starts.count(run["name"]) == 1 and starts.count(queued["name"]) == 1
+
+
+def test_a_run_found_after_an_engine_outage_at_start_up_keeps_the_gpus_it_started_on(
+    flaky, make_client, output_dir
+):
+    """Killed between starting a run (on GPU 1) and recording it; restarted while the engine was down."""
+    from service_helpers import FAKE_TRAINER as TRAINER
+
+    from app.launchers.base import LaunchSpec
+    from app.models import RunRecord, RunStatus
+    from app.store import RunStore
+
+    store = RunStore(output_dir / ".labrun" / "runs.db")
+    name = "2026-01-01_00-00-00_on_gpu1"
+    store.insert(
+        RunRecord(
+            seq=0,
+            name=name,
+            status=RunStatus.QUEUED,
+            config_name="neuraloperator",
+            overrides=["accelerator=gpu"],
+            run_dir=f"2026-01-01/{name}",
+            gpu_need=1,
+            created_at=time.time(),
+        )
+    )
+    store.assign_gpus(name, [1])
+    launcher = LocalLauncher(TRAINER, output_dir)
+    state = launcher.state_dir(name)
+    launcher.start(
+        LaunchSpec(
+            name=name,
+            trainer_args=["+fake.sleep=2", f"run_name={name}", f"log_dir={output_dir}"],
+            gpus=(1,),
+            output_dir=output_dir,
+            state_dir=state,
+            log_path=state / "log",
+        )
+    )
+    client = make_client(gpus=(0, 1))  # the engine is down: start-up cannot ask about the run
+    flaky.down = False
+    other = submit(client, "accelerator=gpu", "batch_size=16", "+fake.sleep=0.5")
+    found = wait_for(client, name, timeout=15)
+    assert found["status"] == "succeeded" and found["gpus"] == [1], found
+    assert wait_for(client, other["name"], timeout=15)["gpus"] == [0]  # never GPU 1 while it ran there
