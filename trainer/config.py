@@ -174,6 +174,16 @@ def _check_values(job: DictConfig) -> None:
         )
     if str(job.model.name) not in ("fno", "sfno"):
         raise ConfigError(f"model.name must be fno or sfno, got {job.model.name!r}")
+    if int(job.training.max_epochs) < 1:  # Lightning reads -1 as "forever": a GPU held until cancelled
+        raise ConfigError(f"training.max_epochs must be >= 1, got {job.training.max_epochs}")
+    if not 0 <= int(job.seed) < 2**32:  # Lightning silently replaces an out-of-range seed with 0
+        raise ConfigError(f"seed must lie between 0 and 2**32-1, got {job.seed}")
+    ids = list(job.devices) if OmegaConf.is_list(job.devices) else None
+    if str(job.accelerator).lower() == "cpu" and ids and all(type(d) is int for d in ids):
+        raise ConfigError(
+            f"devices={ids} lists device ids, which the CPU does not have; "
+            f"write devices={len(ids)} for that many CPU processes"
+        )
 
 
 def _is_group(base: DictConfig, key: str) -> bool:

@@ -65,11 +65,15 @@ def test_devices_list_and_precision_string_accepted():
         (["batch_size=7"], "effective_batch_size"),
         (["run_name=a/b"], "run_name"),
         (["training.accumulate_grad_batches=???"], "training.accumulate_grad_batches"),
+        (["training.max_epochs=-1"], "training.max_epochs"),
+        (["seed=" + "9" * 100], "seed"),
+        (["seed=-1"], "seed"),
+        (["accelerator=cpu", "devices=[0,1]", "batch_size=8"], "devices"),
     ],
 )
 def test_bad_overrides_name_the_key(overrides, named):
     with pytest.raises(config.ConfigError, match=named.replace(".", r"\.")):
-        compose_job(overrides)
+        config.check_job(compose_job(overrides))  # what the CLI and the service both run
 
 
 @pytest.mark.parametrize(
