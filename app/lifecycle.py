@@ -80,6 +80,22 @@ class RunManager:
                 # the GPUs it was given before the restart: it may be running on them already
                 if record.gpus and all(g in self._slots.free_gpus for g in record.gpus):
                     self._slots.hold(record.name, record.gpu_need, record.gpus)
+        self._release_leftovers()
+
+    def _release_leftovers(self) -> None:
+        """Free what the engine still keeps for runs whose outcome is recorded (a container left by a
+        service that died between recording a run's end and releasing it)."""
+        try:
+            leftovers = self.launcher.leftovers()
+        except EngineUnavailable:
+            return  # nothing is lost: they are found again at the next start
+        for name, handle in leftovers.items():
+            record = self.store.get(name)
+            if record is not None and record.status.is_terminal():
+                try:
+                    self.launcher.release(name, handle)
+                except Exception:
+                    log.exception("releasing %s failed", name)
 
     def _reattach_queued(self, record: RunRecord) -> RunRecord:
         """A queued run the launcher already knows was started just before the service died, and never

@@ -90,6 +90,11 @@ class Launcher(abc.ABC):
     def release(self, name: str, handle: str) -> None:  # noqa: B027 - optional hook
         """Free what the engine keeps for an ended run (a container), once its outcome is recorded."""
 
+    def leftovers(self) -> dict[str, str]:
+        """Runs the engine still keeps something for (name -> handle), whatever their state. At start-up the
+        service releases those whose outcome is already recorded: it died between recording and releasing."""
+        return {}
+
     def health(self) -> tuple[bool, str]:
         """(ok, detail) for /healthz."""
         return True, f"{self.name} launcher ready"

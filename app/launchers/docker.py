@@ -306,6 +306,13 @@ class DockerLauncher(Launcher):
         with self._engine("release"), contextlib.suppress(NotFound):
             client.api.remove_container(handle, force=True)
 
+    def leftovers(self) -> dict[str, str]:
+        client = self._client()
+        with self._engine("list"):
+            # The low-level list: its rows carry the labels, without one inspect call per container.
+            rows = client.api.containers(all=True, filters={"label": LABEL_RUN})
+        return {row["Labels"][LABEL_RUN]: row["Id"] for row in rows}
+
     def health(self) -> tuple[bool, str]:
         try:
             client = self._client()

@@ -271,3 +271,41 @@ def test_gpu_request_on_an_engine_without_nvidia_fails_cleanly(make, engine):
     with pytest.raises(LaunchError, match="(?i)nvidia|device"):
         launcher.start(spec)
     assert engine.containers.list(all=True, filters={"label": f"labrun.run={spec.name}"}) == []
+
+
+def test_a_container_whose_outcome_was_recorded_is_removed_at_the_next_start(
+    make, engine, output_dir, trainer_image, monkeypatch
+):
+    """The service died after recording a run's end but before removing its container: the next start
+    removes it. A container of a run the store does not know is left alone."""
+    from app.core.config import load_settings
+    from app.main import build_manager
+    from app.models import RunRecord, RunStatus
+    from app.store import RunStore
+
+    launcher, spec = make("print('done')")
+    handle = launcher.start(spec)
+    assert launcher.wait(spec.name, handle, timeout=60).succeeded
+    other_launcher, other = make("print('not ours')")
+    other_handle = other_launcher.start(other)
+    assert other_launcher.wait(other.name, other_handle, timeout=60).succeeded
+    assert {spec.name: handle, other.name: other_handle}.items() <= launcher.leftovers().items()
+
+    store = RunStore(output_dir / ".labrun" / "runs.db")
+    store.insert(
+        RunRecord(
+            0, spec.name, RunStatus.QUEUED, "neuraloperator", [], f"2026-01-01/{spec.name}", 0, time.time()
+        )
+    )
+    assert store.mark_running(spec.name, handle, [], launcher="docker")
+    assert store.finish(spec.name, [RunStatus.RUNNING], RunStatus.SUCCEEDED, 0)
+    store.close()
+
+    monkeypatch.setenv("LABRUN_DOCKER_IMAGE", trainer_image)
+    manager = build_manager(load_settings(output_dir=output_dir, launcher="docker", gpus=""))
+    try:
+        manager.reconcile()
+    finally:
+        manager.store.close()
+    assert engine.containers.list(all=True, filters={"id": handle}) == []
+    assert engine.containers.get(other_handle).labels["labrun.run"] == other.name
