@@ -83,6 +83,14 @@ class CancelGuard:
             if self.received:  # Lightning's SIGTERMException
                 raise RunCancelled(self.reason) from None
             raise
+        except Exception as exc:
+            # A process-group SIGTERM also ends the DataLoader workers, and torch's SIGCHLD handler can raise
+            # "worker ... killed by signal: Terminated" before our handler has seen the SIGTERM (it may even
+            # interrupt Lightning's own SIGTERM handler, which runs before ours). That is the cancel too.
+            if self.received or _worker_terminated(exc):
+                self.received = True
+                raise RunCancelled(self.reason) from exc
+            raise
         finally:
             self._defer = False
         if self.received:
@@ -95,3 +103,8 @@ class CancelGuard:
         self._cleaning_up = True
         if threading.current_thread() is threading.main_thread():  # where signal handlers can be set
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # not restored: no DataLoader runs after this
+
+
+def _worker_terminated(exc: BaseException) -> bool:
+    """torch's error for a DataLoader worker that died of SIGTERM (see torch/utils/data/_utils/signal_handling)."""
+    return isinstance(exc, RuntimeError) and "killed by signal: Terminated" in str(exc)

@@ -42,6 +42,19 @@ def test_lightnings_sigterm_exception_becomes_a_cancel(guard):
         raise SIGTERMException
 
 
+def test_a_dataloader_worker_ended_by_sigterm_is_a_cancel_even_before_our_handler_ran(guard):
+    """A group SIGTERM: torch's SIGCHLD handler may raise about the dead worker before the SIGTERM reaches us."""
+    with pytest.raises(RunCancelled), guard.deferred():
+        raise RuntimeError("DataLoader worker (pid 15423) is killed by signal: Terminated. ")
+    assert guard.received and guard.exit_code == 143
+
+
+def test_other_errors_inside_fit_stay_failures(guard):
+    with pytest.raises(RuntimeError, match="Killed"), guard.deferred():
+        raise RuntimeError("DataLoader worker (pid 1) is killed by signal: Killed. ")
+    assert not guard.received
+
+
 def test_sigint_exits_130(guard):
     with pytest.raises(RunCancelled, match="SIGINT"), guard.deferred():
         os.kill(os.getpid(), signal.SIGINT)
