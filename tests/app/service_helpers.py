@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 
 from app.core.config import Settings
+from app.models import RunRecord, RunStatus
 
 ROOT = Path(__file__).resolve().parents[2]
 FAKE_TRAINER = [sys.executable, str(Path(__file__).with_name("fake_trainer.py"))]
@@ -124,3 +125,18 @@ class ServiceProcess:
 
     def client(self) -> httpx.Client:
         return httpx.Client(base_url=self.url, timeout=60)
+
+
+def queued_record(name: str, overrides=("model=fno",), gpu_need: int = 0, **fields) -> RunRecord:
+    """A queued run as the store keeps it, for tests that write the store directly."""
+    return RunRecord(
+        seq=0,
+        name=name,
+        status=RunStatus.QUEUED,
+        config_name="neuraloperator",
+        overrides=list(overrides),
+        run_dir=f"2026-01-01/{name}",
+        gpu_need=gpu_need,
+        created_at=time.time(),
+        **fields,
+    )

@@ -85,25 +85,14 @@ def test_a_run_found_after_an_engine_outage_at_start_up_keeps_the_gpus_it_starte
 ):
     """Killed between starting a run (on GPU 1) and recording it; restarted while the engine was down."""
     from service_helpers import FAKE_TRAINER as TRAINER
+    from service_helpers import queued_record
 
     from app.launchers.base import LaunchSpec
-    from app.models import RunRecord, RunStatus
     from app.store import RunStore
 
     store = RunStore(output_dir / ".labrun" / "runs.db")
     name = "2026-01-01_00-00-00_on_gpu1"
-    store.insert(
-        RunRecord(
-            seq=0,
-            name=name,
-            status=RunStatus.QUEUED,
-            config_name="neuraloperator",
-            overrides=["accelerator=gpu"],
-            run_dir=f"2026-01-01/{name}",
-            gpu_need=1,
-            created_at=time.time(),
-        )
-    )
+    store.insert(queued_record(name, ["accelerator=gpu"], gpu_need=1))
     store.assign_gpus(name, [1])
     launcher = LocalLauncher(TRAINER, output_dir)
     state = launcher.state_dir(name)

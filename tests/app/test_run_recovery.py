@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import time
-
-from service_helpers import FAKE_TRAINER, starts, wait_for
+from service_helpers import FAKE_TRAINER, queued_record, starts, wait_for
 
 from app.launchers.base import LOST, LaunchSpec
 from app.launchers.local import LocalLauncher
@@ -17,19 +15,22 @@ def _store(output_dir) -> RunStore:
 
 
 def _queued(store: RunStore, name: str, overrides=("+fake.sleep=0",)) -> RunRecord:
-    return store.insert(
-        RunRecord(
-            seq=0,
-            name=name,
-            status=RunStatus.QUEUED,
-            config_name="neuraloperator",
-            overrides=list(overrides),
-            run_dir=f"2026-01-01/{name}",
-            gpu_need=0,
-            created_at=time.time(),
-            seed=42,
-        )
-    )
+    return store.insert(queued_record(name, overrides, seed=42))
+
+
+def fail_first_mark_running(store: RunStore) -> None:
+    """The store refuses the first queued -> running write (a disk I/O error), then works again."""
+    import sqlite3
+
+    mark_running, calls = store.mark_running, []
+
+    def flaky(*args, **kwargs):
+        calls.append(args[0])
+        if len(calls) == 1:
+            raise sqlite3.OperationalError("disk I/O error")
+        return mark_running(*args, **kwargs)
+
+    store.mark_running = flaky
 
 
 def _start_outside_the_service(output_dir, name: str, *args: str) -> str:
@@ -79,22 +80,13 @@ def test_a_run_started_but_never_recorded_is_found_not_started_again(make_client
 def test_a_run_started_but_not_recorded_keeps_its_gpus_and_is_adopted(make_client, output_dir):
     """The store refused queued -> running once (disk full, I/O error) after the process had started: the
     run is found again by name (not failed, not started twice) and keeps the GPUs it was started on."""
-    import sqlite3
 
     client = make_client(gpus=(0, 1))
     store = client.app.state.manager.store
     gpu = ["accelerator=gpu", "devices=1", "batch_size=16"]
     holder = client.post("/runs", json={"overrides": [*gpu, "+fake.sleep=1", "+fake.i=0"]}).json()
     wait_for(client, holder["name"], {"running"})  # on GPU 0 until about a second from now
-    mark_running, calls = store.mark_running, []
-
-    def flaky(*args, **kwargs):
-        calls.append(args[0])
-        if len(calls) == 1:
-            raise sqlite3.OperationalError("disk I/O error")
-        return mark_running(*args, **kwargs)
-
-    store.mark_running = flaky
+    fail_first_mark_running(store)
     first = client.post("/runs", json={"overrides": [*gpu, "+fake.sleep=3", "+fake.i=1"]}).json()
     wait_for(client, holder["name"])  # GPU 0 is free again before the first run is retried
     second = client.post("/runs", json={"overrides": [*gpu, "+fake.sleep=0.5", "+fake.i=2"]}).json()
@@ -109,19 +101,10 @@ def test_a_run_started_but_not_recorded_keeps_its_gpus_and_is_adopted(make_clien
 
 
 def test_a_cpu_run_started_but_not_recorded_is_retried_while_it_holds_the_only_slot(make_client, output_dir):
-    import sqlite3
 
     client = make_client(max_cpu_runs=1)
     store = client.app.state.manager.store
-    mark_running, calls = store.mark_running, []
-
-    def flaky(*args, **kwargs):
-        calls.append(args[0])
-        if len(calls) == 1:
-            raise sqlite3.OperationalError("disk I/O error")
-        return mark_running(*args, **kwargs)
-
-    store.mark_running = flaky
+    fail_first_mark_running(store)
     run = client.post("/runs", json={"overrides": ["+fake.sleep=0.5"]}).json()
     done = wait_for(client, run["name"])
     assert done["status"] == "succeeded", done

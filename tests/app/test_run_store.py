@@ -3,27 +3,16 @@
 from __future__ import annotations
 
 import sqlite3
-import time
 
 import pytest
+from service_helpers import queued_record
 
 from app.models import RunRecord, RunStatus
 from app.store import IdempotencyKeyTaken, NameTaken, RunStore, TerminalStateError
 
 
 def _record(name: str, key: str | None = None) -> RunRecord:
-    return RunRecord(
-        seq=0,
-        name=name,
-        status=RunStatus.QUEUED,
-        config_name="neuraloperator",
-        overrides=["model=fno"],
-        run_dir=f"2026-01-01/{name}",
-        gpu_need=0,
-        created_at=time.time(),
-        seed=42,
-        idempotency_key=key,
-    )
+    return queued_record(name, seed=42, idempotency_key=key)
 
 
 @pytest.fixture
