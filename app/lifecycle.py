@@ -11,7 +11,10 @@ Invariants, and how they hold:
   every run it started by name, so nothing runs twice and nothing is lost.
 - Resources (``app/scheduling.py``): a GPU is owned by at most one run; CPU runs are capped at MAX_CPU_RUNS.
   Dispatch is FIFO within each pool (a run waiting for GPUs does not hold back CPU runs, and vice versa).
-- Event-driven: a submission or a run's end wakes the dispatcher at once; there is no polling loop.
+  A launcher that places runs itself (a cluster) gets every queued run at once: its scheduler queues them.
+- Event-driven: a submission or a run's end wakes the dispatcher at once. Runs are followed by one thread
+  each (``Launcher.wait``), or, for a launcher with ``batch_polling``, by one thread asking the engine
+  about all of them in one query per interval.
 """
 
 from __future__ import annotations
@@ -22,13 +25,15 @@ import time
 from collections.abc import Sequence
 
 from app.core.config import Settings
-from app.errors import RunConflict, RunNotFound
-from app.launchers.base import EngineUnavailable, Launcher, LaunchSpec, Outcome
-from app.models import RunCreate, RunRecord, RunStatus
-from app.runfiles import RunFiles, tail
+from app.errors import EngineUnavailable, RunConflict, RunNotFound
+from app.launchers.base import Launcher, LaunchSpec, Outcome
+from app.models import RunRecord, RunStatus
+from app.runfiles import tail
 from app.scheduling import Slots
+from app.statedir import StateDir
 from app.store import IdempotencyKeyTaken, NameTaken, RunStore
-from app.validation import RunValidator, ValidatedRun, hydra_quote
+from app.validation import RunValidator
+from trainer.plan import NameInUse, RunPlan, claim, trainer_args
 
 log = logging.getLogger("labrun.lifecycle")
 ENGINE_RETRY_S = 2.0  # when the engine is down, try to start queued runs again this often
@@ -41,13 +46,14 @@ class RunManager:
         store: RunStore,
         launcher: Launcher,
         validator: RunValidator,
-        files: RunFiles,
+        state: StateDir,
         gpus: Sequence[int],
     ) -> None:
         self.settings, self.store, self.launcher = settings, store, launcher
-        self.validator, self.files, self.gpus = validator, files, tuple(gpus)
+        self.validator, self.state, self.gpus = validator, state, tuple(gpus)
         self._cond = threading.Condition(threading.RLock())
-        self._slots = Slots(gpus, settings.max_cpu_runs)
+        # A launcher that places runs itself gets no GPU ids from us, and no cap: its scheduler queues.
+        self._slots = Slots(gpus, settings.max_cpu_runs, unlimited=launcher.places_runs)
         self._starting: set[str] = set()
         self._active: dict[str, str] = {}  # running run -> handle, while a watcher follows it
         self._cancelling: set[str] = set()
@@ -57,17 +63,20 @@ class RunManager:
         self._stopping = threading.Event()
         self.closing = threading.Event()  # the server is shutting down: log followers end their streams
         self._dispatcher: threading.Thread | None = None
+        self._poller: threading.Thread | None = None
 
     # --- start-up and shut-down ---------------------------------------------------------------------
 
     def reconcile(self) -> None:
         """Recover every unfinished run before accepting new work (after a restart or a kill -9)."""
-        for record in self.store.running():
+        running = self.store.running()
+        try:  # one question for all of them
+            outcomes = self.launcher.poll_many({r.name: r.handle or "" for r in running})
+        except EngineUnavailable:
+            outcomes = {}  # the watchers keep asking until the engine answers
+        for record in running:
             handle = record.handle or ""
-            try:
-                outcome = self.launcher.poll(record.name, handle)
-            except EngineUnavailable:
-                outcome = None  # the watcher keeps asking until the engine answers
+            outcome = outcomes.get(record.name)
             if outcome is not None:  # it ended while the service was down
                 self._finish(record.name, handle, outcome)
             else:
@@ -110,6 +119,9 @@ class RunManager:
     def start(self) -> None:
         self._dispatcher = threading.Thread(target=self._dispatch_loop, name="labrun-dispatcher", daemon=True)
         self._dispatcher.start()
+        if self.launcher.batch_polling:
+            self._poller = threading.Thread(target=self._poll_loop, name="labrun-poller", daemon=True)
+            self._poller.start()
 
     def stop(self) -> None:
         """Stop dispatching and watching; the runs themselves carry on and are re-attached next start."""
@@ -117,44 +129,54 @@ class RunManager:
         self._stopping.set()
         with self._cond:
             self._cond.notify_all()
-        if self._dispatcher is not None:
-            self._dispatcher.join(timeout=10)
+        for thread in (self._dispatcher, self._poller):
+            if thread is not None:
+                thread.join(timeout=10)
 
     # --- requests --------------------------------------------------------------------------------------
 
     def submit(
-        self, request: RunCreate, idempotency_key: str | None = None, rerun_of: str | None = None
+        self,
+        overrides: Sequence[str],
+        config_name: str | None = None,
+        idempotency_key: str | None = None,
+        rerun_of: str | None = None,
     ) -> tuple[RunRecord, bool]:
         """Validate and queue a run; returns (run, replayed) where replayed means an Idempotency-Key hit."""
+        overrides = list(overrides)
         if idempotency_key:
             existing = self.store.get_by_idempotency_key(idempotency_key)
             if existing is not None:
-                return self._replay(existing, request), True
-        validated = self.validator.validate(request.overrides, request.config_name)
-        for attempt in range(1, 10_000):
-            candidate = validated if attempt == 1 else validated.renamed(f"r{attempt}")
-            if candidate.run_dir != "debug" and (self.settings.output_dir / candidate.run_dir).exists():
-                continue  # left over from an earlier store: the trainer would refuse the directory
+                return self._replay(existing, overrides, config_name), True
+        plan = self.validator.plan(overrides, config_name)
+
+        def take(candidate: RunPlan) -> RunRecord:
+            if (self.settings.output_dir / candidate.run_dir).exists():
+                raise NameInUse(
+                    candidate.run_dir
+                )  # left over from an earlier store: the trainer would refuse it
             try:
-                record = self.store.insert(_new_record(candidate, idempotency_key, rerun_of))
-                break
+                return self.store.insert(_new_record(candidate, idempotency_key, rerun_of))
             except NameTaken:
-                continue
-            except IdempotencyKeyTaken:  # a concurrent request with the same key won
-                return self._replay(self.store.get_by_idempotency_key(idempotency_key), request), True
-        else:  # pragma: no cover - ten thousand identical requests in one second
-            raise RunConflict("could not find a free run name; try again")
+                raise NameInUse(candidate.name) from None
+
+        try:
+            _, record = claim(plan, take)
+        except IdempotencyKeyTaken:  # a concurrent request with the same key won
+            existing = self.store.get_by_idempotency_key(idempotency_key or "")
+            return self._replay(existing, overrides, config_name), True
+        except NameInUse:  # pragma: no cover - ten thousand identical requests in one second
+            raise RunConflict("could not find a free run name; try again") from None
         self._wake()
         return record, False
 
     def rerun(self, name: str, idempotency_key: str | None = None) -> RunRecord:
         original = self.get(name)
         overrides = list(original.overrides)
-        current_seed = self.validator.validate(overrides, original.config_name).seed
+        current_seed = self.validator.plan(overrides, original.config_name).seed
         if original.seed is not None and current_seed != original.seed:  # conf/ changed its default seed
             overrides.append(f"seed={original.seed}")
-        request = RunCreate(overrides=overrides, config_name=original.config_name)
-        return self.submit(request, idempotency_key, rerun_of=name)[0]
+        return self.submit(overrides, original.config_name, idempotency_key, rerun_of=name)[0]
 
     def cancel(self, name: str) -> RunRecord:
         with self._cond:
@@ -225,7 +247,7 @@ class RunManager:
         for record in self.store.queued():
             if record.name in self._starting or (record.gpu_need and gpu_blocked):
                 continue
-            if record.gpu_need > len(self.gpus):  # the inventory shrank since it was accepted
+            if record.gpu_need > len(self.gpus) and not self.launcher.places_runs:  # the inventory shrank
                 reason = (
                     f"could not start: needs {record.gpu_need} GPU(s), this server now has {len(self.gpus)}"
                 )
@@ -285,7 +307,7 @@ class RunManager:
             self._starting.discard(name)
             self._slots.free(name)
             if fail_reason:
-                tail_text = tail(self.files.log_path(name), self.settings.log_tail_lines)
+                tail_text = tail(self.state.log(name), self.settings.log_tail_lines)
                 self.store.finish(
                     name, [RunStatus.QUEUED], RunStatus.FAILED, reason=fail_reason, log_tail=tail_text or None
                 )
@@ -295,21 +317,17 @@ class RunManager:
             self._cond.notify_all()
 
     def _spec(self, record: RunRecord, gpus: list[int]) -> LaunchSpec:
-        args = [
-            *record.overrides,
-            f"run_name={hydra_quote(record.name)}",
-            f"log_dir={hydra_quote(str(self.settings.output_dir))}",
-        ]
-        if record.config_name != "neuraloperator":
-            args = ["--config-name", record.config_name, *args]
         return LaunchSpec(
             name=record.name,
-            trainer_args=args,
+            trainer_args=trainer_args(
+                record.name, record.overrides, record.config_name, self.settings.output_dir
+            ),
             gpus=tuple(gpus),
             output_dir=self.settings.output_dir,
-            state_dir=self.files.state_dir(record.name),
-            log_path=self.files.log_path(record.name),
+            state_dir=self.state.run(record.name),
+            log_path=self.state.log(record.name),
             env={"PYTHONUNBUFFERED": "1"},
+            gpu_need=record.gpu_need,
         )
 
     # --- watching ---------------------------------------------------------------------------------------
@@ -320,6 +338,8 @@ class RunManager:
         with self._cond:
             self._slots.hold(record.name, record.gpu_need, gpus)
             self._active[record.name] = handle
+        if self.launcher.batch_polling:
+            return  # the poller follows it
         threading.Thread(
             target=self._watch,
             args=(record.name, handle),
@@ -344,8 +364,26 @@ class RunManager:
                 self._finish(name, handle, outcome)
                 return
 
+    def _poll_loop(self) -> None:
+        """One query for every running run per interval (``batch_polling`` launchers)."""
+        while not self._stopping.wait(self.launcher.poll_interval_s):
+            with self._cond:
+                active = dict(self._active)
+            if not active:
+                continue
+            try:
+                outcomes = self.launcher.poll_many(active)
+            except EngineUnavailable:
+                continue
+            except Exception:
+                log.exception("polling %d run(s) failed; retrying", len(active))
+                continue
+            for name, outcome in outcomes.items():
+                if outcome is not None and not self._stopping.is_set():
+                    self._finish(name, active[name], outcome)
+
     def _finish(self, name: str, handle: str, outcome: Outcome) -> None:
-        log_tail = tail(self.files.log_path(name), self.settings.log_tail_lines) or None
+        log_tail = tail(self.state.log(name), self.settings.log_tail_lines) or None
         with self._cond:
             record = self.store.get(name)
             if outcome.succeeded:
@@ -366,26 +404,28 @@ class RunManager:
         except Exception:
             log.exception("releasing %s failed", name)
 
-    def _replay(self, existing: RunRecord, request: RunCreate) -> RunRecord:
-        same = existing.overrides == list(request.overrides) and existing.config_name == (
-            request.config_name or existing.config_name
+    def _replay(self, existing: RunRecord | None, overrides: list[str], config_name: str | None) -> RunRecord:
+        same = (
+            existing is not None
+            and existing.overrides == overrides
+            and existing.config_name == (config_name or existing.config_name)
         )
         if not same:
             raise RunConflict("this Idempotency-Key was already used for a different request; use a new key")
         return existing
 
 
-def _new_record(v: ValidatedRun, idempotency_key: str | None, rerun_of: str | None) -> RunRecord:
+def _new_record(plan: RunPlan, idempotency_key: str | None, rerun_of: str | None) -> RunRecord:
     return RunRecord(
         seq=0,
-        name=v.name,
+        name=plan.name,
         status=RunStatus.QUEUED,
-        config_name=v.config_name,
-        overrides=v.overrides,
-        run_dir=v.run_dir,
-        gpu_need=v.gpu_need,
+        config_name=plan.config_name,
+        overrides=plan.overrides,
+        run_dir=plan.run_dir,
+        gpu_need=plan.gpu_need,
         created_at=time.time(),
-        seed=v.seed,
+        seed=plan.seed,
         rerun_of=rerun_of,
         idempotency_key=idempotency_key,
     )

@@ -18,15 +18,17 @@ from pathlib import Path
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
-from app.api.routes import health, runs
+from app.api.errors import install_error_handlers
+from app.api.router import api_router
 from app.core.config import Settings, SettingsError, load_settings
-from app.errors import install_error_handlers
 from app.launchers import build_launcher
 from app.lifecycle import RunManager
 from app.runfiles import RunFiles
-from app.store import RunStore
+from app.statedir import StateDir
+from app.store import RunStore, StoreVersionError
 from app.validation import RunValidator
 from trainer.config_cache import cached_base, compose_cached
+from trainer.plan import DeviceLimits
 
 MAX_BODY_BYTES = 1 << 20
 
@@ -93,7 +95,7 @@ class ServiceLock:
             holder = os.read(self.fd, 32).decode(errors="replace").strip() or "?"
             os.close(self.fd)
             raise SettingsError(
-                f"another labrun service (pid {holder}) already serves {path.parent.parent}; "
+                f"another labrun service (pid {holder}) already serves the output directory of {path}; "
                 "stop it, or set LABRUN_OUTPUT_DIR to another directory"
             ) from None
         os.ftruncate(self.fd, 0)
@@ -109,21 +111,27 @@ def _unusable(path: Path, exc: BaseException) -> SettingsError:
     return SettingsError(f"invalid labrun settings:\n  LABRUN_OUTPUT_DIR: cannot use {path}: {exc}")
 
 
-def build_manager(settings: Settings) -> RunManager:
-    gpus = settings.gpu_inventory()
-    db_path = settings.output_dir / ".labrun" / "runs.db"
+def build_manager(settings: Settings, state: StateDir | None = None) -> RunManager:
+    state = state or StateDir(settings.output_dir)
     try:  # e.g. another user's output directory, or a read-only store
-        store = RunStore(db_path)
+        store = RunStore(state.db)
     except (OSError, sqlite3.Error) as exc:
-        raise _unusable(db_path, exc) from None
+        raise _unusable(state.db, exc) from None
+    except StoreVersionError as exc:
+        raise SettingsError(f"invalid labrun settings:\n  LABRUN_OUTPUT_DIR: {exc}") from None
+    launcher = build_launcher(settings, state)
+    gpus = () if launcher.places_runs else settings.gpu_inventory()
+    # What one run may ask for here: the service's GPUs (none to count when the engine places runs) and,
+    # on the CPU, one training process per core.
+    limits = DeviceLimits(gpus=None if launcher.places_runs else len(gpus), cpu_processes=os.cpu_count() or 1)
     return RunManager(
         settings=settings,
         store=store,
-        launcher=build_launcher(settings),
+        launcher=launcher,
         # One real Hydra compose per distinct list of group choices, value overrides applied with Hydra's own
         # routine (trainer/config_cache.py, tested equal to a fresh compose): ~10 ms instead of ~110 ms.
-        validator=RunValidator(settings, gpus, compose=compose_cached, base=cached_base),
-        files=RunFiles(settings.output_dir),
+        validator=RunValidator(settings, limits, compose=compose_cached, base=cached_base),
+        state=state,
         gpus=gpus,
     )
 
@@ -145,19 +153,19 @@ def _check_no_runs_elsewhere(manager: RunManager) -> None:
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Raises SettingsError at once (not at first request) when the settings cannot work."""
     settings = settings or load_settings()
-    state_dir = settings.output_dir / ".labrun"
+    state = StateDir(settings.output_dir)
     try:
-        state_dir.mkdir(parents=True, exist_ok=True)
+        state.root.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise SettingsError(
             f"invalid labrun settings:\n  LABRUN_OUTPUT_DIR: cannot create it: {exc}"
         ) from None
     try:
-        lock = ServiceLock(state_dir / "service.lock")
+        lock = ServiceLock(state.lock)
     except OSError as exc:
-        raise _unusable(state_dir / "service.lock", exc) from None
+        raise _unusable(state.lock, exc) from None
     try:
-        manager = build_manager(settings)
+        manager = build_manager(settings, state)
         _check_no_runs_elsewhere(manager)
     except BaseException:
         lock.release()
@@ -188,8 +196,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.manager = manager
+    app.state.files = RunFiles(state)
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit)
-    app.include_router(runs.router)
-    app.include_router(health.router)
+    app.include_router(api_router)
     return app

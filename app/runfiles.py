@@ -14,6 +14,8 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
+from app.statedir import StateDir
+
 _PROGRESS_FIELDS = {  # progress.json key -> API key
     "epoch": "epoch",
     "max_epochs": "max_epochs",
@@ -25,18 +27,15 @@ _PROGRESS_FIELDS = {  # progress.json key -> API key
 
 
 class RunFiles:
-    def __init__(self, output_dir: Path, cache_size: int = 4096) -> None:
-        self.output_dir = output_dir
-        self.state_root = output_dir / ".labrun" / "runs"
+    def __init__(self, state: StateDir, cache_size: int = 4096) -> None:
+        self.output_dir = state.output_dir
+        self.state = state
         self._cache: OrderedDict[str, tuple[tuple[int, int], dict[str, Any]]] = OrderedDict()
         self._cache_size = cache_size
         self._lock = threading.Lock()
 
-    def state_dir(self, name: str) -> Path:
-        return self.state_root / name
-
     def log_path(self, name: str) -> Path:
-        return self.state_root / name / "log"
+        return self.state.log(name)
 
     def progress(self, run_dir: str) -> dict[str, Any] | None:
         """``{"progress": {...}, "metrics": {...}}`` from the run's progress.json, or None before it exists."""

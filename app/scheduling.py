@@ -2,7 +2,8 @@
 
 Pure bookkeeping, no threads and no I/O: the RunManager calls it under its lock. A GPU is owned by at most
 one run; CPU-only runs are capped at MAX_CPU_RUNS. A run needing ``n`` GPUs takes the ``n`` lowest free
-indices.
+indices. ``unlimited``: the launcher places runs itself (a cluster): every run may start now, with no GPU
+ids from us.
 """
 
 from __future__ import annotations
@@ -11,8 +12,9 @@ from collections.abc import Sequence
 
 
 class Slots:
-    def __init__(self, gpus: Sequence[int], max_cpu_runs: int) -> None:
-        self.gpus = tuple(gpus)
+    def __init__(self, gpus: Sequence[int], max_cpu_runs: int, unlimited: bool = False) -> None:
+        self.unlimited = unlimited
+        self.gpus = () if unlimited else tuple(gpus)
         self.max_cpu_runs = max_cpu_runs
         self._gpu_owner: dict[int, str] = {}
         self._cpu_runs: set[str] = set()
@@ -23,13 +25,18 @@ class Slots:
         return [g for g in self.gpus if g not in self._gpu_owner]
 
     def any_free(self) -> bool:
-        return len(self._cpu_runs) < self.max_cpu_runs or len(self._gpu_owner) < len(self.gpus)
+        return (
+            self.unlimited or len(self._cpu_runs) < self.max_cpu_runs or len(self._gpu_owner) < len(self.gpus)
+        )
 
     def take(self, name: str, gpu_need: int) -> list[int] | None:
         """Reserve what a queued run needs: its GPUs ([] for a CPU run), or None if they are not free.
         A run that still holds resources (its launch failed half-way) gets the same ones again."""
         if name in self._held:
             return list(self._held[name])
+        if self.unlimited:
+            self._held[name] = ()
+            return []
         if gpu_need == 0:
             if len(self._cpu_runs) >= self.max_cpu_runs:
                 return None
@@ -44,6 +51,9 @@ class Slots:
 
     def hold(self, name: str, gpu_need: int, gpus: Sequence[int]) -> None:
         """Account for a run that already has its resources (re-attached after a restart)."""
+        if self.unlimited:
+            self._held[name] = ()
+            return
         if gpu_need == 0:
             self._cpu_runs.add(name)
         for g in gpus:
@@ -55,6 +65,3 @@ class Slots:
         for g in self._held.pop(name, ()):
             if self._gpu_owner.get(g) == name:
                 del self._gpu_owner[g]
-
-    def owner(self, gpu: int) -> str | None:
-        return self._gpu_owner.get(gpu)

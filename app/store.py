@@ -1,10 +1,13 @@
-"""RunStore: every run, in SQLite inside the output directory (``<output_dir>/.labrun/runs.db``).
+"""RunStore: every run, in SQLite inside the output directory (``StateDir.db``).
 
 - WAL: readers never block the writer and survive a kill -9 of the service mid-write.
 - One writer path: every write goes through this class, under one lock, on one connection.
 - Status changes are compare-and-set (``UPDATE ... WHERE status IN (...)``) and stamp their own times;
   a trigger makes terminal statuses final even against a buggy caller.
 - Reads use one connection per thread (the event loop reads directly: an indexed lookup is microseconds).
+- The table's columns are the fields of ``RunRecord``, in order (``COLUMNS``); the schema itself is the sum
+  of the numbered ``MIGRATIONS``, tracked in SQLite's ``user_version``. A store newer than this code is
+  refused rather than misread.
 """
 
 from __future__ import annotations
@@ -14,44 +17,78 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterable
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 from app.models import TERMINAL, RunRecord, RunStatus
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS runs (
-    seq             INTEGER PRIMARY KEY AUTOINCREMENT,
-    name            TEXT NOT NULL UNIQUE,
-    status          TEXT NOT NULL,
-    config_name     TEXT NOT NULL,
-    overrides       TEXT NOT NULL,
-    run_dir         TEXT NOT NULL,
-    gpu_need        INTEGER NOT NULL,
-    seed            TEXT,
-    created_at      REAL NOT NULL,
-    started_at      REAL,
-    finished_at     REAL,
-    exit_code       INTEGER,
-    reason          TEXT,
-    log_tail        TEXT,
-    gpus            TEXT NOT NULL DEFAULT '[]',
-    handle          TEXT,
-    rerun_of        TEXT,
-    idempotency_key TEXT UNIQUE,
-    cancel_requested INTEGER NOT NULL DEFAULT 0,
-    launcher        TEXT
-);
-CREATE INDEX IF NOT EXISTS runs_by_status ON runs (status, seq);
-CREATE TRIGGER IF NOT EXISTS terminal_is_final BEFORE UPDATE OF status ON runs
-WHEN OLD.status IN ('succeeded', 'failed', 'cancelled') AND NEW.status != OLD.status
-BEGIN SELECT RAISE(ABORT, 'terminal status is final'); END;
-"""
-
-_COLUMNS = (
-    "seq, name, status, config_name, overrides, run_dir, gpu_need, seed, created_at, started_at, "
-    "finished_at, exit_code, reason, log_tail, gpus, handle, rerun_of, idempotency_key, cancel_requested"
+# Each step moves the schema one version up; never edit a released step, append a new one.
+MIGRATIONS: tuple[str, ...] = (
+    # 1: the runs table
+    """
+    CREATE TABLE IF NOT EXISTS runs (
+        seq             INTEGER PRIMARY KEY AUTOINCREMENT,
+        name            TEXT NOT NULL UNIQUE,
+        status          TEXT NOT NULL,
+        config_name     TEXT NOT NULL,
+        overrides       TEXT NOT NULL,
+        run_dir         TEXT NOT NULL,
+        gpu_need        INTEGER NOT NULL,
+        seed            TEXT,
+        created_at      REAL NOT NULL,
+        started_at      REAL,
+        finished_at     REAL,
+        exit_code       INTEGER,
+        reason          TEXT,
+        log_tail        TEXT,
+        gpus            TEXT NOT NULL DEFAULT '[]',
+        handle          TEXT,
+        rerun_of        TEXT,
+        idempotency_key TEXT UNIQUE,
+        cancel_requested INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX IF NOT EXISTS runs_by_status ON runs (status, seq);
+    CREATE TRIGGER IF NOT EXISTS terminal_is_final BEFORE UPDATE OF status ON runs
+    WHEN OLD.status IN ('succeeded', 'failed', 'cancelled') AND NEW.status != OLD.status
+    BEGIN SELECT RAISE(ABORT, 'terminal status is final'); END;
+    """,
+    # 2: each run records the launcher that started it
+    "ALTER TABLE runs ADD COLUMN launcher TEXT;",
 )
+SCHEMA_VERSION = len(MIGRATIONS)
+
+COLUMNS = tuple(f.name for f in fields(RunRecord))
+_SELECT = ", ".join(COLUMNS)
+# How a field is kept in its column, where that is not the value itself.
+_JSON = frozenset({"overrides", "seed", "gpus"})
+
+
+def _encode(column: str, value: Any) -> Any:
+    if column in _JSON:
+        return json.dumps(value)
+    if column == "status":
+        return RunStatus(value).value
+    if column == "cancel_requested":
+        return int(value)
+    return value
+
+
+def _decode(column: str, value: Any) -> Any:
+    if column in _JSON:
+        return json.loads(value) if value else None
+    if column == "status":
+        return RunStatus(value)
+    if column == "cancel_requested":
+        return bool(value)
+    return value
+
+
+def _record(row: tuple) -> RunRecord:
+    record = RunRecord(**{column: _decode(column, value) for column, value in zip(COLUMNS, row, strict=True)})
+    if record.gpus is None:
+        record.gpus = []
+    return record
 
 
 class TerminalStateError(RuntimeError):
@@ -66,16 +103,21 @@ class IdempotencyKeyTaken(RuntimeError):
     pass
 
 
+class StoreVersionError(RuntimeError):
+    """The store was written by a newer labrun: this code would misread it."""
+
+
 class RunStore:
     def __init__(self, path: Path) -> None:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
         self._write_lock = threading.Lock()
         self._writer = self._connect()
-        self._writer.executescript(SCHEMA)
-        columns = {row[1] for row in self._writer.execute("PRAGMA table_info(runs)")}
-        if "launcher" not in columns:  # a store from before runs recorded their launcher
-            self._writer.execute("ALTER TABLE runs ADD COLUMN launcher TEXT")
+        try:
+            migrate(self._writer)
+        except BaseException:
+            self._writer.close()
+            raise
         self._local = threading.local()
 
     def _connect(self) -> sqlite3.Connection:
@@ -98,50 +140,33 @@ class RunStore:
 
     # --- reads -------------------------------------------------------------------------------------------
 
+    def _select(self, where: str = "", params: Iterable[Any] = (), tail: str = "") -> list[RunRecord]:
+        sql = f"SELECT {_SELECT} FROM runs {where} {tail}"
+        return [_record(row) for row in self._reader().execute(sql, tuple(params))]
+
     def get(self, name: str) -> RunRecord | None:
-        row = self._reader().execute(f"SELECT {_COLUMNS} FROM runs WHERE name = ?", (name,)).fetchone()
-        return _record(row) if row else None
+        found = self._select("WHERE name = ?", (name,))
+        return found[0] if found else None
 
     def get_by_idempotency_key(self, key: str) -> RunRecord | None:
-        row = (
-            self._reader()
-            .execute(f"SELECT {_COLUMNS} FROM runs WHERE idempotency_key = ?", (key,))
-            .fetchone()
-        )
-        return _record(row) if row else None
+        found = self._select("WHERE idempotency_key = ?", (key,))
+        return found[0] if found else None
 
     def list(self, statuses: Iterable[RunStatus] | None = None, limit: int = 100) -> list[RunRecord]:
         """Newest first."""
-        statuses = list(statuses or [])
-        if statuses:
-            marks = ",".join("?" * len(statuses))
-            sql = f"SELECT {_COLUMNS} FROM runs WHERE status IN ({marks}) ORDER BY seq DESC LIMIT ?"
-            params: tuple = (*[s.value for s in statuses], limit)
-        else:
-            sql, params = f"SELECT {_COLUMNS} FROM runs ORDER BY seq DESC LIMIT ?", (limit,)
-        return [_record(row) for row in self._reader().execute(sql, params)]
+        where, params = _status_filter(statuses)
+        return self._select(where, params, f"ORDER BY seq DESC LIMIT {int(limit)}")
 
     def count(self, statuses: Iterable[RunStatus] | None = None) -> int:
-        statuses = list(statuses or [])
-        if not statuses:
-            return self._reader().execute("SELECT COUNT(*) FROM runs").fetchone()[0]
-        marks = ",".join("?" * len(statuses))
-        sql = f"SELECT COUNT(*) FROM runs WHERE status IN ({marks})"
-        return self._reader().execute(sql, [s.value for s in statuses]).fetchone()[0]
+        where, params = _status_filter(statuses)
+        return self._reader().execute(f"SELECT COUNT(*) FROM runs {where}", params).fetchone()[0]
 
     def queued(self) -> list[RunRecord]:
         """Queued runs, oldest first (FIFO)."""
-        sql = f"SELECT {_COLUMNS} FROM runs WHERE status = 'queued' ORDER BY seq"
-        return [_record(row) for row in self._reader().execute(sql)]
+        return self._select("WHERE status = 'queued'", tail="ORDER BY seq")
 
     def running(self) -> list[RunRecord]:
-        sql = f"SELECT {_COLUMNS} FROM runs WHERE status = 'running' ORDER BY seq"
-        return [_record(row) for row in self._reader().execute(sql)]
-
-    def launcher_of(self, name: str) -> str | None:
-        """The launcher that started the run (None: not started, or recorded before this was kept)."""
-        row = self._reader().execute("SELECT launcher FROM runs WHERE name = ?", (name,)).fetchone()
-        return row[0] if row else None
+        return self._select("WHERE status = 'running'", tail="ORDER BY seq")
 
     def running_elsewhere(self, launcher: str) -> list[tuple[str, str]]:
         """(name, launcher) of the running runs another launcher started."""
@@ -165,22 +190,10 @@ class RunStore:
 
     def insert(self, record: RunRecord) -> RunRecord:
         """Store a new queued run. Raises NameTaken or IdempotencyKeyTaken; sets ``record.seq``."""
-        values = (
-            record.name,
-            RunStatus.QUEUED.value,
-            record.config_name,
-            json.dumps(record.overrides),
-            record.run_dir,
-            record.gpu_need,
-            json.dumps(record.seed),
-            record.created_at,
-            record.rerun_of,
-            record.idempotency_key,
-        )
-        sql = (
-            "INSERT INTO runs (name, status, config_name, overrides, run_dir, gpu_need, seed, created_at,"
-            " rerun_of, idempotency_key) VALUES (?,?,?,?,?,?,?,?,?,?)"
-        )
+        record.status = RunStatus.QUEUED
+        columns = [c for c in COLUMNS if c != "seq"]
+        values = [_encode(c, getattr(record, c)) for c in columns]
+        sql = f"INSERT INTO runs ({', '.join(columns)}) VALUES ({','.join('?' * len(columns))})"
         with self._write_lock:
             try:
                 cursor = self._writer.execute(sql, values)
@@ -188,12 +201,12 @@ class RunStore:
                 if "idempotency_key" in str(exc):
                     raise IdempotencyKeyTaken(record.idempotency_key) from None
                 raise NameTaken(record.name) from None
-        record.seq, record.status = cursor.lastrowid, RunStatus.QUEUED
+        record.seq = cursor.lastrowid
         return record
 
     def assign_gpus(self, name: str, gpus: list[int]) -> bool:
         """Note a queued run's GPUs before its launch (a restart then knows what a found run holds)."""
-        return self._update(name, [RunStatus.QUEUED], {"gpus": json.dumps(gpus)})
+        return self._update(name, [RunStatus.QUEUED], {"gpus": gpus})
 
     def mark_running(
         self,
@@ -204,9 +217,9 @@ class RunStore:
         launcher: str | None = None,
     ) -> bool:
         fields = {
-            "status": RunStatus.RUNNING.value,
+            "status": RunStatus.RUNNING,
             "handle": handle,
-            "gpus": json.dumps(gpus),
+            "gpus": gpus,
             "started_at": started_at or time.time(),
             "launcher": launcher,
         }
@@ -214,7 +227,7 @@ class RunStore:
 
     def request_cancel(self, name: str, requested: bool = True) -> bool:
         """Note that a running run is being cancelled, so its end counts as a cancel even across a restart."""
-        return self._update(name, [RunStatus.RUNNING], {"cancel_requested": int(requested)})
+        return self._update(name, [RunStatus.RUNNING], {"cancel_requested": requested})
 
     def finish(
         self,
@@ -229,7 +242,7 @@ class RunStore:
         if status not in TERMINAL:
             raise ValueError(f"{status} is not a terminal status")
         fields = {
-            "status": status.value,
+            "status": status,
             "exit_code": exit_code,
             "reason": reason,
             "log_tail": log_tail,
@@ -244,7 +257,7 @@ class RunStore:
         assignments = ", ".join(f"{column} = ?" for column in fields)
         marks = ",".join("?" * len(expected))
         sql = f"UPDATE runs SET {assignments} WHERE name = ? AND status IN ({marks})"
-        params = (*fields.values(), name, *[s.value for s in expected])
+        params = (*(_encode(c, v) for c, v in fields.items()), name, *[s.value for s in expected])
         with self._write_lock:
             try:
                 return self._writer.execute(sql, params).rowcount == 1
@@ -252,46 +265,41 @@ class RunStore:
                 raise TerminalStateError(str(exc)) from None
 
 
-def _record(row: tuple) -> RunRecord:
-    (
-        seq,
-        name,
-        status,
-        config_name,
-        overrides,
-        run_dir,
-        gpu_need,
-        seed,
-        created_at,
-        started_at,
-        finished_at,
-        exit_code,
-        reason,
-        log_tail,
-        gpus,
-        handle,
-        rerun_of,
-        idempotency_key,
-        cancel_requested,
-    ) = row
-    return RunRecord(
-        seq=seq,
-        name=name,
-        status=RunStatus(status),
-        config_name=config_name,
-        overrides=json.loads(overrides),
-        run_dir=run_dir,
-        gpu_need=gpu_need,
-        seed=json.loads(seed) if seed else None,
-        created_at=created_at,
-        started_at=started_at,
-        finished_at=finished_at,
-        exit_code=exit_code,
-        reason=reason,
-        log_tail=log_tail,
-        gpus=json.loads(gpus),
-        handle=handle,
-        rerun_of=rerun_of,
-        idempotency_key=idempotency_key,
-        cancel_requested=bool(cancel_requested),
-    )
+def _status_filter(statuses: Iterable[RunStatus] | None) -> tuple[str, list[str]]:
+    values = [RunStatus(s).value for s in statuses or []]
+    if not values:
+        return "", []
+    return f"WHERE status IN ({','.join('?' * len(values))})", values
+
+
+def schema_version(conn: sqlite3.Connection) -> int:
+    """The store's schema version. Stores written before versions were kept (user_version 0) are read off
+    their columns: the migrations they had are exactly those whose columns exist."""
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if version:
+        return version
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(runs)")}
+    if not columns:
+        return 0
+    return 2 if "launcher" in columns else 1
+
+
+def migrate(conn: sqlite3.Connection) -> int:
+    """Bring the store up to SCHEMA_VERSION, one step per transaction; returns the version it found."""
+    found = schema_version(conn)
+    if found > SCHEMA_VERSION:
+        raise StoreVersionError(
+            f"the store {_path(conn)} has schema version {found}, newer than this labrun knows "
+            f"({SCHEMA_VERSION}): it was written by a newer labrun. Upgrade labrun, or set "
+            "LABRUN_OUTPUT_DIR to another directory"
+        )
+    for version in range(found + 1, SCHEMA_VERSION + 1):
+        conn.executescript(f"BEGIN; {MIGRATIONS[version - 1]} PRAGMA user_version = {version}; COMMIT;")
+    if conn.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:  # an unversioned, current store
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+    return found
+
+
+def _path(conn: sqlite3.Connection) -> str:
+    row = conn.execute("PRAGMA database_list").fetchone()
+    return row[2] if row else "?"

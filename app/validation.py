@@ -5,19 +5,15 @@ Two stages, both before anything is stored:
    refused: sweeps, interpolations anywhere (resolvers read the environment and files), Hydra's own keys,
    instantiate-style ``_keys_``, keys that place or name the run, package overrides, group values that are
    not plain option names, and oversized lists.
-2. Composition (``RunValidator.validate``): compose and resolve exactly as the trainer will (same
-   ``trainer.config`` functions), check value types, fix the run's name, derive the GPU need.
+2. Planning (``RunValidator.plan``): the trainer's own run plan (``trainer/plan.py``: compose, check, name,
+   resolve, GPU need), with the service's output directory and devices; its errors become 422s.
 Validation is free of side effects: it creates no directory and writes no file.
 """
 
 from __future__ import annotations
 
-import datetime as dt
-import os
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any
 
 from hydra.core.override_parser.types import Override
@@ -27,8 +23,8 @@ from omegaconf import DictConfig, ListConfig
 from app.core.config import Settings
 from app.errors import InvalidRun
 from trainer import config as trainer_config
-from trainer import naming
 from trainer import overrides as overrides_parser
+from trainer.plan import DeviceLimits, RunPlan, plan_run
 
 # Keys that decide where a run writes or what it is called: the service sets them, a request may not.
 PLACEMENT_KEYS = frozenset(
@@ -47,25 +43,6 @@ PLACEMENT_KEYS = frozenset(
 _RESERVED_KEY = re.compile(r"^_.*_$")  # _target_, _partial_, _args_, _recursive_, _convert_, _self_, ...
 _OPTION_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+-]*$")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-
-
-@dataclass(frozen=True)
-class ValidatedRun:
-    config_name: str
-    overrides: list[str]  # as the client sent them
-    name: str
-    run_dir: str  # relative to the output dir
-    gpu_need: int
-    seed: Any
-    model: str
-    data: str
-    when: dt.datetime
-    debug: bool = False
-
-    def renamed(self, suffix: str) -> ValidatedRun:
-        """The same run under a distinct name (``..._r2``): identical requests in the same second."""
-        name = naming.make_run_name(self.model, self.data, self.overrides, when=self.when, suffix=suffix)
-        return replace(self, name=name, run_dir=_run_dir(name, self.debug))
 
 
 def check_overrides(overrides: Sequence[str], settings: Settings) -> list[Override]:
@@ -168,123 +145,39 @@ def _interpolation(line: str) -> InvalidRun:
     )
 
 
-def _run_dir(name: str, debug: bool) -> str:
-    return naming.DEBUG_DIR if debug else naming.run_subdir(name)
-
-
 class RunValidator:
-    """Composes requests the way the trainer will; one instance per service."""
+    """Plans requests the way the trainer will; one instance per service."""
 
     def __init__(
         self,
         settings: Settings,
-        gpu_inventory: Sequence[int],
+        limits: DeviceLimits,
         compose: Callable[[Sequence[str], str], DictConfig] = trainer_config.compose_config,
         base: Callable[[Sequence[str], str], DictConfig] | None = None,
     ) -> None:
-        """``compose``/``base``: a fresh Hydra compose by default; the service passes the cached ones
-        (``trainer/config_cache.py``), tested to give the same answers."""
+        """``limits``: what a run may ask for on this server; ``compose``/``base``: a fresh Hydra compose
+        by default; the service passes the cached ones (``trainer/config_cache.py``), tested to give the
+        same answers."""
         self.settings = settings
-        self.gpu_count = len(gpu_inventory)
+        self.limits = limits
         self._compose = compose
-        self._base = base or compose
+        self._base = base
 
-    def validate(self, overrides: Sequence[str], config_name: str | None) -> ValidatedRun:
+    def plan(self, overrides: Sequence[str], config_name: str | None) -> RunPlan:
         config_name = config_name or trainer_config.DEFAULT_CONFIG_NAME
         names = trainer_config.config_names()
         if config_name not in names:
             raise InvalidRun(f"unknown config_name {config_name!r}; available: {', '.join(names)}")
         overrides = list(overrides)
         check_overrides(overrides, self.settings)
-        log_dir = f"log_dir={hydra_quote(str(self.settings.output_dir))}"
         try:
-            cfg = trainer_config.compose_checked(
-                [*overrides, log_dir], config_name, compose=self._compose, base=self._base
+            return plan_run(
+                overrides,
+                config_name,
+                log_dir=self.settings.output_dir,
+                limits=self.limits,
+                compose=self._compose,
+                base=self._base,
             )
-            when = dt.datetime.now()
-            name = trainer_config.assign_run_name(cfg, overrides, when=when)
-            choices = cfg.hydra.runtime.choices
-            model, data = str(choices.model), str(choices.data)
-            job = trainer_config.job_config(cfg, in_place=True)  # cfg is this request's own copy
-            trainer_config.check_job(job)  # the trainer's own checks of the resolved config
         except trainer_config.ConfigError as exc:
             raise InvalidRun(str(exc)) from None
-        output_dir = Path(str(job.output_dir))
-        if not output_dir.is_relative_to(
-            self.settings.output_dir
-        ):  # cannot happen with the keys refused above
-            raise InvalidRun("the run's directory would lie outside the output directory")
-        debug = job.get("debug") is True
-        return ValidatedRun(
-            config_name=config_name,
-            overrides=overrides,
-            name=name,
-            run_dir=_run_dir(name, debug),
-            gpu_need=self._gpu_need(job),
-            seed=_plain(job.get("seed")),
-            model=model,
-            data=data,
-            when=when,
-            debug=debug,
-        )
-
-    def _gpu_need(self, job: DictConfig) -> int:
-        accelerator = str(job.get("accelerator", "cpu")).lower()
-        devices = job.get("devices", 1)
-        if accelerator not in ("cpu", "gpu", "cuda", "auto"):
-            raise InvalidRun(f"accelerator={accelerator} is not available here; use cpu, gpu, cuda or auto")
-        if isinstance(devices, ListConfig | list):
-            count = len(devices)
-            if not all(isinstance(d, int) and not isinstance(d, bool) for d in devices):
-                raise InvalidRun(
-                    f"devices={list(devices)}: device ids are integers; ask for a count instead, e.g. "
-                    f"devices={count}"
-                )
-            ids = list(devices)
-            if accelerator != "cpu" and sorted(ids) != list(range(count)):
-                raise InvalidRun(
-                    f"devices={ids}: device ids index the GPUs the service assigns to the run (0..n-1); "
-                    f"ask for a count instead, e.g. devices={count}"
-                )
-        elif isinstance(devices, str) and devices.strip().lower() == "auto":
-            count = 1
-        else:
-            try:
-                if isinstance(devices, float | bool):
-                    raise TypeError(devices)  # int() would quietly turn 1.5 into 1; Lightning refuses it
-                count = int(devices)
-            except (TypeError, ValueError):
-                raise InvalidRun(
-                    f"devices={devices!r} is not a number of devices; write e.g. devices=1"
-                ) from None
-        if count < 1:
-            raise InvalidRun(
-                f"devices={count}: ask for a positive number of devices (all GPUs is not allowed)"
-            )
-        wants_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and self.gpu_count > 0)
-        if not wants_gpu:
-            cores = os.cpu_count() or 1
-            if count > cores:  # each CPU "device" is a training process of its own
-                raise InvalidRun(
-                    f"devices={count} on the CPU starts {count} training processes, but this server has "
-                    f"{cores} cores; ask for at most devices={cores}"
-                )
-            return 0
-        if count > self.gpu_count:
-            raise InvalidRun(
-                f"the run needs {count} GPU(s) (accelerator={accelerator}, devices={count}) but this server has "
-                f"{self.gpu_count}; ask for at most {self.gpu_count}"
-                + (" or use accelerator=cpu" if not self.gpu_count else "")
-            )
-        return count
-
-
-def hydra_quote(value: str) -> str:
-    """A path as one Hydra override value, whatever characters it holds."""
-    if re.fullmatch(r"[A-Za-z0-9_./-]+", value):
-        return value
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
-def _plain(value: Any) -> Any:
-    return value if isinstance(value, int | float | str | bool) or value is None else str(value)

@@ -1,8 +1,8 @@
 """``python -m trainer [--config-name=NAME] [--cfg job|hydra|all] [overrides...]``: one run, start to end.
 
 The run's lifecycle in one place:
-1. compose and check the config (light imports only); bad input -> message on stderr naming the key,
-   exit 2, nothing created;
+1. plan the run (``trainer/plan.py``: compose, check, name; light imports only); bad input -> message on
+   stderr naming the key, exit 2, nothing created;
 2. create the run directory (exit 2 if it exists), write ``.hydra/``, start ``train.log`` and ``run.json``;
 3. import the training stack and train;
 4. rewrite ``run.json`` with how it ended: ``succeeded`` (exit 0), ``failed`` (1) or ``cancelled`` (143 for
@@ -12,7 +12,6 @@ The run's lifecycle in one place:
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import logging
 import os
 import sys
@@ -20,11 +19,12 @@ import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
-from omegaconf import OmegaConf, open_dict
+from omegaconf import OmegaConf
 
-from trainer import config, naming, rundir
+from trainer import config, rundir
+from trainer import plan as run_plan
 from trainer.cancel import CancelGuard, RunCancelled
-from trainer.provenance import RunRecord, utc_now
+from trainer.provenance import RunManifest, utc_now
 
 EXIT_USAGE = 2
 RUN_DIR_ENV, RUN_NAME_ENV = "LABRUN_RUN_DIR", "LABRUN_RUN_NAME"
@@ -59,55 +59,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     overrides = list(args.overrides)
     child_of = _ddp_parent_run()
     try:
-        cfg = config.compose_checked(overrides, args.config_name)
-        if child_of:
-            with open_dict(cfg):
-                cfg.run_name = child_of[1]
-        name = config.assign_run_name(cfg, overrides)
-        job = config.job_config(cfg)
-        config.check_job(job)
+        plan = run_plan.plan_run(
+            overrides,
+            args.config_name,
+            run_name=child_of[1] if child_of else None,
+            keep_config=args.cfg in ("hydra", "all"),
+        )
     except config.ConfigError as exc:
         print(f"error: invalid config: {exc}", file=sys.stderr)
         return EXIT_USAGE
     if args.cfg:
-        _print_cfg(args.cfg, cfg, job)
+        _print_cfg(args.cfg, plan)
         return 0
     if child_of:
-        return execute_ddp_child(job, Path(child_of[0]))
-    named_by_caller = "run_name" in {o.split("=", 1)[0].lstrip("+~") for o in overrides}
-    for attempt in range(2, 100):
-        try:
-            run_dir = rundir.create(job.output_dir, bool(job.debug))
-            break
-        except rundir.RunDirExists as exc:
-            if named_by_caller:
-                print(f"error: {exc}", file=sys.stderr)
-                return EXIT_USAGE
-            # A name we made ourselves, taken by a run started in the same second with the same
-            # overrides: take the next one (<name>_r2, ...) rather than fail.
-            name, job = _rename(cfg, overrides, name, f"r{attempt}")
-        except OSError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return EXIT_USAGE
-    else:
-        print(f"error: no free run directory for {name}", file=sys.stderr)
+        return execute_ddp_child(plan.job, Path(child_of[0]))
+    try:
+        # A generated name taken by a run started in the same second with the same overrides: the next one
+        # (<name>_r2, ...) rather than a failure. A run_name given is never changed.
+        plan, run_dir = run_plan.claim(plan, lambda p: rundir.create(p.job.output_dir))
+    except OSError as exc:  # NameInUse included
+        print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    return execute(job, cfg.hydra, run_dir, name, overrides, args.config_name, started)
-
-
-def _rename(cfg, overrides: list[str], name: str, suffix: str):
-    when = dt.datetime.strptime(name[:19], naming.TIMESTAMP_FORMAT)
-    with open_dict(cfg):
-        cfg.run_name = None
-    name = config.assign_run_name(cfg, overrides, when=when, suffix=suffix)
-    return name, config.job_config(cfg)
+    return execute(plan.job, plan.hydra, run_dir, plan.name, overrides, args.config_name, started)
 
 
 def execute(
     job, hydra_node, run_dir, name: str, overrides: list[str], config_name: str, started: str | None = None
 ) -> int:
-    def new_record() -> RunRecord:
-        return RunRecord(
+    def new_record() -> RunManifest:
+        return RunManifest(
             run_dir / "run.json",
             name=name,
             overrides=overrides,
@@ -120,7 +100,7 @@ def execute(
     # "cancelled". Gathering run.json's provenance (git, package versions) takes a moment; a signal then
     # is only noted, and acted on once run.json exists.
     guard = CancelGuard().install()
-    record: RunRecord | None = None
+    record: RunManifest | None = None
     # Lightning starts the other ranks of a multi-device run by running this command again: they join
     # this run (see execute_ddp_child) instead of creating a run of their own.
     os.environ.update({RUN_DIR_ENV: str(run_dir), RUN_NAME_ENV: name})
@@ -186,10 +166,10 @@ def execute_ddp_child(job, run_dir: Path) -> int:
         guard.uninstall()
 
 
-def _print_cfg(which: str, cfg, job) -> None:
+def _print_cfg(which: str, plan: run_plan.RunPlan) -> None:
     if which == "job":
-        print(OmegaConf.to_yaml(job), end="")
+        print(OmegaConf.to_yaml(plan.job), end="")
     elif which == "hydra":
-        print(OmegaConf.to_yaml({"hydra": cfg.hydra}), end="")
+        print(OmegaConf.to_yaml({"hydra": plan.config.hydra}), end="")
     else:
-        print(OmegaConf.to_yaml(cfg), end="")
+        print(OmegaConf.to_yaml(plan.config), end="")

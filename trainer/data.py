@@ -13,7 +13,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 from pathlib import Path
 
 import lightning as L
@@ -21,6 +20,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from trainer import swe
+from trainer.atomic import replace_atomic
 
 log = logging.getLogger(__name__)
 
@@ -59,25 +59,11 @@ def load_or_generate(
     x, y = swe.generate(spec)
     if write:
         try:
-            _atomic_save({"key": spec.key_fields(), "x": x, "y": y}, path)
+            replace_atomic(path, lambda f: torch.save({"key": spec.key_fields(), "x": x, "y": y}, f))
             log.info("data: cached at %s", path)
         except OSError as exc:  # a cache that cannot be written costs time next run, not this run
             log.warning("data: could not write the cache %s: %s", path, exc)
     return x, y
-
-
-def _atomic_save(obj: dict, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class PairDataset(Dataset):

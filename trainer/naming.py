@@ -26,6 +26,12 @@ DEBUG_DIR = "debug"
 # name. Keep in sync with hydra.job.config.override_dirname.exclude_keys in conf/globals.yaml.
 BOOKKEEPING_KEYS = frozenset({"run_name", "log_dir"})
 
+
+
+class NameInUse(FileExistsError):
+    """A run of that name (or its directory) exists already."""
+
+
 _UNSAFE = re.compile(r"[^A-Za-z0-9._=,+-]")
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9._=,+-]+$")
 _DATED = re.compile(r"^(\d{4}-\d{2}-\d{2})_")

@@ -15,6 +15,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from trainer.atomic import write_atomic
+
 PACKAGES = ("torch", "lightning", "neuraloperator", "torch-harmonics", "hydra-core", "wandb")
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -24,11 +26,8 @@ def utc_now() -> str:
 
 
 def write_json_atomic(path: str | os.PathLike, payload: dict[str, Any]) -> None:
-    """A temporary file in the same directory, then ``os.replace``: readers see the old file or the new."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(payload, indent=2) + "\n")
-    os.replace(tmp, path)
+    """Readers (the service, a user) see the old file or the new one, never half of one."""
+    write_atomic(path, json.dumps(payload, indent=2) + "\n", durable=False)
 
 
 def package_versions() -> dict[str, str | None]:
@@ -69,7 +68,7 @@ def device_names(accelerator: str) -> list[str]:
     return [f"cpu ({os.cpu_count()} cores)"]
 
 
-class RunRecord:
+class RunManifest:
     """The content of run.json, kept in memory and written whole each time."""
 
     def __init__(

@@ -12,14 +12,16 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from trainer.naming import run_subdir
+from trainer.naming import DEBUG_DIR, run_subdir
 
 
 def output_dir(scheme: str, debug: Any) -> str:
-    """The seed's switch: debug runs all share (and overwrite) ``debug``; real runs follow the scheme."""
+    """The seed's switch: real runs follow the scheme (``<date>/<name>``); a debug run goes to
+    ``debug/<name>`` (the seed's single ``debug`` folder, shared and wiped by every debug run, let two debug
+    runs at once destroy each other's files)."""
     if not isinstance(debug, bool):
         raise ValueError(f"debug must be true or false, got {debug!r}")
-    return "debug" if debug else scheme
+    return f"{DEBUG_DIR}/{scheme.rsplit('/', 1)[-1]}" if debug else scheme
 
 
 def int_divide(numerator: Any, denominator: Any) -> int:

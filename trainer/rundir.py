@@ -1,7 +1,7 @@
 """The run directory: created exactly once, then filled with Hydra's records, the log and WandB's files.
 
-Layout (``output_dir`` in conf/globals.yaml): ``<log_dir>/<YYYY-MM-DD>/<name>``, or ``<log_dir>/debug``,
-which every debug run replaces. A real run's directory is made with ``os.mkdir``, which fails when it
+Layout (``output_dir`` in conf/globals.yaml): ``<log_dir>/<YYYY-MM-DD>/<name>``, or
+``<log_dir>/debug/<name>`` for a debug run. A run's directory is made with ``os.mkdir``, which fails when it
 exists: two runs can never share (or overwrite) a directory, even when they start at the same moment.
 """
 
@@ -9,26 +9,24 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from trainer.naming import NameInUse
+
 LOG_FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"
 
 
-class RunDirExists(FileExistsError):
+class RunDirExists(NameInUse):
     pass
 
 
-def create(output_dir: str, debug: bool) -> Path:
+def create(output_dir: str | os.PathLike) -> Path:
+    """Make the run's directory; raises RunDirExists when it exists (runs never share one)."""
     path = Path(output_dir)
-    if debug:
-        shutil.rmtree(path, ignore_errors=True)
-        path.mkdir(parents=True, exist_ok=True)
-        return path
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         os.mkdir(path)

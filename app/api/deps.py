@@ -1,4 +1,8 @@
-"""Dependencies as Annotated aliases, so route signatures read like types."""
+"""Dependencies as Annotated aliases, so route signatures read like types.
+
+Reads go straight to the store and the run files (``StoreDep``, ``FilesDep``); only what changes a run goes
+through the run lifecycle (``ManagerDep``).
+"""
 
 from __future__ import annotations
 
@@ -6,14 +10,28 @@ from typing import Annotated
 
 from fastapi import Depends, Header, Request
 
+from app.errors import RunNotFound
 from app.lifecycle import RunManager
+from app.models import RunRecord
+from app.runfiles import RunFiles
+from app.store import RunStore
 
 
 def get_manager(request: Request) -> RunManager:
     return request.app.state.manager
 
 
+def get_store(request: Request) -> RunStore:
+    return request.app.state.manager.store
+
+
+def get_files(request: Request) -> RunFiles:
+    return request.app.state.files
+
+
 ManagerDep = Annotated[RunManager, Depends(get_manager)]
+StoreDep = Annotated[RunStore, Depends(get_store)]
+FilesDep = Annotated[RunFiles, Depends(get_files)]
 IdempotencyKey = Annotated[
     str | None,
     Header(
@@ -22,3 +40,11 @@ IdempotencyKey = Annotated[
         description="a repeated POST with the same key returns the same run",
     ),
 ]
+
+
+def get_run(store: RunStore, name: str) -> RunRecord:
+    """The run's record, or a 404 naming it."""
+    record = store.get(name)
+    if record is None:
+        raise RunNotFound(name)
+    return record

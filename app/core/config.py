@@ -17,7 +17,7 @@ from typing import Annotated, Any
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-KNOWN_LAUNCHERS = ("local", "docker")
+from app.launchers.registry import LAUNCHERS
 
 
 class Settings(BaseSettings):
@@ -54,8 +54,8 @@ class Settings(BaseSettings):
     @classmethod
     def _known_launcher(cls, value: str) -> str:
         value = value.strip().lower()
-        if value not in KNOWN_LAUNCHERS:
-            raise ValueError(f"unknown launcher {value!r}; choose one of: {', '.join(KNOWN_LAUNCHERS)}")
+        if value not in LAUNCHERS:
+            raise ValueError(f"unknown launcher {value!r}; choose one of: {', '.join(LAUNCHERS)}")
         return value
 
     @field_validator("gpus", mode="before")

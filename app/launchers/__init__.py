@@ -1,27 +1,27 @@
-"""Launchers: one class per engine behind the interface in ``base.py``; ``build_launcher`` picks one."""
+"""Launchers: one class per engine behind the interface in ``base.py``, chosen through ``registry.py``."""
 
 from __future__ import annotations
 
-from pydantic import ValidationError
+from typing import TYPE_CHECKING
 
-from app.core.config import Settings, settings_error
 from app.launchers.base import EngineUnavailable, Launcher, LaunchError, LaunchSpec, Outcome
+from app.launchers.registry import LAUNCHERS, launcher_class
 
-__all__ = ["EngineUnavailable", "LaunchError", "LaunchSpec", "Launcher", "Outcome", "build_launcher"]
+if TYPE_CHECKING:
+    from app.core.config import Settings
+    from app.statedir import StateDir
+
+__all__ = [
+    "LAUNCHERS",
+    "EngineUnavailable",
+    "LaunchError",
+    "LaunchSpec",
+    "Launcher",
+    "Outcome",
+    "build_launcher",
+]
 
 
-def build_launcher(settings: Settings) -> Launcher:
-    """The launcher LABRUN_LAUNCHER names. Engine modules are imported only when chosen (the docker SDK
-    stays out of a local service)."""
-    if settings.launcher == "local":
-        from app.launchers.local import LocalLauncher
-
-        return LocalLauncher.from_settings(settings)
-    if settings.launcher == "docker":
-        from app.launchers.docker import DockerLauncher
-
-        try:
-            return DockerLauncher.from_env(settings)
-        except ValidationError as exc:  # its own LABRUN_DOCKER_* settings
-            raise settings_error(exc, "LABRUN_DOCKER_") from None
-    raise ValueError(f"unknown launcher {settings.launcher!r}")  # Settings already refuses it
+def build_launcher(settings: Settings, state: StateDir) -> Launcher:
+    """The launcher LABRUN_LAUNCHER names, built from the settings by its own constructor."""
+    return launcher_class(settings.launcher).from_settings(settings, state)

@@ -7,14 +7,34 @@ A launcher must make every run findable again *by its name alone* (a state file,
 name): the service may be killed between starting a run and recording its handle, and after a restart
 ``reattach(name)`` is how it learns that the run exists. Exit codes must outlive the service: a run that
 ends while the service is down still reports its true outcome on the next ``poll``.
+
+A launcher declares two things about its engine:
+- ``places_runs``: False (local, Docker) when the service hands it host GPU ids (``LaunchSpec.gpus``) from
+  its own inventory; True (a cluster scheduler) when the engine picks nodes and GPUs itself: the service
+  then keeps no GPU inventory for it, and passes only how many GPUs a run needs (``LaunchSpec.gpu_need``).
+- ``batch_polling``: False when ``wait`` blocks cheaply on one run (a pidfd, the Engine's wait API), so the
+  service follows each run with a thread; True when the engine is best asked about all runs in one query
+  per interval (``poll_many``), as a cluster wants.
+
+A new engine is one new file: a subclass with a ``name``, a ``from_settings`` constructor and the methods
+below, plus one line in ``app/launchers/registry.py``.
 """
 
 from __future__ import annotations
 
 import abc
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
+
+from app.errors import EngineUnavailable, LaunchError
+
+if TYPE_CHECKING:
+    from app.core.config import Settings
+    from app.statedir import StateDir
+
+__all__ = ["LOST", "EngineUnavailable", "LaunchError", "LaunchSpec", "Launcher", "Outcome"]
 
 
 @dataclass(frozen=True)
@@ -23,9 +43,10 @@ class LaunchSpec:
     trainer_args: list[str]  # arguments after `python -m trainer` (overrides, run_name=, log_dir=)
     gpus: tuple[int, ...]  # host GPU indices assigned to this run; empty for a CPU run
     output_dir: Path  # absolute LABRUN_OUTPUT_DIR; the trainer writes <output_dir>/<date>/<name>
-    state_dir: Path  # <output_dir>/.labrun/runs/<name>: the launcher's own files for this run
+    state_dir: Path  # StateDir.run(name): the launcher's own files for this run
     log_path: Path  # where the run's stdout and stderr go (inside state_dir)
     env: dict[str, str] = field(default_factory=dict)  # set by the service, never taken from a request
+    gpu_need: int = 0  # how many GPUs the run needs (== len(gpus) unless the launcher places runs)
 
 
 @dataclass(frozen=True)
@@ -34,7 +55,6 @@ class Outcome:
 
     exit_code: int | None
     reason: str | None = None
-    oom: bool = False
 
     @property
     def succeeded(self) -> bool:
@@ -43,7 +63,7 @@ class Outcome:
     @classmethod
     def from_exit_code(cls, code: int, oom: bool = False) -> Outcome:
         if oom:
-            return cls(code, "killed: out of memory", oom=True)
+            return cls(code, "killed: out of memory")
         if code == 0:
             return cls(0)
         if code < 0 or code > 128:
@@ -55,16 +75,17 @@ class Outcome:
 LOST = "lost while the service was down: no trace of the process or its exit status"
 
 
-class LaunchError(RuntimeError):
-    """The run could not be started (bad image, engine refused, ...). The run fails with this reason."""
-
-
-class EngineUnavailable(RuntimeError):
-    """The engine cannot be reached right now. Runs stay queued (or running) and are retried later."""
-
-
 class Launcher(abc.ABC):
     name: ClassVar[str]
+    places_runs: ClassVar[bool] = False
+    batch_polling: ClassVar[bool] = False
+    poll_interval_s: ClassVar[float] = 5.0  # between two poll_many queries, when batch_polling
+
+    @classmethod
+    @abc.abstractmethod
+    def from_settings(cls, settings: Settings, state: StateDir) -> Launcher:
+        """The launcher for the service. Its own settings (LABRUN_<NAME>_*) are read here; bad ones raise
+        SettingsError naming each variable."""
 
     @abc.abstractmethod
     def start(self, spec: LaunchSpec) -> str:
@@ -74,6 +95,10 @@ class Launcher(abc.ABC):
     @abc.abstractmethod
     def poll(self, name: str, handle: str) -> Outcome | None:
         """None while the run is still going; its Outcome once ended (Outcome(None, LOST) if it vanished)."""
+
+    def poll_many(self, runs: Mapping[str, str]) -> dict[str, Outcome | None]:
+        """``poll`` for many runs (name -> handle) at once; a cluster launcher answers with one query."""
+        return {name: self.poll(name, handle) for name, handle in runs.items()}
 
     @abc.abstractmethod
     def wait(self, name: str, handle: str, timeout: float | None = None) -> Outcome | None:

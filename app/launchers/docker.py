@@ -42,8 +42,9 @@ from docker.types import DeviceRequest, LogConfig, Mount
 from pydantic import ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from app.core.config import settings_error
+from app.core.config import Settings, settings_error
 from app.launchers.base import LOST, EngineUnavailable, Launcher, LaunchError, LaunchSpec, Outcome
+from app.statedir import StateDir
 
 LABEL_RUN = "labrun.run"
 LABEL_OUTPUT_DIR = "labrun.output_dir"
@@ -140,13 +141,13 @@ class DockerLauncher(Launcher):
         self._docker: docker.DockerClient | None = None
 
     @classmethod
-    def from_env(cls, service_settings: Any) -> DockerLauncher:
+    def from_settings(cls, settings: Settings, state: StateDir) -> DockerLauncher:
         """The launcher for the service: LABRUN_DOCKER_* from the environment; bad values stop start-up."""
         try:
-            settings = DockerSettings()
+            docker_settings = DockerSettings()
         except ValidationError as exc:
             raise settings_error(exc, "LABRUN_DOCKER_") from None
-        return cls(settings, Path(service_settings.output_dir))
+        return cls(docker_settings, state.output_dir)
 
     # -- what the Engine is asked for -------------------------------------------------------------------
 
@@ -307,10 +308,14 @@ class DockerLauncher(Launcher):
             client.api.remove_container(handle, force=True)
 
     def leftovers(self) -> dict[str, str]:
+        """This service's run containers only: another labrun on the same Engine (a test instance beside
+        the lab's) labels its own with its own output directory."""
         client = self._client()
         with self._engine("list"):
             # The low-level list: its rows carry the labels, without one inspect call per container.
-            rows = client.api.containers(all=True, filters={"label": LABEL_RUN})
+            # Several label filters must all match.
+            ours = [LABEL_RUN, f"{LABEL_OUTPUT_DIR}={self.output_dir}"]
+            rows = client.api.containers(all=True, filters={"label": ours})
         return {row["Labels"][LABEL_RUN]: row["Id"] for row in rows}
 
     def health(self) -> tuple[bool, str]:
@@ -358,13 +363,17 @@ class DockerLauncher(Launcher):
             raise
 
     def _find(self, client: docker.DockerClient, run_name: str) -> Container | None:
-        """The container of a run: by its derived name, checked against its label."""
+        """The container of a run of this service: by its derived name, checked against its labels. One of
+        another labrun service on the same Engine (another output directory) is not ours: None (starting
+        the run then fails on the name, as it must: that container is not ours to touch)."""
         try:
             container = client.containers.get(container_name(run_name))
         except NotFound:
             return None
         if container.labels.get(LABEL_RUN) != run_name:
             raise LaunchError(f"container {container.name} exists but belongs to another run")
+        if container.labels.get(LABEL_OUTPUT_DIR) != str(self.output_dir):
+            return None
         return container
 
     def _prepare_dirs(self, spec: LaunchSpec) -> None:

@@ -25,9 +25,15 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from app.launchers.base import LOST, Launcher, LaunchError, LaunchSpec, Outcome
-from app.launchers.local_wrapper import start_time, write_atomic
+from app.launchers.local_wrapper import proc_stat, start_time
+from trainer.atomic import write_atomic
+
+if TYPE_CHECKING:
+    from app.core.config import Settings
+    from app.statedir import StateDir
 
 WRAPPER = Path(__file__).with_name("local_wrapper.py")
 
@@ -35,19 +41,16 @@ WRAPPER = Path(__file__).with_name("local_wrapper.py")
 class LocalLauncher(Launcher):
     name = "local"
 
-    def __init__(self, trainer_command: list[str], output_dir: Path) -> None:
+    def __init__(self, trainer_command: list[str], state: StateDir) -> None:
         self.trainer_command = list(trainer_command)
-        self.output_dir = output_dir
+        self.state = state
         self._children: dict[str, subprocess.Popen] = {}  # runs this process started, until reaped
         self._started: set[str] = set()
         self._lock = threading.Lock()
 
     @classmethod
-    def from_settings(cls, settings) -> LocalLauncher:  # noqa: ANN001 - app.core.config.Settings
-        return cls(settings.trainer_command, settings.output_dir)
-
-    def state_dir(self, name: str) -> Path:
-        return self.output_dir / ".labrun" / "runs" / name
+    def from_settings(cls, settings: Settings, state: StateDir) -> LocalLauncher:
+        return cls(settings.trainer_command, state)
 
     # --- Launcher ------------------------------------------------------------------------------------------
 
@@ -148,7 +151,7 @@ class LocalLauncher(Launcher):
 
     def reattach(self, name: str) -> str | None:
         try:
-            pid, started = (self.state_dir(name) / "pid").read_text().split()
+            pid, started = (self.state.run(name) / "pid").read_text().split()
         except (OSError, ValueError):
             return None
         return f"{pid}:{started}"
@@ -168,7 +171,7 @@ class LocalLauncher(Launcher):
 
     def _exit_code(self, name: str) -> int | None:
         try:
-            return int((self.state_dir(name) / "exit_code").read_text())
+            return int((self.state.run(name) / "exit_code").read_text())
         except (OSError, ValueError):
             return None
 
@@ -192,7 +195,7 @@ class LocalLauncher(Launcher):
     def _kill_group(self, name: str, sig: signal.Signals) -> bool:
         """Signal the trainer's process group; False if there is no live trainer to signal."""
         try:
-            pid, started = (self.state_dir(name) / "child_pid").read_text().split()
+            pid, started = (self.state.run(name) / "child_pid").read_text().split()
         except (OSError, ValueError):
             return False
         if not _alive(int(pid), started):  # never signal a group whose leader's pid was reused
@@ -212,8 +215,7 @@ def _parse(handle: str) -> tuple[int, str]:
 def _alive(pid: int, started: str) -> bool:
     """The process exists, is not a zombie, and is the one that started at ``started``."""
     try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
+        fields = proc_stat(pid)
     except (OSError, IndexError):
         return False
     return fields[0] not in ("Z", "X") and fields[19] == started

@@ -1,6 +1,7 @@
 """Runs one trainer process and records how it ended, so the outcome outlives the service.
 
-Usage: python local_wrapper.py STATE_DIR -- COMMAND [ARGS...]   (standard library only; no app imports)
+Usage: python local_wrapper.py STATE_DIR -- COMMAND [ARGS...]   (standard library and trainer/atomic.py
+only: it starts in milliseconds)
 
 The service may be killed at any moment; this small parent stays with the trainer and writes
 ``STATE_DIR/exit_code`` (atomically) when the trainer ends: the return code, negative for a signal.
@@ -18,21 +19,21 @@ import subprocess
 import sys
 from pathlib import Path
 
+if __name__ == "__main__":  # run by path: make the project's packages importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from trainer.atomic import write_atomic  # noqa: E402
+
+
+def proc_stat(pid: int) -> list[str]:
+    """The fields of ``/proc/<pid>/stat`` after the command name (state first); OSError if it is gone."""
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()
+
 
 def start_time(pid: int) -> str:
     """The process's start time in clock ticks since boot (guards against pid reuse)."""
-    with open(f"/proc/{pid}/stat") as f:
-        stat = f.read()
-    return stat.rsplit(")", 1)[1].split()[19]
-
-
-def write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # the service may write the same file
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    return proc_stat(pid)[19]
 
 
 def main(argv: list[str]) -> int:

@@ -11,6 +11,7 @@ from service_helpers import FAKE_TRAINER, submit, wait_for
 import app.main
 from app.launchers.base import EngineUnavailable
 from app.launchers.local import LocalLauncher
+from app.statedir import StateDir
 
 
 class FlakyEngine(LocalLauncher):
@@ -44,7 +45,7 @@ class FlakyEngine(LocalLauncher):
 @pytest.fixture
 def flaky(monkeypatch, output_dir):
     FlakyEngine.down = True
-    monkeypatch.setattr(app.main, "build_launcher", lambda settings: FlakyEngine(FAKE_TRAINER, output_dir))
+    monkeypatch.setattr(app.main, "build_launcher", lambda settings, state: FlakyEngine(FAKE_TRAINER, state))
     yield FlakyEngine
     FlakyEngine.down = False
 
@@ -94,8 +95,8 @@ def test_a_run_found_after_an_engine_outage_at_start_up_keeps_the_gpus_it_starte
     name = "2026-01-01_00-00-00_on_gpu1"
     store.insert(queued_record(name, ["accelerator=gpu"], gpu_need=1))
     store.assign_gpus(name, [1])
-    launcher = LocalLauncher(TRAINER, output_dir)
-    state = launcher.state_dir(name)
+    launcher = LocalLauncher(TRAINER, StateDir(output_dir))
+    state = launcher.state.run(name)
     launcher.start(
         LaunchSpec(
             name=name,

@@ -10,6 +10,7 @@ import pytest
 
 from app.launchers.base import LOST, LaunchError, LaunchSpec
 from app.launchers.local import LocalLauncher
+from app.statedir import StateDir
 
 
 def _script(tmp_path: Path, body: str) -> list[str]:
@@ -19,12 +20,12 @@ def _script(tmp_path: Path, body: str) -> list[str]:
 
 
 def _spec(launcher: LocalLauncher, name: str, gpus=()) -> LaunchSpec:
-    state = launcher.state_dir(name)
+    state = launcher.state.run(name)
     return LaunchSpec(
         name=name,
         trainer_args=["x=1"],
         gpus=tuple(gpus),
-        output_dir=launcher.output_dir,
+        output_dir=launcher.state.output_dir,
         state_dir=state,
         log_path=state / "log",
     )
@@ -34,7 +35,7 @@ def test_exit_code_env_and_log(tmp_path):
     command = _script(
         tmp_path, "print(sys.argv[1:], repr(os.environ['CUDA_VISIBLE_DEVICES']), os.getcwd())\nsys.exit(7)\n"
     )
-    launcher = LocalLauncher(command, tmp_path)
+    launcher = LocalLauncher(command, StateDir(tmp_path))
     handle = launcher.start(_spec(launcher, "r1", gpus=(2, 3)))
     outcome = launcher.wait("r1", handle, timeout=30)
     assert outcome.exit_code == 7 and outcome.reason == "exited with code 7" and not outcome.succeeded
@@ -48,26 +49,26 @@ def test_a_new_service_reattaches_and_gets_the_true_exit_code(tmp_path):
     command = _script(
         tmp_path, "time.sleep(float(sys.argv[-1].split('=')[1]) if False else 0.6)\nsys.exit(3)\n"
     )
-    first = LocalLauncher(command, tmp_path)
+    first = LocalLauncher(command, StateDir(tmp_path))
     first.start(_spec(first, "r1"))
-    second = LocalLauncher(command, tmp_path)  # as after a restart: not the parent of the run
+    second = LocalLauncher(command, StateDir(tmp_path))  # as after a restart: not the parent of the run
     handle = second.reattach("r1")
     assert handle is not None and second.poll("r1", handle) is None
     started = time.monotonic()
     outcome = second.wait("r1", handle, timeout=30)  # pidfd: wakes when it ends, no polling
     assert outcome.exit_code == 3 and time.monotonic() - started < 5
     first.release("r1", handle)
-    third = LocalLauncher(command, tmp_path)  # ended while "down": the exit code is still there
+    third = LocalLauncher(command, StateDir(tmp_path))  # ended while "down": the exit code is still there
     assert third.poll("r1", third.reattach("r1")).exit_code == 3
     assert third.reattach("never-started") is None
 
 
 def test_a_reused_pid_is_not_mistaken_for_the_run(tmp_path):
     command = _script(tmp_path, "time.sleep(30)\n")
-    launcher = LocalLauncher(command, tmp_path)
+    launcher = LocalLauncher(command, StateDir(tmp_path))
     handle = launcher.start(_spec(launcher, "r1"))
     pid = handle.split(":")[0]
-    stranger = LocalLauncher(command, tmp_path)
+    stranger = LocalLauncher(command, StateDir(tmp_path))
     assert stranger.poll("r2", f"{pid}:1") == stranger.poll("r2", f"{pid}:1")  # wrong start time
     assert stranger.poll("r2", f"{pid}:1").reason == LOST
     launcher.cancel("r1", handle, grace_s=5)
@@ -83,7 +84,7 @@ def test_cancel_kills_the_whole_process_group_after_the_grace_period(tmp_path):
             "open('grandchild', 'w').write(str(child.pid))\ntime.sleep(60)\n"
         ),
     )
-    launcher = LocalLauncher(command, tmp_path)
+    launcher = LocalLauncher(command, StateDir(tmp_path))
     handle = launcher.start(_spec(launcher, "r1"))
     deadline = time.monotonic() + 10
     while not (tmp_path / "grandchild").exists() and time.monotonic() < deadline:

@@ -10,6 +10,7 @@ from service_helpers import make_settings
 
 from app.errors import InvalidRun
 from app.validation import RunValidator
+from trainer.plan import DeviceLimits
 
 HOSTILE = [
     # sweeps: a request is one run
@@ -82,9 +83,12 @@ HOSTILE = [
 ]
 
 
+NO_GPUS = DeviceLimits(gpus=0, cpu_processes=os.cpu_count())
+
+
 @pytest.fixture
 def validator(output_dir: Path) -> RunValidator:
-    return RunValidator(make_settings(output_dir), gpu_inventory=())
+    return RunValidator(make_settings(output_dir), NO_GPUS)
 
 
 def _tree(path: Path) -> set[str]:
@@ -141,34 +145,35 @@ def test_hostile_override_is_refused_before_anything_is_written(client, output_d
 )
 def test_refusals_name_the_problem_and_the_fix(validator, overrides, expected):
     with pytest.raises(InvalidRun) as caught:
-        validator.validate(overrides, None)
+        validator.plan(overrides, None)
     assert expected in caught.value.detail
 
 
 def test_config_name_must_be_one_of_the_configs(validator):
     for name in ("../conf/neuraloperator", "globals", "nope", "neuraloperator.yaml"):
         with pytest.raises(InvalidRun, match="unknown config_name"):
-            validator.validate([], name)
+            validator.plan([], name)
 
 
 def test_validation_creates_nothing_and_derives_name_dir_and_gpu_need(output_dir):
-    validator = RunValidator(make_settings(output_dir), gpu_inventory=(0, 1))
-    run = validator.validate(["model=fno", "data=32x64", "training.lr=0.01"], None)
+    validator = RunValidator(make_settings(output_dir), DeviceLimits(gpus=2, cpu_processes=os.cpu_count()))
+    run = validator.plan(["model=fno", "data=32x64", "training.lr=0.01"], None)
     assert run.name.endswith("_fno32x64_data=32x64_model=fno_training.lr=0.01")
     assert run.run_dir == f"{run.name[:10]}/{run.name}"
     assert run.gpu_need == 0 and run.seed == 42 and run.config_name == "neuraloperator"
-    assert validator.validate(["accelerator=gpu", "devices=2", "batch_size=8"], None).gpu_need == 2
-    assert validator.validate(["accelerator=auto"], None).gpu_need == 1
-    assert validator.validate(["debug=true"], None).run_dir == "debug"
+    assert validator.plan(["accelerator=gpu", "devices=2", "batch_size=8"], None).gpu_need == 2
+    assert validator.plan(["accelerator=auto"], None).gpu_need == 1
+    debug = validator.plan(["debug=true"], None)
+    assert debug.run_dir == f"debug/{debug.name}"  # its own folder: two debug runs never share one
     with pytest.raises(InvalidRun, match="ask for a count"):
-        validator.validate(["accelerator=gpu", "devices=[0,3]", "batch_size=8"], None)
+        validator.plan(["accelerator=gpu", "devices=[0,3]", "batch_size=8"], None)
     assert list(output_dir.iterdir()) == []
 
 
 def test_same_request_renamed_stays_distinct(validator):
-    run = validator.validate(["model=fno"], None)
-    assert run.renamed("r2").name == run.name + "_r2"
-    assert run.renamed("r2").run_dir.endswith("_r2")
+    run = validator.plan(["model=fno"], None)
+    assert run.renamed(2).name == run.name + "_r2"
+    assert run.renamed(2).run_dir.endswith("_r2")
 
 
 def test_the_services_fast_compose_validates_exactly_like_a_fresh_compose(output_dir):
@@ -177,8 +182,8 @@ def test_the_services_fast_compose_validates_exactly_like_a_fresh_compose(output
 
     settings = make_settings(output_dir)
     fresh, fast = (
-        RunValidator(settings, ()),
-        RunValidator(settings, (), compose=compose_cached, base=cached_base),
+        RunValidator(settings, NO_GPUS),
+        RunValidator(settings, NO_GPUS, compose=compose_cached, base=cached_base),
     )
     cases = [[h] for h in HOSTILE] + [
         ["data=32x65"],
@@ -197,7 +202,7 @@ def test_the_services_fast_compose_validates_exactly_like_a_fresh_compose(output
 
     def answer(validator, overrides):
         try:
-            run = validator.validate(overrides, None)
+            run = validator.plan(overrides, None)
         except InvalidRun as exc:
             return exc.detail
         return (

@@ -241,7 +241,7 @@ def test_follow_misses_no_line_written_as_it_starts_and_splits_no_character(clie
 
     run = submit(client, "+fake.lines=3")
     wait_for(client, run["name"])
-    log_path = client.app.state.manager.files.log_path(run["name"])
+    log_path = client.app.state.files.log_path(run["name"])
     real_tail = routes.tail_of
 
     def tail_then_a_line_arrives(*args, **kwargs):

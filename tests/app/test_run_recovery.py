@@ -7,6 +7,7 @@ from service_helpers import FAKE_TRAINER, queued_record, starts, wait_for
 from app.launchers.base import LOST, LaunchSpec
 from app.launchers.local import LocalLauncher
 from app.models import RunRecord, RunStatus
+from app.statedir import StateDir
 from app.store import RunStore
 
 
@@ -34,8 +35,8 @@ def fail_first_mark_running(store: RunStore) -> None:
 
 
 def _start_outside_the_service(output_dir, name: str, *args: str) -> str:
-    launcher = LocalLauncher(FAKE_TRAINER, output_dir)
-    state = launcher.state_dir(name)
+    launcher = LocalLauncher(FAKE_TRAINER, StateDir(output_dir))
+    state = launcher.state.run(name)
     spec = LaunchSpec(
         name=name,
         trainer_args=[*args, f"run_name={name}", f"log_dir={output_dir}"],
@@ -67,7 +68,7 @@ def test_a_run_started_but_never_recorded_is_found_not_started_again(make_client
         _queued(store, name)
     # The service was killed after the launcher started these two and before it recorded them as running.
     handle = _start_outside_the_service(output_dir, ended, "+fake.exit=4")
-    LocalLauncher(FAKE_TRAINER, output_dir).wait(ended, handle, timeout=30)
+    LocalLauncher(FAKE_TRAINER, StateDir(output_dir)).wait(ended, handle, timeout=30)
     _start_outside_the_service(output_dir, running, "+fake.sleep=1")
     client = make_client(max_cpu_runs=1)
     first = wait_for(client, ended)
@@ -133,4 +134,4 @@ def test_runs_going_under_another_launcher_stop_the_start_with_a_clear_message(m
 def test_the_launcher_that_started_a_run_is_recorded(client):
     run = client.post("/runs", json={"overrides": ["+fake.sleep=0"]}).json()
     wait_for(client, run["name"])
-    assert client.app.state.manager.store.launcher_of(run["name"]) == "local"
+    assert client.app.state.manager.store.get(run["name"]).launcher == "local"

@@ -12,7 +12,7 @@ def test_gpus_are_never_shared_and_come_back_when_freed():
     assert slots.take("c", 2) == [2, 3]
     assert slots.take("d", 1) is None and slots.free_gpus == []
     slots.free("a")
-    assert slots.take("d", 1) == [0] and slots.owner(1) is None and slots.owner(2) == "c"
+    assert slots.take("d", 1) == [0] and slots.free_gpus == [1]  # c keeps 2 and 3
 
 
 def test_cpu_runs_are_capped_and_held_runs_count():
@@ -27,3 +27,11 @@ def test_a_reattached_gpu_run_keeps_its_gpus():
     slots = Slots([0, 1], max_cpu_runs=1)
     slots.hold("old", 1, [1])
     assert slots.take("new", 1) == [0] and slots.take("more", 1) is None
+
+
+def test_a_launcher_that_places_runs_gets_every_run_and_no_gpu_ids():
+    slots = Slots([0], max_cpu_runs=1, unlimited=True)
+    assert [slots.take(name, need) for name, need in (("a", 4), ("b", 0), ("c", 0))] == [[], [], []]
+    assert slots.any_free() and slots.free_gpus == []
+    slots.free("a")
+    assert slots.take("a", 4) == []

@@ -13,20 +13,13 @@ from pathlib import Path
 import pytest
 
 from app.launchers.base import EngineUnavailable, LaunchError, LaunchSpec
-from app.launchers.docker import DockerLauncher, DockerSettings, container_name
+from app.launchers.docker import LABEL_OUTPUT_DIR, DockerLauncher, DockerSettings, container_name
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.timeout(2400)]
 
 
 def py(code: str) -> tuple[str, ...]:
     return ("python", "-c", code)
-
-
-@pytest.fixture
-def output_dir(tmp_path: Path) -> Path:
-    out = tmp_path / "outputs"
-    out.mkdir()
-    return out
 
 
 @pytest.fixture
@@ -81,16 +74,22 @@ def test_non_zero_exit(make):
     launcher.release(spec.name, handle)
 
 
+def started_until(make, engine, code: str, text: str):
+    """(launcher, spec, handle) of a run of ``code``, running and past printing ``text``."""
+    launcher, spec = make(code)
+    handle = launcher.start(spec)
+    wait_running(engine, handle)
+    _wait_for_text(spec.log_path, text)
+    return launcher, spec, handle
+
+
 def test_cancel_stops_with_sigterm(make, engine):
     code = (
         "import signal, sys, time\n"
         "def bye(*_):\n print('got SIGTERM', flush=True); sys.exit(143)\n"
         "signal.signal(signal.SIGTERM, bye)\nprint('running', flush=True)\ntime.sleep(600)\n"
     )
-    launcher, spec = make(code)
-    handle = launcher.start(spec)
-    wait_running(engine, handle)
-    _wait_for_text(spec.log_path, "running")
+    launcher, spec, handle = started_until(make, engine, code, "running")
     started = time.monotonic()
     launcher.cancel(spec.name, handle, grace_s=10)
     assert time.monotonic() - started < 8  # it stopped on SIGTERM, well before the grace ran out
@@ -102,16 +101,13 @@ def test_cancel_stops_with_sigterm(make, engine):
 
 def test_cancel_kills_after_the_grace_period(make, engine):
     code = "import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\nprint('stubborn', flush=True)\ntime.sleep(600)\n"
-    launcher, spec = make(code)
-    handle = launcher.start(spec)
-    wait_running(engine, handle)
-    _wait_for_text(spec.log_path, "stubborn")
+    launcher, spec, handle = started_until(make, engine, code, "stubborn")
     started = time.monotonic()
     launcher.cancel(spec.name, handle, grace_s=2)
     took = time.monotonic() - started
     assert 1.5 < took < 15
     outcome = launcher.poll(spec.name, handle)
-    assert outcome.exit_code == 137 and not outcome.oom
+    assert outcome.exit_code == 137 and outcome.reason != "killed: out of memory"
     assert outcome.reason == "killed by signal 9 (exit code 137)"
     launcher.release(spec.name, handle)
 
@@ -122,7 +118,7 @@ def test_out_of_memory_kill(make):
     )
     handle = launcher.start(spec)
     outcome = launcher.wait(spec.name, handle, timeout=120)
-    assert outcome.oom and outcome.reason == "killed: out of memory"
+    assert outcome.reason == "killed: out of memory"
     assert outcome.exit_code == 137
     assert "survived" not in spec.log_path.read_text()
     launcher.release(spec.name, handle)
@@ -140,7 +136,7 @@ def test_a_helper_killed_for_memory_does_not_fail_a_run_that_exits_0(make):
     handle = launcher.start(spec)
     outcome = launcher.wait(spec.name, handle, timeout=120)
     assert "helper exited -9" in spec.log_path.read_text()
-    assert outcome.succeeded and outcome.exit_code == 0 and not outcome.oom
+    assert outcome.succeeded and outcome.exit_code == 0 and outcome.reason is None
     launcher.release(spec.name, handle)
 
 
@@ -273,16 +269,34 @@ def test_gpu_request_on_an_engine_without_nvidia_fails_cleanly(make, engine):
     assert engine.containers.list(all=True, filters={"label": f"labrun.run={spec.name}"}) == []
 
 
-def test_a_container_whose_outcome_was_recorded_is_removed_at_the_next_start(
-    make, engine, output_dir, trainer_image, monkeypatch
-):
-    """The service died after recording a run's end but before removing its container: the next start
-    removes it. A container of a run the store does not know is left alone."""
+def start_up_after_recording_the_end_of(output_dir: Path, name: str, handle: str, image: str, monkeypatch):
+    """One start-up (re-attach, release) of the service on ``output_dir``, whose store says that ``name``
+    ran in container ``handle`` and ended: a service that died between recording and releasing left it."""
     from app.core.config import load_settings
     from app.main import build_manager
     from app.models import RunRecord, RunStatus
     from app.store import RunStore
 
+    store = RunStore(output_dir / ".labrun" / "runs.db")
+    store.insert(
+        RunRecord(0, name, RunStatus.QUEUED, "neuraloperator", [], f"2026-01-01/{name}", 0, time.time())
+    )
+    assert store.mark_running(name, handle, [], launcher="docker")
+    assert store.finish(name, [RunStatus.RUNNING], RunStatus.SUCCEEDED, 0)
+    store.close()
+    monkeypatch.setenv("LABRUN_DOCKER_IMAGE", image)
+    manager = build_manager(load_settings(output_dir=output_dir, launcher="docker", gpus=""))
+    try:
+        manager.reconcile()
+    finally:
+        manager.store.close()
+
+
+def test_a_container_whose_outcome_was_recorded_is_removed_at_the_next_start(
+    make, engine, output_dir, trainer_image, monkeypatch
+):
+    """The service died after recording a run's end but before removing its container: the next start
+    removes it. A container of a run the store does not know is left alone."""
     launcher, spec = make("print('done')")
     handle = launcher.start(spec)
     assert launcher.wait(spec.name, handle, timeout=60).succeeded
@@ -291,21 +305,27 @@ def test_a_container_whose_outcome_was_recorded_is_removed_at_the_next_start(
     assert other_launcher.wait(other.name, other_handle, timeout=60).succeeded
     assert {spec.name: handle, other.name: other_handle}.items() <= launcher.leftovers().items()
 
-    store = RunStore(output_dir / ".labrun" / "runs.db")
-    store.insert(
-        RunRecord(
-            0, spec.name, RunStatus.QUEUED, "neuraloperator", [], f"2026-01-01/{spec.name}", 0, time.time()
-        )
-    )
-    assert store.mark_running(spec.name, handle, [], launcher="docker")
-    assert store.finish(spec.name, [RunStatus.RUNNING], RunStatus.SUCCEEDED, 0)
-    store.close()
-
-    monkeypatch.setenv("LABRUN_DOCKER_IMAGE", trainer_image)
-    manager = build_manager(load_settings(output_dir=output_dir, launcher="docker", gpus=""))
-    try:
-        manager.reconcile()
-    finally:
-        manager.store.close()
+    start_up_after_recording_the_end_of(output_dir, spec.name, handle, trainer_image, monkeypatch)
     assert engine.containers.list(all=True, filters={"id": handle}) == []
     assert engine.containers.get(other_handle).labels["labrun.run"] == other.name
+
+
+def test_another_services_containers_are_left_alone(
+    make, engine, output_dir, tmp_path, trainer_image, monkeypatch
+):
+    """Two labrun services on one Engine (a test instance beside the lab's), each with its own output
+    directory: neither lists, re-attaches or, at start-up, releases the other's containers, even for a run
+    of the same name whose end its own store has recorded."""
+    launcher, spec = make("print('the lab service run')")
+    handle = launcher.start(spec)
+    assert launcher.wait(spec.name, handle, timeout=60).succeeded
+    other_dir = tmp_path / "other-outputs"
+    other_dir.mkdir()
+    other = DockerLauncher(DockerSettings(image=trainer_image), other_dir, command=py("print('other')"))
+
+    assert launcher.leftovers().get(spec.name) == handle and launcher.reattach(spec.name) == handle
+    assert spec.name not in other.leftovers()
+    assert other.reattach(spec.name) is None
+
+    start_up_after_recording_the_end_of(other_dir, spec.name, handle, trainer_image, monkeypatch)
+    assert engine.containers.get(handle).labels[LABEL_OUTPUT_DIR] == str(output_dir)

@@ -17,6 +17,7 @@ from app.launchers.docker import (
     DockerSettings,
     container_name,
 )
+from app.statedir import StateDir
 
 IMAGE_ID = "sha256:" + "ab" * 32
 
@@ -192,7 +193,7 @@ def test_from_env_reads_labrun_docker_variables(tmp_path, monkeypatch):
     class ServiceSettings:
         output_dir = tmp_path
 
-    lc = DockerLauncher.from_env(ServiceSettings())
+    lc = DockerLauncher.from_settings(ServiceSettings(), StateDir(ServiceSettings().output_dir))
     assert lc.settings.image == "labrun-trainer:abc"
     assert lc.settings.memory == "12g"
     assert lc.output_dir == tmp_path
@@ -223,5 +224,6 @@ def test_out_of_memory_flag_does_not_fail_a_run_that_exited_0():
 
     assert _outcome(state(0, True)).succeeded
     assert _outcome(state(137, True)).reason == "killed: out of memory"
-    assert _outcome(state(1, True)).oom  # a DataLoader worker killed for memory fails the run
+    # a DataLoader worker killed for memory fails the run
+    assert _outcome(state(1, True)).reason == "killed: out of memory"
     assert _outcome(Container(attrs={"State": {"Status": "running"}})) is None

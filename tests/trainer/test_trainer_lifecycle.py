@@ -80,17 +80,24 @@ def test_uninstall_restores_the_previous_handlers():
 
 def test_run_directory_is_created_once(tmp_path):
     target = tmp_path / "2026-01-01" / "run"
-    assert rundir.create(str(target), debug=False) == target and target.is_dir()
+    assert rundir.create(str(target)) == target and target.is_dir()
     with pytest.raises(rundir.RunDirExists, match="already exists"):
-        rundir.create(str(target), debug=False)
+        rundir.create(str(target))
 
 
-def test_debug_directory_is_replaced(tmp_path):
-    target = tmp_path / "debug"
-    rundir.create(str(target), debug=True)
-    (target / "old").touch()
-    rundir.create(str(target), debug=True)
-    assert list(target.iterdir()) == []
+def test_two_debug_runs_at_once_never_share_or_wipe_a_folder(tmp_path):
+    """The seed's debug runs all used (and first deleted) <log_dir>/debug: two at once wiped each other."""
+    from trainer_helpers import TINY
+
+    from trainer import plan as run_plan
+
+    plans = [
+        run_plan.plan_run([*TINY, f"log_dir={tmp_path}", "debug=true", f"seed={seed}"]) for seed in (1, 2)
+    ]
+    dirs = [run_plan.claim(p, lambda c: rundir.create(c.job.output_dir))[1] for p in plans]
+    (dirs[0] / "checkpoint").touch()
+    assert dirs[0] != dirs[1] and all(d.parent == tmp_path / "debug" for d in dirs)
+    assert (dirs[0] / "checkpoint").exists()  # the second debug run left the first one's files alone
 
 
 @pytest.mark.parametrize(
@@ -148,7 +155,7 @@ def test_run_record_names_the_image_and_the_baked_code_version(tmp_path, monkeyp
         "commit": "1a2b3c",
         "dirty": None,
     }  # no .git
-    record = provenance.RunRecord(tmp_path / "run.json", name="n", overrides=["a=1"], config_name="c", seed=1)
+    record = provenance.RunManifest(tmp_path / "run.json", name="n", overrides=["a=1"], config_name="c", seed=1)
     record.write()
     assert json.loads((tmp_path / "run.json").read_text())["status"] == "running"
     record.finish("failed", "ValueError: x")

@@ -11,7 +11,7 @@ from trainer import resolvers
 
 def test_output_dir_switches_to_debug():
     assert resolvers.output_dir("2026-01-01/x", False) == "2026-01-01/x"
-    assert resolvers.output_dir("2026-01-01/x", True) == "debug"
+    assert resolvers.output_dir("2026-01-01/x", True) == "debug/x"  # each debug run has its own folder
     with pytest.raises(ValueError, match="debug must be true or false"):
         resolvers.output_dir("x", "yes")
 

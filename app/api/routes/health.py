@@ -5,14 +5,15 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
-from app.api.deps import ManagerDep
-from app.models import Health, RunStatus
+from app.api.deps import ManagerDep, StoreDep
+from app.api.public import Health
+from app.models import RunStatus
 
 router = APIRouter(tags=["health"])
 
 
 @router.get("/healthz", response_model=Health, responses={503: {"model": Health}})
-def healthz(manager: ManagerDep) -> JSONResponse:
+def healthz(manager: ManagerDep, store: StoreDep) -> JSONResponse:
     """200 when runs can start; 503 (same body) when the launcher's engine is down (runs stay queued)."""
     try:
         ok, detail = manager.launcher.health()
@@ -24,7 +25,7 @@ def healthz(manager: ManagerDep) -> JSONResponse:
         launcher_ok=ok,
         detail=detail,
         gpus=list(manager.gpus),
-        queued=manager.store.count([RunStatus.QUEUED]),
-        running=manager.store.count([RunStatus.RUNNING]),
+        queued=store.count([RunStatus.QUEUED]),
+        running=store.count([RunStatus.RUNNING]),
     )
     return JSONResponse(health.model_dump(), status_code=200 if ok else 503)

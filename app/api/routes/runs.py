@@ -1,4 +1,5 @@
-"""/runs: submit, look up, list, read logs, cancel, rerun. Thin: each route calls the RunManager once.
+"""/runs: submit, look up, list, read logs, cancel, rerun. Thin: reads go to the store and the run files,
+changes to the RunManager, once each; ``app/api/public.py`` turns records into answers.
 
 Reads (GET) are async and read SQLite and progress.json directly on the event loop: both are
 microsecond-scale, cheaper than a hop to the thread pool. Anything that composes a config (POST) or waits
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import codecs
+import threading
 from collections.abc import AsyncIterator
 from typing import Annotated
 
@@ -16,11 +18,13 @@ from fastapi import APIRouter, Query, Response
 from fastapi.responses import PlainTextResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from app.api.deps import IdempotencyKey, ManagerDep
+from app.api.deps import FilesDep, IdempotencyKey, ManagerDep, StoreDep, get_run
+from app.api.public import RunCreate, RunPublic, RunsPublic, run_public, runs_public
 from app.errors import InvalidRun
-from app.lifecycle import RunManager
-from app.models import RunCreate, RunPublic, RunRecord, RunsPublic, RunStatus
+from app.models import RunStatus
+from app.runfiles import RunFiles
 from app.runfiles import tail as tail_of
+from app.store import RunStore
 
 router = APIRouter(prefix="/runs", tags=["runs"])
 FOLLOW_INTERVAL_S = 0.25
@@ -28,38 +32,36 @@ MAX_LOG_LINES = 100_000
 FOLLOW_CHUNK_BYTES = 1 << 20
 
 
-def _public(manager: RunManager, record: RunRecord, position: int | None = None) -> RunPublic:
-    if record.status == RunStatus.QUEUED and position is None:
-        position = manager.store.queue_position(record)
-    progress = manager.files.progress(record.run_dir) if record.status != RunStatus.QUEUED else None
-    return RunPublic.from_record(record, position, progress)
-
-
 @router.post("", status_code=201, response_model=RunPublic)
 async def submit_run(
-    body: RunCreate, manager: ManagerDep, response: Response, idempotency_key: IdempotencyKey = None
+    body: RunCreate,
+    manager: ManagerDep,
+    files: FilesDep,
+    response: Response,
+    idempotency_key: IdempotencyKey = None,
 ) -> RunPublic:
     """Validate the overrides (422 naming the override and the fix), fix the run's name, queue it."""
-    record, replayed = await run_in_threadpool(manager.submit, body, idempotency_key)
+    record, replayed = await run_in_threadpool(
+        manager.submit, body.overrides, body.config_name, idempotency_key
+    )
     response.headers["Location"] = f"/runs/{record.name}"
     if replayed:
         response.headers["Idempotent-Replayed"] = "true"
-    return _public(manager, record)
+    return run_public(record, manager.store, files)
 
 
 @router.get("", response_model=RunsPublic)
 async def list_runs(
-    manager: ManagerDep,
+    store: StoreDep,
+    files: FilesDep,
     status: Annotated[list[str] | None, Query(description="e.g. queued, or running,queued")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> RunsPublic:
     """Runs, newest first."""
     statuses = _statuses(status or [])
-    records = manager.store.list(statuses, limit)
-    positions = manager.store.queue_positions() if any(r.status == RunStatus.QUEUED for r in records) else {}
-    data = [_public(manager, r, positions.get(r.name)) for r in records]
-    count = len(data) if len(data) < limit else manager.store.count(statuses)
-    return RunsPublic(data=data, count=count)
+    records = store.list(statuses, limit)
+    total = len(records) if len(records) < limit else store.count(statuses)
+    return runs_public(records, total, store, files)
 
 
 def _statuses(values: list[str]) -> list[RunStatus]:
@@ -72,19 +74,21 @@ def _statuses(values: list[str]) -> list[RunStatus]:
 
 
 @router.get("/{name}", response_model=RunPublic)
-async def get_run(name: str, manager: ManagerDep) -> RunPublic:
-    return _public(manager, manager.get(name))
+async def read_run(name: str, store: StoreDep, files: FilesDep) -> RunPublic:
+    return run_public(get_run(store, name), store, files)
 
 
 @router.get("/{name}/logs", response_class=PlainTextResponse)
 async def run_logs(
     name: str,
+    store: StoreDep,
+    files: FilesDep,
     manager: ManagerDep,
     tail: Annotated[int | None, Query(ge=0, le=MAX_LOG_LINES, description="only the last N lines")] = None,
     follow: Annotated[bool, Query(description="stream until the run ends")] = False,
 ) -> Response:
-    manager.get(name)  # 404 for an unknown run
-    path = manager.files.log_path(name)
+    get_run(store, name)  # 404 for an unknown run
+    path = files.log_path(name)
     lines = MAX_LOG_LINES if tail is None else tail
     if not follow:
         return PlainTextResponse(tail_of(path, lines))
@@ -93,20 +97,23 @@ async def run_logs(
     except OSError:
         offset = 0
     text = tail_of(path, lines, end=offset)
-    return StreamingResponse(_follow(manager, name, text, offset), media_type="text/plain")
+    follower = _follow(store, files, name, text, offset, manager.closing)
+    return StreamingResponse(follower, media_type="text/plain")
 
 
-async def _follow(manager: RunManager, name: str, first: str, offset: int) -> AsyncIterator[str]:
-    path = manager.files.log_path(name)
+async def _follow(
+    store: RunStore, files: RunFiles, name: str, first: str, offset: int, closing: threading.Event
+) -> AsyncIterator[str]:
+    path = files.log_path(name)
     decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")  # a chunk may end mid-character
     yield first
     while True:
-        ended = manager.get(name).status.is_terminal()  # read before the file: no line is missed
+        ended = get_run(store, name).status.is_terminal()  # read before the file: no line is missed
         chunk = _read_from(path, offset, FOLLOW_CHUNK_BYTES)
         if chunk:
             offset += len(chunk)
             yield decoder.decode(chunk)
-        elif ended or manager.closing.is_set():  # the server is shutting down: end cleanly, not cut off
+        elif ended or closing.is_set():  # the server is shutting down: end cleanly, not cut off
             yield decoder.decode(b"", final=True)
             return
         else:
@@ -123,13 +130,15 @@ def _read_from(path, offset: int, limit: int) -> bytes:  # noqa: ANN001
 
 
 @router.post("/{name}/cancel", response_model=RunPublic)
-async def cancel_run(name: str, manager: ManagerDep) -> RunPublic:
+async def cancel_run(name: str, manager: ManagerDep, files: FilesDep) -> RunPublic:
     """A queued run leaves the queue; a running one gets SIGTERM, a grace period, then SIGKILL.
     409 if the run already finished."""
-    return _public(manager, await run_in_threadpool(manager.cancel, name))
+    return run_public(await run_in_threadpool(manager.cancel, name), manager.store, files)
 
 
 @router.post("/{name}/rerun", status_code=201, response_model=RunPublic)
-async def rerun_run(name: str, manager: ManagerDep, idempotency_key: IdempotencyKey = None) -> RunPublic:
+async def rerun_run(
+    name: str, manager: ManagerDep, files: FilesDep, idempotency_key: IdempotencyKey = None
+) -> RunPublic:
     """A new run with the same overrides and seed; its ``rerun_of`` names the original."""
-    return _public(manager, await run_in_threadpool(manager.rerun, name, idempotency_key))
+    return run_public(await run_in_threadpool(manager.rerun, name, idempotency_key), manager.store, files)

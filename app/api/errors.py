@@ -1,0 +1,64 @@
+"""The one place where the domain's exceptions (``app/errors.py``) become HTTP answers.
+
+    RunNotFound        404
+    InvalidRun         422  (also FastAPI's own body validation, as one readable sentence)
+    RunConflict        409
+    EngineUnavailable  503
+    anything else      500 with a generic message; the traceback goes to the service log only
+
+Every answer is JSON ``{"detail": "..."}``. Clients never see tracebacks or server paths.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from app.errors import EngineUnavailable, InvalidRun, LabrunError, RunConflict, RunNotFound
+
+log = logging.getLogger("labrun")
+
+STATUS_CODES: dict[type[LabrunError], int] = {RunNotFound: 404, InvalidRun: 422, RunConflict: 409}
+
+
+def status_code(exc: LabrunError) -> int:
+    for cls in type(exc).__mro__:
+        if cls in STATUS_CODES:
+            return STATUS_CODES[cls]
+    return 400
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(LabrunError)
+    async def _labrun(_: Request, exc: LabrunError) -> JSONResponse:
+        return JSONResponse({"detail": exc.detail}, status_code=status_code(exc))
+
+    @app.exception_handler(EngineUnavailable)
+    async def _engine(_: Request, exc: EngineUnavailable) -> JSONResponse:
+        return JSONResponse({"detail": f"the run engine is unavailable: {exc}"}, status_code=503)
+
+    @app.exception_handler(RequestValidationError)
+    async def _malformed(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse({"detail": _describe(exc)}, status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse({"detail": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(Exception)
+    async def _bug(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error in %s %s", request.method, request.url.path)
+        return JSONResponse({"detail": "internal error; see the service log"}, status_code=500)
+
+
+def _describe(exc: RequestValidationError) -> str:
+    """FastAPI's list of errors as one sentence a person can act on."""
+    parts = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
+        parts.append(f"{where}: {err.get('msg', 'invalid')}")
+    return "invalid request: " + "; ".join(parts)

@@ -1,0 +1,246 @@
+"""One run plan: the steps that turn an override list into a run, for the service and the CLI alike.
+
+    overrides ──compose + type check──> config ──fix the name──> run_name ──resolve──> job ──check──> RunPlan
+
+``plan_run`` is the only place these steps are written; ``python -m trainer`` calls it before it creates
+anything, and the service calls it (with the cached compose of ``trainer/config_cache.py``) to validate a
+request. ``claim`` takes the plan's name, or the next free one (``<name>_r2``, ...) when the name was
+generated and another run of the same second has it. ``trainer_args`` is the trainer's command line for a
+planned run, so the service never spells out the trainer's flags.
+
+Light on purpose (hydra + omegaconf): the service imports it.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import os
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
+
+from trainer import config
+from trainer.naming import NameInUse
+from trainer.resolvers import length as device_count
+
+__all__ = ["DeviceLimits", "NameInUse", "RunPlan", "claim", "plan_run", "trainer_args"]
+
+T = TypeVar("T")
+MAX_RENAMES = 10_000
+ComposeFn = Callable[[Sequence[str], str], DictConfig]
+
+
+@dataclass(frozen=True)
+class DeviceLimits:
+    """What the machine that will run the plan offers. ``gpus=None``: the engine places runs itself (a
+    cluster), so the GPU count is not checked here. ``cpu_processes``: most CPU "devices" (each a training
+    process) one run may ask for."""
+
+    gpus: int | None
+    cpu_processes: int | None = None
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    config_name: str
+    overrides: list[str]  # as given (without log_dir=/run_name= added by the caller)
+    name: str  # the run's name: its directory name and WandB run name
+    run_dir: str  # relative to the log dir: <YYYY-MM-DD>/<name>, or debug/<name>
+    job: DictConfig  # the resolved config the trainer runs
+    hydra: DictConfig  # Hydra's node (slim when composed by the service's cache)
+    choices: dict[str, str]  # config group -> option (model, data, training, paths)
+    gpu_need: int  # GPUs the run needs (0: a CPU run)
+    seed: Any
+    when: dt.datetime  # the time in the generated name
+    named_by_caller: bool  # run_name was given: never renamed
+    config: DictConfig | None = field(default=None, repr=False)  # the unresolved compose, if kept
+    _replan: Callable[[str], RunPlan] | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def debug(self) -> bool:
+        return self.job.get("debug") is True
+
+    @property
+    def output_dir(self) -> Path:
+        return Path(str(self.job.output_dir))
+
+    def renamed(self, attempt: int) -> RunPlan:
+        """The same run under the name ``<name>_r<attempt>`` (same second, same overrides)."""
+        if self.named_by_caller or self._replan is None:
+            raise NameInUse(f"run name {self.name!r} is taken: pick another run_name")
+        return self._replan(f"r{attempt}")
+
+
+def plan_run(
+    overrides: Sequence[str],
+    config_name: str = config.DEFAULT_CONFIG_NAME,
+    *,
+    log_dir: str | os.PathLike | None = None,
+    run_name: str | None = None,
+    limits: DeviceLimits | None = None,
+    compose: ComposeFn = config.compose_config,
+    base: ComposeFn | None = None,
+    keep_config: bool = False,
+    when: dt.datetime | None = None,
+    suffix: str = "",
+) -> RunPlan:
+    """Compose, check, name, resolve and check again; raises ``config.ConfigError`` naming the key.
+
+    ``log_dir``/``run_name``: set by the caller (the service), appended to the overrides given.
+    ``limits``: check the device request against a machine (None: only its form is checked).
+    ``compose``/``base``: a fresh Hydra compose by default; the service passes the cached ones.
+    ``keep_config``: keep the unresolved compose in ``plan.config`` (``--cfg hydra|all`` prints it).
+    """
+    overrides = list(overrides)
+    when = when or dt.datetime.now()
+    extra = [f"log_dir={hydra_quote(str(log_dir))}"] if log_dir is not None else []
+    cfg = config.compose_checked([*overrides, *extra], config_name, compose=compose, base=base)
+    if run_name is not None:
+        with open_dict(cfg):
+            cfg.run_name = run_name
+    named_by_caller = bool(cfg.get("run_name"))
+    name = config.assign_run_name(cfg, overrides, when=when, suffix=suffix)
+    kept = copy.deepcopy(cfg) if keep_config else None
+    with open_dict(cfg):
+        hydra = cfg.pop("hydra")
+    job = config.job_config(cfg, in_place=True)  # cfg is this plan's own copy
+    config.check_job(job)
+    choices = {str(k): str(v) for k, v in hydra.runtime.choices.items() if not str(k).startswith("hydra")}
+    log_root = os.path.abspath(str(job.log_dir))
+    run_dir = os.path.relpath(str(job.output_dir), log_root)
+    if run_dir.startswith(".."):  # cannot happen with conf/'s layout; a plan never points outside log_dir
+        raise config.ConfigError(f"the run directory {job.output_dir} lies outside log_dir {log_root}")
+
+    def replan(next_suffix: str) -> RunPlan:
+        return plan_run(
+            overrides,
+            config_name,
+            log_dir=log_dir,
+            run_name=run_name,
+            limits=limits,
+            compose=compose,
+            base=base,
+            keep_config=keep_config,
+            when=when,
+            suffix=next_suffix,
+        )
+
+    return RunPlan(
+        config_name=config_name,
+        overrides=overrides,
+        name=name,
+        run_dir=run_dir,
+        job=job,
+        hydra=hydra,
+        choices=choices,
+        gpu_need=gpu_need(job, limits),
+        seed=_plain(job.get("seed")),
+        when=when,
+        named_by_caller=named_by_caller,
+        config=kept,
+        _replan=replan,
+    )
+
+
+def claim(plan: RunPlan, take: Callable[[RunPlan], T], attempts: int = MAX_RENAMES) -> tuple[RunPlan, T]:
+    """``take(plan)`` (create its directory, store it, ...), which raises ``NameInUse`` when the name is taken;
+    a generated name is then retried as ``<name>_r2``, ``_r3``, ... Returns the plan taken and what ``take``
+    returned. A name the caller chose is never changed: ``NameInUse`` propagates."""
+    candidate = plan
+    for attempt in range(2, attempts + 2):
+        try:
+            return candidate, take(candidate)
+        except NameInUse:
+            if plan.named_by_caller:
+                raise
+        candidate = plan.renamed(attempt)
+    raise NameInUse(f"no free run name for {plan.name} after {attempts} tries; try again")
+
+
+def trainer_args(
+    name: str, overrides: Sequence[str], config_name: str, log_dir: str | os.PathLike
+) -> list[str]:
+    """The arguments after ``python -m trainer`` that run a planned run: its overrides, its fixed name and
+    where it writes."""
+    args = [*overrides, f"run_name={hydra_quote(name)}", f"log_dir={hydra_quote(str(log_dir))}"]
+    if config_name != config.DEFAULT_CONFIG_NAME:
+        args = ["--config-name", config_name, *args]
+    return args
+
+
+def hydra_quote(value: str) -> str:
+    """A path as one Hydra override value, whatever characters it holds."""
+    if re.fullmatch(r"[A-Za-z0-9_./-]+", value):
+        return value
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+# --- devices --------------------------------------------------------------------------------------------
+
+
+def gpu_need(job: DictConfig, limits: DeviceLimits | None) -> int:
+    """How many GPUs the run asks for (0: a CPU run), checked against ``limits`` when given."""
+    accelerator = str(job.get("accelerator", "cpu")).lower()
+    devices = job.get("devices", 1)
+    if accelerator not in ("cpu", "gpu", "cuda", "auto"):
+        raise config.ConfigError(
+            f"accelerator={accelerator} is not available here; use cpu, gpu, cuda or auto"
+        )
+    count = _count(devices)
+    if count < 1:
+        raise config.ConfigError(
+            f"devices={count}: ask for a positive number of devices (all GPUs is not allowed)"
+        )
+    if limits is None:
+        return count if accelerator in ("gpu", "cuda") else 0
+    if (
+        isinstance(devices, ListConfig | list)
+        and accelerator != "cpu"
+        and sorted(devices) != list(range(count))
+    ):
+        raise config.ConfigError(
+            f"devices={list(devices)}: device ids index the GPUs the service assigns to the run (0..n-1); "
+            f"ask for a count instead, e.g. devices={count}"
+        )
+    gpus = limits.gpus
+    wants_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and (gpus is None or gpus > 0))
+    if not wants_gpu:
+        cores = limits.cpu_processes
+        if cores is not None and count > cores:  # each CPU "device" is a training process of its own
+            raise config.ConfigError(
+                f"devices={count} on the CPU starts {count} training processes, but this server has "
+                f"{cores} cores; ask for at most devices={cores}"
+            )
+        return 0
+    if gpus is not None and count > gpus:
+        raise config.ConfigError(
+            f"the run needs {count} GPU(s) (accelerator={accelerator}, devices={count}) but this server has "
+            f"{gpus}; ask for at most {gpus}" + (" or use accelerator=cpu" if not gpus else "")
+        )
+    return count
+
+
+def _count(devices: Any) -> int:
+    if isinstance(devices, ListConfig | list):
+        if not all(isinstance(d, int) and not isinstance(d, bool) for d in devices):
+            raise config.ConfigError(
+                f"devices={OmegaConf.to_container(devices) if OmegaConf.is_list(devices) else devices}: "
+                f"device ids are integers; ask for a count instead, e.g. devices={len(devices)}"
+            )
+    elif isinstance(devices, float | bool):  # int() would quietly turn 1.5 into 1; Lightning refuses it
+        raise config.ConfigError(f"devices={devices!r} is not a number of devices; write e.g. devices=1")
+    try:
+        return device_count(devices)
+    except (TypeError, ValueError):
+        raise config.ConfigError(
+            f"devices={devices!r} is not a number of devices; write e.g. devices=1"
+        ) from None
+
+
+def _plain(value: Any) -> Any:
+    return value if isinstance(value, int | float | str | bool) or value is None else str(value)
