@@ -85,3 +85,81 @@ def test_store_survives_reopening(tmp_path):
     again = RunStore(tmp_path / "runs.db")
     assert again.get("a").name == "a"
     assert sqlite3.connect(again.path).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+# The schema exactly as labrun wrote it before stores were versioned (user_version 0), with a launcher
+# column (added by the last unversioned release) and without (the release before).
+_UNVERSIONED = """
+CREATE TABLE runs (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT NOT NULL UNIQUE, status TEXT NOT NULL,
+    config_name TEXT NOT NULL, overrides TEXT NOT NULL, run_dir TEXT NOT NULL, gpu_need INTEGER NOT NULL,
+    seed TEXT, created_at REAL NOT NULL, started_at REAL, finished_at REAL, exit_code INTEGER, reason TEXT,
+    log_tail TEXT, gpus TEXT NOT NULL DEFAULT '[]', handle TEXT, rerun_of TEXT, idempotency_key TEXT UNIQUE,
+    cancel_requested INTEGER NOT NULL DEFAULT 0{launcher}
+);
+CREATE INDEX runs_by_status ON runs (status, seq);
+CREATE TRIGGER terminal_is_final BEFORE UPDATE OF status ON runs
+WHEN OLD.status IN ('succeeded', 'failed', 'cancelled') AND NEW.status != OLD.status
+BEGIN SELECT RAISE(ABORT, 'terminal status is final'); END;
+INSERT INTO runs (name, status, config_name, overrides, run_dir, gpu_need, seed, created_at, gpus, handle)
+VALUES ('old', 'running', 'neuraloperator', '["model=fno"]', '2026-01-01/old', 0, '42', 1.0, '[]', '1:2');
+"""
+
+
+@pytest.mark.parametrize("launcher_column", [True, False])
+def test_an_unversioned_store_is_upgraded_and_keeps_its_runs(tmp_path, launcher_column):
+    from app.store import SCHEMA_VERSION
+
+    path = tmp_path / "runs.db"
+    with sqlite3.connect(path) as conn:
+        conn.executescript(_UNVERSIONED.format(launcher=", launcher TEXT" if launcher_column else ""))
+    store = RunStore(path)
+    old = store.get("old")
+    assert (old.status, old.overrides, old.seed, old.handle, old.launcher) == (
+        RunStatus.RUNNING,
+        ["model=fno"],
+        42,
+        "1:2",
+        None,
+    )
+    assert store.finish("old", [RunStatus.RUNNING], RunStatus.SUCCEEDED, 0)
+    with pytest.raises(TerminalStateError):  # the trigger survived the upgrade
+        store._update("old", [RunStatus.SUCCEEDED], {"status": RunStatus.RUNNING})
+    store.close()
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    assert RunStore(path).get("old").status == RunStatus.SUCCEEDED  # reopening migrates nothing twice
+
+
+def test_columns_are_the_record_fields(store):
+    from dataclasses import fields
+
+    columns = [row[1] for row in store._writer.execute("PRAGMA table_info(runs)")]
+    assert sorted(columns) == sorted(f.name for f in fields(RunRecord))
+
+
+def test_a_store_from_a_newer_labrun_is_refused_and_left_untouched(tmp_path):
+    from app.store import SCHEMA_VERSION, StoreVersionError
+
+    path = tmp_path / "runs.db"
+    RunStore(path).close()
+    with sqlite3.connect(path) as conn:
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    with pytest.raises(StoreVersionError, match="newer labrun"):
+        RunStore(path)
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION + 1
+
+
+def test_the_service_refuses_to_start_on_a_newer_store(tmp_path):
+    from app.core.config import SettingsError, load_settings
+    from app.main import create_app
+    from app.statedir import StateDir
+    from app.store import SCHEMA_VERSION
+
+    state = StateDir(tmp_path)
+    RunStore(state.db).close()
+    with sqlite3.connect(state.db) as conn:
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 5}")
+    with pytest.raises(SettingsError, match="LABRUN_OUTPUT_DIR: .*newer labrun"):
+        create_app(load_settings(output_dir=tmp_path, gpus=""))
