@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test lint bench clean
+.PHONY: install run test lint bench clean gpu-kit
 
 # Idempotent: reinstalls only when pyproject.toml changed since the last install.
 install: $(STAMP)
@@ -26,6 +26,10 @@ lint: install
 
 bench: install
 	$(PY) bench/run_all.py
+
+# The wheels the GPU machine lacks (bench/gpu-kit/, for the device tool's `carry`); see README, "Proving the GPU path".
+gpu-kit: install
+	$(PY) bench/gpu_kit.py download
 
 clean:
 	rm -rf $(VENV) outputs .pytest_cache

@@ -1,0 +1,111 @@
+"""The GPU kit's wheel set resolves for the GPU machine, offline: every requirement of every carried wheel
+(markers and extras evaluated for its CPython 3.12 on x86-64 Linux) is carried, at a matching version, or
+on that machine's list; the set fits the device tool's 64 MiB with the working tree. Checked on the
+committed lock (the wheels' real metadata, written by `make gpu-kit`) and, when the kit folder is there,
+on the wheels themselves."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from bench import gpu_kit
+from bench.gpu_kit import ALSO_CARRY, GPU_MACHINE, ROOTS, Wheel, check_closure, read_lock
+
+
+@pytest.fixture(scope="module")
+def lock() -> list[Wheel]:
+    return read_lock()
+
+
+def names(wheels: list[Wheel]) -> set[str]:
+    return {w.name for w in wheels}
+
+
+def test_lock_resolves_on_the_gpu_machine(lock):
+    closure = check_closure(lock)
+    assert closure.ok, "\n".join(map(str, closure.problems))
+    assert gpu_kit.tag_problems(lock) == []
+    # What the kit leans on is really there (KINDS.md's list), and torch never travels.
+    assert {"torch", "numpy", "pyyaml", "requests"} <= set(closure.from_machine)
+    assert "torch" not in names(lock) and not any(n.startswith("nvidia-") for n in names(lock))
+
+
+def test_lock_is_the_pinned_set(lock):
+    assert gpu_kit.lock_pin_problems(lock) == []  # constraints.txt / PINS changed: rerun `make gpu-kit`
+    versions = {w.name: w.version for w in lock}
+    assert set(ROOTS) <= set(versions)
+    assert versions["torch-harmonics"] == "0.9.2"  # the release built for the GPU machine's torch 2.11
+    assert versions["hydra-core"] == "1.3.8" and versions["wandb"] == "0.31.0"
+    assert versions["neuraloperator"] == "2.0.0" and versions["omegaconf"].startswith("2.3.")
+    # Nothing the machine already has, except what ALSO_CARRY names (and says why).
+    assert names(lock) & set(GPU_MACHINE) == set(ALSO_CARRY)
+
+
+def test_lock_fits_the_device_tool(lock):
+    kit, tree, problems = gpu_kit.size_report(lock)
+    assert problems == []
+    assert kit == sum(w.size for w in lock) and kit + tree <= gpu_kit.LIMIT_BYTES
+
+
+@pytest.mark.parametrize(
+    "missing", ["pydantic-core", "antlr4-python3-runtime", "opentelemetry-proto", "omegaconf", "sniffio"]
+)
+def test_a_missing_dependency_fails_the_check(lock, missing):
+    closure = check_closure([w for w in lock if w.name != missing])
+    assert not closure.ok
+    assert any(missing in p.requirement.lower().replace("_", "-") for p in closure.problems), closure.problems
+
+
+def test_a_machine_version_that_does_not_fit_fails_the_check(lock):
+    # torch-harmonics 0.9.2 is built for torch 2.11: a machine with torch 2.14 must not pass.
+    closure = check_closure(lock, machine={**GPU_MACHINE, "torch": "2.14.1"})
+    assert [p.wheel.split("-")[0] for p in closure.problems] == ["torch_harmonics"]
+
+
+def test_extras_asked_by_a_carried_wheel_are_followed(lock):
+    # opentelemetry-exporter-otlp-proto-http needs opentelemetry-exporter-http-transport[requests], whose
+    # `requests; extra == 'requests'` is then needed too.
+    machine = {k: v for k, v in GPU_MACHINE.items() if k != "requests"}
+    problems = check_closure(lock, machine=machine).problems
+    assert any(p.wheel.startswith("opentelemetry_exporter_http_transport") for p in problems), problems
+
+
+def test_markers_are_those_of_python_3_12_on_linux():
+    wheel = Wheel(
+        name="x",
+        version="1",
+        file="x-1-py3-none-any.whl",
+        size=1,
+        sha256="",
+        requires_dist=[
+            'importlib-resources; python_version < "3.9"',
+            'pywin32; sys_platform == "win32"',
+            'sphinx; extra == "doc"',
+            'not-there; python_version >= "3.12" and platform_machine == "x86_64"',
+        ],
+    )
+    problems = check_closure([wheel], roots=("x",)).problems
+    assert [p.requirement for p in problems] == [wheel.requires_dist[3]]
+
+
+def test_two_versions_of_one_package_fail_the_check(lock):
+    hydra = next(w for w in lock if w.name == "hydra-core")
+    other = dataclasses.replace(hydra, version="1.3.7", file="hydra_core-1.3.7-py3-none-any.whl")
+    assert any("two wheels" in p.why for p in check_closure([*lock, other]).problems)
+
+
+def test_a_wheel_for_another_python_is_refused(lock):
+    core = next(w for w in lock if w.name == "pydantic-core")
+    cp311 = dataclasses.replace(core, file=core.file.replace("cp312-cp312", "cp311-cp311"))
+    assert gpu_kit.tag_problems([cp311]) != []
+
+
+def test_the_kit_folder_matches_the_lock(lock):
+    if not any(gpu_kit.KIT_DIR.glob("*.whl")):
+        pytest.skip("no kit here (make gpu-kit): the lock's check above stands for it")
+    wheels = gpu_kit.kit_wheels()
+    assert gpu_kit.compare_to_lock(wheels, lock) == []
+    assert check_closure(wheels).ok
+    assert gpu_kit.pip_dry_run(gpu_kit.KIT_DIR) == []  # pip takes these files for CPython 3.12 x86-64
