@@ -10,17 +10,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import service_process
 from fastapi.testclient import TestClient
 from service_helpers import cancel_all, make_settings
 
 from app.main import create_app
 
-
-@pytest.fixture
-def output_dir(tmp_path: Path) -> Path:
-    path = tmp_path / "outputs"
-    path.mkdir()
-    return path
+output_dir = service_process.output_dir  # the shared fixture (tests/helpers/service_process.py)
 
 
 @pytest.fixture

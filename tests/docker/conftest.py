@@ -1,28 +1,28 @@
-"""Fixtures for the tests against a real Docker Engine (no mocks): the Engine, the trainer test image.
+"""Fixtures for the tests against a real Docker Engine (no mocks): the Engine, the test images, and the
+shared ``output_dir`` (tests/helpers/service_process.py).
 
 Outside CI, these tests skip, saying why, when no Engine answers. In CI (CI=true) a missing Engine is a
 failure: .ci/engines/docker.sh must have started one.
 
-The trainer image is built here by docker/build-test-image.sh (a debootstrapped Debian base and a host
-wheelhouse: no registry is reachable). The script caches every step on this machine and tags the image by
-a hash of what it is built from, so only the first session on a machine (or after a change to the
-Dockerfile, the dependencies, conf/ or trainer/) pays for a build.
+The images are built here by docker/build-test-image.sh on a base image it makes with debootstrap or
+pulls (python:<X.Y>-slim-bookworm), with a host wheelhouse: no registry need be reachable. The script
+caches every step on this machine and tags the image by a hash of what it is built from, so only the first
+session on a machine (or after a change to the base, the Dockerfile, the dependencies, conf/ or trainer/)
+pays for a build. The base comes first, once per session: a machine that can neither debootstrap nor pull
+gets one line saying what to install, the same for every test that needs an image (a skip; in CI a
+failure), instead of one build failure per test.
 """
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tests_docker_helpers import in_ci
+import service_process
+from docker_helpers import build_test_image, in_ci
 
-ROOT = Path(__file__).resolve().parents[2]
-BUILD_TIMEOUT_S = 1800
+output_dir = service_process.output_dir  # the shared fixture
 
 
 def _engine_or_skip():
@@ -47,32 +47,24 @@ def engine() -> Iterator:
 
 
 @pytest.fixture(scope="session")
-def trainer_image(engine) -> str:
-    """The trainer image's tag, built (or found in the cache) once per test session."""
-    return build_test_image("trainer")
+def build_logs(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("docker-builds")
 
 
 @pytest.fixture(scope="session")
-def api_image(engine) -> str:
+def base_image(engine, build_logs) -> str:
+    """The base the test images build on, made or found once per session. Its failure is kept by pytest
+    (a session fixture's error is not retried): every test that needs an image reports the same line."""
+    return build_test_image("base", build_logs / "base.log")
+
+
+@pytest.fixture(scope="session")
+def trainer_image(base_image, build_logs) -> str:
+    """The trainer image's tag, built (or found in the cache) once per test session."""
+    return build_test_image("trainer", build_logs / "trainer.log")
+
+
+@pytest.fixture(scope="session")
+def api_image(base_image, build_logs) -> str:
     """The service image's tag (docker/api.Dockerfile on the same base and wheelhouse)."""
-    return build_test_image("api")
-
-
-def build_test_image(which: str) -> str:
-    tag = f"labrun-{which}:test"
-    started = time.monotonic()
-    done = subprocess.run(
-        ["bash", str(ROOT / "docker" / "build-test-image.sh"), which, tag],
-        capture_output=True,
-        text=True,
-        timeout=BUILD_TIMEOUT_S,
-        env={**os.environ, "PYTHON": os.environ.get("PYTHON", sys.executable)},
-    )
-    if done.returncode != 0:
-        pytest.fail(
-            f"building the {which} test image failed (exit {done.returncode}):\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}",
-            pytrace=False,
-        )
-    took = time.monotonic() - started
-    sys.stderr.write(f"\n[docker] {which} test image {tag} ready in {took:.1f} s\n")
-    return tag
+    return build_test_image("api", build_logs / "api.log")

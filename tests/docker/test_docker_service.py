@@ -6,107 +6,30 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
-import subprocess
 import sys
 import time
-from pathlib import Path
 
-import httpx
 import pytest
-from tests_docker_helpers import TINY
-
-ROOT = Path(__file__).resolve().parents[2]
-TERMINAL = {"succeeded", "failed", "cancelled"}
+from docker_helpers import TINY
+from service_process import ServiceProcess
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.timeout(2400)]
 
 
-class Service:
-    """``python -m app`` on a free loopback port; kill -9 and start again on the same output directory."""
-
-    def __init__(self, output_dir: Path, image: str, **env: str) -> None:
-        self.output_dir = output_dir
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith(("LABRUN_", "WANDB_"))}
-        self.env.update(
-            LABRUN_HOST="127.0.0.1",
-            LABRUN_PORT=str(self.port),
-            LABRUN_OUTPUT_DIR=str(output_dir),
-            LABRUN_LAUNCHER="docker",
-            LABRUN_GPUS="",
-            LABRUN_CANCEL_GRACE_S="10",
-            LABRUN_DOCKER_IMAGE=image,
-            LABRUN_DOCKER_MEMORY="3g",
-            LABRUN_DOCKER_SHM_SIZE="256m",
-            **env,
-        )
-        self.proc: subprocess.Popen | None = None
-        self.http = httpx.Client(base_url=self.url, timeout=30)
-        self.starts = 0
-
-    def start(self) -> Service:
-        self.starts += 1
-        log = open(self.output_dir.parent / f"service-{self.starts}.log", "wb")  # noqa: SIM115
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "app"], cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT
-        )
-        deadline = time.monotonic() + 60
-        while True:
-            assert self.proc.poll() is None, f"service exited: {self.log()}"
-            try:
-                self.http.get("/healthz")
-                return self
-            except httpx.TransportError:
-                assert time.monotonic() < deadline, f"service never answered: {self.log()}"
-                time.sleep(0.2)
-
-    def kill9(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(timeout=30)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.kill9()
-        self.http.close()
-
-    def log(self) -> str:
-        return (self.output_dir.parent / f"service-{self.starts}.log").read_text(errors="replace")[-4000:]
-
-    def submit(self, overrides: list[str]) -> dict:
-        response = self.http.post("/runs", json={"overrides": overrides})
-        assert response.status_code == 201, response.text
-        return response.json()
-
-    def wait_for(self, name: str, statuses=TERMINAL, timeout: float = 240) -> dict:
-        deadline = time.monotonic() + timeout
-        while True:
-            run = self.http.get(f"/runs/{name}").json()
-            if run["status"] in statuses:
-                return run
-            assert time.monotonic() < deadline, (
-                f"{name} still {run['status']} after {timeout} s: {self.log()}"
-            )
-            time.sleep(0.25)
-
-
 @pytest.fixture
-def service(tmp_path, trainer_image):
-    made: list[Service] = []
+def service(output_dir, trainer_image):
+    """``service(**env)``: the service with the Docker launcher on ``output_dir`` (not started yet)."""
+    made: list[ServiceProcess] = []
 
-    def make(**env: str) -> Service:
-        out = tmp_path / "outputs"
-        out.mkdir(exist_ok=True)
-        svc = Service(out, trainer_image, **env)
+    def make(**env: str) -> ServiceProcess:
+        settings = {
+            "LABRUN_LAUNCHER": "docker",
+            "LABRUN_CANCEL_GRACE_S": "10",
+            "LABRUN_DOCKER_IMAGE": trainer_image,
+            "LABRUN_DOCKER_MEMORY": "3g",
+            "LABRUN_DOCKER_SHM_SIZE": "256m",
+        }
+        svc = ServiceProcess(output_dir, **{**settings, **env})
         made.append(svc)
         return svc
 
@@ -218,9 +141,9 @@ def test_engine_down_runs_stay_queued_and_start_when_it_is_back(service, tmp_pat
     assert svc.http.get("/healthz").status_code == 200
 
 
-def _wait_for_progress(svc: Service, name: str, timeout: float = 120) -> None:
+def _wait_for_progress(svc: ServiceProcess, name: str, timeout: float = 120) -> None:
     """Until the trainer reports progress: it is past its imports and its SIGTERM handler is in place."""
     deadline = time.monotonic() + timeout
     while not (svc.http.get(f"/runs/{name}").json().get("progress") or {}).get("step"):
-        assert time.monotonic() < deadline, f"{name} never reported progress: {svc.log()}"
+        assert time.monotonic() < deadline, f"{name} never reported progress: {svc.log(4000)}"
         time.sleep(0.25)
