@@ -28,7 +28,7 @@ from app.core.config import Settings
 from app.errors import EngineUnavailable, RunConflict, RunNotFound
 from app.launchers.base import Launcher, LaunchSpec, Outcome
 from app.models import RunRecord, RunStatus
-from app.runfiles import tail
+from app.runfiles import record_tail
 from app.scheduling import Slots
 from app.statedir import StateDir
 from app.store import IdempotencyKeyTaken, NameTaken, RunStore
@@ -81,6 +81,8 @@ class RunManager:
                 self._finish(record.name, handle, outcome)
             else:
                 self._adopt(record, handle)
+                if record.cancel_requested:  # a cancel the last service recorded but did not see through
+                    self._resume_cancel(record.name, handle)
         for record in self.store.queued():
             self._unreconciled.add(record.name)
             try:
@@ -147,7 +149,7 @@ class RunManager:
         if idempotency_key:
             existing = self.store.get_by_idempotency_key(idempotency_key)
             if existing is not None:
-                return self._replay(existing, overrides, config_name), True
+                return self._replay(existing, overrides, config_name, rerun_of), True
         plan = self.validator.plan(overrides, config_name)
 
         def take(candidate: RunPlan) -> RunRecord:
@@ -164,19 +166,20 @@ class RunManager:
             _, record = claim(plan, take)
         except IdempotencyKeyTaken:  # a concurrent request with the same key won
             existing = self.store.get_by_idempotency_key(idempotency_key or "")
-            return self._replay(existing, overrides, config_name), True
+            return self._replay(existing, overrides, config_name, rerun_of), True
         except NameInUse:  # pragma: no cover - ten thousand identical requests in one second
             raise RunConflict("could not find a free run name; try again") from None
         self._wake()
         return record, False
 
-    def rerun(self, name: str, idempotency_key: str | None = None) -> RunRecord:
+    def rerun(self, name: str, idempotency_key: str | None = None) -> tuple[RunRecord, bool]:
+        """A new run with the original's overrides and seed; (run, replayed) as for ``submit``."""
         original = self.get(name)
         overrides = list(original.overrides)
         current_seed = self.validator.plan(overrides, original.config_name).seed
         if original.seed is not None and current_seed != original.seed:  # conf/ changed its default seed
             overrides.append(f"seed={original.seed}")
-        return self.submit(overrides, original.config_name, idempotency_key, rerun_of=name)[0]
+        return self.submit(overrides, original.config_name, idempotency_key, rerun_of=name)
 
     def cancel(self, name: str) -> RunRecord:
         with self._cond:
@@ -208,6 +211,19 @@ class RunManager:
         with self._cond:  # the watcher records the outcome; wait for it so the answer is final
             self._cond.wait_for(lambda: name not in self._active, timeout=10)
         return self.get(name)
+
+    def _resume_cancel(self, name: str, handle: str) -> None:
+        with self._cond:
+            self._cancelling.add(name)
+
+        def carry_out() -> None:
+            try:
+                self.launcher.cancel(name, handle, self.settings.cancel_grace_s)
+            except Exception:  # e.g. the engine is down: the next start tries again (still recorded)
+                log.exception("carrying out the recorded cancel of %s failed", name)
+
+        log.info("run %s: carrying out its recorded cancel", name)
+        threading.Thread(target=carry_out, daemon=True, name=f"labrun-cancel-{name[:40]}").start()
 
     def get(self, name: str) -> RunRecord:
         record = self.store.get(name)
@@ -307,9 +323,12 @@ class RunManager:
             self._starting.discard(name)
             self._slots.free(name)
             if fail_reason:
-                tail_text = tail(self.state.log(name), self.settings.log_tail_lines)
                 self.store.finish(
-                    name, [RunStatus.QUEUED], RunStatus.FAILED, reason=fail_reason, log_tail=tail_text or None
+                    name,
+                    [RunStatus.QUEUED],
+                    RunStatus.FAILED,
+                    reason=fail_reason,
+                    log_tail=self._log_tail(name),
                 )
                 self._wakeup = True
             if retry:
@@ -383,13 +402,15 @@ class RunManager:
                     self._finish(name, active[name], outcome)
 
     def _finish(self, name: str, handle: str, outcome: Outcome) -> None:
-        log_tail = tail(self.state.log(name), self.settings.log_tail_lines) or None
+        log_tail = self._log_tail(name)
         with self._cond:
             record = self.store.get(name)
-            if outcome.succeeded:
+            # A run the user cancelled ends cancelled, even when its trainer caught SIGTERM and exited 0.
+            if name in self._cancelling or (record is not None and record.cancel_requested):
+                how = outcome.reason or f"exited with code {outcome.exit_code} after SIGTERM"
+                status, reason = RunStatus.CANCELLED, f"cancelled by request ({how})"
+            elif outcome.succeeded:
                 status, reason, log_tail = RunStatus.SUCCEEDED, None, None
-            elif name in self._cancelling or (record is not None and record.cancel_requested):
-                status, reason = RunStatus.CANCELLED, f"cancelled by request ({outcome.reason})"
             else:
                 status, reason = RunStatus.FAILED, outcome.reason or "ended without an exit status"
             self.store.finish(name, [RunStatus.RUNNING], status, outcome.exit_code, reason, log_tail)
@@ -404,11 +425,19 @@ class RunManager:
         except Exception:
             log.exception("releasing %s failed", name)
 
-    def _replay(self, existing: RunRecord | None, overrides: list[str], config_name: str | None) -> RunRecord:
+    def _log_tail(self, name: str) -> str | None:
+        return record_tail(self.state.log(name), self.settings.log_tail_lines, self.settings.log_tail_bytes)
+
+    def _replay(
+        self, existing: RunRecord | None, overrides: list[str], config_name: str | None, rerun_of: str | None
+    ) -> RunRecord:
+        """The run a key was first used for, if this request is the same one (a key is bound to what it was
+        first used for: the same overrides, config and, for a rerun, the same original run)."""
         same = (
             existing is not None
             and existing.overrides == overrides
             and existing.config_name == (config_name or existing.config_name)
+            and existing.rerun_of == rerun_of
         )
         if not same:
             raise RunConflict("this Idempotency-Key was already used for a different request; use a new key")

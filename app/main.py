@@ -16,8 +16,8 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI
-from fastapi.responses import JSONResponse
 
+from app.api.body import RequestBodyGuard
 from app.api.errors import install_error_handlers
 from app.api.router import api_router
 from app.core.config import Settings, SettingsError, load_settings
@@ -29,58 +29,6 @@ from app.store import RunStore, StoreVersionError
 from app.validation import RunValidator
 from trainer.config_cache import cached_base, compose_cached
 from trainer.plan import DeviceLimits
-
-MAX_BODY_BYTES = 1 << 20
-
-
-class BodySizeLimit:
-    """Refuse request bodies over MAX_BODY_BYTES: unread when Content-Length says so, and as soon as a
-    chunked body (no Content-Length) passes the limit (pure ASGI: no cost for GETs)."""
-
-    def __init__(self, app) -> None:  # noqa: ANN001 - an ASGI app
-        self.app = app
-
-    async def __call__(self, scope, receive, send) -> None:  # noqa: ANN001
-        if scope["type"] == "http" and scope["method"] != "GET":
-            length = dict(scope["headers"]).get(b"content-length")
-            if length is None:  # chunked: no size announced, so it is counted while read
-                body = await _read_at_most(receive, MAX_BODY_BYTES)
-                too_big = body is None
-            else:
-                too_big = not length.isdigit() or int(length) > MAX_BODY_BYTES
-            if too_big:
-                response = JSONResponse(
-                    {"detail": f"request body over {MAX_BODY_BYTES} bytes"}, status_code=413
-                )
-                await response(scope, receive, send)
-                return
-            if length is None:
-                receive = _replay(body, receive)
-        await self.app(scope, receive, send)
-
-
-async def _read_at_most(receive, limit: int) -> dict | None:  # noqa: ANN001 - an ASGI receive
-    """The whole request body as one ASGI message, or None once it passes ``limit`` bytes."""
-    chunks, size = [], 0
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":  # the client went away: the app sees that
-            return message
-        chunks.append(message.get("body", b""))
-        size += len(chunks[-1])
-        if size > limit:
-            return None
-        if not message.get("more_body", False):
-            return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
-
-
-def _replay(first: dict, receive):  # noqa: ANN001, ANN202 - ASGI receive callables
-    pending = [first]
-
-    async def replayed() -> dict:
-        return pending.pop() if pending else await receive()
-
-    return replayed
 
 
 class ServiceLock:
@@ -198,6 +146,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.manager = manager
     app.state.files = RunFiles(state)
     install_error_handlers(app)
-    app.add_middleware(BodySizeLimit)
+    app.add_middleware(RequestBodyGuard)
     app.include_router(api_router)
     return app

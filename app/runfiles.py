@@ -11,6 +11,7 @@ import math
 import os
 import threading
 from collections import OrderedDict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -95,22 +96,87 @@ def _scalar(value: Any) -> bool:
     return isinstance(value, int | float | str | bool) or value is None
 
 
-def tail(path: Path, lines: int, max_bytes: int = 4 << 20, end: int | None = None) -> str:
-    """The last ``lines`` lines of a text file (at most ``max_bytes`` read); "" if it does not exist.
-    ``end``: the file as it was at that size (what was appended since is left for a follower)."""
-    if lines <= 0:
-        return ""
+LOG_WINDOW_BYTES = 4 << 20  # the most of a log one answer carries; page with offset= for the rest
+
+
+@dataclass(frozen=True)
+class LogSlice:
+    """Part of a log: ``text`` is the file's bytes ``[start, end)`` (of ``size``), decoded."""
+
+    text: str
+    start: int
+    end: int
+    size: int
+    cut: bool = False  # the first line is cut at its start (one line longer than the window)
+
+    @property
+    def truncated(self) -> bool:
+        return self.start > 0
+
+
+def read_tail(path: Path, lines: int, max_bytes: int = LOG_WINDOW_BYTES, end: int | None = None) -> LogSlice:
+    """The last ``lines`` lines of a log, as the file has them (``\n`` ends a line; a ``\r`` progress update
+    or a form feed does not), within its last ``max_bytes`` bytes, starting at a line boundary unless a
+    single line is longer than that. ``end``: the file as it was at that size (what was appended since is
+    left for a follower). A file that does not exist reads as empty."""
     try:
         with open(path, "rb") as f:
             size = f.seek(0, os.SEEK_END)
             end = size if end is None else min(end, size)
-            block, data, pos = 64 << 10, b"", end
-            while pos > 0 and data.count(b"\n") <= lines and end - pos < max_bytes:
-                step = min(block, pos)
+            if lines <= 0:
+                return LogSlice("", end, end, size)
+            pos, data = end, b""
+            while pos > 0 and end - pos < max_bytes:
+                body = data[:-1] if data.endswith(b"\n") else data
+                if body.count(b"\n") >= lines:
+                    break
+                step = min(64 << 10, pos, max_bytes - (end - pos))
                 pos -= step
                 f.seek(pos)
                 data = f.read(step) + data
+            at_line_start = pos == 0 or (f.seek(pos - 1) >= 0 and f.read(1) == b"\n")
     except OSError:
-        return ""
-    text = data.decode("utf-8", errors="replace")
-    return "\n".join(text.splitlines()[-lines:]) + ("\n" if text.endswith("\n") else "")
+        return LogSlice("", 0, 0, 0)
+    trailing = data.endswith(b"\n")
+    pieces = (data[:-1] if trailing else data).split(b"\n") if data else []
+    start, cut = pos, False
+    if pieces and not at_line_start:
+        if len(pieces) > 1:  # a partial first line: start at the next line instead
+            start += len(pieces.pop(0)) + 1
+        else:
+            cut = True
+    if len(pieces) > lines:
+        start += sum(len(p) + 1 for p in pieces[:-lines])
+        pieces = pieces[-lines:]
+    text = b"\n".join(pieces) + (b"\n" if trailing and pieces else b"")
+    return LogSlice(text.decode("utf-8", errors="replace"), start, end, size, cut)
+
+
+def read_range(path: Path, offset: int, length: int = LOG_WINDOW_BYTES) -> LogSlice:
+    """Bytes from ``offset`` on, at most ``length``, ending at a line boundary (unless the window holds no
+    line end, or reaches the end of the file): a page of the log; ``end`` is where the next page starts."""
+    try:
+        with open(path, "rb") as f:
+            size = f.seek(0, os.SEEK_END)
+            offset = min(max(offset, 0), size)
+            f.seek(offset)
+            data = f.read(length)
+    except OSError:
+        return LogSlice("", 0, 0, 0)
+    if offset + len(data) < size and b"\n" in data:
+        data = data[: data.rfind(b"\n") + 1]
+    return LogSlice(data.decode("utf-8", errors="replace"), offset, offset + len(data), size)
+
+
+def tail(path: Path, lines: int, max_bytes: int = LOG_WINDOW_BYTES, end: int | None = None) -> str:
+    """The text of ``read_tail``."""
+    return read_tail(path, lines, max_bytes, end).text
+
+
+def record_tail(path: Path, lines: int, max_bytes: int) -> str | None:
+    """What a failed run's record keeps of its log: at most ``lines`` lines and ``max_bytes`` bytes (one
+    huge line must not put megabytes into every answer about the run); None when there is nothing."""
+    part = read_tail(path, lines, max_bytes)
+    if not part.text:
+        return None
+    return ("[...] " + part.text) if part.cut else part.text

@@ -40,6 +40,7 @@ class Settings(BaseSettings):
     max_override_chars: int = Field(512, ge=1, le=100_000)
     max_overrides_bytes: int = Field(8192, ge=1, le=10_000_000)
     log_tail_lines: int = Field(50, ge=0, le=10_000)  # lines of the log kept with a failed run
+    log_tail_bytes: int = Field(4096, ge=256, le=1 << 20)  # ... and at most this many bytes of them
     access_log: bool = False  # uvicorn's per-request log line (costs throughput under heavy polling)
 
     @field_validator("output_dir")

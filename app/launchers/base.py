@@ -23,6 +23,7 @@ below, plus one line in ``app/launchers/registry.py``.
 from __future__ import annotations
 
 import abc
+import signal
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,15 +62,28 @@ class Outcome:
         return self.reason is None and self.exit_code == 0
 
     @classmethod
-    def from_exit_code(cls, code: int, oom: bool = False) -> Outcome:
+    def from_exit_code(cls, code: int, oom: bool = False, shell: bool = False) -> Outcome:
+        """``code``: negative for a signal (as Python reports a child's end). ``shell``: the engine reports
+        a signal as 128+N, as a shell does (Docker); other codes above 128 are plain exit codes."""
         if oom:
             return cls(code, "killed: out of memory")
         if code == 0:
             return cls(0)
-        if code < 0 or code > 128:
-            signal_number = -code if code < 0 else code - 128
-            return cls(code, f"killed by signal {signal_number} (exit code {code})")
+        if code < 0:
+            return cls(code, _killed(-code, code))
+        if shell and 128 < code <= 128 + _MAX_SIGNAL:
+            return cls(code, _killed(code - 128, code))
         return cls(code, f"exited with code {code}")
+
+
+_MAX_SIGNAL = 64
+
+
+def _killed(number: int, code: int) -> str:
+    try:
+        return f"killed by {signal.Signals(number).name} (signal {number}, exit code {code})"
+    except ValueError:
+        return f"killed by signal {number} (exit code {code})"
 
 
 LOST = "lost while the service was down: no trace of the process or its exit status"

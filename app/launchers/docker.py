@@ -404,7 +404,7 @@ def _outcome(container: Container) -> Outcome | None:
     code = int(state.get("ExitCode", -1))
     # The Engine flags OOMKilled when any process in the container was killed for memory; a trainer that
     # still exited 0 finished its run (and its run.json says so).
-    return Outcome.from_exit_code(code, oom=bool(state.get("OOMKilled")) and code != 0)
+    return Outcome.from_exit_code(code, oom=bool(state.get("OOMKilled")) and code != 0, shell=True)
 
 
 def _explain(exc: BaseException) -> str:

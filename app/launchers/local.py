@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from app.statedir import StateDir
 
 WRAPPER = Path(__file__).with_name("local_wrapper.py")
+KILLED_AFTER_GRACE = "killed_after_grace"  # in the run's state folder: the SIGKILL was the cancel's
 
 
 class LocalLauncher(Launcher):
@@ -46,6 +47,7 @@ class LocalLauncher(Launcher):
         self.state = state
         self._children: dict[str, subprocess.Popen] = {}  # runs this process started, until reaped
         self._started: set[str] = set()
+        self._seen_running: set[str] = set()  # runs this service saw alive: a later vanishing is not "lost"
         self._lock = threading.Lock()
 
     @classmethod
@@ -94,17 +96,23 @@ class LocalLauncher(Launcher):
         code = self._exit_code(name)
         if code is not None:
             self._reap(name)
-            return _outcome(code)
+            return self._outcome(name, code)
         pid, started = _parse(handle)
         if self._running(name, pid, started):
+            with self._lock:
+                self._seen_running.add(name)
             return None
         code = self._exit_code(name)  # it may have ended between the two checks
         if code is not None:
-            return _outcome(code)
+            return self._outcome(name, code)
         self._kill_group(name, signal.SIGKILL)  # the supervisor died; do not leave its trainer behind
-        return Outcome(
-            None, LOST if name not in self._children else "the run's supervisor process was killed"
-        )
+        with self._lock:
+            seen = name in self._children or name in self._seen_running
+        if seen:
+            return Outcome(
+                None, "the run's supervisor process was killed (not by labrun); its trainer was stopped"
+            )
+        return Outcome(None, LOST)
 
     def wait(self, name: str, handle: str, timeout: float | None = None) -> Outcome | None:
         pid, started = _parse(handle)
@@ -117,6 +125,8 @@ class LocalLauncher(Launcher):
         try:
             if not self._running(name, pid, started):  # the pid could have been reused before the open
                 return self.poll(name, handle)
+            with self._lock:
+                self._seen_running.add(name)
             poller = select.poll()
             poller.register(fd, select.POLLIN)
             if not poller.poll(None if timeout is None else max(0, int(timeout * 1000))):
@@ -141,6 +151,7 @@ class LocalLauncher(Launcher):
             time.sleep(0.01)
         if self.wait(name, handle, timeout=grace_s) is not None:
             return
+        write_atomic(self.state.run(name) / KILLED_AFTER_GRACE, f"{grace_s}\n")  # read by _outcome
         self._kill_group(name, signal.SIGKILL)
         if self.wait(name, handle, timeout=10) is None:
             pid, started = _parse(handle)
@@ -160,6 +171,7 @@ class LocalLauncher(Launcher):
         self._reap(name)
         with self._lock:
             self._started.discard(name)
+            self._seen_running.discard(name)
 
     def health(self) -> tuple[bool, str]:
         program = self.trainer_command[0]
@@ -168,6 +180,22 @@ class LocalLauncher(Launcher):
         return True, "local launcher ready"
 
     # --- helpers -------------------------------------------------------------------------------------------
+
+    def _outcome(self, name: str, code: int) -> Outcome:
+        if code == -signal.SIGKILL:
+            try:
+                grace = (self.state.run(name) / KILLED_AFTER_GRACE).read_text().strip()
+            except OSError:
+                return Outcome(
+                    code,
+                    "killed by SIGKILL (signal 9, exit code -9), not by labrun: the kernel's out-of-memory "
+                    "killer does this when the machine runs out of memory",
+                )
+            return Outcome(
+                code,
+                f"killed by SIGKILL after the cancel's grace period ({grace} s): it did not stop on SIGTERM",
+            )
+        return Outcome.from_exit_code(code)
 
     def _exit_code(self, name: str) -> int | None:
         try:
@@ -219,9 +247,3 @@ def _alive(pid: int, started: str) -> bool:
     except (OSError, IndexError):
         return False
     return fields[0] not in ("Z", "X") and fields[19] == started
-
-
-def _outcome(code: int) -> Outcome:
-    if code == -signal.SIGKILL:
-        return Outcome(code, "killed by SIGKILL (exit code -9), e.g. by the kernel's out-of-memory killer")
-    return Outcome.from_exit_code(code)

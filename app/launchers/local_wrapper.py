@@ -6,7 +6,8 @@ only: it starts in milliseconds)
 The service may be killed at any moment; this small parent stays with the trainer and writes
 ``STATE_DIR/exit_code`` (atomically) when the trainer ends: the return code, negative for a signal.
 The trainer runs in its own process group (``STATE_DIR/child_pid`` names it), so the service can SIGKILL
-the trainer and all its workers without killing this wrapper, which then still records the outcome.
+the trainer and all its workers without killing this wrapper, which then still records the outcome. When
+the trainer ends, whatever is left in its group is killed before the exit code is written.
 SIGTERM/SIGINT sent to the wrapper are forwarded to the trainer's group.
 """
 
@@ -65,6 +66,10 @@ def main(argv: list[str]) -> int:
     for signum in pending:
         forward(signum, None)
     code = child.wait()
+    # Whatever the trainer left in its process group (a stray DataLoader worker, a `sleep 300 &`) dies with
+    # it, before the exit code tells the service that the run's GPUs are free for the next run.
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(child.pid, signal.SIGKILL)
     write_atomic(state_dir / "exit_code", f"{code}\n")
     return code if code >= 0 else 128 - code
 

@@ -2,7 +2,10 @@
 
 It behaves like the trainer where the service can see it: it takes ``run_name=`` and ``log_dir=``, creates
 ``<log_dir>/<YYYY-MM-DD>/<name>`` (refusing an existing one), writes ``progress.json`` and prints log lines.
-Extra overrides steer it: ``+fake.sleep=SECONDS``, ``+fake.exit=CODE``, ``+fake.lines=N``.
+Extra overrides steer it: ``+fake.sleep=SECONDS``, ``+fake.exit=CODE``, ``+fake.lines=N``, and the ways
+real trainers misbehave: ``+fake.on_term=ignore|exit0`` (SIGTERM ignored, or caught with a clean exit 0),
+``+fake.orphan=1`` (leaves a ``sleep 300`` in its process group; its pid in ``<run_dir>/orphan.pid``),
+``+fake.huge_line=BYTES`` (one line of that size), ``+fake.cr=N`` (N ``\r`` progress updates on one line).
 Every start is appended to ``<log_dir>/fake_starts.log`` so tests can prove that nothing runs twice.
 """
 
@@ -10,6 +13,8 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
 import sys
 import time
 
@@ -29,8 +34,21 @@ def main(argv: list[str]) -> int:
         f.write(f"{name} {os.getpid()} {os.environ.get('CUDA_VISIBLE_DEVICES')!r} {time.time()}\n")
     run_dir = os.path.join(log_dir, name[:10], name)
     os.makedirs(run_dir)  # like the trainer: an existing run directory is an error
+    on_term = args.get("fake.on_term")
+    if on_term == "ignore":
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    elif on_term == "exit0":
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    if args.get("fake.orphan"):
+        orphan = subprocess.Popen(["sleep", "300"])  # stays in this process group
+        with open(os.path.join(run_dir, "orphan.pid"), "w") as f:
+            f.write(str(orphan.pid))
     for i in range(lines):
         print(f"fake trainer {name}: line {i + 1}", flush=True)
+    if args.get("fake.huge_line"):
+        print("x" * int(args["fake.huge_line"]), flush=True)
+    if args.get("fake.cr"):
+        print("".join(f"progress {i}\r" for i in range(int(args["fake.cr"]))) + "progress done", flush=True)
     steps = 4
     for step in range(1, steps + 1):
         progress = {

@@ -242,7 +242,7 @@ def test_follow_misses_no_line_written_as_it_starts_and_splits_no_character(clie
     run = submit(client, "+fake.lines=3")
     wait_for(client, run["name"])
     log_path = client.app.state.files.log_path(run["name"])
-    real_tail = routes.tail_of
+    real_tail = routes.read_tail
 
     def tail_then_a_line_arrives(*args, **kwargs):
         text = real_tail(*args, **kwargs)
@@ -250,7 +250,7 @@ def test_follow_misses_no_line_written_as_it_starts_and_splits_no_character(clie
             f.write("late line: é ✓\n")
         return text
 
-    monkeypatch.setattr(routes, "tail_of", tail_then_a_line_arrives)
+    monkeypatch.setattr(routes, "read_tail", tail_then_a_line_arrives)
     monkeypatch.setattr(routes, "FOLLOW_CHUNK_BYTES", 1)  # multi-byte characters arrive split
     streamed = client.get(f"/runs/{run['name']}/logs", params={"follow": True}).text
     assert streamed.count("late line: é ✓\n") == 1, streamed

@@ -108,7 +108,7 @@ def test_cancel_kills_after_the_grace_period(make, engine):
     assert 1.5 < took < 15
     outcome = launcher.poll(spec.name, handle)
     assert outcome.exit_code == 137 and outcome.reason != "killed: out of memory"
-    assert outcome.reason == "killed by signal 9 (exit code 137)"
+    assert outcome.reason == "killed by SIGKILL (signal 9, exit code 137)"
     launcher.release(spec.name, handle)
 
 

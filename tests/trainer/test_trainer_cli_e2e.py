@@ -155,10 +155,11 @@ def test_existing_run_directory_is_an_error(runs, module_tmp):
 
 def test_debug_mode_writes_only_the_debug_dir(module_tmp):
     log_dir = module_tmp / "debug-out"
-    stale = log_dir / "debug" / "stale-from-an-earlier-debug-run"
-    stale.parent.mkdir(parents=True)
-    stale.touch()
-    # Nothing outside <log_dir>/debug either: not in HOME (matplotlib's font cache), not in TMPDIR (torch).
+    other = log_dir / "debug" / "an-earlier-debug-run-maybe-still-going"
+    other.mkdir(parents=True)
+    (other / "train.log").touch()
+    # Nothing outside <log_dir>/debug/<name> either: not in HOME (matplotlib's font cache), not in TMPDIR
+    # (torch).
     home, tmp = module_tmp / "debug-home", module_tmp / "debug-tmp"
     home.mkdir()
     tmp.mkdir()
@@ -173,8 +174,8 @@ def test_debug_mode_writes_only_the_debug_dir(module_tmp):
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert [p.name for p in log_dir.iterdir()] == ["debug"]  # no data cache, no dated dir
     assert sorted(str(p) for p in [*home.rglob("*"), *tmp.rglob("*")]) == []
-    debug = log_dir / "debug"
-    assert not stale.exists()
+    (debug,) = [p for p in (log_dir / "debug").iterdir() if p != other]
+    assert (other / "train.log").exists()  # another debug run's folder is left alone
     assert (debug / "ckpt/last.ckpt").is_file() and (debug / "train.log").is_file()
     assert list((debug / "wandb").glob("offline-run-*"))
     progress = json.loads((debug / "progress.json").read_text())

@@ -12,7 +12,10 @@ from app.models import RunStatus
 router = APIRouter(tags=["health"])
 
 
-@router.get("/healthz", response_model=Health, responses={503: {"model": Health}})
+# HEAD too: monitoring probes use it.
+@router.api_route(
+    "/healthz", methods=["GET", "HEAD"], response_model=Health, responses={503: {"model": Health}}
+)
 def healthz(manager: ManagerDep, store: StoreDep) -> JSONResponse:
     """200 when runs can start; 503 (same body) when the launcher's engine is down (runs stay queued)."""
     try:

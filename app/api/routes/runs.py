@@ -22,8 +22,7 @@ from app.api.deps import FilesDep, IdempotencyKey, ManagerDep, StoreDep, get_run
 from app.api.public import RunCreate, RunPublic, RunsPublic, run_public, runs_public
 from app.errors import InvalidRun
 from app.models import RunStatus
-from app.runfiles import RunFiles
-from app.runfiles import tail as tail_of
+from app.runfiles import LOG_WINDOW_BYTES, LogSlice, RunFiles, read_range, read_tail
 from app.store import RunStore
 
 router = APIRouter(prefix="/runs", tags=["runs"])
@@ -44,13 +43,11 @@ async def submit_run(
     record, replayed = await run_in_threadpool(
         manager.submit, body.overrides, body.config_name, idempotency_key
     )
-    response.headers["Location"] = f"/runs/{record.name}"
-    if replayed:
-        response.headers["Idempotent-Replayed"] = "true"
+    _created(response, record.name, replayed)
     return run_public(record, manager.store, files)
 
 
-@router.get("", response_model=RunsPublic)
+@router.api_route("", methods=["GET", "HEAD"], response_model=RunsPublic)
 async def list_runs(
     store: StoreDep,
     files: FilesDep,
@@ -85,20 +82,40 @@ async def run_logs(
     files: FilesDep,
     manager: ManagerDep,
     tail: Annotated[int | None, Query(ge=0, le=MAX_LOG_LINES, description="only the last N lines")] = None,
+    offset: Annotated[
+        int | None, Query(ge=0, description="a page of the log from this byte on (see X-Log-End)")
+    ] = None,
+    length: Annotated[
+        int, Query(ge=1, le=LOG_WINDOW_BYTES, description="bytes in a page")
+    ] = LOG_WINDOW_BYTES,
     follow: Annotated[bool, Query(description="stream until the run ends")] = False,
 ) -> Response:
+    """The run's stdout+stderr as text: the end of it (at most 4 MiB, from a line start), ``tail`` lines, or
+    a page from ``offset``. Headers say which bytes came: ``X-Log-Start``/``X-Log-End`` of ``X-Log-Size``,
+    and ``X-Log-Truncated: true`` when earlier bytes were left out (ask again with ``offset=0``)."""
     get_run(store, name)  # 404 for an unknown run
     path = files.log_path(name)
     lines = MAX_LOG_LINES if tail is None else tail
-    if not follow:
-        return PlainTextResponse(tail_of(path, lines))
-    try:
-        offset = path.stat().st_size  # the tail ends here and following starts here: no line lost
-    except OSError:
-        offset = 0
-    text = tail_of(path, lines, end=offset)
-    follower = _follow(store, files, name, text, offset, manager.closing)
-    return StreamingResponse(follower, media_type="text/plain")
+    if follow:
+        part = await run_in_threadpool(
+            read_tail, path, lines
+        )  # the stream goes on from its end: no line lost
+        follower = _follow(store, files, name, part.text, part.end, manager.closing)
+        return StreamingResponse(follower, media_type="text/plain", headers=_log_headers(part))
+    if offset is not None:
+        part = await run_in_threadpool(read_range, path, offset, length)
+    else:  # a big log is read off the event loop: other requests do not wait for it
+        part = await run_in_threadpool(read_tail, path, lines)
+    return PlainTextResponse(part.text, headers=_log_headers(part))
+
+
+def _log_headers(part: LogSlice) -> dict[str, str]:
+    return {
+        "X-Log-Start": str(part.start),
+        "X-Log-End": str(part.end),
+        "X-Log-Size": str(part.size),
+        "X-Log-Truncated": "true" if part.truncated else "false",
+    }
 
 
 async def _follow(
@@ -109,7 +126,7 @@ async def _follow(
     yield first
     while True:
         ended = get_run(store, name).status.is_terminal()  # read before the file: no line is missed
-        chunk = _read_from(path, offset, FOLLOW_CHUNK_BYTES)
+        chunk = await run_in_threadpool(_read_from, path, offset, FOLLOW_CHUNK_BYTES)
         if chunk:
             offset += len(chunk)
             yield decoder.decode(chunk)
@@ -138,7 +155,19 @@ async def cancel_run(name: str, manager: ManagerDep, files: FilesDep) -> RunPubl
 
 @router.post("/{name}/rerun", status_code=201, response_model=RunPublic)
 async def rerun_run(
-    name: str, manager: ManagerDep, files: FilesDep, idempotency_key: IdempotencyKey = None
+    name: str,
+    manager: ManagerDep,
+    files: FilesDep,
+    response: Response,
+    idempotency_key: IdempotencyKey = None,
 ) -> RunPublic:
     """A new run with the same overrides and seed; its ``rerun_of`` names the original."""
-    return run_public(await run_in_threadpool(manager.rerun, name, idempotency_key), manager.store, files)
+    record, replayed = await run_in_threadpool(manager.rerun, name, idempotency_key)
+    _created(response, record.name, replayed)
+    return run_public(record, manager.store, files)
+
+
+def _created(response: Response, name: str, replayed: bool) -> None:
+    response.headers["Location"] = f"/runs/{name}"
+    if replayed:
+        response.headers["Idempotent-Replayed"] = "true"
