@@ -31,10 +31,10 @@ EPOCHS = 5
 BATCH = 16  # the seed's batch_size
 
 
-def _seed_dataset(n: int):
+def _seed_dataset(n: int, dims: tuple[int, int] = DIMS):
     from neuralop.data.datasets.spherical_swe import SphericalSWEDataset
 
-    return SphericalSWEDataset(dims=DIMS, num_examples=n)
+    return SphericalSWEDataset(dims=dims, num_examples=n)
 
 
 def _loader(dataset, workers: int, shuffle: bool):
@@ -56,13 +56,13 @@ def _drain(loader, min_seconds: float) -> float:
             return samples / elapsed
 
 
-def pipeline(n: int, workers: int, cache_root: Path) -> dict[str, float]:
+def pipeline(n: int, workers: int, cache_root: Path, dims: tuple[int, int] = DIMS) -> dict[str, float]:
     from trainer import swe
     from trainer.data import SWEDataModule
 
-    seed_rate = _drain(_loader(_seed_dataset(n), workers, shuffle=True), min_seconds=0.0)
+    seed_rate = _drain(_loader(_seed_dataset(n, dims), workers, shuffle=True), min_seconds=0.0)
 
-    spec = swe.SolverSpec(nlat=DIMS[0], nlon=DIMS[1], num_examples=n, seed=0)
+    spec = swe.SolverSpec(nlat=dims[0], nlon=dims[1], num_examples=n, seed=0)
     start = time.perf_counter()
     SWEDataModule(spec, str(cache_root), 1.0 - 1.0 / n, BATCH, workers).prepare_data()  # cold: solve + write
     build_rate = n / (time.perf_counter() - start)
@@ -80,14 +80,18 @@ def pipeline(n: int, workers: int, cache_root: Path) -> dict[str, float]:
     }
 
 
-def _fit_seconds(datamodule, hidden: int) -> float:
+def _fit_seconds(
+    datamodule, hidden: int, model: dict | None = None, accelerator: str = "cpu", epochs: int = EPOCHS
+) -> float:
+    """Seconds of one Lightning fit; ``model`` (conf/model keys) defaults to FNO [32, 32] x 5 layers."""
     import lightning as L
 
     from trainer.model import OperatorModule
 
     L.seed_everything(0, verbose=False)
     model = OperatorModule(
-        {
+        model
+        or {
             "name": "fno",
             "n_modes": [32, 32],
             "in_channels": 3,
@@ -98,9 +102,9 @@ def _fit_seconds(datamodule, hidden: int) -> float:
         lr=1e-3,
     )
     trainer = L.Trainer(
-        accelerator="cpu",
+        accelerator=accelerator,
         devices=1,
-        max_epochs=EPOCHS,
+        max_epochs=epochs,
         logger=False,
         enable_checkpointing=False,
         enable_progress_bar=False,
@@ -112,10 +116,28 @@ def _fit_seconds(datamodule, hidden: int) -> float:
     return time.perf_counter() - start
 
 
-def end_to_end(n: int, workers: int, cache_root: Path, hidden: int = 32) -> dict[str, float]:
+def end_to_end_spec(n: int, dims: tuple[int, int] = DIMS):
+    """The sample set labrun's side of :func:`end_to_end` trains on."""
+    from trainer import swe
+
+    return swe.SolverSpec(nlat=dims[0], nlon=dims[1], num_examples=n, seed=1)
+
+
+def end_to_end(
+    n: int,
+    workers: int,
+    cache_root: Path,
+    hidden: int = 32,
+    *,
+    dims: tuple[int, int] = DIMS,
+    model: dict | None = None,
+    accelerator: str = "cpu",
+    epochs: int = EPOCHS,
+) -> dict[str, float]:
+    """Both paths through the same fit. labrun's cache is built inside its fit unless it is already under
+    ``cache_root`` (SolverSpec seed 1; bench/gpu_proof.py builds it first to time the steady state)."""
     import lightning as L
 
-    from trainer import swe
     from trainer.data import SWEDataModule
 
     n_train = int(n * 0.9)
@@ -124,15 +146,19 @@ def end_to_end(n: int, workers: int, cache_root: Path, hidden: int = 32) -> dict
         """The seed's data path: fresh solves in __getitem__ for train and val, every epoch."""
 
         def train_dataloader(self):
-            return _loader(_seed_dataset(n_train), workers, shuffle=True)
+            return _loader(_seed_dataset(n_train, dims), workers, shuffle=True)
 
         def val_dataloader(self):
-            return _loader(_seed_dataset(n - n_train), workers, shuffle=False)
+            return _loader(_seed_dataset(n - n_train, dims), workers, shuffle=False)
 
-    seed_s = _fit_seconds(SeedDataModule(), hidden)
-    spec = swe.SolverSpec(nlat=DIMS[0], nlon=DIMS[1], num_examples=n, seed=1)  # not cached yet: cold
-    ours_s = _fit_seconds(SWEDataModule(spec, str(cache_root), 0.9, BATCH, workers), hidden)
-    seed_rate, ours_rate = n_train * EPOCHS / seed_s, n_train * EPOCHS / ours_s
+    fit = {"model": model, "accelerator": accelerator, "epochs": epochs}
+    seed_s = _fit_seconds(SeedDataModule(), hidden, **fit)
+    spec = end_to_end_spec(n, dims)  # not cached yet: cold (unless the caller built it)
+    pin = accelerator != "cpu"  # as the trainer does on a GPU (trainer/train.py)
+    ours_s = _fit_seconds(
+        SWEDataModule(spec, str(cache_root), 0.9, BATCH, workers, pin_memory=pin), hidden, **fit
+    )
+    seed_rate, ours_rate = n_train * epochs / seed_s, n_train * epochs / ours_s
     return {
         "seed_samples_per_s": seed_rate,
         "cached_samples_per_s": ours_rate,
