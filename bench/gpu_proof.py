@@ -691,7 +691,7 @@ def main(argv: list[str] | None = None) -> int:
         "--kit", type=Path, help="the kit folder (its closure is checked against this machine)"
     )
     parser.add_argument(
-        "--budget-s", type=float, default=360.0, help="wall time for everything (default 360)"
+        "--budget-s", type=float, default=330.0, help="wall time for everything (default %(default)s s)"
     )
     parser.add_argument("--install-s", type=float, help="seconds the wheel install took (gpu_proof.sh)")
     parser.add_argument(
