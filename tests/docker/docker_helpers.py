@@ -58,7 +58,7 @@ def build_test_image(which: str, log_path: Path, env: dict[str, str] | None = No
     log_path.write_text(f"{done.stdout}\n--- stderr ---\n{done.stderr}")
     lines = done.stderr.strip().splitlines() or [f"exit status {done.returncode}"]
     if done.returncode == MISSING:
-        reason = f"cannot build the {which} test image: {lines[-1]}"
+        reason = lines[-1]  # "cannot make the test base image: install debootstrap (...) or ..."
         if in_ci():
             pytest.fail(f"CI=true but {reason}", pytrace=False)
         pytest.skip(reason)
