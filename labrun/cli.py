@@ -1,0 +1,402 @@
+"""``labrun``: the command line of a labrun service. Arguments, one function per command, exit statuses.
+
+Only the standard library is imported up front: httpx (``client.Client``) and rich (``render``'s drawing
+functions) load when a command needs them, so ``labrun --help`` starts in about a tenth of a second.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+from labrun import render
+from labrun.client import (
+    DEFAULT_URL,
+    EXIT_CANCELLED,
+    EXIT_INVALID,
+    EXIT_OK,
+    EXIT_RUN_FAILED,
+    EXIT_UNREACHABLE,
+    Client,
+    CliError,
+)
+
+EXIT_STATUS_BY_RUN = {"succeeded": EXIT_OK, "failed": EXIT_RUN_FAILED, "cancelled": EXIT_CANCELLED}
+EXIT_BUG = 70
+UNREACHABLE_PATIENCE_S = 60.0  # while waiting: a service restart takes seconds; runs go on meanwhile
+
+DESCRIPTION = """\
+Submit, watch and manage training runs on a labrun service, over its HTTP API.
+
+  labrun submit model=fno data=32x64 training.lr=0.01     # Hydra overrides verbatim; prints the run name
+  labrun submit --wait model=fno                           # a live progress bar until the run ends
+  labrun ls --status running,queued                        # a table; --json for scripts
+  labrun logs -f NAME                                      # follow the log until the run ends
+  labrun gpus                                              # who runs what on which GPU, and the queue
+"""
+
+EPILOG = """\
+environment:
+  LABRUN_URL     the service (default http://127.0.0.1:8000); --url overrides it
+  LABRUN_TOKEN   sent as "Authorization: Bearer <token>" when set; --token overrides it
+                 (an admin creates one with `python -m app users add NAME`)
+
+exit status:
+  0    done (with --wait/--follow: the run succeeded)
+  1    --wait/--follow: the run failed
+  2    bad arguments, or the server refused the request as invalid (422: its message names the fix)
+  3    the server could not be reached, or did not answer in time
+  4    not authorized (401/403): set LABRUN_TOKEN
+  5    no such run (404)
+  6    the server refused the request (409, 413, 415, 429, 503, 507, ...): its message says why
+  70   an unexpected error in labrun itself (LABRUN_DEBUG=1 shows the traceback)
+  130  --wait/--follow: the run was cancelled; also Ctrl-C (the run goes on: `labrun cancel NAME`)
+"""
+
+WAIT_HELP = """\
+with --wait or --follow, the exit status is the run's outcome:
+  0 succeeded, 1 failed, 130 cancelled (also Ctrl-C, which stops waiting, not the run);
+  other errors as in `labrun --help`
+"""
+
+
+# --- arguments ------------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    group = common.add_argument_group("connection")
+    # SUPPRESS: given before or after the command, whichever was given wins over the environment
+    group.add_argument(
+        "--url", default=argparse.SUPPRESS, help=f"the service (LABRUN_URL; default {DEFAULT_URL})"
+    )
+    group.add_argument(
+        "--token",
+        default=argparse.SUPPRESS,
+        help="API token (LABRUN_TOKEN; the variable keeps it out of `ps`)",
+    )
+    group.add_argument(
+        "--timeout", type=float, default=argparse.SUPPRESS, help="seconds to wait for an answer (default 30)"
+    )
+
+    parser = argparse.ArgumentParser(
+        prog="labrun",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        parents=[common],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def command(name: str, handler: Callable[..., int], help: str, epilog: str | None = None, **kw):  # noqa: A002
+        p = sub.add_parser(
+            name,
+            help=help,
+            description=help,
+            epilog=epilog,
+            parents=[common],
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+            **kw,
+        )
+        p.set_defaults(handler=handler)
+        return p
+
+    def json_option(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--json", action="store_true", help="print the server's JSON instead (for scripts)")
+
+    def wait_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--wait", action="store_true", help="show a live progress bar until the run ends")
+        p.add_argument(
+            "--follow", action="store_true", help="stream the run's log until it ends (like --wait)"
+        )
+        p.add_argument(
+            "--idempotency-key", metavar="KEY", help="repeating a key returns the first run, not a new one"
+        )
+        p.add_argument(
+            "--interval", type=float, default=1.0, help="seconds between polls with --wait (default 1)"
+        )
+        p.add_argument("--json", action="store_true", help="print the run as JSON instead of its name")
+
+    p = command(
+        "submit",
+        cmd_submit,
+        "queue a run: Hydra overrides exactly as for `python -m trainer`; prints the run name",
+        epilog=WAIT_HELP,
+    )
+    p.add_argument("overrides", nargs="*", metavar="OVERRIDE", help="e.g. model=fno data=32x64 +extra.key=1")
+    p.add_argument("--config-name", metavar="NAME", help="top-level config in conf/ (default: the server's)")
+    wait_options(p)
+
+    p = command("ls", cmd_ls, "list runs, newest first")
+    p.add_argument(
+        "--status", metavar="S[,S...]", help="e.g. running,queued (queued running succeeded failed cancelled)"
+    )
+    p.add_argument("--owner", metavar="me|NAME", help="only this user's runs (`me`: the token's user)")
+    p.add_argument("--limit", type=int, default=50, metavar="N", help="at most N runs (default 50)")
+    json_option(p)
+
+    p = command("show", cmd_show, "one run: status, progress, metrics, timing, reason, log tail")
+    p.add_argument("name", metavar="NAME")
+    json_option(p)
+
+    p = command("logs", cmd_logs, "print a run's log (stdout and stderr)")
+    p.add_argument("name", metavar="NAME")
+    p.add_argument(
+        "-f", "--follow", action="store_true", help="keep printing as it grows, until the run ends"
+    )
+    p.add_argument("--tail", type=int, metavar="N", help="only the last N lines")
+    p.add_argument("--json", action="store_true", help="the text and its byte range as JSON (not with -f)")
+
+    p = command("cancel", cmd_cancel, "cancel runs: a queued one leaves the queue, a running one is stopped")
+    p.add_argument("names", nargs="+", metavar="NAME")
+
+    p = command(
+        "rerun",
+        cmd_rerun,
+        "queue a new run with the same overrides and seed; prints its name",
+        epilog=WAIT_HELP,
+    )
+    p.add_argument("name", metavar="NAME")
+    wait_options(p)
+
+    p = command("rm", cmd_rm, "delete finished runs' files (their records stay; names are never reused)")
+    p.add_argument("names", nargs="+", metavar="NAME")
+
+    p = command("gpus", cmd_gpus, "who runs what on which GPU, CPU runs, and the queue")
+    json_option(p)
+
+    p = command("usage", cmd_usage, "disk space: what runs take, what is free, the largest runs")
+    json_option(p)
+    return parser
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    # `labrun submit model=fno --wait data=32x64`: overrides after an option come back as extras, in order
+    if extra and args.command == "submit" and not any(x.startswith("-") for x in extra):
+        args.overrides += extra
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if args.command == "logs" and args.json and args.follow:
+        parser.error("logs: --json and --follow do not go together")
+    return args
+
+
+# --- commands -------------------------------------------------------------------------------------------
+
+
+def cmd_submit(client: Client, args: argparse.Namespace) -> int:
+    run, replayed = client.submit(args.overrides, args.config_name, args.idempotency_key)
+    return _created(client, run, replayed, args)
+
+
+def cmd_rerun(client: Client, args: argparse.Namespace) -> int:
+    run, replayed = client.rerun(args.name, args.idempotency_key)
+    return _created(client, run, replayed, args)
+
+
+def _created(client: Client, run: dict[str, Any], replayed: bool, args: argparse.Namespace) -> int:
+    if replayed:
+        _note(f"this idempotency key was used before: {run['name']} is that run, not a new one")
+    waiting = args.wait or args.follow
+    if not (args.json and waiting):  # with --json --wait, only the final state is printed
+        _print_json(run) if args.json else print(run["name"], flush=True)
+    if not waiting:
+        return EXIT_OK
+    final = _wait(client, run, args.follow, args.interval)
+    if args.json:
+        _print_json(final)
+    return EXIT_STATUS_BY_RUN[final["status"]]
+
+
+def _wait(client: Client, run: dict[str, Any], follow: bool, interval: float) -> dict[str, Any]:
+    """Until the run ends: its log (``follow``) or a progress bar on stderr; then its outcome, one line."""
+    name = run["name"]
+    view = None
+    try:
+        if follow:
+            try:
+                _copy(client.follow(name))
+            except CliError as exc:
+                if exc.exit_code != EXIT_UNREACHABLE:
+                    raise
+                _note(f"the log stream broke ({exc.message}); waiting for the run to end")
+            run = _poll(client, name)  # the stream also ends when the server shuts down
+        else:
+            view = render.ProgressView(name)
+        while True:
+            if view is not None:
+                view.update(run)
+            if run["status"] in render.TERMINAL:
+                break
+            time.sleep(interval)
+            run = _poll(client, name)
+    except KeyboardInterrupt:
+        raise CliError(
+            f"stopped waiting; {name} goes on (`labrun cancel {name}` stops it)", EXIT_CANCELLED
+        ) from None
+    finally:
+        if view is not None:
+            view.close()
+    print(render.outcome(run), file=sys.stderr)
+    if run["status"] == "failed" and run.get("log_tail") and not follow:
+        print(run["log_tail"].rstrip("\n"), file=sys.stderr)
+    return run
+
+
+def _poll(client: Client, name: str) -> dict[str, Any]:
+    """GET the run; an unreachable server (a restart) is retried for a while before it is an error."""
+    deadline = None
+    while True:
+        try:
+            return client.run(name)
+        except CliError as exc:
+            if exc.exit_code != EXIT_UNREACHABLE:
+                raise
+            if deadline is None:
+                deadline = time.monotonic() + UNREACHABLE_PATIENCE_S
+                _note(f"{exc.message}; retrying for {UNREACHABLE_PATIENCE_S:.0f} s")
+            elif time.monotonic() > deadline:
+                raise
+            time.sleep(1.0)
+
+
+def cmd_ls(client: Client, args: argparse.Namespace) -> int:
+    if args.limit < 1:
+        raise CliError("--limit must be at least 1", EXIT_INVALID)
+    answer = client.runs(args.status, args.owner, args.limit)
+    if args.json:
+        _print_json(answer)
+    else:
+        render.runs_table(answer.get("data", []), answer.get("count"))
+    return EXIT_OK
+
+
+def cmd_show(client: Client, args: argparse.Namespace) -> int:
+    run = client.run(args.name)
+    _print_json(run) if args.json else render.run_details(run)
+    return EXIT_OK
+
+
+def cmd_logs(client: Client, args: argparse.Namespace) -> int:
+    if args.follow:
+        _copy(client.follow(args.name, args.tail))
+        return EXIT_OK
+    text, headers = client.logs(args.name, args.tail)
+    truncated = headers.get("x-log-truncated") == "true"
+    if args.json:
+        _print_json(
+            {
+                "name": args.name,
+                "text": text,
+                "start": int(headers.get("x-log-start", 0)),
+                "end": int(headers.get("x-log-end", len(text))),
+                "size": int(headers.get("x-log-size", len(text))),
+                "truncated": truncated,
+            }
+        )
+        return EXIT_OK
+    sys.stdout.write(text)
+    sys.stdout.flush()
+    if truncated and args.tail is None:
+        _note(
+            f"the log's first {headers.get('x-log-start')} bytes are left out (it is long); --tail N for less"
+        )
+    return EXIT_OK
+
+
+def cmd_cancel(client: Client, args: argparse.Namespace) -> int:
+    return _each(args.names, lambda name: f"{name}: {client.cancel(name)['status']}")
+
+
+def cmd_rm(client: Client, args: argparse.Namespace) -> int:
+    def delete(name: str) -> str:
+        before = client.run(name)  # what it takes: the record says 0 once its files are gone
+        if before.get("deleted_at"):
+            return f"{name}: already deleted"
+        client.delete(name)
+        freed = before.get("disk_bytes")
+        return f"{name}: deleted" + (f" ({render.size(freed)} freed)" if freed else "")
+
+    return _each(args.names, delete)
+
+
+def _each(names: list[str], action: Callable[[str], str]) -> int:
+    """Every name is tried; the exit status is the first error's (0 if none)."""
+    status = EXIT_OK
+    for name in names:
+        try:
+            print(action(name), flush=True)
+        except CliError as exc:
+            print(f"labrun: {exc.message}", file=sys.stderr, flush=True)
+            status = status or exc.exit_code
+    return status
+
+
+def cmd_gpus(client: Client, args: argparse.Namespace) -> int:
+    health = client.health()
+    runs = client.runs("running,queued", limit=1000).get("data", [])
+    view = render.gpu_map(health, runs)
+    _print_json(view) if args.json else render.gpus_view(view)
+    return EXIT_OK
+
+
+def cmd_usage(client: Client, args: argparse.Namespace) -> int:
+    usage = client.usage()
+    _print_json(usage) if args.json else render.usage_view(usage)
+    return EXIT_OK
+
+
+# --- plumbing -------------------------------------------------------------------------------------------
+
+
+def _copy(chunks) -> None:  # noqa: ANN001 - an iterator of text
+    for chunk in chunks:
+        sys.stdout.write(chunk)
+        sys.stdout.flush()
+
+
+def _print_json(data: Any) -> None:
+    json.dump(data, sys.stdout, indent=2)
+    sys.stdout.write("\n")
+    sys.stdout.flush()
+
+
+def _note(text: str) -> None:
+    print(f"labrun: {text}", file=sys.stderr, flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    url = getattr(args, "url", None) or os.environ.get("LABRUN_URL") or DEFAULT_URL
+    token = getattr(args, "token", None) or os.environ.get("LABRUN_TOKEN") or None
+    client = None
+    try:
+        client = Client(url, token, timeout=getattr(args, "timeout", 30.0))
+        return args.handler(client, args)
+    except CliError as exc:
+        print(f"labrun: {exc.message}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("labrun: interrupted", file=sys.stderr)
+        return EXIT_CANCELLED
+    except BrokenPipeError:  # `labrun ls | head`: the reader left; say nothing more
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
+    except Exception as exc:
+        if os.environ.get("LABRUN_DEBUG"):
+            raise
+        print(
+            f"labrun: unexpected error: {type(exc).__name__}: {exc} (LABRUN_DEBUG=1 shows more)",
+            file=sys.stderr,
+        )
+        return EXIT_BUG
+    finally:
+        if client is not None:
+            client.close()

@@ -1,0 +1,205 @@
+"""The labrun HTTP API as Python calls, and the one place where its answers become errors.
+
+    CliError(message, exit_code)      one line for stderr and the process's exit status
+      server unreachable / timeout    EXIT_UNREACHABLE (3), naming the URL tried
+      401, 403                        EXIT_AUTH (4), saying what to do about the token
+      404                             EXIT_NOT_FOUND (5), naming the run
+      422                             EXIT_INVALID (2), the server's detail (the override and the fix)
+      409, 413, 415, 429, 503, 507... EXIT_REFUSED (6), the server's detail
+
+httpx is imported when the first client is made, not when this module is: ``labrun --help`` never pays for
+it (it costs about as much as the whole rest of the start-up).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import httpx
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+TOKEN_HINT = "set LABRUN_TOKEN; an admin creates one with `python -m app users add NAME`"
+
+EXIT_OK = 0
+EXIT_RUN_FAILED = 1
+EXIT_INVALID = 2
+EXIT_UNREACHABLE = 3
+EXIT_AUTH = 4
+EXIT_NOT_FOUND = 5
+EXIT_REFUSED = 6
+EXIT_CANCELLED = 130
+
+
+class CliError(Exception):
+    """What went wrong, as one line, and the exit status it ends the command with."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.message = message
+        self.exit_code = exit_code
+
+
+class Client:
+    """One connection to one labrun service; ``token`` goes in ``Authorization: Bearer`` when set."""
+
+    def __init__(self, url: str, token: str | None = None, timeout: float = 30.0) -> None:
+        import httpx
+
+        self.url = url.rstrip("/")
+        self.token = token or None
+        self.timeout = timeout
+        headers = {"User-Agent": "labrun-cli"}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
+
+    def close(self) -> None:
+        self._http.close()
+
+    # --- the API --------------------------------------------------------------------------------------
+
+    def submit(
+        self, overrides: list[str], config_name: str | None = None, idempotency_key: str | None = None
+    ) -> tuple[dict[str, Any], bool]:
+        """The new run (or, for a repeated idempotency key, the first one: ``replayed`` True)."""
+        body: dict[str, Any] = {"overrides": overrides}
+        if config_name:
+            body["config_name"] = config_name
+        response = self._request("POST", "/runs", json=body, headers=_idempotency(idempotency_key))
+        return self._json(response), response.headers.get("Idempotent-Replayed") == "true"
+
+    def runs(self, status: str | None = None, owner: str | None = None, limit: int | None = None) -> dict:
+        params = {k: v for k, v in {"status": status, "owner": owner, "limit": limit}.items() if v}
+        return self._json(self._request("GET", "/runs", params=params))
+
+    def run(self, name: str) -> dict[str, Any]:
+        return self._json(self._request("GET", f"/runs/{name}", run=name))
+
+    def logs(self, name: str, tail: int | None = None) -> tuple[str, dict[str, str]]:
+        """The log's text (its end, or the last ``tail`` lines) and its ``X-Log-*`` headers."""
+        params = {"tail": tail} if tail is not None else {}
+        response = self._request("GET", f"/runs/{name}/logs", run=name, params=params)
+        return response.text, {
+            k.lower(): v for k, v in response.headers.items() if k.lower().startswith("x-log")
+        }
+
+    def follow(self, name: str, tail: int | None = None) -> Iterator[str]:
+        """The log as it grows, until the run ends (the server closes the stream then)."""
+        import httpx
+
+        params: dict[str, Any] = {"follow": "true"}
+        if tail is not None:
+            params["tail"] = tail
+        timeout = httpx.Timeout(self.timeout, read=None)  # a quiet run writes nothing for minutes
+        try:
+            with self._http.stream("GET", f"/runs/{name}/logs", params=params, timeout=timeout) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    raise self._error(response, name)
+                yield from response.iter_text()
+        except httpx.TransportError as exc:
+            raise self._unreachable(exc) from None
+
+    def cancel(self, name: str) -> dict[str, Any]:
+        return self._json(self._request("POST", f"/runs/{name}/cancel", run=name))
+
+    def rerun(self, name: str, idempotency_key: str | None = None) -> tuple[dict[str, Any], bool]:
+        response = self._request(
+            "POST", f"/runs/{name}/rerun", run=name, headers=_idempotency(idempotency_key)
+        )
+        return self._json(response), response.headers.get("Idempotent-Replayed") == "true"
+
+    def delete(self, name: str) -> dict[str, Any]:
+        return self._json(self._request("DELETE", f"/runs/{name}", run=name))
+
+    def usage(self) -> dict[str, Any]:
+        return self._json(self._request("GET", "/usage"))
+
+    def health(self) -> dict[str, Any]:
+        """/healthz's body; a 503 (engine down, disk full) is an answer too: runs stay queued meanwhile."""
+        return self._json(self._request("GET", "/healthz", ok_statuses=(503,)))
+
+    # --- errors ---------------------------------------------------------------------------------------
+
+    def _json(self, response: httpx.Response) -> Any:
+        try:
+            return response.json()
+        except ValueError:
+            raise CliError(
+                f"the server at {self.url} did not answer with JSON ({response.request.method} "
+                f"{response.request.url.path}: HTTP {response.status_code}); is LABRUN_URL a labrun service?",
+                EXIT_REFUSED,
+            ) from None
+
+    def _request(
+        self, method: str, path: str, *, run: str | None = None, ok_statuses: tuple[int, ...] = (), **kwargs
+    ) -> httpx.Response:
+        import httpx
+
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            raise self._unreachable(exc) from None
+        if response.status_code >= 400 and response.status_code not in ok_statuses:
+            raise self._error(response, run)
+        return response
+
+    def _unreachable(self, exc: Exception) -> CliError:
+        import httpx
+
+        if isinstance(exc, httpx.TimeoutException):
+            return CliError(
+                f"the server at {self.url} did not answer within {self.timeout:g} s", EXIT_UNREACHABLE
+            )
+        if isinstance(exc, httpx.ConnectError):
+            why = str(exc).rsplit("] ", 1)[-1] or "connection failed"  # "[Errno 111] Connection refused"
+            return CliError(
+                f"cannot reach the server at {self.url} ({why}); is it running? (set LABRUN_URL or --url)",
+                EXIT_UNREACHABLE,
+            )
+        return CliError(f"the connection to {self.url} broke: {exc or type(exc).__name__}", EXIT_UNREACHABLE)
+
+    def _error(self, response: httpx.Response, run: str | None) -> CliError:
+        code, detail = response.status_code, _detail(response)
+        if code in (401, 403):
+            if not self.token:
+                return CliError(f"{detail} (HTTP {code}): {TOKEN_HINT}", EXIT_AUTH)
+            if code == 401:
+                return CliError(
+                    f"{detail} (HTTP 401): the server refused LABRUN_TOKEN; check it, or ask an admin for a "
+                    "new one (`python -m app users add NAME`)",
+                    EXIT_AUTH,
+                )
+            return CliError(f"{detail} (HTTP 403): this token may not do that", EXIT_AUTH)
+        if code == 404:
+            if run is not None:
+                return CliError(f"no run named {run!r} on {self.url}", EXIT_NOT_FOUND)
+            return CliError(f"{detail} (HTTP 404: {response.request.url.path})", EXIT_NOT_FOUND)
+        if code == 422:
+            return CliError(detail, EXIT_INVALID)
+        if code == 429 and response.headers.get("Retry-After"):
+            detail += f" (retry after {response.headers['Retry-After']} s)"
+        return CliError(f"{detail} (HTTP {code})", EXIT_REFUSED)
+
+
+def _idempotency(key: str | None) -> dict[str, str]:
+    return {"Idempotency-Key": key} if key else {}
+
+
+def _detail(response: httpx.Response) -> str:
+    """The server's ``{"detail": ...}`` as one line (FastAPI's list form too); else the body's first line."""
+    try:
+        detail = response.json().get("detail")
+    except (ValueError, AttributeError):
+        detail = None
+    if isinstance(detail, list):
+        detail = "; ".join(
+            f"{'.'.join(str(p) for p in d.get('loc', ()))}: {d.get('msg')}" if isinstance(d, dict) else str(d)
+            for d in detail
+        )
+    if not detail:
+        text = response.text.strip()
+        detail = text.splitlines()[0][:200] if text else response.reason_phrase or "error"
+    return " ".join(str(detail).split())

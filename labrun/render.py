@@ -1,0 +1,403 @@
+"""What the commands print: run tables, one run's details, the GPU map, disk usage, the live progress.
+
+rich is imported inside the functions that draw, never at module level: ``labrun --help`` does not load it.
+On a terminal, tables fit its width (long run names fold, never cut); piped, nothing is wrapped.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import sys
+from typing import Any, TextIO
+
+TERMINAL = ("succeeded", "failed", "cancelled")
+STATUS_STYLE = {
+    "queued": "yellow",
+    "running": "cyan",
+    "succeeded": "green",
+    "failed": "red",
+    "cancelled": "magenta",
+}
+
+
+def console(stream: TextIO | None = None):  # noqa: ANN201 - rich.console.Console, imported lazily
+    from rich.console import Console
+
+    stream = stream or sys.stdout
+    tty = stream.isatty()
+    return Console(file=stream, highlight=False, width=None if tty else 10_000, soft_wrap=not tty)
+
+
+# --- small formats -------------------------------------------------------------------------------------
+
+
+def parse_time(value: str | None) -> dt.datetime | None:
+    if not value:
+        return None
+    try:
+        stamp = dt.datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return stamp if stamp.tzinfo else stamp.replace(tzinfo=dt.UTC)
+
+
+def duration(seconds: float | None) -> str:
+    """``45s``, ``12m``, ``3h05m``, ``2d04h``."""
+    if seconds is None:
+        return "-"
+    s = max(0, int(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s" if s < 600 else f"{s // 60}m"
+    if s < 86400:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 86400}d{s % 86400 // 3600:02d}h"
+
+
+def age(run: dict[str, Any], now: dt.datetime | None = None) -> str:
+    created = parse_time(run.get("created_at"))
+    now = now or dt.datetime.now(dt.UTC)
+    return duration((now - created).total_seconds()) if created else "-"
+
+
+def elapsed(run: dict[str, Any], now: dt.datetime | None = None) -> float | None:
+    """Seconds it ran (so far)."""
+    started = parse_time(run.get("started_at"))
+    if started is None:
+        return None
+    end = parse_time(run.get("finished_at")) or now or dt.datetime.now(dt.UTC)
+    return (end - started).total_seconds()
+
+
+def number(value: Any) -> str:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return "-" if value is None else str(value)
+    if isinstance(value, int) or value == 0:
+        return str(value)
+    return f"{value:.4g}"
+
+
+def size(n: int | None) -> str:
+    if n is None:
+        return "-"
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{n} B"
+
+
+def gpus(run: dict[str, Any]) -> str:
+    return ",".join(str(g) for g in run.get("gpus") or []) or "-"
+
+
+def owner(run: dict[str, Any]) -> str:
+    return run.get("owner") or "-"
+
+
+def fraction(run: dict[str, Any]) -> float | None:
+    p = run.get("progress") or {}
+    if isinstance(p.get("fraction"), int | float):
+        return float(p["fraction"])
+    if p.get("step") is not None and p.get("total"):
+        return p["step"] / p["total"]
+    return None
+
+
+def epoch_text(run: dict[str, Any]) -> str:
+    """``epoch 2/5`` (the trainer counts from 0, and reports max_epochs once done)."""
+    p = run.get("progress") or {}
+    epoch, total = p.get("epoch"), p.get("max_epochs")
+    if epoch is None:
+        return ""
+    shown = epoch + 1 if total is None else min(epoch + 1, total)
+    return f"epoch {shown}/{total}" if total is not None else f"epoch {shown}"
+
+
+def progress_text(run: dict[str, Any]) -> str:
+    """The ``ls`` column: ``45% ep 2/5`` while running, ``#3 in queue`` while queued."""
+    if run.get("status") == "queued":
+        pos = run.get("queue_position")
+        return f"#{pos} in queue" if pos else "queued"
+    frac = fraction(run)
+    if frac is None:
+        return "-"
+    epoch = epoch_text(run).replace("epoch ", "ep ")
+    return f"{frac:.0%}" + (f" {epoch}" if epoch else "")
+
+
+def losses_text(run: dict[str, Any]) -> str:
+    metrics, p = run.get("metrics") or {}, run.get("progress") or {}
+    parts = []
+    if p.get("step") is not None:
+        parts.append(f"step {p['step']}" + (f"/{p['total']}" if p.get("total") else ""))
+    for key in ("train_loss", "val_loss"):
+        if metrics.get(key) is not None:
+            parts.append(f"{key} {number(metrics[key])}")
+    return "  ".join(parts)
+
+
+# --- tables and details --------------------------------------------------------------------------------
+
+
+def runs_table(runs: list[dict[str, Any]], count: int | None = None) -> None:
+    from rich import box
+    from rich.markup import escape
+    from rich.table import Table
+
+    now = dt.datetime.now(dt.UTC)
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
+    table.add_column("NAME", overflow="fold", ratio=1)
+    for column in ("OWNER", "STATUS", "GPUS", "PROGRESS", "AGE"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("VAL_LOSS", no_wrap=True, justify="right")
+    for run in runs:
+        status = run.get("status", "?")
+        table.add_row(
+            escape(run.get("name", "?")),
+            escape(owner(run)),
+            f"[{STATUS_STYLE.get(status, '')}]{status}[/]" if status in STATUS_STYLE else status,
+            gpus(run),
+            progress_text(run),
+            age(run, now),
+            number((run.get("metrics") or {}).get("val_loss")),
+        )
+    out = console()
+    if runs:
+        out.print(table)
+    else:
+        out.print("no runs")
+    if count is not None and count > len(runs):
+        console(sys.stderr).print(f"{len(runs)} of {count} runs shown (--limit)")
+
+
+def run_details(run: dict[str, Any]) -> None:
+    from rich.markup import escape
+
+    now = dt.datetime.now(dt.UTC)
+    status = run.get("status", "?")
+    rows: list[tuple[str, Any]] = [
+        ("name", run.get("name")),
+        ("status", f"[{STATUS_STYLE.get(status, '')}]{status}[/]" if status in STATUS_STYLE else status),
+        ("owner", owner(run)),
+        ("config", run.get("config_name")),
+        ("overrides", " ".join(run.get("overrides") or []) or "-"),
+        ("created", f"{run.get('created_at')} ({age(run, now)} ago)"),
+        ("started", run.get("started_at")),
+        ("finished", run.get("finished_at")),
+        ("ran for", duration(elapsed(run, now)) if run.get("started_at") else None),
+        ("queue position", run.get("queue_position")),
+        ("waiting", run.get("waiting_reason")),
+        ("gpus", gpus(run)),
+        ("progress", " ".join(x for x in (progress_text(run), losses_text(run)) if x and x != "-") or None),
+        ("metrics", ", ".join(f"{k} {number(v)}" for k, v in (run.get("metrics") or {}).items()) or None),
+        ("exit code", run.get("exit_code")),
+        ("reason", run.get("reason")),
+        ("rerun of", run.get("rerun_of")),
+        ("run dir", run.get("run_dir")),
+        ("disk", size(run.get("disk_bytes")) if run.get("disk_bytes") is not None else None),
+        ("deleted", run.get("deleted_at")),
+    ]
+    resources = run.get("resources") or {}
+    if resources:
+        rows.append(
+            (
+                "estimate",
+                ", ".join(f"{k} {size(v) if k.endswith('bytes') else v}" for k, v in resources.items()),
+            )
+        )
+    out = console()
+    for key, value in rows:
+        if value is None or value == "":
+            continue
+        shown = value if key == "status" else escape(str(value))
+        out.print(f"[bold]{key:<15}[/]{shown}")
+    if run.get("log_tail"):
+        out.print("[bold]log tail[/]")
+        out.print(escape(run["log_tail"].rstrip("\n")))
+
+
+def gpu_map(health: dict[str, Any], runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Who runs what on which GPU, CPU runs, and the queue (also ``gpus --json``)."""
+    on_gpu: dict[int, dict[str, Any]] = {}
+    cpu, queued = [], []
+    for run in runs:
+        if run.get("status") == "queued":
+            queued.append(run)
+        elif run.get("status") == "running":
+            if run.get("gpus"):
+                for g in run["gpus"]:
+                    on_gpu[g] = run
+            else:
+                cpu.append(run)
+    queued.sort(key=lambda r: r.get("queue_position") or 1 << 30)
+
+    def brief(run: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "name": run.get("name"),
+            "owner": run.get("owner"),
+            "progress": run.get("progress"),
+            "gpus": run.get("gpus") or [],
+            "queue_position": run.get("queue_position"),
+            "waiting_reason": run.get("waiting_reason"),
+        }
+
+    gpu_ids = sorted(set(health.get("gpus") or []) | set(on_gpu))
+    return {
+        "status": health.get("status"),
+        "detail": health.get("detail"),
+        "gpus": [{"gpu": g, "run": brief(on_gpu[g]) if g in on_gpu else None} for g in gpu_ids],
+        "cpu": [brief(r) for r in cpu],
+        "queued": [brief(r) for r in queued],
+    }
+
+
+def gpus_view(view: dict[str, Any]) -> None:
+    from rich import box
+    from rich.markup import escape
+    from rich.table import Table
+
+    out = console()
+    if view.get("status") not in (None, "ok"):
+        console(sys.stderr).print(f"[red]service degraded[/]: {view.get('detail')}")
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
+    table.add_column("GPU", no_wrap=True, justify="right")
+    table.add_column("RUN", overflow="fold", ratio=1)
+    table.add_column("OWNER", no_wrap=True)
+    table.add_column("PROGRESS", no_wrap=True)
+    for entry in view["gpus"]:
+        run = entry["run"]
+        if run is None:
+            table.add_row(str(entry["gpu"]), "[dim]free[/]", "", "")
+        else:
+            table.add_row(
+                str(entry["gpu"]),
+                escape(run["name"]),
+                escape(owner(run)),
+                progress_text({**run, "status": "running"}),
+            )
+    for run in view["cpu"]:
+        table.add_row(
+            "cpu", escape(run["name"]), escape(owner(run)), progress_text({**run, "status": "running"})
+        )
+    if view["gpus"] or view["cpu"]:
+        out.print(table)
+    else:
+        out.print("no GPUs, and no run running")
+    if view["queued"]:
+        queue = Table(
+            box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False, title="queued", title_justify="left"
+        )
+        queue.add_column("#", no_wrap=True, justify="right")
+        queue.add_column("RUN", overflow="fold", ratio=1)
+        queue.add_column("OWNER", no_wrap=True)
+        queue.add_column("WAITING", overflow="fold")
+        for run in view["queued"]:
+            queue.add_row(
+                str(run.get("queue_position") or "-"),
+                escape(run["name"]),
+                escape(owner(run)),
+                escape(run.get("waiting_reason") or ""),
+            )
+        out.print(queue)
+    else:
+        out.print("queue empty")
+
+
+def usage_view(usage: dict[str, Any]) -> None:
+    from rich import box
+    from rich.markup import escape
+    from rich.table import Table
+
+    out = console()
+    free, total = usage.get("free_bytes"), usage.get("total_bytes")
+    out.print(
+        f"runs' files   {size(usage.get('disk_bytes'))} in {usage.get('runs_measured', 0)} runs measured"
+    )
+    out.print(f"deleted runs  {usage.get('runs_deleted', 0)}")
+    if free is not None and total:
+        out.print(f"disk free     {size(free)} of {size(total)} ({free / total:.0%})")
+    largest = usage.get("largest") or []
+    if largest:
+        table = Table(
+            box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False, title="largest", title_justify="left"
+        )
+        table.add_column("RUN", overflow="fold", ratio=1)
+        table.add_column("SIZE", no_wrap=True, justify="right")
+        for entry in largest:
+            table.add_row(escape(str(entry.get("name"))), size(entry.get("disk_bytes")))
+        out.print(table)
+
+
+# --- waiting for a run ---------------------------------------------------------------------------------
+
+
+class ProgressView:
+    """A live bar on a terminal (stderr); elsewhere a line whenever the status or the epoch changes."""
+
+    def __init__(self, name: str, stream: TextIO | None = None) -> None:
+        self.name = name
+        self.stream = stream or sys.stderr
+        self._last_line = ""
+        self._progress = None
+        self._task = None
+        if self.stream.isatty():
+            from rich.progress import BarColumn, Progress, SpinnerColumn, TaskProgressColumn, TextColumn
+
+            self._progress = Progress(
+                SpinnerColumn(),
+                TextColumn("{task.description}", markup=False),
+                BarColumn(),
+                TaskProgressColumn(),
+                TextColumn("{task.fields[info]}", markup=False),
+                console=console(self.stream),
+                transient=False,
+            )
+            self._progress.start()
+            self._task = self._progress.add_task("", total=1.0, info="")
+
+    def update(self, run: dict[str, Any]) -> None:
+        status = run.get("status", "?")
+        if status == "queued":
+            pos = run.get("queue_position")
+            info = (f"#{pos} in queue" if pos else "") + (
+                f" ({run['waiting_reason']})" if run.get("waiting_reason") else ""
+            )
+        else:
+            info = "  ".join(x for x in (epoch_text(run), losses_text(run)) if x)
+        frac = fraction(run)
+        if self._progress is not None:
+            done = frac if frac is not None else (1.0 if status == "succeeded" else 0.0)
+            self._progress.update(self._task, description=status, completed=done, info=info)
+            return
+        if status in TERMINAL:
+            return  # the outcome line says it
+        line = f"{self.name}: {status}" + (
+            f" {epoch_text(run)}" if status != "queued" and epoch_text(run) else ""
+        )
+        if line != self._last_line:
+            self._last_line = line
+            self.stream.write(line + (f"  {info}" if info and status == "queued" else "") + "\n")
+            self.stream.flush()
+
+    def close(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
+
+
+def outcome(run: dict[str, Any]) -> str:
+    """The one line that ends ``--wait``: ``NAME succeeded in 3m12s (val_loss 0.0123)``, or the reason."""
+    status = run.get("status")
+    text = f"{run.get('name')} {status}"
+    ran = elapsed(run)
+    if ran is not None:
+        text += f" after {duration(ran)}"
+    val = (run.get("metrics") or {}).get("val_loss")
+    if status == "succeeded" and val is not None:
+        text += f" (val_loss {number(val)})"
+    if status != "succeeded" and run.get("reason"):
+        text += f": {run['reason']}"
+    return text
