@@ -1,7 +1,8 @@
 """A stand-in for ``python -m trainer`` that keeps the service tests fast (standard library only).
 
 It behaves like the trainer where the service can see it: it takes ``run_name=`` and ``log_dir=``, creates
-``<log_dir>/<YYYY-MM-DD>/<name>`` (refusing an existing one), writes ``progress.json`` and prints log lines.
+``<log_dir>/<YYYY-MM-DD>/<name>`` (refusing an existing one), writes ``progress.json`` and ``metrics.csv``
+(a ``train_loss`` row per step, ``val_loss`` at the end) and prints log lines.
 Extra overrides steer it: ``+fake.sleep=SECONDS``, ``+fake.exit=CODE``, ``+fake.lines=N``, and the ways
 real trainers misbehave: ``+fake.on_term=ignore|exit0`` (SIGTERM ignored, or caught with a clean exit 0),
 ``+fake.orphan=1`` (leaves a ``sleep 300`` in its process group; its pid in ``<run_dir>/orphan.pid``),
@@ -66,6 +67,11 @@ def main(argv: list[str]) -> int:
         with open(tmp, "w") as f:
             json.dump(progress, f)
         os.replace(tmp, os.path.join(run_dir, "progress.json"))
+        with open(os.path.join(run_dir, "metrics.csv"), "a") as f:  # as Lightning's CSVLogger: sparse rows
+            f.write("epoch,step,train_loss,train_loss_epoch,val_loss\n" if step == 1 else "")
+            f.write(f"0,{step - 1},{1.0 / step},,\n")
+            if step == steps:  # the epoch's end: the epoch mean and the validation loss
+                f.write(f"0,{step - 1},,{sum(1.0 / s for s in range(1, steps + 1)) / steps},0.5\n")
         time.sleep(sleep / steps)
     if code:
         print(f"fake trainer {name}: failing with exit code {code}", flush=True)

@@ -1,0 +1,191 @@
+"""Prometheus metrics (``GET /metrics``), with the official client library.
+
+Everything about runs is read from the store when Prometheus scrapes, never counted along the way: the
+lifecycle stays free of metrics code, a restart loses nothing that the store knows, and polling
+(``GET /runs/{name}``) carries nothing at all.
+
+    labrun_queue_length{pool}              queued runs, pool = gpu (needs GPUs) or cpu
+    labrun_runs_running{pool}              running runs
+    labrun_gpus{state}                     the service's GPUs, state = busy or free
+    labrun_runs_finished_total{status}     runs that ended, by final status (the store's whole history)
+    labrun_user_runs{owner, status}        queued and running runs per owner ("anonymous" without one)
+    labrun_submission_seconds{outcome}     POST /runs, request to answer; outcome = queued or refused
+    labrun_dispatch_seconds{pool}          a run's wait from submission to start (started_at - created_at)
+
+plus the client library's ``process_*`` and ``python_gc_*`` metrics. The dispatch histogram observes each
+run that starts while the service is up, once: every scrape reads the runs started since a watermark on
+``seq`` (below it every run has left the queue), so a scrape reads the recent rows, not the history.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+from fastapi import Depends, Request
+from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.gc_collector import GCCollector
+from prometheus_client.process_collector import ProcessCollector
+from prometheus_client.registry import Collector
+
+from app.models import TERMINAL, RunRecord
+from app.store import RunStore
+
+SUBMISSION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+DISPATCH_BUCKETS = (0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600, 4 * 3600, 12 * 3600, 86400, 7 * 86400)
+ANONYMOUS = "anonymous"
+
+
+def _pool(record: RunRecord) -> str:
+    return "gpu" if record.gpu_need > 0 else "cpu"
+
+
+def _owner(record: RunRecord) -> str:
+    return getattr(record, "owner", None) or ANONYMOUS
+
+
+class RunStoreCollector(Collector):
+    """The gauges and counters above, computed from the store at each scrape; it also feeds the dispatch
+    histogram (which it collects itself, so a scrape observes the new starts before it reports them)."""
+
+    def __init__(self, store: RunStore, gpus: tuple[int, ...]) -> None:
+        self.store = store
+        self.gpus = tuple(gpus)
+        self.dispatch = Histogram(
+            "labrun_dispatch_seconds",
+            "Seconds from submission to start, per run started while the service is up",
+            ["pool"],
+            buckets=DISPATCH_BUCKETS,
+            registry=None,
+        )
+        for pool in ("cpu", "gpu"):
+            self.dispatch.labels(pool)
+        self._lock = threading.Lock()
+        self._mark, self._seen = self._watermark(first=True)
+
+    def describe(self) -> list[Metric]:
+        return []  # computed at scrape time: nothing to check at registration
+
+    def collect(self) -> Iterator[Metric]:
+        with self._lock:
+            queued, running = self.store.queued(), self.store.running()
+            self._observe_starts(queued)
+            finished = {status: self.store.count([status]) for status in TERMINAL}
+        queue_length = GaugeMetricFamily("labrun_queue_length", "Queued runs per pool", labels=["pool"])
+        running_runs = GaugeMetricFamily("labrun_runs_running", "Running runs per pool", labels=["pool"])
+        for family, records in ((queue_length, queued), (running_runs, running)):
+            pools = Counter(_pool(r) for r in records)
+            for pool in ("cpu", "gpu"):
+                family.add_metric([pool], pools[pool])
+        yield queue_length
+        yield running_runs
+
+        # A queued run with GPUs assigned is being launched on them: they are taken already.
+        busy = {g for r in running + queued for g in r.gpus} & set(self.gpus)
+        gpus = GaugeMetricFamily("labrun_gpus", "The service's GPUs, busy or free", labels=["state"])
+        gpus.add_metric(["busy"], len(busy))
+        gpus.add_metric(["free"], len(self.gpus) - len(busy))
+        yield gpus
+
+        done = CounterMetricFamily(
+            "labrun_runs_finished", "Runs that ended, by final status", labels=["status"]
+        )
+        for status in sorted(TERMINAL):
+            done.add_metric([status.value], finished[status])
+        yield done
+
+        per_user = GaugeMetricFamily(
+            "labrun_user_runs", "Queued and running runs per owner", labels=["owner", "status"]
+        )
+        counts = Counter((_owner(r), r.status.value) for r in queued + running)
+        for (owner, status), n in sorted(counts.items()):
+            per_user.add_metric([owner, status], n)
+        yield per_user
+        yield from self.dispatch.collect()
+
+    # --- the dispatch histogram's watermark ---------------------------------------------------------------
+
+    def _started_since(self, mark: int) -> list[tuple[int, float, float, int]]:
+        # TODO(lead): RunStore.started_since(seq) as a read method; plain SQL on the reader until then.
+        sql = (
+            "SELECT seq, created_at, started_at, gpu_need FROM runs WHERE seq > ? AND started_at IS NOT NULL"
+        )
+        return list(self.store._reader().execute(sql, (mark,)))
+
+    def _watermark(self, first: bool = False) -> tuple[int, set[int]]:
+        """Every run at or below the mark has left the queue; ``seen``: the started ones above it that were
+        observed already. At the first call (the service starting) every run already started counts as
+        seen: the histogram is about the runs this service dispatches."""
+        queued = self.store.queued()
+        if queued:
+            mark = queued[0].seq - 1
+        else:
+            row = self.store._reader().execute("SELECT COALESCE(MAX(seq), 0) FROM runs").fetchone()
+            mark = row[0]
+        seen = {row[0] for row in self._started_since(mark)} if first else set()
+        return mark, seen
+
+    def _observe_starts(self, queued: list[RunRecord]) -> None:
+        for seq, created_at, started_at, gpu_need in self._started_since(self._mark):
+            if seq in self._seen:
+                continue
+            self._seen.add(seq)
+            self.dispatch.labels("gpu" if gpu_need > 0 else "cpu").observe(max(0.0, started_at - created_at))
+        mark = queued[0].seq - 1 if queued else max([self._mark, *self._seen])
+        self._seen = {seq for seq in self._seen if seq > mark}
+        self._mark = mark
+
+
+class ServiceMetrics:
+    """One app's registry: the store collector, the submission histogram, process and GC metrics. Made in
+    the app's start-up (``lifespan``) so that the dispatch watermark starts there."""
+
+    def __init__(self, store: RunStore, gpus: tuple[int, ...]) -> None:
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.runs = RunStoreCollector(store, gpus)
+        self.registry.register(self.runs)
+        self.submission = Histogram(
+            "labrun_submission_seconds",
+            "POST /runs: seconds from the request to its answer",
+            ["outcome"],
+            buckets=SUBMISSION_BUCKETS,
+            registry=self.registry,
+        )
+        for outcome in ("queued", "refused"):
+            self.submission.labels(outcome)
+        ProcessCollector(registry=self.registry)
+        GCCollector(registry=self.registry)
+
+
+def service_metrics(app: Any) -> ServiceMetrics | None:
+    return getattr(app.state, "prometheus", None)
+
+
+async def time_submission(request: Request) -> AsyncIterator[None]:
+    """A route dependency for POST /runs alone: the submission latency, labelled by its outcome (a 422 or a
+    409 is "refused"). The rest of the API never sees it."""
+    started = time.perf_counter()
+    outcome = "refused"
+    try:
+        yield
+        outcome = "queued"
+    finally:
+        found = service_metrics(request.app)
+        if found is not None:
+            found.submission.labels(outcome).observe(time.perf_counter() - started)
+
+
+def time_submissions(router: Any) -> None:
+    """Attach ``time_submission`` to the router's ``POST ""`` route (``app/api/routes/runs.py``'s submit)
+    before the router is included anywhere. Until the route declares it itself."""
+    dependency = Depends(time_submission)
+    for route in router.routes:
+        if getattr(route, "path", None) == router.prefix and "POST" in getattr(route, "methods", ()):
+            if not any(d.dependency is time_submission for d in route.dependencies):
+                route.dependencies.append(dependency)
+            return
+    raise LookupError(f"no POST {router.prefix} route to time")

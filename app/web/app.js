@@ -1,0 +1,665 @@
+// The dashboard: three views on the public API, chosen by the URL's hash.
+//   #/              runs: submit form, filters, the runs table (newest first, paged)
+//   #/queue         the queue with positions, and the GPU map from /healthz
+//   #/runs/<name>   one run: details, loss curves, the log following live, Cancel / Rerun / Delete
+// Each view refreshes itself on a timer and updates the page in place (rows are kept and only changed cells
+// are rewritten), so nothing flickers and the filter, the scroll position and a text selection survive.
+// Everything the server says is put on the page as text, never as HTML.
+
+import { ApiError, forgetToken, getJSON, idempotencyKey, request, sendJSON, token } from "./api.js";
+import { colorOf, drawChart, number } from "./chart.js";
+
+const REFRESH_MS = { runs: 3000, queue: 3000, run: 2000 };
+const LOG_KEEP_CHARS = 1 << 20; // the log pane keeps the last ~1 MiB
+const TERMINAL = new Set(["succeeded", "failed", "cancelled"]);
+const $ = (id) => document.getElementById(id);
+
+// --- small helpers ------------------------------------------------------------------------------------------
+
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (k === "class") node.className = v;
+    else if (k === "text") node.textContent = v;
+    else node.setAttribute(k, v);
+  }
+  node.append(...children);
+  return node;
+}
+
+function setText(node, text) {
+  const value = text == null ? "" : String(text);
+  if (node.textContent !== value) node.textContent = value;
+}
+
+function setAttr(node, name, value) {
+  if (value == null) {
+    if (node.hasAttribute(name)) node.removeAttribute(name);
+  } else if (node.getAttribute(name) !== String(value)) node.setAttribute(name, value);
+}
+
+function runHref(name) {
+  return `#/runs/${encodeURIComponent(name)}`;
+}
+
+function ms(ts) {
+  return ts ? Date.parse(ts) : null;
+}
+
+export function duration(seconds) {
+  if (seconds == null || !Number.isFinite(seconds)) return "";
+  seconds = Math.max(0, Math.round(seconds));
+  const d = Math.floor(seconds / 86400), h = Math.floor((seconds % 86400) / 3600);
+  const m = Math.floor((seconds % 3600) / 60), s = seconds % 60;
+  if (d) return `${d}d ${h}h`;
+  if (h) return `${h}h ${m}m`;
+  if (m) return `${m}m ${s}s`;
+  return `${s}s`;
+}
+
+function ago(ts) {
+  const t = ms(ts);
+  return t == null ? "" : `${duration((Date.now() - t) / 1000)} ago`;
+}
+
+function localTime(ts) {
+  const t = ms(ts);
+  return t == null ? "" : new Date(t).toLocaleString();
+}
+
+function runDuration(run) {
+  const started = ms(run.started_at);
+  if (started == null) return null;
+  const end = ms(run.finished_at) ?? Date.now();
+  return (end - started) / 1000;
+}
+
+function gpuText(run) {
+  return run.gpus && run.gpus.length ? run.gpus.join(",") : run.status === "queued" ? "" : "cpu";
+}
+
+function owner(run) {
+  return run.owner ?? "-";
+}
+
+function lossText(run, key) {
+  const v = run.metrics ? run.metrics[key] : null;
+  return typeof v === "number" ? number(v) : "";
+}
+
+function statusBadge(node, status) {
+  setText(node, status);
+  setAttr(node, "class", `status status-${status}`);
+}
+
+function connection(error) {
+  const conn = $("conn");
+  if (error) {
+    setText(conn, error.status === 0 ? "offline: retrying" : `error: ${error.message}`);
+    setAttr(conn, "class", "conn conn-bad");
+  } else {
+    setText(conn, `updated ${new Date().toLocaleTimeString()}`);
+    setAttr(conn, "class", "conn");
+  }
+  $("signout").hidden = !token();
+}
+
+/** Run `fn` now and every `every` ms after it finished (slower while the tab is hidden); returns stop(). */
+function poll(fn, every) {
+  let stopped = false;
+  let timer = null;
+  const tick = async () => {
+    if (stopped) return;
+    try {
+      await fn();
+      connection(null);
+    } catch (err) {
+      if (!(err instanceof ApiError)) console.error(err);
+      connection(err);
+    }
+    if (!stopped) timer = setTimeout(tick, document.hidden ? every * 5 : every);
+  };
+  tick();
+  return {
+    stop() {
+      stopped = true;
+      clearTimeout(timer);
+    },
+    now() {
+      clearTimeout(timer);
+      tick();
+    },
+  };
+}
+
+/** A button that needs a second click within 4 s ("Really cancel?"), for what cannot be undone. */
+function confirmTwice(button, question, action) {
+  let armed = null;
+  const label = button.textContent;
+  button.addEventListener("click", async () => {
+    if (!armed) {
+      button.textContent = question;
+      button.classList.add("armed");
+      armed = setTimeout(() => {
+        armed = null;
+        button.textContent = label;
+        button.classList.remove("armed");
+      }, 4000);
+      return;
+    }
+    clearTimeout(armed);
+    armed = null;
+    button.textContent = label;
+    button.classList.remove("armed");
+    await action();
+  });
+}
+
+// --- the runs view ------------------------------------------------------------------------------------------
+
+const FILTER_KEY = "labrun.filters";
+const runsState = {
+  filters: { status: "", owner: "", limit: "50", ...JSON.parse(sessionStorage.getItem(FILTER_KEY) || "{}") },
+  before: null, // the cursor of the page shown (null: the first page)
+  cursors: [], // the cursors of the newer pages, to go back
+  nextBefore: undefined, // undefined: the server pages no further than `limit`
+  rows: new Map(),
+};
+
+function runsQuery() {
+  const { status, owner: who, limit } = runsState.filters;
+  const params = new URLSearchParams({ limit });
+  if (status) params.set("status", status);
+  if (who) params.set("owner", who);
+  if (runsState.before != null) params.set("before", runsState.before);
+  return `/runs?${params}`;
+}
+
+async function refreshRuns() {
+  const answer = await getJSON(runsQuery());
+  const who = runsState.filters.owner;
+  // A server without owner filtering ignores owner=: the page then filters what it got.
+  const data = who && who !== "me" ? answer.data.filter((r) => owner(r) === who) : answer.data;
+  renderRows($("runs-table").tBodies[0], runsState.rows, data, fillRunRow);
+  $("runs-empty").hidden = data.length > 0;
+  runsState.nextBefore = "next_before" in answer ? answer.next_before : undefined;
+  const page = runsState.cursors.length + 1;
+  setText($("runs-count"), `${answer.count} run${answer.count === 1 ? "" : "s"}`);
+  setText($("page-label"), runsState.nextBefore === undefined && page === 1 ? "" : `page ${page}`);
+  $("page-older").hidden = runsState.nextBefore === undefined;
+  $("page-older").disabled = runsState.nextBefore == null;
+  $("page-newer").hidden = runsState.nextBefore === undefined && runsState.before == null;
+  $("page-newer").disabled = runsState.before == null;
+}
+
+/** Keep one <tr> per run name: update cells in place, add and drop rows, reorder only what moved. */
+function renderRows(tbody, rows, data, fill) {
+  const seen = new Set();
+  data.forEach((run, i) => {
+    seen.add(run.name);
+    let tr = rows.get(run.name);
+    if (!tr) {
+      tr = fill(null, run);
+      rows.set(run.name, tr);
+    } else {
+      fill(tr, run);
+    }
+    if (tbody.children[i] !== tr) tbody.insertBefore(tr, tbody.children[i] || null);
+  });
+  for (const [name, tr] of rows) {
+    if (!seen.has(name)) {
+      tr.remove();
+      rows.delete(name);
+    }
+  }
+}
+
+function fillRunRow(tr, run) {
+  if (!tr) {
+    tr = el("tr");
+    tr.dataset.name = run.name;
+    const link = el("a", { href: runHref(run.name) });
+    const bar = el("progress", { max: "1" });
+    tr.append(
+      el("td", {}, el("span", { class: "status" })),
+      el("td", { class: "owner" }),
+      el("td", { class: "name" }, link),
+      el("td", { class: "gpus" }),
+      el("td", { class: "progress" }, bar, el("span", { class: "progress-text" })),
+      el("td", { class: "started" }),
+      el("td", { class: "duration" }),
+      el("td", { class: "num train-loss" }),
+      el("td", { class: "num val-loss" }),
+    );
+  }
+  const [status, who, name, gpus, progress, started, took, train, val] = tr.children;
+  statusBadge(status.firstChild, run.status);
+  setText(who, owner(run));
+  setText(name.firstChild, run.name);
+  setAttr(name.firstChild, "title", run.overrides.join(" "));
+  setText(gpus, gpuText(run));
+  const bar = progress.querySelector("progress");
+  const fraction = run.progress && typeof run.progress.fraction === "number" ? run.progress.fraction : null;
+  const done = run.status === "succeeded";
+  bar.hidden = run.status === "queued";
+  if (done || fraction != null) setAttr(bar, "value", done ? 1 : fraction);
+  else bar.removeAttribute("value");
+  setText(progress.querySelector(".progress-text"), progressText(run, fraction));
+  setText(started, ago(run.started_at));
+  setAttr(started, "title", localTime(run.started_at) || null);
+  setText(took, run.status === "queued" ? `waiting ${duration((Date.now() - ms(run.created_at)) / 1000)}` : duration(runDuration(run)));
+  setText(train, lossText(run, "train_loss"));
+  setText(val, lossText(run, "val_loss"));
+  return tr;
+}
+
+function progressText(run, fraction) {
+  if (run.status === "queued") return run.queue_position ? `queued #${run.queue_position}` : "queued";
+  const p = run.progress || {};
+  const parts = [];
+  if (typeof p.epoch === "number" && typeof p.max_epochs === "number") {
+    parts.push(`ep ${Math.min(p.epoch + (run.status === "running" ? 1 : 0), p.max_epochs)}/${p.max_epochs}`);
+  }
+  if (fraction != null) parts.push(`${Math.round(fraction * 100)}%`);
+  return parts.join(" · ");
+}
+
+function setupRunsView() {
+  const f = runsState.filters;
+  $("filter-status").value = f.status;
+  $("filter-owner").value = f.owner;
+  $("filter-limit").value = f.limit;
+  const changed = () => {
+    f.status = $("filter-status").value;
+    f.owner = $("filter-owner").value.trim();
+    f.limit = $("filter-limit").value;
+    sessionStorage.setItem(FILTER_KEY, JSON.stringify(f));
+    runsState.before = null;
+    runsState.cursors = [];
+    current?.poller.now();
+  };
+  $("filter-status").addEventListener("change", changed);
+  $("filter-limit").addEventListener("change", changed);
+  let typing = null;
+  $("filter-owner").addEventListener("input", () => {
+    clearTimeout(typing);
+    typing = setTimeout(changed, 300);
+  });
+  $("page-older").addEventListener("click", () => {
+    if (runsState.nextBefore == null) return;
+    runsState.cursors.push(runsState.before);
+    runsState.before = runsState.nextBefore;
+    current?.poller.now();
+  });
+  $("page-newer").addEventListener("click", () => {
+    runsState.before = runsState.cursors.length ? runsState.cursors.pop() : null;
+    current?.poller.now();
+  });
+
+  $("submit-form").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const button = $("submit-button");
+    const error = $("submit-error");
+    const overrides = $("overrides")
+      .value.split("\n")
+      .map((line) => line.trim())
+      .filter((line) => line && !line.startsWith("#"));
+    setText(error, "");
+    $("overrides").removeAttribute("aria-invalid");
+    setText($("submit-result"), "submitting…");
+    button.disabled = true;
+    try {
+      const run = await sendJSON("POST", "/runs", { overrides }, { "Idempotency-Key": idempotencyKey() });
+      const result = $("submit-result");
+      result.replaceChildren("queued ", el("a", { href: runHref(run.name), text: run.name }));
+      current?.poller.now();
+    } catch (err) {
+      setText($("submit-result"), "");
+      setText(error, err.message);
+      $("overrides").setAttribute("aria-invalid", "true");
+    } finally {
+      button.disabled = false;
+    }
+  });
+}
+
+// --- queue and GPUs -----------------------------------------------------------------------------------------
+
+const queueRows = new Map();
+
+async function refreshQueue() {
+  const [health, running, queued] = await Promise.all([
+    healthz(),
+    getJSON("/runs?status=running&limit=1000"),
+    getJSON("/runs?status=queued&limit=1000"),
+  ]);
+  const banner = $("health");
+  banner.hidden = health.status === "ok";
+  setText(banner, health.status === "ok" ? "" : `Degraded: ${health.detail}`);
+
+  const onGpu = new Map();
+  for (const run of running.data) for (const g of run.gpus || []) onGpu.set(g, run);
+  renderGpuMap(health.gpus || [], onGpu);
+
+  const cpu = running.data.filter((r) => !(r.gpus && r.gpus.length));
+  const cpuBox = $("cpu-runs");
+  const cpuText = cpu.length ? `On the CPU: ${cpu.map((r) => `${r.name} (${owner(r)})`).join(", ")}` : "";
+  if (cpuBox.textContent !== cpuText) {
+    cpuBox.replaceChildren(...(cpu.length ? [el("span", { class: "muted", text: "On the CPU: " })] : []));
+    cpu.forEach((r, i) => cpuBox.append(...(i ? [", "] : []), el("a", { href: runHref(r.name), text: r.name }), ` (${owner(r)})`));
+  }
+
+  const rows = [...queued.data].sort((a, b) => (a.queue_position ?? 1e9) - (b.queue_position ?? 1e9));
+  renderRows($("queue-table").tBodies[0], queueRows, rows, fillQueueRow);
+  $("queue-empty").hidden = rows.length > 0;
+  const reason = rows.find((r) => r.waiting_reason)?.waiting_reason;
+  $("queue-reason").hidden = !reason;
+  setText($("queue-reason"), reason ? `Runs wait: ${reason}` : "");
+}
+
+const gpuTiles = new Map();
+
+/** One tile per GPU, kept across refreshes like the table rows: the run on it (and its owner), or free. */
+function renderGpuMap(gpus, onGpu) {
+  const map = $("gpu-map");
+  const none = map.querySelector(".no-gpus");
+  if (!gpus.length) {
+    if (!none) map.replaceChildren(el("p", { class: "muted no-gpus", text: "This server has no GPUs: runs use the CPU." }));
+    gpuTiles.clear();
+    return;
+  }
+  none?.remove();
+  gpus.forEach((g, i) => {
+    let tile = gpuTiles.get(g);
+    if (!tile) {
+      tile = el("div", { class: "gpu-tile", "data-gpu": String(g) }, el("div", { class: "gpu-id", text: `GPU ${g}` }), el("a", { class: "gpu-run" }), el("div", { class: "muted gpu-meta" }), el("progress", { max: "1" }));
+      gpuTiles.set(g, tile);
+    }
+    if (map.children[i] !== tile) map.insertBefore(tile, map.children[i] || null);
+    const run = onGpu.get(g);
+    const [, link, meta, bar] = tile.children;
+    setAttr(tile, "class", `gpu-tile ${run ? "busy" : "free"}`);
+    link.hidden = bar.hidden = !run;
+    setText(link, run ? run.name : "");
+    setAttr(link, "href", run ? runHref(run.name) : null);
+    setAttr(link, "title", run ? run.name : null);
+    setText(meta, run ? `${owner(run)} · ${duration(runDuration(run))}` : "free");
+    const fraction = run && run.progress && typeof run.progress.fraction === "number" ? run.progress.fraction : null;
+    if (fraction != null) setAttr(bar, "value", fraction);
+    else bar.removeAttribute("value");
+  });
+  for (const [g, tile] of gpuTiles) {
+    if (!gpus.includes(g)) {
+      tile.remove();
+      gpuTiles.delete(g);
+    }
+  }
+}
+
+async function healthz() {
+  // 503 still carries the health body (status "degraded"); read it rather than fail.
+  try {
+    return await (await request("GET", "/healthz")).json();
+  } catch (err) {
+    if (err.status === 503) return { status: "degraded", detail: err.message, gpus: [] };
+    throw err;
+  }
+}
+
+function fillQueueRow(tr, run) {
+  if (!tr) {
+    tr = el("tr");
+    tr.dataset.name = run.name;
+    tr.append(el("td", { class: "num position" }), el("td", { class: "owner" }), el("td", { class: "name" }, el("a", { href: runHref(run.name) })), el("td"), el("td", { class: "overrides" }));
+  }
+  const [pos, who, name, waiting, overrides] = tr.children;
+  setText(pos, run.queue_position ?? "");
+  setText(who, owner(run));
+  setText(name.firstChild, run.name);
+  setText(waiting, duration((Date.now() - ms(run.created_at)) / 1000));
+  setText(overrides, run.overrides.join(" "));
+  return tr;
+}
+
+// --- one run ------------------------------------------------------------------------------------------------
+
+let runPage = null; // {name, run, logEnd, metricsTag, curves}
+
+function openRun(name) {
+  runPage = { name, run: null, logEnd: null, metricsTag: null, curves: {}, ended: false, finalRead: false };
+  setText($("run-name"), name);
+  setText($("run-error"), "");
+  setText($("run-status"), "");
+  $("run-details").replaceChildren();
+  setText($("run-overrides"), "");
+  $("log").replaceChildren();
+  setText($("log-note"), "");
+  setText($("chart-note"), "");
+  $("chart-legend").replaceChildren();
+  drawChart($("chart"), {});
+}
+
+async function refreshRun() {
+  const page = runPage;
+  if (!page) return;
+  const path = `/runs/${encodeURIComponent(page.name)}`;
+  if (!page.ended || !page.run) {
+    let run;
+    try {
+      run = await getJSON(path);
+    } catch (err) {
+      if (err.status === 404) {
+        setText($("run-error"), err.message);
+        page.ended = page.finalRead = true;
+        return;
+      }
+      throw err;
+    }
+    if (page !== runPage) return;
+    page.run = run;
+    renderRun(run);
+  }
+  if (page.finalRead) return;
+  const ended = TERMINAL.has(page.run.status);
+  await Promise.all([refreshLog(page), refreshCurves(page)]);
+  if (ended) {
+    page.ended = true;
+    page.finalRead = true; // one read after the end: the last lines and the last rows are in
+  }
+}
+
+function renderRun(run) {
+  statusBadge($("run-status"), run.status);
+  const active = run.status === "queued" || run.status === "running";
+  $("run-cancel").disabled = !active;
+  $("run-delete").disabled = active || !!run.deleted_at;
+  const p = run.progress || {};
+  const fields = [
+    ["Status", run.status + (run.queue_position ? ` (#${run.queue_position} in the queue)` : "")],
+    ["Reason", run.reason || run.waiting_reason],
+    ["Exit code", run.exit_code],
+    ["Owner", owner(run)],
+    ["GPUs", gpuText(run) || "–"],
+    ["Progress", run.status === "queued" ? "" : progressText(run, typeof p.fraction === "number" ? p.fraction : null)],
+    ["Step", typeof p.step === "number" ? `${p.step}${typeof p.total === "number" ? ` / ${p.total}` : ""}` : ""],
+    ["Train loss", lossText(run, "train_loss")],
+    ["Val loss", lossText(run, "val_loss")],
+    ["Submitted", localTime(run.created_at)],
+    ["Started", localTime(run.started_at)],
+    ["Finished", localTime(run.finished_at)],
+    ["Duration", duration(runDuration(run))],
+    ["Run directory", run.run_dir],
+    ["WandB run", run.name],
+    ["Config", run.config_name],
+    ["Rerun of", run.rerun_of],
+    ["Disk", run.disk_bytes != null ? bytes(run.disk_bytes) : ""],
+    ["Deleted", run.deleted_at ? `${localTime(run.deleted_at)}${run.deleted_by ? ` by ${run.deleted_by}` : ""}` : ""],
+  ].filter(([, v]) => v !== "" && v != null);
+  const dl = $("run-details");
+  const want = fields.map(([k, v]) => `${k}\u0000${v}`).join("\u0001");
+  if (dl.dataset.shown !== want) {
+    dl.dataset.shown = want;
+    dl.replaceChildren(
+      ...fields.flatMap(([k, v]) => {
+        const dd = el("dd", { "data-field": k });
+        if (k === "Rerun of") dd.append(el("a", { href: runHref(v), text: v }));
+        else dd.textContent = String(v);
+        return [el("dt", { text: k }), dd];
+      }),
+    );
+  }
+  setText($("run-overrides"), run.overrides.length ? run.overrides.join("\n") : "(none: the defaults)");
+  if (run.log_tail && !$("log").textContent) setText($("log-note"), "the log's last lines, kept with the run");
+}
+
+function bytes(n) {
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let i = 0;
+  while (n >= 1024 && i < units.length - 1) { n /= 1024; i++; }
+  return `${n.toFixed(i ? 1 : 0)} ${units[i]}`;
+}
+
+async function refreshLog(page) {
+  const base = `/runs/${encodeURIComponent(page.name)}/logs`;
+  const pre = $("log");
+  for (let rounds = 0; rounds < 8; rounds++) {
+    const query = page.logEnd == null ? "tail=500" : `offset=${page.logEnd}`;
+    const response = await request("GET", `${base}?${query}`, { headers: { Accept: "text/plain" } });
+    const text = await response.text();
+    if (page !== runPage) return;
+    const end = Number(response.headers.get("X-Log-End"));
+    const size = Number(response.headers.get("X-Log-Size"));
+    if (page.logEnd == null && response.headers.get("X-Log-Truncated") === "true") {
+      setText($("log-note"), "showing the last 500 lines");
+    }
+    if (text) {
+      const atBottom = pre.scrollHeight - pre.scrollTop - pre.clientHeight < 24;
+      pre.append(document.createTextNode(text));
+      if (pre.textContent.length > LOG_KEEP_CHARS * 1.5) {
+        const kept = pre.textContent.slice(-LOG_KEEP_CHARS);
+        pre.textContent = kept.slice(kept.indexOf("\n") + 1);
+        setText($("log-note"), "showing the end of the log");
+      }
+      if ($("log-follow").checked && (atBottom || page.logEnd == null)) pre.scrollTop = pre.scrollHeight;
+    }
+    page.logEnd = Number.isFinite(end) ? end : page.logEnd ?? 0;
+    if (!(Number.isFinite(size) && page.logEnd < size)) return; // caught up
+  }
+}
+
+async function refreshCurves(page) {
+  const response = await request("GET", `/runs/${encodeURIComponent(page.name)}/metrics`, { etag: page.metricsTag });
+  if (page !== runPage || response.status === 304) return;
+  page.metricsTag = response.headers.get("ETag");
+  const body = await response.json();
+  page.curves = {};
+  for (const [name, curve] of Object.entries(body.metrics)) page.curves[name] = curve;
+  drawCurves(page, body);
+}
+
+function drawCurves(page, body) {
+  const wanted = Object.keys(page.curves).filter((n) => /loss/.test(n));
+  const names = wanted.length ? wanted : Object.keys(page.curves);
+  const curves = Object.fromEntries(names.map((n) => [n, page.curves[n]]));
+  const drawn = drawChart($("chart"), curves, { log: $("chart-log").checked });
+  $("chart-legend").replaceChildren(
+    ...Object.keys(drawn).map((n, i) => el("span", { class: "key" }, el("i", { class: "swatch", "data-color": colorOf(n, i) }), n)),
+  );
+  for (const swatch of $("chart-legend").querySelectorAll(".swatch")) swatch.style.background = swatch.dataset.color;
+  if (body) {
+    const thinned = Object.values(body.metrics).some((c) => c.downsampled);
+    setText(
+      $("chart-note"),
+      body.rows
+        ? `${body.rows} row${body.rows === 1 ? "" : "s"} of metrics.csv${thinned ? `, thinned to at most ${body.max_points} points per curve` : ""}`
+        : page.run && page.run.status === "queued"
+          ? "no curves until the run starts"
+          : "no metrics.csv yet",
+    );
+  }
+}
+
+async function runAction(method, suffix, after) {
+  const page = runPage;
+  setText($("run-error"), "");
+  const buttons = ["run-cancel", "run-rerun", "run-delete"].map($);
+  buttons.forEach((b) => (b.disabled = true));
+  try {
+    const headers = method === "POST" && suffix === "/rerun" ? { "Idempotency-Key": idempotencyKey() } : {};
+    const run = await sendJSON(method, `/runs/${encodeURIComponent(page.name)}${suffix}`, undefined, headers);
+    after(run);
+  } catch (err) {
+    setText($("run-error"), err.message);
+  } finally {
+    $("run-rerun").disabled = false;
+    if (runPage && runPage.run) renderRun(runPage.run); // Cancel and Delete as the run's status allows
+  }
+}
+
+function setupRunView() {
+  confirmTwice($("run-cancel"), "Really cancel?", () =>
+    runAction("POST", "/cancel", (run) => {
+      runPage.run = run;
+      runPage.ended = false;
+      renderRun(run);
+      current?.poller.now();
+    }),
+  );
+  $("run-rerun").addEventListener("click", () =>
+    runAction("POST", "/rerun", (run) => {
+      location.hash = runHref(run.name);
+    }),
+  );
+  confirmTwice($("run-delete"), "Really delete its files?", () =>
+    runAction("DELETE", "", (run) => {
+      runPage.run = run;
+      renderRun(run);
+    }),
+  );
+  $("chart-log").addEventListener("change", () => runPage && drawCurves(runPage, null));
+  window.addEventListener("resize", () => runPage && current?.name === "run" && drawCurves(runPage, null));
+}
+
+// --- routing ------------------------------------------------------------------------------------------------
+
+let current = null; // {name, poller}
+
+function route() {
+  const hash = location.hash || "#/";
+  let name = "runs";
+  let runName = null;
+  const match = hash.match(/^#\/runs\/(.+)$/);
+  if (match) {
+    name = "run";
+    runName = decodeURIComponent(match[1]);
+  } else if (hash.startsWith("#/queue")) {
+    name = "queue";
+  }
+  current?.poller.stop();
+  for (const view of ["runs", "queue", "run"]) $(`view-${view}`).hidden = view !== name;
+  for (const a of document.querySelectorAll("[data-nav]")) a.classList.toggle("active", a.dataset.nav === name);
+  if (name === "run") {
+    openRun(runName);
+    document.title = `${runName} · labrun`;
+  } else {
+    runPage = null;
+    document.title = name === "queue" ? "Queue · labrun" : "labrun";
+  }
+  const refresh = { runs: refreshRuns, queue: refreshQueue, run: refreshRun }[name];
+  current = { name, poller: poll(refresh, REFRESH_MS[name]) };
+}
+
+function start() {
+  setupRunsView();
+  setupRunView();
+  $("signout").addEventListener("click", () => {
+    forgetToken();
+    location.reload();
+  });
+  document.addEventListener("labrun:token", () => connection(null));
+  document.addEventListener("visibilitychange", () => !document.hidden && current?.poller.now());
+  window.addEventListener("hashchange", route);
+  route();
+}
+
+start();
