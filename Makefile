@@ -17,12 +17,12 @@ run: install
 	$(PY) -m app
 
 test: install
-	$(PY) -m ruff check app trainer tests bench
+	$(PY) -m ruff check app trainer labrun tests bench
 	$(PY) -m pytest
 
 lint: install
-	$(PY) -m ruff check app trainer tests bench
-	$(PY) -m ruff format --check app trainer tests bench
+	$(PY) -m ruff check app trainer labrun tests bench
+	$(PY) -m ruff format --check app trainer labrun tests bench
 
 bench: install
 	$(PY) bench/run_all.py
