@@ -1,18 +1,25 @@
 """The dashboard in a real headless Chromium against a real service process (fake trainer): load /, submit a
 run through the form (a 422 first, shown next to the field), see it appear and finish, open its page and
 see the loss curve drawn with the points of its metrics.csv and its log, cancel a long run from its page,
-look at the GPU map. Screenshots go under the test's tmp directory (their paths are printed)."""
+look at the GPU map; and, with auth on, the token asked for once and never put in a URL. Screenshots go
+under the test's tmp directory (their paths are printed)."""
 
 from __future__ import annotations
 
 import csv
 import json
+import threading
 from pathlib import Path
 
 import pytest
-from conftest import LONG_S, run_for
+import uvicorn
+from conftest import LONG_S, WEB_TRAINER, run_for
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
+from service_helpers import make_settings
+from service_process import free_port
+
+from app.main import create_app
 
 pytestmark = pytest.mark.slow
 WAIT_S = 30
@@ -134,3 +141,52 @@ def test_dashboard(service, browser, tmp_path):
     errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE" and e["source"] != "network"]
     assert errors == [], errors
     assert runs_png.stat().st_size > 10_000 and run_png.stat().st_size > 10_000
+
+
+class BearerOnly:
+    """Stands in for the service's auth (401 with ``WWW-Authenticate: Bearer`` without the right token) in
+    front of the real app; the page and its files stay open, as the page must load to ask."""
+
+    def __init__(self, app, token: str) -> None:
+        self.app, self.token, self.seen = app, token, []
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and scope["path"] != "/" and not scope["path"].startswith("/web/"):
+            auth = dict(scope["headers"]).get(b"authorization", b"").decode()
+            self.seen.append((scope["path"], scope["query_string"].decode(), auth))
+            if auth != f"Bearer {self.token}":
+                body = b'{"detail": "a valid token is needed"}'
+                headers = [(b"content-type", b"application/json"), (b"www-authenticate", b"Bearer")]
+                await send({"type": "http.response.start", "status": 401, "headers": headers})
+                await send({"type": "http.response.body", "body": body})
+                return
+        await self.app(scope, receive, send)
+
+
+def test_token_asked_once_and_kept_out_of_urls(browser, output_dir):
+    token = "s3cret-token"
+    app = BearerOnly(create_app(make_settings(output_dir, trainer_command=WEB_TRAINER)), token)
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        driver = browser
+        wait(driver, lambda d: server.started, message="the server")
+        driver.get(f"http://127.0.0.1:{port}/")
+        wait(driver, lambda d: d.find_element(By.ID, "token-dialog").get_attribute("open") is not None)
+        driver.find_element(By.ID, "token-input").send_keys("wrong\n")
+        wait(driver, lambda d: "refused" in text(d, "#token-reason"), message="the wrong token refused")
+        driver.find_element(By.ID, "token-input").send_keys(token + "\n")
+        wait(driver, lambda d: text(d, "#runs-count") == "0 runs", message="the runs table with the token")
+        assert driver.execute_script("return sessionStorage.getItem('labrun.token')") == token
+        driver.refresh()  # the same tab: no second prompt
+        wait(driver, lambda d: text(d, "#runs-count") == "0 runs")
+        assert driver.find_element(By.ID, "token-dialog").get_attribute("open") is None
+        assert all(token not in query for _, query, _ in app.seen)
+        assert all(token not in e["name"] for e in driver.execute_script("return performance.getEntries()"))
+        authorized = [path for path, _, auth in app.seen if auth == f"Bearer {token}"]
+        assert "/runs" in authorized
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
