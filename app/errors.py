@@ -4,8 +4,11 @@ alone turns them into HTTP answers (``app/api/errors.py``).
     LabrunError                 a request the service refuses; the message says what to do
     ├── RunNotFound             no run has that name
     ├── InvalidRun              the overrides do not make a valid, safe run (names the override + fix)
-    └── RunConflict             the request contradicts the run's state (cancel a finished run, an
-                                Idempotency-Key reused for a different request)
+    ├── RunConflict             the request contradicts the run's state (cancel a finished run, an
+    │                           Idempotency-Key reused for a different request)
+    ├── InsufficientStorage     the output directory's disk is (nearly) full: nothing new is accepted
+    └── StoreUnavailable        the run store cannot write now (read-only filesystem, locked database);
+                                reads keep working
     EngineUnavailable           the engine (Docker, Slurm, ...) cannot be reached right now; runs stay
                                 queued (or running) and are retried
     LaunchError                 the engine refused to start a run (bad image, ...); the run fails with it
@@ -30,6 +33,14 @@ class InvalidRun(LabrunError):
 
 
 class RunConflict(LabrunError):
+    pass
+
+
+class InsufficientStorage(LabrunError):
+    pass
+
+
+class StoreUnavailable(LabrunError):
     pass
 
 

@@ -12,6 +12,9 @@ Invariants, and how they hold:
 - Resources (``app/scheduling.py``): a GPU is owned by at most one run; CPU runs are capped at MAX_CPU_RUNS.
   Dispatch is FIFO within each pool (a run waiting for GPUs does not hold back CPU runs, and vice versa).
   A launcher that places runs itself (a cluster) gets every queued run at once: its scheduler queues them.
+- Faults of the box (``app/diskspace.py``): no run starts while the output directory's disk is nearly full
+  or the directory is gone; they wait queued, with the reason in ``waiting_reason``. No thread dies: a
+  store that refuses a write (a full disk) is retried with backoff until the outcome is recorded.
 - Event-driven: a submission or a run's end wakes the dispatcher at once. Runs are followed by one thread
   each (``Launcher.wait``), or, for a launcher with ``batch_polling``, by one thread asking the engine
   about all of them in one query per interval.
@@ -20,12 +23,15 @@ Invariants, and how they hold:
 from __future__ import annotations
 
 import logging
+import shutil
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from app.core.config import Settings
-from app.errors import EngineUnavailable, RunConflict, RunNotFound
+from app.diskspace import DiskGuard, size_on_disk
+from app.errors import EngineUnavailable, InsufficientStorage, RunConflict, RunNotFound, StoreUnavailable
 from app.launchers.base import Launcher, LaunchSpec, Outcome
 from app.models import RunRecord, RunStatus
 from app.runfiles import record_tail
@@ -37,6 +43,9 @@ from trainer.plan import NameInUse, RunPlan, claim, trainer_args
 
 log = logging.getLogger("labrun.lifecycle")
 ENGINE_RETRY_S = 2.0  # when the engine is down, try to start queued runs again this often
+DISK_RETRY_S = 2.0  # while the disk is full (or the output directory gone), look again this often
+MAX_BACKOFF_S = 5.0  # the longest wait between two tries to record an outcome the store refused
+NO_SPACE = ("No space left on device", "[Errno 28]", "database or disk is full")
 
 
 class RunManager:
@@ -48,9 +57,13 @@ class RunManager:
         validator: RunValidator,
         state: StateDir,
         gpus: Sequence[int],
+        disk: DiskGuard | None = None,
     ) -> None:
         self.settings, self.store, self.launcher = settings, store, launcher
         self.validator, self.state, self.gpus = validator, state, tuple(gpus)
+        self.disk = disk or DiskGuard(settings.output_dir, settings.min_free_bytes, settings.min_free_percent)
+        self.waiting_reason: str | None = None  # why queued runs do not start now (the disk), if they wait
+        self.ended: dict[str, Ending] = {}  # runs that ended, until the store has recorded it
         self._cond = threading.Condition(threading.RLock())
         # A launcher that places runs itself gets no GPU ids from us, and no cap: its scheduler queues.
         self._slots = Slots(gpus, settings.max_cpu_runs, unlimited=launcher.places_runs)
@@ -78,7 +91,7 @@ class RunManager:
             handle = record.handle or ""
             outcome = outcomes.get(record.name)
             if outcome is not None:  # it ended while the service was down
-                self._finish(record.name, handle, outcome)
+                self._recorded_later(record.name, handle, outcome)
             else:
                 self._adopt(record, handle)
                 if record.cancel_requested:  # a cancel the last service recorded but did not see through
@@ -151,6 +164,7 @@ class RunManager:
             if existing is not None:
                 return self._replay(existing, overrides, config_name, rerun_of), True
         plan = self.validator.plan(overrides, config_name)
+        self._check_room()
 
         def take(candidate: RunPlan) -> RunRecord:
             if (self.settings.output_dir / candidate.run_dir).exists():
@@ -171,6 +185,18 @@ class RunManager:
             raise RunConflict("could not find a free run name; try again") from None
         self._wake()
         return record, False
+
+    def _check_room(self) -> None:
+        """Refuse new work while the output directory cannot take it (507/503 naming what to do)."""
+        disk = self.disk.check()
+        if disk.ok:
+            return
+        if disk.free_bytes is None:  # gone or unwritable
+            raise StoreUnavailable(f"{disk.reason}: no run can be accepted until it is back")
+        raise InsufficientStorage(
+            f"{disk.reason}; no run is accepted until there is room: delete finished runs "
+            "(DELETE /runs/<name>) or free space on that disk. Queued runs start by themselves then."
+        )
 
     def rerun(self, name: str, idempotency_key: str | None = None) -> tuple[RunRecord, bool]:
         """A new run with the original's overrides and seed; (run, replayed) as for ``submit``."""
@@ -209,7 +235,7 @@ class RunManager:
                 self.store.request_cancel(name, requested=False)
             raise
         with self._cond:  # the watcher records the outcome; wait for it so the answer is final
-            self._cond.wait_for(lambda: name not in self._active, timeout=10)
+            self._cond.wait_for(lambda: name not in self._active and name not in self.ended, timeout=10)
         return self.get(name)
 
     def _resume_cancel(self, name: str, handle: str) -> None:
@@ -225,6 +251,25 @@ class RunManager:
         log.info("run %s: carrying out its recorded cancel", name)
         threading.Thread(target=carry_out, daemon=True, name=f"labrun-cancel-{name[:40]}").start()
 
+    def delete(self, name: str, by: str = "anonymous") -> RunRecord:
+        """Remove a finished run's files (its run directory and state folder) and keep its record, marked
+        deleted, so its name is never reused. Repeating it is harmless."""
+        record = self.get(name)
+        if not record.status.is_terminal():
+            raise RunConflict(
+                f"run {name!r} is {record.status.value}; only finished runs can be deleted: cancel it first"
+            )
+        if record.deleted_at is not None:
+            return record
+        run_dir = (self.settings.output_dir / record.run_dir).resolve()
+        if not run_dir.is_relative_to(self.settings.output_dir) or run_dir == self.settings.output_dir:
+            raise RunConflict(f"run {name!r} has no run directory of its own inside the output directory")
+        for path in (run_dir, self.state.run(name)):
+            shutil.rmtree(path, ignore_errors=True)  # what is already gone is fine; links are not followed
+        self.store.mark_deleted(name, by)
+        log.info("run %s deleted by %s", name, by)
+        return self.get(name)
+
     def get(self, name: str) -> RunRecord:
         record = self.store.get(name)
         if record is None:
@@ -239,6 +284,7 @@ class RunManager:
             self._cond.notify_all()
 
     def _dispatch_loop(self) -> None:
+        failures = 0
         while not self._stopping.is_set():
             with self._cond:
                 timeout = max(0.0, self._retry_at - time.monotonic()) if self._retry_at else None
@@ -246,7 +292,17 @@ class RunManager:
                 if self._stopping.is_set():
                     return
                 self._wakeup, self._retry_at = False, 0.0
-                picks = self._pick()
+                try:
+                    picks = self._pick()
+                    failures = 0
+                except Exception as exc:  # e.g. the store refused a write: never let the dispatcher die
+                    failures += 1
+                    if failures == 1:
+                        log.exception("dispatching failed; retrying")
+                    else:
+                        log.warning("dispatching failed again: %s", exc)
+                    self._retry_at = time.monotonic() + min(MAX_BACKOFF_S, 0.25 * 2**failures)
+                    continue
             for record, gpus in picks:
                 try:
                     self._launch(record, gpus)
@@ -258,6 +314,11 @@ class RunManager:
         """Reserve resources for the runs to start now, FIFO within the CPU pool and within the GPU pool."""
         if not self._slots.any_free() and not self._unreconciled:  # (a run to retry may hold its slot)
             return []  # nothing could start: skip reading the queue (cheap wake-ups under load)
+        disk = self.disk.check()
+        self.waiting_reason = disk.reason
+        if not disk.ok:  # runs stay queued, with the reason; looked at again shortly
+            self._retry_at = time.monotonic() + DISK_RETRY_S
+            return []
         gpu_blocked = False
         picks = []
         for record in self.store.queued():
@@ -339,7 +400,11 @@ class RunManager:
         return LaunchSpec(
             name=record.name,
             trainer_args=trainer_args(
-                record.name, record.overrides, record.config_name, self.settings.output_dir
+                record.name,
+                record.overrides,
+                record.config_name,
+                self.settings.output_dir,
+                wandb_entity=self.settings.wandb_entity,
             ),
             gpus=tuple(gpus),
             output_dir=self.settings.output_dir,
@@ -380,7 +445,7 @@ class RunManager:
             if self._stopping.is_set():  # shutting down: the next start re-attaches and records it
                 return
             if outcome is not None:
-                self._finish(name, handle, outcome)
+                self._record(name, handle, outcome)
                 return
 
     def _poll_loop(self) -> None:
@@ -399,31 +464,80 @@ class RunManager:
                 continue
             for name, outcome in outcomes.items():
                 if outcome is not None and not self._stopping.is_set():
-                    self._finish(name, active[name], outcome)
+                    self._record(name, active[name], outcome)
+
+    def _recorded_later(self, name: str, handle: str, outcome: Outcome) -> None:
+        """At start-up: record now, or (the store refuses) keep trying in the background, not blocking."""
+        try:
+            self._finish(name, handle, outcome)
+        except Exception:
+            threading.Thread(target=self._record, args=(name, handle, outcome), daemon=True).start()
+
+    def _record(self, name: str, handle: str, outcome: Outcome) -> None:
+        """``_finish``, retried with backoff until the store takes it (a full disk refuses writes): the run's
+        process has ended, so its slot must come back as soon as the outcome can be written."""
+        for attempt in range(1, 1_000_000):
+            try:
+                self._finish(name, handle, outcome)
+                return
+            except Exception as exc:
+                if attempt == 1:
+                    log.exception("recording the end of %s failed; retrying until the store takes it", name)
+                else:
+                    log.warning("recording the end of %s failed again: %s", name, exc)
+                if self._stopping.wait(min(MAX_BACKOFF_S, 0.1 * 2**attempt)):
+                    return  # the next start finds the outcome again (the launcher keeps it)
 
     def _finish(self, name: str, handle: str, outcome: Outcome) -> None:
-        log_tail = self._log_tail(name)
+        """Decide how the run ended, hand its resources on, record it. Raises when the store refuses the
+        write (``_record`` retries); meanwhile the decision is in ``self.ended``, which the API shows, so a
+        run whose process ended never reads as running for long."""
         with self._cond:
-            record = self.store.get(name)
-            # A run the user cancelled ends cancelled, even when its trainer caught SIGTERM and exited 0.
-            if name in self._cancelling or (record is not None and record.cancel_requested):
-                how = outcome.reason or f"exited with code {outcome.exit_code} after SIGTERM"
-                status, reason = RunStatus.CANCELLED, f"cancelled by request ({how})"
-            elif outcome.succeeded:
-                status, reason, log_tail = RunStatus.SUCCEEDED, None, None
-            else:
-                status, reason = RunStatus.FAILED, outcome.reason or "ended without an exit status"
-            self.store.finish(name, [RunStatus.RUNNING], status, outcome.exit_code, reason, log_tail)
-            log.info("run %s %s%s", name, status.value, f": {reason}" if reason else "")
-            self._slots.free(name)
+            ending = self.ended.get(name) or self._decide(name, outcome)
+            self.ended[name] = ending
+            self._slots.free(name)  # the process is gone: its GPUs are free, recorded or not
             self._active.pop(name, None)
-            self._cancelling.discard(name)
             self._wakeup = True
             self._cond.notify_all()
+        self.store.finish(
+            name, [RunStatus.RUNNING], ending.status, ending.exit_code, ending.reason, ending.log_tail
+        )
+        with self._cond:
+            self.ended.pop(name, None)
+            self._cancelling.discard(name)
+            self._cond.notify_all()
+        log.info("run %s %s%s", name, ending.status.value, f": {ending.reason}" if ending.reason else "")
         try:
             self.launcher.release(name, handle)  # only now: the outcome is recorded
         except Exception:
             log.exception("releasing %s failed", name)
+        self._measure(name)
+
+    def _decide(self, name: str, outcome: Outcome) -> Ending:
+        log_tail = self._log_tail(name)
+        record = self.store.get(name)
+        # A run the user cancelled ends cancelled, even when its trainer caught SIGTERM and exited 0.
+        if name in self._cancelling or (record is not None and record.cancel_requested):
+            how = outcome.reason or f"exited with code {outcome.exit_code} after SIGTERM"
+            status, reason = RunStatus.CANCELLED, f"cancelled by request ({how})"
+        elif outcome.succeeded:
+            status, reason, log_tail = RunStatus.SUCCEEDED, None, None
+        else:
+            status, reason = RunStatus.FAILED, outcome.reason or "ended without an exit status"
+            if _ran_out_of_space(log_tail) or not self.disk.check().ok:
+                reason = f"no space left on device ({reason})"
+        return Ending(status, outcome.exit_code, reason, log_tail, time.time())
+
+    def _measure(self, name: str) -> None:
+        """Note what an ended run's files take (best effort: a store that refuses it loses only a figure)."""
+        record = self.store.get(name)
+        if record is None:
+            return
+        try:
+            size = size_on_disk(self.settings.output_dir / record.run_dir, self.state.run(name))
+            self.store.set_disk_bytes(name, size)
+        except Exception as exc:
+            log.warning("measuring the disk usage of %s failed: %s", name, exc)
 
     def _log_tail(self, name: str) -> str | None:
         return record_tail(self.state.log(name), self.settings.log_tail_lines, self.settings.log_tail_bytes)
@@ -444,6 +558,17 @@ class RunManager:
         return existing
 
 
+@dataclass(frozen=True)
+class Ending:
+    """How a run ended, as it will be recorded."""
+
+    status: RunStatus
+    exit_code: int | None
+    reason: str | None
+    log_tail: str | None
+    finished_at: float
+
+
 def _new_record(plan: RunPlan, idempotency_key: str | None, rerun_of: str | None) -> RunRecord:
     return RunRecord(
         seq=0,
@@ -453,8 +578,13 @@ def _new_record(plan: RunPlan, idempotency_key: str | None, rerun_of: str | None
         overrides=plan.overrides,
         run_dir=plan.run_dir,
         gpu_need=plan.gpu_need,
+        resources=plan.resources,
         created_at=time.time(),
         seed=plan.seed,
         rerun_of=rerun_of,
         idempotency_key=idempotency_key,
     )
+
+
+def _ran_out_of_space(log_tail: str | None) -> bool:
+    return bool(log_tail) and any(marker in log_tail for marker in NO_SPACE)

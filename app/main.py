@@ -71,7 +71,12 @@ def build_manager(settings: Settings, state: StateDir | None = None) -> RunManag
     gpus = () if launcher.places_runs else settings.gpu_inventory()
     # What one run may ask for here: the service's GPUs (none to count when the engine places runs) and,
     # on the CPU, one training process per core.
-    limits = DeviceLimits(gpus=None if launcher.places_runs else len(gpus), cpu_processes=os.cpu_count() or 1)
+    limits = DeviceLimits(
+        gpus=None if launcher.places_runs else len(gpus),
+        cpu_processes=os.cpu_count() or 1,
+        max_data_bytes=settings.max_data_bytes,
+        max_params=settings.max_params,
+    )
     return RunManager(
         settings=settings,
         store=store,

@@ -25,7 +25,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-from fastapi import Depends, Request
+from fastapi import Request
 from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.gc_collector import GCCollector
@@ -110,22 +110,14 @@ class RunStoreCollector(Collector):
     # --- the dispatch histogram's watermark ---------------------------------------------------------------
 
     def _started_since(self, mark: int) -> list[tuple[int, float, float, int]]:
-        # TODO(lead): RunStore.started_since(seq) as a read method; plain SQL on the reader until then.
-        sql = (
-            "SELECT seq, created_at, started_at, gpu_need FROM runs WHERE seq > ? AND started_at IS NOT NULL"
-        )
-        return list(self.store._reader().execute(sql, (mark,)))
+        return self.store.started_since(mark)
 
     def _watermark(self, first: bool = False) -> tuple[int, set[int]]:
         """Every run at or below the mark has left the queue; ``seen``: the started ones above it that were
         observed already. At the first call (the service starting) every run already started counts as
         seen: the histogram is about the runs this service dispatches."""
         queued = self.store.queued()
-        if queued:
-            mark = queued[0].seq - 1
-        else:
-            row = self.store._reader().execute("SELECT COALESCE(MAX(seq), 0) FROM runs").fetchone()
-            mark = row[0]
+        mark = queued[0].seq - 1 if queued else self.store.last_seq()
         seen = {row[0] for row in self._started_since(mark)} if first else set()
         return mark, seen
 
@@ -177,15 +169,3 @@ async def time_submission(request: Request) -> AsyncIterator[None]:
         found = service_metrics(request.app)
         if found is not None:
             found.submission.labels(outcome).observe(time.perf_counter() - started)
-
-
-def time_submissions(router: Any) -> None:
-    """Attach ``time_submission`` to the router's ``POST ""`` route (``app/api/routes/runs.py``'s submit)
-    before the router is included anywhere. Until the route declares it itself."""
-    dependency = Depends(time_submission)
-    for route in router.routes:
-        if getattr(route, "path", None) == router.prefix and "POST" in getattr(route, "methods", ()):
-            if not any(d.dependency is time_submission for d in route.dependencies):
-                route.dependencies.append(dependency)
-            return
-    raise LookupError(f"no POST {router.prefix} route to time")

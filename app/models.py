@@ -46,3 +46,7 @@ class RunRecord:
     idempotency_key: str | None = None
     cancel_requested: bool = False
     launcher: str | None = None  # the launcher that started it (None: not started yet)
+    resources: dict[str, int] | None = None  # the estimate at submission (trainer/estimate.py)
+    disk_bytes: int | None = None  # what its files take, measured when it ended
+    deleted_at: float | None = None  # its files were deleted (the record stays: the name is never reused)
+    deleted_by: str | None = None

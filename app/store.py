@@ -21,6 +21,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
+from app.errors import InsufficientStorage, StoreUnavailable
 from app.models import TERMINAL, RunRecord, RunStatus
 
 # Each step moves the schema one version up; never edit a released step, append a new one.
@@ -55,13 +56,21 @@ MIGRATIONS: tuple[str, ...] = (
     """,
     # 2: each run records the launcher that started it
     "ALTER TABLE runs ADD COLUMN launcher TEXT;",
+    # 3: the resource estimate made at submission (data bytes, parameter count, ...)
+    "ALTER TABLE runs ADD COLUMN resources TEXT;",
+    # 4: disk usage, and deleted runs (files gone, record kept)
+    """
+    ALTER TABLE runs ADD COLUMN disk_bytes INTEGER;
+    ALTER TABLE runs ADD COLUMN deleted_at REAL;
+    ALTER TABLE runs ADD COLUMN deleted_by TEXT;
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
 COLUMNS = tuple(f.name for f in fields(RunRecord))
 _SELECT = ", ".join(COLUMNS)
 # How a field is kept in its column, where that is not the value itself.
-_JSON = frozenset({"overrides", "seed", "gpus"})
+_JSON = frozenset({"overrides", "seed", "gpus", "resources"})
 
 
 def _encode(column: str, value: Any) -> Any:
@@ -127,11 +136,15 @@ class RunStore:
         conn.execute("PRAGMA busy_timeout=30000")
         return conn
 
-    def _reader(self) -> sqlite3.Connection:
+    def _reader(self) -> sqlite3.Connection | _LockedReads:
         conn = getattr(self._local, "conn", None)
         if conn is None:
-            conn = self._local.conn = self._connect()
-            conn.execute("PRAGMA query_only=1")
+            try:
+                conn = self._connect()
+                conn.execute("PRAGMA query_only=1")
+            except sqlite3.Error:  # the output directory is gone (unmounted, moved): the open writer still
+                return _LockedReads(self._writer, self._write_lock)  # reads, so answers keep coming
+            self._local.conn = conn
         return conn
 
     def close(self) -> None:
@@ -152,9 +165,15 @@ class RunStore:
         found = self._select("WHERE idempotency_key = ?", (key,))
         return found[0] if found else None
 
-    def list(self, statuses: Iterable[RunStatus] | None = None, limit: int = 100) -> list[RunRecord]:
-        """Newest first."""
+    def list(
+        self, statuses: Iterable[RunStatus] | None = None, limit: int = 100, before: int | None = None
+    ) -> list[RunRecord]:
+        """Newest first; ``before``: only runs older than that ``seq`` (keyset paging: the cost of a page
+        does not grow with how many came before it)."""
         where, params = _status_filter(statuses)
+        if before is not None:
+            where = f"{where} AND seq < ?" if where else "WHERE seq < ?"
+            params = [*params, before]
         return self._select(where, params, f"ORDER BY seq DESC LIMIT {int(limit)}")
 
     def count(self, statuses: Iterable[RunStatus] | None = None) -> int:
@@ -176,6 +195,16 @@ class RunStore:
         )
         return [(row[0], row[1]) for row in self._reader().execute(sql, (launcher,))]
 
+    def started_since(self, seq: int) -> list[tuple[int, float, float, int]]:
+        """(seq, created_at, started_at, gpu_need) of the runs after ``seq`` that have started."""
+        sql = (
+            "SELECT seq, created_at, started_at, gpu_need FROM runs WHERE seq > ? AND started_at IS NOT NULL"
+        )
+        return [tuple(row) for row in self._reader().execute(sql, (seq,))]
+
+    def last_seq(self) -> int:
+        return self._reader().execute("SELECT COALESCE(MAX(seq), 0) FROM runs").fetchone()[0]
+
     def queue_position(self, record: RunRecord) -> int | None:
         if record.status != RunStatus.QUEUED:
             return None
@@ -194,13 +223,12 @@ class RunStore:
         columns = [c for c in COLUMNS if c != "seq"]
         values = [_encode(c, getattr(record, c)) for c in columns]
         sql = f"INSERT INTO runs ({', '.join(columns)}) VALUES ({','.join('?' * len(columns))})"
-        with self._write_lock:
-            try:
-                cursor = self._writer.execute(sql, values)
-            except sqlite3.IntegrityError as exc:
-                if "idempotency_key" in str(exc):
-                    raise IdempotencyKeyTaken(record.idempotency_key) from None
-                raise NameTaken(record.name) from None
+        try:
+            cursor = self._write(sql, values)
+        except sqlite3.IntegrityError as exc:
+            if "idempotency_key" in str(exc):
+                raise IdempotencyKeyTaken(record.idempotency_key) from None
+            raise NameTaken(record.name) from None
         record.seq = cursor.lastrowid
         return record
 
@@ -224,6 +252,28 @@ class RunStore:
             "launcher": launcher,
         }
         return self._update(name, [RunStatus.QUEUED], fields)
+
+    def set_disk_bytes(self, name: str, size: int) -> bool:
+        return self._update(name, list(TERMINAL), {"disk_bytes": size})
+
+    def mark_deleted(self, name: str, by: str, at: float | None = None) -> bool:
+        """A finished run's files are gone; its record stays (so its name is never reused)."""
+        fields = {"deleted_at": at or time.time(), "deleted_by": by, "disk_bytes": 0}
+        return self._update(name, list(TERMINAL), fields, extra="AND deleted_at IS NULL")
+
+    def usage(self) -> dict[str, int]:
+        """Bytes the runs' files take (as measured when each ended), and how many runs that covers."""
+        sql = "SELECT COALESCE(SUM(disk_bytes), 0), COUNT(disk_bytes) FROM runs WHERE deleted_at IS NULL"
+        total, measured = self._reader().execute(sql).fetchone()
+        deleted = (
+            self._reader().execute("SELECT COUNT(*) FROM runs WHERE deleted_at IS NOT NULL").fetchone()[0]
+        )
+        return {"disk_bytes": total, "runs_measured": measured, "runs_deleted": deleted}
+
+    def largest(self, limit: int = 10) -> list[RunRecord]:
+        return self._select(
+            "WHERE disk_bytes > 0 AND deleted_at IS NULL", tail=f"ORDER BY disk_bytes DESC LIMIT {int(limit)}"
+        )
 
     def request_cancel(self, name: str, requested: bool = True) -> bool:
         """Note that a running run is being cancelled, so its end counts as a cancel even across a restart."""
@@ -250,19 +300,52 @@ class RunStore:
         }
         return self._update(name, expected, fields)
 
-    def _update(self, name: str, expected: Iterable[RunStatus], fields: dict[str, Any]) -> bool:
+    def _update(
+        self, name: str, expected: Iterable[RunStatus], fields: dict[str, Any], extra: str = ""
+    ) -> bool:
         expected = list(expected)
         if any(s in TERMINAL for s in expected) and "status" in fields:
             raise TerminalStateError(f"cannot move run {name!r} out of a terminal status")
         assignments = ", ".join(f"{column} = ?" for column in fields)
         marks = ",".join("?" * len(expected))
-        sql = f"UPDATE runs SET {assignments} WHERE name = ? AND status IN ({marks})"
+        sql = f"UPDATE runs SET {assignments} WHERE name = ? AND status IN ({marks}) {extra}"
         params = (*(_encode(c, v) for c, v in fields.items()), name, *[s.value for s in expected])
+        try:
+            return self._write(sql, params).rowcount == 1
+        except sqlite3.IntegrityError as exc:
+            raise TerminalStateError(str(exc)) from None
+
+    def _write(self, sql: str, params: Iterable[Any]) -> sqlite3.Cursor:
+        """The one writer path. A write SQLite refuses for a reason outside the service (a full disk, a
+        read-only filesystem, a locked database) becomes a domain error that names the cause; the caller
+        (a request, a watcher) says so or retries."""
         with self._write_lock:
             try:
-                return self._writer.execute(sql, params).rowcount == 1
-            except sqlite3.IntegrityError as exc:
-                raise TerminalStateError(str(exc)) from None
+                return self._writer.execute(sql, tuple(params))
+            except sqlite3.OperationalError as exc:
+                message = str(exc)
+                if "full" in message:
+                    raise InsufficientStorage(
+                        f"the run store cannot write: {message} (the output directory's disk is full); "
+                        "delete finished runs (DELETE /runs/<name>) or free space on it"
+                    ) from None
+                raise StoreUnavailable(f"the run store cannot write right now: {message}") from None
+
+
+class _LockedReads:
+    """Reads on the writer's connection, one at a time, when no reader can connect."""
+
+    def __init__(self, conn: sqlite3.Connection, lock: threading.Lock) -> None:
+        self.conn, self.lock = conn, lock
+
+    def execute(self, sql: str, params: Iterable[Any] = ()) -> _Rows:
+        with self.lock:
+            return _Rows(self.conn.execute(sql, tuple(params)).fetchall())
+
+
+class _Rows(list):
+    def fetchone(self) -> Any:
+        return self[0] if self else None
 
 
 def _status_filter(statuses: Iterable[RunStatus] | None) -> tuple[str, list[str]]:

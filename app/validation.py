@@ -40,6 +40,7 @@ PLACEMENT_KEYS = frozenset(
         "data_root",
     }
 )
+SERVER_KEYS = frozenset({"wandb_entity"})  # the server decides; a request may not
 _RESERVED_KEY = re.compile(r"^_.*_$")  # _target_, _partial_, _args_, _recursive_, _convert_, _self_, ...
 _OPTION_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+-]*$")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -92,6 +93,11 @@ def _check_one(o: Override) -> None:
         raise InvalidRun(f"override {line!r}: {key!r} is not a valid key; write e.g. training.lr=0.01")
     if segments[0].lower().startswith("hydra"):
         raise InvalidRun(f"override {line!r} changes Hydra itself; hydra.* keys and groups are not allowed")
+    if segments[0] in SERVER_KEYS:
+        raise InvalidRun(
+            f"override {line!r} sets {key!r}, which is the server's choice (LABRUN_WANDB_ENTITY); a run may "
+            "choose its WandB project (wandb_project=...): remove it"
+        )
     if segments[0] in PLACEMENT_KEYS or (len(segments) > 1 and segments[-1] in PLACEMENT_KEYS):
         raise InvalidRun(
             f"override {line!r} sets {key!r}, which places or names the run; the service sets it: remove it"

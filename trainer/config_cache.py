@@ -32,10 +32,10 @@ from hydra._internal.config_loader_impl import (  # private: pinned hydra-core==
 )
 from hydra.core.override_parser.types import Override
 from hydra.errors import HydraException
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
-from trainer import config
+from trainer import config, schema
 from trainer import overrides as overrides_parser
 
 _MAX_BASES = 64
@@ -70,7 +70,8 @@ class ConfigCache:
         except (HydraException, OmegaConfBaseException):
             # Hydra raised while applying a value: let the real compose raise the very same error.
             return config.compose_config(overrides, config_name, self.directory)
-        with config._open(cfg):
+        schema.unknown_keys(cfg)  # as compose_config does after a compose: same check, same message
+        with open_dict(cfg):
             cfg.hydra.overrides.task = [o.input_line for o in parsed]
             cfg.hydra.job.override_dirname = get_overrides_dirname(
                 overrides=parsed,
@@ -152,7 +153,7 @@ def _slim(full: DictConfig) -> DictConfig:
             "config": {"override_dirname": OmegaConf.to_container(hydra.job.config.override_dirname)},
         },
     }
-    with config._open(full):
+    with open_dict(full):
         full.hydra = slim_hydra
     return full
 
@@ -175,5 +176,5 @@ def compose_cached(overrides: Sequence[str], config_name: str = config.DEFAULT_C
 
 
 def cached_base(group_overrides: Sequence[str], config_name: str = config.DEFAULT_CONFIG_NAME) -> DictConfig:
-    """The shared config for these group choices alone (for ``check_value_types``): read only."""
+    """The shared config for these group choices alone: read only."""
     return _cache().base(group_overrides, config_name)

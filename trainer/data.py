@@ -19,7 +19,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from trainer import swe
+from trainer import schema, swe
 from trainer.atomic import replace_atomic
 
 log = logging.getLogger(__name__)
@@ -123,12 +123,10 @@ class SWEDataModule(L.LightningDataModule):
     ) -> None:
         super().__init__()
         self.spec, self.data_root, self.write_cache = spec, data_root, write_cache
-        self.n_train = int(spec.num_examples * train_val_split)
-        if not 0 < self.n_train < spec.num_examples:
-            raise ValueError(
-                f"data.train_val_split={train_val_split} leaves no training or no validation samples "
-                f"out of data.num_examples={spec.num_examples}"
-            )
+        problem = schema.split_problem(spec.num_examples, train_val_split)
+        if problem:
+            raise ValueError(problem)
+        self.n_train = schema.train_size(spec.num_examples, train_val_split)
         self.batch_size, self.num_workers, self.pin_memory = batch_size, num_workers, pin_memory
         self.train_set: PairDataset | None = None
         self.val_set: PairDataset | None = None

@@ -8,7 +8,7 @@ import lightning as L
 import torch
 from torch import nn
 
-MODELS = ("fno", "sfno")
+from trainer.schema import MODEL_NAMES
 
 
 def build_operator(
@@ -18,7 +18,7 @@ def build_operator(
 
     classes = {"fno": FNO, "sfno": SFNO}
     if name not in classes:
-        raise ValueError(f"model.name={name!r} is not one of {', '.join(MODELS)}")
+        raise ValueError(f"model.name={name!r} is not one of {', '.join(MODEL_NAMES)}")
     return classes[name](
         n_modes=tuple(n_modes),
         in_channels=in_channels,

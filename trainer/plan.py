@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
-from trainer import config
+from trainer import config, estimate
 from trainer.naming import NameInUse
 from trainer.resolvers import length as device_count
 
@@ -39,10 +39,13 @@ ComposeFn = Callable[[Sequence[str], str], DictConfig]
 class DeviceLimits:
     """What the machine that will run the plan offers. ``gpus=None``: the engine places runs itself (a
     cluster), so the GPU count is not checked here. ``cpu_processes``: most CPU "devices" (each a training
-    process) one run may ask for."""
+    process) one run may ask for. ``max_data_bytes``/``max_params``: the most data (in memory) and model
+    parameters one run may have (``trainer/estimate.py``)."""
 
     gpus: int | None
     cpu_processes: int | None = None
+    max_data_bytes: int = estimate.DEFAULT_MAX_DATA_BYTES
+    max_params: int = estimate.DEFAULT_MAX_PARAMS
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,7 @@ class RunPlan:
     hydra: DictConfig  # Hydra's node (slim when composed by the service's cache)
     choices: dict[str, str]  # config group -> option (model, data, training, paths)
     gpu_need: int  # GPUs the run needs (0: a CPU run)
+    resources: dict[str, int]  # the estimate: data_bytes, param_count, ... (trainer/estimate.py)
     seed: Any
     when: dt.datetime  # the time in the generated name
     named_by_caller: bool  # run_name was given: never renamed
@@ -110,6 +114,8 @@ def plan_run(
         hydra = cfg.pop("hydra")
     job = config.job_config(cfg, in_place=True)  # cfg is this plan's own copy
     config.check_job(job)
+    bounds = limits or DeviceLimits(gpus=None)
+    resources = estimate.check_resources(job, bounds.max_data_bytes, bounds.max_params)
     choices = {str(k): str(v) for k, v in hydra.runtime.choices.items() if not str(k).startswith("hydra")}
     log_root = os.path.abspath(str(job.log_dir))
     run_dir = os.path.relpath(str(job.output_dir), log_root)
@@ -139,6 +145,7 @@ def plan_run(
         hydra=hydra,
         choices=choices,
         gpu_need=gpu_need(job, limits),
+        resources=resources,
         seed=_plain(job.get("seed")),
         when=when,
         named_by_caller=named_by_caller,
@@ -163,11 +170,17 @@ def claim(plan: RunPlan, take: Callable[[RunPlan], T], attempts: int = MAX_RENAM
 
 
 def trainer_args(
-    name: str, overrides: Sequence[str], config_name: str, log_dir: str | os.PathLike
+    name: str,
+    overrides: Sequence[str],
+    config_name: str,
+    log_dir: str | os.PathLike,
+    wandb_entity: str | None = None,
 ) -> list[str]:
-    """The arguments after ``python -m trainer`` that run a planned run: its overrides, its fixed name and
-    where it writes."""
+    """The arguments after ``python -m trainer`` that run a planned run: its overrides, its fixed name, where
+    it writes and (a server's choice) the WandB entity it logs to."""
     args = [*overrides, f"run_name={hydra_quote(name)}", f"log_dir={hydra_quote(str(log_dir))}"]
+    if wandb_entity:
+        args.append(f"wandb_entity={hydra_quote(wandb_entity)}")
     if config_name != config.DEFAULT_CONFIG_NAME:
         args = ["--config-name", config_name, *args]
     return args

@@ -1,4 +1,5 @@
-"""The config's custom resolvers (the seed's set, plus ``isdist`` and ``run_subdir``).
+"""The config's custom resolvers (the seed's set, plus ``isdist`` and ``run_subdir``, minus the seed's
+``mkdirs``: resolving a config must never touch the disk, and the service resolves configs to validate them).
 
 This module imports nothing heavier than omegaconf: the service imports it to validate configs without
 importing torch. ``register()`` is idempotent, so both the trainer and the service may call it.
@@ -56,13 +57,6 @@ def abspath(path: str) -> str:
     return os.path.abspath(path)
 
 
-def mkdirs(path: str) -> str:
-    # Kept for compatibility with the seed's configs. labrun's own conf/ does not use it: resolving a
-    # config must never touch the disk (the service resolves configs to validate them).
-    os.makedirs(path, exist_ok=True)
-    return path
-
-
 def prepend_underscore(text: str) -> str:
     return "" if len(text) == 0 else "_" + text
 
@@ -77,7 +71,6 @@ RESOLVERS = {
     "len": length,
     "mult": mult,
     "abspath": abspath,
-    "mkdirs": mkdirs,
     "prepend_underscore": prepend_underscore,
     "isdist": isdist,
     "run_subdir": run_subdir,

@@ -3,6 +3,8 @@
     RunNotFound        404
     InvalidRun         422  (also FastAPI's own body validation, as one readable sentence)
     RunConflict        409
+    InsufficientStorage 507 (the disk is full: what to delete or free)
+    StoreUnavailable   503
     EngineUnavailable  503
     anything else      500 with a generic message; the traceback goes to the service log only
 
@@ -18,11 +20,25 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from app.errors import EngineUnavailable, InvalidRun, LabrunError, RunConflict, RunNotFound
+from app.errors import (
+    EngineUnavailable,
+    InsufficientStorage,
+    InvalidRun,
+    LabrunError,
+    RunConflict,
+    RunNotFound,
+    StoreUnavailable,
+)
 
 log = logging.getLogger("labrun")
 
-STATUS_CODES: dict[type[LabrunError], int] = {RunNotFound: 404, InvalidRun: 422, RunConflict: 409}
+STATUS_CODES: dict[type[LabrunError], int] = {
+    RunNotFound: 404,
+    InvalidRun: 422,
+    RunConflict: 409,
+    InsufficientStorage: 507,
+    StoreUnavailable: 503,
+}
 
 
 def status_code(exc: LabrunError) -> int:

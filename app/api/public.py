@@ -6,7 +6,9 @@ the record (its queue position, its progress from ``progress.json``).
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+from collections.abc import Mapping
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -49,11 +51,35 @@ class RunPublic(BaseModel):
     metrics: dict[str, Any] = Field(default_factory=dict)
     rerun_of: str | None = None
     queue_position: int | None = Field(None, description="1 = next to start; only while queued")
+    waiting_reason: str | None = Field(
+        None, description="while queued: why runs do not start now, if not GPUs"
+    )
+    disk_bytes: int | None = Field(None, description="what its files take on disk, measured when it ended")
+    deleted_at: dt.datetime | None = Field(
+        None, description="its files were deleted (DELETE); the record stays"
+    )
+    deleted_by: str | None = None
+    resources: dict[str, int] | None = Field(
+        None,
+        description="estimated at submission: data_bytes, param_count, param_bytes, training_state_bytes",
+    )
 
 
 class RunsPublic(BaseModel):
     data: list[RunPublic]
     count: int = Field(description="how many runs match; data holds at most `limit` of them")
+    next_before: int | None = Field(
+        None, description="the next page: pass it as before=...; null on the last page"
+    )
+
+
+class Disk(BaseModel):
+    ok: bool
+    free_bytes: int | None
+    total_bytes: int | None
+    min_free_bytes: int
+    min_free_percent: float
+    reason: str | None = None
 
 
 class Health(BaseModel):
@@ -64,13 +90,30 @@ class Health(BaseModel):
     gpus: list[int]
     queued: int
     running: int
+    disk: Disk
 
 
 def run_public(
-    record: RunRecord, store: RunStore, files: RunFiles, queue_position: int | None = None
+    record: RunRecord,
+    store: RunStore,
+    files: RunFiles,
+    queue_position: int | None = None,
+    waiting_reason: str | None = None,
+    ended: Mapping[str, Any] | None = None,
 ) -> RunPublic:
+    """``ended``: how runs ended that the store has not recorded yet (it refused the write): shown as such."""
     if record.status == RunStatus.QUEUED and queue_position is None:
         queue_position = store.queue_position(record)
+    ending = ended.get(record.name) if ended and record.status == RunStatus.RUNNING else None
+    if ending is not None:
+        record = dataclasses.replace(
+            record,
+            status=ending.status,
+            exit_code=ending.exit_code,
+            reason=ending.reason,
+            log_tail=ending.log_tail,
+            finished_at=ending.finished_at,
+        )
     progress = (files.progress(record.run_dir) if record.status != RunStatus.QUEUED else None) or {}
     return RunPublic(
         name=record.name,
@@ -89,12 +132,35 @@ def run_public(
         metrics=progress.get("metrics") or {},
         rerun_of=record.rerun_of,
         queue_position=queue_position,
+        waiting_reason=waiting_reason if record.status == RunStatus.QUEUED else None,
+        disk_bytes=record.disk_bytes,
+        deleted_at=_utc(record.deleted_at),
+        deleted_by=record.deleted_by,
+        resources=record.resources,
     )
 
 
-def runs_public(records: list[RunRecord], total: int, store: RunStore, files: RunFiles) -> RunsPublic:
+def runs_public(
+    records: list[RunRecord],
+    total: int,
+    store: RunStore,
+    files: RunFiles,
+    waiting_reason: str | None = None,
+    next_before: int | None = None,
+    ended: Mapping[str, Any] | None = None,
+) -> RunsPublic:
     positions = store.queue_positions() if any(r.status == RunStatus.QUEUED for r in records) else {}
-    return RunsPublic(data=[run_public(r, store, files, positions.get(r.name)) for r in records], count=total)
+    data = [run_public(r, store, files, positions.get(r.name), waiting_reason, ended) for r in records]
+    return RunsPublic(data=data, count=total, next_before=next_before)
+
+
+class Usage(BaseModel):
+    disk_bytes: int = Field(description="what the runs' files take, as measured when each ended")
+    runs_measured: int
+    runs_deleted: int
+    free_bytes: int | None = Field(description="free space of the output directory's filesystem")
+    total_bytes: int | None
+    largest: list[dict[str, Any]] = Field(description="the runs that take the most space (name, disk_bytes)")
 
 
 def _utc(ts: float | None) -> dt.datetime | None:

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from app.api.routes import dashboard, health, prom, run_metrics, runs
-from app.metrics import time_submissions
+from app.api.routes import config, dashboard, health, prom, run_metrics, runs, usage
 
 api_router = APIRouter()
-time_submissions(runs.router)  # the submission latency histogram (app/metrics.py), on POST /runs alone
 api_router.include_router(runs.router)
 api_router.include_router(health.router)
+api_router.include_router(config.router)
+api_router.include_router(usage.router)
 # The web dashboard (/, /web/*, /runs/<name>/view), the curves of a run, and Prometheus' /metrics.
 api_router.include_router(run_metrics.router)
 api_router.include_router(prom.router)

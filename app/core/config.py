@@ -41,6 +41,15 @@ class Settings(BaseSettings):
     max_overrides_bytes: int = Field(8192, ge=1, le=10_000_000)
     log_tail_lines: int = Field(50, ge=0, le=10_000)  # lines of the log kept with a failed run
     log_tail_bytes: int = Field(4096, ge=256, le=1 << 20)  # ... and at most this many bytes of them
+    # Runs start only while the output directory's disk has at least this much free (both must hold).
+    min_free_bytes: int = Field(1 << 30, ge=0)
+    min_free_percent: float = Field(1.0, ge=0, le=100)
+    # Resource bounds of one run, checked at submission from the config alone (trainer/estimate.py): the
+    # data a run holds in memory, and its model's parameters.
+    max_data_bytes: int = Field(8 * 2**30, ge=1)
+    max_params: int = Field(500_000_000, ge=1)
+    # The WandB entity (team or user) every run logs to; a request may name its project, not its entity.
+    wandb_entity: str | None = Field(None, pattern=r"^[A-Za-z0-9._-]{1,128}$")
     access_log: bool = False  # uvicorn's per-request log line (costs throughput under heavy polling)
 
     @field_validator("output_dir")

@@ -3,10 +3,10 @@
 It behaves like the trainer where the service can see it: it takes ``run_name=`` and ``log_dir=``, creates
 ``<log_dir>/<YYYY-MM-DD>/<name>`` (refusing an existing one), writes ``progress.json`` and ``metrics.csv``
 (a ``train_loss`` row per step, ``val_loss`` at the end) and prints log lines.
-Extra overrides steer it: ``+fake.sleep=SECONDS``, ``+fake.exit=CODE``, ``+fake.lines=N``, and the ways
-real trainers misbehave: ``+fake.on_term=ignore|exit0`` (SIGTERM ignored, or caught with a clean exit 0),
-``+fake.orphan=1`` (leaves a ``sleep 300`` in its process group; its pid in ``<run_dir>/orphan.pid``),
-``+fake.huge_line=BYTES`` (one line of that size), ``+fake.cr=N`` (N ``\r`` progress updates on one line).
+Extra overrides steer it: ``+extra.fake_sleep=SECONDS``, ``+extra.fake_exit=CODE``, ``+extra.fake_lines=N``, and the ways
+real trainers misbehave: ``+extra.fake_on_term=ignore|exit0`` (SIGTERM ignored, or caught with a clean exit 0),
+``+extra.fake_orphan=1`` (leaves a ``sleep 300`` in its process group; its pid in ``<run_dir>/orphan.pid``),
+``+extra.fake_huge_line=BYTES`` (one line of that size), ``+extra.fake_cr=N`` (N ``\r`` progress updates on one line).
 Every start is appended to ``<log_dir>/fake_starts.log`` so tests can prove that nothing runs twice.
 """
 
@@ -27,29 +27,32 @@ def main(argv: list[str]) -> int:
         args[key] = value.strip("'")
     name, log_dir = args["run_name"], args["log_dir"]
     sleep, code, lines = (
-        float(args.get("fake.sleep", 0)),
-        int(args.get("fake.exit", 0)),
-        int(args.get("fake.lines", 3)),
+        float(args.get("extra.fake_sleep", 0)),
+        int(args.get("extra.fake_exit", 0)),
+        int(args.get("extra.fake_lines", 3)),
     )
     with open(os.path.join(log_dir, "fake_starts.log"), "a") as f:
         f.write(f"{name} {os.getpid()} {os.environ.get('CUDA_VISIBLE_DEVICES')!r} {time.time()}\n")
     run_dir = os.path.join(log_dir, name[:10], name)
     os.makedirs(run_dir)  # like the trainer: an existing run directory is an error
-    on_term = args.get("fake.on_term")
+    on_term = args.get("extra.fake_on_term")
     if on_term == "ignore":
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
     elif on_term == "exit0":
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    if args.get("fake.orphan"):
+    if args.get("extra.fake_orphan"):
         orphan = subprocess.Popen(["sleep", "300"])  # stays in this process group
         with open(os.path.join(run_dir, "orphan.pid"), "w") as f:
             f.write(str(orphan.pid))
     for i in range(lines):
         print(f"fake trainer {name}: line {i + 1}", flush=True)
-    if args.get("fake.huge_line"):
-        print("x" * int(args["fake.huge_line"]), flush=True)
-    if args.get("fake.cr"):
-        print("".join(f"progress {i}\r" for i in range(int(args["fake.cr"]))) + "progress done", flush=True)
+    if args.get("extra.fake_huge_line"):
+        print("x" * int(args["extra.fake_huge_line"]), flush=True)
+    if args.get("extra.fake_cr"):
+        print(
+            "".join(f"progress {i}\r" for i in range(int(args["extra.fake_cr"]))) + "progress done",
+            flush=True,
+        )
     steps = 4
     for step in range(1, steps + 1):
         progress = {

@@ -52,7 +52,7 @@ def flaky(monkeypatch, output_dir):
 
 def test_runs_queue_while_the_engine_is_down_and_start_when_it_is_back(flaky, make_client):
     client = make_client()
-    run = submit(client, "+fake.sleep=0")
+    run = submit(client, "+extra.fake_sleep=0")
     time.sleep(0.5)
     assert client.get(f"/runs/{run['name']}").json()["status"] == "queued"
     health = client.get("/healthz")
@@ -65,8 +65,8 @@ def test_runs_queue_while_the_engine_is_down_and_start_when_it_is_back(flaky, ma
 def test_a_restart_while_the_engine_is_down_does_not_start_anything_twice(flaky, make_client, output_dir):
     flaky.down = False
     first = make_client()
-    run = submit(first, "+fake.sleep=1")
-    queued = submit(first, "+fake.sleep=0")
+    run = submit(first, "+extra.fake_sleep=1")
+    queued = submit(first, "+extra.fake_sleep=0")
     wait_for(first, run["name"], {"running"})
     first.__exit__(None, None, None)  # the service goes away; the run carries on
     flaky.down = True
@@ -100,7 +100,7 @@ def test_a_run_found_after_an_engine_outage_at_start_up_keeps_the_gpus_it_starte
     launcher.start(
         LaunchSpec(
             name=name,
-            trainer_args=["+fake.sleep=2", f"run_name={name}", f"log_dir={output_dir}"],
+            trainer_args=["+extra.fake_sleep=2", f"run_name={name}", f"log_dir={output_dir}"],
             gpus=(1,),
             output_dir=output_dir,
             state_dir=state,
@@ -109,7 +109,7 @@ def test_a_run_found_after_an_engine_outage_at_start_up_keeps_the_gpus_it_starte
     )
     client = make_client(gpus=(0, 1))  # the engine is down: start-up cannot ask about the run
     flaky.down = False
-    other = submit(client, "accelerator=gpu", "batch_size=16", "+fake.sleep=0.5")
+    other = submit(client, "accelerator=gpu", "batch_size=16", "+extra.fake_sleep=0.5")
     found = wait_for(client, name, timeout=15)
     assert found["status"] == "succeeded" and found["gpus"] == [1], found
     assert wait_for(client, other["name"], timeout=15)["gpus"] == [0]  # never GPU 1 while it ran there

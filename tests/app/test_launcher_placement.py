@@ -59,8 +59,10 @@ def cluster(output_dir, monkeypatch):
 def test_the_engine_places_runs_and_one_query_follows_them_all(cluster):
     client, launcher = cluster
     # No GPUs here and one CPU slot, yet both start: the engine's scheduler decides, not the service.
-    gpu_run = client.post("/runs", json={"overrides": ["accelerator=gpu", "devices=2", "+fake.sleep=1"]})
-    cpu_run = client.post("/runs", json={"overrides": ["+fake.sleep=1"]})
+    gpu_run = client.post(
+        "/runs", json={"overrides": ["accelerator=gpu", "devices=2", "+extra.fake_sleep=1"]}
+    )
+    cpu_run = client.post("/runs", json={"overrides": ["+extra.fake_sleep=1"]})
     assert gpu_run.status_code == cpu_run.status_code == 201, gpu_run.text
     names = {gpu_run.json()["name"], cpu_run.json()["name"]}
     for name in names:

@@ -12,11 +12,11 @@ from service_helpers import starts, submit, wait_for
 
 
 def test_submit_runs_to_success_with_progress_and_run_dir(client, output_dir):
-    run = submit(client, "model=fno", "+fake.sleep=0.2")
+    run = submit(client, "model=fno", "+extra.fake_sleep=0.2")
     assert run["status"] in ("queued", "running")
     assert run["config_name"] == "neuraloperator"
-    assert run["overrides"] == ["model=fno", "+fake.sleep=0.2"]
-    assert run["name"].endswith("_fno64x128_+fake.sleep=0.2_model=fno")
+    assert run["overrides"] == ["model=fno", "+extra.fake_sleep=0.2"]
+    assert run["name"].endswith("_fno64x128_+extra.fake_sleep=0.2_model=fno")
     assert run["run_dir"] == f"{run['name'][:10]}/{run['name']}"
     done = wait_for(client, run["name"])
     assert done["status"] == "succeeded", done
@@ -28,9 +28,9 @@ def test_submit_runs_to_success_with_progress_and_run_dir(client, output_dir):
 
 
 def test_get_list_and_queue_positions(client):
-    first = submit(client, "+fake.sleep=1")
-    second = submit(client, "+fake.sleep=0")
-    third = submit(client, "+fake.sleep=0")
+    first = submit(client, "+extra.fake_sleep=1")
+    second = submit(client, "+extra.fake_sleep=0")
+    third = submit(client, "+extra.fake_sleep=0")
     wait_for(client, first["name"], {"running"})
     assert client.get(f"/runs/{second['name']}").json()["queue_position"] == 1
     assert client.get(f"/runs/{third['name']}").json()["queue_position"] == 2
@@ -46,7 +46,7 @@ def test_get_list_and_queue_positions(client):
 
 
 def test_identical_requests_get_distinct_names(client):
-    names = [submit(client, "+fake.sleep=0")["name"] for _ in range(3)]
+    names = [submit(client, "+extra.fake_sleep=0")["name"] for _ in range(3)]
     assert len(set(names)) == 3
     assert any(n.endswith("_r2") for n in names) or len({n[:19] for n in names}) > 1
     for name in names:
@@ -54,7 +54,7 @@ def test_identical_requests_get_distinct_names(client):
 
 
 def test_failed_run_has_reason_exit_code_and_log_tail(client):
-    run = submit(client, "+fake.exit=3")
+    run = submit(client, "+extra.fake_exit=3")
     done = wait_for(client, run["name"])
     assert done["status"] == "failed"
     assert done["exit_code"] == 3
@@ -63,7 +63,7 @@ def test_failed_run_has_reason_exit_code_and_log_tail(client):
 
 
 def test_logs_tail_and_follow(client):
-    run = submit(client, "+fake.lines=5", "+fake.sleep=0.5")
+    run = submit(client, "+extra.fake_lines=5", "+extra.fake_sleep=0.5")
     streamed = client.get(f"/runs/{run['name']}/logs", params={"follow": True}).text  # returns when it ends
     assert streamed.count("line ") == 5
     assert client.get(f"/runs/{run['name']}/logs", params={"tail": 2}).text.splitlines() == [
@@ -84,8 +84,8 @@ def test_unknown_run_is_404_naming_it(client):
 
 
 def test_cancel_queued_and_running_runs(client, output_dir):
-    running = submit(client, "+fake.sleep=30")
-    queued = submit(client, "+fake.sleep=0")
+    running = submit(client, "+extra.fake_sleep=30")
+    queued = submit(client, "+extra.fake_sleep=0")
     wait_for(client, running["name"], {"running"})
     response = client.post(f"/runs/{queued['name']}/cancel")
     assert response.status_code == 200 and response.json()["status"] == "cancelled"
@@ -117,7 +117,7 @@ def test_cancel_escalates_to_sigkill_when_sigterm_is_ignored(make_client, output
 
 
 def test_rerun_keeps_overrides_and_names_the_original(client):
-    original = submit(client, "model=fno", "+fake.sleep=0")
+    original = submit(client, "model=fno", "+extra.fake_sleep=0")
     wait_for(client, original["name"])
     response = client.post(f"/runs/{original['name']}/rerun")
     assert response.status_code == 201
@@ -129,11 +129,11 @@ def test_rerun_keeps_overrides_and_names_the_original(client):
 
 def test_idempotency_key_returns_the_same_run(client):
     headers = {"Idempotency-Key": "abc-123"}
-    first = submit(client, "+fake.sleep=0", headers=headers)
-    second = submit(client, "+fake.sleep=0", headers=headers)
+    first = submit(client, "+extra.fake_sleep=0", headers=headers)
+    second = submit(client, "+extra.fake_sleep=0", headers=headers)
     assert first["name"] == second["name"]
     assert client.get("/runs").json()["count"] == 1
-    conflict = client.post("/runs", json={"overrides": ["+fake.sleep=1"]}, headers=headers)
+    conflict = client.post("/runs", json={"overrides": ["+extra.fake_sleep=1"]}, headers=headers)
     assert conflict.status_code == 409 and "Idempotency-Key" in conflict.json()["detail"]
     wait_for(client, first["name"])
 
@@ -141,7 +141,7 @@ def test_idempotency_key_returns_the_same_run(client):
 def test_concurrent_submissions_get_unique_names_and_no_errors(client):
     with ThreadPoolExecutor(8) as pool:
         responses = list(
-            pool.map(lambda _: client.post("/runs", json={"overrides": ["+fake.sleep=0"]}), range(16))
+            pool.map(lambda _: client.post("/runs", json={"overrides": ["+extra.fake_sleep=0"]}), range(16))
         )
     assert [r.status_code for r in responses] == [201] * 16
     names = [r.json()["name"] for r in responses]
@@ -151,7 +151,7 @@ def test_concurrent_submissions_get_unique_names_and_no_errors(client):
 
 
 def test_dispatch_is_fifo_one_cpu_run_at_a_time_and_prompt(client, output_dir):
-    names = [submit(client, "+fake.sleep=0.2", f"+fake.i={i}")["name"] for i in range(4)]
+    names = [submit(client, "+extra.fake_sleep=0.2", f"+extra.fake_i={i}")["name"] for i in range(4)]
     runs = [wait_for(client, n) for n in names]
     assert starts(output_dir) == names
     for before, after in zip(runs, runs[1:], strict=False):
@@ -166,10 +166,17 @@ def test_dispatch_is_fifo_one_cpu_run_at_a_time_and_prompt(client, output_dir):
 def test_gpus_are_never_shared_and_cuda_visible_devices_is_set(make_client, output_dir):
     client = make_client(gpus=(0, 1, 2), max_cpu_runs=2)
     runs = [
-        submit(client, "accelerator=gpu", "devices=2", "batch_size=16", "+fake.sleep=0.4", f"+fake.i={i}")
+        submit(
+            client,
+            "accelerator=gpu",
+            "devices=2",
+            "batch_size=16",
+            "+extra.fake_sleep=0.4",
+            f"+extra.fake_i={i}",
+        )
         for i in range(3)
     ]
-    cpu = submit(client, "+fake.sleep=0")
+    cpu = submit(client, "+extra.fake_sleep=0")
     done = [wait_for(client, r["name"]) for r in runs]
     assert all(r["status"] == "succeeded" and len(r["gpus"]) == 2 for r in done)
     for a, b in zip(done, done[1:], strict=False):  # 3 GPUs, 2 per run: strictly one after the other
@@ -207,7 +214,7 @@ def test_oversized_bodies_are_refused_unread(client):
 
 def test_a_cancel_survives_a_restart_of_the_service(make_client, output_dir):
     first = make_client()
-    run = submit(first, "+fake.sleep=30")
+    run = submit(first, "+extra.fake_sleep=30")
     wait_for(first, run["name"], {"running"})
     first.app.state.manager.store.request_cancel(run["name"])  # the service died right after noting it
     first.__exit__(None, None, None)
@@ -229,7 +236,7 @@ def test_oversized_chunked_bodies_are_refused_too(client):
     assert response.status_code == 413 and "request body over" in response.json()["detail"]
     small = client.post(
         "/runs",
-        content=iter([b'{"overrides": ', b'["+fake.sleep=0"]}']),
+        content=iter([b'{"overrides": ', b'["+extra.fake_sleep=0"]}']),
         headers={"content-type": "application/json"},
     )
     assert small.status_code == 201, small.text
@@ -239,7 +246,7 @@ def test_oversized_chunked_bodies_are_refused_too(client):
 def test_follow_misses_no_line_written_as_it_starts_and_splits_no_character(client, monkeypatch):
     from app.api.routes import runs as routes
 
-    run = submit(client, "+fake.lines=3")
+    run = submit(client, "+extra.fake_lines=3")
     wait_for(client, run["name"])
     log_path = client.app.state.files.log_path(run["name"])
     real_tail = routes.read_tail
@@ -260,7 +267,7 @@ def test_follow_misses_no_line_written_as_it_starts_and_splits_no_character(clie
 def test_an_odd_progress_file_never_fails_the_poll(client, output_dir):
     """progress.json is another process's file: a value of an unexpected type or a NaN (a diverged loss)
     leaves that field empty instead of making every GET of the run a 500."""
-    run = wait_for(client, submit(client, "+fake.sleep=0")["name"])
+    run = wait_for(client, submit(client, "+extra.fake_sleep=0")["name"])
     path = output_dir / run["run_dir"] / "progress.json"
     for content in (
         '{"epoch": 1.5, "global_step": "x", "fraction": NaN, "metrics": {"train_loss": NaN, "acc": 0.5}}',

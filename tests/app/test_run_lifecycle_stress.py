@@ -20,14 +20,14 @@ def _alive(pid: int) -> bool:
 
 def test_what_a_run_forks_dies_with_it_before_its_slot_is_handed_on(client, output_dir):
     """A stray child (a DataLoader worker, a `sleep 300 &`) would keep a GPU's memory for the next run."""
-    run = wait_for(client, submit(client, "+fake.orphan=1")["name"])
+    run = wait_for(client, submit(client, "+extra.fake_orphan=1")["name"])
     assert run["status"] == "succeeded"
     orphan = int((output_dir / run["run_dir"] / "orphan.pid").read_text())
     assert not _alive(orphan)
 
 
 def test_a_cancelled_run_that_exits_0_on_sigterm_is_cancelled(client):
-    name = submit(client, "+fake.on_term=exit0", "+fake.sleep=30")["name"]
+    name = submit(client, "+extra.fake_on_term=exit0", "+extra.fake_sleep=30")["name"]
     wait_for(client, name, ("running",))
     time.sleep(0.5)  # its handler is installed
     run = client.post(f"/runs/{name}/cancel").json()
@@ -37,9 +37,9 @@ def test_a_cancelled_run_that_exits_0_on_sigterm_is_cancelled(client):
 
 def test_reasons_say_what_happened(make_client):
     client = make_client(cancel_grace_s=0.5)
-    exited = wait_for(client, submit(client, "+fake.exit=200")["name"])
+    exited = wait_for(client, submit(client, "+extra.fake_exit=200")["name"])
     assert exited["reason"] == "exited with code 200"  # not "killed by signal 72"
-    stubborn = submit(client, "+fake.on_term=ignore", "+fake.sleep=30")["name"]
+    stubborn = submit(client, "+extra.fake_on_term=ignore", "+extra.fake_sleep=30")["name"]
     wait_for(client, stubborn, ("running",))
     time.sleep(0.5)
     run = client.post(f"/runs/{stubborn}/cancel").json()
@@ -48,7 +48,7 @@ def test_reasons_say_what_happened(make_client):
 
 
 def test_a_supervisor_killed_while_the_service_runs_is_not_called_lost(client, output_dir):
-    name = submit(client, "+fake.sleep=30")["name"]
+    name = submit(client, "+extra.fake_sleep=30")["name"]
     wait_for(client, name, ("running",))
     time.sleep(0.3)  # the watcher is following it
     wrapper = int((output_dir / ".labrun" / "runs" / name / "pid").read_text().split()[0])
@@ -58,30 +58,34 @@ def test_a_supervisor_killed_while_the_service_runs_is_not_called_lost(client, o
 
 
 def test_a_failed_runs_log_tail_is_bounded_in_bytes(client):
-    run = wait_for(client, submit(client, "+fake.huge_line=2000000", "+fake.exit=1")["name"])
+    run = wait_for(client, submit(client, "+extra.fake_huge_line=2000000", "+extra.fake_exit=1")["name"])
     assert run["status"] == "failed"
     assert len(run["log_tail"].encode()) <= 4096 + 8  # the setting's default, plus the "[...] " mark
     assert run["log_tail"].endswith("failing with exit code 1\n")
 
 
 def test_logs_are_lines_of_the_file_pages_and_say_when_cut(client):
-    run = wait_for(client, submit(client, "+fake.cr=50", "+fake.lines=3")["name"])
+    run = wait_for(client, submit(client, "+extra.fake_cr=50", "+extra.fake_lines=3")["name"])
     last_two = client.get(f"/runs/{run['name']}/logs", params={"tail": 2})
-    lines = last_two.text.split("\n")
-    assert lines[0].startswith("progress 0\rprogress 1\r") and lines[0].endswith("progress done")
+    lines = last_two.text.removesuffix("\n").split("\n")  # lines end at \n alone, as in the file
+    assert len(lines) == 2 and lines[0].endswith(": line 3")
+    assert lines[1].startswith("progress 0\rprogress 1\r") and lines[1].endswith("progress done")
     assert last_two.headers["X-Log-Truncated"] == "true"
     whole = client.get(f"/runs/{run['name']}/logs")
     assert whole.headers["X-Log-Truncated"] == "false" and whole.headers["X-Log-Start"] == "0"
     assert whole.text.endswith(last_two.text)
-    first = client.get(f"/runs/{run['name']}/logs", params={"offset": 0, "length": 60})
+    window = len(whole.text.split("\n")[0]) + 10  # the first line and a bit of the second
+    first = client.get(f"/runs/{run['name']}/logs", params={"offset": 0, "length": window})
     assert first.text.endswith("\n") and first.text.count("\n") == 1  # a page ends at a line boundary
     rest = client.get(f"/runs/{run['name']}/logs", params={"offset": first.headers["X-Log-End"]})
     assert first.text + rest.text == whole.text
 
 
 def test_a_log_over_the_window_is_cut_at_a_line_start_and_says_so(client):
-    big = wait_for(client, submit(client, "+fake.huge_line=3000000", "+fake.lines=2")["name"])
-    small = submit(client, "+fake.huge_line=3000000", "+fake.lines=2")  # a second one: 6 MB in one log
+    big = wait_for(client, submit(client, "+extra.fake_huge_line=3000000", "+extra.fake_lines=2")["name"])
+    small = submit(
+        client, "+extra.fake_huge_line=3000000", "+extra.fake_lines=2"
+    )  # a second one: 6 MB in one log
     del small
     log_path = client.app.state.files.log_path(big["name"])
     with open(log_path, "ab") as f:
@@ -94,8 +98,8 @@ def test_a_log_over_the_window_is_cut_at_a_line_start_and_says_so(client):
 
 
 def test_an_idempotency_key_is_bound_to_its_first_request(client):
-    original = wait_for(client, submit(client, "+fake.sleep=0")["name"])
-    other = submit(client, "+fake.sleep=0", "+fake.lines=1", headers={"Idempotency-Key": "k1"})
+    original = wait_for(client, submit(client, "+extra.fake_sleep=0")["name"])
+    other = submit(client, "+extra.fake_sleep=0", "+extra.fake_lines=1", headers={"Idempotency-Key": "k1"})
     reused = client.post(f"/runs/{original['name']}/rerun", headers={"Idempotency-Key": "k1"})
     assert reused.status_code == 409, reused.text  # not a replay of the unrelated run
     first = client.post(f"/runs/{original['name']}/rerun", headers={"Idempotency-Key": "k2"})
@@ -138,7 +142,7 @@ def service(output_dir):
 def test_a_cancel_cut_short_by_a_service_stop_is_carried_out_after_the_restart(service, output_dir):
     """The store holds cancel_requested; the next service must see it through (SIGTERM, grace, SIGKILL)."""
     svc = service(LABRUN_CANCEL_GRACE_S="3")
-    name = svc.submit(["+fake.on_term=ignore", "+fake.sleep=300"])["name"]
+    name = svc.submit(["+extra.fake_on_term=ignore", "+extra.fake_sleep=300"])["name"]
     svc.wait_for(name, ("running",), timeout=30)
     time.sleep(0.5)
     import threading

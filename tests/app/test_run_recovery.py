@@ -15,7 +15,7 @@ def _store(output_dir) -> RunStore:
     return RunStore(output_dir / ".labrun" / "runs.db")
 
 
-def _queued(store: RunStore, name: str, overrides=("+fake.sleep=0",)) -> RunRecord:
+def _queued(store: RunStore, name: str, overrides=("+extra.fake_sleep=0",)) -> RunRecord:
     return store.insert(queued_record(name, overrides, seed=42))
 
 
@@ -67,9 +67,9 @@ def test_a_run_started_but_never_recorded_is_found_not_started_again(make_client
     for name in (ended, running, waiting):
         _queued(store, name)
     # The service was killed after the launcher started these two and before it recorded them as running.
-    handle = _start_outside_the_service(output_dir, ended, "+fake.exit=4")
+    handle = _start_outside_the_service(output_dir, ended, "+extra.fake_exit=4")
     LocalLauncher(FAKE_TRAINER, StateDir(output_dir)).wait(ended, handle, timeout=30)
-    _start_outside_the_service(output_dir, running, "+fake.sleep=1")
+    _start_outside_the_service(output_dir, running, "+extra.fake_sleep=1")
     client = make_client(max_cpu_runs=1)
     first = wait_for(client, ended)
     assert first["status"] == "failed" and first["exit_code"] == 4
@@ -85,12 +85,14 @@ def test_a_run_started_but_not_recorded_keeps_its_gpus_and_is_adopted(make_clien
     client = make_client(gpus=(0, 1))
     store = client.app.state.manager.store
     gpu = ["accelerator=gpu", "devices=1", "batch_size=16"]
-    holder = client.post("/runs", json={"overrides": [*gpu, "+fake.sleep=1", "+fake.i=0"]}).json()
+    holder = client.post("/runs", json={"overrides": [*gpu, "+extra.fake_sleep=1", "+extra.fake_i=0"]}).json()
     wait_for(client, holder["name"], {"running"})  # on GPU 0 until about a second from now
     fail_first_mark_running(store)
-    first = client.post("/runs", json={"overrides": [*gpu, "+fake.sleep=3", "+fake.i=1"]}).json()
+    first = client.post("/runs", json={"overrides": [*gpu, "+extra.fake_sleep=3", "+extra.fake_i=1"]}).json()
     wait_for(client, holder["name"])  # GPU 0 is free again before the first run is retried
-    second = client.post("/runs", json={"overrides": [*gpu, "+fake.sleep=0.5", "+fake.i=2"]}).json()
+    second = client.post(
+        "/runs", json={"overrides": [*gpu, "+extra.fake_sleep=0.5", "+extra.fake_i=2"]}
+    ).json()
     done = [wait_for(client, run["name"]) for run in (first, second)]
     assert [run["status"] for run in done] == ["succeeded", "succeeded"], done
     lines = (output_dir / "fake_starts.log").read_text().splitlines()
@@ -106,7 +108,7 @@ def test_a_cpu_run_started_but_not_recorded_is_retried_while_it_holds_the_only_s
     client = make_client(max_cpu_runs=1)
     store = client.app.state.manager.store
     fail_first_mark_running(store)
-    run = client.post("/runs", json={"overrides": ["+fake.sleep=0.5"]}).json()
+    run = client.post("/runs", json={"overrides": ["+extra.fake_sleep=0.5"]}).json()
     done = wait_for(client, run["name"])
     assert done["status"] == "succeeded", done
     assert starts(output_dir) == [run["name"]]
@@ -132,6 +134,6 @@ def test_runs_going_under_another_launcher_stop_the_start_with_a_clear_message(m
 
 
 def test_the_launcher_that_started_a_run_is_recorded(client):
-    run = client.post("/runs", json={"overrides": ["+fake.sleep=0"]}).json()
+    run = client.post("/runs", json={"overrides": ["+extra.fake_sleep=0"]}).json()
     wait_for(client, run["name"])
     assert client.app.state.manager.store.get(run["name"]).launcher == "local"

@@ -39,14 +39,18 @@ def test_importing_the_service_leaves_the_training_stack_out():
 def test_end_to_end_with_a_real_service_process(service, output_dir):
     svc = service()
     with svc.client() as client:
-        response = client.post("/runs", json={"overrides": ["model=fno", "data=32x64", "+fake.sleep=0.3"]})
+        response = client.post(
+            "/runs", json={"overrides": ["model=fno", "data=32x64", "+extra.fake_sleep=0.3"]}
+        )
         assert response.status_code == 201, response.text
         run = wait_for(client, response.json()["name"])
         assert run["status"] == "succeeded"
         assert (output_dir / run["run_dir"] / "progress.json").is_file()
         with ThreadPoolExecutor(16) as pool:  # many concurrent, identical submissions
             responses = list(
-                pool.map(lambda _: client.post("/runs", json={"overrides": ["+fake.sleep=0"]}), range(32))
+                pool.map(
+                    lambda _: client.post("/runs", json={"overrides": ["+extra.fake_sleep=0"]}), range(32)
+                )
             )
         assert [r.status_code for r in responses] == [201] * 32
         names = {r.json()["name"] for r in responses}
@@ -69,10 +73,13 @@ def test_kill_9_then_restart_recovers_every_run_and_runs_nothing_twice(service, 
         names = [
             client.post("/runs", json={"overrides": o}).json()["name"]
             for o in (
-                ["+fake.sleep=1", "+fake.exit=3"],  # ends while the service is down, with a real failure
-                ["+fake.sleep=4"],  # still running at the restart: re-attached
-                ["+fake.sleep=0", "+fake.i=1"],  # queued: start after the restart
-                ["+fake.sleep=0", "+fake.i=2"],
+                [
+                    "+extra.fake_sleep=1",
+                    "+extra.fake_exit=3",
+                ],  # ends while the service is down, with a real failure
+                ["+extra.fake_sleep=4"],  # still running at the restart: re-attached
+                ["+extra.fake_sleep=0", "+extra.fake_i=1"],  # queued: start after the restart
+                ["+extra.fake_sleep=0", "+extra.fake_i=2"],
             )
         ]
         for name in names[:2]:
@@ -131,7 +138,7 @@ def test_ctrl_c_with_a_log_follower_stops_at_once_and_leaves_the_run_going(servi
 
     svc = service()
     with svc.client() as client:
-        run = client.post("/runs", json={"overrides": ["+fake.sleep=30"]}).json()
+        run = client.post("/runs", json={"overrides": ["+extra.fake_sleep=30"]}).json()
         wait_for(client, run["name"], {"running"})
     followed: list[str] = []
 

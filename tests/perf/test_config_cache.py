@@ -18,15 +18,20 @@ CORPUS = [
     ["training.lr=0.01", "model=sfno"],
     ["model.hidden_channels=64", "model=fno", "training.max_epochs=3"],
     ["batch_size=8", "training.effective_batch_size=16", "devices=1"],
-    ["+device=gpu", "accelerator=cpu", "debug=true"],
+    ["accelerator=cpu", "debug=true"],
     ["++training.lr=0.5"],
-    ["+model.extra=[1,2,3]"],
     ["model.n_modes=[16,32]", "model=sfno", "data=32x64"],
-    ["~model.n_layers"],
-    ["+training={a: 1}"],
     ["training={max_epochs: 2}"],
     ["seed=7", "deterministic=false"],
     # errors: each must raise the same ConfigError as the real compose
+    ["+device=gpu", "accelerator=cpu", "debug=true"],  # keys the schema does not know
+    ["+model.extra=[1,2,3]"],
+    ["+training={a: 1}"],
+    ["+trainer.plugins=x", "model=fno"],
+    ["~model.n_layers"],  # a schema key cannot be removed
+    ["training.lr=abc"],  # wrong types
+    ["model=fno", "data.dims=[a,64]"],
+    ["seed=1e3"],
     ["model=nope"],
     ["data=32x64", "nope=1"],
     ["+batch_size=3"],

@@ -36,12 +36,18 @@ def test_seed_overrides_work_verbatim():
             "devices=1",
             "accelerator=cpu",
             "debug=true",
-            "+device=gpu",
         ]
     )
     assert job.training.accumulate_grad_batches == 2
-    assert job.output_dir.endswith("/debug")
-    assert job.device == "gpu"
+    assert f"/debug/{job.run_name}" in job.output_dir  # each debug run has its own folder
+
+
+def test_a_new_key_nothing_reads_is_refused():
+    # The blog's generic "+device=gpu" adds a key this experiment never reads: refused, with the near miss.
+    with pytest.raises(
+        config.ConfigError, match=r"device is not a key of this config \(did you mean devices\?\)"
+    ):
+        compose_job(["+device=gpu"])
 
 
 def test_run_name_fixed_by_caller_and_output_dir(tmp_path):
@@ -69,6 +75,18 @@ def test_devices_list_and_precision_string_accepted():
         (["seed=" + "9" * 100], "seed"),
         (["seed=-1"], "seed"),
         (["accelerator=cpu", "devices=[0,1]", "batch_size=8"], "devices"),
+        # issue 9: each was accepted and queued, though the run could not work or would harm the box
+        (["precision=banana"], "precision"),
+        (["strategy=ddp_spawn"], "strategy"),
+        (["model.hidden_channels=0"], "model.hidden_channels"),
+        (["model.n_modes=[0,0]"], "model.n_modes"),
+        (["debug_batches=-5"], "debug_batches"),
+        (["training.val_check_interval=0"], "training.val_check_interval"),
+        (["log_every_n_steps=0"], "log_every_n_steps"),
+        (["num_sanity_val_steps=-5"], "num_sanity_val_steps"),
+        (["training.lr=-1"], "training.lr"),
+        (["data.dims=[100000,100000]"], "data.dims"),
+        (["+trainer.plugins=x"], "trainer"),
     ],
 )
 def test_bad_overrides_name_the_key(overrides, named):
@@ -86,6 +104,18 @@ def test_bad_overrides_name_the_key(overrides, named):
         ("run_name=../escape", "run_name"),
         ("data.train_val_split=1.5", "data.train_val_split"),
         ("data.train_val_split=0.01", "data.train_val_split"),  # 0 of TINY's 32 samples to train on
+        # issue 9's list: the same messages as the service's 422
+        ("precision=banana", "precision='banana' is not allowed"),
+        ("strategy=ddp_spawn", "strategy='ddp_spawn' is not allowed"),
+        ("model.hidden_channels=0", "model.hidden_channels=0 is not allowed"),
+        ("model.n_modes=[0,0]", "model.n_modes=[0,0] is not allowed"),
+        ("debug_batches=-5", "debug_batches=-5 is not allowed"),
+        ("training.val_check_interval=0", "training.val_check_interval=0 is not allowed"),
+        ("log_every_n_steps=0", "log_every_n_steps=0 is not allowed"),
+        ("num_sanity_val_steps=-5", "num_sanity_val_steps=-5 is not allowed"),
+        ("training.lr=-1", "training.lr=-1.0 is not allowed"),
+        ("data.dims=[100000,100000]", "data.dims=[100000,100000] is not allowed"),
+        ("+trainer.plugins=x", "trainer is not a key of this config"),
     ],
 )
 def test_cli_bad_input_exits_2_and_creates_nothing(tmp_path, override, named):

@@ -155,7 +155,9 @@ def test_run_record_names_the_image_and_the_baked_code_version(tmp_path, monkeyp
         "commit": "1a2b3c",
         "dirty": None,
     }  # no .git
-    record = provenance.RunManifest(tmp_path / "run.json", name="n", overrides=["a=1"], config_name="c", seed=1)
+    record = provenance.RunManifest(
+        tmp_path / "run.json", name="n", overrides=["a=1"], config_name="c", seed=1
+    )
     record.write()
     assert json.loads((tmp_path / "run.json").read_text())["status"] == "running"
     record.finish("failed", "ValueError: x")

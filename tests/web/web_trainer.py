@@ -18,9 +18,7 @@ EPOCH_S = 0.5
 def fake_args(argv: list[str]) -> list[str]:
     epochs = next((float(a.split("=", 1)[1]) for a in argv if a.startswith("training.max_epochs=")), 1.0)
     seconds = epochs * EPOCH_S
-    # Both spellings while the fake trainer's steering keys move from fake.* to extra.fake_*; it ignores
-    # keys it does not know.
-    return [*argv, f"fake.sleep={seconds}", f"extra.fake_sleep={seconds}"]
+    return [*argv, f"extra.fake_sleep={seconds}"]
 
 
 if __name__ == "__main__":

@@ -14,13 +14,14 @@ import threading
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Depends, Query, Response
 from fastapi.responses import PlainTextResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import FilesDep, IdempotencyKey, ManagerDep, StoreDep, get_run
 from app.api.public import RunCreate, RunPublic, RunsPublic, run_public, runs_public
 from app.errors import InvalidRun
+from app.metrics import time_submission
 from app.models import RunStatus
 from app.runfiles import LOG_WINDOW_BYTES, LogSlice, RunFiles, read_range, read_tail
 from app.store import RunStore
@@ -31,7 +32,7 @@ MAX_LOG_LINES = 100_000
 FOLLOW_CHUNK_BYTES = 1 << 20
 
 
-@router.post("", status_code=201, response_model=RunPublic)
+@router.post("", status_code=201, response_model=RunPublic, dependencies=[Depends(time_submission)])
 async def submit_run(
     body: RunCreate,
     manager: ManagerDep,
@@ -51,14 +52,21 @@ async def submit_run(
 async def list_runs(
     store: StoreDep,
     files: FilesDep,
+    manager: ManagerDep,
     status: Annotated[list[str] | None, Query(description="e.g. queued, or running,queued")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    before: Annotated[
+        int | None, Query(ge=1, description="the next page: next_before of the last answer")
+    ] = None,
 ) -> RunsPublic:
-    """Runs, newest first."""
+    """Runs, newest first, ``limit`` at a time; ``count`` is how many match in all."""
     statuses = _statuses(status or [])
-    records = store.list(statuses, limit)
-    total = len(records) if len(records) < limit else store.count(statuses)
-    return runs_public(records, total, store, files)
+    records = store.list(statuses, limit + 1, before)  # one more: is there a next page?
+    more = len(records) > limit
+    records = records[:limit]
+    total = len(records) if before is None and not more else store.count(statuses)
+    next_before = records[-1].seq if more else None
+    return runs_public(records, total, store, files, manager.waiting_reason, next_before, manager.ended)
 
 
 def _statuses(values: list[str]) -> list[RunStatus]:
@@ -71,8 +79,17 @@ def _statuses(values: list[str]) -> list[RunStatus]:
 
 
 @router.get("/{name}", response_model=RunPublic)
-async def read_run(name: str, store: StoreDep, files: FilesDep) -> RunPublic:
-    return run_public(get_run(store, name), store, files)
+async def read_run(name: str, store: StoreDep, files: FilesDep, manager: ManagerDep) -> RunPublic:
+    return run_public(
+        get_run(store, name), store, files, waiting_reason=manager.waiting_reason, ended=manager.ended
+    )
+
+
+@router.delete("/{name}", response_model=RunPublic)
+async def delete_run(name: str, manager: ManagerDep, files: FilesDep) -> RunPublic:
+    """Delete a finished run's files (run directory, log); its record stays, marked deleted, and its name
+    is never reused. 409 while it is queued or running."""
+    return run_public(await run_in_threadpool(manager.delete, name), manager.store, files)
 
 
 @router.get("/{name}/logs", response_class=PlainTextResponse)
@@ -150,7 +167,9 @@ def _read_from(path, offset: int, limit: int) -> bytes:  # noqa: ANN001
 async def cancel_run(name: str, manager: ManagerDep, files: FilesDep) -> RunPublic:
     """A queued run leaves the queue; a running one gets SIGTERM, a grace period, then SIGKILL.
     409 if the run already finished."""
-    return run_public(await run_in_threadpool(manager.cancel, name), manager.store, files)
+    return run_public(
+        await run_in_threadpool(manager.cancel, name), manager.store, files, ended=manager.ended
+    )
 
 
 @router.post("/{name}/rerun", status_code=201, response_model=RunPublic)

@@ -1,0 +1,21 @@
+"""GET /config/schema: every key a run's overrides may set, generated from the experiment's schema
+(``trainer/schema.py``): its type, default, allowed values and description. The README's table of keys is
+made from the same rows."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+from starlette.concurrency import run_in_threadpool
+
+from trainer import schema
+
+router = APIRouter(prefix="/config", tags=["config"])
+
+
+@router.get("/schema")
+async def config_schema() -> dict[str, Any]:
+    """``{"keys": [{"key", "type", "default", "allowed", "description", "derived"}, ...]}``, group choices
+    (``model``, ``data``, ...) first."""
+    return {"keys": await run_in_threadpool(schema.describe)}

@@ -1,0 +1,129 @@
+"""Faults of the box (issue 15): a full disk, a store that cannot write, an output directory that goes away.
+The service keeps going, says what is wrong, loses nothing and recovers by itself, without a restart.
+
+The full-disk test runs on a real, small tmpfs (root mounts one; CI runs as root)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from service_helpers import make_settings, starts, submit, wait_for
+
+from app.errors import InsufficientStorage
+from app.main import create_app
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path):
+    """An 8 MiB filesystem of its own as the output directory."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root (CI runs as root)")
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mount)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_a_full_disk_holds_the_queue_says_so_and_everything_resumes_by_itself(small_disk):
+    settings = make_settings(small_disk, min_free_bytes=1 << 20, min_free_percent=0)
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        # A writes a log larger than the disk; B waits behind it (one CPU slot).
+        a = submit(client, "+extra.fake_huge_line=12000000", "+extra.fake_lines=1")["name"]
+        b = submit(client, "+extra.fake_sleep=0")["name"]
+        deadline = time.monotonic() + 30
+        while client.get("/healthz").status_code == 200:
+            assert time.monotonic() < deadline, "the disk never filled"
+            time.sleep(0.05)
+        health = client.get("/healthz").json()
+        assert health["status"] == "degraded" and not health["disk"]["ok"]
+        assert "nearly full" in health["disk"]["reason"] and health["disk"]["min_free_bytes"] == 1 << 20
+        refused = client.post("/runs", json={"overrides": ["+extra.fake_sleep=0"]})
+        assert refused.status_code == 507 and "DELETE /runs/" in refused.json()["detail"], refused.text
+        failed = wait_for(client, a, timeout=30)
+        assert failed["status"] == "failed" and failed["reason"].startswith("no space left on device"), failed
+        time.sleep(0.5)  # B stays queued, with the reason
+        waiting = client.get(f"/runs/{b}").json()
+        assert waiting["status"] == "queued" and "nearly full" in waiting["waiting_reason"]
+
+        client.app.state.files.log_path(a).write_bytes(b"")  # space is back (an operator cleaned up)
+        done = wait_for(client, b, timeout=30)
+        assert done["status"] == "succeeded" and done["waiting_reason"] is None
+        assert client.get("/healthz").status_code == 200
+        assert starts(small_disk) == [a, b]  # nothing ran twice
+
+
+def test_watchers_and_the_dispatcher_survive_a_store_that_refuses_writes(client, monkeypatch):
+    store = client.app.state.manager.store
+    real_finish, real_assign = store.finish, store.assign_gpus
+    refusals = {"finish": 3, "pick": 2}
+
+    def flaky_finish(*args, **kwargs):
+        if refusals["finish"] > 0:
+            refusals["finish"] -= 1
+            raise InsufficientStorage("the run store cannot write: database or disk is full")
+        return real_finish(*args, **kwargs)
+
+    monkeypatch.setattr(store, "finish", flaky_finish)
+    first = wait_for(client, submit(client, "+extra.fake_sleep=0")["name"], timeout=30)
+    assert first["status"] == "succeeded"  # shown as ended at once, recorded once the store takes it
+    deadline = time.monotonic() + 30
+    while store.get(first["name"]).status != "succeeded":
+        assert time.monotonic() < deadline, "the outcome was never recorded"
+        time.sleep(0.05)
+    assert refusals["finish"] == 0 and not client.app.state.manager.ended
+
+    real_queued = store.queued
+
+    def flaky_queued():
+        if refusals["pick"] > 0:
+            refusals["pick"] -= 1
+            raise InsufficientStorage("the run store cannot write: database or disk is full")
+        return real_queued()
+
+    monkeypatch.setattr(store, "queued", flaky_queued)
+    second = wait_for(client, submit(client, "+extra.fake_sleep=0")["name"], timeout=30)
+    assert second["status"] == "succeeded" and refusals["pick"] == 0  # the dispatcher lived on
+    del real_assign
+
+
+def test_an_output_directory_that_goes_away_and_comes_back(client, output_dir):
+    away = output_dir.with_name("outputs-away")
+    output_dir.rename(away)  # unmounted, moved: the service cannot use it
+    try:
+        health = client.get("/healthz")
+        assert health.status_code == 503 and "is gone" in health.json()["disk"]["reason"]
+        refused = client.post("/runs", json={"overrides": ["+extra.fake_sleep=0"]})
+        assert refused.status_code == 503 and "is gone" in refused.json()["detail"]
+        assert client.get("/runs").status_code == 200  # reads keep working
+    finally:
+        away.rename(output_dir)
+    assert client.get("/healthz").status_code == 200
+    assert wait_for(client, submit(client, "+extra.fake_sleep=0")["name"])["status"] == "succeeded"
+
+
+def test_delete_removes_a_finished_runs_files_and_keeps_its_record(client, output_dir):
+    run = wait_for(client, submit(client, "+extra.fake_sleep=0")["name"])
+    assert run["disk_bytes"] and run["disk_bytes"] > 0
+    usage = client.get("/usage").json()
+    assert usage["disk_bytes"] == run["disk_bytes"] and usage["largest"][0]["name"] == run["name"]
+    running = submit(client, "+extra.fake_sleep=30")["name"]
+    assert client.delete(f"/runs/{running}").status_code == 409  # only finished runs
+    deleted = client.delete(f"/runs/{run['name']}")
+    assert deleted.status_code == 200, deleted.text
+    assert deleted.json()["deleted_at"] and deleted.json()["deleted_by"] == "anonymous"
+    assert not (output_dir / run["run_dir"]).exists()
+    assert not client.app.state.files.log_path(run["name"]).exists()
+    assert client.get(f"/runs/{run['name']}").json()["status"] == "succeeded"  # the record stays
+    assert client.delete(f"/runs/{run['name']}").status_code == 200  # repeating it is harmless
+    assert client.get("/usage").json()["runs_deleted"] == 1
+    assert client.delete("/runs/no-such-run").status_code == 404
