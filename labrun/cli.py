@@ -28,6 +28,7 @@ from labrun.client import (
 
 EXIT_STATUS_BY_RUN = {"succeeded": EXIT_OK, "failed": EXIT_RUN_FAILED, "cancelled": EXIT_CANCELLED}
 EXIT_BUG = 70
+CANCEL_SETTLE_S = 30.0  # past the server's grace period (SIGTERM, then SIGKILL) in most set-ups
 UNREACHABLE_PATIENCE_S = 60.0  # while waiting: a service restart takes seconds; runs go on meanwhile
 
 DESCRIPTION = """\
@@ -312,7 +313,18 @@ def cmd_logs(client: Client, args: argparse.Namespace) -> int:
 
 
 def cmd_cancel(client: Client, args: argparse.Namespace) -> int:
-    return _each(args.names, lambda name: f"{name}: {client.cancel(name)['status']}")
+    def cancel(name: str) -> str:
+        run = client.cancel(name)
+        # The answer is normally final; a run caught starting may still say running for a moment.
+        deadline = time.monotonic() + CANCEL_SETTLE_S
+        while run["status"] not in render.TERMINAL and time.monotonic() < deadline:
+            time.sleep(0.2)
+            run = client.run(name)
+        if run["status"] not in render.TERMINAL:
+            return f"{name}: cancel requested (still {run['status']})"
+        return f"{name}: {run['status']}"
+
+    return _each(args.names, cancel)
 
 
 def cmd_rm(client: Client, args: argparse.Namespace) -> int:

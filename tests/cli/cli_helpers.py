@@ -19,9 +19,9 @@ def fake(
     sleep: float | None = None, exit: int | None = None, lines: int | None = None, on_term: str | None = None
 ) -> list[str]:
     """The overrides that steer the fake trainer. The one place that spells them: if the config schema
-    renames them (e.g. ``+extra.fake_sleep=``), this function is the one edit."""
+    renames them, this function is the one edit."""
     steering = {"sleep": sleep, "exit": exit, "lines": lines, "on_term": on_term}
-    return [f"+fake.{key}={value}" for key, value in steering.items() if value is not None]
+    return [f"+extra.fake_{key}={value}" for key, value in steering.items() if value is not None]
 
 
 def cli_env(url: str | None, **extra: str) -> dict[str, str]:
