@@ -139,6 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--owner", metavar="me|NAME", help="only this user's runs (`me`: the token's user)")
     p.add_argument("--limit", type=int, default=50, metavar="N", help="at most N runs (default 50)")
+    p.add_argument("--before", type=int, metavar="S", help="the next page (the S that a long list ends with)")
     json_option(p)
 
     p = command("show", cmd_show, "one run: status, progress, metrics, timing, reason, log tail")
@@ -271,11 +272,11 @@ def _poll(client: Client, name: str) -> dict[str, Any]:
 def cmd_ls(client: Client, args: argparse.Namespace) -> int:
     if args.limit < 1:
         raise CliError("--limit must be at least 1", EXIT_INVALID)
-    answer = client.runs(args.status, args.owner, args.limit)
+    answer = client.runs(args.status, args.owner, args.limit, args.before)
     if args.json:
         _print_json(answer)
     else:
-        render.runs_table(answer.get("data", []), answer.get("count"))
+        render.runs_table(answer.get("data", []), answer.get("count"), answer.get("next_before"))
     return EXIT_OK
 
 

@@ -72,8 +72,16 @@ class Client:
         response = self._request("POST", "/runs", json=body, headers=_idempotency(idempotency_key))
         return self._json(response), response.headers.get("Idempotent-Replayed") == "true"
 
-    def runs(self, status: str | None = None, owner: str | None = None, limit: int | None = None) -> dict:
-        params = {k: v for k, v in {"status": status, "owner": owner, "limit": limit}.items() if v}
+    def runs(
+        self,
+        status: str | None = None,
+        owner: str | None = None,
+        limit: int | None = None,
+        before: int | None = None,
+    ) -> dict:
+        """``{"data": [...], "count": N, "next_before": S}``: newest first; ``before=S`` is the next page."""
+        given = {"status": status, "owner": owner, "limit": limit, "before": before}
+        params = {k: v for k, v in given.items() if v}
         return self._json(self._request("GET", "/runs", params=params))
 
     def run(self, name: str) -> dict[str, Any]:

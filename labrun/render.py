@@ -142,7 +142,7 @@ def losses_text(run: dict[str, Any]) -> str:
 # --- tables and details --------------------------------------------------------------------------------
 
 
-def runs_table(runs: list[dict[str, Any]], count: int | None = None) -> None:
+def runs_table(runs: list[dict[str, Any]], count: int | None = None, next_before: int | None = None) -> None:
     from rich import box
     from rich.markup import escape
     from rich.table import Table
@@ -169,7 +169,10 @@ def runs_table(runs: list[dict[str, Any]], count: int | None = None) -> None:
         out.print(table)
     else:
         out.print("no runs")
-    if count is not None and count > len(runs):
+    if next_before is not None:
+        more = f" of {count}" if count is not None else ""
+        console(sys.stderr).print(f"{len(runs)}{more} runs shown; the next page: --before {next_before}")
+    elif count is not None and count > len(runs):
         console(sys.stderr).print(f"{len(runs)} of {count} runs shown (--limit)")
 
 
@@ -370,7 +373,7 @@ class ProgressView:
         frac = fraction(run)
         if self._progress is not None:
             done = frac if frac is not None else (1.0 if status == "succeeded" else 0.0)
-            self._progress.update(self._task, description=status, completed=done, info=info)
+            self._progress.update(self._task, description=status, completed=done, info=info, refresh=True)
             return
         if status in TERMINAL:
             return  # the outcome line says it

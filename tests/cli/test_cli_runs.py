@@ -113,9 +113,14 @@ def test_ls_shows_a_table_and_json(labrun, service):
     assert {r["status"] for r in answer["data"]} == {"running"}
     assert answer["count"] == len(answer["data"])
 
-    limited = labrun("ls", "--limit", "1", "--json")
-    assert len(json.loads(limited.stdout)["data"]) == 1
-    assert labrun("ls", "--limit", "1").stderr.strip().startswith("1 of ")
+    first_page = json.loads(labrun("ls", "--limit", "1", "--json").stdout)
+    assert len(first_page["data"]) == 1
+    footer = labrun("ls", "--limit", "1").stderr.strip()
+    assert footer.startswith("1 of ") and footer.endswith(f"--before {first_page['next_before']}")
+    second_page = json.loads(
+        labrun("ls", "--limit", "1", "--before", str(first_page["next_before"]), "--json").stdout
+    )
+    assert second_page["data"][0]["name"] not in {first_page["data"][0]["name"]}
 
     bad = labrun("ls", "--status", "sleeping")
     assert bad.returncode == 2

@@ -1,0 +1,67 @@
+"""What the commands draw, in process (no server): the formats, the progress bar on a terminal, and the
+line-per-change progress elsewhere."""
+
+from __future__ import annotations
+
+import io
+
+from labrun import render
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+RUNNING = {
+    "name": "r1",
+    "status": "running",
+    "progress": {"epoch": 1, "max_epochs": 5, "step": 30, "total": 100, "fraction": 0.3},
+    "metrics": {"train_loss": 0.123456, "val_loss": 0.5},
+    "started_at": "2026-11-29T10:00:00Z",
+}
+
+
+def test_formats():
+    assert [render.duration(s) for s in (None, 5, 75, 700, 3 * 3600 + 300, 2 * 86400 + 4 * 3600)] == [
+        "-",
+        "5s",
+        "1m15s",
+        "11m",
+        "3h05m",
+        "2d04h",
+    ]
+    assert render.progress_text(RUNNING) == "30% ep 2/5"  # the trainer counts epochs from 0
+    assert render.progress_text({"status": "queued", "queue_position": 3}) == "#3 in queue"
+    assert render.progress_text({"status": "failed"}) == "-"
+    assert render.losses_text(RUNNING) == "step 30/100  train_loss 0.1235  val_loss 0.5"
+    assert render.size(1536) == "1.5 KiB" and render.size(None) == "-"
+    done = {**RUNNING, "status": "succeeded", "finished_at": "2026-11-29T10:03:12Z"}
+    assert render.outcome(done) == "r1 succeeded after 3m12s (val_loss 0.5)"
+    failed = {**done, "status": "failed", "reason": "exited with code 1"}
+    assert render.outcome(failed) == "r1 failed after 3m12s: exited with code 1"
+
+
+def test_progress_bar_on_a_terminal():
+    out = _Terminal()
+    view = render.ProgressView("r1", out)
+    view.update({"name": "r1", "status": "queued", "queue_position": 2, "waiting_reason": "[disk] full"})
+    view.update(RUNNING)
+    view.close()
+    text = out.getvalue()
+    assert "30%" in text and "epoch 2/5" in text and "train_loss 0.1235" in text
+    assert "[disk] full" in text  # printed as it is, not taken for markup
+
+
+def test_progress_lines_when_piped():
+    out = io.StringIO()
+    view = render.ProgressView("r1", out)
+    for run in (
+        {"status": "queued", "queue_position": 1},
+        RUNNING,
+        RUNNING,
+        {**RUNNING, "status": "succeeded"},
+    ):
+        view.update(run)
+    view.close()
+    assert out.getvalue().splitlines() == ["r1: queued  #1 in queue", "r1: running epoch 2/5"]
