@@ -11,7 +11,6 @@ import argparse
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -19,7 +18,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._common import STANDIN, ms, pct, service  # noqa: E402
+from bench._common import ms, pct, service, wait_for  # noqa: E402
 
 HELP_TARGET_S = 0.3
 
@@ -55,13 +54,14 @@ def main(argv: list[str] | None = None) -> dict:
         "cli_help_p50_s": pct(help_, 50),
         "cli_help_max_s": max(help_),
     }
-    with (
-        tempfile.TemporaryDirectory(prefix="labrun-cli-bench-") as tmp,
-        service(["sh", str(STANDIN), str(Path(tmp) / "times"), "600"]) as svc,
-    ):
+    # Runs that end at once (`true`), all finished before the timing starts: no process competes with it,
+    # and none outlives the benchmark.
+    with service(["true"]) as svc:
         with httpx.Client(base_url=svc.url, timeout=30) as client:
             for i in range(n_runs):
                 client.post("/runs", json={"overrides": [f"seed={i}"]}).raise_for_status()
+            busy = {"status": "queued,running", "limit": 1}
+            wait_for(lambda: client.get("/runs", params=busy).json()["count"] == 0, timeout=120, interval=0.2)
         env["LABRUN_URL"] = svc.url
         ls = _time([*labrun, "ls", "--limit", "50"], n, env)
         ls_json = _time([*labrun, "ls", "--limit", "50", "--json"], n, env)
