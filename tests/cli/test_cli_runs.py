@@ -102,8 +102,12 @@ def test_ls_shows_a_table_and_json(labrun, service):
     header = table.stdout.splitlines()[0].split()
     assert header == ["NAME", "OWNER", "STATUS", "GPUS", "PROGRESS", "AGE", "VAL_LOSS"]
     rows = {line.split()[0]: line.split() for line in table.stdout.splitlines()[2:] if line.strip()}
-    assert rows[done][1:3] == ["-", "succeeded"]  # owner "-": this server reports none
-    assert rows[running][1:3] == ["-", "running"]
+
+    def owner(name: str) -> str:  # "-" while a server reports none
+        return service.http.get(f"/runs/{name}").json().get("owner") or "-"
+
+    assert rows[done][1:3] == [owner(done), "succeeded"]
+    assert rows[running][1:3] == [owner(running), "running"]
     assert list(rows).index(running) < list(rows).index(done)  # newest first
 
     only_running = labrun("ls", "--status", "running", "--json")
