@@ -14,6 +14,10 @@ from app.core.config import SettingsError, load_settings
 
 
 def main() -> int:
+    if sys.argv[1:2] == ["users"]:
+        from app.admin import main as users
+
+        return users(sys.argv[2:])
     try:
         settings = load_settings()
         from app.main import create_app
@@ -23,6 +27,7 @@ def main() -> int:
         print(f"labrun: {exc}", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("labrun").info("%s", _auth_line(app, settings))
     # One worker on purpose: the run lifecycle and the store's single writer live in this process.
     config = uvicorn.Config(
         app,
@@ -36,6 +41,16 @@ def main() -> int:
     with contextlib.suppress(KeyboardInterrupt):  # uvicorn raises a caught Ctrl-C again once it is down
         server.run()
     return 0 if server.started else 3  # 3: could not start (e.g. the port is taken), as uvicorn.run
+
+
+def _auth_line(app, settings) -> str:  # noqa: ANN001
+    users = [u for u in app.state.manager.users.list() if u.active]
+    if app.state.auth.required():
+        return f"auth on: {len(users)} user(s); requests need 'Authorization: Bearer <token>'"
+    return (
+        f"auth off: no users yet, every request acts as 'local' (serving on {settings.host} only); "
+        "create a user with: python -m app users add NAME --admin"
+    )
 
 
 class _Server(uvicorn.Server):

@@ -2,10 +2,14 @@
 alone turns them into HTTP answers (``app/api/errors.py``).
 
     LabrunError                 a request the service refuses; the message says what to do
-    ├── RunNotFound             no run has that name
+    ├── NotFound                no such user
+    │   └── RunNotFound         no run has that name
     ├── InvalidRun              the overrides do not make a valid, safe run (names the override + fix)
     ├── RunConflict             the request contradicts the run's state (cancel a finished run, an
     │                           Idempotency-Key reused for a different request)
+    ├── Unauthenticated         no token, or one that is wrong or revoked
+    ├── Forbidden               the caller may not do this (another user's run, an admin's action)
+    ├── TooManyRuns             a per-user limit (runs queued at once) says no more for now
     ├── InsufficientStorage     the output directory's disk is (nearly) full: nothing new is accepted
     └── StoreUnavailable        the run store cannot write now (read-only filesystem, locked database);
                                 reads keep working
@@ -23,7 +27,11 @@ class LabrunError(Exception):
         self.detail = detail
 
 
-class RunNotFound(LabrunError):
+class NotFound(LabrunError):
+    pass
+
+
+class RunNotFound(NotFound):
     def __init__(self, name: str) -> None:
         super().__init__(f"no run named {name!r}")
 
@@ -33,6 +41,18 @@ class InvalidRun(LabrunError):
 
 
 class RunConflict(LabrunError):
+    pass
+
+
+class Unauthenticated(LabrunError):
+    pass
+
+
+class Forbidden(LabrunError):
+    pass
+
+
+class TooManyRuns(LabrunError):
     pass
 
 

@@ -31,13 +31,22 @@ from dataclasses import dataclass
 
 from app.core.config import Settings
 from app.diskspace import DiskGuard, size_on_disk
-from app.errors import EngineUnavailable, InsufficientStorage, RunConflict, RunNotFound, StoreUnavailable
+from app.errors import (
+    EngineUnavailable,
+    InsufficientStorage,
+    RunConflict,
+    RunNotFound,
+    StoreUnavailable,
+    TooManyRuns,
+)
+from app.fairshare import FairShare
 from app.launchers.base import Launcher, LaunchSpec, Outcome
 from app.models import RunRecord, RunStatus
 from app.runfiles import record_tail
 from app.scheduling import Slots
 from app.statedir import StateDir
 from app.store import IdempotencyKeyTaken, NameTaken, RunStore
+from app.users import LOCAL, Users
 from app.validation import RunValidator
 from trainer.plan import NameInUse, RunPlan, claim, trainer_args
 
@@ -77,11 +86,19 @@ class RunManager:
         self.closing = threading.Event()  # the server is shutting down: log followers end their streams
         self._dispatcher: threading.Thread | None = None
         self._poller: threading.Thread | None = None
+        self._timekeeper: threading.Thread | None = None
+        self.users = Users(store)
+        self.fair = FairShare(settings.fair_share_half_life_s)
+        self._timed_out: dict[str, float] = {}  # runs cancelled for running past their maximum run time
+        self._positions: tuple[float, dict[str, int]] = (0.0, {})
+        self._order_dirty = True
 
     # --- start-up and shut-down ---------------------------------------------------------------------
 
     def reconcile(self) -> None:
         """Recover every unfinished run before accepting new work (after a restart or a kill -9)."""
+        self.store.set_owner_of_unowned(self.settings.legacy_owner)
+        self.fair.load(self.store.ended_since(time.time() - 20 * self.settings.fair_share_half_life_s))
         running = self.store.running()
         try:  # one question for all of them
             outcomes = self.launcher.poll_many({r.name: r.handle or "" for r in running})
@@ -137,6 +154,8 @@ class RunManager:
         if self.launcher.batch_polling:
             self._poller = threading.Thread(target=self._poll_loop, name="labrun-poller", daemon=True)
             self._poller.start()
+        self._timekeeper = threading.Thread(target=self._time_loop, name="labrun-timekeeper", daemon=True)
+        self._timekeeper.start()
 
     def stop(self) -> None:
         """Stop dispatching and watching; the runs themselves carry on and are re-attached next start."""
@@ -144,7 +163,7 @@ class RunManager:
         self._stopping.set()
         with self._cond:
             self._cond.notify_all()
-        for thread in (self._dispatcher, self._poller):
+        for thread in (self._dispatcher, self._poller, self._timekeeper):
             if thread is not None:
                 thread.join(timeout=10)
 
@@ -156,15 +175,19 @@ class RunManager:
         config_name: str | None = None,
         idempotency_key: str | None = None,
         rerun_of: str | None = None,
+        owner: str = LOCAL,
     ) -> tuple[RunRecord, bool]:
-        """Validate and queue a run; returns (run, replayed) where replayed means an Idempotency-Key hit."""
+        """Validate and queue ``owner``'s run; returns (run, replayed), replayed meaning an Idempotency-Key
+        hit (a key is ``owner``'s own: another user's key of the same text is another key)."""
         overrides = list(overrides)
+        idempotency_key = f"{owner}:{idempotency_key}" if idempotency_key else None
         if idempotency_key:
             existing = self.store.get_by_idempotency_key(idempotency_key)
             if existing is not None:
                 return self._replay(existing, overrides, config_name, rerun_of), True
         plan = self.validator.plan(overrides, config_name)
         self._check_room()
+        self._check_queue_limit(owner)
 
         def take(candidate: RunPlan) -> RunRecord:
             if (self.settings.output_dir / candidate.run_dir).exists():
@@ -172,7 +195,7 @@ class RunManager:
                     candidate.run_dir
                 )  # left over from an earlier store: the trainer would refuse it
             try:
-                return self.store.insert(_new_record(candidate, idempotency_key, rerun_of))
+                return self.store.insert(_new_record(candidate, idempotency_key, rerun_of, owner))
             except NameTaken:
                 raise NameInUse(candidate.name) from None
 
@@ -183,8 +206,31 @@ class RunManager:
             return self._replay(existing, overrides, config_name, rerun_of), True
         except NameInUse:  # pragma: no cover - ten thousand identical requests in one second
             raise RunConflict("could not find a free run name; try again") from None
+        self._order_dirty = True
         self._wake()
         return record, False
+
+    def _check_queue_limit(self, owner: str) -> None:
+        limit = self.limits(owner)["max_queued"]
+        if limit is None:
+            return
+        queued = self.store.count([RunStatus.QUEUED], owner=owner)
+        if queued >= limit:
+            raise TooManyRuns(
+                f"{owner} has {queued} runs queued, the most one user may have queued at once is {limit}; "
+                "submit more when some have started (or cancel some)"
+            )
+
+    def limits(self, owner: str) -> dict[str, float | None]:
+        """The user's limits: their own where an admin set one, else the server's (0 means none)."""
+        user = self.users.get(owner)
+        s = self.settings
+        chosen = {
+            "max_gpus": user.max_gpus if user and user.max_gpus is not None else s.max_gpus_per_user,
+            "max_queued": user.max_queued if user and user.max_queued is not None else s.max_queued_per_user,
+            "max_run_s": user.max_run_s if user and user.max_run_s is not None else s.max_run_s,
+        }
+        return {k: (v or None) for k, v in chosen.items()}
 
     def _check_room(self) -> None:
         """Refuse new work while the output directory cannot take it (507/503 naming what to do)."""
@@ -198,16 +244,19 @@ class RunManager:
             "(DELETE /runs/<name>) or free space on that disk. Queued runs start by themselves then."
         )
 
-    def rerun(self, name: str, idempotency_key: str | None = None) -> tuple[RunRecord, bool]:
-        """A new run with the original's overrides and seed; (run, replayed) as for ``submit``."""
+    def rerun(
+        self, name: str, idempotency_key: str | None = None, owner: str = LOCAL
+    ) -> tuple[RunRecord, bool]:
+        """A new run of ``owner``'s with the original's overrides and seed; (run, replayed) as for ``submit``."""
         original = self.get(name)
         overrides = list(original.overrides)
         current_seed = self.validator.plan(overrides, original.config_name).seed
         if original.seed is not None and current_seed != original.seed:  # conf/ changed its default seed
             overrides.append(f"seed={original.seed}")
-        return self.submit(overrides, original.config_name, idempotency_key, rerun_of=name)
+        return self.submit(overrides, original.config_name, idempotency_key, rerun_of=name, owner=owner)
 
-    def cancel(self, name: str) -> RunRecord:
+    def cancel(self, name: str, by: str = LOCAL) -> RunRecord:
+        """Cancel a run (``by``: who asked, recorded with it; may they? the API layer decides)."""
         with self._cond:
             self._cond.wait_for(lambda: name not in self._starting, timeout=60)
             record = self.get(name)
@@ -217,13 +266,18 @@ class RunManager:
                 raise RunConflict(f"run {name!r} already finished ({record.status.value}); nothing to cancel")
             if record.status == RunStatus.QUEUED:
                 self.store.finish(
-                    name, [RunStatus.QUEUED], RunStatus.CANCELLED, reason="cancelled while queued"
+                    name,
+                    [RunStatus.QUEUED],
+                    RunStatus.CANCELLED,
+                    reason="cancelled while queued",
+                    cancelled_by=by,
                 )
+                self._order_dirty = True
                 self._unreconciled.discard(name)
                 self._slots.free(name)  # held if a launch of it failed half-way
                 return self.get(name)
             self._cancelling.add(name)
-            self.store.request_cancel(name)
+            self.store.request_cancel(name, by=by)
             handle = record.handle or ""
         try:
             self.launcher.cancel(name, handle, self.settings.cancel_grace_s)
@@ -251,7 +305,7 @@ class RunManager:
         log.info("run %s: carrying out its recorded cancel", name)
         threading.Thread(target=carry_out, daemon=True, name=f"labrun-cancel-{name[:40]}").start()
 
-    def delete(self, name: str, by: str = "anonymous") -> RunRecord:
+    def delete(self, name: str, by: str = LOCAL) -> RunRecord:
         """Remove a finished run's files (its run directory and state folder) and keep its record, marked
         deleted, so its name is never reused. Repeating it is harmless."""
         record = self.get(name)
@@ -321,7 +375,19 @@ class RunManager:
             return []
         gpu_blocked = False
         picks = []
-        for record in self.store.queued():
+        running = self.store.running()
+        in_use: dict[str, int] = {}
+        for r in running:
+            in_use[r.owner or ""] = in_use.get(r.owner or "", 0) + r.gpu_need
+        self._order_dirty = True
+        limits: dict[str, dict] = {}
+        for record in self.fair.order(self.store.queued(), running):
+            owner_limits = limits.get(record.owner or "") or limits.setdefault(
+                record.owner or "", self.limits(record.owner or "")
+            )
+            max_gpus = owner_limits["max_gpus"] if record.gpu_need else None
+            if max_gpus is not None and in_use.get(record.owner or "", 0) + record.gpu_need > max_gpus:
+                continue  # this user has their share of GPUs in use; others' runs may go first
             if record.name in self._starting or (record.gpu_need and gpu_blocked):
                 continue
             if record.gpu_need > len(self.gpus) and not self.launcher.places_runs:  # the inventory shrank
@@ -336,6 +402,7 @@ class RunManager:
                 continue
             if gpus:
                 self.store.assign_gpus(record.name, gpus)
+            in_use[record.owner or ""] = in_use.get(record.owner or "", 0) + record.gpu_need
             self._starting.add(record.name)
             picks.append((record, gpus))
         return picks
@@ -410,7 +477,7 @@ class RunManager:
             output_dir=self.settings.output_dir,
             state_dir=self.state.run(record.name),
             log_path=self.state.log(record.name),
-            env={"PYTHONUNBUFFERED": "1"},
+            env={"PYTHONUNBUFFERED": "1", "LABRUN_RUN_OWNER": record.owner or ""},
             gpu_need=record.gpu_need,
         )
 
@@ -505,7 +572,12 @@ class RunManager:
         with self._cond:
             self.ended.pop(name, None)
             self._cancelling.discard(name)
+            self._timed_out.pop(name, None)
+            self._order_dirty = True
             self._cond.notify_all()
+        recorded = self.store.get(name)
+        if recorded is not None:
+            self.fair.add(recorded)  # its use counts against its owner from now on
         log.info("run %s %s%s", name, ending.status.value, f": {ending.reason}" if ending.reason else "")
         try:
             self.launcher.release(name, handle)  # only now: the outcome is recorded
@@ -513,11 +585,51 @@ class RunManager:
             log.exception("releasing %s failed", name)
         self._measure(name)
 
+    def queue_positions(self) -> dict[str, int]:
+        """Each queued run's place in its pool, in the order the dispatcher will take them (fair share,
+        given what is known now); recomputed at most once a second."""
+        at, positions = self._positions
+        if self._order_dirty or time.monotonic() - at > 1.0:
+            self._order_dirty = False
+            try:
+                order = self.fair.order(self.store.queued(), self.store.running())
+            except Exception as exc:  # a read must answer: the last order known is close enough
+                log.warning("computing queue positions failed: %s", exc)
+                return positions
+            counters: dict[bool, int] = {}
+            positions = {}
+            for r in order:
+                counters[bool(r.gpu_need)] = counters.get(bool(r.gpu_need), 0) + 1
+                positions[r.name] = counters[bool(r.gpu_need)]
+            self._positions = (time.monotonic(), positions)
+        return positions
+
+    def _time_loop(self) -> None:
+        """Cancel runs that pass their owner's maximum run time."""
+        while not self._stopping.wait(1.0):
+            try:
+                now = time.time()
+                for record in self.store.running():
+                    limit = self.limits(record.owner or "")["max_run_s"]
+                    if limit is None or record.started_at is None or now - record.started_at < limit:
+                        continue
+                    with self._cond:
+                        if record.name in self._timed_out or record.name not in self._active:
+                            continue
+                        self._timed_out[record.name] = limit
+                    log.info("run %s ran past its maximum run time (%g s): cancelling it", record.name, limit)
+                    self._resume_cancel(record.name, record.handle or "")
+            except Exception:
+                log.exception("checking run times failed")
+
     def _decide(self, name: str, outcome: Outcome) -> Ending:
         log_tail = self._log_tail(name)
         record = self.store.get(name)
         # A run the user cancelled ends cancelled, even when its trainer caught SIGTERM and exited 0.
-        if name in self._cancelling or (record is not None and record.cancel_requested):
+        if name in self._timed_out:
+            status = RunStatus.CANCELLED
+            reason = f"cancelled: it ran past its maximum run time of {self._timed_out[name]:g} s"
+        elif name in self._cancelling or (record is not None and record.cancel_requested):
             how = outcome.reason or f"exited with code {outcome.exit_code} after SIGTERM"
             status, reason = RunStatus.CANCELLED, f"cancelled by request ({how})"
         elif outcome.succeeded:
@@ -569,7 +681,7 @@ class Ending:
     finished_at: float
 
 
-def _new_record(plan: RunPlan, idempotency_key: str | None, rerun_of: str | None) -> RunRecord:
+def _new_record(plan: RunPlan, idempotency_key: str | None, rerun_of: str | None, owner: str) -> RunRecord:
     return RunRecord(
         seq=0,
         name=plan.name,
@@ -583,6 +695,7 @@ def _new_record(plan: RunPlan, idempotency_key: str | None, rerun_of: str | None
         seed=plan.seed,
         rerun_of=rerun_of,
         idempotency_key=idempotency_key,
+        owner=owner,
     )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fcntl
 import gc
+import ipaddress
 import os
 import sqlite3
 from collections.abc import AsyncIterator
@@ -17,6 +18,7 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
+from app.api.auth import AuthPolicy
 from app.api.body import RequestBodyGuard
 from app.api.errors import install_error_handlers
 from app.api.router import api_router
@@ -103,6 +105,27 @@ def _check_no_runs_elsewhere(manager: RunManager) -> None:
         )
 
 
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _check_exposure(settings: Settings, auth: AuthPolicy) -> None:
+    """Whatever is reachable beyond loopback is authenticated, unless the operator says otherwise."""
+    if is_loopback(settings.host) or auth.required() or settings.allow_no_auth:
+        return
+    why = "LABRUN_AUTH=off" if settings.auth == "off" else "there are no users yet"
+    raise SettingsError(
+        f"invalid labrun settings:\n  LABRUN_HOST: serving on {settings.host} without auth ({why}) would let "
+        "anyone who reaches the port start and cancel runs. Create a user first (python -m app users add "
+        "NAME --admin) or set LABRUN_AUTH=on; or, on a network you trust, LABRUN_ALLOW_NO_AUTH=true"
+    )
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Raises SettingsError at once (not at first request) when the settings cannot work."""
     settings = settings or load_settings()
@@ -120,6 +143,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     try:
         manager = build_manager(settings, state)
         _check_no_runs_elsewhere(manager)
+        auth = AuthPolicy(settings.auth, manager.users)
+        _check_exposure(settings, auth)
     except BaseException:
         lock.release()
         raise
@@ -150,6 +175,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.manager = manager
     app.state.files = RunFiles(state)
+    app.state.auth = auth
     install_error_handlers(app)
     app.add_middleware(RequestBodyGuard)
     app.include_router(api_router)

@@ -8,7 +8,7 @@ lifecycle stays free of metrics code, a restart loses nothing that the store kno
     labrun_runs_running{pool}              running runs
     labrun_gpus{state}                     the service's GPUs, state = busy or free
     labrun_runs_finished_total{status}     runs that ended, by final status (the store's whole history)
-    labrun_user_runs{owner, status}        queued and running runs per owner ("anonymous" without one)
+    labrun_user_runs{owner, status}        queued and running runs per owner
     labrun_submission_seconds{outcome}     POST /runs, request to answer; outcome = queued or refused
     labrun_dispatch_seconds{pool}          a run's wait from submission to start (started_at - created_at)
 

@@ -50,3 +50,5 @@ class RunRecord:
     disk_bytes: int | None = None  # what its files take, measured when it ended
     deleted_at: float | None = None  # its files were deleted (the record stays: the name is never reused)
     deleted_by: str | None = None
+    owner: str | None = None  # who submitted it (the legacy owner for runs from before users existed)
+    cancelled_by: str | None = None

@@ -64,6 +64,22 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE runs ADD COLUMN deleted_at REAL;
     ALTER TABLE runs ADD COLUMN deleted_by TEXT;
     """,
+    # 5: users and their tokens (hashes only), who owns and who cancelled a run
+    """
+    CREATE TABLE users (
+        name        TEXT PRIMARY KEY,
+        is_admin    INTEGER NOT NULL DEFAULT 0,
+        token_hash  TEXT,
+        created_at  REAL NOT NULL,
+        revoked_at  REAL,
+        max_gpus    INTEGER,
+        max_queued  INTEGER,
+        max_run_s   REAL
+    );
+    ALTER TABLE runs ADD COLUMN owner TEXT;
+    ALTER TABLE runs ADD COLUMN cancelled_by TEXT;
+    CREATE INDEX runs_by_owner ON runs (owner, status, seq);
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -166,19 +182,31 @@ class RunStore:
         return found[0] if found else None
 
     def list(
-        self, statuses: Iterable[RunStatus] | None = None, limit: int = 100, before: int | None = None
+        self,
+        statuses: Iterable[RunStatus] | None = None,
+        limit: int = 100,
+        before: int | None = None,
+        owner: str | None = None,
     ) -> list[RunRecord]:
         """Newest first; ``before``: only runs older than that ``seq`` (keyset paging: the cost of a page
         does not grow with how many came before it)."""
-        where, params = _status_filter(statuses)
+        where, params = _filter(statuses, owner)
         if before is not None:
             where = f"{where} AND seq < ?" if where else "WHERE seq < ?"
             params = [*params, before]
         return self._select(where, params, f"ORDER BY seq DESC LIMIT {int(limit)}")
 
-    def count(self, statuses: Iterable[RunStatus] | None = None) -> int:
-        where, params = _status_filter(statuses)
+    def count(self, statuses: Iterable[RunStatus] | None = None, owner: str | None = None) -> int:
+        where, params = _filter(statuses, owner)
         return self._reader().execute(f"SELECT COUNT(*) FROM runs {where}", params).fetchone()[0]
+
+    def ended_since(self, since: float) -> list[RunRecord]:
+        """Runs that ran and ended after ``since`` (fair share's history)."""
+        return self._select("WHERE finished_at > ? AND started_at IS NOT NULL", (since,))
+
+    def set_owner_of_unowned(self, owner: str) -> int:
+        """Runs from before users existed get ``owner`` (LABRUN_LEGACY_OWNER)."""
+        return self.write("UPDATE runs SET owner = ? WHERE owner IS NULL", (owner,))
 
     def queued(self) -> list[RunRecord]:
         """Queued runs, oldest first (FIFO)."""
@@ -275,9 +303,9 @@ class RunStore:
             "WHERE disk_bytes > 0 AND deleted_at IS NULL", tail=f"ORDER BY disk_bytes DESC LIMIT {int(limit)}"
         )
 
-    def request_cancel(self, name: str, requested: bool = True) -> bool:
+    def request_cancel(self, name: str, requested: bool = True, by: str | None = None) -> bool:
         """Note that a running run is being cancelled, so its end counts as a cancel even across a restart."""
-        return self._update(name, [RunStatus.RUNNING], {"cancel_requested": requested})
+        return self._update(name, [RunStatus.RUNNING], {"cancel_requested": requested, "cancelled_by": by})
 
     def finish(
         self,
@@ -287,6 +315,7 @@ class RunStore:
         exit_code: int | None = None,
         reason: str | None = None,
         log_tail: str | None = None,
+        cancelled_by: str | None = None,
     ) -> bool:
         """Move a run from one of ``expected`` to the terminal ``status``; False if it was not there."""
         if status not in TERMINAL:
@@ -298,6 +327,8 @@ class RunStore:
             "log_tail": log_tail,
             "finished_at": time.time(),
         }
+        if cancelled_by is not None:
+            fields["cancelled_by"] = cancelled_by
         return self._update(name, expected, fields)
 
     def _update(
@@ -314,6 +345,14 @@ class RunStore:
             return self._write(sql, params).rowcount == 1
         except sqlite3.IntegrityError as exc:
             raise TerminalStateError(str(exc)) from None
+
+    def read(self, sql: str, params: Iterable[Any] = ()) -> list[tuple]:
+        """Rows of a read-only query (for the store's neighbours: users, usage)."""
+        return [tuple(row) for row in self._reader().execute(sql, tuple(params))]
+
+    def write(self, sql: str, params: Iterable[Any] = ()) -> int:
+        """A write through the one writer path; the number of rows it changed."""
+        return self._write(sql, params).rowcount
 
     def _write(self, sql: str, params: Iterable[Any]) -> sqlite3.Cursor:
         """The one writer path. A write SQLite refuses for a reason outside the service (a full disk, a
@@ -348,11 +387,13 @@ class _Rows(list):
         return self[0] if self else None
 
 
-def _status_filter(statuses: Iterable[RunStatus] | None) -> tuple[str, list[str]]:
+def _filter(statuses: Iterable[RunStatus] | None, owner: str | None = None) -> tuple[str, list[str]]:
     values = [RunStatus(s).value for s in statuses or []]
-    if not values:
-        return "", []
-    return f"WHERE status IN ({','.join('?' * len(values))})", values
+    clauses = [f"status IN ({','.join('?' * len(values))})"] if values else []
+    if owner is not None:
+        clauses.append("owner = ?")
+        values.append(owner)
+    return ("WHERE " + " AND ".join(clauses), values) if clauses else ("", [])
 
 
 def schema_version(conn: sqlite3.Connection) -> int:

@@ -7,6 +7,7 @@ and the WandB run is always finished, also when training fails or is cancelled.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -88,12 +89,14 @@ def train(job: DictConfig, run_dir: Path, guard: CancelGuard) -> dict[str, float
     datamodule = build_datamodule(job)
     datamodule.prepare_data()  # generate or load before fit: a SIGTERM here stops at once
     model = OperatorModule(OmegaConf.to_container(job.model), lr=job.training.lr)
+    owner = os.environ.get("LABRUN_RUN_OWNER")  # set by the service: who submitted the run
     wandb_logger = WandbLogger(
         save_dir=str(run_dir),
         name=job.wandb_run_name,
         project=job.wandb_project,
         entity=job.wandb_entity,
-        config=OmegaConf.to_container(job),
+        config={**OmegaConf.to_container(job), **({"labrun_owner": owner} if owner else {})},
+        tags=[f"owner:{owner}"] if owner else None,
     )
     # -> <run_dir>/metrics.csv, flushed often enough that a killed run keeps most of its rows
     csv_logger = CSVLogger(save_dir=str(run_dir), name="", version="", flush_logs_every_n_steps=20)

@@ -10,6 +10,7 @@ from typing import Annotated
 
 from fastapi import Depends, Header, Request
 
+from app.api.public import RunView
 from app.errors import RunNotFound
 from app.lifecycle import RunManager
 from app.models import RunRecord
@@ -29,7 +30,12 @@ def get_files(request: Request) -> RunFiles:
     return request.app.state.files
 
 
+def get_view(request: Request) -> RunView:
+    return RunView(request.app.state.files, request.app.state.manager)
+
+
 ManagerDep = Annotated[RunManager, Depends(get_manager)]
+ViewDep = Annotated[RunView, Depends(get_view)]
 StoreDep = Annotated[RunStore, Depends(get_store)]
 FilesDep = Annotated[RunFiles, Depends(get_files)]
 IdempotencyKey = Annotated[

@@ -1,8 +1,11 @@
 """The one place where the domain's exceptions (``app/errors.py``) become HTTP answers.
 
-    RunNotFound        404
+    NotFound           404 (RunNotFound: no run of that name)
     InvalidRun         422  (also FastAPI's own body validation, as one readable sentence)
+    Unauthenticated    401 (with WWW-Authenticate: Bearer)
+    Forbidden          403
     RunConflict        409
+    TooManyRuns        429
     InsufficientStorage 507 (the disk is full: what to delete or free)
     StoreUnavailable   503
     EngineUnavailable  503
@@ -22,20 +25,26 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.errors import (
     EngineUnavailable,
+    Forbidden,
     InsufficientStorage,
     InvalidRun,
     LabrunError,
+    NotFound,
     RunConflict,
-    RunNotFound,
     StoreUnavailable,
+    TooManyRuns,
+    Unauthenticated,
 )
 
 log = logging.getLogger("labrun")
 
 STATUS_CODES: dict[type[LabrunError], int] = {
-    RunNotFound: 404,
+    NotFound: 404,
     InvalidRun: 422,
     RunConflict: 409,
+    Unauthenticated: 401,
+    Forbidden: 403,
+    TooManyRuns: 429,
     InsufficientStorage: 507,
     StoreUnavailable: 503,
 }
@@ -51,7 +60,8 @@ def status_code(exc: LabrunError) -> int:
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(LabrunError)
     async def _labrun(_: Request, exc: LabrunError) -> JSONResponse:
-        return JSONResponse({"detail": exc.detail}, status_code=status_code(exc))
+        headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, Unauthenticated) else None
+        return JSONResponse({"detail": exc.detail}, status_code=status_code(exc), headers=headers)
 
     @app.exception_handler(EngineUnavailable)
     async def _engine(_: Request, exc: EngineUnavailable) -> JSONResponse:

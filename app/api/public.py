@@ -9,13 +9,15 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.models import RunRecord, RunStatus
 from app.runfiles import RunFiles
-from app.store import RunStore
+
+if TYPE_CHECKING:
+    from app.lifecycle import RunManager
 
 
 class RunCreate(BaseModel):
@@ -37,6 +39,7 @@ class Progress(BaseModel):
 class RunPublic(BaseModel):
     name: str
     status: RunStatus
+    owner: str | None = Field(None, description="who submitted it")
     config_name: str
     overrides: list[str]
     created_at: dt.datetime
@@ -50,7 +53,10 @@ class RunPublic(BaseModel):
     progress: Progress | None = None
     metrics: dict[str, Any] = Field(default_factory=dict)
     rerun_of: str | None = None
-    queue_position: int | None = Field(None, description="1 = next to start; only while queued")
+    cancelled_by: str | None = None
+    queue_position: int | None = Field(
+        None, description="only while queued: its place in its pool (CPU or GPU) in the fair order; 1 = next"
+    )
     waiting_reason: str | None = Field(
         None, description="while queued: why runs do not start now, if not GPUs"
     )
@@ -93,65 +99,60 @@ class Health(BaseModel):
     disk: Disk
 
 
-def run_public(
-    record: RunRecord,
-    store: RunStore,
-    files: RunFiles,
-    queue_position: int | None = None,
-    waiting_reason: str | None = None,
-    ended: Mapping[str, Any] | None = None,
-) -> RunPublic:
-    """``ended``: how runs ended that the store has not recorded yet (it refused the write): shown as such."""
-    if record.status == RunStatus.QUEUED and queue_position is None:
-        queue_position = store.queue_position(record)
-    ending = ended.get(record.name) if ended and record.status == RunStatus.RUNNING else None
-    if ending is not None:
-        record = dataclasses.replace(
-            record,
-            status=ending.status,
-            exit_code=ending.exit_code,
-            reason=ending.reason,
-            log_tail=ending.log_tail,
-            finished_at=ending.finished_at,
+class RunView:
+    """Turns records into answers: adds what a client sees beside the record (its place in the fair queue,
+    why queued runs wait, its progress from progress.json, an outcome not yet recorded)."""
+
+    def __init__(self, files: RunFiles, manager: RunManager) -> None:
+        self.files, self.manager = files, manager
+
+    def one(self, record: RunRecord, positions: Mapping[str, int] | None = None) -> RunPublic:
+        ending = self.manager.ended.get(record.name) if record.status == RunStatus.RUNNING else None
+        if ending is not None:  # it ended; the store has not taken the write yet (a full disk)
+            record = dataclasses.replace(
+                record,
+                status=ending.status,
+                exit_code=ending.exit_code,
+                reason=ending.reason,
+                log_tail=ending.log_tail,
+                finished_at=ending.finished_at,
+            )
+        queued = record.status == RunStatus.QUEUED
+        if queued and positions is None:
+            positions = self.manager.queue_positions()
+        progress = (self.files.progress(record.run_dir) if not queued else None) or {}
+        return RunPublic(
+            name=record.name,
+            status=record.status,
+            owner=record.owner,
+            config_name=record.config_name,
+            overrides=record.overrides,
+            created_at=_utc(record.created_at),
+            started_at=_utc(record.started_at),
+            finished_at=_utc(record.finished_at),
+            exit_code=record.exit_code,
+            reason=record.reason,
+            log_tail=record.log_tail,
+            gpus=record.gpus,
+            run_dir=record.run_dir,
+            progress=progress.get("progress"),
+            metrics=progress.get("metrics") or {},
+            rerun_of=record.rerun_of,
+            cancelled_by=record.cancelled_by,
+            queue_position=(positions or {}).get(record.name) if queued else None,
+            waiting_reason=self.manager.waiting_reason if queued else None,
+            disk_bytes=record.disk_bytes,
+            deleted_at=_utc(record.deleted_at),
+            deleted_by=record.deleted_by,
+            resources=record.resources,
         )
-    progress = (files.progress(record.run_dir) if record.status != RunStatus.QUEUED else None) or {}
-    return RunPublic(
-        name=record.name,
-        status=record.status,
-        config_name=record.config_name,
-        overrides=record.overrides,
-        created_at=_utc(record.created_at),
-        started_at=_utc(record.started_at),
-        finished_at=_utc(record.finished_at),
-        exit_code=record.exit_code,
-        reason=record.reason,
-        log_tail=record.log_tail,
-        gpus=record.gpus,
-        run_dir=record.run_dir,
-        progress=progress.get("progress"),
-        metrics=progress.get("metrics") or {},
-        rerun_of=record.rerun_of,
-        queue_position=queue_position,
-        waiting_reason=waiting_reason if record.status == RunStatus.QUEUED else None,
-        disk_bytes=record.disk_bytes,
-        deleted_at=_utc(record.deleted_at),
-        deleted_by=record.deleted_by,
-        resources=record.resources,
-    )
 
-
-def runs_public(
-    records: list[RunRecord],
-    total: int,
-    store: RunStore,
-    files: RunFiles,
-    waiting_reason: str | None = None,
-    next_before: int | None = None,
-    ended: Mapping[str, Any] | None = None,
-) -> RunsPublic:
-    positions = store.queue_positions() if any(r.status == RunStatus.QUEUED for r in records) else {}
-    data = [run_public(r, store, files, positions.get(r.name), waiting_reason, ended) for r in records]
-    return RunsPublic(data=data, count=total, next_before=next_before)
+    def many(self, records: list[RunRecord], total: int, next_before: int | None = None) -> RunsPublic:
+        any_queued = any(r.status == RunStatus.QUEUED for r in records)
+        positions = self.manager.queue_positions() if any_queued else {}
+        return RunsPublic(
+            data=[self.one(r, positions) for r in records], count=total, next_before=next_before
+        )
 
 
 class Usage(BaseModel):

@@ -1,18 +1,19 @@
-"""Every route of the API under one router; ``app/main.py`` mounts it (and a page at ``/`` or ``/metrics``
-can sit beside it)."""
+"""Every route of the API under one router; ``app/main.py`` mounts it.
+
+Every route needs a caller (``require_caller``: a token once auth is on) except ``/healthz`` (probes), the
+OpenAPI docs, and the dashboard's static page and files (the page asks for a token, then calls the API).
+"""
 
 from __future__ import annotations
 
 from fastapi import APIRouter
 
-from app.api.routes import config, dashboard, health, prom, run_metrics, runs, usage
+from app.api.auth import require_caller
+from app.api.routes import config, dashboard, health, prom, run_metrics, runs, usage, users
 
 api_router = APIRouter()
-api_router.include_router(runs.router)
+for needs_caller in (runs.router, config.router, usage.router, users.router, run_metrics.router, prom.router):
+    api_router.include_router(needs_caller, dependencies=[require_caller])
 api_router.include_router(health.router)
-api_router.include_router(config.router)
-api_router.include_router(usage.router)
-# The web dashboard (/, /web/*, /runs/<name>/view), the curves of a run, and Prometheus' /metrics.
-api_router.include_router(run_metrics.router)
-api_router.include_router(prom.router)
+# The web dashboard (/, /web/*, /runs/<name>/view): static files; its data come through the API above.
 api_router.include_router(dashboard.router)

@@ -12,7 +12,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -41,6 +41,17 @@ class Settings(BaseSettings):
     max_overrides_bytes: int = Field(8192, ge=1, le=10_000_000)
     log_tail_lines: int = Field(50, ge=0, le=10_000)  # lines of the log kept with a failed run
     log_tail_bytes: int = Field(4096, ge=256, le=1 << 20)  # ... and at most this many bytes of them
+    # Users and tokens: "auto" is on as soon as a user exists; "on" always; "off" never (loopback only,
+    # unless allow_no_auth). Runs from before users existed belong to legacy_owner.
+    auth: Literal["auto", "on", "off"] = "auto"
+    allow_no_auth: bool = False
+    legacy_owner: str = Field("local", pattern=r"^[a-z][a-z0-9_-]{0,31}$")
+    # Fair share: the next run comes from the user with the least recent use (GPU-seconds, or run-seconds
+    # for CPU runs), decayed with this half-life. Per-user limits (0 or unset: none); users may have their own.
+    fair_share_half_life_s: float = Field(7 * 24 * 3600.0, gt=0)
+    max_gpus_per_user: int | None = Field(None, ge=0)
+    max_queued_per_user: int | None = Field(200, ge=0)
+    max_run_s: float | None = Field(None, gt=0)
     # Runs start only while the output directory's disk has at least this much free (both must hold).
     min_free_bytes: int = Field(1 << 30, ge=0)
     min_free_percent: float = Field(1.0, ge=0, le=100)

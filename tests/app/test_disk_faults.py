@@ -120,7 +120,7 @@ def test_delete_removes_a_finished_runs_files_and_keeps_its_record(client, outpu
     assert client.delete(f"/runs/{running}").status_code == 409  # only finished runs
     deleted = client.delete(f"/runs/{run['name']}")
     assert deleted.status_code == 200, deleted.text
-    assert deleted.json()["deleted_at"] and deleted.json()["deleted_by"] == "anonymous"
+    assert deleted.json()["deleted_at"] and deleted.json()["deleted_by"] == "local"
     assert not (output_dir / run["run_dir"]).exists()
     assert not client.app.state.files.log_path(run["name"]).exists()
     assert client.get(f"/runs/{run['name']}").json()["status"] == "succeeded"  # the record stays

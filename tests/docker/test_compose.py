@@ -99,8 +99,15 @@ def test_compose_up_serves_and_runs_a_container(engine, trainer_image, api_image
             assert health.status_code == 200, health.text
             assert health.json()["launcher"] == "docker" and health.json()["launcher_ok"]
 
+            # Compose comes up with auth on: nothing without a token, then the README's first-user step.
+            refused = http.post("/runs", json={"overrides": TINY})
+            assert refused.status_code == 401 and "users add" in refused.json()["detail"], refused.text
+            made = compose(env, "exec", "-T", "api", "python", "-m", "app", "users", "add", "alice", "--admin")
+            assert made.returncode == 0, made.stdout + made.stderr
+            http.headers["Authorization"] = f"Bearer {made.stdout.strip()}"
             response = http.post("/runs", json={"overrides": TINY})
             assert response.status_code == 201, response.text
+            assert response.json()["owner"] == "alice"
             name = response.json()["name"]
             run = _until(
                 lambda: (

@@ -21,18 +21,11 @@ from fastapi.testclient import TestClient
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "app"))  # service_helpers, fake_trainer
 
 from service_helpers import ServiceProcess, cancel_all, make_settings  # noqa: E402
-from web_trainer import EPOCH_S  # noqa: E402
+from web_helpers import WEB_TRAINER  # noqa: E402
 
 from app.main import create_app  # noqa: E402
 
 output_dir = service_process.output_dir  # the shared fixture (tests/helpers/service_process.py)
-WEB_TRAINER = [sys.executable, str(Path(__file__).with_name("web_trainer.py"))]
-LONG_S = 600.0  # "runs until cancelled"
-
-
-def run_for(seconds: float, *more: str) -> list[str]:
-    """The overrides of a run that lasts about ``seconds`` (its train_loss: a row per step, 4 steps)."""
-    return [f"training.max_epochs={max(1, round(seconds / EPOCH_S))}", *more]
 
 
 @pytest.fixture

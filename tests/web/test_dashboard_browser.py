@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 import uvicorn
-from conftest import LONG_S, WEB_TRAINER, run_for
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 from service_helpers import make_settings
 from service_process import free_port
+from web_helpers import LONG_S, WEB_TRAINER, run_for
 
 from app.main import create_app
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import time
 
-from conftest import LONG_S, run_for
 from prometheus_client.parser import text_string_to_metric_families
 from service_process import submit, wait_for
+from web_helpers import LONG_S, run_for
 
 
 def scrape(client) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -56,8 +56,8 @@ def test_metrics_follow_runs(make_client):
     assert value(during, "labrun_runs_running", pool="gpu") == 1
     assert value(during, "labrun_gpus", state="busy") == 1
     assert value(during, "labrun_gpus", state="free") == 1
-    assert value(during, "labrun_user_runs", owner="anonymous", status="running") == 2
-    assert value(during, "labrun_user_runs", owner="anonymous", status="queued") == 1
+    assert value(during, "labrun_user_runs", owner="local", status="running") == 2
+    assert value(during, "labrun_user_runs", owner="local", status="queued") == 1
     assert value(during, "labrun_submission_seconds_count", outcome="queued") == 3
     assert value(during, "labrun_submission_seconds_count", outcome="refused") == 1
     assert value(during, "labrun_submission_seconds_sum", outcome="queued") > 0
@@ -90,7 +90,7 @@ def test_metrics_follow_runs(make_client):
         assert value(after, "labrun_runs_running", pool=pool) == 0
     assert value(after, "labrun_gpus", state="free") == 2
     assert value(after, "labrun_dispatch_seconds_count", pool="cpu") == 3
-    assert value(after, "labrun_user_runs", owner="anonymous", status="running") == 0
+    assert value(after, "labrun_user_runs", owner="local", status="running") == 0
 
 
 def test_runs_started_before_the_service_are_not_counted(make_client, output_dir):

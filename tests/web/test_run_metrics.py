@@ -5,8 +5,8 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from conftest import run_for
 from service_process import submit, wait_for
+from web_helpers import run_for
 
 from app.metricsfile import MetricsFiles, downsample
 

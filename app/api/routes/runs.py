@@ -1,9 +1,11 @@
-"""/runs: submit, look up, list, read logs, cancel, rerun. Thin: reads go to the store and the run files,
-changes to the RunManager, once each; ``app/api/public.py`` turns records into answers.
+"""/runs: submit, look up, list, read logs, cancel, rerun, delete. Thin: reads go to the store and the run
+files, changes to the RunManager, once each; ``RunView`` (``app/api/public.py``) turns records into answers.
+Every route needs a caller (``app/api/auth.py``, required on the router); anyone may read any run, only its
+owner or an admin may change it.
 
 Reads (GET) are async and read SQLite and progress.json directly on the event loop: both are
-microsecond-scale, cheaper than a hop to the thread pool. Anything that composes a config (POST) or waits
-on a process (cancel) runs in the thread pool.
+microsecond-scale, cheaper than a hop to the thread pool. Anything that composes a config (POST), reads a
+big file (logs) or waits on a process (cancel) runs in the thread pool.
 """
 
 from __future__ import annotations
@@ -12,18 +14,20 @@ import asyncio
 import codecs
 import threading
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Response
 from fastapi.responses import PlainTextResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from app.api.deps import FilesDep, IdempotencyKey, ManagerDep, StoreDep, get_run
-from app.api.public import RunCreate, RunPublic, RunsPublic, run_public, runs_public
+from app.api.auth import CallerDep
+from app.api.deps import FilesDep, IdempotencyKey, ManagerDep, StoreDep, ViewDep, get_run
+from app.api.public import RunCreate, RunPublic, RunsPublic
 from app.errors import InvalidRun
 from app.metrics import time_submission
 from app.models import RunStatus
-from app.runfiles import LOG_WINDOW_BYTES, LogSlice, RunFiles, read_range, read_tail
+from app.runfiles import LOG_WINDOW_BYTES, LogSlice, read_range, read_tail
 from app.store import RunStore
 
 router = APIRouter(prefix="/runs", tags=["runs"])
@@ -35,25 +39,28 @@ FOLLOW_CHUNK_BYTES = 1 << 20
 @router.post("", status_code=201, response_model=RunPublic, dependencies=[Depends(time_submission)])
 async def submit_run(
     body: RunCreate,
+    caller: CallerDep,
     manager: ManagerDep,
-    files: FilesDep,
+    view: ViewDep,
     response: Response,
     idempotency_key: IdempotencyKey = None,
 ) -> RunPublic:
-    """Validate the overrides (422 naming the override and the fix), fix the run's name, queue it."""
+    """Validate the overrides (422 naming the override and the fix), fix the run's name, queue it as the
+    caller's run (429 past their limit of queued runs, 507 when the disk is full)."""
     record, replayed = await run_in_threadpool(
-        manager.submit, body.overrides, body.config_name, idempotency_key
+        manager.submit, body.overrides, body.config_name, idempotency_key, None, caller.name
     )
     _created(response, record.name, replayed)
-    return run_public(record, manager.store, files)
+    return view.one(record)
 
 
 @router.api_route("", methods=["GET", "HEAD"], response_model=RunsPublic)
 async def list_runs(
     store: StoreDep,
-    files: FilesDep,
-    manager: ManagerDep,
+    view: ViewDep,
+    caller: CallerDep,
     status: Annotated[list[str] | None, Query(description="e.g. queued, or running,queued")] = None,
+    owner: Annotated[str | None, Query(description="a user's name, or me")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     before: Annotated[
         int | None, Query(ge=1, description="the next page: next_before of the last answer")
@@ -61,12 +68,12 @@ async def list_runs(
 ) -> RunsPublic:
     """Runs, newest first, ``limit`` at a time; ``count`` is how many match in all."""
     statuses = _statuses(status or [])
-    records = store.list(statuses, limit + 1, before)  # one more: is there a next page?
+    owner = caller.name if owner == "me" else owner
+    records = store.list(statuses, limit + 1, before, owner)  # one more: is there a next page?
     more = len(records) > limit
     records = records[:limit]
-    total = len(records) if before is None and not more else store.count(statuses)
-    next_before = records[-1].seq if more else None
-    return runs_public(records, total, store, files, manager.waiting_reason, next_before, manager.ended)
+    total = len(records) if before is None and not more else store.count(statuses, owner)
+    return view.many(records, total, records[-1].seq if more else None)
 
 
 def _statuses(values: list[str]) -> list[RunStatus]:
@@ -79,17 +86,16 @@ def _statuses(values: list[str]) -> list[RunStatus]:
 
 
 @router.get("/{name}", response_model=RunPublic)
-async def read_run(name: str, store: StoreDep, files: FilesDep, manager: ManagerDep) -> RunPublic:
-    return run_public(
-        get_run(store, name), store, files, waiting_reason=manager.waiting_reason, ended=manager.ended
-    )
+async def read_run(name: str, store: StoreDep, view: ViewDep) -> RunPublic:
+    return view.one(get_run(store, name))
 
 
 @router.delete("/{name}", response_model=RunPublic)
-async def delete_run(name: str, manager: ManagerDep, files: FilesDep) -> RunPublic:
+async def delete_run(name: str, caller: CallerDep, manager: ManagerDep, view: ViewDep) -> RunPublic:
     """Delete a finished run's files (run directory, log); its record stays, marked deleted, and its name
-    is never reused. 409 while it is queued or running."""
-    return run_public(await run_in_threadpool(manager.delete, name), manager.store, files)
+    is never reused. 409 while it is queued or running; only its owner or an admin may."""
+    caller.check_may_change(get_run(manager.store, name), "delete")
+    return view.one(await run_in_threadpool(manager.delete, name, caller.name))
 
 
 @router.get("/{name}/logs", response_class=PlainTextResponse)
@@ -99,9 +105,7 @@ async def run_logs(
     files: FilesDep,
     manager: ManagerDep,
     tail: Annotated[int | None, Query(ge=0, le=MAX_LOG_LINES, description="only the last N lines")] = None,
-    offset: Annotated[
-        int | None, Query(ge=0, description="a page of the log from this byte on (see X-Log-End)")
-    ] = None,
+    offset: Annotated[int | None, Query(ge=0, description="a page of the log from this byte on")] = None,
     length: Annotated[
         int, Query(ge=1, le=LOG_WINDOW_BYTES, description="bytes in a page")
     ] = LOG_WINDOW_BYTES,
@@ -113,11 +117,9 @@ async def run_logs(
     get_run(store, name)  # 404 for an unknown run
     path = files.log_path(name)
     lines = MAX_LOG_LINES if tail is None else tail
-    if follow:
-        part = await run_in_threadpool(
-            read_tail, path, lines
-        )  # the stream goes on from its end: no line lost
-        follower = _follow(store, files, name, part.text, part.end, manager.closing)
+    if follow:  # the stream goes on from where the tail ends: no line lost
+        part = await run_in_threadpool(read_tail, path, lines)
+        follower = _follow(store, path, name, part.text, part.end, manager.closing)
         return StreamingResponse(follower, media_type="text/plain", headers=_log_headers(part))
     if offset is not None:
         part = await run_in_threadpool(read_range, path, offset, length)
@@ -136,9 +138,8 @@ def _log_headers(part: LogSlice) -> dict[str, str]:
 
 
 async def _follow(
-    store: RunStore, files: RunFiles, name: str, first: str, offset: int, closing: threading.Event
+    store: RunStore, path: Path, name: str, first: str, offset: int, closing: threading.Event
 ) -> AsyncIterator[str]:
-    path = files.log_path(name)
     decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")  # a chunk may end mid-character
     yield first
     while True:
@@ -154,7 +155,7 @@ async def _follow(
             await asyncio.sleep(FOLLOW_INTERVAL_S)
 
 
-def _read_from(path, offset: int, limit: int) -> bytes:  # noqa: ANN001
+def _read_from(path: Path, offset: int, limit: int) -> bytes:
     try:
         with open(path, "rb") as f:
             f.seek(offset)
@@ -164,26 +165,26 @@ def _read_from(path, offset: int, limit: int) -> bytes:  # noqa: ANN001
 
 
 @router.post("/{name}/cancel", response_model=RunPublic)
-async def cancel_run(name: str, manager: ManagerDep, files: FilesDep) -> RunPublic:
+async def cancel_run(name: str, caller: CallerDep, manager: ManagerDep, view: ViewDep) -> RunPublic:
     """A queued run leaves the queue; a running one gets SIGTERM, a grace period, then SIGKILL.
-    409 if the run already finished."""
-    return run_public(
-        await run_in_threadpool(manager.cancel, name), manager.store, files, ended=manager.ended
-    )
+    409 if the run already finished; only its owner or an admin may (who did is recorded)."""
+    caller.check_may_change(get_run(manager.store, name), "cancel")
+    return view.one(await run_in_threadpool(manager.cancel, name, caller.name))
 
 
 @router.post("/{name}/rerun", status_code=201, response_model=RunPublic)
 async def rerun_run(
     name: str,
+    caller: CallerDep,
     manager: ManagerDep,
-    files: FilesDep,
+    view: ViewDep,
     response: Response,
     idempotency_key: IdempotencyKey = None,
 ) -> RunPublic:
-    """A new run with the same overrides and seed; its ``rerun_of`` names the original."""
-    record, replayed = await run_in_threadpool(manager.rerun, name, idempotency_key)
+    """A new run with the same overrides and seed, owned by the caller; its ``rerun_of`` names the original."""
+    record, replayed = await run_in_threadpool(manager.rerun, name, idempotency_key, caller.name)
     _created(response, record.name, replayed)
-    return run_public(record, manager.store, files)
+    return view.one(record)
 
 
 def _created(response: Response, name: str, replayed: bool) -> None:

@@ -1,0 +1,142 @@
+"""Users and their tokens, kept in the run store's database (table ``users``).
+
+A token is ``<name>.<secret>``: ``secret`` is 32 random bytes from ``secrets`` (URL-safe text), shown once
+when made and stored only as its SHA-256. Checking one looks the user up by name and compares the hashes
+with ``hmac.compare_digest`` (constant time). A random secret of that size needs no slow hash: nothing
+about it can be guessed from its SHA-256. Tokens never go into a log, an answer or the store in clear.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+import time
+from dataclasses import dataclass
+
+from app.errors import InvalidRun, RunConflict
+from app.store import RunStore
+
+NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+LOCAL = "local"  # the caller when auth is off (a loopback service with no users): may do everything
+
+
+@dataclass(frozen=True)
+class User:
+    name: str
+    is_admin: bool
+    created_at: float
+    revoked_at: float | None = None
+    max_gpus: int | None = None  # None: the server's default
+    max_queued: int | None = None
+    max_run_s: float | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.revoked_at is None
+
+
+_COLUMNS = "name, is_admin, created_at, revoked_at, max_gpus, max_queued, max_run_s"
+
+
+def _hash(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+class Users:
+    def __init__(self, store: RunStore) -> None:
+        self.store = store
+
+    def get(self, name: str) -> User | None:
+        rows = self.store.read(f"SELECT {_COLUMNS} FROM users WHERE name = ?", (name,))
+        return _user(rows[0]) if rows else None
+
+    def list(self) -> list[User]:
+        return [_user(r) for r in self.store.read(f"SELECT {_COLUMNS} FROM users ORDER BY name")]
+
+    def any_active(self) -> bool:
+        return bool(self.store.read("SELECT 1 FROM users WHERE revoked_at IS NULL LIMIT 1"))
+
+    def add(self, name: str, admin: bool = False) -> str:
+        """Create a user; returns their token (the only time it is shown)."""
+        if not NAME.match(name):
+            raise InvalidRun(
+                f"user name {name!r}: use 1-32 lowercase letters, digits, '_' or '-', starting with a letter"
+            )
+        if name == LOCAL:
+            raise InvalidRun(f"{LOCAL!r} is the name of the caller when auth is off; choose another name")
+        if self.get(name) is not None:
+            raise RunConflict(f"user {name!r} exists; rotate their token with: users token {name}")
+        token, digest = self._new_token(name)
+        self.store.write(
+            "INSERT INTO users (name, is_admin, token_hash, created_at) VALUES (?,?,?,?)",
+            (name, int(admin), digest, time.time()),
+        )
+        return token
+
+    def rotate(self, name: str) -> str:
+        """A new token for the user (the old one stops working); also re-activates a revoked user."""
+        self._existing(name)
+        token, digest = self._new_token(name)
+        self.store.write("UPDATE users SET token_hash = ?, revoked_at = NULL WHERE name = ?", (digest, name))
+        return token
+
+    def revoke(self, name: str) -> None:
+        self._existing(name)
+        self.store.write(
+            "UPDATE users SET revoked_at = ?, token_hash = NULL WHERE name = ?", (time.time(), name)
+        )
+
+    def set_limits(
+        self,
+        name: str,
+        max_gpus: int | None = None,
+        max_queued: int | None = None,
+        max_run_s: float | None = None,
+        clear: bool = False,
+    ) -> User:
+        """Per-user limits over the server's defaults (None keeps a limit as it is; ``clear`` resets all)."""
+        user = self._existing(name)
+        values = {
+            "max_gpus": None if clear else (max_gpus if max_gpus is not None else user.max_gpus),
+            "max_queued": None if clear else (max_queued if max_queued is not None else user.max_queued),
+            "max_run_s": None if clear else (max_run_s if max_run_s is not None else user.max_run_s),
+        }
+        for key, value in values.items():
+            if value is not None and value < 0:
+                raise InvalidRun(f"{key} must be >= 0, got {value}")
+        self.store.write(
+            "UPDATE users SET max_gpus = ?, max_queued = ?, max_run_s = ? WHERE name = ?",
+            (*values.values(), name),
+        )
+        return self._existing(name)
+
+    def authenticate(self, token: str) -> User | None:
+        """The active user whose token this is, or None."""
+        name, _, secret = token.strip().rpartition(".")
+        if not name or not secret:
+            return None
+        rows = self.store.read("SELECT token_hash FROM users WHERE name = ? AND revoked_at IS NULL", (name,))
+        if not rows or rows[0][0] is None:
+            hmac.compare_digest(_hash(secret), _hash(""))  # the same work whether or not the user exists
+            return None
+        if not hmac.compare_digest(_hash(secret), rows[0][0]):
+            return None
+        return self.get(name)
+
+    def _existing(self, name: str) -> User:
+        user = self.get(name)
+        if user is None:
+            raise RunConflict(f"no user named {name!r}; create one with: users add {name}")
+        return user
+
+    @staticmethod
+    def _new_token(name: str) -> tuple[str, str]:
+        secret = secrets.token_urlsafe(32)
+        return f"{name}.{secret}", _hash(secret)
+
+
+def _user(row: tuple) -> User:
+    name, is_admin, created_at, revoked_at, max_gpus, max_queued, max_run_s = row
+    return User(name, bool(is_admin), created_at, revoked_at, max_gpus, max_queued, max_run_s)
