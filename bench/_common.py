@@ -135,9 +135,16 @@ class WrkResult:
 
 
 def run_wrk(
-    url: str, connections: int, seconds: int, script: Path | None = None, threads: int = 2
+    url: str,
+    connections: int,
+    seconds: int,
+    script: Path | None = None,
+    threads: int = 2,
+    headers: dict[str, str] | None = None,
 ) -> WrkResult:
     cmd = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", "--timeout", "5s"]
+    for key, value in (headers or {}).items():
+        cmd += ["-H", f"{key}: {value}"]
     if script:
         cmd += ["-s", str(script)]
     out = subprocess.run([*cmd, url], capture_output=True, text=True, check=True).stdout

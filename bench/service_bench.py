@@ -210,6 +210,31 @@ def bench_list_many(n_runs: int, seconds: int, wrk: str | None) -> dict:
             }
 
 
+def bench_auth_overhead(seconds: int, wrk: str | None) -> dict:
+    """GET /runs/{name} latency at one connection, with auth on (a user, a token) and off, in one run."""
+    if not wrk:
+        return {}
+    from app.statedir import StateDir
+    from app.store import RunStore
+    from app.users import Users
+
+    result = {}
+    for mode in ("off", "on"):
+        with tempfile.TemporaryDirectory() as tmp:
+            headers = {}
+            if mode == "on":
+                store = RunStore(StateDir(Path(tmp)).db)
+                headers = {"Authorization": f"Bearer {Users(store).add('bench')}"}
+                store.close()
+            with service(["true"], LABRUN_OUTPUT_DIR=tmp) as svc:
+                name = httpx.post(f"{svc.url}/runs", json={"overrides": BASE}, headers=headers).json()["name"]
+                run_wrk(f"{svc.url}/runs/{name}", 1, 1, threads=1, headers=headers)  # warm-up
+                w = run_wrk(f"{svc.url}/runs/{name}", 1, seconds, threads=1, headers=headers)
+                assert w.non_2xx + w.errors == 0, (mode, w)
+                result[f"get_run_auth_{mode}_p50_ms"] = w.p50_ms
+    return result
+
+
 def bench_dispatch(n_runs: int, run_seconds: float) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         times = Path(tmp) / "times"
@@ -260,6 +285,7 @@ def main(argv: list[str] | None = None) -> dict:
     fig |= bench_submission(50 if quick else 200, seconds, wrk)
     fig |= bench_polling_and_memory(200 if quick else 1000, seconds, wrk)
     fig |= bench_list_many(20_000 if quick else 100_000, seconds, wrk)
+    fig |= bench_auth_overhead(seconds, wrk)
     fig |= bench_dispatch(10 if quick else 12, 0.3)
 
     p50 = fig["post_1client_p50_s"]
@@ -293,6 +319,12 @@ def main(argv: list[str] | None = None) -> dict:
         print(
             f"  GET /runs?limit=50: {fig['list_rps']:.0f} req/s, p99 {fig['list_p99_ms']:.1f} ms, "
             f"non-2xx {fig['list_non2xx']}  (target p99 <= 100 ms)"
+        )
+    if "get_run_auth_on_p50_ms" in fig:
+        on, off = fig["get_run_auth_on_p50_ms"], fig["get_run_auth_off_p50_ms"]
+        print(
+            f"  GET /runs/{{name}} at 1 connection, p50: auth off {off:.2f} ms, auth on {on:.2f} ms "
+            f"(+{on - off:.2f} ms; target <= 1 ms)"
         )
     if "list_many_p99_ms" in fig:
         print(
