@@ -229,12 +229,16 @@ def test_sigterm_cancels_promptly(module_tmp):
 
 
 def test_failure_is_recorded_and_wandb_finished(module_tmp):
-    log_dir = module_tmp / "fail-out"
-    out = run_cli([*TINY, "training.lr=-1", f"log_dir={log_dir}", "run_name=rf"], module_tmp)
+    # A failure inside fit, after WandB started: the first checkpoint cannot be written (the config's own
+    # bad values, such as training.lr=-1, are refused before the run exists).
+    log_dir, blocker = module_tmp / "fail-out", module_tmp / "a-file"
+    blocker.write_text("")
+    args = [*TINY, "training.max_epochs=1", f"ckpt_dir={blocker}/ckpt", f"log_dir={log_dir}", "run_name=rf"]
+    out = run_cli(args, module_tmp)
     assert out.returncode == 1
     run_dir = only_dir(log_dir, "*/rf")
     record = json.loads((run_dir / "run.json").read_text())
-    assert record["status"] == "failed" and "Invalid learning rate" in record["exception"]
+    assert record["status"] == "failed" and "NotADirectoryError" in record["exception"]
     assert "Traceback" in (run_dir / "train.log").read_text()
     records = list(wandb_records(only_dir(run_dir / "wandb", "offline-run-*/run-*.wandb")))
     assert [r.exit.exit_code for r in records if r.WhichOneof("record_type") == "exit"] == [1]
