@@ -12,9 +12,7 @@ from pathlib import Path
 import pytest
 import service_process
 from fastapi.testclient import TestClient
-from service_helpers import cancel_all, make_settings
-
-from app.main import create_app
+from service_helpers import clients
 
 output_dir = service_process.output_dir  # the shared fixture (tests/helpers/service_process.py)
 
@@ -22,18 +20,7 @@ output_dir = service_process.output_dir  # the shared fixture (tests/helpers/ser
 @pytest.fixture
 def make_client(output_dir: Path) -> Iterator[Callable[..., TestClient]]:
     """``make_client(**settings)``: an in-process service (lifespan run) on ``output_dir``."""
-    clients: list[TestClient] = []
-
-    def make(**overrides) -> TestClient:
-        client = TestClient(create_app(make_settings(output_dir, **overrides)), raise_server_exceptions=False)
-        client.__enter__()
-        clients.append(client)
-        return client
-
-    yield make
-    for client in clients:
-        cancel_all(client)
-        client.__exit__(None, None, None)
+    yield from clients(output_dir)
 
 
 @pytest.fixture

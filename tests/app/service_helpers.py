@@ -7,9 +7,11 @@ from __future__ import annotations
 import contextlib
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import service_process
+from fastapi.testclient import TestClient
 from service_process import ROOT, TERMINAL, submit, wait_for  # noqa: F401 - for the tests here
 
 from app.core.config import Settings
@@ -66,3 +68,24 @@ def queued_record(name: str, overrides=("model=fno",), gpu_need: int = 0, **fiel
         created_at=time.time(),
         **fields,
     )
+
+
+def clients(output_dir: Path, **defaults) -> Iterator[Callable[..., TestClient]]:
+    """The body of a ``make_client`` fixture: ``make(**settings)`` starts an in-process service (lifespan
+    run) on ``output_dir``; every one is cancelled out and closed afterwards."""
+    from app.main import create_app
+
+    made: list[TestClient] = []
+
+    def make(**overrides) -> TestClient:
+        client = TestClient(
+            create_app(make_settings(output_dir, **{**defaults, **overrides})), raise_server_exceptions=False
+        )
+        client.__enter__()
+        made.append(client)
+        return client
+
+    yield make
+    for client in made:
+        cancel_all(client)
+        client.__exit__(None, None, None)

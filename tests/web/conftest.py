@@ -20,30 +20,16 @@ from fastapi.testclient import TestClient
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "app"))  # service_helpers, fake_trainer
 
-from service_helpers import ServiceProcess, cancel_all, make_settings  # noqa: E402
+from service_helpers import ServiceProcess, cancel_all, clients  # noqa: E402
 from web_helpers import WEB_TRAINER  # noqa: E402
-
-from app.main import create_app  # noqa: E402
 
 output_dir = service_process.output_dir  # the shared fixture (tests/helpers/service_process.py)
 
 
 @pytest.fixture
 def make_client(output_dir: Path) -> Iterator[Callable[..., TestClient]]:
-    """``make_client(**settings)``: an in-process service (lifespan run) on ``output_dir``."""
-    clients: list[TestClient] = []
-
-    def make(**overrides) -> TestClient:
-        settings = make_settings(output_dir, trainer_command=WEB_TRAINER, **overrides)
-        client = TestClient(create_app(settings), raise_server_exceptions=False)
-        client.__enter__()
-        clients.append(client)
-        return client
-
-    yield make
-    for client in clients:
-        cancel_all(client)
-        client.__exit__(None, None, None)
+    """``make_client(**settings)``: an in-process service running the web tests' stand-in trainer."""
+    yield from clients(output_dir, trainer_command=WEB_TRAINER)
 
 
 @pytest.fixture
