@@ -82,7 +82,8 @@ ReturnToService=2
 SlurmctldParameters=enable_configless
 SlurmdParameters=config_overrides
 SchedulerParameters=defer_batch=0
-KillWait=30
+# Between the SIGTERM of a cancel, preemption or requeue and the SIGKILL: time to write a checkpoint.
+KillWait=15
 JobRequeue=1
 SlurmctldTimeout=30
 SlurmdTimeout=60

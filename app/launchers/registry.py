@@ -13,6 +13,7 @@ if TYPE_CHECKING:
 LAUNCHERS: dict[str, str] = {
     "local": "app.launchers.local:LocalLauncher",
     "docker": "app.launchers.docker:DockerLauncher",
+    "slurm": "app.launchers.slurm:SlurmLauncher",
 }
 
 
