@@ -8,8 +8,8 @@ import time
 
 import pytest
 from slurm_helpers import (
-    jobs_named,
     job_id,
+    jobs_named,
     show_job,
     slurm_service,
     squeue_state,
