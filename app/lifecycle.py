@@ -210,16 +210,35 @@ class RunManager:
         self._wake()
         return record, False
 
-    def _check_queue_limit(self, owner: str) -> None:
+    def _check_queue_limit(self, owner: str, adding: int = 1) -> None:
         limit = self.limits(owner)["max_queued"]
         if limit is None:
             return
         queued = self.store.count([RunStatus.QUEUED], owner=owner)
-        if queued >= limit:
+        if queued + adding > limit:
+            what = f"a sweep of {adding} runs would make {queued + adding}; " if adding > 1 else ""
             raise TooManyRuns(
-                f"{owner} has {queued} runs queued, the most one user may have queued at once is {limit}; "
-                "submit more when some have started (or cancel some)"
+                f"{owner} has {queued} runs queued, {what}the most one user may have queued at once is "
+                f"{limit}; submit more when some have started (or cancel some)"
             )
+
+    def queue_together(
+        self, records: list[RunRecord], owner: str, also: Sequence[tuple[str, Sequence]] = ()
+    ) -> list[RunRecord]:
+        """Queue ``owner``'s ``records`` (a sweep's runs) with the ``also`` statements (the sweep's row) in
+        one store transaction: all or none. The disk and the owner's queued limit are checked for all of
+        them at once. Raises NameTaken / IdempotencyKeyTaken (nothing queued) for the caller to handle."""
+        self.check_can_queue(owner, len(records))
+        stored = self.store.insert_many(records, also)
+        self._order_dirty = True
+        self._wake()
+        return stored
+
+    def check_can_queue(self, owner: str, count: int = 1) -> None:
+        """Refuse what could not be queued now: no room on the disk (507/503), past the owner's limit of
+        queued runs (429). A sweep asks before it plans its runs, and again when it queues them."""
+        self._check_room()
+        self._check_queue_limit(owner, adding=count)
 
     def limits(self, owner: str) -> dict[str, float | None]:
         """The user's limits: their own where an admin set one, else the server's (0 means none)."""
@@ -472,12 +491,17 @@ class RunManager:
                 record.config_name,
                 self.settings.output_dir,
                 wandb_entity=self.settings.wandb_entity,
+                run_dir=record.run_dir if record.sweep else None,  # filed in its sweep's folder
             ),
             gpus=tuple(gpus),
             output_dir=self.settings.output_dir,
             state_dir=self.state.run(record.name),
             log_path=self.state.log(record.name),
-            env={"PYTHONUNBUFFERED": "1", "LABRUN_RUN_OWNER": record.owner or ""},
+            env={
+                "PYTHONUNBUFFERED": "1",
+                "LABRUN_RUN_OWNER": record.owner or "",
+                **({"LABRUN_SWEEP": record.sweep} if record.sweep else {}),  # its WandB group
+            },
             gpu_need=record.gpu_need,
         )
 

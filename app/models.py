@@ -52,3 +52,5 @@ class RunRecord:
     deleted_by: str | None = None
     owner: str | None = None  # who submitted it (the legacy owner for runs from before users existed)
     cancelled_by: str | None = None
+    sweep: str | None = None  # the sweep it belongs to (app/sweeps.py), if any
+    sweep_index: int | None = None  # its place in the sweep's expansion (0-based; a rerun keeps it)

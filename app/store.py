@@ -80,6 +80,24 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE runs ADD COLUMN cancelled_by TEXT;
     CREATE INDEX runs_by_owner ON runs (owner, status, seq);
     """,
+    # 6: sweeps (app/sweeps.py): one row per sweep, and each run's sweep and place in it
+    """
+    CREATE TABLE sweeps (
+        seq             INTEGER PRIMARY KEY AUTOINCREMENT,
+        name            TEXT NOT NULL UNIQUE,
+        owner           TEXT,
+        config_name     TEXT NOT NULL,
+        overrides       TEXT NOT NULL,
+        swept           TEXT NOT NULL,
+        size            INTEGER NOT NULL,
+        run_dir         TEXT NOT NULL,
+        created_at      REAL NOT NULL,
+        idempotency_key TEXT UNIQUE
+    );
+    ALTER TABLE runs ADD COLUMN sweep TEXT;
+    ALTER TABLE runs ADD COLUMN sweep_index INTEGER;
+    CREATE INDEX runs_by_sweep ON runs (sweep, sweep_index) WHERE sweep IS NOT NULL;
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -218,6 +236,10 @@ class RunStore:
         self._counts[key] = (version, n)
         return n
 
+    def in_sweep(self, sweep: str) -> list[RunRecord]:
+        """A sweep's runs (every attempt), by index, oldest attempt first."""
+        return self._select("WHERE sweep = ?", (sweep,), "ORDER BY sweep_index, seq")
+
     def ended_since(self, since: float) -> list[RunRecord]:
         """Runs that ran and ended after ``since`` (fair share's history)."""
         return self._select("WHERE finished_at > ? AND started_at IS NOT NULL", (since,))
@@ -277,6 +299,40 @@ class RunStore:
             raise NameTaken(record.name) from None
         record.seq = cursor.lastrowid
         return record
+
+    def insert_many(
+        self, records: list[RunRecord], also: Iterable[tuple[str, Iterable[Any]]] = ()
+    ) -> list[RunRecord]:
+        """Store new queued runs, and the ``also`` statements (a sweep's own row), in ONE transaction: all
+        of them or none, also across a kill -9 (SQLite's journal). Raises NameTaken or
+        IdempotencyKeyTaken (nothing stored then); sets each ``record.seq``."""
+        columns = [c for c in COLUMNS if c != "seq"]
+        sql = f"INSERT INTO runs ({', '.join(columns)}) VALUES ({','.join('?' * len(columns))})"
+        with self._write_lock:
+            self._version += 1
+            try:
+                self._writer.execute("BEGIN IMMEDIATE")
+                try:
+                    for statement, params in also:
+                        self._writer.execute(statement, tuple(params))
+                    for record in records:
+                        record.status = RunStatus.QUEUED
+                        values = [_encode(c, getattr(record, c)) for c in columns]
+                        record.seq = self._writer.execute(sql, values).lastrowid
+                    self._writer.execute("COMMIT")
+                except BaseException:
+                    if self._writer.in_transaction:  # SQLite may have rolled back itself (a full disk)
+                        self._writer.execute("ROLLBACK")
+                    raise
+            except sqlite3.IntegrityError as exc:
+                if "idempotency_key" in str(exc):
+                    raise IdempotencyKeyTaken(str(exc)) from None
+                raise NameTaken(str(exc)) from None
+            except sqlite3.OperationalError as exc:
+                raise _store_error(exc) from None
+            finally:
+                self._version += 1
+        return records
 
     def assign_gpus(self, name: str, gpus: list[int]) -> bool:
         """Note a queued run's GPUs before its launch (a restart then knows what a found run holds)."""
@@ -381,15 +437,19 @@ class RunStore:
             try:
                 return self._writer.execute(sql, tuple(params))
             except sqlite3.OperationalError as exc:
-                message = str(exc)
-                if "full" in message:
-                    raise InsufficientStorage(
-                        f"the run store cannot write: {message} (the output directory's disk is full); "
-                        "delete finished runs (DELETE /runs/<name>) or free space on it"
-                    ) from None
-                raise StoreUnavailable(f"the run store cannot write right now: {message}") from None
+                raise _store_error(exc) from None
             finally:
                 self._version += 1  # again once written: a count read meanwhile is not kept
+
+
+def _store_error(exc: sqlite3.OperationalError) -> InsufficientStorage | StoreUnavailable:
+    message = str(exc)
+    if "full" in message:
+        return InsufficientStorage(
+            f"the run store cannot write: {message} (the output directory's disk is full); "
+            "delete finished runs (DELETE /runs/<name>) or free space on it"
+        )
+    return StoreUnavailable(f"the run store cannot write right now: {message}")
 
 
 class _LockedReads:

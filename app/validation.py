@@ -83,7 +83,10 @@ def check_overrides(overrides: Sequence[str], settings: Settings) -> list[Overri
 def _check_one(o: Override) -> None:
     line, key = o.input_line, o.key_or_group
     if o.is_sweep_override():
-        raise InvalidRun(f"override {line!r} is a sweep; a request is one run: submit one request per value")
+        raise InvalidRun(
+            f"override {line!r} is a sweep; a run is one run: submit the sweep to POST /sweeps "
+            "(labrun sweep ...), which queues one run per combination"
+        )
     if o.package is not None:
         raise InvalidRun(
             f"override {line!r} sets a package (@); package overrides are not allowed: drop the @ part"
@@ -169,7 +172,8 @@ class RunValidator:
         self._compose = compose
         self._base = base
 
-    def plan(self, overrides: Sequence[str], config_name: str | None) -> RunPlan:
+    def plan(self, overrides: Sequence[str], config_name: str | None, **placement: Any) -> RunPlan:
+        """``placement``: ``when``/``suffix``/``sweep`` for ``plan_run`` (a sweep's runs, app/sweeps.py)."""
         config_name = config_name or trainer_config.DEFAULT_CONFIG_NAME
         names = trainer_config.config_names()
         if config_name not in names:
@@ -184,6 +188,7 @@ class RunValidator:
                 limits=self.limits,
                 compose=self._compose,
                 base=self._base,
+                **placement,
             )
         except trainer_config.ConfigError as exc:
             raise InvalidRun(str(exc)) from None

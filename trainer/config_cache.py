@@ -19,8 +19,9 @@ The returned config carries only the parts of the hydra node labrun reads (``run
 
 from __future__ import annotations
 
-import copy
+import functools
 import os
+import pickle
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -33,6 +34,7 @@ from hydra._internal.config_loader_impl import (  # private: pinned hydra-core==
 from hydra.core.override_parser.types import Override
 from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import base as omegaconf_base
 from omegaconf.errors import OmegaConfBaseException
 
 from trainer import config, schema
@@ -41,10 +43,23 @@ from trainer import overrides as overrides_parser
 _MAX_BASES = 64
 
 
+def _memoize_interpolation_parsing() -> None:
+    """Resolving a job parses each interpolation string (``${abspath:${log_dir}/...}``) with OmegaConf's
+    ANTLR grammar, about ten per run, and they are the same strings for every request (a 256-run sweep
+    parses them 2,560 times). Parsing is a pure function of its arguments, the trees are only read by the
+    resolver, and an error is raised, never cached: memoizing it is exact. Only the service imports this
+    module; the trainer resolves with OmegaConf as it comes."""
+    if getattr(omegaconf_base.parse, "cache_info", None) is None:
+        omegaconf_base.parse = functools.lru_cache(maxsize=4096)(omegaconf_base.parse)
+
+
+_memoize_interpolation_parsing()
+
+
 class ConfigCache:
     def __init__(self, directory: Path | None = None, max_bases: int = _MAX_BASES) -> None:
         self.directory = (directory or config.conf_dir()).resolve()
-        self._bases: OrderedDict[tuple, DictConfig] = OrderedDict()
+        self._bases: OrderedDict[tuple, tuple[DictConfig, bytes]] = OrderedDict()
         self._max_bases = max_bases
         self._lock = threading.Lock()
         self._fingerprint: tuple = ()
@@ -63,8 +78,9 @@ class ConfigCache:
         if split is None:
             return config.compose_config(overrides, config_name, self.directory)
         group_lines, value_overrides = split
-        base = self._base(config_name, group_lines)
-        cfg = copy.deepcopy(base)
+        base, frozen = self._base_and_copy(config_name, group_lines)
+        # A deep copy of base, 5x faster than copy.deepcopy (OmegaConf's own __deepcopy__ is Python).
+        cfg = pickle.loads(frozen)
         try:
             ConfigLoaderImpl._apply_overrides_to_config(value_overrides, cfg)
         except (HydraException, OmegaConfBaseException):
@@ -90,19 +106,24 @@ class ConfigCache:
         return self._base(config_name, tuple(group_overrides))
 
     def _base(self, config_name: str, group_lines: tuple[str, ...]) -> DictConfig:
+        return self._base_and_copy(config_name, group_lines)[0]
+
+    def _base_and_copy(self, config_name: str, group_lines: tuple[str, ...]) -> tuple[DictConfig, bytes]:
+        """The base, and the base pickled: unpickling makes each request's own deep copy of it."""
         key = (config_name, group_lines)
         with self._lock:
-            base = self._bases.get(key)
-            if base is not None:
+            hit = self._bases.get(key)
+            if hit is not None:
                 self._bases.move_to_end(key)
-                return base
+                return hit
         full = config.compose_config(list(group_lines), config_name, self.directory)
         base = _slim(full)
+        entry = (base, pickle.dumps(base, protocol=pickle.HIGHEST_PROTOCOL))
         with self._lock:
-            self._bases[key] = base
+            self._bases[key] = entry
             while len(self._bases) > self._max_bases:
                 self._bases.popitem(last=False)
-        return base
+        return entry
 
     def _refresh(self) -> None:
         """Drop every base when any file under conf/ changed (a few stat calls per request)."""

@@ -27,6 +27,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 from trainer import config, estimate
 from trainer.naming import NameInUse
 from trainer.resolvers import length as device_count
+from trainer.sweep import SweepSlot
 
 __all__ = ["DeviceLimits", "NameInUse", "RunPlan", "claim", "plan_run", "trainer_args"]
 
@@ -92,6 +93,7 @@ def plan_run(
     keep_config: bool = False,
     when: dt.datetime | None = None,
     suffix: str = "",
+    sweep: SweepSlot | None = None,
 ) -> RunPlan:
     """Compose, check, name, resolve and check again; raises ``config.ConfigError`` naming the key.
 
@@ -99,6 +101,7 @@ def plan_run(
     ``limits``: check the device request against a machine (None: only its form is checked).
     ``compose``/``base``: a fresh Hydra compose by default; the service passes the cached ones.
     ``keep_config``: keep the unresolved compose in ``plan.config`` (``--cfg hydra|all`` prints it).
+    ``sweep``: a run of a sweep: named ``<index>_<name>`` and filed in the sweep's folder (``trainer/sweep.py``).
     """
     overrides = list(overrides)
     when = when or dt.datetime.now()
@@ -109,6 +112,8 @@ def plan_run(
             cfg.run_name = run_name
     named_by_caller = bool(cfg.get("run_name"))
     name = config.assign_run_name(cfg, overrides, when=when, suffix=suffix)
+    if sweep is not None:
+        name = sweep.place(cfg, name)
     kept = copy.deepcopy(cfg) if keep_config else None
     with open_dict(cfg):
         hydra = cfg.pop("hydra")
@@ -134,6 +139,7 @@ def plan_run(
             keep_config=keep_config,
             when=when,
             suffix=next_suffix,
+            sweep=sweep,
         )
 
     return RunPlan(
@@ -175,10 +181,14 @@ def trainer_args(
     config_name: str,
     log_dir: str | os.PathLike,
     wandb_entity: str | None = None,
+    run_dir: str | None = None,
 ) -> list[str]:
     """The arguments after ``python -m trainer`` that run a planned run: its overrides, its fixed name, where
-    it writes and (a server's choice) the WandB entity it logs to."""
+    it writes and (a server's choice) the WandB entity it logs to. ``run_dir`` (relative to ``log_dir``):
+    a run filed elsewhere than ``<YYYY-MM-DD>/<name>`` (a sweep's run, ``trainer/sweep.py``)."""
     args = [*overrides, f"run_name={hydra_quote(name)}", f"log_dir={hydra_quote(str(log_dir))}"]
+    if run_dir is not None:
+        args.append(f"output_dir_scheme={hydra_quote(run_dir)}")
     if wandb_entity:
         args.append(f"wandb_entity={hydra_quote(wandb_entity)}")
     if config_name != config.DEFAULT_CONFIG_NAME:

@@ -97,6 +97,7 @@ def train(job: DictConfig, run_dir: Path, guard: CancelGuard) -> dict[str, float
         entity=job.wandb_entity,
         config={**OmegaConf.to_container(job), **({"labrun_owner": owner} if owner else {})},
         tags=[f"owner:{owner}"] if owner else None,
+        group=os.environ.get("LABRUN_SWEEP") or None,  # set by the service: the sweep's runs share a group
     )
     # -> <run_dir>/metrics.csv, flushed often enough that a killed run keeps most of its rows
     csv_logger = CSVLogger(save_dir=str(run_dir), name="", version="", flush_logs_every_n_steps=20)

@@ -69,6 +69,8 @@ class RunPublic(BaseModel):
         None,
         description="estimated at submission: data_bytes, param_count, param_bytes, training_state_bytes",
     )
+    sweep: str | None = Field(None, description="the sweep it belongs to (GET /sweeps/<sweep>), if any")
+    sweep_index: int | None = Field(None, description="its place in the sweep (0-based)")
 
 
 class RunsPublic(BaseModel):
@@ -145,6 +147,8 @@ class RunView:
             deleted_at=_utc(record.deleted_at),
             deleted_by=record.deleted_by,
             resources=record.resources,
+            sweep=record.sweep,
+            sweep_index=record.sweep_index,
         )
 
     def many(self, records: list[RunRecord], total: int, next_before: int | None = None) -> RunsPublic:
@@ -166,3 +170,91 @@ class Usage(BaseModel):
 
 def _utc(ts: float | None) -> dt.datetime | None:
     return None if ts is None else dt.datetime.fromtimestamp(ts, dt.UTC)
+
+
+# --- sweeps (app/sweeps.py) -------------------------------------------------------------------------------
+
+
+class SweepRun(BaseModel):
+    index: int
+    name: str
+    status: RunStatus
+    overrides: list[str] = Field(description="the lines that tell it apart: those of the swept keys")
+    val_loss: float | None = Field(None, description="its latest (at the end: final) validation loss")
+    progress: Progress | None = None
+    reason: str | None = None
+    rerun_of: str | None = None
+    queue_position: int | None = None
+
+
+class SweepSummary(BaseModel):
+    name: str
+    owner: str | None
+    config_name: str
+    overrides: list[str] = Field(description="as requested, sweep syntax and all")
+    swept: list[str] = Field(description="the keys it varies")
+    size: int = Field(description="how many runs it expanded into")
+    run_dir: str = Field(description="its folder, relative to the output directory")
+    created_at: dt.datetime
+    counts: dict[str, int] = Field(description="its runs (the latest attempt of each) by status")
+    finished: bool = Field(description="no run of it is queued or running")
+
+
+class SweepPublic(SweepSummary):
+    best: SweepRun | None = Field(None, description="the lowest val_loss so far (succeeded or running runs)")
+    runs: list[SweepRun] = Field(description="by index; the latest attempt of each")
+
+
+class SweepsPublic(BaseModel):
+    data: list[SweepSummary]
+    next_before: int | None = Field(None, description="the next page: pass it as before=...")
+
+
+class SweepView:
+    """A sweep's record and runs as answers; each run is seen exactly as ``RunView`` sees it."""
+
+    def __init__(self, runs: RunView) -> None:
+        self.runs = runs
+
+    def summary(self, sweep: Any, counts: Mapping[str, int]) -> SweepSummary:
+        return SweepSummary(
+            name=sweep.name,
+            owner=sweep.owner,
+            config_name=sweep.config_name,
+            overrides=sweep.overrides,
+            swept=sweep.swept,
+            size=sweep.size,
+            run_dir=sweep.run_dir,
+            created_at=_utc(sweep.created_at),
+            counts=dict(counts),
+            finished=not counts.get("queued") and not counts.get("running"),
+        )
+
+    def one(self, sweep: Any, records: list[RunRecord], key_lines: Any) -> SweepPublic:
+        """``key_lines(record)``: the run's lines of the swept keys (``app.sweeps.key_overrides``)."""
+        any_queued = any(r.status == RunStatus.QUEUED for r in records)
+        positions = self.runs.manager.queue_positions() if any_queued else {}
+        runs = []
+        counts = dict.fromkeys([s.value for s in RunStatus], 0)
+        for record in records:
+            public = self.runs.one(record, positions)
+            counts[public.status.value] += 1
+            loss = public.metrics.get("val_loss")
+            runs.append(
+                SweepRun(
+                    index=record.sweep_index or 0,
+                    name=public.name,
+                    status=public.status,
+                    overrides=key_lines(record),
+                    val_loss=loss if isinstance(loss, int | float) else None,
+                    progress=public.progress,
+                    reason=public.reason,
+                    rerun_of=public.rerun_of,
+                    queue_position=public.queue_position,
+                )
+            )
+        ranked = [
+            r for r in runs if r.val_loss is not None and r.status in (RunStatus.SUCCEEDED, RunStatus.RUNNING)
+        ]
+        best = min(ranked, key=lambda r: r.val_loss or 0.0) if ranked else None
+        return SweepPublic(**self.summary(sweep, counts).model_dump(), best=best, runs=runs)

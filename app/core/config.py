@@ -50,7 +50,8 @@ class Settings(BaseSettings):
     # for CPU runs), decayed with this half-life. Per-user limits (0 or unset: none); users may have their own.
     fair_share_half_life_s: float = Field(7 * 24 * 3600.0, gt=0)
     max_gpus_per_user: int | None = Field(None, ge=0)
-    max_queued_per_user: int | None = Field(200, ge=0)
+    max_queued_per_user: int | None = Field(512, ge=0)  # room for two sweeps of the largest size
+    max_sweep_runs: int = Field(256, ge=1, le=100_000)  # runs one sweep may expand into (POST /sweeps)
     max_run_s: float | None = Field(None, gt=0)
     # Runs start only while the output directory's disk has at least this much free (both must hold).
     min_free_bytes: int = Field(1 << 30, ge=0)

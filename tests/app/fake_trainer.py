@@ -6,7 +6,10 @@ It behaves like the trainer where the service can see it: it takes ``run_name=``
 Extra overrides steer it: ``+extra.fake_sleep=SECONDS``, ``+extra.fake_exit=CODE``, ``+extra.fake_lines=N``, and the ways
 real trainers misbehave: ``+extra.fake_on_term=ignore|exit0`` (SIGTERM ignored, or caught with a clean exit 0),
 ``+extra.fake_orphan=1`` (leaves a ``sleep 300`` in its process group; its pid in ``<run_dir>/orphan.pid``),
-``+extra.fake_huge_line=BYTES`` (one line of that size), ``+extra.fake_cr=N`` (N ``\r`` progress updates on one line).
+``+extra.fake_huge_line=BYTES`` (one line of that size), ``+extra.fake_cr=N`` (N ``\r`` progress updates on one line),
+``+extra.fake_val_loss=X`` (the final validation loss, default 0.5; ``+extra.fake_exit_if_val_loss=X``: exit 3
+when it is X). ``output_dir_scheme=`` files the run
+elsewhere (a sweep's run), as it does for the trainer.
 Every start is appended to ``<log_dir>/fake_starts.log`` so tests can prove that nothing runs twice.
 """
 
@@ -33,8 +36,10 @@ def main(argv: list[str]) -> int:
     )
     with open(os.path.join(log_dir, "fake_starts.log"), "a") as f:
         f.write(f"{name} {os.getpid()} {os.environ.get('CUDA_VISIBLE_DEVICES')!r} {time.time()}\n")
-    run_dir = os.path.join(log_dir, name[:10], name)
-    os.makedirs(run_dir)  # like the trainer: an existing run directory is an error
+    # <log_dir>/<YYYY-MM-DD>/<name>, or where output_dir_scheme= files it (a sweep's run)
+    run_dir = os.path.join(log_dir, args.get("output_dir_scheme") or os.path.join(name[:10], name))
+    # like the trainer: an existing run directory is an error, unless the run resumes (a requeued attempt)
+    os.makedirs(run_dir, exist_ok=os.environ.get("LABRUN_RESUME") == "1")
     on_term = args.get("extra.fake_on_term")
     if on_term == "ignore":
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -54,6 +59,9 @@ def main(argv: list[str]) -> int:
             flush=True,
         )
     steps = 4
+    val_loss = float(args.get("extra.fake_val_loss", 0.5))
+    if args.get("extra.fake_exit_if_val_loss") and float(args["extra.fake_exit_if_val_loss"]) == val_loss:
+        code = 3  # one run of a sweep fails: the one with this val_loss
     for step in range(1, steps + 1):
         progress = {
             "epoch": 0,
@@ -62,8 +70,8 @@ def main(argv: list[str]) -> int:
             "total_steps": steps,
             "fraction": step / steps,
             "train_loss": 1.0 / step,
-            "val_loss": None,
-            "metrics": {"train_loss": 1.0 / step},
+            "val_loss": val_loss if step == steps else None,
+            "metrics": {"train_loss": 1.0 / step, **({"val_loss": val_loss} if step == steps else {})},
             "updated_at": time.time(),
         }
         tmp = os.path.join(run_dir, "progress.json.tmp")
@@ -74,7 +82,7 @@ def main(argv: list[str]) -> int:
             f.write("epoch,step,train_loss,train_loss_epoch,val_loss\n" if step == 1 else "")
             f.write(f"0,{step - 1},{1.0 / step},,\n")
             if step == steps:  # the epoch's end: the epoch mean and the validation loss
-                f.write(f"0,{step - 1},,{sum(1.0 / s for s in range(1, steps + 1)) / steps},0.5\n")
+                f.write(f"0,{step - 1},,{sum(1.0 / s for s in range(1, steps + 1)) / steps},{val_loss}\n")
         time.sleep(sleep / steps)
     if code:
         print(f"fake trainer {name}: failing with exit code {code}", flush=True)

@@ -1,0 +1,118 @@
+"""/sweeps: queue a Hydra sweep as N runs, look at it, cancel it, rerun what failed. Thin: the sweep
+lifecycle is ``app/sweeps.py``; ``SweepView`` (``app/api/public.py``) turns records into answers. Anyone
+may read any sweep; only its owner or an admin may cancel or rerun it. Its runs are ordinary runs
+(``/runs/<name>``: logs, cancel, ...)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+from starlette.concurrency import run_in_threadpool
+
+from app.api.auth import Caller, CallerDep
+from app.api.deps import IdempotencyKey, ViewDep
+from app.api.public import RunCreate, SweepPublic, SweepsPublic, SweepView
+from app.errors import Forbidden
+from app.sweeps import SweepRecord, Sweeps, key_overrides
+
+router = APIRouter(prefix="/sweeps", tags=["sweeps"])
+
+
+def get_sweeps(request: Request) -> Sweeps:
+    return Sweeps(request.app.state.manager)
+
+
+SweepsDep = Annotated[Sweeps, Depends(get_sweeps)]
+
+
+@router.post("", status_code=201, response_model=SweepPublic)
+async def submit_sweep(
+    body: RunCreate,
+    caller: CallerDep,
+    sweeps: SweepsDep,
+    view: ViewDep,
+    response: Response,
+    idempotency_key: IdempotencyKey = None,
+) -> SweepPublic:
+    """Expand Hydra's sweep syntax (``a=1,2``, ``range()``, ``choice()``, ``glob()``) as Hydra's basic
+    sweeper does, validate every run as ``POST /runs`` would, and queue them all as the caller's runs, or
+    none: 422 naming the combination that is invalid, or a sweep larger than LABRUN_MAX_SWEEP_RUNS; 429
+    past the caller's limit of queued runs."""
+    sweep, replayed = await run_in_threadpool(
+        sweeps.submit, body.overrides, body.config_name, idempotency_key, caller.name
+    )
+    _created(response, sweep.name, replayed)
+    return await run_in_threadpool(_public, sweeps, view, sweep)
+
+
+@router.get("", response_model=SweepsPublic)
+async def list_sweeps(
+    sweeps: SweepsDep,
+    view: ViewDep,
+    caller: CallerDep,
+    owner: Annotated[str | None, Query(description="a user's name, or me")] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    before: Annotated[int | None, Query(ge=1, description="next_before of the last answer")] = None,
+) -> SweepsPublic:
+    """Sweeps, newest first, with their runs counted by status."""
+    owner = caller.name if owner == "me" else owner
+    found = sweeps.list(limit + 1, before, owner)
+    more = len(found) > limit
+    found = found[:limit]
+    counts = sweeps.counts([s.name for s in found])
+    summaries = SweepView(view)
+    return SweepsPublic(
+        data=[summaries.summary(s, counts[s.name]) for s in found],
+        next_before=found[-1].seq if more else None,
+    )
+
+
+@router.get("/{name}", response_model=SweepPublic)
+async def read_sweep(name: str, sweeps: SweepsDep, view: ViewDep) -> SweepPublic:
+    """Counts per status, every run (its swept lines, status, final val_loss) and the best run so far."""
+    return await run_in_threadpool(_public, sweeps, view, sweeps.get(name))
+
+
+@router.post("/{name}/cancel", response_model=SweepPublic)
+async def cancel_sweep(name: str, caller: CallerDep, sweeps: SweepsDep, view: ViewDep) -> SweepPublic:
+    """Cancel every queued and running run of the sweep (only its owner or an admin may)."""
+    sweep = sweeps.get(name)
+    _check_may_change(caller, sweep, "cancel")
+    await run_in_threadpool(sweeps.cancel, name, caller.name)
+    return await run_in_threadpool(_public, sweeps, view, sweep)
+
+
+@router.post("/{name}/rerun", status_code=201, response_model=SweepPublic)
+async def rerun_sweep(
+    name: str,
+    caller: CallerDep,
+    sweeps: SweepsDep,
+    view: ViewDep,
+    response: Response,
+    idempotency_key: IdempotencyKey = None,
+) -> SweepPublic:
+    """Queue its failed and cancelled runs again (same overrides and seed, same places in the sweep); 409
+    when there are none."""
+    _check_may_change(caller, sweeps.get(name), "rerun")
+    sweep, replayed = await run_in_threadpool(sweeps.rerun, name, idempotency_key, caller.name)
+    _created(response, sweep.name, replayed)
+    return await run_in_threadpool(_public, sweeps, view, sweep)
+
+
+def _public(sweeps: Sweeps, view, sweep: SweepRecord) -> SweepPublic:
+    return SweepView(view).one(sweep, sweeps.runs(sweep.name), lambda r: key_overrides(r, sweep.swept))
+
+
+def _check_may_change(caller: Caller, sweep: SweepRecord, action: str) -> None:
+    if not (caller.is_admin or sweep.owner == caller.name):
+        raise Forbidden(
+            f"sweep {sweep.name!r} is {sweep.owner}'s; only they or an admin may {action} it "
+            f"(you are {caller.name})"
+        )
+
+
+def _created(response: Response, name: str, replayed: bool) -> None:
+    response.headers["Location"] = f"/sweeps/{name}"
+    if replayed:
+        response.headers["Idempotent-Replayed"] = "true"

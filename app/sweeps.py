@@ -1,0 +1,326 @@
+"""Sweeps: one request, N runs. Hydra's multirun syntax expanded, every run validated, all queued at once.
+
+    POST /sweeps ──expand (trainer/sweep.py: Hydra's basic sweeper)──> N override lists
+                 ──plan each (RunValidator.plan: the same checks as POST /runs) ──> N named runs
+                 ──RunManager.queue_together: ONE store transaction (the sweep's row + N runs)──> queued
+
+All or nothing: a run that fails validation refuses the whole sweep (422 naming the combination), and the
+runs and the sweep's row are written in one SQLite transaction, so even a kill -9 mid-way leaves the whole
+sweep or none of it. From then on the runs are ordinary runs of their owner (fair share, limits, cancel,
+logs); a run that fails does not stop the others.
+
+Layout (``trainer/sweep.py``): the sweep ``S`` (named like a run: date, time, model/data, its lines) files
+its runs under ``<YYYY-MM-DD>/S/<index>_<run name>``; every run's WandB run is in the WandB group ``S``
+(the service hands the trainer ``LABRUN_SWEEP``). ``rerun`` re-submits the failed and cancelled runs of a
+sweep into the same sweep, at the same indices (a sweep shows the latest attempt of each index).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from app.errors import InvalidRun, NotFound, RunConflict
+from app.lifecycle import RunManager, _new_record
+from app.models import TERMINAL, RunRecord, RunStatus
+from app.store import IdempotencyKeyTaken, NameTaken
+from trainer import naming
+from trainer import overrides as overrides_parser
+from trainer import sweep as hydra_sweep
+from trainer.plan import RunPlan
+from trainer.sweep import SweepError, SweepSlot
+
+MAX_RENAMES = 100  # identical sweeps in one second: <name>_r2, ... (as for runs)
+_FIELDS = (
+    "seq",
+    "name",
+    "owner",
+    "config_name",
+    "overrides",
+    "swept",
+    "size",
+    "run_dir",
+    "created_at",
+    "idempotency_key",
+)
+_INSERT = f"INSERT INTO sweeps ({', '.join(_FIELDS[1:])}) VALUES ({','.join('?' * (len(_FIELDS) - 1))})"
+_SELECT = f"SELECT {', '.join(_FIELDS)} FROM sweeps"
+_GROUPS = ("model", "data")  # the config groups a sweep's name shows
+
+
+class SweepNotFound(NotFound):
+    def __init__(self, name: str) -> None:
+        super().__init__(f"no sweep named {name!r}")
+
+
+@dataclass
+class SweepRecord:
+    """A sweep's row: what was asked for; its runs are rows of ``runs`` with ``sweep`` = its name."""
+
+    seq: int
+    name: str
+    owner: str | None
+    config_name: str
+    overrides: list[str]  # as requested, sweep syntax and all
+    swept: list[str]  # the keys it varies (Hydra's key elements, e.g. model, training.lr, +extra.x)
+    size: int  # runs it expanded into
+    run_dir: str  # its folder, relative to the output directory
+    created_at: float
+    idempotency_key: str | None = None
+
+    @classmethod
+    def from_row(cls, row: Sequence) -> SweepRecord:
+        values = dict(zip(_FIELDS, row, strict=True))
+        values["overrides"] = json.loads(values["overrides"])
+        values["swept"] = json.loads(values["swept"])
+        return cls(**values)
+
+
+class Sweeps:
+    """The sweep lifecycle over a ``RunManager`` (whose runs they are); cheap to make, one per request."""
+
+    def __init__(self, manager: RunManager) -> None:
+        self.manager = manager
+        self.store = manager.store
+        self.settings = manager.settings
+
+    # --- submit -----------------------------------------------------------------------------------------
+
+    def submit(
+        self,
+        overrides: Sequence[str],
+        config_name: str | None = None,
+        idempotency_key: str | None = None,
+        owner: str = "local",
+    ) -> tuple[SweepRecord, bool]:
+        """Expand, validate and queue ``owner``'s sweep; (sweep, replayed) as ``RunManager.submit``."""
+        overrides = list(overrides)
+        key = f"{owner}:{idempotency_key}" if idempotency_key else None
+        if key and (existing := self._by_key(key)) is not None:
+            return self._replay(existing, overrides, config_name), True
+        self._check_bounds(overrides)
+        try:
+            parsed = hydra_sweep.parse(overrides)
+            runs = hydra_sweep.expand(parsed, self.settings.max_sweep_runs)
+        except SweepError as exc:
+            raise InvalidRun(str(exc)) from None
+        self.manager.check_can_queue(owner, len(runs))  # before the planning: a 429 at once
+        swept = hydra_sweep.swept_keys(parsed)
+        when = dt.datetime.now()
+        first = self._plan(runs[0], 0, config_name)  # its group choices fill in the name's model/data
+        choices = [_choices(lines, first.choices) for lines in runs]
+        for attempt in range(1, MAX_RENAMES + 1):
+            suffix = f"r{attempt}" if attempt > 1 else ""
+            name = hydra_sweep.sweep_name(choices, overrides, when, suffix)
+            plans = [
+                self._plan(
+                    lines, i, config_name, when=when, suffix=suffix, sweep=SweepSlot(name, i, len(runs))
+                )
+                for i, lines in enumerate(runs)
+            ]
+            records = [_sweep_record(p, name, i, owner) for i, p in enumerate(plans)]
+            sweep = SweepRecord(
+                seq=0,
+                name=name,
+                owner=owner,
+                config_name=first.config_name,
+                overrides=overrides,
+                swept=swept,
+                size=len(runs),
+                run_dir=naming.run_subdir(name),
+                created_at=time.time(),
+                idempotency_key=key,
+            )
+            out = self.settings.output_dir
+            if (out / sweep.run_dir).exists() or any((out / r.run_dir).exists() for r in records):
+                continue  # left over from an earlier store: a new sweep gets a folder of its own
+            try:
+                self.manager.queue_together(records, owner, also=[(_INSERT, _row(sweep))])
+            except NameTaken:
+                continue  # a sweep or run of that name exists (the same request in the same second)
+            except IdempotencyKeyTaken:  # a concurrent request with the same key won
+                existing = self._by_key(key or "")
+                if existing is None:  # pragma: no cover - a key taken and gone again
+                    raise
+                return self._replay(existing, overrides, config_name), True
+            return self.get(name), False
+        raise RunConflict("could not find a free sweep name; try again")  # pragma: no cover
+
+    def _check_bounds(self, overrides: list[str]) -> None:
+        """The request's own bounds (each run's lines are checked again as a single run's are). A line of
+        the sweep may be longer than one run's (a list of 64 values), the whole request may not."""
+        s = self.settings
+        if len(overrides) > s.max_overrides:
+            raise InvalidRun(f"too many overrides ({len(overrides)}); at most {s.max_overrides} per sweep")
+        total = sum(len(o.encode(errors="replace")) for o in overrides)
+        if total > s.max_overrides_bytes:
+            raise InvalidRun(f"overrides total {total} bytes; at most {s.max_overrides_bytes} per sweep")
+
+    def _plan(self, lines: list[str], index: int, config_name: str | None, **placement) -> RunPlan:
+        try:
+            return self.manager.validator.plan(lines, config_name, **placement)
+        except InvalidRun as exc:
+            raise InvalidRun(
+                f"run {index} of the sweep ({' '.join(lines)}) is invalid, so nothing was queued: {exc.detail}"
+            ) from None
+
+    def _replay(self, existing: SweepRecord, overrides: list[str], config_name: str | None) -> SweepRecord:
+        if existing.overrides != overrides or existing.config_name != (config_name or existing.config_name):
+            raise RunConflict("this Idempotency-Key was already used for a different request; use a new key")
+        return existing
+
+    # --- reads ------------------------------------------------------------------------------------------
+
+    def get(self, name: str) -> SweepRecord:
+        rows = self.store.read(f"{_SELECT} WHERE name = ?", (name,))
+        if not rows:
+            raise SweepNotFound(name)
+        return SweepRecord.from_row(rows[0])
+
+    def _by_key(self, key: str) -> SweepRecord | None:
+        rows = self.store.read(f"{_SELECT} WHERE idempotency_key = ?", (key,))
+        return SweepRecord.from_row(rows[0]) if rows else None
+
+    def list(self, limit: int = 50, before: int | None = None, owner: str | None = None) -> list[SweepRecord]:
+        """Newest first; ``before``: only sweeps older than that ``seq`` (keyset paging)."""
+        clauses, params = [], []
+        if owner is not None:
+            clauses.append("owner = ?")
+            params.append(owner)
+        if before is not None:
+            clauses.append("seq < ?")
+            params.append(before)
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        rows = self.store.read(f"{_SELECT} {where} ORDER BY seq DESC LIMIT {int(limit)}", params)
+        return [SweepRecord.from_row(r) for r in rows]
+
+    def counts(self, names: Sequence[str]) -> dict[str, dict[str, int]]:
+        """Per sweep, its current runs (the latest attempt of each index) by status."""
+        found: dict[str, dict[str, int]] = {n: dict.fromkeys([s.value for s in RunStatus], 0) for n in names}
+        if not names:
+            return found
+        sql = (
+            "SELECT sweep, status, COUNT(*) FROM runs r WHERE sweep IN "
+            f"({','.join('?' * len(names))}) AND seq = (SELECT MAX(seq) FROM runs o "
+            "WHERE o.sweep = r.sweep AND o.sweep_index = r.sweep_index) GROUP BY sweep, status"
+        )
+        for sweep, status, n in self.store.read(sql, names):
+            found[sweep][status] = n
+        return found
+
+    def runs(self, name: str, every_attempt: bool = False) -> list[RunRecord]:
+        """The sweep's runs by index: the latest attempt of each (``every_attempt``: all, oldest first)."""
+        self.get(name)  # 404 for an unknown sweep
+        records = self.store.in_sweep(name)
+        if every_attempt:
+            return records
+        latest: dict[int, RunRecord] = {}
+        for r in records:
+            latest[r.sweep_index or 0] = r
+        return [latest[i] for i in sorted(latest)]
+
+    # --- changes ----------------------------------------------------------------------------------------
+
+    def cancel(self, name: str, by: str) -> list[RunRecord]:
+        """Cancel every queued and running run of the sweep: the queued ones first (none of them starts
+        meanwhile), then the running ones, all at once (each gets its grace period in parallel)."""
+        pending = [r for r in self.runs(name, every_attempt=True) if not r.status.is_terminal()]
+        queued = [r for r in pending if r.status == RunStatus.QUEUED]
+        running = [r for r in pending if r.status != RunStatus.QUEUED]
+        for record in queued:
+            self._cancel_one(record.name, by)
+        if running:
+            with ThreadPoolExecutor(max_workers=min(16, len(running))) as pool:
+                list(pool.map(lambda r: self._cancel_one(r.name, by), running))
+        return self.runs(name)
+
+    def _cancel_one(self, name: str, by: str) -> None:
+        with contextlib.suppress(RunConflict):  # it ended meanwhile
+            self.manager.cancel(name, by)
+
+    def rerun(
+        self, name: str, idempotency_key: str | None = None, owner: str = "local"
+    ) -> tuple[SweepRecord, bool]:
+        """Queue the failed and cancelled runs of the sweep again (same overrides and seed, same indices, in
+        the sweep's folder, all at once); each new run's ``rerun_of`` names the run it repeats."""
+        sweep = self.get(name)
+        key = f"{owner}:{idempotency_key}" if idempotency_key else None
+        if key:
+            existing = self.store.get_by_idempotency_key(key)
+            if existing is not None:
+                if existing.sweep != name:
+                    raise RunConflict(
+                        "this Idempotency-Key was already used for a different request; use a new key"
+                    )
+                return sweep, True
+        redo = [r for r in self.runs(name) if r.status in (RunStatus.FAILED, RunStatus.CANCELLED)]
+        if not redo:
+            raise RunConflict(f"sweep {name!r} has no failed or cancelled runs to rerun")
+        when = dt.datetime.now()
+        for attempt in range(1, MAX_RENAMES + 1):
+            suffix = f"r{attempt}" if attempt > 1 else ""
+            records = []
+            for original in redo:
+                index = original.sweep_index or 0
+                plan = self._replan(original, SweepSlot(name, index, sweep.size), when, suffix)
+                record = _sweep_record(plan, name, index, owner, rerun_of=original.name)
+                records.append(record)
+            records[0].idempotency_key = key
+            if any((self.settings.output_dir / r.run_dir).exists() for r in records):
+                continue
+            try:
+                self.manager.queue_together(records, owner)
+            except NameTaken:
+                continue
+            except IdempotencyKeyTaken:
+                return sweep, True
+            return sweep, False
+        raise RunConflict("could not find free run names; try again")  # pragma: no cover
+
+    def _replan(self, original: RunRecord, slot: SweepSlot, when: dt.datetime, suffix: str) -> RunPlan:
+        overrides = list(original.overrides)
+        place = {"when": when, "suffix": suffix, "sweep": slot}
+        plan = self.manager.validator.plan(overrides, original.config_name, **place)
+        if original.seed is not None and plan.seed != original.seed:  # conf/ changed its default seed
+            plan = self.manager.validator.plan(
+                [*overrides, f"seed={original.seed}"], original.config_name, **place
+            )
+        return plan
+
+
+def key_overrides(record: RunRecord, swept: Sequence[str]) -> list[str]:
+    """The lines of a sweep's run that tell it apart from the others (those of the swept keys)."""
+    keys = set(swept)
+    return [o.input_line for o in overrides_parser.parse(record.overrides) if o.get_key_element() in keys]
+
+
+def is_finished(counts: dict[str, int]) -> bool:
+    return not any(counts.get(s.value, 0) for s in RunStatus if s not in TERMINAL)
+
+
+def _choices(lines: Sequence[str], first: dict[str, str]) -> dict[str, str]:
+    """The model and data a run's lines pick: the first run's choices, changed by its own group lines (every
+    run of a sweep sets the same keys, so what the first left at the default, they all do)."""
+    chosen = {g: first.get(g, "") for g in _GROUPS}
+    for o in overrides_parser.parse(lines):
+        if o.key_or_group in _GROUPS and o.package is None and not o.is_delete() and not o.is_add():
+            chosen[o.key_or_group] = str(o.value())
+    return chosen
+
+
+def _sweep_record(
+    plan: RunPlan, sweep: str, index: int, owner: str, rerun_of: str | None = None
+) -> RunRecord:
+    record = _new_record(plan, None, rerun_of, owner)
+    record.sweep, record.sweep_index = sweep, index
+    return record
+
+
+def _row(sweep: SweepRecord) -> tuple:
+    values = {**sweep.__dict__, "overrides": json.dumps(sweep.overrides), "swept": json.dumps(sweep.swept)}
+    return tuple(values[f] for f in _FIELDS[1:])
