@@ -122,6 +122,43 @@ def bench_submission(n: int, seconds: int, wrk: str | None) -> dict:
     return result
 
 
+def sweep_lines(rep: int) -> list[str]:
+    """2 models x 2 data x 64 values of a numeric key: a 256-run sweep, its values distinct per ``rep``."""
+    lrs = ",".join(f"{0.001 + rep * 1e-4 + i * 1e-7:.7f}" for i in range(64))
+    return ["model=fno,sfno", "data=32x64,64x128", f"training.lr={lrs}"]
+
+
+def bench_sweep(reps: int) -> dict:
+    """POST /sweeps of 256 runs (expand, validate each, queue all) vs the same 256 runs as single POSTs."""
+    with tempfile.TemporaryDirectory() as tmp:
+        times = Path(tmp) / "times"
+        # One slot, held: the runs queue behind it (the submission path is measured, not process starts).
+        env = {"LABRUN_MAX_CPU_RUNS": "1", "LABRUN_MAX_QUEUED_PER_USER": "0"}
+        with (
+            service(["sh", str(STANDIN), str(times), "600"], **env) as svc,
+            httpx.Client(base_url=svc.url, timeout=120) as client,
+        ):
+            client.post("/runs", json={"overrides": overrides(800_000)}).raise_for_status()
+            for group in ("model=fno,sfno", "data=32x64,64x128"):  # warm: as the single POSTs' first 5
+                client.post("/sweeps", json={"overrides": [group, "seed=1"]}).raise_for_status()
+            sweeps = []
+            for rep in range(reps):
+                t = time.perf_counter()
+                r = client.post("/sweeps", json={"overrides": sweep_lines(rep)})
+                sweeps.append(time.perf_counter() - t)
+                assert r.status_code == 201 and r.json()["size"] == 256, r.text
+            t = time.perf_counter()
+            for model in ("fno", "sfno"):
+                for data in ("32x64", "64x128"):
+                    for i in range(64):
+                        lr = f"training.lr={0.001 + (reps + 1) * 1e-4 + i * 1e-7:.7f}"
+                        body = {"overrides": [f"model={model}", f"data={data}", lr]}
+                        r = client.post("/runs", json=body)
+                        assert r.status_code == 201, r.text
+            singles = time.perf_counter() - t
+    return {"sweep_256_s": statistics.median(sweeps), "sweep_256_max_s": max(sweeps), "post_256_s": singles}
+
+
 def bench_polling_and_memory(n_runs: int, seconds: int, wrk: str | None) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         times = Path(tmp) / "times"
@@ -324,6 +361,7 @@ def main(argv: list[str] | None = None) -> dict:
     fig |= bench_validators(10 if quick else 30)
     fig["cli_cfg_job_s"] = bench_cli_baseline(2 if quick else 5)
     fig |= bench_submission(50 if quick else 200, seconds, wrk)
+    fig |= bench_sweep(2 if quick else 3)
     fig |= bench_polling_and_memory(200 if quick else 1000, seconds, wrk)
     fig |= bench_list_many(20_000 if quick else 100_000, seconds, wrk)
     fig |= bench_auth_overhead(seconds, wrk)
@@ -349,6 +387,11 @@ def main(argv: list[str] | None = None) -> dict:
     print(
         f"  vs `python -m trainer --cfg job` in a fresh process: {fig['cli_cfg_job_s']:.2f} s = "
         f"{fig['cli_cfg_job_s'] / p50:.0f}x"
+    )
+    print("\n== Sweeps (2 models x 2 data x 64 values = 256 runs: expand, validate each, queue all)")
+    print(
+        f"  POST /sweeps: p50 {fig['sweep_256_s']:.2f} s, max {fig['sweep_256_max_s']:.2f} s  (target <= 2 s); "
+        f"the same 256 runs as single POST /runs: {fig['post_256_s']:.2f} s"
     )
     print(
         f"\n== Polling ({fig['runs_in_store']} runs in the store, {fig['running']} running, 32 connections)"
