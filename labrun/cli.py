@@ -133,6 +133,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config-name", metavar="NAME", help="top-level config in conf/ (default: the server's)")
     wait_options(p)
 
+    p = command(
+        "sweep",
+        cmd_sweep,
+        "queue a sweep: Hydra's multirun syntax (model=fno,sfno training.lr=range(...)), one run per "
+        "combination, all validated first; prints the sweep's name",
+        epilog="with --wait, the exit status is 0 when every run succeeded, 1 when one failed, 130 when "
+        "one was cancelled",
+    )
+    p.add_argument(
+        "overrides", nargs="*", metavar="OVERRIDE", help="e.g. model=fno,sfno training.lr=1e-3,1e-4"
+    )
+    p.add_argument("--config-name", metavar="NAME", help="top-level config in conf/ (default: the server's)")
+    p.add_argument(
+        "--wait", action="store_true", help="print a line per run as it starts and ends, until all end"
+    )
+    p.add_argument("--idempotency-key", metavar="KEY", help="repeating a key returns the first sweep")
+    p.add_argument(
+        "--interval", type=float, default=1.0, help="seconds between polls with --wait (default 1)"
+    )
+    p.add_argument("--json", action="store_true", help="print the sweep as JSON instead of its name")
+
     p = command("ls", cmd_ls, "list runs, newest first")
     p.add_argument(
         "--status", metavar="S[,S...]", help="e.g. running,queued (queued running succeeded failed cancelled)"
@@ -181,7 +202,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     # `labrun submit model=fno --wait data=32x64`: overrides after an option come back as extras, in order
-    if extra and args.command == "submit" and not any(x.startswith("-") for x in extra):
+    if extra and args.command in ("submit", "sweep") and not any(x.startswith("-") for x in extra):
         args.overrides += extra
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
@@ -252,12 +273,13 @@ def _wait(client: Client, run: dict[str, Any], follow: bool, interval: float) ->
     return run
 
 
-def _poll(client: Client, name: str) -> dict[str, Any]:
-    """GET the run; an unreachable server (a restart) is retried for a while before it is an error."""
+def _poll(client: Client, name: str, get: Callable[[str], dict[str, Any]] | None = None) -> dict[str, Any]:
+    """GET the run (or ``get(name)``); an unreachable server (a restart) is retried for a while before it
+    is an error."""
     deadline = None
     while True:
         try:
-            return client.run(name)
+            return (get or client.run)(name)
         except CliError as exc:
             if exc.exit_code != EXIT_UNREACHABLE:
                 raise
@@ -267,6 +289,35 @@ def _poll(client: Client, name: str) -> dict[str, Any]:
             elif time.monotonic() > deadline:
                 raise
             time.sleep(1.0)
+
+
+def cmd_sweep(client: Client, args: argparse.Namespace) -> int:
+    sweep, replayed = client.submit_sweep(args.overrides, args.config_name, args.idempotency_key)
+    if replayed:
+        _note(f"this idempotency key was used before: {sweep['name']} is that sweep, not a new one")
+    if not (args.json and args.wait):
+        _print_json(sweep) if args.json else print(sweep["name"], flush=True)
+    _note(f"{sweep['size']} runs queued in {sweep['run_dir']}")
+    if not args.wait:
+        return EXIT_OK
+    seen: dict[str, str] = {}
+    try:
+        while True:
+            for run in sweep["runs"]:  # one line per run whenever its status changes
+                if seen.get(run["name"]) != run["status"]:
+                    seen[run["name"]] = run["status"]
+                    _note(render.sweep_run_line(run, sweep["size"]))
+            if sweep["finished"]:
+                break
+            time.sleep(args.interval)
+            sweep = _poll(client, sweep["name"], client.sweep)
+    except KeyboardInterrupt:
+        raise CliError(f"stopped waiting; {sweep['name']} goes on", EXIT_CANCELLED) from None
+    _note(render.sweep_outcome(sweep))
+    if args.json:
+        _print_json(sweep)
+    counts = sweep["counts"]
+    return EXIT_RUN_FAILED if counts["failed"] else EXIT_CANCELLED if counts["cancelled"] else EXIT_OK
 
 
 def cmd_ls(client: Client, args: argparse.Namespace) -> int:

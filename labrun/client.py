@@ -72,6 +72,19 @@ class Client:
         response = self._request("POST", "/runs", json=body, headers=_idempotency(idempotency_key))
         return self._json(response), response.headers.get("Idempotent-Replayed") == "true"
 
+    def submit_sweep(
+        self, overrides: list[str], config_name: str | None = None, idempotency_key: str | None = None
+    ) -> tuple[dict[str, Any], bool]:
+        """POST /sweeps: the new sweep with its runs (or the first one for a repeated idempotency key)."""
+        body: dict[str, Any] = {"overrides": overrides}
+        if config_name:
+            body["config_name"] = config_name
+        response = self._request("POST", "/sweeps", json=body, headers=_idempotency(idempotency_key))
+        return self._json(response), response.headers.get("Idempotent-Replayed") == "true"
+
+    def sweep(self, name: str) -> dict[str, Any]:
+        return self._json(self._request("GET", f"/sweeps/{name}"))
+
     def runs(
         self,
         status: str | None = None,

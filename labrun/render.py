@@ -404,3 +404,21 @@ def outcome(run: dict[str, Any]) -> str:
     if status != "succeeded" and run.get("reason"):
         text += f": {run['reason']}"
     return text
+
+
+def sweep_run_line(run: dict[str, Any], size: int) -> str:
+    """``[2/6] NAME succeeded  val_loss 0.2`` (``--wait`` of a sweep prints one as each run changes)."""
+    text = f"[{run['index'] + 1}/{size}] {run['name']} {run['status']}"
+    if run.get("val_loss") is not None:
+        text += f"  val_loss {number(run['val_loss'])}"
+    if run.get("reason") and run["status"] in ("failed", "cancelled"):
+        text += f"  ({run['reason']})"
+    return text
+
+
+def sweep_outcome(sweep: dict[str, Any]) -> str:
+    """The line that ends ``labrun sweep --wait``: the counts and the best run."""
+    counts = ", ".join(f"{n} {status}" for status, n in sweep["counts"].items() if n)
+    best = sweep.get("best")
+    tail = f"; best {best['name']} (val_loss {number(best['val_loss'])})" if best else ""
+    return f"{sweep['name']}: {counts}{tail}"
