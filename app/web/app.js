@@ -2,14 +2,16 @@
 //   #/              runs: submit form, filters, the runs table (newest first, paged)
 //   #/queue         the queue with positions, and the GPU map from /healthz
 //   #/runs/<name>   one run: details, loss curves, the log following live, Cancel / Rerun / Delete
+//   #/sweeps/<name> one sweep: counts, best run, its runs with their final losses (sweep.js)
 // Each view refreshes itself on a timer and updates the page in place (rows are kept and only changed cells
 // are rewritten), so nothing flickers and the filter, the scroll position and a text selection survive.
 // Everything the server says is put on the page as text, never as HTML.
 
 import { ApiError, forgetToken, getJSON, idempotencyKey, request, sendJSON, token } from "./api.js";
 import { colorOf, drawChart, number } from "./chart.js";
+import { openSweep, refreshSweep, setupSweepView } from "./sweep.js";
 
-const REFRESH_MS = { runs: 3000, queue: 3000, run: 2000 };
+const REFRESH_MS = { runs: 3000, queue: 3000, run: 2000, sweep: 3000 };
 const LOG_KEEP_CHARS = 1 << 20; // the log pane keeps the last ~1 MiB
 const TERMINAL = new Set(["succeeded", "failed", "cancelled"]);
 const $ = (id) => document.getElementById(id);
@@ -492,6 +494,7 @@ function renderRun(run) {
     ["WandB run", run.name],
     ["Config", run.config_name],
     ["Rerun of", run.rerun_of],
+    ["Sweep", run.sweep ? `${run.sweep} (run #${run.sweep_index}; its page: #/sweeps/<name>)` : ""],
     ["Disk", run.disk_bytes != null ? bytes(run.disk_bytes) : ""],
     ["Deleted", run.deleted_at ? `${localTime(run.deleted_at)}${run.deleted_by ? ` by ${run.deleted_by}` : ""}` : ""],
   ].filter(([, v]) => v !== "" && v != null);
@@ -629,29 +632,35 @@ function route() {
   let name = "runs";
   let runName = null;
   const match = hash.match(/^#\/runs\/(.+)$/);
+  const sweepMatch = hash.match(/^#\/sweeps\/(.+)$/);
   if (match) {
     name = "run";
     runName = decodeURIComponent(match[1]);
+  } else if (sweepMatch) {
+    name = "sweep";
+    runName = decodeURIComponent(sweepMatch[1]);
+    openSweep(runName);
   } else if (hash.startsWith("#/queue")) {
     name = "queue";
   }
   current?.poller.stop();
-  for (const view of ["runs", "queue", "run"]) $(`view-${view}`).hidden = view !== name;
+  for (const view of ["runs", "queue", "run", "sweep"]) $(`view-${view}`).hidden = view !== name;
   for (const a of document.querySelectorAll("[data-nav]")) a.classList.toggle("active", a.dataset.nav === name);
   if (name === "run") {
     openRun(runName);
     document.title = `${runName} · labrun`;
   } else {
     runPage = null;
-    document.title = name === "queue" ? "Queue · labrun" : "labrun";
+    document.title = name === "queue" ? "Queue · labrun" : name === "sweep" ? `${runName} · labrun` : "labrun";
   }
-  const refresh = { runs: refreshRuns, queue: refreshQueue, run: refreshRun }[name];
+  const refresh = { runs: refreshRuns, queue: refreshQueue, run: refreshRun, sweep: refreshSweep }[name];
   current = { name, poller: poll(refresh, REFRESH_MS[name]) };
 }
 
 function start() {
   setupRunsView();
   setupRunView();
+  setupSweepView();
   $("signout").addEventListener("click", () => {
     forgetToken();
     location.reload();

@@ -267,3 +267,11 @@ def test_a_kill_9_in_the_middle_of_queueing_a_sweep_leaves_none_of_it(output_dir
         assert store.get("fresh-1") is None and store.count() == 200
     finally:
         store.close()
+
+
+def test_the_dashboard_has_a_sweep_page(client):
+    page = client.get("/").text
+    assert 'id="view-sweep"' in page and 'id="sweep-rows"' in page
+    script = client.get("/web/sweep.js")
+    assert script.status_code == 200 and "/sweeps/" in script.text
+    assert 'from "./sweep.js"' in client.get("/web/app.js").text
