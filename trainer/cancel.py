@@ -26,9 +26,11 @@ import threading
 from collections.abc import Iterator
 from types import FrameType
 
+from trainer import resume
+
 log = logging.getLogger(__name__)
 EXIT_CANCELLED = 128 + signal.SIGTERM  # 143, what a shell reports for a process ended by SIGTERM
-SIGNALS = (signal.SIGTERM, signal.SIGINT)
+SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)  # SIGUSR1: a preemption (trainer/resume.py)
 
 
 class RunCancelled(BaseException):  # noqa: N818 - BaseException like KeyboardInterrupt: not an error
@@ -38,6 +40,7 @@ class RunCancelled(BaseException):  # noqa: N818 - BaseException like KeyboardIn
 class CancelGuard:
     def __init__(self) -> None:
         self.received = False
+        self.preempted = False  # the stop is a scheduler's preemption: checkpoint, exit EXIT_REQUEUE
         self.signum = signal.SIGTERM
         self._defer = False
         self._cleaning_up = False
@@ -45,10 +48,12 @@ class CancelGuard:
 
     @property
     def exit_code(self) -> int:
-        return 128 + int(self.signum)
+        return resume.EXIT_REQUEUE if self.preempted else 128 + int(self.signum)
 
     @property
     def reason(self) -> str:
+        if self.preempted:
+            return f"preempted by {signal.Signals(self.signum).name}: checkpointed, to be resumed"
         return f"cancelled by {signal.Signals(self.signum).name}"
 
     def install(self) -> CancelGuard:
@@ -69,7 +74,10 @@ class CancelGuard:
             log.warning("%s again: already stopping", name)
             return
         self.received, self.signum = True, signum
-        log.warning("%s: cancelling the run", name)
+        self.preempted = resume.is_preemption(signum)
+        log.warning(
+            "%s: %s", name, "preempted: checkpointing, then exit" if self.preempted else "cancelling the run"
+        )
         if not self._defer:
             raise RunCancelled(self.reason)
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from trainer import config, rundir
+from trainer import config, resume, rundir
 from trainer import plan as run_plan
 from trainer.cancel import CancelGuard, RunCancelled
 from trainer.provenance import RunManifest, utc_now
@@ -76,7 +76,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         # A generated name taken by a run started in the same second with the same overrides: the next one
         # (<name>_r2, ...) rather than a failure. A run_name given is never changed.
-        plan, run_dir = run_plan.claim(plan, lambda p: rundir.create(p.job.output_dir))
+        plan, run_dir = run_plan.claim(
+            plan, lambda p: rundir.create(p.job.output_dir, resume=resume.resuming())
+        )
     except OSError as exc:  # NameInUse included
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -107,6 +109,7 @@ def execute(
     try:
         with guard.deferred():
             record = new_record()
+            record.begin_attempt(resume.attempt_number())
             record.write()
         rundir.write_hydra_files(run_dir, job, hydra_node, overrides)
         rundir.setup_logging(run_dir)
@@ -121,7 +124,10 @@ def execute(
         status, detail, code = "succeeded", None, 0
         log.info("run %s succeeded: %s", name, ", ".join(f"{k}={v:.6g}" for k, v in sorted(metrics.items())))
     except BaseException as exc:  # every way out is recorded, then reported by the exit status
-        if isinstance(exc, RunCancelled) or guard.received:
+        if guard.preempted:  # checkpointed: the scheduler (or POST /runs/{name}/resume) runs it again
+            status, detail, code = "preempted", guard.reason, guard.exit_code
+            log.warning("run %s preempted; it resumes from its last checkpoint", name)
+        elif isinstance(exc, RunCancelled) or guard.received:
             # Also a cancel that surfaced as another error: a process-group SIGTERM ends DataLoader workers
             # too, which the loader reports as a RuntimeError.
             status, detail, code = "cancelled", guard.reason, guard.exit_code

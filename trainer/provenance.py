@@ -99,6 +99,23 @@ class RunManifest:
         if os.environ.get("LABRUN_IMAGE_ID"):
             self.data["image"] = os.environ["LABRUN_IMAGE_ID"]
 
+    def begin_attempt(self, number: int | None = None) -> None:
+        """Record this attempt; a resumed run keeps the attempts its run.json already lists."""
+        previous: list[dict[str, Any]] = []
+        try:
+            old = json.loads(self.path.read_text())
+            previous = list(old.get("attempts") or [])
+            self.data["start_time"] = old.get("start_time") or self.data["start_time"]
+        except (OSError, ValueError):
+            pass
+        attempt = {
+            "attempt": number or len(previous) + 1,
+            "start": utc_now(),
+            "end": None,
+            "status": "running",
+        }
+        self.data["attempts"] = [*previous, attempt]
+
     def set_devices(self, accelerator: str) -> None:
         self.data["devices"] = device_names(accelerator)
         self.write()
@@ -108,4 +125,6 @@ class RunManifest:
 
     def finish(self, status: str, exception: str | None = None) -> None:
         self.data.update(status=status, exception=exception, end_time=utc_now())
+        if self.data.get("attempts"):
+            self.data["attempts"][-1].update(end=self.data["end_time"], status=status, why=exception)
         self.write()

@@ -24,10 +24,13 @@ class RunDirExists(NameInUse):
     pass
 
 
-def create(output_dir: str | os.PathLike) -> Path:
-    """Make the run's directory; raises RunDirExists when it exists (runs never share one)."""
+def create(output_dir: str | os.PathLike, resume: bool = False) -> Path:
+    """Make the run's directory; raises RunDirExists when it exists (runs never share one), except that a
+    resumed run (``resume``: a requeued or resumed attempt) reuses its own, once it has a ``run.json``."""
     path = Path(output_dir)
     path.parent.mkdir(parents=True, exist_ok=True)
+    if resume and (path / "run.json").is_file():
+        return path
     try:
         os.mkdir(path)
     except FileExistsError:
@@ -43,7 +46,9 @@ def write_hydra_files(
     """Hydra's ``.hydra/`` records. ``config.yaml`` is written resolved (Hydra writes it unresolved): a run's
     record must not change when it is read from another directory or on another day (``abspath``, dates)."""
     target = run_dir / ".hydra"
-    target.mkdir()
+    if (target / "config.yaml").exists():  # a resumed run: its records stay as the first attempt wrote them
+        return
+    target.mkdir(exist_ok=True)
     hydra = OmegaConf.create({"hydra": OmegaConf.to_container(hydra_node, resolve=False)})
     hydra.hydra.run.dir = job.output_dir
     hydra.hydra.runtime.output_dir = job.output_dir

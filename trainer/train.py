@@ -19,7 +19,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
-from trainer import swe
+from trainer import resume, swe
 from trainer.callbacks import ProgressFile, StopOnCancel
 from trainer.cancel import CancelGuard
 from trainer.data import SWEDataModule
@@ -62,6 +62,8 @@ def _determinism(job: DictConfig) -> bool | str:
 def build_trainer(job: DictConfig, run_dir: Path, loggers: list, guard: CancelGuard) -> L.Trainer:
     debug = bool(job.debug)
     checkpoint = ModelCheckpoint(dirpath=job.ckpt_dir, monitor=job.training.ckpt_monitor_val, save_last=True)
+    # A preemption writes last.ckpt where the run stopped (trainer/resume.py); the hook simulates one.
+    extra = [resume.save_on_preempt_callback(guard, job.ckpt_dir), resume.preempt_after_epochs_callback()]
     return L.Trainer(
         accelerator=job.accelerator,
         strategy=job.strategy,
@@ -77,7 +79,8 @@ def build_trainer(job: DictConfig, run_dir: Path, loggers: list, guard: CancelGu
         log_every_n_steps=job.log_every_n_steps,
         deterministic=_determinism(job),
         logger=loggers,
-        callbacks=[checkpoint, ProgressFile(run_dir / "progress.json"), StopOnCancel(guard)],
+        callbacks=[checkpoint, ProgressFile(run_dir / "progress.json"), StopOnCancel(guard)]
+        + [c for c in extra if c is not None],
         default_root_dir=run_dir,
         # A service captures stdout as the run's log: no progress bar there (ProgressFile logs each epoch).
         enable_progress_bar=sys.stderr.isatty(),
@@ -98,15 +101,21 @@ def train(job: DictConfig, run_dir: Path, guard: CancelGuard) -> dict[str, float
         config={**OmegaConf.to_container(job), **({"labrun_owner": owner} if owner else {})},
         tags=[f"owner:{owner}"] if owner else None,
         group=os.environ.get("LABRUN_SWEEP") or None,  # set by the service: the sweep's runs share a group
+        id=resume.wandb_id(job.wandb_run_name),  # every attempt of the run continues the same WandB run
+        resume="allow",
     )
     # -> <run_dir>/metrics.csv, flushed often enough that a killed run keeps most of its rows
     csv_logger = CSVLogger(save_dir=str(run_dir), name="", version="", flush_logs_every_n_steps=20)
+    ckpt_path = resume.last_checkpoint(job.ckpt_dir) if resume.resuming() else None
+    if ckpt_path is not None:
+        resume.keep_metrics_csv(csv_logger, run_dir / "metrics.csv")
+        log.info("resuming from %s", ckpt_path)
     exit_code = 1
     try:
         trainer = build_trainer(job, run_dir, [wandb_logger, csv_logger], guard)
         with guard.deferred(), warnings.catch_warnings():
             _quiet_known_noise()
-            trainer.fit(model, datamodule=datamodule)
+            trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
         exit_code = 0
         return {k: float(v) for k, v in trainer.callback_metrics.items()}
     finally:

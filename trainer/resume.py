@@ -1,0 +1,124 @@
+"""Preemption and resume: a run that is stopped by its scheduler continues where it stopped.
+
+- Preemption: SIGUSR1 (Slurm's ``--signal=B:USR1@N`` before a time limit), or SIGTERM when the run is
+  preemptible (``LABRUN_PREEMPTIBLE=1``, set by labrun's Slurm job) and the service did not ask for a
+  cancel (its cancel writes ``LABRUN_CANCEL_MARKER`` before it signals). The trainer then stops at the next
+  batch boundary, writes ``ckpt/last.ckpt`` (``SaveOnPreempt``) and exits ``EXIT_REQUEUE`` (75).
+- Resume (``LABRUN_RESUME=1``: a requeued Slurm job's next attempt, or ``POST /runs/{name}/resume``): the
+  same run directory is reused, training restarts from ``ckpt/last.ckpt``, ``metrics.csv`` is appended to
+  (with its existing columns), the WandB run is the same one (its id is derived from the run's name) and
+  ``run.json`` gains an attempt.
+Light at import (no torch): the CLI and the signal handler use it.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import logging
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+EXIT_REQUEUE = 75  # EX_TEMPFAIL: checkpointed, run me again (the Slurm job wrapper requeues on it)
+PREEMPT_SIGNAL = signal.SIGUSR1
+LAST_CKPT = "last.ckpt"
+
+
+def resuming() -> bool:
+    return os.environ.get("LABRUN_RESUME") == "1"
+
+
+def attempt_number() -> int | None:
+    value = os.environ.get("LABRUN_ATTEMPT", "")
+    return int(value) if value.isdigit() else None
+
+
+def is_preemption(signum: int) -> bool:
+    """SIGUSR1 always; SIGTERM only for a preemptible run whose cancel was not asked for by the service."""
+    if signum == PREEMPT_SIGNAL:
+        return True
+    if signum != signal.SIGTERM or os.environ.get("LABRUN_PREEMPTIBLE") != "1":
+        return False
+    marker = os.environ.get("LABRUN_CANCEL_MARKER")
+    return not (marker and os.path.exists(marker))
+
+
+def wandb_id(name: str) -> str:
+    """The WandB run id of a run: the same for every attempt (so a resumed run continues the same WandB run)."""
+    return hashlib.sha256(name.encode()).hexdigest()[:24]
+
+
+def last_checkpoint(ckpt_dir: str | os.PathLike) -> Path | None:
+    path = Path(ckpt_dir) / LAST_CKPT
+    return path if path.is_file() else None
+
+
+def csv_columns(path: Path) -> list[str]:
+    """The header of an existing metrics.csv (its writer keeps them, so appended rows line up)."""
+    try:
+        with open(path, newline="") as f:
+            return next(csv.reader(f), [])
+    except OSError:
+        return []
+
+
+def keep_metrics_csv(csv_logger: Any, path: Path) -> None:
+    """A resumed run appends to its metrics.csv: Lightning's CSV writer deletes an existing file when it is
+    made, so the file steps aside meanwhile, and the writer learns its columns (or it would rewrite the
+    header with only the columns of its first rows)."""
+    aside = path.with_name(".metrics.csv.resumed")
+    if path.is_file():
+        os.replace(path, aside)
+    try:
+        writer = csv_logger.experiment
+    finally:
+        if aside.is_file():
+            os.replace(aside, path)
+    writer.metrics_keys = sorted(csv_columns(path))
+
+
+def save_on_preempt_callback(guard: Any, ckpt_dir: str | os.PathLike) -> Any:
+    """A Lightning callback: when the run stops for a preemption, write ``ckpt/last.ckpt`` where it stopped."""
+    import lightning as L
+
+    class SaveOnPreempt(L.Callback):
+        def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException):
+            if not getattr(guard, "preempted", False):
+                return
+            path = Path(ckpt_dir) / LAST_CKPT
+            saved = [getattr(c, "_last_global_step_saved", None) for c in trainer.checkpoint_callbacks]
+            if path.is_file() and trainer.global_step in saved:
+                # Stopped at an epoch boundary: ModelCheckpoint's own last.ckpt holds exactly this point,
+                # with the finished epoch's state (a save from here would restart in the middle of it).
+                log.warning("preempted: %s is current (step %d)", path, trainer.global_step)
+                return
+            trainer.save_checkpoint(path)
+            log.warning(
+                "preempted: checkpoint written to %s (epoch %d, step %d)",
+                path,
+                trainer.current_epoch,
+                trainer.global_step,
+            )
+
+    return SaveOnPreempt()
+
+
+def preempt_after_epochs_callback() -> Any:
+    """Operations/test hook: ``LABRUN_PREEMPT_AFTER_EPOCHS=N`` sends this process SIGUSR1 after epoch N (on
+    the first attempt only): a preemption at an epoch boundary, to check that a resumed run ends the same."""
+    value = os.environ.get("LABRUN_PREEMPT_AFTER_EPOCHS", "")
+    if not value.isdigit() or resuming():
+        return None
+    import lightning as L
+
+    after = int(value)
+
+    class PreemptAfter(L.Callback):
+        def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+            if trainer.current_epoch + 1 == after:
+                os.kill(os.getpid(), PREEMPT_SIGNAL)
+
+    return PreemptAfter()
