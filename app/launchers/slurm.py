@@ -275,7 +275,7 @@ class SlurmLauncher(Launcher):
             job_id = ""
         if job_id:
             return job_id
-        found = [j for j, info in self._squeue(name=name).items() if self._ours(info)]
+        found = [j for j, info in self._squeue().items() if info["name"] == name and self._ours(info)]
         if not found:
             return None
         job_id = max(found, key=int)
@@ -337,11 +337,10 @@ class SlurmLauncher(Launcher):
         except OSError:
             return False
 
-    def _squeue(self, name: str | None = None) -> dict[str, dict[str, str]]:
-        """job id -> state, reason, name, workdir: this user's jobs (all states squeue still knows)."""
+    def _squeue(self) -> dict[str, dict[str, str]]:
+        """job id -> state, reason, name, workdir: this user's jobs (all states squeue still knows). Names are
+        matched here, not with ``--name``: a run's name may hold a comma, which that option splits on."""
         cmd = ["squeue", "-h", "--states=all", "--me", "-o", "%i\t%T\t%r\t%Z\t%j"]
-        if name is not None:
-            cmd.append(f"--name={name}")
         jobs: dict[str, dict[str, str]] = {}
         for line in self._run(cmd).splitlines():
             parts = line.split("\t", 4)

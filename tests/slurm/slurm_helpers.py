@@ -77,10 +77,9 @@ def squeue_state(job: str) -> str:
 
 
 def jobs_named(name: str) -> list[str]:
-    done = subprocess.run(
-        ["squeue", "-h", "-t", "all", f"--name={name}", "-o", "%i"], capture_output=True, text=True
-    )
-    return done.stdout.split()
+    """Job ids of that name (matched here: ``squeue --name`` splits a name at its commas)."""
+    done = subprocess.run(["squeue", "-h", "-t", "all", "-o", "%i\t%j"], capture_output=True, text=True)
+    return [line.split("\t", 1)[0] for line in done.stdout.splitlines() if line.split("\t", 1)[-1] == name]
 
 
 def wait_until(check, timeout: float = 60, what: str = "condition", poll_s: float = 0.2):
