@@ -55,6 +55,8 @@ def service(trainer_command: list[str] | None = None, **env: str) -> Iterator[Se
             "LABRUN_OUTPUT_DIR": tmp,
             "LABRUN_LAUNCHER": "local",
             "LABRUN_GPUS": "",
+            # One user queues thousands of runs here: the per-user limit would refuse them (0: none).
+            "LABRUN_MAX_QUEUED_PER_USER": "0",
             **env,
         }
         if trainer_command is not None:

@@ -27,7 +27,6 @@ DEBUG_DIR = "debug"
 BOOKKEEPING_KEYS = frozenset({"run_name", "log_dir"})
 
 
-
 class NameInUse(FileExistsError):
     """A run of that name (or its directory) exists already."""
 
