@@ -17,19 +17,23 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Iterable, Sequence
+from typing import TypeVar
 
 from app.models import RunRecord
+from app.store import QueueEntry
+
+Entry = TypeVar("Entry", RunRecord, QueueEntry)
 
 GPU, CPU = "gpu", "cpu"
 
 
-def pool_of(record: RunRecord) -> str:
+def pool_of(record: RunRecord | QueueEntry) -> str:
     return GPU if record.gpu_need else CPU
 
 
-def weight(record: RunRecord) -> int:
+def weight(record: RunRecord | QueueEntry) -> int:
     return record.gpu_need or 1
 
 
@@ -85,14 +89,14 @@ class FairShare:
 
     # --- order ------------------------------------------------------------------------------------------
 
-    def order(self, queued: Sequence[RunRecord], running: Sequence[RunRecord]) -> list[RunRecord]:
+    def order(self, queued: Sequence[Entry], running: Sequence[RunRecord | QueueEntry]) -> list[Entry]:
         """The queued runs in the order the dispatcher takes them: per pool, the user with the least
         (recent usage, runs running or already placed in this order, oldest queued run) first."""
         now = time.time()
         ordered: list[RunRecord] = []
         for pool in (CPU, GPU):
             mine = [r for r in queued if pool_of(r) == pool]
-            per_user: dict[str, list[RunRecord]] = defaultdict(list)
+            per_user: dict[str, deque[Entry]] = defaultdict(deque)
             for r in mine:  # queued() is oldest first: FIFO within a user
                 per_user[r.owner or ""].append(r)
             taken = defaultdict(int)
@@ -102,7 +106,7 @@ class FairShare:
             usage = {u: self.usage(u, pool, running, now) for u in per_user}
             while per_user:
                 user = min(per_user, key=lambda u: (usage[u], taken[u], per_user[u][0].seq))
-                ordered.append(per_user[user].pop(0))
+                ordered.append(per_user[user].popleft())
                 taken[user] += 1
                 if not per_user[user]:
                     del per_user[user]

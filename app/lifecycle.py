@@ -73,6 +73,7 @@ class RunManager:
         self.disk = disk or DiskGuard(settings.output_dir, settings.min_free_bytes, settings.min_free_percent)
         self.waiting_reason: str | None = None  # why queued runs do not start now (the disk), if they wait
         self.ended: dict[str, Ending] = {}  # runs that ended, until the store has recorded it
+        self.requeued: dict[str, int] = {}  # runs the engine requeued, waiting to run again -> next attempt
         self._cond = threading.Condition(threading.RLock())
         # A launcher that places runs itself gets no GPU ids from us, and no cap: its scheduler queues.
         self._slots = Slots(gpus, settings.max_cpu_runs, unlimited=launcher.places_runs)
@@ -324,6 +325,30 @@ class RunManager:
         log.info("run %s: carrying out its recorded cancel", name)
         threading.Thread(target=carry_out, daemon=True, name=f"labrun-cancel-{name[:40]}").start()
 
+    def resume(self, name: str) -> RunRecord:
+        """A failed or cancelled run goes back to the queue and continues from its last checkpoint, in the
+        same run directory and WandB run, as its next attempt (the one that ended is kept: ``attempts``)."""
+        with self._cond:
+            record = self.get(name)
+            if record.status not in (RunStatus.FAILED, RunStatus.CANCELLED) or record.deleted_at is not None:
+                state = "deleted" if record.deleted_at is not None else record.status.value
+                raise RunConflict(f"run {name!r} is {state}; only a failed or cancelled run can be resumed")
+            checkpoint = self.settings.output_dir / record.run_dir / "ckpt" / "last.ckpt"
+            if not checkpoint.is_file():
+                raise RunConflict(
+                    f"run {name!r} has no checkpoint to resume from ({record.run_dir}/ckpt/last.ckpt): "
+                    "rerun it instead (POST /runs/<name>/rerun starts it anew)"
+                )
+            self._check_room()
+            self.launcher.forget(name)
+            if not self.store.requeue_attempt(name):
+                raise RunConflict(f"run {name!r} changed meanwhile; try again")
+            self._order_dirty = True
+            self._wakeup = True
+            self._cond.notify_all()
+        log.info("run %s resumes as attempt %d", name, record.attempts + 1)
+        return self.get(name)
+
     def delete(self, name: str, by: str = LOCAL) -> RunRecord:
         """Remove a finished run's files (its run directory and state folder) and keep its record, marked
         deleted, so its name is never reused. Repeating it is harmless."""
@@ -394,13 +419,13 @@ class RunManager:
             return []
         gpu_blocked = False
         picks = []
-        running = self.store.running()
+        running = self.store.entries(RunStatus.RUNNING)
         in_use: dict[str, int] = {}
         for r in running:
             in_use[r.owner or ""] = in_use.get(r.owner or "", 0) + r.gpu_need
         self._order_dirty = True
         limits: dict[str, dict] = {}
-        for record in self.fair.order(self.store.queued(), running):
+        for record in self.fair.order(self.store.entries(RunStatus.QUEUED), running):
             owner_limits = limits.get(record.owner or "") or limits.setdefault(
                 record.owner or "", self.limits(record.owner or "")
             )
@@ -421,9 +446,13 @@ class RunManager:
                 continue
             if gpus:
                 self.store.assign_gpus(record.name, gpus)
+            full = self.store.get(record.name)
+            if full is None or full.status != RunStatus.QUEUED:  # cancelled meanwhile
+                self._slots.free(record.name)
+                continue
             in_use[record.owner or ""] = in_use.get(record.owner or "", 0) + record.gpu_need
             self._starting.add(record.name)
-            picks.append((record, gpus))
+            picks.append((full, gpus))
         return picks
 
     def _launch(self, record: RunRecord, gpus: list[int]) -> None:
@@ -501,6 +530,12 @@ class RunManager:
                 "PYTHONUNBUFFERED": "1",
                 "LABRUN_RUN_OWNER": record.owner or "",
                 **({"LABRUN_SWEEP": record.sweep} if record.sweep else {}),  # its WandB group
+                # a resumed run: the trainer continues from ckpt/last.ckpt in its own directory
+                **(
+                    {"LABRUN_RESUME": "1", "LABRUN_ATTEMPT": str(record.attempts)}
+                    if record.attempts > 1
+                    else {}
+                ),
             },
             gpu_need=record.gpu_need,
         )
@@ -556,6 +591,25 @@ class RunManager:
             for name, outcome in outcomes.items():
                 if outcome is not None and not self._stopping.is_set():
                     self._record(name, active[name], outcome)
+                elif outcome is None:
+                    self._note_requeue(name)
+
+    def _note_requeue(self, name: str) -> None:
+        """A run the engine requeued (a preemption) stays one run: its attempt count goes up, and while it
+        waits to run again the API says so (``requeued``)."""
+        try:
+            started, waiting = self.launcher.attempts(name)
+            if waiting:
+                self.requeued[name] = started + 1
+            else:
+                self.requeued.pop(name, None)
+            if started > 1:
+                self.store.write(
+                    "UPDATE runs SET attempts = ? WHERE name = ? AND status = 'running' AND attempts < ?",
+                    (started, name, started),
+                )
+        except Exception as exc:  # a figure for the API: never a reason to stop polling
+            log.warning("reading the attempts of %s failed: %s", name, exc)
 
     def _recorded_later(self, name: str, handle: str, outcome: Outcome) -> None:
         """At start-up: record now, or (the store refuses) keep trying in the background, not blocking."""
@@ -597,6 +651,7 @@ class RunManager:
             self.ended.pop(name, None)
             self._cancelling.discard(name)
             self._timed_out.pop(name, None)
+            self.requeued.pop(name, None)
             self._order_dirty = True
             self._cond.notify_all()
         recorded = self.store.get(name)
@@ -616,7 +671,9 @@ class RunManager:
         if self._order_dirty or time.monotonic() - at > 1.0:
             self._order_dirty = False
             try:
-                order = self.fair.order(self.store.queued(), self.store.running())
+                order = self.fair.order(
+                    self.store.entries(RunStatus.QUEUED), self.store.entries(RunStatus.RUNNING)
+                )
             except Exception as exc:  # a read must answer: the last order known is close enough
                 log.warning("computing queue positions failed: %s", exc)
                 return positions

@@ -54,3 +54,4 @@ class RunRecord:
     cancelled_by: str | None = None
     sweep: str | None = None  # the sweep it belongs to (app/sweeps.py), if any
     sweep_index: int | None = None  # its place in the sweep's expansion (0-based; a rerun keeps it)
+    attempts: int = 1  # 2 and up: resumed from its last checkpoint (POST /runs/{name}/resume)

@@ -67,7 +67,7 @@ class AuthPolicy:
         return Caller(user.name, user.is_admin)
 
 
-def get_caller(
+async def get_caller(
     request: Request,
     authorization: Annotated[
         str | None, Header(description="Bearer <token>", include_in_schema=False)
@@ -80,7 +80,7 @@ CallerDep = Annotated[Caller, Depends(get_caller)]
 require_caller = Depends(get_caller)
 
 
-def require_admin(caller: CallerDep) -> Caller:
+async def require_admin(caller: CallerDep) -> Caller:
     if not caller.is_admin:
         raise Forbidden(f"only an admin may do this; {caller.name!r} is not one")
     return caller

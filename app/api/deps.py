@@ -1,5 +1,8 @@
 """Dependencies as Annotated aliases, so route signatures read like types.
 
+They are ``async``: FastAPI runs a plain ``def`` dependency in the thread pool, a hop per dependency per
+request that on the polling path cost more than the request's own work.
+
 Reads go straight to the store and the run files (``StoreDep``, ``FilesDep``); only what changes a run goes
 through the run lifecycle (``ManagerDep``).
 """
@@ -18,19 +21,19 @@ from app.runfiles import RunFiles
 from app.store import RunStore
 
 
-def get_manager(request: Request) -> RunManager:
+async def get_manager(request: Request) -> RunManager:
     return request.app.state.manager
 
 
-def get_store(request: Request) -> RunStore:
+async def get_store(request: Request) -> RunStore:
     return request.app.state.manager.store
 
 
-def get_files(request: Request) -> RunFiles:
+async def get_files(request: Request) -> RunFiles:
     return request.app.state.files
 
 
-def get_view(request: Request) -> RunView:
+async def get_view(request: Request) -> RunView:
     return RunView(request.app.state.files, request.app.state.manager)
 
 

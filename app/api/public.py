@@ -54,11 +54,13 @@ class RunPublic(BaseModel):
     metrics: dict[str, Any] = Field(default_factory=dict)
     rerun_of: str | None = None
     cancelled_by: str | None = None
+    attempts: int = Field(1, description="2 and up: resumed from its last checkpoint")
     queue_position: int | None = Field(
         None, description="only while queued: its place in its pool (CPU or GPU) in the fair order; 1 = next"
     )
     waiting_reason: str | None = Field(
-        None, description="while queued: why runs do not start now, if not GPUs"
+        None,
+        description="why it waits: queued behind a full disk, or running but requeued by its scheduler",
     )
     disk_bytes: int | None = Field(None, description="what its files take on disk, measured when it ended")
     deleted_at: dt.datetime | None = Field(
@@ -141,8 +143,9 @@ class RunView:
             metrics=progress.get("metrics") or {},
             rerun_of=record.rerun_of,
             cancelled_by=record.cancelled_by,
+            attempts=record.attempts,
             queue_position=(positions or {}).get(record.name) if queued else None,
-            waiting_reason=self.manager.waiting_reason if queued else None,
+            waiting_reason=self._waiting(record, queued),
             disk_bytes=record.disk_bytes,
             deleted_at=_utc(record.deleted_at),
             deleted_by=record.deleted_by,
@@ -150,6 +153,12 @@ class RunView:
             sweep=record.sweep,
             sweep_index=record.sweep_index,
         )
+
+    def _waiting(self, record: RunRecord, queued: bool) -> str | None:
+        if queued:
+            return self.manager.waiting_reason
+        attempt = self.manager.requeued.get(record.name) if record.status == RunStatus.RUNNING else None
+        return f"requeued: preempted, waiting to run again as attempt {attempt}" if attempt else None
 
     def many(self, records: list[RunRecord], total: int, next_before: int | None = None) -> RunsPublic:
         any_queued = any(r.status == RunStatus.QUEUED for r in records)

@@ -126,6 +126,15 @@ class Launcher(abc.ABC):
     def reattach(self, name: str) -> str | None:
         """The handle of a run started under this name, if the engine knows of one (after a restart)."""
 
+    def attempts(self, name: str) -> tuple[int, bool]:
+        """(attempts the engine has started for the run, whether it waits to run again after a requeue):
+        a cluster requeues a preempted job by itself. (0, False): the engine does not requeue."""
+        return 0, False
+
+    def forget(self, name: str) -> None:  # noqa: B027 - optional hook
+        """Drop what the engine keeps of a run's last attempt (its exit code, its pid), so that the run can
+        start again as its next attempt (POST /runs/{name}/resume). Its log is kept and appended to."""
+
     def release(self, name: str, handle: str) -> None:  # noqa: B027 - optional hook
         """Free what the engine keeps for an ended run (a container), once its outcome is recorded."""
 

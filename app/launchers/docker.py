@@ -302,6 +302,15 @@ class DockerLauncher(Launcher):
                 container.start()
             return container.id
 
+    def forget(self, name: str) -> None:
+        """A resumed run starts a new container under the same name: the last attempt's must be gone."""
+        client = self._client()
+        with self._engine("forget"):
+            container = self._find(client, name)
+            if container is not None:
+                with contextlib.suppress(NotFound):
+                    container.remove(force=True)
+
     def release(self, name: str, handle: str) -> None:
         client = self._client()
         with self._engine("release"), contextlib.suppress(NotFound):

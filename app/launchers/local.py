@@ -167,6 +167,10 @@ class LocalLauncher(Launcher):
             return None
         return f"{pid}:{started}"
 
+    def forget(self, name: str) -> None:
+        for what in ("pid", "child_pid", "exit_code", KILLED_AFTER_GRACE):
+            (self.state.run(name) / what).unlink(missing_ok=True)
+
     def release(self, name: str, handle: str) -> None:
         self._reap(name)
         with self._lock:

@@ -309,7 +309,8 @@ class SlurmLauncher(Launcher):
 
     def attempts(self, name: str) -> tuple[int, bool]:
         """(attempts started, whether the last one ended asking to be requeued and no other started yet),
-        read from the job's own record in the state dir."""
+        read from the job's own record in the state dir (the service shows them: ``attempts``,
+        ``waiting_reason``)."""
         started, requeued = 0, False
         try:
             lines = (self.state.run(name) / "attempts").read_text().splitlines()

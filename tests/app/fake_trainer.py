@@ -6,7 +6,7 @@ It behaves like the trainer where the service can see it: it takes ``run_name=``
 Extra overrides steer it: ``+extra.fake_sleep=SECONDS``, ``+extra.fake_exit=CODE``, ``+extra.fake_lines=N``, and the ways
 real trainers misbehave: ``+extra.fake_on_term=ignore|exit0`` (SIGTERM ignored, or caught with a clean exit 0),
 ``+extra.fake_orphan=1`` (leaves a ``sleep 300`` in its process group; its pid in ``<run_dir>/orphan.pid``),
-``+extra.fake_huge_line=BYTES`` (one line of that size), ``+extra.fake_cr=N`` (N ``\r`` progress updates on one line),
+``+extra.fake_fail_once=CODE`` (exits CODE unless it is a resumed attempt), ``+extra.fake_huge_line=BYTES`` (one line of that size), ``+extra.fake_cr=N`` (N ``\r`` progress updates on one line),
 ``+extra.fake_val_loss=X`` (the final validation loss, default 0.5; ``+extra.fake_exit_if_val_loss=X``: exit 3
 when it is X). ``output_dir_scheme=`` files the run
 elsewhere (a sweep's run), as it does for the trainer.
@@ -31,7 +31,8 @@ def main(argv: list[str]) -> int:
     name, log_dir = args["run_name"], args["log_dir"]
     sleep, code, lines = (
         float(args.get("extra.fake_sleep", 0)),
-        int(args.get("extra.fake_exit", 0)),
+        int(args.get("extra.fake_exit", 0))
+        or (int(args.get("extra.fake_fail_once", 0)) if os.environ.get("LABRUN_RESUME") != "1" else 0),
         int(args.get("extra.fake_lines", 3)),
     )
     with open(os.path.join(log_dir, "fake_starts.log"), "a") as f:

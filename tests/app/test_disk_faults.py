@@ -82,15 +82,15 @@ def test_watchers_and_the_dispatcher_survive_a_store_that_refuses_writes(client,
         time.sleep(0.05)
     assert refusals["finish"] == 0 and not client.app.state.manager.ended
 
-    real_queued = store.queued
+    real_entries = store.entries
 
-    def flaky_queued():
+    def flaky_entries(status):
         if refusals["pick"] > 0:
             refusals["pick"] -= 1
             raise InsufficientStorage("the run store cannot write: database or disk is full")
-        return real_queued()
+        return real_entries(status)
 
-    monkeypatch.setattr(store, "queued", flaky_queued)
+    monkeypatch.setattr(store, "entries", flaky_entries)
     second = wait_for(client, submit(client, "+extra.fake_sleep=0")["name"], timeout=30)
     assert second["status"] == "succeeded" and refusals["pick"] == 0  # the dispatcher lived on
     del real_assign

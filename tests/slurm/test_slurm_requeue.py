@@ -38,10 +38,15 @@ def test_scontrol_requeue_resumes_the_run_from_its_last_checkpoint(slurm, output
         wait_until(lambda: (run_dir / "ckpt" / "last.ckpt").exists(), 240, "the first epoch's checkpoint")
         subprocess.run(["scontrol", "requeue", job], check=True)
         state = output_dir / ".labrun" / "runs" / name
+        wait_until(
+            lambda: (svc.http.get(f"/runs/{name}").json()["waiting_reason"] or "").startswith("requeued"),
+            120,
+            "the API to show the run waiting to run again",
+        )
         wait_until(lambda: _starts(state) >= 2, 300, "the second attempt to start")
         assert svc.http.get(f"/runs/{name}").json()["status"] == "running"
         done = svc.wait_for(name, timeout=400)
-        assert done["status"] == "succeeded" and done["exit_code"] == 0, done
+        assert done["status"] == "succeeded" and done["exit_code"] == 0 and done["attempts"] == 2, done
         assert jobs_named(name) == [job] and squeue_state(job) == "COMPLETED"  # the same job, run twice
         assert svc.http.get("/runs", params={"limit": 50}).json()["count"] == 1  # one run, not two
         record = json.loads((run_dir / "run.json").read_text())

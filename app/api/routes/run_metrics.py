@@ -36,7 +36,7 @@ class RunMetrics(BaseModel):
     metrics: dict[str, Curve] = Field(description="one curve per metric column, e.g. train_loss, val_loss")
 
 
-def get_metrics_files(request: Request) -> MetricsFiles:
+async def get_metrics_files(request: Request) -> MetricsFiles:
     """One reader (and cache) per app, made on first use beside the app's RunFiles."""
     state = request.app.state
     found = getattr(state, "metrics_files", None)

@@ -178,6 +178,21 @@ async def cancel_run(name: str, caller: CallerDep, manager: ManagerDep, view: Vi
     return view.one(await run_in_threadpool(manager.cancel, name, caller.name))
 
 
+@router.post("/{name}/resume", response_model=RunPublic)
+async def resume_run(name: str, caller: CallerDep, manager: ManagerDep, view: ViewDep) -> RunPublic:
+    """A failed or cancelled run continues from its last checkpoint, in the same run directory and WandB
+    run, as its next attempt (409 when it has no checkpoint); only its owner or an admin may."""
+    caller.check_may_change(get_run(manager.store, name), "resume")
+    return view.one(await run_in_threadpool(manager.resume, name))
+
+
+@router.get("/{name}/attempts")
+async def run_attempts(name: str, store: StoreDep) -> dict:
+    """The run's earlier attempts (each kept when the run was resumed), first first."""
+    get_run(store, name)
+    return {"attempts": store.attempts_of(name)}
+
+
 @router.post("/{name}/rerun", status_code=201, response_model=RunPublic)
 async def rerun_run(
     name: str,

@@ -19,7 +19,7 @@ from app.sweeps import SweepRecord, Sweeps, key_overrides
 router = APIRouter(prefix="/sweeps", tags=["sweeps"])
 
 
-def get_sweeps(request: Request) -> Sweeps:
+async def get_sweeps(request: Request) -> Sweeps:
     return Sweeps(request.app.state.manager)
 
 
