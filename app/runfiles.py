@@ -101,9 +101,9 @@ LOG_WINDOW_BYTES = 4 << 20  # the most of a log one answer carries; page with of
 
 @dataclass(frozen=True)
 class LogSlice:
-    """Part of a log: ``text`` is the file's bytes ``[start, end)`` (of ``size``), decoded."""
+    """Part of a log: ``data`` is the file's bytes ``[start, end)`` (of ``size``)."""
 
-    text: str
+    data: bytes
     start: int
     end: int
     size: int
@@ -112,6 +112,21 @@ class LogSlice:
     @property
     def truncated(self) -> bool:
         return self.start > 0
+
+    @property
+    def text(self) -> str:
+        return self.data.decode("utf-8", errors="replace")
+
+    def utf8(self) -> bytes:
+        """The bytes to send as UTF-8 text: as they are when they are (the usual case: no copy), else with
+        each invalid sequence replaced. Megabytes of a log go out without a decode and an encode."""
+        if self.data.isascii():
+            return self.data
+        try:
+            self.data.decode("utf-8")
+            return self.data
+        except UnicodeDecodeError:
+            return self.text.encode()
 
 
 def read_tail(path: Path, lines: int, max_bytes: int = LOG_WINDOW_BYTES, end: int | None = None) -> LogSlice:
@@ -124,7 +139,7 @@ def read_tail(path: Path, lines: int, max_bytes: int = LOG_WINDOW_BYTES, end: in
             size = f.seek(0, os.SEEK_END)
             end = size if end is None else min(end, size)
             if lines <= 0:
-                return LogSlice("", end, end, size)
+                return LogSlice(b"", end, end, size)
             pos, data = end, b""
             while pos > 0 and end - pos < max_bytes:
                 body = data[:-1] if data.endswith(b"\n") else data
@@ -136,7 +151,7 @@ def read_tail(path: Path, lines: int, max_bytes: int = LOG_WINDOW_BYTES, end: in
                 data = f.read(step) + data
             at_line_start = pos == 0 or (f.seek(pos - 1) >= 0 and f.read(1) == b"\n")
     except OSError:
-        return LogSlice("", 0, 0, 0)
+        return LogSlice(b"", 0, 0, 0)
     trailing = data.endswith(b"\n")
     pieces = (data[:-1] if trailing else data).split(b"\n") if data else []
     start, cut = pos, False
@@ -149,7 +164,7 @@ def read_tail(path: Path, lines: int, max_bytes: int = LOG_WINDOW_BYTES, end: in
         start += sum(len(p) + 1 for p in pieces[:-lines])
         pieces = pieces[-lines:]
     text = b"\n".join(pieces) + (b"\n" if trailing and pieces else b"")
-    return LogSlice(text.decode("utf-8", errors="replace"), start, end, size, cut)
+    return LogSlice(text, start, end, size, cut)
 
 
 def read_range(path: Path, offset: int, length: int = LOG_WINDOW_BYTES) -> LogSlice:
@@ -162,10 +177,10 @@ def read_range(path: Path, offset: int, length: int = LOG_WINDOW_BYTES) -> LogSl
             f.seek(offset)
             data = f.read(length)
     except OSError:
-        return LogSlice("", 0, 0, 0)
+        return LogSlice(b"", 0, 0, 0)
     if offset + len(data) < size and b"\n" in data:
         data = data[: data.rfind(b"\n") + 1]
-    return LogSlice(data.decode("utf-8", errors="replace"), offset, offset + len(data), size)
+    return LogSlice(data, offset, offset + len(data), size)
 
 
 def tail(path: Path, lines: int, max_bytes: int = LOG_WINDOW_BYTES, end: int | None = None) -> str:

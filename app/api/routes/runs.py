@@ -127,11 +127,13 @@ async def run_logs(
         part = await run_in_threadpool(read_tail, path, lines)
         follower = _follow(store, path, name, part.text, part.end, manager.closing)
         return StreamingResponse(follower, media_type="text/plain", headers=_log_headers(part))
+    # A big log is read (and made valid UTF-8) off the event loop: other requests do not wait for it.
     if offset is not None:
         part = await run_in_threadpool(read_range, path, offset, length)
-    else:  # a big log is read off the event loop: other requests do not wait for it
+    else:
         part = await run_in_threadpool(read_tail, path, lines)
-    return PlainTextResponse(part.text, headers=_log_headers(part))
+    body = await run_in_threadpool(part.utf8)
+    return Response(body, media_type="text/plain; charset=utf-8", headers=_log_headers(part))
 
 
 def _log_headers(part: LogSlice) -> dict[str, str]:
