@@ -102,7 +102,9 @@ def test_compose_up_serves_and_runs_a_container(engine, trainer_image, api_image
             # Compose comes up with auth on: nothing without a token, then the README's first-user step.
             refused = http.post("/runs", json={"overrides": TINY})
             assert refused.status_code == 401 and "users add" in refused.json()["detail"], refused.text
-            made = compose(env, "exec", "-T", "api", "python", "-m", "app", "users", "add", "alice", "--admin")
+            made = compose(
+                env, "exec", "-T", "api", "python", "-m", "app", "users", "add", "alice", "--admin"
+            )
             assert made.returncode == 0, made.stdout + made.stderr
             http.headers["Authorization"] = f"Bearer {made.stdout.strip()}"
             response = http.post("/runs", json={"overrides": TINY})
