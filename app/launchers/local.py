@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from app.launchers.base import LOST, Launcher, LaunchError, LaunchSpec, Outcome
-from app.launchers.local_wrapper import proc_stat, start_time
+from app.launchers.local_wrapper import proc_stat, read_exit_code, start_time
 from trainer.atomic import write_atomic
 
 if TYPE_CHECKING:
@@ -202,10 +202,7 @@ class LocalLauncher(Launcher):
         return Outcome.from_exit_code(code)
 
     def _exit_code(self, name: str) -> int | None:
-        try:
-            return int((self.state.run(name) / "exit_code").read_text())
-        except (OSError, ValueError):
-            return None
+        return read_exit_code(self.state.run(name))
 
     def _running(self, name: str, pid: int, started: str) -> bool:
         with self._lock:

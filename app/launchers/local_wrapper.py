@@ -37,6 +37,14 @@ def start_time(pid: int) -> str:
     return proc_stat(pid)[19]
 
 
+def read_exit_code(state_dir: Path) -> int | None:
+    """The exit code a wrapper recorded in ``state_dir`` (this one, or the Slurm job's), or None yet."""
+    try:
+        return int((state_dir / "exit_code").read_text())
+    except (OSError, ValueError):
+        return None
+
+
 def main(argv: list[str]) -> int:
     state_dir = Path(argv[1])
     command = argv[3:] if len(argv) > 3 and argv[2] == "--" else []

@@ -41,6 +41,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from app.core.config import Settings, settings_error
 from app.launchers.base import LOST, EngineUnavailable, Launcher, LaunchError, LaunchSpec, Outcome
 from app.launchers.local import KILLED_AFTER_GRACE
+from app.launchers.local_wrapper import read_exit_code
 from app.launchers.slurm_wrapper import CANCEL_MARKER
 from app.statedir import StateDir
 from trainer.atomic import write_atomic
@@ -409,10 +410,7 @@ class SlurmLauncher(Launcher):
         return Outcome.from_exit_code(code)
 
     def _exit_code(self, name: str) -> int | None:
-        try:
-            return int((self.state.run(name) / "exit_code").read_text())
-        except (OSError, ValueError):
-            return None
+        return read_exit_code(self.state.run(name))
 
     def _run(self, cmd: list[str], env: dict[str, str] | None = None, launch: bool = False) -> str:
         """A Slurm command's stdout. A controller that cannot be reached: EngineUnavailable (the run stays
