@@ -24,7 +24,8 @@ TERMINAL = frozenset({RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED
 
 @dataclass
 class RunRecord:
-    """One row of the store."""
+    """One row of the store. A record read from the store may be shared with other readers (the store
+    decodes each row once): do not change it in place; ``dataclasses.replace`` makes a changed copy."""
 
     seq: int
     name: str

@@ -124,6 +124,7 @@ MIGRATIONS: tuple[str, ...] = (
 SCHEMA_VERSION = len(MIGRATIONS)
 
 COLUMNS = tuple(f.name for f in fields(RunRecord))
+MEMO_ROWS = 4096  # decoded rows kept (a few MB): the pages clients poll, and every queued and running run
 _SELECT = ", ".join(COLUMNS)
 # How a field is kept in its column, where that is not the value itself.
 _JSON = frozenset({"overrides", "seed", "gpus", "resources"})
@@ -200,6 +201,7 @@ class RunStore:
         self._local = threading.local()
         self._version = 0  # bumped by every write: what was read before may be stale
         self._counts: dict[tuple, tuple[int, int]] = {}
+        self._decoded: dict[tuple, RunRecord] = {}  # a row, as read -> its record (see ``_select``)
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
@@ -226,8 +228,20 @@ class RunStore:
     # --- reads -------------------------------------------------------------------------------------------
 
     def _select(self, where: str = "", params: Iterable[Any] = (), tail: str = "") -> list[RunRecord]:
+        """Records are decoded once per row content: a row read again unchanged (the same page polled by
+        many clients) gives the same ``RunRecord`` object, which callers treat as read-only (they change a
+        record with ``dataclasses.replace``). Decoding a row's JSON columns was most of a page's cost."""
         sql = f"SELECT {_SELECT} FROM runs {where} {tail}"
-        return [_record(row) for row in self._reader().execute(sql, tuple(params))]
+        memo, records = self._decoded, []
+        for row in self._reader().execute(sql, tuple(params)):
+            record = memo.get(row)
+            if record is None:
+                record = _record(row)
+                if len(memo) >= MEMO_ROWS:  # dict operations are atomic: readers on many threads are safe
+                    memo.clear()
+                memo[row] = record
+            records.append(record)
+        return records
 
     def get(self, name: str) -> RunRecord | None:
         found = self._select("WHERE name = ?", (name,))

@@ -105,12 +105,57 @@ class Health(BaseModel):
 
 class RunView:
     """Turns records into answers: adds what a client sees beside the record (its place in the fair queue,
-    why queued runs wait, its progress from progress.json, an outcome not yet recorded)."""
+    why queued runs wait, its progress from progress.json, an outcome not yet recorded).
+
+    The polling paths (``one_json``, ``many_json``) keep each run's JSON: a run whose record (the store
+    hands out the same object while its row is unchanged), place in the queue, waiting reason and
+    progress (the same parsed object while progress.json is unchanged) are all as before is not built and
+    serialized again. That was most of the cost of a page of 50 runs."""
 
     def __init__(self, files: RunFiles, manager: RunManager) -> None:
         self.files, self.manager = files, manager
 
     def one(self, record: RunRecord, positions: Mapping[str, int] | None = None) -> RunPublic:
+        return _public(*self._inputs(record, positions))
+
+    def many(self, records: list[RunRecord], total: int, next_before: int | None = None) -> RunsPublic:
+        positions = self._positions(records)
+        return RunsPublic(
+            data=[self.one(r, positions) for r in records], count=total, next_before=next_before
+        )
+
+    def one_json(self, record: RunRecord, positions: Mapping[str, int] | None = None) -> bytes:
+        """``one(record).model_dump_json()``, from the cache when nothing it shows has changed."""
+        inputs = self._inputs(record, positions)
+        if inputs[0] is not record:  # an outcome not yet recorded: a passing state, not worth keeping
+            return _public(*inputs).model_dump_json().encode()
+        key = id(record)
+        hit = _FRAGMENTS.get(key)
+        # The entry holds the record and progress objects themselves, so neither id can be reused by
+        # another object while it is kept; ``is`` compares them without looking inside.
+        if hit is not None and hit[0] is record and hit[1] == inputs[1:3] and hit[2] is inputs[3]:
+            return hit[3]
+        body = _public(*inputs).model_dump_json().encode()
+        if len(_FRAGMENTS) >= FRAGMENTS_KEPT:
+            _FRAGMENTS.clear()
+        _FRAGMENTS[key] = (record, inputs[1:3], inputs[3], body)
+        return body
+
+    def many_json(self, records: list[RunRecord], total: int, next_before: int | None = None) -> bytes:
+        """``many(...).model_dump_json()``, each run from ``one_json``."""
+        positions = self._positions(records)
+        data = b",".join([self.one_json(r, positions) for r in records])
+        after = b"null" if next_before is None else str(int(next_before)).encode()
+        return b'{"data":[%s],"count":%d,"next_before":%s}' % (data, total, after)
+
+    def _positions(self, records: list[RunRecord]) -> Mapping[str, int]:
+        any_queued = any(r.status == RunStatus.QUEUED for r in records)
+        return self.manager.queue_positions() if any_queued else {}
+
+    def _inputs(
+        self, record: RunRecord, positions: Mapping[str, int] | None
+    ) -> tuple[RunRecord, int | None, str | None, dict[str, Any] | None]:
+        """Everything a run's answer is made of: (record, queue position, waiting reason, progress)."""
         ending = self.manager.ended.get(record.name) if record.status == RunStatus.RUNNING else None
         if ending is not None:  # it ended; the store has not taken the write yet (a full disk)
             record = dataclasses.replace(
@@ -124,35 +169,9 @@ class RunView:
         queued = record.status == RunStatus.QUEUED
         if queued and positions is None:
             positions = self.manager.queue_positions()
-        progress = (self.files.progress(record.run_dir) if not queued else None) or {}
-        return RunPublic(
-            name=record.name,
-            status=record.status,
-            owner=record.owner,
-            config_name=record.config_name,
-            overrides=record.overrides,
-            created_at=_utc(record.created_at),
-            started_at=_utc(record.started_at),
-            finished_at=_utc(record.finished_at),
-            exit_code=record.exit_code,
-            reason=record.reason,
-            log_tail=record.log_tail,
-            gpus=record.gpus,
-            run_dir=record.run_dir,
-            progress=progress.get("progress"),
-            metrics=progress.get("metrics") or {},
-            rerun_of=record.rerun_of,
-            cancelled_by=record.cancelled_by,
-            attempts=record.attempts,
-            queue_position=(positions or {}).get(record.name) if queued else None,
-            waiting_reason=self._waiting(record, queued),
-            disk_bytes=record.disk_bytes,
-            deleted_at=_utc(record.deleted_at),
-            deleted_by=record.deleted_by,
-            resources=record.resources,
-            sweep=record.sweep,
-            sweep_index=record.sweep_index,
-        )
+        position = (positions or {}).get(record.name) if queued else None
+        progress = self.files.progress(record.run_dir) if not queued else None
+        return record, position, self._waiting(record, queued), progress
 
     def _waiting(self, record: RunRecord, queued: bool) -> str | None:
         if queued:
@@ -160,12 +179,43 @@ class RunView:
         attempt = self.manager.requeued.get(record.name) if record.status == RunStatus.RUNNING else None
         return f"requeued: preempted, waiting to run again as attempt {attempt}" if attempt else None
 
-    def many(self, records: list[RunRecord], total: int, next_before: int | None = None) -> RunsPublic:
-        any_queued = any(r.status == RunStatus.QUEUED for r in records)
-        positions = self.manager.queue_positions() if any_queued else {}
-        return RunsPublic(
-            data=[self.one(r, positions) for r in records], count=total, next_before=next_before
-        )
+
+FRAGMENTS_KEPT = 4096  # runs' JSON kept (about 1 KB each)
+_FRAGMENTS: dict[int, tuple[RunRecord, tuple[int | None, str | None], Any, bytes]] = {}
+
+
+def _public(
+    record: RunRecord, position: int | None, waiting: str | None, progress: dict[str, Any] | None
+) -> RunPublic:
+    progress = progress or {}
+    return RunPublic(
+        name=record.name,
+        status=record.status,
+        owner=record.owner,
+        config_name=record.config_name,
+        overrides=record.overrides,
+        created_at=_utc(record.created_at),
+        started_at=_utc(record.started_at),
+        finished_at=_utc(record.finished_at),
+        exit_code=record.exit_code,
+        reason=record.reason,
+        log_tail=record.log_tail,
+        gpus=record.gpus,
+        run_dir=record.run_dir,
+        progress=progress.get("progress"),
+        metrics=progress.get("metrics") or {},
+        rerun_of=record.rerun_of,
+        cancelled_by=record.cancelled_by,
+        attempts=record.attempts,
+        queue_position=position,
+        waiting_reason=waiting,
+        disk_bytes=record.disk_bytes,
+        deleted_at=_utc(record.deleted_at),
+        deleted_by=record.deleted_by,
+        resources=record.resources,
+        sweep=record.sweep,
+        sweep_index=record.sweep_index,
+    )
 
 
 class Usage(BaseModel):

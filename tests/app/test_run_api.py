@@ -283,3 +283,49 @@ def test_an_odd_progress_file_never_fails_the_poll(client, output_dir):
         assert listed.status_code == 200
     path.write_text('{"metrics": {"train_loss": NaN, "acc": 0.5}}')
     assert client.get(f"/runs/{run['name']}").json()["metrics"] == {"train_loss": None, "acc": 0.5}
+
+
+def test_polled_answers_follow_every_change_and_are_the_models_json(client, output_dir):
+    """The polling paths keep each run's JSON while nothing it shows changes (app/api/public.py): a new
+    progress.json, a new place in the queue and a new status each show in the next answer, and every
+    answer is exactly what the response model would serialize."""
+    import json
+
+    from app.api.public import RunPublic, RunsPublic
+
+    def one(name: str) -> dict:
+        r = client.get(f"/runs/{name}")
+        assert RunPublic.model_validate_json(r.content).model_dump_json().encode() == r.content
+        return r.json()
+
+    def listing() -> dict:
+        r = client.get("/runs", params={"limit": 10})
+        assert RunsPublic.model_validate_json(r.content).model_dump_json().encode() == r.content
+        return r.json()
+
+    holder = submit(client, "+extra.fake_sleep=30")
+    holder = wait_for(client, holder["name"], {"running"})
+    second, third = submit(client, "+extra.fake_sleep=0"), submit(client, "+extra.fake_sleep=0")
+    assert [one(second["name"])["queue_position"], one(third["name"])["queue_position"]] == [1, 2]
+    assert [r["queue_position"] for r in listing()["data"]] == [2, 1, None]
+
+    progress = output_dir / holder["run_dir"] / "progress.json"
+    deadline = time.monotonic() + 10
+    while not progress.exists():  # the fake trainer makes the run directory and writes it first
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    for step in (7, 8):
+        deadline = time.monotonic() + 10
+        while (one(holder["name"])["progress"] or {}).get("step") != step:  # the fake trainer writes too
+            progress.write_text(json.dumps({"global_step": step, "total_steps": 100, "fraction": step / 100}))
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert listing()["data"][2]["progress"]["step"] == step
+
+    client.post(f"/runs/{second['name']}/cancel")
+    assert one(second["name"])["status"] == "cancelled" and one(second["name"])["queue_position"] is None
+    assert one(third["name"])["queue_position"] == 1
+    assert [r["status"] for r in listing()["data"]] == ["queued", "cancelled", "running"]
+    client.post(f"/runs/{holder['name']}/cancel")
+    assert wait_for(client, third["name"])["status"] == "succeeded"
+    assert [r["status"] for r in listing()["data"]] == ["succeeded", "cancelled", "cancelled"]
