@@ -21,7 +21,7 @@ from fastapi import FastAPI
 from app.api.auth import AuthPolicy
 from app.api.body import RequestBodyGuard
 from app.api.errors import install_error_handlers
-from app.api.router import api_router
+from app.api.router import mount_routes
 from app.core.config import Settings, SettingsError, load_settings
 from app.launchers import build_launcher
 from app.lifecycle import RunManager
@@ -178,5 +178,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.auth = auth
     install_error_handlers(app)
     app.add_middleware(RequestBodyGuard)
-    app.include_router(api_router)
+    mount_routes(app)
     return app

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -124,27 +125,33 @@ class RunView:
             data=[self.one(r, positions) for r in records], count=total, next_before=next_before
         )
 
-    def one_json(self, record: RunRecord, positions: Mapping[str, int] | None = None) -> bytes:
+    def one_json(
+        self, record: RunRecord, positions: Mapping[str, int] | None = None, now: float | None = None
+    ) -> bytes:
         """``one(record).model_dump_json()``, from the cache when nothing it shows has changed."""
-        inputs = self._inputs(record, positions)
-        if inputs[0] is not record:  # an outcome not yet recorded: a passing state, not worth keeping
-            return _public(*inputs).model_dump_json().encode()
+        now = time.monotonic() if now is None else now
         key = id(record)
         hit = _FRAGMENTS.get(key)
         # The entry holds the record and progress objects themselves, so neither id can be reused by
         # another object while it is kept; ``is`` compares them without looking inside.
+        if hit is not None and hit[0] is record and record.status.is_terminal() and now - hit[4] < RECHECK_S:
+            return hit[3]  # an ended run shows its record and its last progress: nothing else to look at
+        inputs = self._inputs(record, positions)
+        if inputs[0] is not record:  # an outcome not yet recorded: a passing state, not worth keeping
+            return _public(*inputs).model_dump_json().encode()
         if hit is not None and hit[0] is record and hit[1] == inputs[1:3] and hit[2] is inputs[3]:
-            return hit[3]
-        body = _public(*inputs).model_dump_json().encode()
-        if len(_FRAGMENTS) >= FRAGMENTS_KEPT:
-            _FRAGMENTS.clear()
-        _FRAGMENTS[key] = (record, inputs[1:3], inputs[3], body)
+            body = hit[3]
+        else:
+            body = _public(*inputs).model_dump_json().encode()
+            if len(_FRAGMENTS) >= FRAGMENTS_KEPT:
+                _FRAGMENTS.clear()
+        _FRAGMENTS[key] = (record, inputs[1:3], inputs[3], body, now)
         return body
 
     def many_json(self, records: list[RunRecord], total: int, next_before: int | None = None) -> bytes:
         """``many(...).model_dump_json()``, each run from ``one_json``."""
-        positions = self._positions(records)
-        data = b",".join([self.one_json(r, positions) for r in records])
+        positions, now = self._positions(records), time.monotonic()
+        data = b",".join([self.one_json(r, positions, now) for r in records])
         after = b"null" if next_before is None else str(int(next_before)).encode()
         return b'{"data":[%s],"count":%d,"next_before":%s}' % (data, total, after)
 
@@ -181,7 +188,10 @@ class RunView:
 
 
 FRAGMENTS_KEPT = 4096  # runs' JSON kept (about 1 KB each)
-_FRAGMENTS: dict[int, tuple[RunRecord, tuple[int | None, str | None], Any, bytes]] = {}
+# An ended run's progress.json is final, but a shared filesystem may show its last write late: looked at
+# again at most this often, not on every poll of a page of finished runs (a stat each).
+RECHECK_S = 2.0
+_FRAGMENTS: dict[int, tuple[RunRecord, tuple[int | None, str | None], Any, bytes, float]] = {}
 
 
 def _public(
