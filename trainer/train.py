@@ -17,6 +17,7 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, WandbLogger
+from lightning.pytorch.plugins.environments import SLURMEnvironment
 from omegaconf import DictConfig, OmegaConf
 
 from trainer import resume, swe
@@ -84,7 +85,16 @@ def build_trainer(job: DictConfig, run_dir: Path, loggers: list, guard: CancelGu
         default_root_dir=run_dir,
         # A service captures stdout as the run's log: no progress bar there (ProgressFile logs each epoch).
         enable_progress_bar=sys.stderr.isatty(),
+        plugins=cluster_plugins(),
     )
+
+
+def cluster_plugins() -> list:
+    """Inside a Slurm job, labrun's job wrapper owns requeueing (app/launchers/slurm_wrapper.py): on
+    SIGUSR1 the trainer checkpoints and exits 75, and the wrapper asks Slurm to requeue. Lightning's own
+    auto-requeue (a SIGUSR1 handler that saves an hpc checkpoint and runs ``scontrol requeue``) would do
+    it a second time, so it is switched off; Lightning still reads the job's ranks from Slurm."""
+    return [SLURMEnvironment(auto_requeue=False)] if SLURMEnvironment.detect() else []
 
 
 def train(job: DictConfig, run_dir: Path, guard: CancelGuard) -> dict[str, float]:

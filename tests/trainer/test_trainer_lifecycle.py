@@ -246,3 +246,20 @@ def test_cleanup_is_not_broken_off_by_a_dataloaders_sigchld_handler(guard):
         signal.signal(signal.SIGCHLD, previous)
     assert after_cleanup == signal.SIG_DFL
     assert calls == []  # the DataLoader's handler never ran
+
+
+def test_inside_a_slurm_job_lightning_does_not_requeue_on_its_own(monkeypatch):
+    """The job wrapper requeues a preempted run (app/launchers/slurm_wrapper.py); Lightning's auto-requeue
+    on SIGUSR1 would requeue it a second time."""
+    from lightning.pytorch.plugins.environments import SLURMEnvironment
+
+    from trainer.train import cluster_plugins
+
+    for key in [k for k in os.environ if k.startswith("SLURM_")]:
+        monkeypatch.delenv(key)
+    assert cluster_plugins() == []  # not in a job: Lightning picks its own environment
+    monkeypatch.setenv("SLURM_NTASKS", "1")
+    monkeypatch.setenv("SLURM_JOB_NAME", "labrun-run")
+    monkeypatch.setenv("SLURM_JOB_ID", "42")
+    (plugin,) = cluster_plugins()
+    assert isinstance(plugin, SLURMEnvironment) and plugin.auto_requeue is False
