@@ -1,0 +1,47 @@
+"""``LABRUN_SLURM_*`` (app/launchers/slurm.py, SlurmSettings): read from the environment once, shell words
+or JSON lists where a list is meant, and a bad value refused with a message that names it. No Slurm is
+needed to read settings: these run everywhere."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from app.launchers.slurm import SlurmSettings
+
+
+def test_lists_are_shell_words_or_json(monkeypatch):
+    monkeypatch.setenv("LABRUN_SLURM_SBATCH_OPTIONS", "--gres=gpu:1 --constraint 'a100|h100'")
+    monkeypatch.setenv("LABRUN_SLURM_TRAINER_COMMAND", '["/opt/venv/bin/python", "-m", "trainer"]')
+    monkeypatch.setenv("LABRUN_SLURM_TIME_LIMIT", "2:00:00")
+    settings = SlurmSettings()
+    assert settings.sbatch_options == ["--gres=gpu:1", "--constraint", "a100|h100"]
+    assert settings.trainer_command == ["/opt/venv/bin/python", "-m", "trainer"]
+    assert settings.time_limit == "2:00:00" and settings.requeue is True
+
+
+def test_defaults_without_any_setting(monkeypatch):
+    for key in ("SBATCH_OPTIONS", "TRAINER_COMMAND", "PARTITION", "CPUS_PER_TASK"):
+        monkeypatch.delenv(f"LABRUN_SLURM_{key}", raising=False)
+    settings = SlurmSettings()
+    assert settings.sbatch_options == [] and settings.trainer_command is None
+    assert settings.partition is None and settings.cpus_per_task == 4
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("SBATCH_OPTIONS", "--output=/tmp/x.log", "labrun sets this option itself"),
+        ("SBATCH_OPTIONS", "-J other", "labrun sets this option itself"),
+        ("CPUS_PER_TASK", "0", "must be at least 1"),
+        ("SIGNAL_BEFORE_S", "-5", "must be at least 1"),
+        ("POLL_INTERVAL_S", "0", "must be more than 0 seconds"),
+        ("COMMAND_TIMEOUT_S", "-1", "must be more than 0 seconds"),
+        ("CPUS_PER_TASK", "four", "cpus_per_task"),
+    ],
+)
+def test_a_bad_value_is_refused_with_its_name(monkeypatch, key, value, message):
+    monkeypatch.setenv(f"LABRUN_SLURM_{key}", value)
+    with pytest.raises(ValidationError, match=message) as caught:
+        SlurmSettings()
+    assert key.lower() in str(caught.value)
