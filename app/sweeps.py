@@ -21,7 +21,7 @@ import contextlib
 import datetime as dt
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -112,18 +112,20 @@ class Sweeps:
         self.manager.check_can_queue(owner, len(runs))  # before the planning: a 429 at once
         swept = hydra_sweep.swept_keys(parsed)
         when = dt.datetime.now()
-        first = self._plan(runs[0], 0, config_name)  # its group choices fill in the name's model/data
+        # One planner for all runs: what they share (the config name, the common lines) is checked once.
+        planner = self.manager.validator.planner(config_name)
+        first = self._plan(planner, runs[0], 0)  # its group choices fill in the name's model/data
         choices = [_choices(lines, first.choices) for lines in runs]
         for attempt in range(1, MAX_RENAMES + 1):
             suffix = f"r{attempt}" if attempt > 1 else ""
             name = hydra_sweep.sweep_name(choices, overrides, when, suffix)
-            plans = [
-                self._plan(
-                    lines, i, config_name, when=when, suffix=suffix, sweep=SweepSlot(name, i, len(runs))
-                )
-                for i, lines in enumerate(runs)
-            ]
-            records = [_sweep_record(p, name, i, owner) for i, p in enumerate(plans)]
+            records = []
+            for i, lines in enumerate(runs):
+                slot = SweepSlot(name, i, len(runs))
+                plan = self._plan(planner, lines, i, when=when, suffix=suffix, sweep=slot)
+                # Only the record is kept: the plan's configs (thousands of objects in reference cycles)
+                # die young, instead of 256 of them living on through the garbage collector's full passes.
+                records.append(_sweep_record(plan, name, i, owner))
             sweep = SweepRecord(
                 seq=0,
                 name=name,
@@ -161,9 +163,9 @@ class Sweeps:
         if total > s.max_overrides_bytes:
             raise InvalidRun(f"overrides total {total} bytes; at most {s.max_overrides_bytes} per sweep")
 
-    def _plan(self, lines: list[str], index: int, config_name: str | None, **placement) -> RunPlan:
+    def _plan(self, planner: Callable[..., RunPlan], lines: list[str], index: int, **placement) -> RunPlan:
         try:
-            return self.manager.validator.plan(lines, config_name, **placement)
+            return planner(lines, **placement)
         except InvalidRun as exc:
             raise InvalidRun(
                 f"run {index} of the sweep ({' '.join(lines)}) is invalid, so nothing was queued: {exc.detail}"

@@ -46,8 +46,11 @@ _OPTION_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+-]*$")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
-def check_overrides(overrides: Sequence[str], settings: Settings) -> list[Override]:
-    """Refuse whatever could reach beyond the run; returns the parsed overrides."""
+def check_overrides(
+    overrides: Sequence[str], settings: Settings, checked: dict[str, Override] | None = None
+) -> list[Override]:
+    """Refuse whatever could reach beyond the run; returns the parsed overrides. ``checked``: the lines of
+    the same request already found safe (each line's checks depend on the line alone), filled in here."""
     if len(overrides) > settings.max_overrides:
         raise InvalidRun(f"too many overrides ({len(overrides)}); at most {settings.max_overrides} per run")
     for line in overrides:
@@ -63,6 +66,9 @@ def check_overrides(overrides: Sequence[str], settings: Settings) -> list[Overri
         raise InvalidRun(f"overrides total {total} bytes; at most {settings.max_overrides_bytes} per run")
     parsed = []
     for line in overrides:
+        if checked is not None and (known := checked.get(line)) is not None:
+            parsed.append(known)
+            continue
         if len(line) > settings.max_override_chars:
             raise InvalidRun(
                 f"override {line[:40]!r}... is {len(line)} characters; at most {settings.max_override_chars}"
@@ -77,6 +83,8 @@ def check_overrides(overrides: Sequence[str], settings: Settings) -> list[Overri
             raise InvalidRun(f"override {line!r} cannot be parsed: {exc}; write key=value") from None
         _check_one(override)
         parsed.append(override)
+        if checked is not None:
+            checked[line] = override
     return parsed
 
 
@@ -174,21 +182,37 @@ class RunValidator:
 
     def plan(self, overrides: Sequence[str], config_name: str | None, **placement: Any) -> RunPlan:
         """``placement``: ``when``/``suffix``/``sweep`` for ``plan_run`` (a sweep's runs, app/sweeps.py)."""
+        return self.planner(config_name)(overrides, **placement)
+
+    def planner(self, config_name: str | None) -> Callable[..., RunPlan]:
+        """``plan`` for the many runs of one request (a sweep's): every run is checked and planned whole,
+        with ``plan``'s errors, but what the runs share is checked once: the config name (a directory
+        listing; refused on the first run, as ``plan`` would) and each distinct override line (a sweep's
+        runs share all their lines but the swept ones)."""
         config_name = config_name or trainer_config.DEFAULT_CONFIG_NAME
-        names = trainer_config.config_names()
-        if config_name not in names:
-            raise InvalidRun(f"unknown config_name {config_name!r}; available: {', '.join(names)}")
-        overrides = list(overrides)
-        check_overrides(overrides, self.settings)
-        try:
-            return plan_run(
-                overrides,
-                config_name,
-                log_dir=self.settings.output_dir,
-                limits=self.limits,
-                compose=self._compose,
-                base=self._base,
-                **placement,
-            )
-        except trainer_config.ConfigError as exc:
-            raise InvalidRun(str(exc)) from None
+        name_known = False
+        checked: dict[str, Override] = {}
+
+        def plan(overrides: Sequence[str], **placement: Any) -> RunPlan:
+            nonlocal name_known
+            if not name_known:
+                names = trainer_config.config_names()
+                if config_name not in names:
+                    raise InvalidRun(f"unknown config_name {config_name!r}; available: {', '.join(names)}")
+                name_known = True
+            overrides = list(overrides)
+            check_overrides(overrides, self.settings, checked)
+            try:
+                return plan_run(
+                    overrides,
+                    config_name,
+                    log_dir=self.settings.output_dir,
+                    limits=self.limits,
+                    compose=self._compose,
+                    base=self._base,
+                    **placement,
+                )
+            except trainer_config.ConfigError as exc:
+                raise InvalidRun(str(exc)) from None
+
+        return plan

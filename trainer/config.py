@@ -28,6 +28,7 @@ from omegaconf.errors import (
     ConfigAttributeError,
     ConfigKeyError,
     ConfigTypeError,
+    MissingMandatoryValue,
     OmegaConfBaseException,
     ValidationError,
 )
@@ -45,6 +46,7 @@ __all__ = [
     "conf_dir",
     "config_names",
     "job_config",
+    "resolve_job",
 ]
 
 DEFAULT_CONFIG_NAME = "neuraloperator"
@@ -121,23 +123,29 @@ def job_config(cfg: DictConfig, in_place: bool = False) -> DictConfig:
     """The run's config without the hydra node, every interpolation resolved (no side effects: labrun's
     conf/ uses no resolver that touches the disk). Errors name the key that failed to resolve.
     ``in_place`` skips a copy (~1.5 ms) when the caller owns ``cfg`` and no longer needs its hydra node."""
+    return resolve_job(cfg, in_place)[0]
+
+
+def resolve_job(cfg: DictConfig, in_place: bool = False) -> tuple[DictConfig, dict[str, Any]]:
+    """``job_config``, and the job as plain values: ``check_job`` and the estimate read those ~10x faster
+    than the config, and making them is how a missing value is found (``plan_run`` takes both)."""
     job = cfg if in_place else copy.deepcopy(cfg)
     with open_dict(job):
         job.pop("hydra", None)
     try:
         OmegaConf.resolve(job)
-        _check_missing(job)
+        values = _plain_values(job)
     except OmegaConfBaseException as exc:
         key = getattr(exc, "full_key", None)
         where = f"{key}: " if key else ""
         raise ConfigError(f"{where}{_clean(str(exc))}") from exc
-    return job
+    return job, values
 
 
-def check_job(job: DictConfig) -> None:
+def check_job(job: DictConfig | dict[str, Any]) -> None:
     """The schema's value rules (ranges, choices, patterns) and its rules over several keys, on the resolved
-    job config; each message names the key, the value and what is allowed. The trainer and the service's
-    validation both run them."""
+    job config or its plain values; each message names the key, the value and what is allowed. The trainer
+    and the service's validation both run them."""
     schema.check(job)
 
 
@@ -166,12 +174,18 @@ def explain(exc: Exception) -> str:
     return message
 
 
-def _check_missing(job: DictConfig) -> None:
-    missing = sorted(OmegaConf.missing_keys(job))
-    if missing:
+def _plain_values(job: DictConfig) -> dict[str, Any]:
+    """The resolved job as plain values, or a ConfigError naming every missing mandatory value. One pass
+    that stops at a missing value; only then are they all listed (``missing_keys`` costs 3x the pass)."""
+    try:
+        return OmegaConf.to_container(job, throw_on_missing=True)  # type: ignore[return-value]
+    except MissingMandatoryValue:
+        missing = sorted(OmegaConf.missing_keys(job))
+        if not missing:  # pragma: no cover - to_container and missing_keys agree on what is missing
+            raise
         raise ConfigError(
             f"missing mandatory value: {', '.join(missing)}; set it with an override, e.g. {missing[0]}=<value>"
-        )
+        ) from None
 
 
 def _clean(message: str) -> str:

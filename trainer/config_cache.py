@@ -13,8 +13,10 @@ module cannot prove it handles exactly like compose (package overrides ``@``, de
 every error message, so errors are Hydra's own. ``tests/perf/test_config_cache.py`` checks equality of the
 resolved job configs and of the errors against the real compose over a corpus of override lists.
 
-The returned config carries only the parts of the hydra node labrun reads (``runtime.choices``,
-``overrides.task``, ``job.override_dirname``); the trainer itself always uses the real compose.
+The returned config carries only the part of the hydra node labrun reads (``runtime.choices``): the
+request's own entries (``overrides.task``, ``job.override_dirname``) cost a third of a compose to write per
+request and nothing read them (run names are made by ``trainer/naming.py``). The trainer itself always uses
+the real compose.
 """
 
 from __future__ import annotations
@@ -27,10 +29,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 
-from hydra._internal.config_loader_impl import (  # private: pinned hydra-core==1.3.8
-    ConfigLoaderImpl,
-    get_overrides_dirname,
-)
+from hydra._internal.config_loader_impl import ConfigLoaderImpl  # private: pinned hydra-core==1.3.8
 from hydra.core.override_parser.types import Override
 from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -78,8 +77,8 @@ class ConfigCache:
         if split is None:
             return config.compose_config(overrides, config_name, self.directory)
         group_lines, value_overrides = split
-        base, frozen = self._base_and_copy(config_name, group_lines)
-        # A deep copy of base, 5x faster than copy.deepcopy (OmegaConf's own __deepcopy__ is Python).
+        _, frozen = self._base_and_copy(config_name, group_lines)
+        # A deep copy of the base, 5x faster than copy.deepcopy (OmegaConf's own __deepcopy__ is Python).
         cfg = pickle.loads(frozen)
         try:
             ConfigLoaderImpl._apply_overrides_to_config(value_overrides, cfg)
@@ -87,14 +86,6 @@ class ConfigCache:
             # Hydra raised while applying a value: let the real compose raise the very same error.
             return config.compose_config(overrides, config_name, self.directory)
         schema.unknown_keys(cfg)  # as compose_config does after a compose: same check, same message
-        with open_dict(cfg):
-            cfg.hydra.overrides.task = [o.input_line for o in parsed]
-            cfg.hydra.job.override_dirname = get_overrides_dirname(
-                overrides=parsed,
-                kv_sep=base.hydra.job.config.override_dirname.kv_sep,
-                item_sep=base.hydra.job.config.override_dirname.item_sep,
-                exclude_keys=list(base.hydra.job.config.override_dirname.exclude_keys),
-            )
         return cfg
 
     def base(
@@ -165,15 +156,7 @@ def _split(parsed: list[Override], groups: frozenset[str]) -> tuple[tuple[str, .
 
 def _slim(full: DictConfig) -> DictConfig:
     """The composed config with a hydra node cut to what labrun reads; copying it is then cheap."""
-    hydra = full.hydra
-    slim_hydra = {
-        "runtime": {"choices": OmegaConf.to_container(hydra.runtime.choices)},
-        "overrides": {"task": []},
-        "job": {
-            "override_dirname": "",
-            "config": {"override_dirname": OmegaConf.to_container(hydra.job.config.override_dirname)},
-        },
-    }
+    slim_hydra = {"runtime": {"choices": OmegaConf.to_container(full.hydra.runtime.choices)}}
     with open_dict(full):
         full.hydra = slim_hydra
     return full

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 from pathlib import Path
 
@@ -165,6 +166,32 @@ def test_config_name_must_be_one_of_the_configs(validator):
     for name in ("../conf/neuraloperator", "globals", "nope", "neuraloperator.yaml"):
         with pytest.raises(InvalidRun, match="unknown config_name"):
             validator.plan([], name)
+
+
+def test_a_planner_checks_every_run_as_plan_does(validator):
+    # A sweep's planner checks what its runs share once: each run must still get plan's answer or error,
+    # also after the same lines passed in an earlier run.
+    def outcome(planner, lines):
+        try:
+            run = planner(lines, when=when)
+        except InvalidRun as exc:
+            return exc.detail
+        return run.name, run.run_dir, run.resources, run.gpu_need, run.seed
+
+    when = dt.datetime(2026, 1, 2, 3, 4, 5)  # one time: the names compare
+    planner = validator.planner(None)
+    runs = [
+        ["model=fno", "training.lr=0.01"],
+        ["model=fno", "training.lr=5"],  # a shared line already known, a bad value
+        ["model=fno", "+x=${oc.env:HOME}"],
+        ["model=fno", "model=fno", "data=nope"],
+        ["model=fno"] * 65,  # known lines, but too many of them
+        ["model=fno", "training.lr=0.02"],
+    ]
+    for lines in runs:
+        assert outcome(planner, lines) == outcome(lambda o, **p: validator.plan(o, None, **p), lines)
+    with pytest.raises(InvalidRun, match="unknown config_name 'nope'"):
+        validator.planner("nope")(["model=fno"])
 
 
 def test_validation_creates_nothing_and_derives_name_dir_and_gpu_need(output_dir):

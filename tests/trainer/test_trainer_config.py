@@ -4,6 +4,7 @@ message naming the key, nothing created."""
 from __future__ import annotations
 
 import pytest
+from omegaconf import OmegaConf
 from trainer_helpers import TINY, run_cli
 
 from trainer import config
@@ -92,6 +93,21 @@ def test_devices_list_and_precision_string_accepted():
 def test_bad_overrides_name_the_key(overrides, named):
     with pytest.raises(config.ConfigError, match=named.replace(".", r"\.")):
         config.check_job(compose_job(overrides))  # what the CLI and the service both run
+
+
+def test_missing_values_are_all_named_and_the_plain_values_match_the_job():
+    # resolve_job finds a missing value by converting the job to plain values (one pass), then lists
+    # them all in OmegaConf's words; without one, those plain values are what check_job and the estimate read.
+    with pytest.raises(config.ConfigError) as missing:
+        compose_job(["model.hidden_channels=???", "seed=???", "model.n_modes=[32,???]"])
+    assert str(missing.value) == (
+        "missing mandatory value: model.hidden_channels, model.n_modes[1], seed; "
+        "set it with an override, e.g. model.hidden_channels=<value>"
+    )
+    cfg = config.compose_checked(["model=fno"])
+    config.assign_run_name(cfg, ["model=fno"])
+    job, values = config.resolve_job(cfg)
+    assert values == OmegaConf.to_container(job) and values["model"]["n_modes"] == [32, 32]
 
 
 @pytest.mark.parametrize(
