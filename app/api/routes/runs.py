@@ -230,7 +230,7 @@ async def rerun_run(
     return view.one(record)
 
 
-def _created(response: Response, name: str, replayed: bool) -> None:
-    response.headers["Location"] = f"/runs/{name}"
+def _created(response: Response, name: str, replayed: bool, collection: str = "runs") -> None:
+    response.headers["Location"] = f"/{collection}/{name}"
     if replayed:
         response.headers["Idempotent-Replayed"] = "true"

@@ -13,6 +13,7 @@ from starlette.concurrency import run_in_threadpool
 from app.api.auth import Caller, CallerDep
 from app.api.deps import IdempotencyKey, ViewDep
 from app.api.public import RunCreate, SweepPublic, SweepsPublic, SweepView
+from app.api.routes.runs import _created  # Location and Idempotent-Replayed, as for a run
 from app.errors import Forbidden
 from app.sweeps import SweepRecord, Sweeps, key_overrides
 
@@ -42,7 +43,7 @@ async def submit_sweep(
     sweep, replayed = await run_in_threadpool(
         sweeps.submit, body.overrides, body.config_name, idempotency_key, caller.name
     )
-    _created(response, sweep.name, replayed)
+    _created(response, sweep.name, replayed, "sweeps")
     return await run_in_threadpool(_public, sweeps, view, sweep)
 
 
@@ -96,7 +97,7 @@ async def rerun_sweep(
     when there are none."""
     _check_may_change(caller, sweeps.get(name), "rerun")
     sweep, replayed = await run_in_threadpool(sweeps.rerun, name, idempotency_key, caller.name)
-    _created(response, sweep.name, replayed)
+    _created(response, sweep.name, replayed, "sweeps")
     return await run_in_threadpool(_public, sweeps, view, sweep)
 
 
@@ -110,9 +111,3 @@ def _check_may_change(caller: Caller, sweep: SweepRecord, action: str) -> None:
             f"sweep {sweep.name!r} is {sweep.owner}'s; only they or an admin may {action} it "
             f"(you are {caller.name})"
         )
-
-
-def _created(response: Response, name: str, replayed: bool) -> None:
-    response.headers["Location"] = f"/sweeps/{name}"
-    if replayed:
-        response.headers["Idempotent-Replayed"] = "true"
