@@ -94,7 +94,8 @@ def cluster_plugins() -> list:
     SIGUSR1 the trainer checkpoints and exits 75, and the wrapper asks Slurm to requeue. Lightning's own
     auto-requeue (a SIGUSR1 handler that saves an hpc checkpoint and runs ``scontrol requeue``) would do
     it a second time, so it is switched off; Lightning still reads the job's ranks from Slurm."""
-    return [SLURMEnvironment(auto_requeue=False)] if SLURMEnvironment.detect() else []
+    in_job = "SLURM_JOB_ID" in os.environ  # first: detect() warns on any machine that has srun at all
+    return [SLURMEnvironment(auto_requeue=False)] if in_job and SLURMEnvironment.detect() else []
 
 
 def train(job: DictConfig, run_dir: Path, guard: CancelGuard) -> dict[str, float]:
