@@ -113,4 +113,11 @@ class StopOnCancel(L.Callback):
         if self.guard.received:
             raise RunCancelled(self.guard.reason)
 
-    on_train_batch_start = on_validation_batch_start = on_train_epoch_start = _check
+    on_train_batch_start = on_train_epoch_start = _check
+
+    def on_validation_batch_start(self, *args: Any) -> None:
+        # A preemption lets a validation that has begun finish: stopped inside it, the checkpoint resumes
+        # after that epoch's training with its validation never run (an epoch missing from the metrics).
+        # The stop then comes at the next training batch or epoch. A cancel stops at once.
+        if not self.guard.preempted:
+            self._check()

@@ -108,17 +108,21 @@ def save_on_preempt_callback(guard: Any, ckpt_dir: str | os.PathLike) -> Any:
 
 def preempt_after_epochs_callback() -> Any:
     """Operations/test hook: ``LABRUN_PREEMPT_AFTER_EPOCHS=N`` sends this process SIGUSR1 after epoch N (on
-    the first attempt only): a preemption at an epoch boundary, to check that a resumed run ends the same."""
-    value = os.environ.get("LABRUN_PREEMPT_AFTER_EPOCHS", "")
-    if not value.isdigit() or resuming():
+    the first attempt only): a preemption at an epoch boundary, to check that a resumed run ends the same.
+    ``LABRUN_PREEMPT_IN_VALIDATION=N``: the same, at the first validation batch of epoch N (0-based)."""
+    after = os.environ.get("LABRUN_PREEMPT_AFTER_EPOCHS", "")
+    during = os.environ.get("LABRUN_PREEMPT_IN_VALIDATION", "")
+    if not (after.isdigit() or during.isdigit()) or resuming():
         return None
     import lightning as L
 
-    after = int(value)
-
     class PreemptAfter(L.Callback):
         def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-            if trainer.current_epoch + 1 == after:
+            if after.isdigit() and trainer.current_epoch + 1 == int(after):
+                os.kill(os.getpid(), PREEMPT_SIGNAL)
+
+        def on_validation_batch_start(self, trainer: L.Trainer, *args: Any) -> None:
+            if during.isdigit() and not trainer.sanity_checking and trainer.current_epoch == int(during):
                 os.kill(os.getpid(), PREEMPT_SIGNAL)
 
     return PreemptAfter()

@@ -256,3 +256,33 @@ def test_multi_device_ranks_join_one_run(module_tmp):
     assert json.loads((run_dir / "run.json").read_text())["status"] == "succeeded"
     assert json.loads((run_dir / "progress.json").read_text())["global_step"] == 4  # 28 samples / (2 x 4)
     assert (run_dir / "ckpt/last.ckpt").is_file()
+
+
+def test_a_preemption_during_validation_resumes_with_no_epoch_missing(module_tmp):
+    """A preemption (SIGUSR1) that lands while an epoch is being validated lets the validation finish and
+    stops at the epoch's end: the resumed attempt goes on with the next epoch, and every epoch has its
+    validation. (Stopped inside the validation, the resumed run skipped that epoch's validation: a real
+    Slurm requeue test caught it, tests/slurm/test_slurm_requeue.py.)"""
+    log_dir = module_tmp / "preempt-out"
+    several_val_batches = ["data.num_examples=64", "batch_size=4", "training.effective_batch_size=4"]
+    args = [*TINY, *several_val_batches, "training.max_epochs=3", f"log_dir={log_dir}", "run_name=pv"]
+
+    def attempt(**env: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "trainer", *args],
+            cwd=module_tmp,
+            env={**trainer_env(module_tmp), **env},
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+
+    first = attempt(LABRUN_PREEMPT_IN_VALIDATION="1")
+    assert first.returncode == 75, first.stdout[-3000:] + first.stderr[-3000:]  # checkpointed, run me again
+    second = attempt(LABRUN_RESUME="1", LABRUN_ATTEMPT="2")
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    with open(only_dir(log_dir, "*/pv") / "metrics.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["epoch"]) for r in rows if r["val_loss"]] == [0, 1, 2]
+    steps = [int(r["step"]) for r in rows if r["train_loss"]]
+    assert steps == sorted(steps) and len(steps) == len(set(steps)), steps
