@@ -132,9 +132,9 @@ class LogSlice:
 def read_tail(
     path: Path, lines: int | None, max_bytes: int = LOG_WINDOW_BYTES, end: int | None = None
 ) -> LogSlice:
-    """The last ``lines`` lines (None: all) of a log, as the file has them (``\n`` ends a line; a ``\r`` progress update
-    or a form feed does not), within its last ``max_bytes`` bytes, starting at a line boundary unless a
-    single line is longer than that. ``end``: the file as it was at that size (what was appended since is
+    """The last ``lines`` lines (None: all) of a log, as the file has them (``\n`` ends a line; a ``\r``
+    progress update or a form feed does not), within its last ``max_bytes`` bytes, starting at a line
+    boundary unless a single line is longer than that. ``end``: the file as it was at that size (what was appended since is
     left for a follower). A file that does not exist reads as empty.
 
     Linear in the window: blocks are read backwards and each is scanned once, in C. (Growing one buffer
@@ -150,9 +150,8 @@ def read_tail(
             counting = lines is not None and lines < max_bytes
             blocks: list[bytes] = []  # last block first
             pos, found = end, 0  # found: newlines before the last byte (each starts a line after it)
-            block_size = (
-                16 << 10
-            )  # doubled up to 1 MiB: a short tail reads little, a whole window in few reads
+            # Doubled up to 1 MiB: a short tail reads little, a whole window in few reads.
+            block_size = 16 << 10
             while pos > 0 and end - pos < max_bytes and not (counting and found >= lines):
                 step = min(block_size, pos, max_bytes - (end - pos))
                 block_size = min(block_size * 2, 1 << 20)

@@ -92,8 +92,9 @@ def build_trainer(job: DictConfig, run_dir: Path, loggers: list, guard: CancelGu
 def cluster_plugins() -> list:
     """Inside a Slurm job, labrun's job wrapper owns requeueing (app/launchers/slurm_wrapper.py): on
     SIGUSR1 the trainer checkpoints and exits 75, and the wrapper asks Slurm to requeue. Lightning's own
-    auto-requeue (a SIGUSR1 handler that saves an hpc checkpoint and runs ``scontrol requeue``) would do
-    it a second time, so it is switched off; Lightning still reads the job's ranks from Slurm."""
+    auto-requeue (a SIGUSR1 handler that saves an hpc checkpoint and runs ``scontrol requeue``) is switched
+    off: today it stays out only because it skips a signal that already has a handler (the trainer's own,
+    installed first), and a requeue must not hang on that order. Lightning still reads ranks from Slurm."""
     in_job = "SLURM_JOB_ID" in os.environ  # first: detect() warns on any machine that has srun at all
     return [SLURMEnvironment(auto_requeue=False)] if in_job and SLURMEnvironment.detect() else []
 

@@ -131,12 +131,13 @@ async def run_logs(
         follower = _follow(store, path, name, part.text, part.end, manager.closing)
         return StreamingResponse(follower, media_type="text/plain", headers=_log_headers(part))
     # A big log is read (and made valid UTF-8) off the event loop: other requests do not wait for it.
-    if offset is not None:
-        part = await run_in_threadpool(read_range, path, offset, length)
-    else:
-        part = await run_in_threadpool(read_tail, path, tail)
-    body = await run_in_threadpool(part.utf8)
+    part, body = await run_in_threadpool(_read_log, path, tail, offset, length)
     return _text(body, _log_headers(part))
+
+
+def _read_log(path: Path, tail: int | None, offset: int | None, length: int) -> tuple[LogSlice, bytes]:
+    part = read_range(path, offset, length) if offset is not None else read_tail(path, tail)
+    return part, part.utf8()
 
 
 def _text(body: bytes, headers: dict[str, str]) -> Response:
