@@ -13,7 +13,7 @@ from typing import Annotated
 
 from fastapi import Depends, Header, Request
 
-from app.api.public import RunView
+from app.api.view import RunView
 from app.errors import RunNotFound
 from app.lifecycle import RunManager
 from app.models import RunRecord

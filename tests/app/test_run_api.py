@@ -292,7 +292,7 @@ def test_an_odd_progress_file_never_fails_the_poll(client, output_dir):
 
 
 def test_polled_answers_follow_every_change_and_are_the_models_json(client, output_dir):
-    """The polling paths keep each run's JSON while nothing it shows changes (app/api/public.py): a new
+    """The polling paths keep each run's JSON while nothing it shows changes (app/api/view.py): a new
     progress.json, a new place in the queue and a new status each show in the next answer, and every
     answer is exactly what the response model would serialize."""
     import json

@@ -1,5 +1,5 @@
 """/runs: submit, look up, list, read logs, cancel, rerun, delete. Thin: reads go to the store and the run
-files, changes to the RunManager, once each; ``RunView`` (``app/api/public.py``) turns records into answers.
+files, changes to the RunManager, once each; ``RunView`` (``app/api/view.py``) turns records into answers.
 Every route needs a caller (``app/api/auth.py``, required on the router); anyone may read any run, only its
 owner or an admin may change it.
 

@@ -1,5 +1,5 @@
 """/sweeps: queue a Hydra sweep as N runs, look at it, cancel it, rerun what failed. Thin: the sweep
-lifecycle is ``app/sweeps.py``; ``SweepView`` (``app/api/public.py``) turns records into answers. Anyone
+lifecycle is ``app/sweeps.py``; ``SweepView`` (``app/api/view.py``) turns records into answers. Anyone
 may read any sweep; only its owner or an admin may cancel or rerun it. Its runs are ordinary runs
 (``/runs/<name>``: logs, cancel, ...)."""
 
@@ -12,8 +12,9 @@ from starlette.concurrency import run_in_threadpool
 
 from app.api.auth import Caller, CallerDep
 from app.api.deps import IdempotencyKey, ViewDep
-from app.api.public import RunCreate, SweepPublic, SweepsPublic, SweepView
+from app.api.public import RunCreate, SweepPublic, SweepsPublic
 from app.api.routes.runs import _created  # Location and Idempotent-Replayed, as for a run
+from app.api.view import SweepView
 from app.errors import Forbidden
 from app.sweeps import SweepRecord, Sweeps, key_overrides
 
