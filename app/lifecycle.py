@@ -41,7 +41,7 @@ from app.errors import (
 )
 from app.fairshare import FairShare
 from app.launchers.base import Launcher, LaunchSpec, Outcome
-from app.models import RunRecord, RunStatus
+from app.models import RunRecord, RunStatus, SweepRecord
 from app.runfiles import record_tail
 from app.scheduling import Slots
 from app.statedir import StateDir
@@ -224,13 +224,13 @@ class RunManager:
             )
 
     def queue_together(
-        self, records: list[RunRecord], owner: str, also: Sequence[tuple[str, Sequence]] = ()
+        self, records: list[RunRecord], owner: str, sweep: SweepRecord | None = None
     ) -> list[RunRecord]:
-        """Queue ``owner``'s ``records`` (a sweep's runs) with the ``also`` statements (the sweep's row) in
-        one store transaction: all or none. The disk and the owner's queued limit are checked for all of
-        them at once. Raises NameTaken / IdempotencyKeyTaken (nothing queued) for the caller to handle."""
+        """Queue ``owner``'s ``records`` (a sweep's runs) with the ``sweep``'s own row in one store
+        transaction: all or none. The disk and the owner's queued limit are checked for all of them at
+        once. Raises NameTaken / IdempotencyKeyTaken (nothing queued) for the caller to handle."""
         self.check_can_queue(owner, len(records))
-        stored = self.store.insert_many(records, also)
+        stored = self.store.insert_runs(records, sweep)
         self._order_dirty = True
         self._wake()
         return stored
@@ -604,10 +604,7 @@ class RunManager:
             else:
                 self.requeued.pop(name, None)
             if started > 1:
-                self.store.write(
-                    "UPDATE runs SET attempts = ? WHERE name = ? AND status = 'running' AND attempts < ?",
-                    (started, name, started),
-                )
+                self.store.set_attempts(name, started)
         except Exception as exc:  # a figure for the API: never a reason to stop polling
             log.warning("reading the attempts of %s failed: %s", name, exc)
 

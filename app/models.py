@@ -1,5 +1,7 @@
-"""Run statuses and the store's record of a run: the domain's own types (the wire models are in
-``app/api/public.py``; the record is never the wire format)."""
+"""Run statuses and the store's records (a run, a sweep, a user): the domain's own types (the wire models
+are in ``app/api/public.py``; a record is never the wire format). Records are frozen: the store shares
+one decoded record among its readers, and the API's JSON cache of runs keys on them, so a record never
+changes after it is read; ``dataclasses.replace`` makes a changed copy."""
 
 from __future__ import annotations
 
@@ -22,10 +24,10 @@ class RunStatus(StrEnum):
 TERMINAL = frozenset({RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED})
 
 
-@dataclass
+@dataclass(frozen=True)
 class RunRecord:
     """One row of the store. A record read from the store may be shared with other readers (the store
-    decodes each row once): do not change it in place; ``dataclasses.replace`` makes a changed copy."""
+    decodes each row once), hence frozen. ``gpus`` and ``overrides`` are lists: never change them either."""
 
     seq: int
     name: str
@@ -56,3 +58,34 @@ class RunRecord:
     sweep: str | None = None  # the sweep it belongs to (app/sweeps.py), if any
     sweep_index: int | None = None  # its place in the sweep's expansion (0-based; a rerun keeps it)
     attempts: int = 1  # 2 and up: resumed from its last checkpoint (POST /runs/{name}/resume)
+
+
+@dataclass(frozen=True)
+class SweepRecord:
+    """A sweep's row: what was asked for; its runs are rows of ``runs`` with ``sweep`` = its name."""
+
+    seq: int
+    name: str
+    owner: str | None
+    config_name: str
+    overrides: list[str]  # as requested, sweep syntax and all
+    swept: list[str]  # the keys it varies (Hydra's key elements, e.g. model, training.lr, +extra.x)
+    size: int  # runs it expanded into
+    run_dir: str  # its folder, relative to the output directory
+    created_at: float
+    idempotency_key: str | None = None
+
+
+@dataclass(frozen=True)
+class User:
+    name: str
+    is_admin: bool
+    created_at: float
+    revoked_at: float | None = None
+    max_gpus: int | None = None  # None: the server's default
+    max_queued: int | None = None
+    max_run_s: float | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.revoked_at is None

@@ -19,15 +19,14 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import json
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import replace
 
 from app.errors import InvalidRun, NotFound, RunConflict
 from app.lifecycle import RunManager, _new_record
-from app.models import TERMINAL, RunRecord, RunStatus
+from app.models import TERMINAL, RunRecord, RunStatus, SweepRecord
 from app.store import IdempotencyKeyTaken, NameTaken
 from trainer import naming
 from trainer import overrides as overrides_parser
@@ -36,49 +35,12 @@ from trainer.plan import RunPlan
 from trainer.sweep import SweepError, SweepSlot
 
 MAX_RENAMES = 100  # identical sweeps in one second: <name>_r2, ... (as for runs)
-_FIELDS = (
-    "seq",
-    "name",
-    "owner",
-    "config_name",
-    "overrides",
-    "swept",
-    "size",
-    "run_dir",
-    "created_at",
-    "idempotency_key",
-)
-_INSERT = f"INSERT INTO sweeps ({', '.join(_FIELDS[1:])}) VALUES ({','.join('?' * (len(_FIELDS) - 1))})"
-_SELECT = f"SELECT {', '.join(_FIELDS)} FROM sweeps"
 _GROUPS = ("model", "data")  # the config groups a sweep's name shows
 
 
 class SweepNotFound(NotFound):
     def __init__(self, name: str) -> None:
         super().__init__(f"no sweep named {name!r}")
-
-
-@dataclass
-class SweepRecord:
-    """A sweep's row: what was asked for; its runs are rows of ``runs`` with ``sweep`` = its name."""
-
-    seq: int
-    name: str
-    owner: str | None
-    config_name: str
-    overrides: list[str]  # as requested, sweep syntax and all
-    swept: list[str]  # the keys it varies (Hydra's key elements, e.g. model, training.lr, +extra.x)
-    size: int  # runs it expanded into
-    run_dir: str  # its folder, relative to the output directory
-    created_at: float
-    idempotency_key: str | None = None
-
-    @classmethod
-    def from_row(cls, row: Sequence) -> SweepRecord:
-        values = dict(zip(_FIELDS, row, strict=True))
-        values["overrides"] = json.loads(values["overrides"])
-        values["swept"] = json.loads(values["swept"])
-        return cls(**values)
 
 
 class Sweeps:
@@ -142,7 +104,7 @@ class Sweeps:
             if (out / sweep.run_dir).exists() or any((out / r.run_dir).exists() for r in records):
                 continue  # left over from an earlier store: a new sweep gets a folder of its own
             try:
-                self.manager.queue_together(records, owner, also=[(_INSERT, _row(sweep))])
+                self.manager.queue_together(records, owner, sweep=sweep)
             except NameTaken:
                 continue  # a sweep or run of that name exists (the same request in the same second)
             except IdempotencyKeyTaken:  # a concurrent request with the same key won
@@ -179,41 +141,21 @@ class Sweeps:
     # --- reads ------------------------------------------------------------------------------------------
 
     def get(self, name: str) -> SweepRecord:
-        rows = self.store.read(f"{_SELECT} WHERE name = ?", (name,))
-        if not rows:
+        found = self.store.sweeps.get(name)
+        if found is None:
             raise SweepNotFound(name)
-        return SweepRecord.from_row(rows[0])
+        return found
 
     def _by_key(self, key: str) -> SweepRecord | None:
-        rows = self.store.read(f"{_SELECT} WHERE idempotency_key = ?", (key,))
-        return SweepRecord.from_row(rows[0]) if rows else None
+        return self.store.sweeps.get_by_idempotency_key(key)
 
     def list(self, limit: int = 50, before: int | None = None, owner: str | None = None) -> list[SweepRecord]:
         """Newest first; ``before``: only sweeps older than that ``seq`` (keyset paging)."""
-        clauses, params = [], []
-        if owner is not None:
-            clauses.append("owner = ?")
-            params.append(owner)
-        if before is not None:
-            clauses.append("seq < ?")
-            params.append(before)
-        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
-        rows = self.store.read(f"{_SELECT} {where} ORDER BY seq DESC LIMIT {int(limit)}", params)
-        return [SweepRecord.from_row(r) for r in rows]
+        return self.store.sweeps.list(limit, before, owner)
 
     def counts(self, names: Sequence[str]) -> dict[str, dict[str, int]]:
         """Per sweep, its current runs (the latest attempt of each index) by status."""
-        found: dict[str, dict[str, int]] = {n: dict.fromkeys([s.value for s in RunStatus], 0) for n in names}
-        if not names:
-            return found
-        sql = (
-            "SELECT sweep, status, COUNT(*) FROM runs r WHERE sweep IN "
-            f"({','.join('?' * len(names))}) AND seq = (SELECT MAX(seq) FROM runs o "
-            "WHERE o.sweep = r.sweep AND o.sweep_index = r.sweep_index) GROUP BY sweep, status"
-        )
-        for sweep, status, n in self.store.read(sql, names):
-            found[sweep][status] = n
-        return found
+        return self.store.sweeps.counts(names)
 
     def runs(self, name: str, every_attempt: bool = False) -> list[RunRecord]:
         """The sweep's runs by index: the latest attempt of each (``every_attempt``: all, oldest first)."""
@@ -272,7 +214,7 @@ class Sweeps:
                 plan = self._replan(original, SweepSlot(name, index, sweep.size), when, suffix)
                 record = _sweep_record(plan, name, index, owner, rerun_of=original.name)
                 records.append(record)
-            records[0].idempotency_key = key
+            records[0] = replace(records[0], idempotency_key=key)
             if any((self.settings.output_dir / r.run_dir).exists() for r in records):
                 continue
             try:
@@ -318,11 +260,4 @@ def _choices(lines: Sequence[str], first: dict[str, str]) -> dict[str, str]:
 def _sweep_record(
     plan: RunPlan, sweep: str, index: int, owner: str, rerun_of: str | None = None
 ) -> RunRecord:
-    record = _new_record(plan, None, rerun_of, owner)
-    record.sweep, record.sweep_index = sweep, index
-    return record
-
-
-def _row(sweep: SweepRecord) -> tuple:
-    values = {**sweep.__dict__, "overrides": json.dumps(sweep.overrides), "swept": json.dumps(sweep.swept)}
-    return tuple(values[f] for f in _FIELDS[1:])
+    return replace(_new_record(plan, None, rerun_of, owner), sweep=sweep, sweep_index=index)

@@ -13,31 +13,13 @@ import hmac
 import re
 import secrets
 import time
-from dataclasses import dataclass
 
 from app.errors import InvalidRun, RunConflict
+from app.models import User
 from app.store import RunStore
 
 NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 LOCAL = "local"  # the caller when auth is off (a loopback service with no users): may do everything
-
-
-@dataclass(frozen=True)
-class User:
-    name: str
-    is_admin: bool
-    created_at: float
-    revoked_at: float | None = None
-    max_gpus: int | None = None  # None: the server's default
-    max_queued: int | None = None
-    max_run_s: float | None = None
-
-    @property
-    def active(self) -> bool:
-        return self.revoked_at is None
-
-
-_COLUMNS = "name, is_admin, created_at, revoked_at, max_gpus, max_queued, max_run_s"
 
 
 def _hash(secret: str) -> str:
@@ -45,18 +27,19 @@ def _hash(secret: str) -> str:
 
 
 class Users:
+    """Users and their tokens, over the store's users table (``store.users``)."""
+
     def __init__(self, store: RunStore) -> None:
-        self.store = store
+        self._table = store.users
 
     def get(self, name: str) -> User | None:
-        rows = self.store.read(f"SELECT {_COLUMNS} FROM users WHERE name = ?", (name,))
-        return _user(rows[0]) if rows else None
+        return self._table.get(name)
 
     def list(self) -> list[User]:
-        return [_user(r) for r in self.store.read(f"SELECT {_COLUMNS} FROM users ORDER BY name")]
+        return self._table.list()
 
     def any_active(self) -> bool:
-        return bool(self.store.read("SELECT 1 FROM users WHERE revoked_at IS NULL LIMIT 1"))
+        return self._table.any_active()
 
     def add(self, name: str, admin: bool = False) -> str:
         """Create a user; returns their token (the only time it is shown)."""
@@ -69,24 +52,19 @@ class Users:
         if self.get(name) is not None:
             raise RunConflict(f"user {name!r} exists; rotate their token with: users token {name}")
         token, digest = self._new_token(name)
-        self.store.write(
-            "INSERT INTO users (name, is_admin, token_hash, created_at) VALUES (?,?,?,?)",
-            (name, int(admin), digest, time.time()),
-        )
+        self._table.add(name, admin, digest, time.time())
         return token
 
     def rotate(self, name: str) -> str:
         """A new token for the user (the old one stops working); also re-activates a revoked user."""
         self._existing(name)
         token, digest = self._new_token(name)
-        self.store.write("UPDATE users SET token_hash = ?, revoked_at = NULL WHERE name = ?", (digest, name))
+        self._table.set_token(name, digest)
         return token
 
     def revoke(self, name: str) -> None:
         self._existing(name)
-        self.store.write(
-            "UPDATE users SET revoked_at = ?, token_hash = NULL WHERE name = ?", (time.time(), name)
-        )
+        self._table.revoke(name, time.time())
 
     def set_limits(
         self,
@@ -106,10 +84,7 @@ class Users:
         for key, value in values.items():
             if value is not None and value < 0:
                 raise InvalidRun(f"{key} must be >= 0, got {value}")
-        self.store.write(
-            "UPDATE users SET max_gpus = ?, max_queued = ?, max_run_s = ? WHERE name = ?",
-            (*values.values(), name),
-        )
+        self._table.set_limits(name, values["max_gpus"], values["max_queued"], values["max_run_s"])
         return self._existing(name)
 
     def authenticate(self, token: str) -> User | None:
@@ -117,11 +92,11 @@ class Users:
         name, _, secret = token.strip().rpartition(".")
         if not name or not secret:
             return None
-        rows = self.store.read("SELECT token_hash FROM users WHERE name = ? AND revoked_at IS NULL", (name,))
-        if not rows or rows[0][0] is None:
+        stored = self._table.token_hash(name)
+        if stored is None:
             hmac.compare_digest(_hash(secret), _hash(""))  # the same work whether or not the user exists
             return None
-        if not hmac.compare_digest(_hash(secret), rows[0][0]):
+        if not hmac.compare_digest(_hash(secret), stored):
             return None
         return self.get(name)
 
@@ -136,7 +111,3 @@ class Users:
         secret = secrets.token_urlsafe(32)
         return f"{name}.{secret}", _hash(secret)
 
-
-def _user(row: tuple) -> User:
-    name, is_admin, created_at, revoked_at, max_gpus, max_queued, max_run_s = row
-    return User(name, bool(is_admin), created_at, revoked_at, max_gpus, max_queued, max_run_s)

@@ -1,0 +1,145 @@
+"""The schema: the numbered migrations, tracked in SQLite's ``user_version``.
+
+The schema is the sum of ``MIGRATIONS``, each applied in its own transaction. A store written before versions
+were kept (user_version 0) is read off its columns; a store newer than this code is refused rather than
+misread (``StoreVersionError``). The runs table's columns are the fields of ``RunRecord``
+(``app/store/runs.py`` reads them by that name list).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+from app.store.errors import StoreVersionError
+
+# Each step moves the schema one version up; never edit a released step, append a new one.
+MIGRATIONS: tuple[str, ...] = (
+    # 1: the runs table
+    """
+    CREATE TABLE IF NOT EXISTS runs (
+        seq             INTEGER PRIMARY KEY AUTOINCREMENT,
+        name            TEXT NOT NULL UNIQUE,
+        status          TEXT NOT NULL,
+        config_name     TEXT NOT NULL,
+        overrides       TEXT NOT NULL,
+        run_dir         TEXT NOT NULL,
+        gpu_need        INTEGER NOT NULL,
+        seed            TEXT,
+        created_at      REAL NOT NULL,
+        started_at      REAL,
+        finished_at     REAL,
+        exit_code       INTEGER,
+        reason          TEXT,
+        log_tail        TEXT,
+        gpus            TEXT NOT NULL DEFAULT '[]',
+        handle          TEXT,
+        rerun_of        TEXT,
+        idempotency_key TEXT UNIQUE,
+        cancel_requested INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX IF NOT EXISTS runs_by_status ON runs (status, seq);
+    CREATE TRIGGER IF NOT EXISTS terminal_is_final BEFORE UPDATE OF status ON runs
+    WHEN OLD.status IN ('succeeded', 'failed', 'cancelled') AND NEW.status != OLD.status
+    BEGIN SELECT RAISE(ABORT, 'terminal status is final'); END;
+    """,
+    # 2: each run records the launcher that started it
+    "ALTER TABLE runs ADD COLUMN launcher TEXT;",
+    # 3: the resource estimate made at submission (data bytes, parameter count, ...)
+    "ALTER TABLE runs ADD COLUMN resources TEXT;",
+    # 4: disk usage, and deleted runs (files gone, record kept)
+    """
+    ALTER TABLE runs ADD COLUMN disk_bytes INTEGER;
+    ALTER TABLE runs ADD COLUMN deleted_at REAL;
+    ALTER TABLE runs ADD COLUMN deleted_by TEXT;
+    """,
+    # 5: users and their tokens (hashes only), who owns and who cancelled a run
+    """
+    CREATE TABLE users (
+        name        TEXT PRIMARY KEY,
+        is_admin    INTEGER NOT NULL DEFAULT 0,
+        token_hash  TEXT,
+        created_at  REAL NOT NULL,
+        revoked_at  REAL,
+        max_gpus    INTEGER,
+        max_queued  INTEGER,
+        max_run_s   REAL
+    );
+    ALTER TABLE runs ADD COLUMN owner TEXT;
+    ALTER TABLE runs ADD COLUMN cancelled_by TEXT;
+    CREATE INDEX runs_by_owner ON runs (owner, status, seq);
+    """,
+    # 6: sweeps (app/sweeps.py): one row per sweep, and each run's sweep and place in it
+    """
+    CREATE TABLE sweeps (
+        seq             INTEGER PRIMARY KEY AUTOINCREMENT,
+        name            TEXT NOT NULL UNIQUE,
+        owner           TEXT,
+        config_name     TEXT NOT NULL,
+        overrides       TEXT NOT NULL,
+        swept           TEXT NOT NULL,
+        size            INTEGER NOT NULL,
+        run_dir         TEXT NOT NULL,
+        created_at      REAL NOT NULL,
+        idempotency_key TEXT UNIQUE
+    );
+    ALTER TABLE runs ADD COLUMN sweep TEXT;
+    ALTER TABLE runs ADD COLUMN sweep_index INTEGER;
+    CREATE INDEX runs_by_sweep ON runs (sweep, sweep_index) WHERE sweep IS NOT NULL;
+    """,
+    # 7: resume: a failed or cancelled run may go back to the queue as its next attempt; each finished
+    # attempt is kept in ``attempts`` first, and the trigger allows exactly that move out of a final status.
+    """
+    ALTER TABLE runs ADD COLUMN attempts INTEGER NOT NULL DEFAULT 1;
+    CREATE TABLE attempts (
+        name        TEXT NOT NULL,
+        attempt     INTEGER NOT NULL,
+        status      TEXT NOT NULL,
+        exit_code   INTEGER,
+        reason      TEXT,
+        log_tail    TEXT,
+        started_at  REAL,
+        finished_at REAL,
+        PRIMARY KEY (name, attempt)
+    );
+    DROP TRIGGER terminal_is_final;
+    CREATE TRIGGER terminal_is_final BEFORE UPDATE OF status ON runs
+    WHEN OLD.status IN ('succeeded', 'failed', 'cancelled') AND NEW.status != OLD.status
+         AND NOT (OLD.status IN ('failed', 'cancelled') AND NEW.status = 'queued'
+                  AND NEW.attempts = OLD.attempts + 1)
+    BEGIN SELECT RAISE(ABORT, 'terminal status is final'); END;
+    """,
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def schema_version(conn: sqlite3.Connection) -> int:
+    """The store's schema version. Stores written before versions were kept (user_version 0) are read off
+    their columns: the migrations they had are exactly those whose columns exist."""
+    version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+    if version:
+        return version
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(runs)")}
+    if not columns:
+        return 0
+    return 2 if "launcher" in columns else 1
+
+
+def migrate(conn: sqlite3.Connection) -> int:
+    """Bring the store up to SCHEMA_VERSION, one step per transaction; returns the version it found."""
+    found = schema_version(conn)
+    if found > SCHEMA_VERSION:
+        raise StoreVersionError(
+            f"the store {_path(conn)} has schema version {found}, newer than this labrun knows "
+            f"({SCHEMA_VERSION}): it was written by a newer labrun. Upgrade labrun, or set "
+            "LABRUN_OUTPUT_DIR to another directory"
+        )
+    for version in range(found + 1, SCHEMA_VERSION + 1):
+        conn.executescript(f"BEGIN; {MIGRATIONS[version - 1]} PRAGMA user_version = {version}; COMMIT;")
+    if conn.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:  # an unversioned, current store
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+    return found
+
+
+def _path(conn: sqlite3.Connection) -> str:
+    row = conn.execute("PRAGMA database_list").fetchone()
+    return str(row[2]) if row else "?"

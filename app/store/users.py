@@ -1,0 +1,59 @@
+"""The ``users`` table: users, their limits and their token hashes (the tokens themselves: ``app/users.py``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from app.models import User
+from app.store.db import Database
+
+_COLUMNS = "name, is_admin, created_at, revoked_at, max_gpus, max_queued, max_run_s"
+
+
+class UserStore:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    def get(self, name: str) -> User | None:
+        row = self._db.one(f"SELECT {_COLUMNS} FROM users WHERE name = ?", (name,))
+        return _user(row) if row else None
+
+    def list(self) -> list[User]:
+        return [_user(row) for row in self._db.rows(f"SELECT {_COLUMNS} FROM users ORDER BY name")]
+
+    def any_active(self) -> bool:
+        return self._db.one("SELECT 1 FROM users WHERE revoked_at IS NULL LIMIT 1") is not None
+
+    def token_hash(self, name: str) -> str | None:
+        """The hash of an active user's token; None for a revoked or unknown user."""
+        row = self._db.one("SELECT token_hash FROM users WHERE name = ? AND revoked_at IS NULL", (name,))
+        return row[0] if row else None
+
+    def add(self, name: str, is_admin: bool, token_hash: str, created_at: float) -> None:
+        self._db.write(
+            "INSERT INTO users (name, is_admin, token_hash, created_at) VALUES (?,?,?,?)",
+            (name, int(is_admin), token_hash, created_at),
+        )
+
+    def set_token(self, name: str, token_hash: str) -> None:
+        """A new token hash; a revoked user is active again."""
+        self._db.write(
+            "UPDATE users SET token_hash = ?, revoked_at = NULL WHERE name = ?", (token_hash, name)
+        )
+
+    def revoke(self, name: str, at: float) -> None:
+        self._db.write("UPDATE users SET revoked_at = ?, token_hash = NULL WHERE name = ?", (at, name))
+
+    def set_limits(
+        self, name: str, max_gpus: int | None, max_queued: int | None, max_run_s: float | None
+    ) -> None:
+        """The user's own limits (None: the server's)."""
+        self._db.write(
+            "UPDATE users SET max_gpus = ?, max_queued = ?, max_run_s = ? WHERE name = ?",
+            (max_gpus, max_queued, max_run_s, name),
+        )
+
+
+def _user(row: tuple[Any, ...]) -> User:
+    name, is_admin, created_at, revoked_at, max_gpus, max_queued, max_run_s = row
+    return User(name, bool(is_admin), created_at, revoked_at, max_gpus, max_queued, max_run_s)
