@@ -76,15 +76,16 @@ class Users:
     ) -> User:
         """Per-user limits over the server's defaults (None keeps a limit as it is; ``clear`` resets all)."""
         user = self._existing(name)
-        values = {
-            "max_gpus": None if clear else (max_gpus if max_gpus is not None else user.max_gpus),
-            "max_queued": None if clear else (max_queued if max_queued is not None else user.max_queued),
-            "max_run_s": None if clear else (max_run_s if max_run_s is not None else user.max_run_s),
-        }
-        for key, value in values.items():
+        if clear:
+            max_gpus = max_queued = max_run_s = None
+        else:
+            max_gpus = user.max_gpus if max_gpus is None else max_gpus
+            max_queued = user.max_queued if max_queued is None else max_queued
+            max_run_s = user.max_run_s if max_run_s is None else max_run_s
+        for key, value in (("max_gpus", max_gpus), ("max_queued", max_queued), ("max_run_s", max_run_s)):
             if value is not None and value < 0:
                 raise InvalidRun(f"{key} must be >= 0, got {value}")
-        self._table.set_limits(name, values["max_gpus"], values["max_queued"], values["max_run_s"])
+        self._table.set_limits(name, max_gpus, max_queued, max_run_s)
         return self._existing(name)
 
     def authenticate(self, token: str) -> User | None:
@@ -110,4 +111,3 @@ class Users:
     def _new_token(name: str) -> tuple[str, str]:
         secret = secrets.token_urlsafe(32)
         return f"{name}.{secret}", _hash(secret)
-

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import builtins
 import sqlite3
 import time
 from collections.abc import Iterable, Sequence
@@ -53,7 +54,9 @@ class RunStore:
 
     # --- reads -------------------------------------------------------------------------------------------
 
-    def _select(self, where: str = "", params: Iterable[Any] = (), tail: str = "") -> list[RunRecord]:
+    def _select(
+        self, where: str = "", params: Iterable[Any] = (), tail: str = ""
+    ) -> builtins.list[RunRecord]:
         """Records are decoded once per row content: a row read again unchanged (the same page polled by
         many clients) gives the same (frozen) ``RunRecord`` object. Decoding a row's JSON columns was most
         of a page's cost."""
@@ -82,7 +85,7 @@ class RunStore:
         limit: int = 100,
         before: int | None = None,
         owner: str | None = None,
-    ) -> list[RunRecord]:
+    ) -> builtins.list[RunRecord]:
         """Newest first; ``before``: only runs older than that ``seq`` (keyset paging: the cost of a page
         does not grow with how many came before it)."""
         where, params = _filter(statuses, owner)
@@ -105,28 +108,28 @@ class RunStore:
         self._counts[key] = (version, n)
         return n
 
-    def in_sweep(self, sweep: str) -> list[RunRecord]:
+    def in_sweep(self, sweep: str) -> builtins.list[RunRecord]:
         """A sweep's runs (every attempt), by index, oldest attempt first."""
         return self._select("WHERE sweep = ?", (sweep,), "ORDER BY sweep_index, seq")
 
-    def ended_since(self, since: float) -> list[RunRecord]:
+    def ended_since(self, since: float) -> builtins.list[RunRecord]:
         """Runs that ran and ended after ``since`` (fair share's history)."""
         return self._select("WHERE finished_at > ? AND started_at IS NOT NULL", (since,))
 
-    def queued(self) -> list[RunRecord]:
+    def queued(self) -> builtins.list[RunRecord]:
         """Queued runs, oldest first (FIFO)."""
         return self._select("WHERE status = 'queued'", tail="ORDER BY seq")
 
-    def running(self) -> list[RunRecord]:
+    def running(self) -> builtins.list[RunRecord]:
         return self._select("WHERE status = 'running'", tail="ORDER BY seq")
 
-    def entries(self, status: RunStatus) -> list[QueueEntry]:
+    def entries(self, status: RunStatus) -> builtins.list[QueueEntry]:
         """What fair share needs of the queued (or running) runs, oldest first: a few columns, no decoding
         (the dispatcher and queue positions read the whole queue; a thousand full records cost ~15 ms)."""
         sql = "SELECT seq, name, owner, gpu_need, started_at FROM runs WHERE status = ? ORDER BY seq"
         return [QueueEntry(*row) for row in self._db.rows(sql, (RunStatus(status).value,))]
 
-    def running_elsewhere(self, launcher: str) -> list[tuple[str, str]]:
+    def running_elsewhere(self, launcher: str) -> builtins.list[tuple[str, str]]:
         """(name, launcher) of the running runs another launcher started."""
         sql = (
             "SELECT name, launcher FROM runs WHERE status = 'running' AND launcher IS NOT NULL"
@@ -134,7 +137,7 @@ class RunStore:
         )
         return [(row[0], row[1]) for row in self._db.rows(sql, (launcher,))]
 
-    def started_since(self, seq: int) -> list[tuple[int, float, float, int]]:
+    def started_since(self, seq: int) -> builtins.list[tuple[int, float, float, int]]:
         """(seq, created_at, started_at, gpu_need) of the runs after ``seq`` that have started."""
         sql = (
             "SELECT seq, created_at, started_at, gpu_need FROM runs WHERE seq > ? AND started_at IS NOT NULL"
@@ -144,7 +147,7 @@ class RunStore:
     def last_seq(self) -> int:
         return _int(self._db.one("SELECT COALESCE(MAX(seq), 0) FROM runs"))
 
-    def attempts_of(self, name: str) -> list[dict[str, Any]]:
+    def attempts_of(self, name: str) -> builtins.list[dict[str, Any]]:
         """The finished earlier attempts of a run, first first."""
         return self.attempts.of(name)
 
@@ -155,7 +158,7 @@ class RunStore:
         deleted = _int(self._db.one("SELECT COUNT(*) FROM runs WHERE deleted_at IS NOT NULL"))
         return {"disk_bytes": total, "runs_measured": measured, "runs_deleted": deleted}
 
-    def largest(self, limit: int = 10) -> list[RunRecord]:
+    def largest(self, limit: int = 10) -> builtins.list[RunRecord]:
         return self._select(
             "WHERE disk_bytes > 0 AND deleted_at IS NULL", tail=f"ORDER BY disk_bytes DESC LIMIT {int(limit)}"
         )
@@ -166,7 +169,9 @@ class RunStore:
         """Store a new queued run (``insert_runs`` of one): the stored record, with its ``seq``."""
         return self.insert_runs([record])[0]
 
-    def insert_runs(self, records: Sequence[RunRecord], sweep: SweepRecord | None = None) -> list[RunRecord]:
+    def insert_runs(
+        self, records: Sequence[RunRecord], sweep: SweepRecord | None = None
+    ) -> builtins.list[RunRecord]:
         """Store new queued runs, and the sweep they make up (its own row), in ONE transaction: all of them
         or none, also across a kill -9 (SQLite's journal). Raises NameTaken or IdempotencyKeyTaken (nothing
         stored then). Returns the stored records (queued, each with its ``seq``)."""
@@ -176,17 +181,17 @@ class RunStore:
                 self.sweeps.insert(conn, sweep)
             for record in records:
                 try:
-                    seq = conn.execute(run_rows.INSERT, run_rows.new_row(record)).lastrowid
+                    cursor = conn.execute(run_rows.INSERT, run_rows.new_row(record))
                 except sqlite3.IntegrityError as exc:
                     raise unique_violation(exc, record.name, record.idempotency_key) from None
-                stored.append(replace(record, seq=seq, status=RunStatus.QUEUED))
+                stored.append(replace(record, seq=_rowid(cursor), status=RunStatus.QUEUED))
         return stored
 
     def set_owner_of_unowned(self, owner: str) -> int:
         """Runs from before users existed get ``owner`` (LABRUN_LEGACY_OWNER)."""
         return self._db.write("UPDATE runs SET owner = ? WHERE owner IS NULL", (owner,)).rowcount
 
-    def assign_gpus(self, name: str, gpus: list[int]) -> bool:
+    def assign_gpus(self, name: str, gpus: builtins.list[int]) -> bool:
         """Note a queued run's GPUs before its launch (a restart then knows what a found run holds)."""
         return self._update(name, [RunStatus.QUEUED], {"gpus": gpus})
 
@@ -194,7 +199,7 @@ class RunStore:
         self,
         name: str,
         handle: str,
-        gpus: list[int],
+        gpus: builtins.list[int],
         started_at: float | None = None,
         launcher: str | None = None,
     ) -> bool:
@@ -281,13 +286,19 @@ class RunStore:
             raise TerminalStateError(str(exc)) from None
 
 
-def _filter(statuses: Iterable[RunStatus] | None, owner: str | None = None) -> tuple[str, list[str]]:
-    values = [RunStatus(s).value for s in statuses or []]
+def _filter(statuses: Iterable[RunStatus] | None, owner: str | None = None) -> tuple[str, list[Any]]:
+    values: list[Any] = [RunStatus(s).value for s in statuses or []]
     clauses = [f"status IN ({','.join('?' * len(values))})"] if values else []
     if owner is not None:
         clauses.append("owner = ?")
         values.append(owner)
     return ("WHERE " + " AND ".join(clauses), values) if clauses else ("", [])
+
+
+def _rowid(cursor: sqlite3.Cursor) -> int:
+    if cursor.lastrowid is None:  # pragma: no cover - SQLite gives every inserted row one
+        raise RuntimeError("an inserted run has no rowid")
+    return cursor.lastrowid
 
 
 def _int(row: Row | None) -> int:

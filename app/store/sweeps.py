@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import builtins
 import json
 import sqlite3
 from collections.abc import Sequence
@@ -31,7 +32,9 @@ class SweepStore:
         row = self._db.one(f"{_SELECT} WHERE idempotency_key = ?", (key,))
         return _sweep(row) if row else None
 
-    def list(self, limit: int = 50, before: int | None = None, owner: str | None = None) -> list[SweepRecord]:
+    def list(
+        self, limit: int = 50, before: int | None = None, owner: str | None = None
+    ) -> builtins.list[SweepRecord]:
         """Newest first; ``before``: only sweeps older than that ``seq`` (keyset paging)."""
         clauses: list[str] = []
         params: list[Any] = []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 from typing import Any
 
 from app.models import User
@@ -18,7 +19,7 @@ class UserStore:
         row = self._db.one(f"SELECT {_COLUMNS} FROM users WHERE name = ?", (name,))
         return _user(row) if row else None
 
-    def list(self) -> list[User]:
+    def list(self) -> builtins.list[User]:
         return [_user(row) for row in self._db.rows(f"SELECT {_COLUMNS} FROM users ORDER BY name")]
 
     def any_active(self) -> bool:

@@ -31,6 +31,7 @@ def test_a_failed_run_resumes_from_its_checkpoint_as_its_next_attempt(client, ou
 
 def test_the_store_keeps_terminal_statuses_final_except_for_a_resume(tmp_path):
     import sqlite3
+    from contextlib import closing
 
     import pytest
     from service_helpers import queued_record
@@ -43,8 +44,12 @@ def test_the_store_keeps_terminal_statuses_final_except_for_a_resume(tmp_path):
     store.mark_running("a", "1:2", [])
     store.finish("a", [RunStatus.RUNNING], RunStatus.SUCCEEDED, 0)
     assert not store.requeue_attempt("a")  # a succeeded run is not resumed
-    with pytest.raises(sqlite3.IntegrityError, match="terminal status is final"):  # the trigger itself
-        store.write("UPDATE runs SET status = 'queued', attempts = attempts + 1 WHERE name = 'a'")
+    # a writer of its own, past the store: the trigger itself refuses
+    with (
+        closing(sqlite3.connect(store.path)) as raw,
+        pytest.raises(sqlite3.IntegrityError, match="terminal status is final"),
+    ):
+        raw.execute("UPDATE runs SET status = 'queued', attempts = attempts + 1 WHERE name = 'a'")
     store.insert(queued_record("b"))
     store.finish("b", [RunStatus.QUEUED], RunStatus.CANCELLED)
     assert store.requeue_attempt("b") and store.get("b").status == RunStatus.QUEUED

@@ -231,10 +231,12 @@ KILLED_MID_TRANSACTION = """
 import os, signal, sys
 sys.path[:0] = [{tests!r}, {helpers!r}]
 from pathlib import Path
+from dataclasses import asdict
 from service_helpers import queued_record
+from app.models import RunRecord, SweepRecord
 from app.store import RunStore
 
-class KillsWhenRead(type(queued_record("x"))):
+class KillsWhenRead(RunRecord):
     # a record whose fields kill the process (SIGKILL, as a kill -9 of the service) when the store reads them
     def __getattribute__(self, name):
         if name == "owner":
@@ -243,10 +245,9 @@ class KillsWhenRead(type(queued_record("x"))):
 
 store = RunStore(Path({db!r}))
 records = [queued_record(f"run-{{i}}", sweep="s", sweep_index=i) for i in range(200)]
-bomb = queued_record("bomb")
-bomb.__class__ = KillsWhenRead
-store.insert_many(records[:100] + [bomb] + records[100:], also=[("INSERT INTO sweeps (name, config_name, "
-    "overrides, swept, size, run_dir, created_at) VALUES ('s', 'c', '[]', '[]', 201, 'd/s', 0)", ())])
+bomb = KillsWhenRead(**asdict(queued_record("bomb")))
+sweep = SweepRecord(0, "s", "alice", "c", [], [], 201, "d/s", 0.0)
+store.insert_runs(records[:100] + [bomb] + records[100:], sweep)
 """
 
 
@@ -258,12 +259,12 @@ def test_a_kill_9_in_the_middle_of_queueing_a_sweep_leaves_none_of_it(output_dir
     assert proc.returncode == -9, proc.stderr.decode()[-2000:]  # killed after 100 of the 201 inserts
     store = RunStore(db)
     try:
-        assert store.count() == 0 and store.read("SELECT COUNT(*) FROM sweeps") == [(0,)]
+        assert store.count() == 0 and store.sweeps.list() == []
         # the same batch without the kill is stored whole; one name taken refuses all of it
-        store.insert_many([queued_record(f"run-{i}", sweep="s", sweep_index=i) for i in range(200)])
+        store.insert_runs([queued_record(f"run-{i}", sweep="s", sweep_index=i) for i in range(200)])
         assert store.count() == 200
         with pytest.raises(NameTaken):
-            store.insert_many([queued_record("fresh-1"), queued_record("run-7"), queued_record("fresh-2")])
+            store.insert_runs([queued_record("fresh-1"), queued_record("run-7"), queued_record("fresh-2")])
         assert store.get("fresh-1") is None and store.count() == 200
     finally:
         store.close()

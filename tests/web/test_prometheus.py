@@ -104,20 +104,23 @@ def test_runs_started_before_the_service_are_not_counted(make_client, output_dir
     assert value(samples, "labrun_dispatch_seconds_count", pool="cpu") == 0
 
 
-def test_scrape_cost_with_many_runs(client):
+def test_scrape_cost_with_many_runs(output_dir, make_client):
     """A scrape reads the store (3 counts, the queued and running runs): a few ms, not per stored run."""
-    store = client.app.state.manager.store
-    with store._write_lock:
-        store._writer.executescript(
-            "BEGIN;"
-            + "".join(
-                "INSERT INTO runs (name, status, config_name, overrides, run_dir, gpu_need, created_at,"
-                f" started_at, finished_at) VALUES ('old-{i}', 'succeeded', 'neuraloperator', '[]',"
-                f" 'x/old-{i}', 0, {i}, {i + 1}, {i + 2});"
-                for i in range(20_000)
-            )
-            + "COMMIT;"
+    import sqlite3
+    from contextlib import closing
+
+    from app.statedir import StateDir
+    from app.store import RunStore
+
+    db = StateDir(output_dir).db
+    RunStore(db).close()  # the current schema; then years of finished runs, written past the store
+    with closing(sqlite3.connect(db)) as conn, conn:
+        conn.executemany(
+            "INSERT INTO runs (name, status, config_name, overrides, run_dir, gpu_need, created_at,"
+            " started_at, finished_at) VALUES (?, 'succeeded', 'neuraloperator', '[]', ?, 0, ?, ?, ?)",
+            [(f"old-{i}", f"x/old-{i}", i, i + 1, i + 2) for i in range(20_000)],
         )
+    client = make_client()
     scrape(client)
     started = time.perf_counter()
     for _ in range(10):
