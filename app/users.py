@@ -55,8 +55,10 @@ class Users:
     def list(self) -> list[User]:
         return [_user(r) for r in self.store.read(f"SELECT {_COLUMNS} FROM users ORDER BY name")]
 
-    def any_active(self) -> bool:
-        return bool(self.store.read("SELECT 1 FROM users WHERE revoked_at IS NULL LIMIT 1"))
+    def ever_had_users(self) -> bool:
+        """Whether this store has ever had a user: a revoked one keeps its row (there is no delete), so
+        the store itself records that auth was switched on, and it stays on."""
+        return bool(self.store.read("SELECT 1 FROM users LIMIT 1"))
 
     def add(self, name: str, admin: bool = False) -> str:
         """Create a user; returns their token (the only time it is shown)."""
