@@ -27,13 +27,16 @@ def main() -> int:
         print(f"labrun: {exc}", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("labrun").info("%s", _auth_line(app, settings))
+    _log_auth(app, settings)
     # One worker on purpose: the run lifecycle and the store's single writer live in this process.
     config = uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
         access_log=settings.access_log,
+        # Client addresses are the peers': X-Forwarded-For counts only from the proxies the admin named
+        # (LABRUN_TRUSTED_PROXIES, read by the login throttle), never from whoever sends it.
+        proxy_headers=False,
         log_level="info",
         timeout_graceful_shutdown=5,
     )
@@ -43,14 +46,26 @@ def main() -> int:
     return 0 if server.started else 3  # 3: could not start (e.g. the port is taken), as uvicorn.run
 
 
-def _auth_line(app, settings) -> str:  # noqa: ANN001
-    users = [u for u in app.state.manager.users.list() if u.active]
+def _log_auth(app, settings) -> None:  # noqa: ANN001
+    log = logging.getLogger("labrun")
+    users = app.state.manager.users.list()
+    active = [u for u in users if u.active]
     if app.state.auth.required():
-        return f"auth on: {len(users)} user(s); requests need 'Authorization: Bearer <token>'"
-    return (
-        f"auth off: no users yet, every request acts as 'local' (serving on {settings.host} only); "
-        "create a user with: python -m app users add NAME --admin"
-    )
+        log.info("auth on: %d active user(s); requests need 'Authorization: Bearer <token>'", len(active))
+    elif users:  # an admin opened a server that has users: say it where nobody can miss it
+        log.warning(
+            "AUTH IS OFF (LABRUN_AUTH=off) although this store has %d user(s): every request on %s:%d acts "
+            "as the admin-like 'local', tokens or not. Restart without LABRUN_AUTH=off to switch it on again.",
+            len(users),
+            settings.host,
+            settings.port,
+        )
+    else:
+        log.info(
+            "auth off: no users yet, every request acts as 'local' (serving on %s only); "
+            "create a user with: python -m app users add NAME --admin",
+            settings.host,
+        )
 
 
 class _Server(uvicorn.Server):

@@ -10,6 +10,7 @@ alone turns them into HTTP answers (``app/api/errors.py``).
     ├── Unauthenticated         no token, or one that is wrong or revoked
     ├── Forbidden               the caller may not do this (another user's run, an admin's action)
     ├── TooManyRuns             a per-user limit (runs queued at once) says no more for now
+    ├── TooManyLoginFailures    this address sent too many wrong tokens lately (``retry_after`` s)
     ├── InsufficientStorage     the output directory's disk is (nearly) full: nothing new is accepted
     └── StoreUnavailable        the run store cannot write now (read-only filesystem, locked database);
                                 reads keep working
@@ -54,6 +55,12 @@ class Forbidden(LabrunError):
 
 class TooManyRuns(LabrunError):
     pass
+
+
+class TooManyLoginFailures(LabrunError):
+    def __init__(self, detail: str, retry_after: int) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after
 
 
 class InsufficientStorage(LabrunError):

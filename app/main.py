@@ -18,7 +18,7 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
-from app.api.auth import AuthPolicy
+from app.api.auth import AuthPolicy, LoginThrottle
 from app.api.body import RequestBodyGuard
 from app.api.errors import install_error_handlers
 from app.api.router import mount_routes
@@ -118,7 +118,7 @@ def _check_exposure(settings: Settings, auth: AuthPolicy) -> None:
     """Whatever is reachable beyond loopback is authenticated, unless the operator says otherwise."""
     if is_loopback(settings.host) or auth.required() or settings.allow_no_auth:
         return
-    why = "LABRUN_AUTH=off" if settings.auth == "off" else "there are no users yet"
+    why = "LABRUN_AUTH=off" if settings.auth == "off" else "there have been no users yet"
     raise SettingsError(
         f"invalid labrun settings:\n  LABRUN_HOST: serving on {settings.host} without auth ({why}) would let "
         "anyone who reaches the port start and cancel runs. Create a user first (python -m app users add "
@@ -143,7 +143,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     try:
         manager = build_manager(settings, state)
         _check_no_runs_elsewhere(manager)
-        auth = AuthPolicy(settings.auth, manager.users)
+        throttle = LoginThrottle(settings.login_failures_per_minute, settings.trusted_proxies)
+        auth = AuthPolicy(settings.auth, manager.users, throttle)
         _check_exposure(settings, auth)
     except BaseException:
         lock.release()

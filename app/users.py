@@ -38,8 +38,10 @@ class Users:
     def list(self) -> list[User]:
         return self._table.list()
 
-    def any_active(self) -> bool:
-        return self._table.any_active()
+    def ever_had_users(self) -> bool:
+        """Whether this store has ever had a user: a revoked one keeps its row (there is no delete), so
+        the store itself records that auth was switched on, and it stays on."""
+        return self._table.any_row()
 
     def add(self, name: str, admin: bool = False) -> str:
         """Create a user; returns their token (the only time it is shown)."""

@@ -6,6 +6,7 @@
     Forbidden          403
     RunConflict        409
     TooManyRuns        429
+    TooManyLoginFailures 429 (with Retry-After)
     InsufficientStorage 507 (the disk is full: what to delete or free)
     StoreUnavailable   503
     EngineUnavailable  503
@@ -32,6 +33,7 @@ from app.errors import (
     NotFound,
     RunConflict,
     StoreUnavailable,
+    TooManyLoginFailures,
     TooManyRuns,
     Unauthenticated,
 )
@@ -45,6 +47,7 @@ STATUS_CODES: dict[type[LabrunError], int] = {
     Unauthenticated: 401,
     Forbidden: 403,
     TooManyRuns: 429,
+    TooManyLoginFailures: 429,
     InsufficientStorage: 507,
     StoreUnavailable: 503,
 }
@@ -61,6 +64,8 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(LabrunError)
     async def _labrun(_: Request, exc: LabrunError) -> JSONResponse:
         headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, Unauthenticated) else None
+        if isinstance(exc, TooManyLoginFailures):
+            headers = {"Retry-After": str(exc.retry_after)}
         return JSONResponse({"detail": exc.detail}, status_code=status_code(exc), headers=headers)
 
     @app.exception_handler(EngineUnavailable)

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from collections.abc import Mapping
 from typing import Any
@@ -100,35 +101,22 @@ class Health(BaseModel):
 def run_public(
     record: RunRecord, position: int | None, waiting: str | None, progress: dict[str, Any] | None
 ) -> RunPublic:
+    """The record's fields that the wire model has, by name (a field added to both shows with no line
+    here; store times are Unix seconds, which pydantic reads as UTC), and what the view found beside it.
+    Read from a dict of the record's fields: a wrapper read by attribute cost 4x as much on the polling
+    path."""
+    fields = {name: getattr(record, name) for name in _FROM_RECORD}
     progress = progress or {}
-    return RunPublic(
-        name=record.name,
-        status=record.status,
-        owner=record.owner,
-        config_name=record.config_name,
-        overrides=record.overrides,
-        created_at=_utc(record.created_at),
-        started_at=_utc(record.started_at),
-        finished_at=_utc(record.finished_at),
-        exit_code=record.exit_code,
-        reason=record.reason,
-        log_tail=record.log_tail,
-        gpus=record.gpus,
-        run_dir=record.run_dir,
-        progress=progress.get("progress"),
-        metrics=progress.get("metrics") or {},
-        rerun_of=record.rerun_of,
-        cancelled_by=record.cancelled_by,
-        attempts=record.attempts,
+    fields.update(
         queue_position=position,
         waiting_reason=waiting,
-        disk_bytes=record.disk_bytes,
-        deleted_at=_utc(record.deleted_at),
-        deleted_by=record.deleted_by,
-        resources=record.resources,
-        sweep=record.sweep,
-        sweep_index=record.sweep_index,
+        progress=progress.get("progress"),
+        metrics=progress.get("metrics") or {},
     )
+    return RunPublic.model_validate(fields)
+
+
+_FROM_RECORD = tuple(f.name for f in dataclasses.fields(RunRecord) if f.name in RunPublic.model_fields)
 
 
 class Usage(BaseModel):
@@ -183,15 +171,16 @@ class SweepsPublic(BaseModel):
 
 
 def sweep_summary(sweep: Any, counts: Mapping[str, int]) -> SweepSummary:
-    return SweepSummary(
-        name=sweep.name,
-        owner=sweep.owner,
-        config_name=sweep.config_name,
-        overrides=sweep.overrides,
-        swept=sweep.swept,
-        size=sweep.size,
-        run_dir=sweep.run_dir,
-        created_at=_utc(sweep.created_at),
-        counts=dict(counts),
-        finished=not counts.get("queued") and not counts.get("running"),
-    )
+    """The sweep's own fields by name (``from_attributes``), with its runs' counts."""
+    return SweepSummary.model_validate(_SweepAnswer(sweep, counts), from_attributes=True)
+
+
+class _SweepAnswer:
+    __slots__ = ("_sweep", "counts", "finished")
+
+    def __init__(self, sweep: Any, counts: Mapping[str, int]) -> None:
+        self._sweep, self.counts = sweep, dict(counts)
+        self.finished = not counts.get("queued") and not counts.get("running")
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sweep, name)

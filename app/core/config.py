@@ -6,6 +6,7 @@ exits with status 2), never at first use.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import shlex
 import shutil
@@ -45,6 +46,10 @@ class Settings(BaseSettings):
     # unless allow_no_auth). Runs from before users existed belong to legacy_owner.
     auth: Literal["auto", "on", "off"] = "auto"
     allow_no_auth: bool = False
+    # Wrong or missing tokens one client address may send per minute before it gets 429 (a valid token is
+    # never throttled); behind a reverse proxy, the proxies whose X-Forwarded-For names the client.
+    login_failures_per_minute: int = Field(30, ge=1, le=1_000_000)
+    trusted_proxies: Annotated[tuple[str, ...], NoDecode] = ()
     legacy_owner: str = Field("local", pattern=r"^[a-z][a-z0-9_-]{0,31}$")
     # Fair share: the next run comes from the user with the least recent use (GPU-seconds, or run-seconds
     # for CPU runs), decayed with this half-life. Per-user limits (0 or unset: none); users may have their own.
@@ -97,6 +102,20 @@ class Settings(BaseSettings):
         if any(i < 0 for i in indices) or len(set(indices)) != len(indices):
             raise ValueError(f"GPU indices must be distinct and non-negative, got {text!r}")
         return tuple(indices)
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _parse_proxies(cls, value: Any) -> Any:
+        parts = value if isinstance(value, tuple | list) else str(value or "").replace(" ", "").split(",")
+        proxies = tuple(str(p) for p in parts if p)
+        for proxy in proxies:
+            try:
+                ipaddress.ip_network(proxy, strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"expected IP addresses or networks such as 10.0.0.5,192.168.1.0/24, got {proxy!r}"
+                ) from None
+        return proxies
 
     @field_validator("trainer_command", mode="before")
     @classmethod

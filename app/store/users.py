@@ -22,8 +22,9 @@ class UserStore:
     def list(self) -> builtins.list[User]:
         return [_user(row) for row in self._db.rows(f"SELECT {_COLUMNS} FROM users ORDER BY name")]
 
-    def any_active(self) -> bool:
-        return self._db.one("SELECT 1 FROM users WHERE revoked_at IS NULL LIMIT 1") is not None
+    def any_row(self) -> bool:
+        """Whether any user, active or revoked, was ever made (a user is revoked, never deleted)."""
+        return self._db.one("SELECT 1 FROM users LIMIT 1") is not None
 
     def token_hash(self, name: str) -> str | None:
         """The hash of an active user's token; None for a revoked or unknown user."""

@@ -13,15 +13,16 @@ from __future__ import annotations
 import asyncio
 import codecs
 import threading
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import PlainTextResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from app.api.auth import CallerDep
+from app.api.auth import TOKEN_RECHECK_S, CallerDep, token_check
 from app.api.deps import FilesDep, IdempotencyKey, ManagerDep, StoreDep, ViewDep, get_run
 from app.api.public import RunCreate, RunPublic, RunsPublic
 from app.errors import InvalidRun
@@ -111,6 +112,7 @@ async def delete_run(name: str, caller: CallerDep, manager: ManagerDep, view: Vi
 @router.get("/{name}/logs", response_class=PlainTextResponse)
 async def run_logs(
     name: str,
+    request: Request,
     store: StoreDep,
     files: FilesDep,
     manager: ManagerDep,
@@ -128,7 +130,7 @@ async def run_logs(
     path = files.log_path(name)
     if follow:  # the stream goes on from where the tail ends: no line lost
         part = await run_in_threadpool(read_tail, path, tail)
-        follower = _follow(store, path, name, part.text, part.end, manager.closing)
+        follower = _follow(store, path, name, part, manager.closing, token_check(request))
         return StreamingResponse(follower, media_type="text/plain", headers=_log_headers(part))
     # A big log is read (and made valid UTF-8) off the event loop: other requests do not wait for it.
     part, body = await run_in_threadpool(_read_log, path, tail, offset, length)
@@ -167,11 +169,23 @@ def _log_headers(part: LogSlice) -> dict[str, str]:
 
 
 async def _follow(
-    store: RunStore, path: Path, name: str, first: str, offset: int, closing: threading.Event
+    store: RunStore,
+    path: Path,
+    name: str,
+    first: LogSlice,
+    closing: threading.Event,
+    token_valid: Callable[[], bool],
 ) -> AsyncIterator[str]:
+    """The log from the end of ``first`` on, until the run ends, the server shuts down, or the caller's
+    token is revoked (looked at again every TOKEN_RECHECK_S: a revoke ends the stream within ~2 s)."""
     decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")  # a chunk may end mid-character
-    yield first
+    offset, checked_at = first.end, time.monotonic()
+    yield first.text
     while True:
+        if time.monotonic() - checked_at >= TOKEN_RECHECK_S:
+            if not await run_in_threadpool(token_valid):
+                return
+            checked_at = time.monotonic()
         ended = get_run(store, name).status.is_terminal()  # read before the file: no line is missed
         chunk = await run_in_threadpool(_read_from, path, offset, FOLLOW_CHUNK_BYTES)
         if chunk:
