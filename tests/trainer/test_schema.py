@@ -16,7 +16,7 @@ from trainer.config_cache import compose_cached
 
 def job_of(overrides: list[str]):
     # The service's compose (tests/perf/test_config_cache.py: equal to a fresh one, errors included): fast.
-    cfg = config.compose_checked([*overrides, "run_name=2026-01-01_00-00-00_t"], compose=compose_cached)
+    cfg = compose_cached([*overrides, "run_name=2026-01-01_00-00-00_t"])
     job = config.job_config(cfg)
     config.check_job(job)
     return cfg, job
