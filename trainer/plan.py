@@ -27,6 +27,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 from trainer import config, estimate
 from trainer.naming import NameInUse
 from trainer.resolvers import length as device_count
+from trainer.schema import GPU_ACCELERATORS
 from trainer.sweep import SweepSlot
 
 __all__ = ["DeviceLimits", "NameInUse", "RunPlan", "claim", "plan_run", "trainer_args"]
@@ -206,20 +207,17 @@ def hydra_quote(value: str) -> str:
 
 
 def gpu_need(job: DictConfig, limits: DeviceLimits | None) -> int:
-    """How many GPUs the run asks for (0: a CPU run), checked against ``limits`` when given."""
-    accelerator = str(job.get("accelerator", "cpu")).lower()
+    """How many GPUs the run asks for (0: a CPU run), checked against ``limits`` when given. The accelerator
+    is one of ``schema.ACCELERATORS``: ``check_job`` refused any other before."""
+    accelerator = str(job.get("accelerator", "cpu"))
     devices = job.get("devices", 1)
-    if accelerator not in ("cpu", "gpu", "cuda", "auto"):
-        raise config.ConfigError(
-            f"accelerator={accelerator} is not available here; use cpu, gpu, cuda or auto"
-        )
     count = _count(devices)
     if count < 1:
         raise config.ConfigError(
             f"devices={count}: ask for a positive number of devices (all GPUs is not allowed)"
         )
     if limits is None:
-        return count if accelerator in ("gpu", "cuda") else 0
+        return count if accelerator in GPU_ACCELERATORS else 0
     if (
         isinstance(devices, ListConfig | list)
         and accelerator != "cpu"
@@ -230,7 +228,7 @@ def gpu_need(job: DictConfig, limits: DeviceLimits | None) -> int:
             f"ask for a count instead, e.g. devices={count}"
         )
     gpus = limits.gpus
-    wants_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and (gpus is None or gpus > 0))
+    wants_gpu = accelerator in GPU_ACCELERATORS or (accelerator == "auto" and (gpus is None or gpus > 0))
     if not wants_gpu:
         cores = limits.cpu_processes
         if cores is not None and count > cores:  # each CPU "device" is a training process of its own

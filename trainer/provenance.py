@@ -64,7 +64,7 @@ def _git(root: Path, *args: str) -> str:
 def device_names(accelerator: str) -> list[str]:
     import torch
 
-    if accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available():
+    if accelerator != "cpu" and torch.cuda.is_available():  # gpu, cuda or auto (trainer/schema.py)
         return [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
     return [f"cpu ({os.cpu_count()} cores)"]
 

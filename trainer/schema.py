@@ -29,7 +29,8 @@ from typing import Any, Dict, Optional, Union, get_args, get_origin, get_type_hi
 from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 
 MODEL_NAMES = ("fno", "sfno")  # the models trainer/model.py builds; conf/model/<name>.yaml for each
-ACCELERATORS = ("cpu", "gpu", "cuda", "auto")
+ACCELERATORS = ("cpu", "gpu", "cuda", "auto")  # Lightning's names; the only list of them
+GPU_ACCELERATORS = ("gpu", "cuda")  # always on a GPU ("auto" takes one where there is one)
 # What a service that starts each run as a process can run: Lightning's ddp_spawn/ddp_notebook fork from an
 # interactive session, fsdp/deepspeed need set-ups this experiment does not have.
 STRATEGIES = ("auto", "ddp", "ddp_find_unused_parameters_true")
