@@ -29,7 +29,7 @@ from app.runfiles import RunFiles
 from app.statedir import StateDir
 from app.store import RunStore, StoreVersionError
 from app.validation import RunValidator
-from trainer.config_cache import cached_base, compose_cached
+from trainer.config_cache import compose_cached
 from trainer.plan import DeviceLimits
 
 
@@ -85,7 +85,7 @@ def build_manager(settings: Settings, state: StateDir | None = None) -> RunManag
         launcher=launcher,
         # One real Hydra compose per distinct list of group choices, value overrides applied with Hydra's own
         # routine (trainer/config_cache.py, tested equal to a fresh compose): ~10 ms instead of ~110 ms.
-        validator=RunValidator(settings, limits, compose=compose_cached, base=cached_base),
+        validator=RunValidator(settings, limits, compose=compose_cached),
         state=state,
         gpus=gpus,
     )

@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from labrun import statuses
+
 
 class RunStatus(StrEnum):
     QUEUED = "queued"
@@ -21,7 +23,7 @@ class RunStatus(StrEnum):
         return self in TERMINAL
 
 
-TERMINAL = frozenset({RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED})
+TERMINAL = frozenset(RunStatus(s) for s in statuses.TERMINAL)  # the client's list too (labrun/statuses.py)
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ from dataclasses import replace
 
 from app.errors import InvalidRun, NotFound, RunConflict
 from app.lifecycle import RunManager, _new_record
-from app.models import TERMINAL, RunRecord, RunStatus, SweepRecord
+from app.models import RunRecord, RunStatus, SweepRecord
 from app.store import IdempotencyKeyTaken, NameTaken
 from trainer import naming
 from trainer import overrides as overrides_parser
@@ -241,10 +241,6 @@ def key_overrides(record: RunRecord, swept: Sequence[str]) -> list[str]:
     """The lines of a sweep's run that tell it apart from the others (those of the swept keys)."""
     keys = set(swept)
     return [o.input_line for o in overrides_parser.parse(record.overrides) if o.get_key_element() in keys]
-
-
-def is_finished(counts: dict[str, int]) -> bool:
-    return not any(counts.get(s.value, 0) for s in RunStatus if s not in TERMINAL)
 
 
 def _choices(lines: Sequence[str], first: dict[str, str]) -> dict[str, str]:

@@ -170,15 +170,13 @@ class RunValidator:
         settings: Settings,
         limits: DeviceLimits,
         compose: Callable[[Sequence[str], str], DictConfig] = trainer_config.compose_config,
-        base: Callable[[Sequence[str], str], DictConfig] | None = None,
     ) -> None:
-        """``limits``: what a run may ask for on this server; ``compose``/``base``: a fresh Hydra compose
-        by default; the service passes the cached ones (``trainer/config_cache.py``), tested to give the
-        same answers."""
+        """``limits``: what a run may ask for on this server; ``compose``: a fresh Hydra compose by
+        default; the service passes the cached one (``trainer/config_cache.py``), tested to give the same
+        answers."""
         self.settings = settings
         self.limits = limits
         self._compose = compose
-        self._base = base
 
     def plan(self, overrides: Sequence[str], config_name: str | None, **placement: Any) -> RunPlan:
         """``placement``: ``when``/``suffix``/``sweep`` for ``plan_run`` (a sweep's runs, app/sweeps.py)."""
@@ -209,7 +207,6 @@ class RunValidator:
                     log_dir=self.settings.output_dir,
                     limits=self.limits,
                     compose=self._compose,
-                    base=self._base,
                     **placement,
                 )
             except trainer_config.ConfigError as exc:

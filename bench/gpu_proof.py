@@ -315,7 +315,7 @@ class Proof:
             f"log_dir={self.work / 'fit'}",
             f"paths.data_root={self.work / 'data'}",
         ]
-        cfg = config.compose_checked(overrides)
+        cfg = config.compose_config(overrides)
         config.assign_run_name(cfg, overrides)
         job = config.job_config(cfg)
         config.check_job(job)

@@ -38,6 +38,7 @@ ENV PYTHONPATH=/opt/labrun \
 COPY conf/ /opt/labrun/conf/
 COPY trainer/ /opt/labrun/trainer/
 COPY app/ /opt/labrun/app/
+COPY labrun/ /opt/labrun/labrun/
 
 ARG GIT_COMMIT=unknown
 ENV LABRUN_CODE_VERSION=${GIT_COMMIT}

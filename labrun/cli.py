@@ -25,6 +25,7 @@ from labrun.client import (
     Client,
     CliError,
 )
+from labrun.statuses import TERMINAL
 
 EXIT_STATUS_BY_RUN = {"succeeded": EXIT_OK, "failed": EXIT_RUN_FAILED, "cancelled": EXIT_CANCELLED}
 EXIT_BUG = 70
@@ -256,7 +257,7 @@ def _wait(client: Client, run: dict[str, Any], follow: bool, interval: float) ->
         while True:
             if view is not None:
                 view.update(run)
-            if run["status"] in render.TERMINAL:
+            if run["status"] in TERMINAL:
                 break
             time.sleep(interval)
             run = _poll(client, name)
@@ -369,10 +370,10 @@ def cmd_cancel(client: Client, args: argparse.Namespace) -> int:
         run = client.cancel(name)
         # The answer is normally final; a run caught starting may still say running for a moment.
         deadline = time.monotonic() + CANCEL_SETTLE_S
-        while run["status"] not in render.TERMINAL and time.monotonic() < deadline:
+        while run["status"] not in TERMINAL and time.monotonic() < deadline:
             time.sleep(0.2)
             run = client.run(name)
-        if run["status"] not in render.TERMINAL:
+        if run["status"] not in TERMINAL:
             return f"{name}: cancel requested (still {run['status']})"
         return f"{name}: {run['status']}"
 

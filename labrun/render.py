@@ -10,7 +10,8 @@ import datetime as dt
 import sys
 from typing import Any, TextIO
 
-TERMINAL = ("succeeded", "failed", "cancelled")
+from labrun.statuses import TERMINAL
+
 STATUS_STYLE = {
     "queued": "yellow",
     "running": "cyan",

@@ -1,8 +1,9 @@
 """``python -m trainer [--config-name=NAME] [--cfg job|hydra|all] [overrides...]``: one run, start to end.
 
 The run's lifecycle in one place:
-1. plan the run (``trainer/plan.py``: compose, check, name; light imports only); bad input -> message on
-   stderr naming the key, exit 2, nothing created;
+1. read the run's environment (``trainer/runenv.py``) and plan the run (``trainer/plan.py``: compose,
+   check, name; light imports only); bad input -> message on stderr naming the variable or key, exit 2,
+   nothing created;
 2. create the run directory (exit 2 if it exists), write ``.hydra/``, start ``train.log`` and ``run.json``;
 3. import the training stack and train;
 4. rewrite ``run.json`` with how it ended: ``succeeded`` (exit 0), ``failed`` (1) or ``cancelled`` (143 for
@@ -21,13 +22,13 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from trainer import config, resume, rundir
+from trainer import config, rundir
 from trainer import plan as run_plan
 from trainer.cancel import CancelGuard, RunCancelled
 from trainer.provenance import RunManifest, utc_now
+from trainer.runenv import RunEnv, RunEnvError
 
 EXIT_USAGE = 2
-RUN_DIR_ENV, RUN_NAME_ENV = "LABRUN_RUN_DIR", "LABRUN_RUN_NAME"
 log = logging.getLogger("trainer")
 
 
@@ -57,7 +58,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = utc_now()
     args = parse_args(argv)
     overrides = list(args.overrides)
-    child_of = _ddp_parent_run()
+    try:
+        env = RunEnv.from_env()  # first: the rest of the run reads it where it needs it, known good
+    except RunEnvError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    child_of = _ddp_parent_run(env)
     try:
         plan = run_plan.plan_run(
             overrides,
@@ -72,13 +78,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         _print_cfg(args.cfg, plan)
         return 0
     if child_of:
-        return execute_ddp_child(plan.job, Path(child_of[0]))
+        return execute_ddp_child(plan.job, child_of[0])
     try:
         # A generated name taken by a run started in the same second with the same overrides: the next one
         # (<name>_r2, ...) rather than a failure. A run_name given is never changed.
-        plan, run_dir = run_plan.claim(
-            plan, lambda p: rundir.create(p.job.output_dir, resume=resume.resuming())
-        )
+        plan, run_dir = run_plan.claim(plan, lambda p: rundir.create(p.job.output_dir, resume=env.resume))
     except OSError as exc:  # NameInUse included
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -105,11 +109,11 @@ def execute(
     record: RunManifest | None = None
     # Lightning starts the other ranks of a multi-device run by running this command again: they join
     # this run (see execute_ddp_child) instead of creating a run of their own.
-    os.environ.update({RUN_DIR_ENV: str(run_dir), RUN_NAME_ENV: name})
+    os.environ.update(RunEnv(run_dir=run_dir, run_name=name).to_env())
     try:
         with guard.deferred():
             record = new_record()
-            record.begin_attempt(resume.attempt_number())
+            record.begin_attempt(RunEnv.from_env().attempt)
             record.write()
         rundir.write_hydra_files(run_dir, job, hydra_node, overrides)
         rundir.setup_logging(run_dir)
@@ -142,14 +146,10 @@ def execute(
     return code
 
 
-def _ddp_parent_run() -> tuple[str, str] | None:
+def _ddp_parent_run(env: RunEnv) -> tuple[Path, str] | None:
     """``(run_dir, name)`` when this process is a rank > 0 that Lightning started for a running run."""
-    if (
-        os.environ.get("LOCAL_RANK", "0") != "0"
-        and os.environ.get(RUN_DIR_ENV)
-        and os.environ.get(RUN_NAME_ENV)
-    ):
-        return os.environ[RUN_DIR_ENV], os.environ[RUN_NAME_ENV]
+    if os.environ.get("LOCAL_RANK", "0") != "0" and env.run_dir and env.run_name:
+        return env.run_dir, env.run_name
     return None
 
 

@@ -16,7 +16,7 @@ import copy
 import os
 import re
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +41,6 @@ __all__ = [
     "ConfigError",
     "assign_run_name",
     "check_job",
-    "compose_checked",
     "compose_config",
     "conf_dir",
     "config_names",
@@ -50,12 +49,15 @@ __all__ = [
 ]
 
 DEFAULT_CONFIG_NAME = "neuraloperator"
+# A deployment setting, read alike by the service (to validate requests) and by the trainer (to run them),
+# never set per run: so not one of the run's variables (trainer/runenv.py). Both must see the same conf/.
+CONF_DIR_ENV = "LABRUN_CONF_DIR"
 _HYDRA_LOCK = threading.RLock()
 
 
 def conf_dir() -> Path:
     """``conf/`` of this checkout or image; ``LABRUN_CONF_DIR`` points elsewhere (tests, deployments)."""
-    configured = os.environ.get("LABRUN_CONF_DIR")
+    configured = os.environ.get(CONF_DIR_ENV)
     return Path(configured).resolve() if configured else Path(__file__).resolve().parent.parent / "conf"
 
 
@@ -90,19 +92,6 @@ def compose_config(
             GlobalHydra.instance().clear()
     schema.unknown_keys(cfg)
     return cfg
-
-
-def compose_checked(
-    overrides: Sequence[str],
-    config_name: str = DEFAULT_CONFIG_NAME,
-    compose: Callable[[Sequence[str], str], DictConfig] = compose_config,
-    base: Callable[[Sequence[str], str], DictConfig] | None = None,
-) -> DictConfig:
-    """``compose`` (the service passes ``trainer.config_cache.compose_cached``: same results, ~100x less
-    time). The schema makes the compose itself check every value's type, so ``base`` (the config of the
-    same group choices, once needed to compare types with) is no longer used; it stays for callers."""
-    del base
-    return compose(overrides, config_name)
 
 
 def assign_run_name(cfg: DictConfig, overrides: Sequence[str], **name_args: Any) -> str:

@@ -58,7 +58,7 @@ _memoize_interpolation_parsing()
 class ConfigCache:
     def __init__(self, directory: Path | None = None, max_bases: int = _MAX_BASES) -> None:
         self.directory = (directory or config.conf_dir()).resolve()
-        self._bases: OrderedDict[tuple, tuple[DictConfig, bytes]] = OrderedDict()
+        self._bases: OrderedDict[tuple[str, tuple[str, ...]], bytes] = OrderedDict()
         self._max_bases = max_bases
         self._lock = threading.Lock()
         self._fingerprint: tuple = ()
@@ -77,9 +77,8 @@ class ConfigCache:
         if split is None:
             return config.compose_config(overrides, config_name, self.directory)
         group_lines, value_overrides = split
-        _, frozen = self._base_and_copy(config_name, group_lines)
         # A deep copy of the base, 5x faster than copy.deepcopy (OmegaConf's own __deepcopy__ is Python).
-        cfg = pickle.loads(frozen)
+        cfg = pickle.loads(self._pickled_base(config_name, group_lines))
         try:
             ConfigLoaderImpl._apply_overrides_to_config(value_overrides, cfg)
         except (HydraException, OmegaConfBaseException):
@@ -88,19 +87,8 @@ class ConfigCache:
         schema.unknown_keys(cfg)  # as compose_config does after a compose: same check, same message
         return cfg
 
-    def base(
-        self, group_overrides: Sequence[str], config_name: str = config.DEFAULT_CONFIG_NAME
-    ) -> DictConfig:
-        """The shared, cached config for these group choices alone. Read it, never change it."""
-        with self._lock:
-            self._refresh()
-        return self._base(config_name, tuple(group_overrides))
-
-    def _base(self, config_name: str, group_lines: tuple[str, ...]) -> DictConfig:
-        return self._base_and_copy(config_name, group_lines)[0]
-
-    def _base_and_copy(self, config_name: str, group_lines: tuple[str, ...]) -> tuple[DictConfig, bytes]:
-        """The base, and the base pickled: unpickling makes each request's own deep copy of it."""
+    def _pickled_base(self, config_name: str, group_lines: tuple[str, ...]) -> bytes:
+        """The base of these group choices, pickled: unpickling makes each request's own deep copy of it."""
         key = (config_name, group_lines)
         with self._lock:
             hit = self._bases.get(key)
@@ -108,8 +96,7 @@ class ConfigCache:
                 self._bases.move_to_end(key)
                 return hit
         full = config.compose_config(list(group_lines), config_name, self.directory)
-        base = _slim(full)
-        entry = (base, pickle.dumps(base, protocol=pickle.HIGHEST_PROTOCOL))
+        entry = pickle.dumps(_slim(full), protocol=pickle.HIGHEST_PROTOCOL)
         with self._lock:
             self._bases[key] = entry
             while len(self._bases) > self._max_bases:
@@ -177,8 +164,3 @@ def _cache() -> ConfigCache:
 def compose_cached(overrides: Sequence[str], config_name: str = config.DEFAULT_CONFIG_NAME) -> DictConfig:
     """Module-level cache over ``conf_dir()``: same result as ``config.compose_config``, much faster."""
     return _cache().compose(overrides, config_name)
-
-
-def cached_base(group_overrides: Sequence[str], config_name: str = config.DEFAULT_CONFIG_NAME) -> DictConfig:
-    """The shared config for these group choices alone: read only."""
-    return _cache().base(group_overrides, config_name)

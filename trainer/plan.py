@@ -27,6 +27,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 from trainer import config, estimate
 from trainer.naming import NameInUse
 from trainer.resolvers import length as device_count
+from trainer.schema import GPU_ACCELERATORS
 from trainer.sweep import SweepSlot
 
 __all__ = ["DeviceLimits", "NameInUse", "RunPlan", "claim", "plan_run", "trainer_args"]
@@ -89,7 +90,6 @@ def plan_run(
     run_name: str | None = None,
     limits: DeviceLimits | None = None,
     compose: ComposeFn = config.compose_config,
-    base: ComposeFn | None = None,
     keep_config: bool = False,
     when: dt.datetime | None = None,
     suffix: str = "",
@@ -99,14 +99,15 @@ def plan_run(
 
     ``log_dir``/``run_name``: set by the caller (the service), appended to the overrides given.
     ``limits``: check the device request against a machine (None: only its form is checked).
-    ``compose``/``base``: a fresh Hydra compose by default; the service passes the cached ones.
+    ``compose``: a fresh Hydra compose by default; the service passes the cached one
+    (``trainer.config_cache.compose_cached``: the same results, ~100x faster).
     ``keep_config``: keep the unresolved compose in ``plan.config`` (``--cfg hydra|all`` prints it).
     ``sweep``: a run of a sweep: named ``<index>_<name>`` and filed in the sweep's folder (``trainer/sweep.py``).
     """
     overrides = list(overrides)
     when = when or dt.datetime.now()
     extra = [f"log_dir={hydra_quote(str(log_dir))}"] if log_dir is not None else []
-    cfg = config.compose_checked([*overrides, *extra], config_name, compose=compose, base=base)
+    cfg = compose([*overrides, *extra], config_name)
     if run_name is not None:
         with open_dict(cfg):
             cfg.run_name = run_name
@@ -135,7 +136,6 @@ def plan_run(
             run_name=run_name,
             limits=limits,
             compose=compose,
-            base=base,
             keep_config=keep_config,
             when=when,
             suffix=next_suffix,
@@ -207,20 +207,17 @@ def hydra_quote(value: str) -> str:
 
 
 def gpu_need(job: DictConfig, limits: DeviceLimits | None) -> int:
-    """How many GPUs the run asks for (0: a CPU run), checked against ``limits`` when given."""
-    accelerator = str(job.get("accelerator", "cpu")).lower()
+    """How many GPUs the run asks for (0: a CPU run), checked against ``limits`` when given. The accelerator
+    is one of ``schema.ACCELERATORS``: ``check_job`` refused any other before."""
+    accelerator = str(job.get("accelerator", "cpu"))
     devices = job.get("devices", 1)
-    if accelerator not in ("cpu", "gpu", "cuda", "auto"):
-        raise config.ConfigError(
-            f"accelerator={accelerator} is not available here; use cpu, gpu, cuda or auto"
-        )
     count = _count(devices)
     if count < 1:
         raise config.ConfigError(
             f"devices={count}: ask for a positive number of devices (all GPUs is not allowed)"
         )
     if limits is None:
-        return count if accelerator in ("gpu", "cuda") else 0
+        return count if accelerator in GPU_ACCELERATORS else 0
     if (
         isinstance(devices, ListConfig | list)
         and accelerator != "cpu"
@@ -231,7 +228,7 @@ def gpu_need(job: DictConfig, limits: DeviceLimits | None) -> int:
             f"ask for a count instead, e.g. devices={count}"
         )
     gpus = limits.gpus
-    wants_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and (gpus is None or gpus > 0))
+    wants_gpu = accelerator in GPU_ACCELERATORS or (accelerator == "auto" and (gpus is None or gpus > 0))
     if not wants_gpu:
         cores = limits.cpu_processes
         if cores is not None and count > cores:  # each CPU "device" is a training process of its own

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from trainer.atomic import write_atomic
+from trainer.runenv import RunEnv
 
 PACKAGES = ("torch", "lightning", "neuraloperator", "torch-harmonics", "hydra-core", "wandb")
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -42,7 +43,7 @@ def package_versions() -> dict[str, str | None]:
 
 def code_version(root: Path = REPO_ROOT) -> dict[str, Any]:
     """The git commit and whether the tree differs from it; in an image without ``.git``, the version the
-    image was built with (``LABRUN_CODE_VERSION``)."""
+    image was built with (``RunEnv.code_version``)."""
     if (root / ".git").exists():
         try:
             commit = _git(root, "rev-parse", "HEAD")
@@ -50,7 +51,7 @@ def code_version(root: Path = REPO_ROOT) -> dict[str, Any]:
             return {"source": "git", "commit": commit, "dirty": dirty}
         except (OSError, subprocess.SubprocessError):
             pass
-    return {"source": "env", "commit": os.environ.get("LABRUN_CODE_VERSION"), "dirty": None}
+    return {"source": "env", "commit": RunEnv.from_env().code_version, "dirty": None}
 
 
 def _git(root: Path, *args: str) -> str:
@@ -63,7 +64,7 @@ def _git(root: Path, *args: str) -> str:
 def device_names(accelerator: str) -> list[str]:
     import torch
 
-    if accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available():
+    if accelerator != "cpu" and torch.cuda.is_available():  # gpu, cuda or auto (trainer/schema.py)
         return [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
     return [f"cpu ({os.cpu_count()} cores)"]
 
@@ -96,8 +97,9 @@ class RunManifest:
             "status": "running",
             "exception": None,
         }
-        if os.environ.get("LABRUN_IMAGE_ID"):
-            self.data["image"] = os.environ["LABRUN_IMAGE_ID"]
+        image = RunEnv.from_env().image_id
+        if image:
+            self.data["image"] = image
 
     def begin_attempt(self, number: int | None = None) -> None:
         """Record this attempt; a resumed run keeps the attempts its run.json already lists."""

@@ -1,10 +1,10 @@
 """Preemption and resume: a run that is stopped by its scheduler continues where it stopped.
 
 - Preemption: SIGUSR1 (Slurm's ``--signal=B:USR1@N`` before a time limit), or SIGTERM when the run is
-  preemptible (``LABRUN_PREEMPTIBLE=1``, set by labrun's Slurm job) and the service did not ask for a
-  cancel (its cancel writes ``LABRUN_CANCEL_MARKER`` before it signals). The trainer then stops at the next
+  preemptible (``RunEnv.preemptible``, set by labrun's Slurm job) and the service did not ask for a
+  cancel (its cancel writes ``RunEnv.cancel_marker`` before it signals). The trainer then stops at the next
   batch boundary, writes ``ckpt/last.ckpt`` (``SaveOnPreempt``) and exits ``EXIT_REQUEUE`` (75).
-- Resume (``LABRUN_RESUME=1``: a requeued Slurm job's next attempt, or ``POST /runs/{name}/resume``): the
+- Resume (``RunEnv.resume``: a requeued Slurm job's next attempt, or ``POST /runs/{name}/resume``): the
   same run directory is reused, training restarts from ``ckpt/last.ckpt``, ``metrics.csv`` is appended to
   (with its existing columns), the WandB run is the same one (its id is derived from the run's name) and
   ``run.json`` gains an attempt.
@@ -21,29 +21,22 @@ import signal
 from pathlib import Path
 from typing import Any
 
+from trainer.runenv import RunEnv
+
 log = logging.getLogger(__name__)
 EXIT_REQUEUE = 75  # EX_TEMPFAIL: checkpointed, run me again (the Slurm job wrapper requeues on it)
 PREEMPT_SIGNAL = signal.SIGUSR1
 LAST_CKPT = "last.ckpt"
 
 
-def resuming() -> bool:
-    return os.environ.get("LABRUN_RESUME") == "1"
-
-
-def attempt_number() -> int | None:
-    value = os.environ.get("LABRUN_ATTEMPT", "")
-    return int(value) if value.isdigit() else None
-
-
 def is_preemption(signum: int) -> bool:
     """SIGUSR1 always; SIGTERM only for a preemptible run whose cancel was not asked for by the service."""
     if signum == PREEMPT_SIGNAL:
         return True
-    if signum != signal.SIGTERM or os.environ.get("LABRUN_PREEMPTIBLE") != "1":
+    env = RunEnv.from_env()
+    if signum != signal.SIGTERM or not env.preemptible:
         return False
-    marker = os.environ.get("LABRUN_CANCEL_MARKER")
-    return not (marker and os.path.exists(marker))
+    return not (env.cancel_marker and env.cancel_marker.exists())
 
 
 def wandb_id(name: str) -> str:
@@ -107,22 +100,22 @@ def save_on_preempt_callback(guard: Any, ckpt_dir: str | os.PathLike) -> Any:
 
 
 def preempt_after_epochs_callback() -> Any:
-    """Operations/test hook: ``LABRUN_PREEMPT_AFTER_EPOCHS=N`` sends this process SIGUSR1 after epoch N (on
+    """Operations/test hook: ``RunEnv.preempt_after_epochs=N`` sends this process SIGUSR1 after epoch N (on
     the first attempt only): a preemption at an epoch boundary, to check that a resumed run ends the same.
-    ``LABRUN_PREEMPT_IN_VALIDATION=N``: the same, at the first validation batch of epoch N (0-based)."""
-    after = os.environ.get("LABRUN_PREEMPT_AFTER_EPOCHS", "")
-    during = os.environ.get("LABRUN_PREEMPT_IN_VALIDATION", "")
-    if not (after.isdigit() or during.isdigit()) or resuming():
+    ``RunEnv.preempt_in_validation=N``: the same, at the first validation batch of epoch N (0-based)."""
+    env = RunEnv.from_env()
+    after, during = env.preempt_after_epochs, env.preempt_in_validation
+    if (after is None and during is None) or env.resume:
         return None
     import lightning as L
 
     class PreemptAfter(L.Callback):
         def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-            if after.isdigit() and trainer.current_epoch + 1 == int(after):
+            if after is not None and trainer.current_epoch + 1 == after:
                 os.kill(os.getpid(), PREEMPT_SIGNAL)
 
         def on_validation_batch_start(self, trainer: L.Trainer, *args: Any) -> None:
-            if during.isdigit() and not trainer.sanity_checking and trainer.current_epoch == int(during):
+            if during is not None and not trainer.sanity_checking and trainer.current_epoch == during:
                 os.kill(os.getpid(), PREEMPT_SIGNAL)
 
     return PreemptAfter()

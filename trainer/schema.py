@@ -10,8 +10,8 @@ What a type cannot say lives in each field's metadata, read by one generic funct
 ``ge``/``gt``/``le``/``lt`` (numbers), ``choices``, ``pattern`` (strings), ``length`` and ``items`` (lists),
 or ``rule`` (a function for the few keys that take more than one type: ``devices``, ``val_check_interval``).
 Rules that tie several keys together (``n_modes`` against the resolution, ...) are the ``CROSS_RULES``.
-Every message names the key, the value and what is allowed. ``describe()`` turns the same declarations
-into the documentation (``GET /config/schema``, the README's table).
+Every message names the key, the value and what is allowed. ``trainer/schema_docs.py`` turns the same
+declarations into the documentation (``GET /config/schema``, the README's table).
 
 Light on purpose (omegaconf + hydra's ConfigStore): the service imports it.
 """
@@ -29,7 +29,8 @@ from typing import Any, Dict, Optional, Union, get_args, get_origin, get_type_hi
 from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 
 MODEL_NAMES = ("fno", "sfno")  # the models trainer/model.py builds; conf/model/<name>.yaml for each
-ACCELERATORS = ("cpu", "gpu", "cuda", "auto")
+ACCELERATORS = ("cpu", "gpu", "cuda", "auto")  # Lightning's names; the only list of them
+GPU_ACCELERATORS = ("gpu", "cuda")  # always on a GPU ("auto" takes one where there is one)
 # What a service that starts each run as a process can run: Lightning's ddp_spawn/ddp_notebook fork from an
 # interactive session, fsdp/deepspeed need set-ups this experiment does not have.
 STRATEGIES = ("auto", "ddp", "ddp_find_unused_parameters_true")
@@ -348,17 +349,6 @@ def kind(hint: Any, meta: Mapping[str, Any] | None = None) -> str:
     return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(hint, "a value")
 
 
-def type_name(hint: Any, meta: Mapping[str, Any]) -> str:
-    if "type" in meta:
-        return str(meta["type"])
-    if get_origin(hint) is Union:
-        inner = [a for a in get_args(hint) if a is not type(None)]
-        return f"{type_name(inner[0], {})} | null"
-    if get_origin(hint) is list:
-        return f"list[{type_name(get_args(hint)[0], {})}]"
-    return getattr(hint, "__name__", str(hint))
-
-
 # --- rules over several keys -----------------------------------------------------------------------------
 
 
@@ -448,87 +438,3 @@ CROSS_RULES: tuple[Callable[[Mapping[str, Any]], str | None], ...] = (
     _device_ids_need_a_device,
     _val_check_within_epoch,
 )
-
-
-# --- documentation ---------------------------------------------------------------------------------------
-
-
-def describe(
-    defaults: Mapping[str, Any] | None = None, groups: Mapping[str, list[str]] | None = None
-) -> list[dict]:
-    """Every key (dotted) with its type, default, allowed values and description, from the schema; the
-    group choices (``model``, ``data``, ...) first. ``default`` is the value in ``conf/`` (the default
-    config, interpolations shown as written); ``derived`` keys are computed from others.
-    ``defaults``/``groups`` default to those of the default config in ``trainer.config.conf_dir()``."""
-    if defaults is None or groups is None:
-        found_defaults, found_groups = _conf_defaults()
-        defaults = found_defaults if defaults is None else defaults
-        groups = found_groups if groups is None else groups
-    rows = [
-        {
-            "key": group,
-            "type": "group",
-            "default": defaults.get(group),
-            "allowed": "one of " + ", ".join(options),
-            "description": f"config group: one of conf/{group}/*.yaml (sets the {group}.* keys below)",
-            "derived": False,
-        }
-        for group, options in groups.items()
-    ]
-    for f in FIELDS:
-        rows.append(
-            {
-                "key": f.key,
-                "type": type_name(f.type, f.metadata),
-                "default": defaults.get(f.key),
-                "allowed": allowed(f.metadata),
-                "description": f.metadata.get("help", ""),
-                "derived": bool(f.metadata.get("derived")),
-            }
-        )
-    return rows
-
-
-def _conf_defaults() -> tuple[dict[str, Any], dict[str, list[str]]]:
-    """(dotted key -> value of the default config, unresolved; group -> options), from conf/."""
-    from trainer import config  # config imports this module
-
-    cfg = config.compose_config([])
-    choices = cfg.hydra.runtime.choices
-    groups = {g: config.group_options(g) for g in GROUPS}
-    values: dict[str, Any] = {g: choices.get(g) for g in GROUPS}
-    tree = OmegaConf.to_container(cfg, resolve=False)
-    tree.pop("hydra", None)
-
-    def flatten(node: dict, prefix: str) -> None:
-        for name, value in node.items():
-            if isinstance(value, dict) and f"{prefix}{name}" not in _BY_KEY:  # a mapping field is one key
-                flatten(value, f"{prefix}{name}.")
-            else:
-                values[prefix + name] = value
-
-    flatten(tree, "")
-    return values, groups
-
-
-def markdown_table(rows: list[dict]) -> str:
-    """``describe()``'s rows as the README's Markdown table (derived keys left out: nobody sets them)."""
-
-    def cell(value: Any) -> str:
-        text = "" if value is None else str(value)
-        return text.replace("|", "\\|").replace("\n", " ")
-
-    lines = ["| key | type | default | allowed | description |", "| --- | --- | --- | --- | --- |"]
-    for row in rows:
-        if row.get("derived"):
-            continue
-        shown = f"`{show(row['default'])}`"
-        lines.append(
-            f"| `{row['key']}` | {cell(row['type'])} | {cell(shown)} | {cell(row['allowed'])} | "
-            f"{cell(row['description'])} |"
-        )
-    return "\n".join(lines) + "\n"
-
-
-if __name__ == "__main__":  # python -m trainer.schema: the README's table of keys
-    print(markdown_table(describe()), end="")

@@ -25,6 +25,7 @@ from trainer.callbacks import ProgressFile, StopOnCancel
 from trainer.cancel import CancelGuard
 from trainer.data import SWEDataModule
 from trainer.model import OperatorModule
+from trainer.runenv import RunEnv
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +105,8 @@ def train(job: DictConfig, run_dir: Path, guard: CancelGuard) -> dict[str, float
     datamodule = build_datamodule(job)
     datamodule.prepare_data()  # generate or load before fit: a SIGTERM here stops at once
     model = OperatorModule(OmegaConf.to_container(job.model), lr=job.training.lr)
-    owner = os.environ.get("LABRUN_RUN_OWNER")  # set by the service: who submitted the run
+    env = RunEnv.from_env()
+    owner = env.owner  # set by the service: who submitted the run
     wandb_logger = WandbLogger(
         save_dir=str(run_dir),
         name=job.wandb_run_name,
@@ -112,13 +114,13 @@ def train(job: DictConfig, run_dir: Path, guard: CancelGuard) -> dict[str, float
         entity=job.wandb_entity,
         config={**OmegaConf.to_container(job), **({"labrun_owner": owner} if owner else {})},
         tags=[f"owner:{owner}"] if owner else None,
-        group=os.environ.get("LABRUN_SWEEP") or None,  # set by the service: the sweep's runs share a group
+        group=env.sweep,  # set by the service: the sweep's runs share a group
         id=resume.wandb_id(job.wandb_run_name),  # every attempt of the run continues the same WandB run
         resume="allow",
     )
     # -> <run_dir>/metrics.csv, flushed often enough that a killed run keeps most of its rows
     csv_logger = CSVLogger(save_dir=str(run_dir), name="", version="", flush_logs_every_n_steps=20)
-    ckpt_path = resume.last_checkpoint(job.ckpt_dir) if resume.resuming() else None
+    ckpt_path = resume.last_checkpoint(job.ckpt_dir) if env.resume else None
     if ckpt_path is not None:
         resume.keep_metrics_csv(csv_logger, run_dir / "metrics.csv")
         log.info("resuming from %s", ckpt_path)

@@ -7,10 +7,10 @@ from service_helpers import submit
 
 
 def test_the_schema_is_served_from_the_same_source(client):
-    from trainer import schema
+    from trainer import schema_docs
 
     keys = client.get("/config/schema").json()["keys"]
-    assert keys == schema.describe()
+    assert keys == schema_docs.describe()
     lr = next(k for k in keys if k["key"] == "training.lr")
     assert lr["type"] and lr["description"] and "> 0" in (lr["allowed"] or "")
 

@@ -217,12 +217,12 @@ def test_same_request_renamed_stays_distinct(validator):
 
 def test_the_services_fast_compose_validates_exactly_like_a_fresh_compose(output_dir):
     """The service validates through trainer/config_cache.py; every answer must equal a fresh compose's."""
-    from trainer.config_cache import cached_base, compose_cached
+    from trainer.config_cache import compose_cached
 
     settings = make_settings(output_dir)
     fresh, fast = (
         RunValidator(settings, NO_GPUS),
-        RunValidator(settings, NO_GPUS, compose=compose_cached, base=cached_base),
+        RunValidator(settings, NO_GPUS, compose=compose_cached),
     )
     cases = [[h] for h in HOSTILE] + [
         ["data=32x65"],

@@ -15,7 +15,7 @@ from trainer.config_cache import compose_cached
 
 
 def job_of(overrides: list[str]):
-    cfg = config.compose_checked([*overrides, "run_name=2026-01-01_00-00-00_t"], compose=compose_cached)
+    cfg = compose_cached([*overrides, "run_name=2026-01-01_00-00-00_t"])
     return config.job_config(cfg)
 
 

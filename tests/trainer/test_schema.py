@@ -1,6 +1,6 @@
 """The config's schema (trainer/schema.py): every option composes typed, every bad value is refused with a
 message naming the key, the value and what is allowed, the n_modes limits are the real models' limits, and
-describe() documents every key."""
+schema_docs.describe() documents every key."""
 
 from __future__ import annotations
 
@@ -10,13 +10,13 @@ import warnings
 import pytest
 from omegaconf import OmegaConf
 
-from trainer import config, schema
+from trainer import config, schema, schema_docs
 from trainer.config_cache import compose_cached
 
 
 def job_of(overrides: list[str]):
     # The service's compose (tests/perf/test_config_cache.py: equal to a fresh one, errors included): fast.
-    cfg = config.compose_checked([*overrides, "run_name=2026-01-01_00-00-00_t"], compose=compose_cached)
+    cfg = compose_cached([*overrides, "run_name=2026-01-01_00-00-00_t"])
     job = config.job_config(cfg)
     config.check_job(job)
     return cfg, job
@@ -220,7 +220,7 @@ def test_n_modes_limits_are_the_real_models_limits(dims):
 
 
 def test_describe_documents_every_key_of_the_config():
-    rows = schema.describe()
+    rows = schema_docs.describe()
     by_key = {r["key"]: r for r in rows}
     _, job = job_of([])
     flat = _flatten(OmegaConf.to_container(job))
@@ -246,7 +246,7 @@ def test_describe_documents_every_key_of_the_config():
 
 
 def test_markdown_table_has_a_row_per_settable_key():
-    table = schema.markdown_table(schema.describe())
+    table = schema_docs.markdown_table(schema_docs.describe())
     lines = table.splitlines()
     assert lines[0] == "| key | type | default | allowed | description |"
     assert "| `training.lr` | float | `0.001` | > 0 and <= 1 | Adam's learning rate |" in lines

@@ -11,7 +11,7 @@ from trainer import config
 
 
 def compose_job(overrides: list[str]):
-    cfg = config.compose_checked(overrides)
+    cfg = config.compose_config(overrides)
     config.assign_run_name(cfg, overrides)
     return config.job_config(cfg)
 
@@ -104,7 +104,7 @@ def test_missing_values_are_all_named_and_the_plain_values_match_the_job():
         "missing mandatory value: model.hidden_channels, model.n_modes[1], seed; "
         "set it with an override, e.g. model.hidden_channels=<value>"
     )
-    cfg = config.compose_checked(["model=fno"])
+    cfg = config.compose_config(["model=fno"])
     config.assign_run_name(cfg, ["model=fno"])
     job, values = config.resolve_job(cfg)
     assert values == OmegaConf.to_container(job) and values["model"]["n_modes"] == [32, 32]

@@ -1,6 +1,6 @@
 """GET /config/schema: every key a run's overrides may set, generated from the experiment's schema
-(``trainer/schema.py``): its type, default, allowed values and description. The README's table of keys is
-made from the same rows."""
+(``trainer/schema.py``) by ``trainer/schema_docs.py``: its type, default, allowed values and description.
+The README's table of keys is made from the same rows."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 from fastapi import APIRouter
 from starlette.concurrency import run_in_threadpool
 
-from trainer import schema
+from trainer import schema_docs
 
 router = APIRouter(prefix="/config", tags=["config"])
 
@@ -18,4 +18,4 @@ router = APIRouter(prefix="/config", tags=["config"])
 async def config_schema() -> dict[str, Any]:
     """``{"keys": [{"key", "type", "default", "allowed", "description", "derived"}, ...]}``, group choices
     (``model``, ``data``, ...) first."""
-    return {"keys": await run_in_threadpool(schema.describe)}
+    return {"keys": await run_in_threadpool(schema_docs.describe)}
