@@ -23,7 +23,7 @@ from app.api.body import RequestBodyGuard
 from app.api.errors import install_error_handlers
 from app.api.router import mount_routes
 from app.core.config import Settings, SettingsError, load_settings
-from app.launchers import build_launcher
+from app.launchers import Launcher, build_launcher
 from app.lifecycle import RunManager
 from app.runfiles import RunFiles
 from app.statedir import StateDir
@@ -61,7 +61,10 @@ def _unusable(path: Path, exc: BaseException) -> SettingsError:
     return SettingsError(f"invalid labrun settings:\n  LABRUN_OUTPUT_DIR: cannot use {path}: {exc}")
 
 
-def build_manager(settings: Settings, state: StateDir | None = None) -> RunManager:
+def build_manager(
+    settings: Settings, state: StateDir | None = None, launcher: Launcher | None = None
+) -> RunManager:
+    """``launcher``: the one LABRUN_LAUNCHER names unless one is given (tests give their own engine)."""
     state = state or StateDir(settings.output_dir)
     try:  # e.g. another user's output directory, or a read-only store
         store = RunStore(state.db)
@@ -69,7 +72,7 @@ def build_manager(settings: Settings, state: StateDir | None = None) -> RunManag
         raise _unusable(state.db, exc) from None
     except StoreVersionError as exc:
         raise SettingsError(f"invalid labrun settings:\n  LABRUN_OUTPUT_DIR: {exc}") from None
-    launcher = build_launcher(settings, state)
+    launcher = launcher or build_launcher(settings, state)
     gpus = () if launcher.places_runs else settings.gpu_inventory()
     # What one run may ask for here: the service's GPUs (none to count when the engine places runs) and,
     # on the CPU, one training process per core.
@@ -126,8 +129,9 @@ def _check_exposure(settings: Settings, auth: AuthPolicy) -> None:
     )
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    """Raises SettingsError at once (not at first request) when the settings cannot work."""
+def create_app(settings: Settings | None = None, launcher: Launcher | None = None) -> FastAPI:
+    """Raises SettingsError at once (not at first request) when the settings cannot work. ``launcher``:
+    an engine of the caller's instead of the one the settings name (tests inject one this way)."""
     settings = settings or load_settings()
     state = StateDir(settings.output_dir)
     try:
@@ -141,7 +145,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     except OSError as exc:
         raise _unusable(state.lock, exc) from None
     try:
-        manager = build_manager(settings, state)
+        manager = build_manager(settings, state, launcher)
         _check_no_runs_elsewhere(manager)
         throttle = LoginThrottle(settings.login_failures_per_minute, settings.trusted_proxies)
         auth = AuthPolicy(settings.auth, manager.users, throttle)

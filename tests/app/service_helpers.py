@@ -71,16 +71,16 @@ def queued_record(name: str, overrides=("model=fno",), gpu_need: int = 0, **fiel
 
 
 def clients(output_dir: Path, **defaults) -> Iterator[Callable[..., TestClient]]:
-    """The body of a ``make_client`` fixture: ``make(**settings)`` starts an in-process service (lifespan
-    run) on ``output_dir``; every one is cancelled out and closed afterwards."""
+    """The body of a ``make_client`` fixture: ``make(launcher=None, **settings)`` starts an in-process
+    service (lifespan run) on ``output_dir``, with a test's own engine if it gives one; every one is
+    cancelled out and closed afterwards."""
     from app.main import create_app
 
     made: list[TestClient] = []
 
-    def make(**overrides) -> TestClient:
-        client = TestClient(
-            create_app(make_settings(output_dir, **{**defaults, **overrides})), raise_server_exceptions=False
-        )
+    def make(launcher=None, **overrides) -> TestClient:
+        settings = make_settings(output_dir, **{**defaults, **overrides})
+        client = TestClient(create_app(settings, launcher=launcher), raise_server_exceptions=False)
         client.__enter__()
         made.append(client)
         return client

@@ -8,7 +8,6 @@ import time
 import pytest
 from service_helpers import FAKE_TRAINER, submit, wait_for
 
-import app.main
 from app.launchers.base import EngineUnavailable
 from app.launchers.local import LocalLauncher
 from app.statedir import StateDir
@@ -43,15 +42,22 @@ class FlakyEngine(LocalLauncher):
 
 
 @pytest.fixture
-def flaky(monkeypatch, output_dir):
+def flaky():
     FlakyEngine.down = True
-    monkeypatch.setattr(app.main, "build_launcher", lambda settings, state: FlakyEngine(FAKE_TRAINER, state))
     yield FlakyEngine
     FlakyEngine.down = False
 
 
-def test_runs_queue_while_the_engine_is_down_and_start_when_it_is_back(flaky, make_client):
-    client = make_client()
+@pytest.fixture
+def engine_client(make_client, output_dir):
+    """``make_client`` with a new FlakyEngine each time (a restarted service builds its launcher anew)."""
+    return lambda **settings: make_client(
+        launcher=FlakyEngine(FAKE_TRAINER, StateDir(output_dir)), **settings
+    )
+
+
+def test_runs_queue_while_the_engine_is_down_and_start_when_it_is_back(flaky, engine_client):
+    client = engine_client()
     run = submit(client, "+extra.fake_sleep=0")
     time.sleep(0.5)
     assert client.get(f"/runs/{run['name']}").json()["status"] == "queued"
@@ -62,15 +68,15 @@ def test_runs_queue_while_the_engine_is_down_and_start_when_it_is_back(flaky, ma
     assert client.get("/healthz").status_code == 200
 
 
-def test_a_restart_while_the_engine_is_down_does_not_start_anything_twice(flaky, make_client, output_dir):
+def test_a_restart_while_the_engine_is_down_does_not_start_anything_twice(flaky, engine_client, output_dir):
     flaky.down = False
-    first = make_client()
+    first = engine_client()
     run = submit(first, "+extra.fake_sleep=1")
     queued = submit(first, "+extra.fake_sleep=0")
     wait_for(first, run["name"], {"running"})
     first.__exit__(None, None, None)  # the service goes away; the run carries on
     flaky.down = True
-    second = make_client()  # start-up cannot ask the engine about anything
+    second = engine_client()  # start-up cannot ask the engine about anything
     assert second.get(f"/runs/{run['name']}").json()["status"] == "running"
     time.sleep(0.5)
     assert second.get(f"/runs/{queued['name']}").json()["status"] == "queued"
@@ -82,7 +88,7 @@ def test_a_restart_while_the_engine_is_down_does_not_start_anything_twice(flaky,
 
 
 def test_a_run_found_after_an_engine_outage_at_start_up_keeps_the_gpus_it_started_on(
-    flaky, make_client, output_dir
+    flaky, engine_client, output_dir
 ):
     """Killed between starting a run (on GPU 1) and recording it; restarted while the engine was down."""
     from service_helpers import FAKE_TRAINER as TRAINER
@@ -107,7 +113,7 @@ def test_a_run_found_after_an_engine_outage_at_start_up_keeps_the_gpus_it_starte
             log_path=state / "log",
         )
     )
-    client = make_client(gpus=(0, 1))  # the engine is down: start-up cannot ask about the run
+    client = engine_client(gpus=(0, 1))  # the engine is down: start-up cannot ask about the run
     flaky.down = False
     other = submit(client, "accelerator=gpu", "batch_size=16", "+extra.fake_sleep=0.5")
     found = wait_for(client, name, timeout=15)

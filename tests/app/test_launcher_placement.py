@@ -10,9 +10,10 @@ import pytest
 from fastapi.testclient import TestClient
 from service_helpers import FAKE_TRAINER, make_settings, wait_for
 
-import app.main
 from app.launchers.local import LocalLauncher
 from app.launchers.registry import LAUNCHERS, launcher_class
+from app.main import create_app
+from app.statedir import StateDir
 
 
 class ClusterLike(LocalLauncher):
@@ -43,17 +44,11 @@ class ClusterLike(LocalLauncher):
 
 
 @pytest.fixture
-def cluster(output_dir, monkeypatch):
-    launchers: list[ClusterLike] = []
-
-    def build(settings, state):
-        launchers.append(ClusterLike(FAKE_TRAINER, state))
-        return launchers[-1]
-
-    monkeypatch.setattr(app.main, "build_launcher", build)
-    client = TestClient(app.main.create_app(make_settings(output_dir, gpus=(), max_cpu_runs=1)))
+def cluster(output_dir):
+    launcher = ClusterLike(FAKE_TRAINER, StateDir(output_dir))
+    client = TestClient(create_app(make_settings(output_dir, gpus=(), max_cpu_runs=1), launcher=launcher))
     with client:
-        yield client, launchers[0]
+        yield client, launcher
 
 
 def test_the_engine_places_runs_and_one_query_follows_them_all(cluster):
