@@ -10,6 +10,7 @@ from __future__ import annotations
 import fcntl
 import gc
 import ipaddress
+import logging
 import os
 import sqlite3
 from collections.abc import AsyncIterator
@@ -27,10 +28,13 @@ from app.launchers import Launcher, build_launcher
 from app.lifecycle import RunManager
 from app.runfiles import RunFiles
 from app.statedir import StateDir
-from app.store import RunStore, StoreVersionError
+from app.store import StoreDamaged, StoreVersionError
+from app.store.startup import open_store
 from app.validation import RunValidator
 from trainer.config_cache import compose_cached
 from trainer.plan import DeviceLimits
+
+log = logging.getLogger("labrun")
 
 
 class ServiceLock:
@@ -67,11 +71,12 @@ def build_manager(
     """``launcher``: the one LABRUN_LAUNCHER names unless one is given (tests give their own engine)."""
     state = state or StateDir(settings.output_dir)
     try:  # e.g. another user's output directory, or a read-only store
-        store = RunStore(state.db)
+        store, took = open_store(state.db, state.run("-").parent)
+    except (StoreDamaged, StoreVersionError) as exc:
+        raise SettingsError(f"invalid labrun settings:\n  LABRUN_OUTPUT_DIR: {exc}") from None
     except (OSError, sqlite3.Error) as exc:
         raise _unusable(state.db, exc) from None
-    except StoreVersionError as exc:
-        raise SettingsError(f"invalid labrun settings:\n  LABRUN_OUTPUT_DIR: {exc}") from None
+    log.info("store %s checked in %.0f ms", state.db, took * 1000)
     launcher = launcher or build_launcher(settings, state)
     gpus = () if launcher.places_runs else settings.gpu_inventory()
     # What one run may ask for here: the service's GPUs (none to count when the engine places runs) and,

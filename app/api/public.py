@@ -92,6 +92,8 @@ class Health(BaseModel):
     launcher: str
     launcher_ok: bool
     detail: str
+    store_ok: bool = Field(True, description="whether the run store can be written")
+    store_problem: str | None = Field(None, description="why it cannot (read-only files, a full disk, ...)")
     gpus: list[int]
     queued: int
     running: int

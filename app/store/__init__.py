@@ -8,11 +8,18 @@
     users.py       users, their limits and token hashes
     sweeps.py      sweeps (their runs are rows of runs)
     errors.py      what the store refuses
+    startup.py     opening it for the service: a damaged or lost store is refused
 
 SQL lives here and only here: the rest of the code calls the entity stores' methods.
 """
 
-from app.store.errors import IdempotencyKeyTaken, NameTaken, StoreVersionError, TerminalStateError
+from app.store.errors import (
+    IdempotencyKeyTaken,
+    NameTaken,
+    StoreDamaged,
+    StoreVersionError,
+    TerminalStateError,
+)
 from app.store.migrations import SCHEMA_VERSION
 from app.store.runs import QueueEntry, RunStore
 
@@ -22,6 +29,7 @@ __all__ = [
     "NameTaken",
     "QueueEntry",
     "RunStore",
+    "StoreDamaged",
     "StoreVersionError",
     "TerminalStateError",
 ]

@@ -4,24 +4,29 @@ entity stores (runs, attempts, users, sweeps).
 - WAL: readers never block the writer and survive a kill -9 of the service mid-write.
 - One writer path: every write goes through ``write`` or ``transaction``, under one lock, on one connection.
 - Reads use one connection per thread (the event loop reads directly: an indexed lookup is microseconds).
-- A write SQLite refuses for a reason outside the service (a full disk, a read-only filesystem, a locked
-  database) becomes a domain error that names the cause; the caller (a request, a watcher) says so or
-  retries. Integrity errors (a unique name, the terminal-status trigger) are left to the entity stores,
-  which know what they mean.
-- Opening the database brings its schema up to date (``app/store/migrations.py``).
+- A read or write SQLite refuses for a reason outside the service (a full disk, a read-only filesystem, a
+  locked database, a damaged page) becomes a domain error that names the cause (507 or 503, never a 500);
+  the caller (a request, a watcher) says so or retries. The last write problem is kept until a write
+  succeeds, for /healthz. Integrity errors (a unique name, the terminal-status trigger) are left to the
+  entity stores, which know what they mean.
+- Opening the database brings its schema up to date (``app/store/migrations.py``); ``check`` is SQLite's
+  quick check, which the service runs before it starts.
+- A clean close checkpoints the write-ahead log into the database file, so that the file alone holds
+  everything (a backup that copies only it loses nothing).
 """
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
 from app.errors import InsufficientStorage, StoreUnavailable
-from app.store.errors import IdempotencyKeyTaken, NameTaken
+from app.store.errors import IdempotencyKeyTaken, NameTaken, StoreDamaged
 from app.store.migrations import migrate
 
 Row = tuple[Any, ...]
@@ -44,6 +49,7 @@ class Database:
             raise
         self._local = threading.local()
         self._version = 0  # bumped before and after every write: what was read before may be stale
+        self._write_problem: str | None = None  # why the last write failed, until one succeeds
 
     @property
     def version(self) -> int:
@@ -69,14 +75,41 @@ class Database:
         return conn
 
     def close(self) -> None:
+        """Checkpoint the write-ahead log into the file (best effort: a read-only or full disk keeps it in
+        the log, where the next start finds it), then close."""
         with self._write_lock:
+            with suppress(sqlite3.Error):
+                self._writer.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             self._writer.close()
+
+    def check(self) -> None:
+        """SQLite's quick check of every page (linear in the file's size; see bench/store_bench.py).
+        Raises StoreDamaged naming what it found."""
+        try:
+            found = [row[0] for row in self._writer.execute("PRAGMA quick_check(5)")]
+        except sqlite3.DatabaseError as exc:
+            found = [str(exc)]
+        if found != ["ok"]:
+            raise StoreDamaged("; ".join(found))
+
+    def write_problem(self) -> str | None:
+        """Why the store cannot be written now, if it cannot: the last write's failure (until a write
+        succeeds), else a file or folder of the store that is not writable (cheap: no write is tried)."""
+        if self._write_problem:
+            return self._write_problem
+        return _unwritable(self.path)
 
     # --- reads -------------------------------------------------------------------------------------------
 
     def rows(self, sql: str, params: Iterable[Any] = ()) -> Iterator[Row]:
-        """The rows of a query, read on this thread's own connection."""
-        return iter(self._reader().execute(sql, tuple(params)))
+        """The rows of a query, read on this thread's own connection (all of them: an error is raised here,
+        as StoreUnavailable, not halfway through the caller's loop)."""
+        try:
+            return iter(self._reader().execute(sql, tuple(params)).fetchall())
+        except sqlite3.DatabaseError as exc:
+            raise StoreUnavailable(
+                f"the run store cannot be read right now: {_why(exc, self.path)}"
+            ) from None
 
     def one(self, sql: str, params: Iterable[Any] = ()) -> Row | None:
         """The first row of a query, or None."""
@@ -89,11 +122,15 @@ class Database:
         with self._write_lock:
             self._version += 1
             try:
-                return self._writer.execute(sql, tuple(params))
-            except sqlite3.OperationalError as exc:
-                raise _store_error(exc) from None
+                cursor = self._writer.execute(sql, tuple(params))
+            except sqlite3.IntegrityError:
+                raise
+            except sqlite3.DatabaseError as exc:
+                raise self._failed(exc) from None
             finally:
                 self._version += 1  # again once written: a count read meanwhile is not kept
+            self._write_problem = None
+            return cursor
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
@@ -113,20 +150,54 @@ class Database:
                 self._writer.execute("COMMIT")
             except Rollback:
                 pass
-            except sqlite3.OperationalError as exc:
-                raise _store_error(exc) from None
+            except sqlite3.IntegrityError:
+                raise
+            except sqlite3.DatabaseError as exc:
+                raise self._failed(exc) from None
+            else:
+                self._write_problem = None
             finally:
                 self._version += 1
 
+    def _failed(self, exc: sqlite3.DatabaseError) -> InsufficientStorage | StoreUnavailable:
+        """A refused write as the domain error that names its cause (kept for /healthz)."""
+        why = _why(exc, self.path)
+        self._write_problem = why
+        if "full" in str(exc):
+            return InsufficientStorage(
+                f"the run store cannot be written: {why} (the output directory's disk is full); "
+                "delete finished runs (DELETE /runs/<name>) or free space on it"
+            )
+        return StoreUnavailable(f"the run store cannot be written: {why}")
 
-def _store_error(exc: sqlite3.OperationalError) -> InsufficientStorage | StoreUnavailable:
+
+def _why(exc: sqlite3.DatabaseError, path: Path) -> str:
+    """SQLite's message, with the cause it leaves out: which of the store's files cannot be written ("disk
+    I/O error" is what SQLite says of a read-only write-ahead log), or a damaged file."""
     message = str(exc)
-    if "full" in message:
-        return InsufficientStorage(
-            f"the run store cannot write: {message} (the output directory's disk is full); "
-            "delete finished runs (DELETE /runs/<name>) or free space on it"
+    unwritable = _unwritable(path)
+    if unwritable:
+        return f"{unwritable} ({message})"
+    if "malformed" in message or "not a database" in message:
+        return (
+            f"the store file {path} is damaged ({message}); stop the service and restore the latest "
+            "backup (see the operations docs)"
         )
-    return StoreUnavailable(f"the run store cannot write right now: {message}")
+    return message
+
+
+def _unwritable(path: Path) -> str | None:
+    """The store's folder or a file of it that exists and this process may not write, if any."""
+    for candidate in (
+        path.parent,
+        path,
+        path.with_name(path.name + "-wal"),
+        path.with_name(path.name + "-shm"),
+    ):
+        if candidate.exists() and not os.access(candidate, os.W_OK):
+            kind = "folder" if candidate.is_dir() else "file"
+            return f"the {kind} {candidate} is read-only for the service (uid {os.getuid()})"
+    return None
 
 
 def unique_violation(

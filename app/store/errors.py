@@ -4,6 +4,7 @@
     IdempotencyKeyTaken   a run or sweep was already queued with that Idempotency-Key
     TerminalStateError    a transition out of a terminal status was attempted
     StoreVersionError     the store was written by a newer labrun
+    StoreDamaged          the store file fails SQLite's check, or is missing where runs existed
 
 A write that fails for a reason outside the service (a full disk, a read-only filesystem) becomes
 ``app.errors.InsufficientStorage`` or ``app.errors.StoreUnavailable`` (``app/store/db.py``).
@@ -26,3 +27,8 @@ class TerminalStateError(RuntimeError):
 
 class StoreVersionError(RuntimeError):
     """The store was written by a newer labrun: this code would misread it."""
+
+
+class StoreDamaged(RuntimeError):
+    """The store file is damaged, or missing or empty where the state folder shows that runs existed: the
+    service refuses to start on it (it would lose or misread every run)."""

@@ -52,6 +52,14 @@ class RunStore:
     def close(self) -> None:
         self._db.close()
 
+    def check(self) -> None:
+        """SQLite's quick check of the whole file; raises StoreDamaged."""
+        self._db.check()
+
+    def write_problem(self) -> str | None:
+        """Why the store cannot be written now (for /healthz), or None."""
+        return self._db.write_problem()
+
     # --- reads -------------------------------------------------------------------------------------------
 
     def _select(

@@ -20,21 +20,27 @@ router = APIRouter(tags=["health"])
     "/healthz", methods=["GET", "HEAD"], response_model=Health, responses={503: {"model": Health}}
 )
 def healthz(manager: ManagerDep, store: StoreDep) -> JSONResponse:
-    """200 when runs can start; 503 (same body, status "degraded") when the launcher's engine is down or the
-    output directory's disk is nearly full or gone (runs stay queued meanwhile)."""
+    """200 when runs can start; 503 (same body, status "degraded") when the launcher's engine is down, the
+    output directory's disk is nearly full or gone (runs stay queued meanwhile), or the run store cannot be
+    written (nothing can be submitted or recorded; the reason says why)."""
     try:
-        ok, detail = manager.launcher.health()
+        launcher_ok, detail = manager.launcher.health()
     except Exception as exc:  # a health check must answer, whatever the engine does
-        ok, detail = False, f"health check failed: {exc}"
+        launcher_ok, detail = False, f"health check failed: {exc}"
     disk = manager.disk.check()
     if not disk.ok:
         detail = f"{disk.reason}; {detail}"
-    ok = ok and disk.ok
+    store_problem = store.write_problem()
+    if store_problem:
+        detail = f"the run store cannot be written: {store_problem}; {detail}"
+    ok = launcher_ok and disk.ok and not store_problem
     health = Health(
         status="ok" if ok else "degraded",
         launcher=manager.launcher.name,
-        launcher_ok=ok,
+        launcher_ok=launcher_ok and disk.ok,  # as it always was: whether the launcher can start runs
         detail=detail,
+        store_ok=not store_problem,
+        store_problem=store_problem,
         gpus=list(manager.gpus),
         queued=store.count([RunStatus.QUEUED]),
         running=store.count([RunStatus.RUNNING]),
