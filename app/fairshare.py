@@ -93,13 +93,13 @@ class FairShare:
         """The queued runs in the order the dispatcher takes them: per pool, the user with the least
         (recent usage, runs running or already placed in this order, oldest queued run) first."""
         now = time.time()
-        ordered: list[RunRecord] = []
+        ordered: list[Entry] = []
         for pool in (CPU, GPU):
             mine = [r for r in queued if pool_of(r) == pool]
             per_user: dict[str, deque[Entry]] = defaultdict(deque)
             for r in mine:  # queued() is oldest first: FIFO within a user
                 per_user[r.owner or ""].append(r)
-            taken = defaultdict(int)
+            taken: dict[str, int] = defaultdict(int)
             for r in running:
                 if pool_of(r) == pool:
                     taken[r.owner or ""] += 1

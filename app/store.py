@@ -445,6 +445,11 @@ class RunStore:
         keys = ("attempt", "status", "exit_code", "reason", "started_at", "finished_at")
         return [dict(zip(keys, row, strict=True)) for row in self.read(sql, (name,))]
 
+    def set_attempts(self, name: str, started: int) -> bool:
+        """A running run the engine requeued has started ``started`` attempts (the count only goes up)."""
+        sql = "UPDATE runs SET attempts = ? WHERE name = ? AND status = 'running' AND attempts < ?"
+        return self._write(sql, (started, name, started)).rowcount == 1
+
     def set_disk_bytes(self, name: str, size: int) -> bool:
         return self._update(name, list(TERMINAL), {"disk_bytes": size})
 
