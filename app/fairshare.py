@@ -71,7 +71,7 @@ class FairShare:
             self.add(record, now)
 
     def usage(
-        self, owner: str, pool: str, running: Sequence[RunRecord] = (), now: float | None = None
+        self, owner: str, pool: str, running: Sequence[RunRecord | QueueEntry] = (), now: float | None = None
     ) -> float:
         """Recent usage of ``owner`` in ``pool``: ended runs, plus what their running runs used so far."""
         now = now or time.time()
@@ -100,9 +100,9 @@ class FairShare:
             for r in mine:  # queued() is oldest first: FIFO within a user
                 per_user[r.owner or ""].append(r)
             taken: dict[str, int] = defaultdict(int)
-            for r in running:
-                if pool_of(r) == pool:
-                    taken[r.owner or ""] += 1
+            for going in running:
+                if pool_of(going) == pool:
+                    taken[going.owner or ""] += 1
             usage = {u: self.usage(u, pool, running, now) for u in per_user}
             while per_user:
                 user = min(per_user, key=lambda u: (usage[u], taken[u], per_user[u][0].seq))

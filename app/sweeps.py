@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 from app.errors import InvalidRun, NotFound, RunConflict
 from app.lifecycle import KeyReused, RunManager, first_free, new_record, rename_suffix, scoped_key
@@ -189,7 +190,9 @@ class Sweeps:
         if total > s.max_overrides_bytes:
             raise InvalidRun(f"overrides total {total} bytes; at most {s.max_overrides_bytes} per sweep")
 
-    def _plan(self, planner: Callable[..., RunPlan], lines: list[str], index: int, **placement) -> RunPlan:
+    def _plan(
+        self, planner: Callable[..., RunPlan], lines: list[str], index: int, **placement: Any
+    ) -> RunPlan:
         try:
             return planner(lines, **placement)
         except InvalidRun as exc:

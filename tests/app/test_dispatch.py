@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
+from typing_extensions import override
 
 from app.core.config import Settings, load_settings
 from app.diskspace import DiskGuard, DiskState
@@ -42,24 +43,30 @@ class MemoryLauncher(Launcher):
         self.outcomes: dict[str, Outcome] = {}
 
     @classmethod
+    @override
     def from_settings(cls, settings: Settings, state: StateDir) -> Launcher:
         return cls()
 
+    @override
     def start(self, spec: LaunchSpec) -> str:
         if self.refuse is not None:
             raise self.refuse
         self.started.append(spec)
         return f"mem-{spec.name}"
 
+    @override
     def poll(self, name: str, handle: str) -> Outcome | None:
         return self.outcomes.get(name)
 
+    @override
     def wait(self, name: str, handle: str, timeout: float | None = None) -> Outcome | None:
         return self.outcomes.get(name)
 
+    @override
     def cancel(self, name: str, handle: str, grace_s: float) -> None:
         self.outcomes[name] = Outcome.from_exit_code(-15)
 
+    @override
     def reattach(self, name: str) -> str | None:
         return None
 
@@ -234,7 +241,8 @@ def test_a_full_disk_keeps_runs_queued_and_says_why(make_manager: MakeManager) -
     queue(manager, "c1")
     assert manager.dispatcher.run_once() == []
     assert manager.live("c1") == RunLive(waiting_reason="only 10 B free on the output directory's disk")
-    assert launcher_of(manager).started == [] and statuses(manager, "c1") == {"c1": "queued"}
+    assert launcher_of(manager).started == []
+    assert statuses(manager, "c1") == {"c1": "queued"}
     disk.full = False
     assert manager.dispatcher.run_once() == ["c1"]
     assert manager.live("c1") == RunLive()
@@ -268,7 +276,8 @@ def test_a_run_needing_more_gpus_than_the_server_has_fails(make_manager: MakeMan
     queue(manager, "fits", gpus=2)
     assert manager.dispatcher.run_once() == ["fits"]
     huge = manager.store.get("huge")
-    assert huge is not None and huge.status == RunStatus.FAILED
+    assert huge is not None
+    assert huge.status == RunStatus.FAILED
     assert huge.reason == "could not start: needs 4 GPU(s), this server now has 2"
 
 
@@ -277,7 +286,8 @@ def test_an_engine_that_is_down_keeps_the_run_queued_and_its_gpus_free(make_mana
     manager = make_manager(gpus=(0,), launcher=launcher)
     queue(manager, "g1", gpus=1)
     assert manager.dispatcher.run_once() == ["g1"]  # picked; the launch did not happen
-    assert statuses(manager, "g1") == {"g1": "queued"} and launcher.started == []
+    assert statuses(manager, "g1") == {"g1": "queued"}
+    assert launcher.started == []
     launcher.refuse = None
     assert manager.dispatcher.run_once() == ["g1"]
     assert launcher.placed() == [("g1", (0,))]
@@ -289,7 +299,8 @@ def test_a_launch_the_engine_refuses_fails_the_run(make_manager: MakeManager) ->
     queue(manager, "c2")
     manager.dispatcher.run_once()
     c1 = manager.store.get("c1")
-    assert c1 is not None and (c1.status, c1.reason) == (RunStatus.FAILED, "could not start: no such image")
+    assert c1 is not None
+    assert (c1.status, c1.reason) == (RunStatus.FAILED, "could not start: no such image")
     assert statuses(manager, "c2") == {"c2": "queued"}  # the CPU slot came back for the next round
 
 
