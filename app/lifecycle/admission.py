@@ -8,7 +8,7 @@ import shutil
 from collections.abc import Sequence
 from typing import Any
 
-from app.errors import InsufficientStorage, RunConflict, RunNotFound, StoreUnavailable, TooManyRuns
+from app.errors import InsufficientStorage, RunConflict, StoreUnavailable, TooManyRuns
 from app.lifecycle.claims import KeyReused, first_free, new_record, scoped_key
 from app.lifecycle.live import Context
 from app.models import RunRecord, RunStatus
@@ -24,12 +24,6 @@ class Admission:
     def __init__(self, ctx: Context, validator: RunValidator) -> None:
         self.ctx, self.validator = ctx, validator
         self.store, self.settings, self.live = ctx.store, ctx.settings, ctx.live
-
-    def get(self, name: str) -> RunRecord:
-        record = self.store.get(name)
-        if record is None:
-            raise RunNotFound(name)
-        return record
 
     def submit(
         self,
@@ -76,7 +70,7 @@ class Admission:
         self, name: str, idempotency_key: str | None = None, owner: str = LOCAL
     ) -> tuple[RunRecord, bool]:
         """A new run of ``owner``'s with the original's overrides and seed; (run, replayed) as for ``submit``."""
-        original = self.get(name)
+        original = self.ctx.get(name)
         overrides = list(original.overrides)
         current_seed = self.validator.plan(overrides, original.config_name).seed
         if original.seed is not None and current_seed != original.seed:  # conf/ changed its default seed
@@ -125,7 +119,7 @@ class Admission:
         """A failed or cancelled run goes back to the queue and continues from its last checkpoint, in the
         same run directory and WandB run, as its next attempt (the one that ended is kept: ``attempts``)."""
         with self.live.cond:
-            record = self.get(name)
+            record = self.ctx.get(name)
             if record.status not in (RunStatus.FAILED, RunStatus.CANCELLED) or record.deleted_at is not None:
                 state = "deleted" if record.deleted_at is not None else record.status.value
                 raise RunConflict(f"run {name!r} is {state}; only a failed or cancelled run can be resumed")
@@ -141,12 +135,12 @@ class Admission:
                 raise RunConflict(f"run {name!r} changed meanwhile; try again")
             self.live.wake()
         log.info("run %s resumes as attempt %d", name, record.attempts + 1)
-        return self.get(name)
+        return self.ctx.get(name)
 
     def delete(self, name: str, by: str = LOCAL) -> RunRecord:
         """Remove a finished run's files (its run directory and state folder) and keep its record, marked
         deleted, so its name is never reused. Repeating it is harmless."""
-        record = self.get(name)
+        record = self.ctx.get(name)
         if not record.status.is_terminal():
             raise RunConflict(
                 f"run {name!r} is {record.status.value}; only finished runs can be deleted: cancel it first"
@@ -161,7 +155,7 @@ class Admission:
             shutil.rmtree(path, ignore_errors=True)  # what is already gone is fine; links are not followed
         self.store.mark_deleted(name, by)
         log.info("run %s deleted by %s", name, by)
-        return self.get(name)
+        return self.ctx.get(name)
 
 
 def _replay(

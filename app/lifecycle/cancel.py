@@ -8,7 +8,7 @@ import logging
 import threading
 import time
 
-from app.errors import RunConflict, RunNotFound
+from app.errors import RunConflict
 from app.lifecycle.live import Context
 from app.lifecycle.supervision import Supervisor
 from app.models import RunRecord, RunStatus
@@ -22,18 +22,12 @@ class Canceller:
         self.ctx, self.supervisor = ctx, supervisor
         self.store, self.live = ctx.store, ctx.live
 
-    def _get(self, name: str) -> RunRecord:
-        record = self.store.get(name)
-        if record is None:
-            raise RunNotFound(name)
-        return record
-
     def cancel(self, name: str, by: str = LOCAL) -> RunRecord:
         """Cancel a run (``by``: who asked, recorded with it; may they? the API layer decides)."""
         live = self.live
         with live.cond:
             live.cond.wait_for(lambda: name not in live.starting, timeout=60)
-            record = self._get(name)
+            record = self.ctx.get(name)
             if record.status == RunStatus.QUEUED and name in live.unreconciled:
                 record = self.supervisor.reattach_queued(
                     record
@@ -54,7 +48,7 @@ class Canceller:
             raise
         with live.cond:  # the watcher records the outcome; wait for it so the answer is final
             live.cond.wait_for(lambda: name not in live.active and name not in live.ended, timeout=10)
-        return self._get(name)
+        return self.ctx.get(name)
 
     def _cancel_queued(self, name: str, by: str) -> RunRecord:
         """(Under the lock.) A queued run ends at once."""
@@ -64,7 +58,7 @@ class Canceller:
         self.live.order_dirty = True
         self.live.unreconciled.discard(name)
         self.live.slots.free(name)  # held if a launch of it failed half-way
-        return self._get(name)
+        return self.ctx.get(name)
 
     def resume_cancel(self, name: str, handle: str) -> None:
         """Carry out a cancel in the background (a recorded one after a restart, or a time limit)."""

@@ -12,7 +12,8 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from app.models import RunStatus
+from app.errors import RunNotFound
+from app.models import RunRecord, RunStatus
 
 if TYPE_CHECKING:
     from app.core.config import Settings
@@ -101,3 +102,10 @@ class Context:
     disk: DiskGuard
     limits: Limits
     live: LiveState
+
+    def get(self, name: str) -> RunRecord:
+        """The run's record; RunNotFound (404) when there is none."""
+        record = self.store.get(name)
+        if record is None:
+            raise RunNotFound(name)
+        return record

@@ -49,7 +49,7 @@ class RunManager:
         # A launcher that places runs itself gets no GPU ids from us, and no cap: its scheduler queues.
         self._live = LiveState(Slots(gpus, settings.max_cpu_runs, unlimited=launcher.places_runs))
         self._limits = Limits(settings, self.users)
-        ctx = Context(settings, store, launcher, state, self.disk, self._limits, self._live)
+        self.ctx = ctx = Context(settings, store, launcher, state, self.disk, self._limits, self._live)
         self.admission = Admission(ctx, validator)
         self.supervisor = Supervisor(ctx, self.fair)
         self.canceller = Canceller(ctx, self.supervisor)
@@ -86,7 +86,7 @@ class RunManager:
     # --- what the API reads -----------------------------------------------------------------------------
 
     def get(self, name: str) -> RunRecord:
-        return self.admission.get(name)
+        return self.ctx.get(name)
 
     def live(self, name: str) -> RunLive:
         """What is known of the run beyond its record (an end not yet recorded, a requeue, why queued runs
