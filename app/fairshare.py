@@ -71,7 +71,7 @@ class FairShare:
             self.add(record, now)
 
     def usage(
-        self, owner: str, pool: str, running: Sequence[RunRecord] = (), now: float | None = None
+        self, owner: str, pool: str, running: Sequence[RunRecord | QueueEntry] = (), now: float | None = None
     ) -> float:
         """Recent usage of ``owner`` in ``pool``: ended runs, plus what their running runs used so far."""
         now = now or time.time()
@@ -93,16 +93,16 @@ class FairShare:
         """The queued runs in the order the dispatcher takes them: per pool, the user with the least
         (recent usage, runs running or already placed in this order, oldest queued run) first."""
         now = time.time()
-        ordered: list[RunRecord] = []
+        ordered: list[Entry] = []
         for pool in (CPU, GPU):
             mine = [r for r in queued if pool_of(r) == pool]
             per_user: dict[str, deque[Entry]] = defaultdict(deque)
             for r in mine:  # queued() is oldest first: FIFO within a user
                 per_user[r.owner or ""].append(r)
-            taken = defaultdict(int)
-            for r in running:
-                if pool_of(r) == pool:
-                    taken[r.owner or ""] += 1
+            taken: dict[str, int] = defaultdict(int)
+            for going in running:
+                if pool_of(going) == pool:
+                    taken[going.owner or ""] += 1
             usage = {u: self.usage(u, pool, running, now) for u in per_user}
             while per_user:
                 user = min(per_user, key=lambda u: (usage[u], taken[u], per_user[u][0].seq))

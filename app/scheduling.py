@@ -1,6 +1,6 @@
 """Slots: which GPUs and CPU-run slots are taken, and by which run.
 
-Pure bookkeeping, no threads and no I/O: the RunManager calls it under its lock. A GPU is owned by at most
+Pure bookkeeping, no threads and no I/O: the lifecycle's rooms call it under the lifecycle's lock. A GPU is owned by at most
 one run; CPU-only runs are capped at MAX_CPU_RUNS. A run needing ``n`` GPUs takes the ``n`` lowest free
 indices. ``unlimited``: the launcher places runs itself (a cluster): every run may start now, with no GPU
 ids from us.
@@ -16,9 +16,20 @@ class Slots:
         self.unlimited = unlimited
         self.gpus = () if unlimited else tuple(gpus)
         self.max_cpu_runs = max_cpu_runs
-        self._gpu_owner: dict[int, str] = {}
+        self._gpu_owner: dict[int, str] = {}  # GPU -> the run that owns it
         self._cpu_runs: set[str] = set()
         self._held: dict[str, tuple[int, ...]] = {}
+
+    def copy(self) -> Slots:
+        """A scratch copy to plan on (a picking policy reserves on it; the dispatcher then holds what it
+        picked on the real one)."""
+        other = Slots(self.gpus, self.max_cpu_runs, self.unlimited)
+        other._gpu_owner, other._cpu_runs, other._held = (
+            dict(self._gpu_owner),
+            set(self._cpu_runs),
+            dict(self._held),
+        )
+        return other
 
     @property
     def free_gpus(self) -> list[int]:

@@ -22,25 +22,40 @@ import datetime as dt
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
+from dataclasses import dataclass
+from typing import Any
 
 from app.errors import InvalidRun, NotFound, RunConflict
-from app.lifecycle import RunManager, _new_record
+from app.lifecycle import KeyReused, RunManager, first_free, new_record, rename_suffix, scoped_key
 from app.models import RunRecord, RunStatus, SweepRecord
 from app.store import IdempotencyKeyTaken, NameTaken
 from trainer import naming
 from trainer import overrides as overrides_parser
 from trainer import sweep as hydra_sweep
-from trainer.plan import RunPlan
+from trainer.plan import NameInUse, RunPlan
 from trainer.sweep import SweepError, SweepSlot
 
-MAX_RENAMES = 100  # identical sweeps in one second: <name>_r2, ... (as for runs)
 _GROUPS = ("model", "data")  # the config groups a sweep's name shows
 
 
 class SweepNotFound(NotFound):
     def __init__(self, name: str) -> None:
         super().__init__(f"no sweep named {name!r}")
+
+
+@dataclass(frozen=True)
+class _Request:
+    """A sweep request, expanded: what every try of its name plans and queues."""
+
+    overrides: list[str]  # as requested
+    config_name: str
+    swept: list[str]
+    runs: list[list[str]]  # each run's override lines
+    choices: list[dict[str, str]]  # each run's model and data, for the sweep's name
+    planner: Callable[..., RunPlan]
+    owner: str
+    key: str | None  # the Idempotency-Key, scoped to its owner
+    when: dt.datetime  # the time in its names
 
 
 class Sweeps:
@@ -62,7 +77,7 @@ class Sweeps:
     ) -> tuple[SweepRecord, bool]:
         """Expand, validate and queue ``owner``'s sweep; (sweep, replayed) as ``RunManager.submit``."""
         overrides = list(overrides)
-        key = f"{owner}:{idempotency_key}" if idempotency_key else None
+        key = scoped_key(owner, idempotency_key)
         if key and (existing := self._by_key(key)) is not None:
             return self._replay(existing, overrides, config_name), True
         self._check_bounds(overrides)
@@ -72,48 +87,60 @@ class Sweeps:
         except SweepError as exc:
             raise InvalidRun(str(exc)) from None
         self.manager.check_can_queue(owner, len(runs))  # before the planning: a 429 at once
-        swept = hydra_sweep.swept_keys(parsed)
-        when = dt.datetime.now()
         # One planner for all runs: what they share (the config name, the common lines) is checked once.
         planner = self.manager.validator.planner(config_name)
         first = self._plan(planner, runs[0], 0)  # its group choices fill in the name's model/data
-        choices = [_choices(lines, first.choices) for lines in runs]
-        for attempt in range(1, MAX_RENAMES + 1):
-            suffix = f"r{attempt}" if attempt > 1 else ""
-            name = hydra_sweep.sweep_name(choices, overrides, when, suffix)
-            records = []
-            for i, lines in enumerate(runs):
-                slot = SweepSlot(name, i, len(runs))
-                plan = self._plan(planner, lines, i, when=when, suffix=suffix, sweep=slot)
-                # Only the record is kept: the plan's configs (thousands of objects in reference cycles)
-                # die young, instead of 256 of them living on through the garbage collector's full passes.
-                records.append(_sweep_record(plan, name, i, owner))
-            sweep = SweepRecord(
-                seq=0,
-                name=name,
-                owner=owner,
-                config_name=first.config_name,
-                overrides=overrides,
-                swept=swept,
-                size=len(runs),
-                run_dir=naming.run_subdir(name),
-                created_at=time.time(),
-                idempotency_key=key,
-            )
-            out = self.settings.output_dir
-            if (out / sweep.run_dir).exists() or any((out / r.run_dir).exists() for r in records):
-                continue  # left over from an earlier store: a new sweep gets a folder of its own
-            try:
-                self.manager.queue_together(records, owner, sweep=sweep)
-            except NameTaken:
-                continue  # a sweep or run of that name exists (the same request in the same second)
-            except IdempotencyKeyTaken:  # a concurrent request with the same key won
-                existing = self._by_key(key or "")
-                if existing is None:  # pragma: no cover - a key taken and gone again
-                    raise
-                return self._replay(existing, overrides, config_name), True
-            return self.get(name), False
-        raise RunConflict("could not find a free sweep name; try again")  # pragma: no cover
+        request = _Request(
+            overrides=overrides,
+            config_name=first.config_name,
+            swept=hydra_sweep.swept_keys(parsed),
+            runs=runs,
+            choices=[_choices(lines, first.choices) for lines in runs],
+            planner=planner,
+            owner=owner,
+            key=key,
+            when=dt.datetime.now(),
+        )
+        try:
+            name = first_free(lambda attempt: self._queue(request, attempt), "a free sweep name")
+        except IdempotencyKeyTaken:  # a concurrent request with the same key won
+            existing = self._by_key(key or "")
+            if existing is None:  # pragma: no cover - a key taken and gone again
+                raise
+            return self._replay(existing, overrides, config_name), True
+        return self.get(name), False
+
+    def _queue(self, request: _Request, attempt: int) -> str:
+        """Plan and queue the sweep under its name's ``attempt``-th try; NameInUse when it is taken."""
+        suffix, size = rename_suffix(attempt), len(request.runs)
+        name = hydra_sweep.sweep_name(request.choices, request.overrides, request.when, suffix)
+        records = []
+        for i, lines in enumerate(request.runs):
+            slot = SweepSlot(name, i, size)
+            plan = self._plan(request.planner, lines, i, when=request.when, suffix=suffix, sweep=slot)
+            # Only the record is kept: the plan's configs (thousands of objects in reference cycles)
+            # die young, instead of 256 of them living on through the garbage collector's full passes.
+            records.append(new_record(plan, request.owner, sweep=name, sweep_index=i))
+        sweep = SweepRecord(
+            seq=0,
+            name=name,
+            owner=request.owner,
+            config_name=request.config_name,
+            overrides=request.overrides,
+            swept=request.swept,
+            size=size,
+            run_dir=naming.run_subdir(name),
+            created_at=time.time(),
+            idempotency_key=request.key,
+        )
+        out = self.settings.output_dir
+        if (out / sweep.run_dir).exists() or any((out / r.run_dir).exists() for r in records):
+            raise NameInUse(name)  # left over from an earlier store: a new sweep gets a folder of its own
+        try:
+            self.manager.queue_together(records, request.owner, sweep=sweep)
+        except NameTaken:  # a sweep or run of that name exists (the same request in the same second)
+            raise NameInUse(name) from None
+        return name
 
     def _check_bounds(self, overrides: list[str]) -> None:
         """The request's own bounds (each run's lines are checked again as a single run's are). A line of
@@ -125,7 +152,9 @@ class Sweeps:
         if total > s.max_overrides_bytes:
             raise InvalidRun(f"overrides total {total} bytes; at most {s.max_overrides_bytes} per sweep")
 
-    def _plan(self, planner: Callable[..., RunPlan], lines: list[str], index: int, **placement) -> RunPlan:
+    def _plan(
+        self, planner: Callable[..., RunPlan], lines: list[str], index: int, **placement: Any
+    ) -> RunPlan:
         try:
             return planner(lines, **placement)
         except InvalidRun as exc:
@@ -135,7 +164,7 @@ class Sweeps:
 
     def _replay(self, existing: SweepRecord, overrides: list[str], config_name: str | None) -> SweepRecord:
         if existing.overrides != overrides or existing.config_name != (config_name or existing.config_name):
-            raise RunConflict("this Idempotency-Key was already used for a different request; use a new key")
+            raise KeyReused()
         return existing
 
     # --- reads ------------------------------------------------------------------------------------------
@@ -193,38 +222,45 @@ class Sweeps:
         """Queue the failed and cancelled runs of the sweep again (same overrides and seed, same indices, in
         the sweep's folder, all at once); each new run's ``rerun_of`` names the run it repeats."""
         sweep = self.get(name)
-        key = f"{owner}:{idempotency_key}" if idempotency_key else None
-        if key:
-            existing = self.store.get_by_idempotency_key(key)
-            if existing is not None:
-                if existing.sweep != name:
-                    raise RunConflict(
-                        "this Idempotency-Key was already used for a different request; use a new key"
-                    )
-                return sweep, True
+        key = scoped_key(owner, idempotency_key)
+        if key and (existing := self.store.get_by_idempotency_key(key)) is not None:
+            if existing.sweep != name:
+                raise KeyReused()
+            return sweep, True
         redo = [r for r in self.runs(name) if r.status in (RunStatus.FAILED, RunStatus.CANCELLED)]
         if not redo:
             raise RunConflict(f"sweep {name!r} has no failed or cancelled runs to rerun")
         when = dt.datetime.now()
-        for attempt in range(1, MAX_RENAMES + 1):
-            suffix = f"r{attempt}" if attempt > 1 else ""
+
+        def take(attempt: int) -> None:
+            suffix = rename_suffix(attempt)
             records = []
-            for original in redo:
+            for i, original in enumerate(redo):
                 index = original.sweep_index or 0
                 plan = self._replan(original, SweepSlot(name, index, sweep.size), when, suffix)
-                record = _sweep_record(plan, name, index, owner, rerun_of=original.name)
-                records.append(record)
-            records[0] = replace(records[0], idempotency_key=key)
+                first_key = key if i == 0 else None  # the key is the request's: one run carries it
+                records.append(
+                    new_record(
+                        plan,
+                        owner,
+                        idempotency_key=first_key,
+                        rerun_of=original.name,
+                        sweep=name,
+                        sweep_index=index,
+                    )
+                )
             if any((self.settings.output_dir / r.run_dir).exists() for r in records):
-                continue
+                raise NameInUse(records[0].name)
             try:
                 self.manager.queue_together(records, owner)
             except NameTaken:
-                continue
-            except IdempotencyKeyTaken:
-                return sweep, True
-            return sweep, False
-        raise RunConflict("could not find free run names; try again")  # pragma: no cover
+                raise NameInUse(records[0].name) from None
+
+        try:
+            first_free(take, "free run names")
+        except IdempotencyKeyTaken:
+            return sweep, True
+        return sweep, False
 
     def _replan(self, original: RunRecord, slot: SweepSlot, when: dt.datetime, suffix: str) -> RunPlan:
         overrides = list(original.overrides)
@@ -251,9 +287,3 @@ def _choices(lines: Sequence[str], first: dict[str, str]) -> dict[str, str]:
         if o.key_or_group in _GROUPS and o.package is None and not o.is_delete() and not o.is_add():
             chosen[o.key_or_group] = str(o.value())
     return chosen
-
-
-def _sweep_record(
-    plan: RunPlan, sweep: str, index: int, owner: str, rerun_of: str | None = None
-) -> RunRecord:
-    return replace(_new_record(plan, None, rerun_of, owner), sweep=sweep, sweep_index=index)

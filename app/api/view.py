@@ -22,7 +22,7 @@ from app.models import RunRecord, RunStatus
 from app.runfiles import RunFiles
 
 if TYPE_CHECKING:
-    from app.lifecycle import RunManager
+    from app.lifecycle import RunLive, RunManager
 
 
 class RunView:
@@ -84,7 +84,8 @@ class RunView:
         self, record: RunRecord, positions: Mapping[str, int] | None
     ) -> tuple[RunRecord, int | None, str | None, dict[str, Any] | None]:
         """Everything a run's answer is made of: (record, queue position, waiting reason, progress)."""
-        ending = self.manager.ended.get(record.name) if record.status == RunStatus.RUNNING else None
+        live = self.manager.live(record.name)
+        ending = live.ending if record.status == RunStatus.RUNNING else None
         if ending is not None:  # it ended; the store has not taken the write yet (a full disk)
             record = dataclasses.replace(
                 record,
@@ -99,13 +100,15 @@ class RunView:
             positions = self.manager.queue_positions()
         position = (positions or {}).get(record.name) if queued else None
         progress = self.files.progress(record.run_dir) if not queued else None
-        return record, position, self._waiting(record, queued), progress
+        return record, position, _waiting(record, live), progress
 
-    def _waiting(self, record: RunRecord, queued: bool) -> str | None:
-        if queued:
-            return self.manager.waiting_reason
-        attempt = self.manager.requeued.get(record.name) if record.status == RunStatus.RUNNING else None
-        return f"requeued: preempted, waiting to run again as attempt {attempt}" if attempt else None
+
+def _waiting(record: RunRecord, live: RunLive) -> str | None:
+    """Why the run does not run now: why queued runs wait, or a requeue (a preemption) it waits out."""
+    if record.status == RunStatus.QUEUED:
+        return live.waiting_reason
+    attempt = live.requeued_attempt if record.status == RunStatus.RUNNING else None
+    return f"requeued: preempted, waiting to run again as attempt {attempt}" if attempt else None
 
 
 FRAGMENTS_KEPT = 4096  # runs' JSON kept (about 1 KB each)

@@ -155,13 +155,13 @@ def test_the_trainer_is_told_the_sweeps_folder_and_group(client):
     sweep = client.post("/sweeps", json={"overrides": ["seed=1,2", "+extra.fake_sleep=30"]}).json()
     manager = client.app.state.manager
     record = manager.store.get(sweep["runs"][1]["name"])
-    spec = manager._spec(record, [])
+    spec = manager.dispatcher.spec(record, [])
     assert spec.env["LABRUN_SWEEP"] == sweep["name"]
     assert f"output_dir_scheme={sweep['run_dir']}/{record.name}" in " ".join(spec.trainer_args).replace(
         "'", ""
     )
     single = client.post("/runs", json={"overrides": ["seed=3"]}).json()
-    plain = manager._spec(manager.store.get(single["name"]), [])
+    plain = manager.dispatcher.spec(manager.store.get(single["name"]), [])
     assert "LABRUN_SWEEP" not in plain.env and not any("output_dir_scheme" in a for a in plain.trainer_args)
 
 

@@ -1,0 +1,75 @@
+"""What a new request claims, for a single run and a sweep alike: its Idempotency-Key, a free name, and the
+records it queues.
+
+- An Idempotency-Key is its owner's own: another user's key of the same text is another key
+  (``scoped_key``). A key reused for a different request is refused with ``KeyReused``.
+- A generated name taken by another request of the same second is retried as ``<name>_r2``, ``_r3``, ...
+  (``first_free``), as the trainer's ``claim`` does for its own runs, with the same limit.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+from app.errors import RunConflict
+from app.models import RunRecord, RunStatus
+from trainer.plan import MAX_RENAMES, NameInUse, RunPlan
+
+T = TypeVar("T")
+
+
+class KeyReused(RunConflict):
+    def __init__(self) -> None:
+        super().__init__("this Idempotency-Key was already used for a different request; use a new key")
+
+
+def scoped_key(owner: str, key: str | None) -> str | None:
+    """The key as stored: ``<owner>:<key>`` (None when the request has none)."""
+    return f"{owner}:{key}" if key else None
+
+
+def rename_suffix(attempt: int) -> str:
+    """The suffix of a name's ``attempt``-th try: none for the first, then ``r2``, ``r3``, ..."""
+    return f"r{attempt}" if attempt > 1 else ""
+
+
+def first_free(take: Callable[[int], T], what: str, attempts: int = MAX_RENAMES) -> T:
+    """``take(attempt)`` for attempt 1, 2, ... until it does not raise ``NameInUse``; ``what`` names what
+    could not be found (RunConflict) when every try is taken."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return take(attempt)
+        except NameInUse:
+            continue
+    raise RunConflict(f"could not find {what}; try again")
+
+
+def new_record(
+    plan: RunPlan,
+    owner: str,
+    *,
+    idempotency_key: str | None = None,
+    rerun_of: str | None = None,
+    sweep: str | None = None,
+    sweep_index: int | None = None,
+) -> RunRecord:
+    """A queued run's record, made from its plan (``idempotency_key`` as ``scoped_key`` made it)."""
+    return RunRecord(
+        seq=0,
+        name=plan.name,
+        status=RunStatus.QUEUED,
+        config_name=plan.config_name,
+        overrides=plan.overrides,
+        run_dir=plan.run_dir,
+        gpu_need=plan.gpu_need,
+        resources=plan.resources,
+        created_at=time.time(),
+        seed=plan.seed,
+        rerun_of=rerun_of,
+        idempotency_key=idempotency_key,
+        owner=owner,
+        sweep=sweep,
+        sweep_index=sweep_index,
+    )

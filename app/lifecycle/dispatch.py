@@ -1,0 +1,221 @@
+"""Dispatch: starting queued runs. A policy picks (``picking.py``); this room does the side effects.
+
+Event-driven: a submission or a run's end wakes the dispatcher at once (``LiveState.wake``); it also looks
+again by itself at ``retry_at`` (the engine was down, the disk full). One round, under the lock: the policy
+picks, and each pick's GPUs are noted in the store and the run marked "starting" (a cancel waits for it).
+Then, outside the lock, the launcher starts each run and queued -> running is recorded with its handle.
+No run starts while the output directory's disk is nearly full or gone: they wait queued, with the reason
+in ``waiting_reason``. A launcher that places runs itself (a cluster) gets every queued run at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from app.errors import EngineUnavailable
+from app.launchers.base import LaunchSpec
+from app.lifecycle.live import DISK_RETRY_S, ENGINE_RETRY_S, MAX_BACKOFF_S, Context
+from app.lifecycle.picking import PickingPolicy, Round, Start
+from app.lifecycle.supervision import Supervisor
+from app.models import RunRecord, RunStatus
+from trainer.plan import trainer_args
+from trainer.runenv import RunEnv
+
+log = logging.getLogger("labrun.lifecycle")
+
+
+class Dispatcher:
+    def __init__(self, ctx: Context, policy: PickingPolicy, supervisor: Supervisor, gpus: int | None) -> None:
+        """``gpus``: how many this server has (None: the engine places runs itself)."""
+        self.ctx, self.policy, self.supervisor, self.gpus = ctx, policy, supervisor, gpus
+        self.store, self.launcher, self.live = ctx.store, ctx.launcher, ctx.live
+        self._positions: tuple[float, dict[str, int]] = (0.0, {})
+
+    def loop(self) -> None:
+        failures = 0
+        live = self.live
+        while not live.stopping.is_set():
+            with live.cond:
+                timeout = max(0.0, live.retry_at - time.monotonic()) if live.retry_at else None
+                live.cond.wait_for(lambda: live.wakeup or live.stopping.is_set(), timeout=timeout)
+                if live.stopping.is_set():
+                    return
+                live.wakeup, live.retry_at = False, 0.0
+                try:
+                    picks = self.pick()
+                    failures = 0
+                except Exception as exc:  # e.g. the store refused a write: never let the dispatcher die
+                    failures += 1
+                    if failures == 1:
+                        log.exception("dispatching failed; retrying")
+                    else:
+                        log.warning("dispatching failed again: %s", exc)
+                    live.retry_at = time.monotonic() + min(MAX_BACKOFF_S, 0.25 * 2**failures)
+                    continue
+            self.launch_all(picks)
+
+    def run_once(self) -> list[str]:
+        """One round, as the loop does it (for tests): the names of the runs it started."""
+        with self.live.cond:
+            self.live.wakeup = False
+            picks = self.pick()
+        self.launch_all(picks)
+        return [record.name for record, _ in picks]
+
+    def launch_all(self, picks: list[tuple[RunRecord, list[int]]]) -> None:
+        for record, gpus in picks:
+            try:
+                self._launch(record, gpus)
+            except Exception:  # a bug must not kill the dispatcher; the run stays queued
+                log.exception("launching %s failed", record.name)
+                self._launch_unknown(record.name)
+
+    def pick(self) -> list[tuple[RunRecord, list[int]]]:
+        """(Under the lock.) Reserve resources for the runs to start now, as the policy picks them."""
+        live = self.live
+        if not live.slots.any_free() and not live.unreconciled:  # (a run to retry may hold its slot)
+            return []  # nothing could start: skip reading the queue (cheap wake-ups under load)
+        disk = self.ctx.disk.check()
+        live.waiting_reason = disk.reason
+        if not disk.ok:  # runs stay queued, with the reason; looked at again shortly
+            live.retry_at = time.monotonic() + DISK_RETRY_S
+            return []
+        live.order_dirty = True
+        caps: dict[str, int | None] = {}
+
+        def gpu_cap(owner: str) -> int | None:
+            if owner not in caps:
+                caps[owner] = self.ctx.limits.of(owner).max_gpus
+            return caps[owner]
+
+        queued, running = self.store.entries(RunStatus.QUEUED), self.store.entries(RunStatus.RUNNING)
+        picks = self.policy.pick(
+            Round(queued, running, live.slots.copy(), frozenset(live.starting), gpu_cap, self.gpus)
+        )
+        for refusal in picks.refuse:
+            self.store.finish(refusal.entry.name, [RunStatus.QUEUED], RunStatus.FAILED, reason=refusal.reason)
+        return [taken for start in picks.start if (taken := self._take(start)) is not None]
+
+    def _take(self, start: Start) -> tuple[RunRecord, list[int]] | None:
+        """(Under the lock.) Hold what the policy gave a run, note its GPUs, mark it starting."""
+        name, gpus = start.entry.name, list(start.gpus)
+        self.live.slots.hold(name, start.entry.gpu_need, gpus)
+        if gpus:
+            self.store.assign_gpus(name, gpus)
+        record = self.store.get(name)
+        if record is None or record.status != RunStatus.QUEUED:  # cancelled meanwhile
+            self.live.slots.free(name)
+            return None
+        self.live.starting.add(name)
+        return record, gpus
+
+    def _launch(self, record: RunRecord, gpus: list[int]) -> None:
+        name = record.name
+        try:
+            handle = self.launcher.reattach(name) if name in self.live.unreconciled else None
+            if handle is None:
+                handle = self.launcher.start(self.spec(record, gpus))
+        except EngineUnavailable as exc:
+            log.warning("engine unavailable, %s stays queued: %s", name, exc)
+            if name in self.live.unreconciled:  # it may be running already: it keeps what it holds
+                self._launch_unknown(name)
+            else:
+                self._release_slot(name, retry=True)
+            return
+        except Exception as exc:
+            self._release_slot(name, fail_reason=f"could not start: {exc}")
+            return
+        with self.live.cond:
+            self.live.starting.discard(name)
+            self.live.unreconciled.discard(name)
+            recorded = self.store.mark_running(name, handle, gpus, launcher=self.launcher.name)
+            # Only now has the queue changed in the store: marked stale before this write (at the pick),
+            # an order computed in between would still count the run as queued, and be kept for a second.
+            self.live.order_dirty = True
+            self.live.cond.notify_all()
+        if not recorded:  # cannot happen (a cancel waits while a run is starting); never leave it orphaned
+            log.error("%s started but was no longer queued; stopping it", name)
+            self._release_slot(name)
+            self.launcher.cancel(name, handle, self.ctx.settings.cancel_grace_s)
+            return
+        log.info("run %s started (%s, handle %s)", name, f"GPUs {gpus}" if gpus else "CPU", handle)
+        self.supervisor.adopt(record, handle, gpus)
+
+    def _launch_unknown(self, name: str) -> None:
+        """A launch failed where the run may have started anyway (e.g. the store refused queued -> running):
+        it keeps its GPUs or CPU slot (the next pick takes the same ones) and the launcher is asked for it
+        by name before it is started again, so it never runs twice and its GPUs never go to another run."""
+        with self.live.cond:
+            self.live.starting.discard(name)
+            self.live.unreconciled.add(name)
+            self.live.retry_at = time.monotonic() + ENGINE_RETRY_S
+            self.live.cond.notify_all()
+
+    def _release_slot(self, name: str, retry: bool = False, fail_reason: str | None = None) -> None:
+        live = self.live
+        with live.cond:
+            live.starting.discard(name)
+            live.slots.free(name)
+            if fail_reason:
+                tail = self.supervisor.log_tail(name)
+                self.store.finish(
+                    name, [RunStatus.QUEUED], RunStatus.FAILED, reason=fail_reason, log_tail=tail
+                )
+                live.wakeup = True
+            if retry:
+                live.retry_at = time.monotonic() + ENGINE_RETRY_S
+            live.cond.notify_all()
+
+    def spec(self, record: RunRecord, gpus: list[int]) -> LaunchSpec:
+        """What the launcher is asked to start for ``record`` on ``gpus``."""
+        settings, state = self.ctx.settings, self.ctx.state
+        resumed = record.attempts > 1  # the trainer continues from ckpt/last.ckpt in its own directory
+        return LaunchSpec(
+            name=record.name,
+            trainer_args=trainer_args(
+                record.name,
+                record.overrides,
+                record.config_name,
+                settings.output_dir,
+                wandb_entity=settings.wandb_entity,
+                run_dir=record.run_dir if record.sweep else None,  # filed in its sweep's folder
+            ),
+            gpus=tuple(gpus),
+            output_dir=settings.output_dir,
+            state_dir=state.run(record.name),
+            log_path=state.log(record.name),
+            env={
+                "PYTHONUNBUFFERED": "1",
+                # the run's side of the contract (trainer/runenv.py): its owner, its sweep (its WandB
+                # group) and, resumed, the attempt it is
+                **RunEnv(
+                    owner=record.owner,
+                    sweep=record.sweep,
+                    resume=resumed,
+                    attempt=record.attempts if resumed else None,
+                ).to_env(),
+            },
+            gpu_need=record.gpu_need,
+        )
+
+    def queue_positions(self) -> dict[str, int]:
+        """Each queued run's place in its pool, in the order the dispatcher will take them (given what is
+        known now); recomputed at most once a second, or when the queue changed."""
+        at, positions = self._positions
+        if self.live.order_dirty or time.monotonic() - at > 1.0:
+            self.live.order_dirty = False
+            try:
+                order = self.policy.order(
+                    self.store.entries(RunStatus.QUEUED), self.store.entries(RunStatus.RUNNING)
+                )
+            except Exception as exc:  # a read must answer: the last order known is close enough
+                log.warning("computing queue positions failed: %s", exc)
+                return positions
+            counters: dict[bool, int] = {}
+            positions = {}
+            for r in order:
+                counters[bool(r.gpu_need)] = counters.get(bool(r.gpu_need), 0) + 1
+                positions[r.name] = counters[bool(r.gpu_need)]
+            self._positions = (time.monotonic(), positions)
+        return positions

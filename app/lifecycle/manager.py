@@ -1,0 +1,134 @@
+"""``RunManager``: the lifecycle's one public surface. It owns the lock and the live state
+(``LiveState``), builds the rooms around them, runs their threads, and hands each request to its room."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+
+from app.core.config import Settings
+from app.diskspace import DiskGuard
+from app.fairshare import FairShare
+from app.launchers.base import Launcher
+from app.lifecycle.admission import Admission
+from app.lifecycle.cancel import Canceller
+from app.lifecycle.dispatch import Dispatcher
+from app.lifecycle.limits import Limits, UserLimits
+from app.lifecycle.live import Context, LiveState, RunLive
+from app.lifecycle.picking import FairSharePicking, PickingPolicy
+from app.lifecycle.recovery import Recovery
+from app.lifecycle.supervision import Supervisor
+from app.models import RunRecord, SweepRecord
+from app.scheduling import Slots
+from app.statedir import StateDir
+from app.store import RunStore
+from app.users import LOCAL, Users
+from app.validation import RunValidator
+
+
+class RunManager:
+    def __init__(
+        self,
+        settings: Settings,
+        store: RunStore,
+        launcher: Launcher,
+        validator: RunValidator,
+        state: StateDir,
+        gpus: Sequence[int],
+        disk: DiskGuard | None = None,
+        policy: PickingPolicy | None = None,
+    ) -> None:
+        """``policy``: how dispatch picks the runs to start (default: fair share, ``picking.py``)."""
+        self.settings, self.store, self.launcher = settings, store, launcher
+        self.validator, self.state, self.gpus = validator, state, tuple(gpus)
+        self.disk = disk or DiskGuard(settings.output_dir, settings.min_free_bytes, settings.min_free_percent)
+        self.closing = threading.Event()  # the server is shutting down: log followers end their streams
+        self.users = Users(store)
+        self.fair = FairShare(settings.fair_share_half_life_s)
+        # A launcher that places runs itself gets no GPU ids from us, and no cap: its scheduler queues.
+        self._live = LiveState(Slots(gpus, settings.max_cpu_runs, unlimited=launcher.places_runs))
+        self._limits = Limits(settings, self.users)
+        self.ctx = ctx = Context(settings, store, launcher, state, self.disk, self._limits, self._live)
+        self.admission = Admission(ctx, validator)
+        self.supervisor = Supervisor(ctx, self.fair)
+        self.canceller = Canceller(ctx, self.supervisor)
+        inventory = None if launcher.places_runs else len(self.gpus)
+        self.dispatcher = Dispatcher(ctx, policy or FairSharePicking(self.fair), self.supervisor, inventory)
+        self.recovery = Recovery(ctx, self.fair, self.supervisor, self.canceller)
+        self._threads: list[threading.Thread] = []
+
+    # --- start-up and shut-down ---------------------------------------------------------------------
+
+    def reconcile(self) -> None:
+        """Recover every unfinished run before accepting new work (after a restart or a kill -9)."""
+        self.recovery.reconcile()
+
+    def start(self) -> None:
+        loops: list[tuple[str, Callable[[], None]]] = [("dispatcher", self.dispatcher.loop)]
+        if self.launcher.batch_polling:
+            loops.append(("poller", self.supervisor.poll_loop))
+        loops.append(("timekeeper", self.canceller.time_loop))
+        for name, loop in loops:
+            thread = threading.Thread(target=loop, name=f"labrun-{name}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def stop(self) -> None:
+        """Stop dispatching and watching; the runs themselves carry on and are re-attached next start."""
+        self.closing.set()
+        self._live.stopping.set()
+        with self._live.cond:
+            self._live.cond.notify_all()
+        for thread in self._threads:
+            thread.join(timeout=10)
+
+    # --- what the API reads -----------------------------------------------------------------------------
+
+    def get(self, name: str) -> RunRecord:
+        return self.ctx.get(name)
+
+    def live(self, name: str) -> RunLive:
+        """What is known of the run beyond its record (an end not yet recorded, a requeue, why queued runs
+        wait). Never waits for the lock: each part is one look-up of a value the rooms replace whole."""
+        return self._live.of(name)
+
+    def limits(self, owner: str) -> UserLimits:
+        """The user's limits: their own where an admin set one, else the server's."""
+        return self._limits.of(owner)
+
+    def queue_positions(self) -> dict[str, int]:
+        return self.dispatcher.queue_positions()
+
+    # --- requests -----------------------------------------------------------------------------------------
+
+    def submit(
+        self,
+        overrides: Sequence[str],
+        config_name: str | None = None,
+        idempotency_key: str | None = None,
+        rerun_of: str | None = None,
+        owner: str = LOCAL,
+    ) -> tuple[RunRecord, bool]:
+        return self.admission.submit(overrides, config_name, idempotency_key, rerun_of, owner)
+
+    def rerun(
+        self, name: str, idempotency_key: str | None = None, owner: str = LOCAL
+    ) -> tuple[RunRecord, bool]:
+        return self.admission.rerun(name, idempotency_key, owner)
+
+    def resume(self, name: str) -> RunRecord:
+        return self.admission.resume(name)
+
+    def queue_together(
+        self, records: list[RunRecord], owner: str, sweep: SweepRecord | None = None
+    ) -> list[RunRecord]:
+        return self.admission.queue_together(records, owner, sweep)
+
+    def check_can_queue(self, owner: str, count: int = 1) -> None:
+        self.admission.check_can_queue(owner, count)
+
+    def cancel(self, name: str, by: str = LOCAL) -> RunRecord:
+        return self.canceller.cancel(name, by)
+
+    def delete(self, name: str, by: str = LOCAL) -> RunRecord:
+        return self.admission.delete(name, by)
