@@ -215,6 +215,13 @@ class _LockedReads:
     def __init__(self, conn: sqlite3.Connection, lock: threading.Lock) -> None:
         self.conn, self.lock = conn, lock
 
-    def execute(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> _Fetched:
         with self.lock:
-            return self.conn.execute(sql, tuple(params)).fetchall()
+            return _Fetched(self.conn.execute(sql, tuple(params)).fetchall())
+
+
+class _Fetched(list[Row]):
+    """Rows already read, answering ``fetchall`` as a cursor does."""
+
+    def fetchall(self) -> list[Row]:
+        return self
