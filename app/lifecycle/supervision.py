@@ -142,8 +142,14 @@ class Supervisor:
             live.slots.free(name)  # the process is gone: its GPUs are free, recorded or not
             live.active.pop(name, None)
             live.wake(queue_changed=False)
-        self.store.finish(
-            name, [RunStatus.RUNNING], ending.status, ending.exit_code, ending.reason, ending.log_tail
+        self.store.finish(  # when it ended, not when the store took the write: fair share charges the owner
+            name,  # for the run's own time, not for a store outage
+            [RunStatus.RUNNING],
+            ending.status,
+            ending.exit_code,
+            ending.reason,
+            ending.log_tail,
+            finished_at=ending.finished_at,
         )
         with live.cond:
             live.ended.pop(name, None)

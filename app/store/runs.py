@@ -263,8 +263,10 @@ class RunStore:
         reason: str | None = None,
         log_tail: str | None = None,
         cancelled_by: str | None = None,
+        finished_at: float | None = None,
     ) -> bool:
-        """Move a run from one of ``expected`` to the terminal ``status``; False if it was not there."""
+        """Move a run from one of ``expected`` to the terminal ``status``; False if it was not there.
+        ``finished_at``: when it ended, if that was before now (a write the store refused for a while)."""
         if status not in TERMINAL:
             raise ValueError(f"{status} is not a terminal status")
         fields: dict[str, Any] = {
@@ -272,7 +274,7 @@ class RunStore:
             "exit_code": exit_code,
             "reason": reason,
             "log_tail": log_tail,
-            "finished_at": time.time(),
+            "finished_at": finished_at or time.time(),
         }
         if cancelled_by is not None:
             fields["cancelled_by"] = cancelled_by

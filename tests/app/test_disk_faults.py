@@ -5,6 +5,7 @@ The full-disk test runs on a real, small tmpfs (root mounts one; CI runs as root
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import subprocess
 import time
@@ -81,6 +82,9 @@ def test_watchers_and_the_dispatcher_survive_a_store_that_refuses_writes(client,
         assert time.monotonic() < deadline, "the outcome was never recorded"
         time.sleep(0.05)
     assert refusals["finish"] == 0 and client.app.state.manager.live(first["name"]).ending is None
+    # recorded with the time it ended (as shown meanwhile), not the time the store took the write
+    shown = dt.datetime.fromisoformat(first["finished_at"]).timestamp()
+    assert store.get(first["name"]).finished_at == pytest.approx(shown, abs=0.01)
 
     real_entries = store.entries
 
