@@ -23,6 +23,7 @@ from app.api.auth import AuthPolicy, LoginThrottle
 from app.api.body import RequestBodyGuard
 from app.api.errors import install_error_handlers
 from app.api.router import mount_routes
+from app.api.view import RunView
 from app.core.config import Settings, SettingsError, load_settings
 from app.launchers import Launcher, build_launcher
 from app.lifecycle import RunManager
@@ -185,6 +186,7 @@ def create_app(settings: Settings | None = None, launcher: Launcher | None = Non
     app.state.settings = settings
     app.state.manager = manager
     app.state.files = RunFiles(state)
+    app.state.view = RunView(app.state.files, manager)
     app.state.auth = auth
     install_error_handlers(app)
     app.add_middleware(RequestBodyGuard)

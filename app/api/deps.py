@@ -34,7 +34,7 @@ async def get_files(request: Request) -> RunFiles:
 
 
 async def get_view(request: Request) -> RunView:
-    return RunView(request.app.state.files, request.app.state.manager)
+    return request.app.state.view  # one per app: it keeps the runs' JSON between requests
 
 
 ManagerDep = Annotated[RunManager, Depends(get_manager)]

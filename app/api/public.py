@@ -121,6 +121,59 @@ def run_public(
 _FROM_RECORD = tuple(f.name for f in dataclasses.fields(RunRecord) if f.name in RunPublic.model_fields)
 
 
+# --- /queue and /users (app/api/routes/users.py) ------------------------------------------------------
+
+
+class LimitsPublic(BaseModel):
+    """A user's limits in force (their own where an admin set one, else the server's); null: none."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    max_gpus: int | None = Field(None, description="GPUs in use at once")
+    max_queued: int | None = Field(None, description="runs queued at once")
+    max_run_s: float | None = Field(None, description="seconds a run may run before it is cancelled")
+
+
+class RunningEntry(BaseModel):
+    name: str
+    gpus: list[int]
+    pool: str = Field(description="gpu or cpu")
+
+
+class QueuedEntry(BaseModel):
+    name: str
+    pool: str = Field(description="gpu or cpu")
+    queue_position: int | None = Field(None, description="its place in its pool in the fair order; 1 = next")
+
+
+class UserQueue(BaseModel):
+    running: list[RunningEntry]
+    queued: list[QueuedEntry] = Field(description="in the fair order")
+    usage: dict[str, float] = Field(description="recent use per pool (decayed GPU- or run-seconds)")
+    limits: LimitsPublic
+
+
+class QueuePublic(BaseModel):
+    half_life_s: float = Field(description="the half-life of fair share's memory of use")
+    users: dict[str, UserQueue]
+
+
+class UserPublic(BaseModel):
+    name: str
+    admin: bool
+    active: bool = Field(description="false once revoked (a user is never deleted)")
+    limits: LimitsPublic
+
+
+class UsersPublic(BaseModel):
+    users: list[UserPublic]
+
+
+class UserLimitsPublic(BaseModel):
+    name: str
+    limits: LimitsPublic
+
+
 class Usage(BaseModel):
     disk_bytes: int = Field(description="what the runs' files take, as measured when each ended")
     runs_measured: int

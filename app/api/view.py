@@ -36,6 +36,8 @@ class RunView:
 
     def __init__(self, files: RunFiles, manager: RunManager) -> None:
         self.files, self.manager = files, manager
+        # id(record) -> (record, (position, waiting), progress, JSON, when): one view (and cache) per app
+        self._fragments: dict[int, tuple[RunRecord, tuple[int | None, str | None], Any, bytes, float]] = {}
 
     def one(self, record: RunRecord, positions: Mapping[str, int] | None = None) -> RunPublic:
         return run_public(*self._inputs(record, positions))
@@ -52,7 +54,7 @@ class RunView:
         """``one(record).model_dump_json()``, from the cache when nothing it shows has changed."""
         now = time.monotonic() if now is None else now
         key = id(record)
-        hit = _FRAGMENTS.get(key)
+        hit = self._fragments.get(key)
         # The entry holds the record and progress objects themselves, so neither id can be reused by
         # another object while it is kept; ``is`` compares them without looking inside.
         if hit is not None and hit[0] is record and record.status.is_terminal() and now - hit[4] < RECHECK_S:
@@ -64,9 +66,9 @@ class RunView:
             body = hit[3]
         else:
             body = run_public(*inputs).model_dump_json().encode()
-            if len(_FRAGMENTS) >= FRAGMENTS_KEPT:
-                _FRAGMENTS.clear()
-        _FRAGMENTS[key] = (record, inputs[1:3], inputs[3], body, now)
+            if len(self._fragments) >= FRAGMENTS_KEPT:
+                self._fragments.clear()
+        self._fragments[key] = (record, inputs[1:3], inputs[3], body, now)
         return body
 
     def many_json(self, records: list[RunRecord], total: int, next_before: int | None = None) -> bytes:
@@ -115,7 +117,6 @@ FRAGMENTS_KEPT = 4096  # runs' JSON kept (about 1 KB each)
 # An ended run's progress.json is final, but a shared filesystem may show its last write late: looked at
 # again at most this often, not on every poll of a page of finished runs (a stat each).
 RECHECK_S = 2.0
-_FRAGMENTS: dict[int, tuple[RunRecord, tuple[int | None, str | None], Any, bytes, float]] = {}
 
 
 class SweepView:
