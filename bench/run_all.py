@@ -30,7 +30,7 @@ class _Tee(io.TextIOBase):
 
 
 def main(argv: list[str]) -> None:
-    from bench import cli_bench, service_bench, trainer_throughput
+    from bench import cli_bench, curve_bench, service_bench, trainer_throughput
 
     quick = "--quick" in argv
     captured = io.StringIO()
@@ -40,13 +40,14 @@ def main(argv: list[str]) -> None:
         trainer = trainer_throughput.main(["--quick"] if quick else [])
         print()
         cli = cli_bench.main(["--quick"] if quick else [])
+        curves = curve_bench.main(["--quick"] if quick else [])
     machine = f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_implementation()} {platform.python_version()}"
     text = (
         "# Benchmark results\n\n"
         f"Measured {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC on {machine} by `make bench`"
         f"{' (--quick)' if quick else ''}.\n\n```text\n{captured.getvalue().strip()}\n```\n\n"
         "Raw figures:\n\n```json\n"
-        + json.dumps({"service": service, "trainer": trainer, "cli": cli}, indent=2, default=str)
+        + json.dumps({"service": service, "trainer": trainer, "cli": cli, "curves": curves}, indent=2, default=str)
         + "\n```\n"
     )
     (HERE / "RESULTS.md").write_text(text)
