@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import threading
@@ -223,6 +224,12 @@ class RunStore:
 
     def close(self) -> None:
         with self._write_lock:
+            # Fold the write-ahead log into runs.db, so that after a clean stop the file alone holds every
+            # write (a copy of it is whole). SQLite does this itself only when the last connection closes,
+            # and the readers' connections are still open.
+            # A store that cannot be written now keeps its log; the next start folds it in.
+            with contextlib.suppress(sqlite3.Error):
+                self._writer.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             self._writer.close()
 
     # --- reads -------------------------------------------------------------------------------------------
