@@ -47,7 +47,9 @@ def main(argv: list[str]) -> None:
         f"Measured {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC on {machine} by `make bench`"
         f"{' (--quick)' if quick else ''}.\n\n```text\n{captured.getvalue().strip()}\n```\n\n"
         "Raw figures:\n\n```json\n"
-        + json.dumps({"service": service, "trainer": trainer, "cli": cli, "curves": curves}, indent=2, default=str)
+        + json.dumps(
+            {"service": service, "trainer": trainer, "cli": cli, "curves": curves}, indent=2, default=str
+        )
         + "\n```\n"
     )
     (HERE / "RESULTS.md").write_text(text)
