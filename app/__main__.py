@@ -1,11 +1,18 @@
-"""``python -m app`` (``make run``): serve labrun on LABRUN_HOST:LABRUN_PORT (default 127.0.0.1:8000)."""
+"""``python -m app`` (``make run``): serve labrun on LABRUN_HOST:LABRUN_PORT (default 127.0.0.1:8000).
+
+python -m app                 serve
+python -m app users ...       manage users and tokens (app/admin.py)
+python -m app backup PATH     a consistent copy of the run store into the new file PATH (app/backup.py)
+"""
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import logging
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from types import FrameType
 
 import uvicorn
@@ -13,11 +20,43 @@ import uvicorn
 from app.core.config import SettingsError, load_settings
 
 
-def main() -> int:
-    if sys.argv[1:2] == ["users"]:
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m app", description="Serve labrun (no command), or manage it.")
+    sub = ap.add_subparsers(dest="command", metavar="{users,backup}")
+    sub.add_parser("users", help="manage users and tokens (python -m app users --help)", add_help=False)
+    backup = sub.add_parser("backup", help="a consistent copy of the run store, while the service runs")
+    backup.add_argument("path", type=Path, help="the new file to write (never overwritten)")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["users"]:
         from app.admin import main as users
 
-        return users(sys.argv[2:])
+        return users(argv[1:])
+    # Anything else but no argument at all is a command: an unknown one, or a stray argument, is an error
+    # with the usage (exit 2), never a service started by mistake.
+    args = parser().parse_args(argv)
+    if args.command == "backup":
+        return _backup(args.path)
+    return serve()
+
+
+def _backup(path: Path) -> int:
+    from app.backup import BackupError, backup
+    from app.statedir import StateDir
+
+    try:
+        done = backup(StateDir(load_settings().output_dir).db, path)
+    except (SettingsError, BackupError) as exc:
+        print(f"labrun: {exc}", file=sys.stderr)
+        return 1
+    print(f"wrote {done.path}: {done.runs} runs, {done.bytes} bytes")
+    return 0
+
+
+def serve() -> int:
     try:
         settings = load_settings()
         from app.main import create_app

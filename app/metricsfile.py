@@ -5,12 +5,19 @@ The file is sparse: every row has ``epoch`` and ``step`` and only the metrics lo
 (``train_loss`` per step; ``train_loss_epoch`` and ``val_loss`` once per epoch). Lightning appends rows,
 and rewrites the whole file with a wider header when a new metric appears.
 
-Cheap on purpose, because the dashboard polls it while a run trains:
+A run may write millions of rows (a 1.5 GB file of 20 million is not absurd at one row a step), and the
+dashboard polls this while the run trains, so a curve costs bounded memory whatever the file's size:
 
-- one ``stat`` when nothing changed: the answer is cached by the file's (mtime, size) and ``max_points``;
-- a file that only grew is read from where the last read stopped (same header, longer file), so a long
-  run costs its new rows, not the whole file, per poll; a rewritten header means a fresh read;
-- only complete lines are taken: a row caught mid-write is read on the next poll.
+- the file is read in one streaming pass of ``chunk_bytes`` blocks, and only the downsampled points are
+  kept (``Curve``): never the rows. The downsampling is min/max per bucket (``downsample`` defines it):
+  a loss curve's reader looks for its trend, its noise band and its spikes (a divergence), which the lowest
+  and the highest point of each bucket keep and an average or a random sample would lose; the first and
+  the last point are always kept, so the curve spans the run;
+- the result is cached by the file's (mtime, size) and ``max_points``: one ``stat`` when nothing changed;
+- a file that only grew is read from where the last read stopped (same header, same last line there), so
+  a long run costs its new rows per poll, not the whole file; a rewritten file is read afresh;
+- only complete lines are taken: a row caught mid-write is read on the next poll;
+- each file has its own lock: one big file being read never holds another run's curves up.
 
 A cell that is not a finite number (a diverged ``nan`` loss, ``inf``, garbage) is left out of its curve
 and counted in ``skipped``: JSON has no NaN, and a chart cannot draw one.
@@ -22,43 +29,172 @@ import math
 import os
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from itertools import compress
+from typing import Any, BinaryIO
 
 DEFAULT_MAX_POINTS = 2000
+# Small blocks: every C call on one (split, float parsing) holds the GIL, and the event loop waits for it.
+CHUNK_BYTES = 256 * 1024
+MAX_LINE_BYTES = 1 << 20  # a longer "row" is not one Lightning writes: skipped, so memory stays bounded
+CACHE_POINTS = 500_000  # points kept by the cache in all (~100 bytes each), oldest files evicted first
+_TAIL_BYTES = 256  # the end of what was read: tells a file that grew from one rewritten since
 _AXES = ("epoch", "step")  # columns that place a row; every other column is a metric
 
-
-@dataclass
-class _Series:
-    step: list[float] = field(default_factory=list)
-    epoch: list[float | None] = field(default_factory=list)
-    value: list[float] = field(default_factory=list)
+# (index of the point in its series, x: the step or else the row, epoch, value)
+Point = tuple[int, float, float | None, float]
+Place = Callable[[int], tuple[float, float | None]]  # a chunk's j-th point of a series -> (x, epoch)
 
 
-@dataclass
-class _Parsed:
-    """What was read of one file so far; ``offset`` is where the next read starts."""
+def bucket_exponent(n: int, max_points: int) -> int:
+    """The buckets of a curve of ``n`` points are runs of ``2**k`` consecutive points from the first: k is 0
+    (every point kept) while ``n <= max_points``, else the smallest k >= 1 that makes at most
+    ``(max_points - 2) // 2`` buckets. Powers of two, so that a growing curve's buckets merge pairwise,
+    exactly, as it passes each bound: streaming gives the same points as a read of the whole."""
+    if n <= max_points:
+        return 0
+    buckets = max(1, (max_points - 2) // 2)
+    k = 1
+    while -(-n >> k) > buckets:  # ceil(n / 2**k)
+        k += 1
+    return k
 
-    header: bytes
-    columns: list[str]
-    offset: int
+
+def downsample(values: list[float], max_points: int) -> list[int]:
+    """The definition the streaming ``Curve`` keeps to: indices of at most ``max_points`` of ``values``, all
+    of them when they fit, else the first, the last, and the lowest and the highest (first occurrence) of
+    each bucket of ``bucket_exponent`` (in order), so a spike or a dip is never averaged away."""
+    n = len(values)
+    k = bucket_exponent(n, max_points)
+    if k == 0:
+        return list(range(n))
+    keep = {0, n - 1}
+    for start in range(0, n, 1 << k):
+        bucket = values[start : start + (1 << k)]
+        keep.add(start + bucket.index(min(bucket)))
+        keep.add(start + bucket.index(max(bucket)))
+    return sorted(keep)
+
+
+class Curve:
+    """One metric's points, fed in order a chunk at a time, of which it keeps exactly ``downsample(all points
+    so far, max_points)``: at most ``(max_points - 2) // 2`` buckets of a low and a high point, plus the
+    first and the last point, whatever the number of points fed."""
+
+    __slots__ = ("buckets", "first", "k", "last", "max_points", "n")
+
+    def __init__(self, max_points: int) -> None:
+        self.max_points = max_points
+        self.n = 0  # points fed
+        self.k = 0  # buckets of 2**k points
+        self.first: Point | None = None
+        self.last: Point | None = None
+        self.buckets: list[list[Any]] = []  # [bucket number, lowest point, highest point], in order
+
+    def add(self, values: list[float], place: Place) -> None:
+        """Feed the next points: their values, and where the j-th of them is (called for kept points only)."""
+        m = len(values)
+        if m == 0:
+            return
+        start = self.n
+        self.n += m
+        k = bucket_exponent(self.n, self.max_points)
+        if k > self.k:
+            self._regroup(k)
+
+        def point(j: int) -> Point:
+            x, epoch = place(j)
+            return (start + j, x, epoch, values[j])
+
+        if start == 0:
+            self.first = point(0)
+        self.last = point(m - 1)
+        j = 0
+        while j < m:
+            number = (start + j) >> k
+            end = min(m, ((number + 1) << k) - start)
+            bucket = values[j:end]  # min/max/index over a list slice: C loops, not a Python one per point
+            low = j + bucket.index(min(bucket))
+            high = j + bucket.index(max(bucket))
+            low_point = point(low)
+            self._put(number, low_point, low_point if high == low else point(high))
+            j = end
+
+    def _put(self, number: int, low: Point, high: Point) -> None:
+        buckets = self.buckets
+        if buckets and buckets[-1][0] == number:
+            last = buckets[-1]
+            if low[3] < last[1][3]:  # strictly: on a tie the earlier point stays, as in downsample()
+                last[1] = low
+            if high[3] > last[2][3]:
+                last[2] = high
+        else:
+            buckets.append([number, low, high])
+
+    def _regroup(self, k: int) -> None:
+        """Merge the buckets into buckets of ``2**k`` points (aligned at the first, as before)."""
+        shift = k - self.k
+        old, self.buckets, self.k = self.buckets, [], k
+        for number, low, high in old:
+            self._put(number >> shift, low, high)
+
+    def points(self) -> list[Point]:
+        if self.k == 0:
+            return [low for _, low, _ in self.buckets]
+        kept = {p[0]: p for _, low, high in self.buckets for p in (low, high)}
+        for p in (self.first, self.last):
+            if p is not None:
+                kept[p[0]] = p
+        return [kept[i] for i in sorted(kept)]
+
+
+@dataclass(eq=False)
+class _FileCurves:
+    """What was read of one file for one ``max_points``; ``offset`` is where the next read starts."""
+
+    max_points: int
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    header: bytes = b""
+    columns: list[str] = field(default_factory=list)
+    offset: int = 0
+    tail: bytes = b""  # the last bytes before ``offset``
+    skipping: bool = False  # inside an overlong line: the rest of it is skipped
     rows: int = 0
     skipped: int = 0
-    series: dict[str, _Series] = field(default_factory=dict)
+    curves: dict[str, Curve] = field(default_factory=dict)
+    stamp: tuple[int, int] | None = None  # of the file when ``answer`` was made
+    answer: dict[str, Any] | None = None
+    kept: int = 0  # points in ``answer``
+
+    def restart(self, header: bytes) -> None:
+        columns = header.decode("utf-8", errors="replace").strip().split(",")
+        self.header, self.columns, self.offset = header, [c.strip() for c in columns], len(header)
+        self.tail, self.skipping, self.rows, self.skipped, self.curves = (
+            header[-_TAIL_BYTES:],
+            False,
+            0,
+            0,
+            {},
+        )
 
 
 class MetricsFiles:
     """The curves of runs' ``metrics.csv`` files under ``output_dir``, cached per file (thread-safe: the
-    route reads through the thread pool)."""
+    route reads through the thread pool). The cache's own lock is held for look-ups only; a read holds the
+    lock of its file."""
 
-    def __init__(self, output_dir: str | os.PathLike[str], cache_size: int = 64) -> None:
+    def __init__(
+        self,
+        output_dir: str | os.PathLike[str],
+        cache_points: int = CACHE_POINTS,
+        chunk_bytes: int = CHUNK_BYTES,
+    ) -> None:
         self.output_dir = os.fspath(output_dir)
-        self._parsed: OrderedDict[str, _Parsed] = OrderedDict()
-        self._answers: OrderedDict[tuple[str, int], tuple[tuple[int, int], dict[str, Any]]] = OrderedDict()
-        self._cache_size = cache_size
-        self._lock = threading.Lock()  # the caches
-        self._reading = threading.Lock()  # a file's rows are parsed into one _Parsed: one reader at a time
+        self._files: OrderedDict[tuple[str, int], _FileCurves] = OrderedDict()
+        self._cache_points = cache_points
+        self._chunk_bytes = chunk_bytes
+        self._lock = threading.Lock()  # self._files
 
     def path(self, run_dir: str) -> str:
         return os.path.join(self.output_dir, run_dir, "metrics.csv")
@@ -78,131 +214,200 @@ class MetricsFiles:
         stamp = self.stamp(run_dir)
         if stamp is None:
             return _answer(None, max_points)
-        key = (path, max_points)
-        with self._lock:
-            hit = self._answers.get(key)
-        if hit is not None and hit[0] == stamp:
-            return hit[1]
-        with self._reading:
-            with self._lock:
-                known = self._parsed.get(path)
-            parsed = _read(path, known)
-            answer = _answer(parsed, max_points)
-            with self._lock:
-                if parsed is not None:
-                    _remember(self._parsed, path, parsed, self._cache_size)
-                _remember(self._answers, key, (stamp, answer), self._cache_size)
+        state = self._state(path, max_points)
+        with state.lock:
+            if state.answer is None or state.stamp != stamp:
+                _read(state, path, self._chunk_bytes)
+                state.answer = _answer(state, max_points)
+                state.stamp = stamp
+                state.kept = sum(len(c["value"]) for c in state.answer["metrics"].values())
+            answer = state.answer
+        self._evict()
         return answer
 
+    def _state(self, path: str, max_points: int) -> _FileCurves:
+        with self._lock:
+            state = self._files.get((path, max_points))
+            if state is None:
+                state = self._files[(path, max_points)] = _FileCurves(max_points)
+            self._files.move_to_end((path, max_points))
+            return state
 
-def _remember(cache: OrderedDict, key: Any, value: Any, size: int) -> None:
-    cache[key] = value
-    cache.move_to_end(key)
-    while len(cache) > size:
-        cache.popitem(last=False)
+    def _evict(self) -> None:
+        """Drop the least recently asked files until the kept points fit (the newest always stays)."""
+        with self._lock:
+            total = sum(state.kept for state in self._files.values())
+            while len(self._files) > 1 and total > self._cache_points:
+                _, state = self._files.popitem(last=False)
+                total -= state.kept
 
 
-def _read(path: str, known: _Parsed | None) -> _Parsed | None:
-    """The file's rows: only the new ones when it grew under the same header, else all of them."""
+def _read(state: _FileCurves, path: str, chunk_bytes: int) -> None:
+    """Feed the file's new complete rows into ``state``: only the new ones when it grew under the same
+    header, else all of them. A file that cannot be read leaves ``state`` as it was."""
     try:
         with open(path, "rb") as f:
-            header = f.readline()
+            header = f.readline(MAX_LINE_BYTES)
             if not header.endswith(b"\n"):
-                return known  # the header itself is being written
-            if known is not None and known.header == header and os.fstat(f.fileno()).st_size >= known.offset:
-                f.seek(known.offset)
-                parsed = known
-            else:
-                columns = header.decode("utf-8", errors="replace").strip().split(",")
-                parsed = _Parsed(header=header, columns=[c.strip() for c in columns], offset=len(header))
-            data = f.read()
+                return  # the header itself is being written
+            if not _grew(state, f, header):  # either way, f is now at state.offset
+                state.restart(header)
+            _read_rows(state, f, chunk_bytes)
     except OSError:
-        return known
-    complete = data[: data.rfind(b"\n") + 1]  # a row caught mid-write waits for the next read
-    if complete:
-        _parse_rows(parsed, complete.decode("utf-8", errors="replace"))
-        parsed.offset += len(complete)
-    return parsed
+        return
 
 
-def _parse_rows(parsed: _Parsed, text: str) -> None:
-    columns = parsed.columns
-    step_at = columns.index("step") if "step" in columns else None
-    epoch_at = columns.index("epoch") if "epoch" in columns else None
-    metrics = [(i, name) for i, name in enumerate(columns) if name not in _AXES and name]
-    for line in text.splitlines():
-        if not line.strip():
+def _grew(state: _FileCurves, f: BinaryIO, header: bytes) -> bool:
+    """Whether the file is the one read before, longer: same header, and the same bytes before ``offset``."""
+    if not state.header or state.header != header or os.fstat(f.fileno()).st_size < state.offset:
+        return False
+    f.seek(state.offset - len(state.tail))
+    return f.read(len(state.tail)) == state.tail
+
+
+def _read_rows(state: _FileCurves, f: BinaryIO, chunk_bytes: int) -> None:
+    pending = b""  # the start of a line whose end is not read yet
+    while block := f.read(chunk_bytes):
+        data = pending + block
+        if state.skipping:
+            end = data.find(b"\n") + 1
+            state.offset += end if end else len(data)
+            data = data[end:] if end else b""
+            state.skipping = end == 0
+            state.skipped += 1 if end else 0
+        cut = data.rfind(b"\n") + 1
+        if cut:
+            _take(state, data[:cut])
+            state.offset += cut
+            state.tail = data[max(0, cut - _TAIL_BYTES) : cut]
+        pending = data[cut:]
+        if len(pending) > MAX_LINE_BYTES:
+            state.offset += len(pending)
+            state.skipping, state.tail, pending = True, b"", b""
+
+
+@dataclass
+class _Chunk:
+    """Complete rows, split: the step and epoch cells of each row, and per metric the rows that have a
+    finite value and those values."""
+
+    rows: int
+    steps: list[bytes] | None
+    epochs: list[bytes] | None
+    series: list[tuple[str, list[int], list[float]]]
+    skipped: int = 0
+
+
+def _take(state: _FileCurves, data: bytes) -> None:
+    chunk = _split_fast(data, state.columns) or _split_rows(data, state.columns)
+    first_row = state.rows
+    # New curves in the order of their first point, as a row-by-row reader would meet them.
+    for name, rows, values in sorted(chunk.series, key=lambda s: s[1][0]):
+        curve = state.curves.get(name)
+        if curve is None:
+            curve = state.curves[name] = Curve(state.max_points)
+        curve.add(values, _placer(chunk, rows, first_row))
+    state.rows += chunk.rows
+    state.skipped += chunk.skipped
+
+
+def _placer(chunk: _Chunk, rows: list[int], first_row: int) -> Place:
+    def place(j: int) -> tuple[float, float | None]:
+        row = rows[j]
+        step = _number(chunk.steps[row]) if chunk.steps is not None else None
+        epoch = _number(chunk.epochs[row]) if chunk.epochs is not None else None
+        return (step if step is not None else float(first_row + row), epoch)
+
+    return place
+
+
+def _split_fast(data: bytes, columns: list[str]) -> _Chunk | None:
+    """The rows as Lightning writes them (every row has every column, numbers only), split column-wise by
+    C loops (split, slices, ``map(float)``): about 20 million rows a minute on one core, where a Python
+    loop per row takes several times as long. None when the rows are not all like that."""
+    width = len(columns)
+    n = data.count(b"\n")
+    # The csv module that Lightning writes with ends rows with \r\n: either ending becomes a separator.
+    end = b"\r\n" if data.count(b"\r\n") == n else b"\n"
+    cells = data.replace(end, b",").split(b",")
+    if not width or len(cells) != n * width + 1:
+        return None  # a blank or short row: read row by row
+    del cells[-1]
+    series, skipped = [], 0
+    for at, name in _metric_columns(columns):
+        column = cells[at::width]
+        rows = list(compress(range(n), column))  # the rows with a cell for this metric
+        if not rows:
             continue
-        cells = line.split(",")  # Lightning writes numbers only: no quoted cells
-        parsed.rows += 1
-        step = _number(cells, step_at)
-        x = step if step is not None else float(parsed.rows - 1)
-        epoch = _number(cells, epoch_at)
-        for i, name in metrics:
-            if i >= len(cells) or not cells[i].strip():
+        try:
+            values = list(map(float, filter(None, column)))
+        except ValueError:
+            return None  # a cell that is no number: read row by row, which skips just that cell
+        if not math.isfinite(sum(values)):  # some value is NaN or infinite (rarely: a sum that overflows)
+            pairs = [(r, v) for r, v in zip(rows, values, strict=True) if math.isfinite(v)]
+            skipped += len(values) - len(pairs)
+            rows, values = [r for r, _ in pairs], [v for _, v in pairs]
+        series.append((name, rows, values))
+    steps = cells[columns.index("step") :: width] if "step" in columns else None
+    epochs = cells[columns.index("epoch") :: width] if "epoch" in columns else None
+    return _Chunk(n, steps, epochs, [s for s in series if s[1]], skipped)
+
+
+def _split_rows(data: bytes, columns: list[str]) -> _Chunk:
+    """Any rows, one at a time: blank lines are no rows, a missing or empty cell is no point, a cell that
+    is no finite number is skipped."""
+    lines = [line.split(b",") for line in data.split(b"\n") if line.strip()]
+    series, skipped = [], 0
+    for at, name in _metric_columns(columns):
+        rows, values = [], []
+        for row, cells in enumerate(lines):
+            if at >= len(cells) or not cells[at].strip():
                 continue
-            value = _number(cells, i)
+            value = _number(cells[at])
             if value is None:
-                parsed.skipped += 1
+                skipped += 1
                 continue
-            series = parsed.series.get(name)
-            if series is None:
-                series = parsed.series[name] = _Series()
-            series.step.append(x)
-            series.epoch.append(epoch)
-            series.value.append(value)
+            rows.append(row)
+            values.append(value)
+        if rows:
+            series.append((name, rows, values))
+
+    def column(name: str) -> list[bytes] | None:
+        if name not in columns:
+            return None
+        at = columns.index(name)
+        return [cells[at] if at < len(cells) else b"" for cells in lines]
+
+    return _Chunk(len(lines), column("step"), column("epoch"), series, skipped)
 
 
-def _number(cells: list[str], at: int | None) -> float | None:
-    if at is None or at >= len(cells):
-        return None
+def _metric_columns(columns: list[str]) -> list[tuple[int, str]]:
+    return [(i, name) for i, name in enumerate(columns) if name not in _AXES and name]
+
+
+def _number(cell: bytes) -> float | None:
     try:
-        value = float(cells[at])
+        value = float(cell)
     except ValueError:
         return None
     return value if math.isfinite(value) else None
 
 
-def _answer(parsed: _Parsed | None, max_points: int) -> dict[str, Any]:
-    if parsed is None:
+def _answer(state: _FileCurves | None, max_points: int) -> dict[str, Any]:
+    if state is None:
         return {"rows": 0, "skipped": 0, "max_points": max_points, "metrics": {}}
     metrics = {}
-    for name, series in parsed.series.items():
-        keep = downsample(series.value, max_points)
+    for name, curve in state.curves.items():
+        kept = curve.points()
         metrics[name] = {
-            "step": [_int(series.step[i]) for i in keep],
-            "epoch": [_int(series.epoch[i]) for i in keep],
-            "value": [series.value[i] for i in keep],
-            "points": len(series.value),
-            "downsampled": len(keep) < len(series.value),
+            "step": [_int(p[1]) for p in kept],
+            "epoch": [_int(p[2]) for p in kept],
+            "value": [p[3] for p in kept],
+            "points": curve.n,
+            "downsampled": len(kept) < curve.n,
         }
-    return {"rows": parsed.rows, "skipped": parsed.skipped, "max_points": max_points, "metrics": metrics}
+    return {"rows": state.rows, "skipped": state.skipped, "max_points": max_points, "metrics": metrics}
 
 
 def _int(x: float | None) -> float | int | None:
     return int(x) if x is not None and x.is_integer() else x
-
-
-def downsample(values: list[float], max_points: int) -> list[int]:
-    """Indices of at most ``max_points`` of ``values`` that keep the curve's shape: the first and the last
-    point, and the lowest and the highest of each of ``(max_points - 2) // 2`` equal buckets in between
-    (in order), so a spike or a dip is never averaged away."""
-    n = len(values)
-    if n <= max_points:
-        return list(range(n))
-    if max_points < 4:
-        return [0, n - 1][:max_points]
-    buckets = (max_points - 2) // 2
-    inner = n - 2
-    keep = [0]
-    for b in range(buckets):
-        lo = 1 + b * inner // buckets
-        hi = 1 + (b + 1) * inner // buckets
-        if lo >= hi:
-            continue
-        window = range(lo, hi)
-        low = min(window, key=values.__getitem__)
-        high = max(window, key=values.__getitem__)
-        keep.extend(sorted({low, high}))
-    keep.append(n - 1)
-    return keep

@@ -30,7 +30,7 @@ class _Tee(io.TextIOBase):
 
 
 def main(argv: list[str]) -> None:
-    from bench import cli_bench, service_bench, store_bench, trainer_throughput
+    from bench import cli_bench, curve_bench, service_bench, store_bench, trainer_throughput
 
     quick = "--quick" in argv
     captured = io.StringIO()
@@ -41,6 +41,8 @@ def main(argv: list[str]) -> None:
         print()
         cli = cli_bench.main(["--quick"] if quick else [])
         print()
+        curves = curve_bench.main(["--quick"] if quick else [])
+        print()
         store = store_bench.main(["--quick"] if quick else [])
     machine = f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_implementation()} {platform.python_version()}"
     text = (
@@ -49,7 +51,9 @@ def main(argv: list[str]) -> None:
         f"{' (--quick)' if quick else ''}.\n\n```text\n{captured.getvalue().strip()}\n```\n\n"
         "Raw figures:\n\n```json\n"
         + json.dumps(
-            {"service": service, "trainer": trainer, "cli": cli, "store": store}, indent=2, default=str
+            {"service": service, "trainer": trainer, "cli": cli, "curves": curves, "store": store},
+            indent=2,
+            default=str,
         )
         + "\n```\n"
     )

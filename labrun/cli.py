@@ -270,7 +270,7 @@ def _wait(client: Client, run: dict[str, Any], follow: bool, interval: float) ->
             view.close()
     print(render.outcome(run), file=sys.stderr)
     if run["status"] == "failed" and run.get("log_tail") and not follow:
-        print(run["log_tail"].rstrip("\n"), file=sys.stderr)
+        print(render.safe(run["log_tail"].rstrip("\n")), file=sys.stderr)
     return run
 
 
@@ -399,7 +399,7 @@ def _each(names: list[str], action: Callable[[str], str]) -> int:
         try:
             print(action(name), flush=True)
         except CliError as exc:
-            print(f"labrun: {exc.message}", file=sys.stderr, flush=True)
+            print(f"labrun: {render.safe(exc.message)}", file=sys.stderr, flush=True)
             status = status or exc.exit_code
     return status
 
@@ -434,7 +434,7 @@ def _print_json(data: Any) -> None:
 
 
 def _note(text: str) -> None:
-    print(f"labrun: {text}", file=sys.stderr, flush=True)
+    print(f"labrun: {render.safe(text)}", file=sys.stderr, flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -446,7 +446,7 @@ def main(argv: list[str] | None = None) -> int:
         client = Client(url, token, timeout=getattr(args, "timeout", 30.0))
         return args.handler(client, args)
     except CliError as exc:
-        print(f"labrun: {exc.message}", file=sys.stderr)
+        print(f"labrun: {render.safe(exc.message)}", file=sys.stderr)  # it may quote a run's text
         return exc.exit_code
     except KeyboardInterrupt:
         print("labrun: interrupted", file=sys.stderr)

@@ -32,6 +32,23 @@ def console(stream: TextIO | None = None):  # noqa: ANN201 - rich.console.Consol
 # --- small formats -------------------------------------------------------------------------------------
 
 
+def _visible_controls() -> dict[int, str]:
+    table = {c: f"^{chr(c + 64)}" for c in range(0x20) if chr(c) not in "\n\t"}  # ESC is ^[, BEL ^G
+    table[0x7F] = "^?"
+    table.update({c: f"\\x{c:02x}" for c in range(0x80, 0xA0)})  # C1: \x9b is a one-byte CSI
+    return table
+
+
+_VISIBLE = _visible_controls()
+
+
+def safe(text: Any) -> str:
+    """``text`` with its control characters shown, not obeyed: a run's log, reason or overrides are anyone's
+    bytes, and an escape sequence printed raw retitles the window, clears the screen or worse. C0 (but
+    newline and tab) and DEL become caret notation (ESC: ``^[``), C1 becomes ``\\x9b`` and the like."""
+    return str(text).translate(_VISIBLE)
+
+
 def parse_time(value: str | None) -> dt.datetime | None:
     if not value:
         return None
@@ -157,9 +174,11 @@ def runs_table(runs: list[dict[str, Any]], count: int | None = None, next_before
     for run in runs:
         status = run.get("status", "?")
         table.add_row(
-            escape(run.get("name", "?")),
-            escape(owner(run)),
-            f"[{STATUS_STYLE.get(status, '')}]{status}[/]" if status in STATUS_STYLE else status,
+            escape(safe(run.get("name", "?"))),
+            escape(safe(owner(run))),
+            f"[{STATUS_STYLE.get(status, '')}]{status}[/]"
+            if status in STATUS_STYLE
+            else escape(safe(status)),
             gpus(run),
             progress_text(run),
             age(run, now),
@@ -216,11 +235,11 @@ def run_details(run: dict[str, Any]) -> None:
     for key, value in rows:
         if value is None or value == "":
             continue
-        shown = value if key == "status" else escape(str(value))
+        shown = value if key == "status" and status in STATUS_STYLE else escape(safe(value))
         out.print(f"[bold]{key:<15}[/]{shown}")
     if run.get("log_tail"):
         out.print("[bold]log tail[/]")
-        out.print(escape(run["log_tail"].rstrip("\n")))
+        out.print(escape(safe(run["log_tail"].rstrip("\n"))))
 
 
 def gpu_map(health: dict[str, Any], runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -265,7 +284,7 @@ def gpus_view(view: dict[str, Any]) -> None:
 
     out = console()
     if view.get("status") not in (None, "ok"):
-        console(sys.stderr).print(f"[red]service degraded[/]: {view.get('detail')}")
+        console(sys.stderr).print(f"[red]service degraded[/]: {escape(safe(view.get('detail')))}")
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
     table.add_column("GPU", no_wrap=True, justify="right")
     table.add_column("RUN", overflow="fold", ratio=1)
@@ -278,13 +297,16 @@ def gpus_view(view: dict[str, Any]) -> None:
         else:
             table.add_row(
                 str(entry["gpu"]),
-                escape(run["name"]),
-                escape(owner(run)),
+                escape(safe(run["name"])),
+                escape(safe(owner(run))),
                 progress_text({**run, "status": "running"}),
             )
     for run in view["cpu"]:
         table.add_row(
-            "cpu", escape(run["name"]), escape(owner(run)), progress_text({**run, "status": "running"})
+            "cpu",
+            escape(safe(run["name"])),
+            escape(safe(owner(run))),
+            progress_text({**run, "status": "running"}),
         )
     if view["gpus"] or view["cpu"]:
         out.print(table)
@@ -301,9 +323,9 @@ def gpus_view(view: dict[str, Any]) -> None:
         for run in view["queued"]:
             queue.add_row(
                 str(run.get("queue_position") or "-"),
-                escape(run["name"]),
-                escape(owner(run)),
-                escape(run.get("waiting_reason") or ""),
+                escape(safe(run["name"])),
+                escape(safe(owner(run))),
+                escape(safe(run.get("waiting_reason") or "")),
             )
         out.print(queue)
     else:
@@ -331,7 +353,7 @@ def usage_view(usage: dict[str, Any]) -> None:
         table.add_column("RUN", overflow="fold", ratio=1)
         table.add_column("SIZE", no_wrap=True, justify="right")
         for entry in largest:
-            table.add_row(escape(str(entry.get("name"))), size(entry.get("disk_bytes")))
+            table.add_row(escape(safe(entry.get("name"))), size(entry.get("disk_bytes")))
         out.print(table)
 
 
@@ -374,7 +396,9 @@ class ProgressView:
         frac = fraction(run)
         if self._progress is not None:
             done = frac if frac is not None else (1.0 if status == "succeeded" else 0.0)
-            self._progress.update(self._task, description=status, completed=done, info=info, refresh=True)
+            self._progress.update(
+                self._task, description=safe(status), completed=done, info=safe(info), refresh=True
+            )
             return
         if status in TERMINAL:
             return  # the outcome line says it
@@ -383,7 +407,7 @@ class ProgressView:
         )
         if line != self._last_line:
             self._last_line = line
-            self.stream.write(line + (f"  {info}" if info and status == "queued" else "") + "\n")
+            self.stream.write(safe(line + (f"  {info}" if info and status == "queued" else "")) + "\n")
             self.stream.flush()
 
     def close(self) -> None:
@@ -404,7 +428,7 @@ def outcome(run: dict[str, Any]) -> str:
         text += f" (val_loss {number(val)})"
     if status != "succeeded" and run.get("reason"):
         text += f": {run['reason']}"
-    return text
+    return safe(text)
 
 
 def sweep_run_line(run: dict[str, Any], size: int) -> str:
@@ -414,7 +438,7 @@ def sweep_run_line(run: dict[str, Any], size: int) -> str:
         text += f"  val_loss {number(run['val_loss'])}"
     if run.get("reason") and run["status"] in ("failed", "cancelled"):
         text += f"  ({run['reason']})"
-    return text
+    return safe(text)
 
 
 def sweep_outcome(sweep: dict[str, Any]) -> str:
@@ -422,4 +446,4 @@ def sweep_outcome(sweep: dict[str, Any]) -> str:
     counts = ", ".join(f"{n} {status}" for status, n in sweep["counts"].items() if n)
     best = sweep.get("best")
     tail = f"; best {best['name']} (val_loss {number(best['val_loss'])})" if best else ""
-    return f"{sweep['name']}: {counts}{tail}"
+    return safe(f"{sweep['name']}: {counts}{tail}")

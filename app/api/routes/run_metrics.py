@@ -3,11 +3,15 @@ dashboard's charts and for scripts.
 
 Polling it is cheap: the answer carries an ``ETag`` made of the file's mtime and size, and a request with
 that ``If-None-Match`` gets a bodiless 304 after one ``stat``. The file is read in the thread pool, never
-on the event loop (a long run's first read parses every row).
+on the event loop (a long run's first read goes through every row), by one thread per file at a time:
+other requests for the same curves wait for that read on the event loop, holding no thread, so callers
+polling a huge file cannot take the pool's threads from every other request.
 """
 
 from __future__ import annotations
 
+import asyncio
+import weakref
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
@@ -36,12 +40,35 @@ class RunMetrics(BaseModel):
     metrics: dict[str, Curve] = Field(description="one curve per metric column, e.g. train_loss, val_loss")
 
 
+class _Reads:
+    """One asyncio lock per (run directory, max_points) being read, gone when no request holds it."""
+
+    def __init__(self) -> None:
+        self._locks: weakref.WeakValueDictionary[tuple[str, int], asyncio.Lock] = (
+            weakref.WeakValueDictionary()
+        )
+
+    def lock(self, run_dir: str, max_points: int) -> asyncio.Lock:
+        found = self._locks.get((run_dir, max_points))
+        if found is None:
+            found = self._locks[(run_dir, max_points)] = asyncio.Lock()
+        return found
+
+
 async def get_metrics_files(request: Request) -> MetricsFiles:
     """One reader (and cache) per app, made on first use beside the app's RunFiles."""
     state = request.app.state
     found = getattr(state, "metrics_files", None)
     if found is None:
         found = state.metrics_files = MetricsFiles(state.files.output_dir)
+    return found
+
+
+def _reads(request: Request) -> _Reads:
+    state = request.app.state
+    found = getattr(state, "metrics_reads", None)
+    if found is None:
+        found = state.metrics_reads = _Reads()
     return found
 
 
@@ -67,6 +94,7 @@ async def run_metrics(
     headers = {"ETag": etag, "Cache-Control": "no-cache"}
     if request.headers.get("if-none-match") == etag:
         return Response(status_code=304, headers=headers)
-    curves = await run_in_threadpool(metrics.curves, record.run_dir, max_points)
+    async with _reads(request).lock(record.run_dir, max_points):
+        curves = await run_in_threadpool(metrics.curves, record.run_dir, max_points)
     body = RunMetrics(name=name, **curves)
     return Response(body.model_dump_json(), media_type="application/json", headers=headers)

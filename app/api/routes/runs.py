@@ -62,10 +62,10 @@ async def list_runs(
     view: ViewDep,
     caller: CallerDep,
     status: Annotated[list[str] | None, Query(description="e.g. queued, or running,queued")] = None,
-    owner: Annotated[str | None, Query(description="a user's name, or me")] = None,
+    owner: Annotated[str | None, Query(max_length=64, description="a user's name, or me")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    before: Annotated[
-        int | None, Query(ge=1, description="the next page: next_before of the last answer")
+    before: Annotated[  # at most SQLite's largest integer
+        int | None, Query(ge=1, le=2**63 - 1, description="the next page: next_before of the last answer")
     ] = None,
 ) -> Response:
     """Runs, newest first, ``limit`` at a time; ``count`` is how many match in all."""
@@ -117,7 +117,9 @@ async def run_logs(
     files: FilesDep,
     manager: ManagerDep,
     tail: Annotated[int | None, Query(ge=0, le=MAX_LOG_LINES, description="only the last N lines")] = None,
-    offset: Annotated[int | None, Query(ge=0, description="a page of the log from this byte on")] = None,
+    offset: Annotated[
+        int | None, Query(ge=0, le=2**63 - 1, description="a page of the log from this byte on")
+    ] = None,
     length: Annotated[
         int, Query(ge=1, le=LOG_WINDOW_BYTES, description="bytes in a page")
     ] = LOG_WINDOW_BYTES,

@@ -53,9 +53,11 @@ async def list_sweeps(
     sweeps: SweepsDep,
     view: ViewDep,
     caller: CallerDep,
-    owner: Annotated[str | None, Query(description="a user's name, or me")] = None,
+    owner: Annotated[str | None, Query(max_length=64, description="a user's name, or me")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    before: Annotated[int | None, Query(ge=1, description="next_before of the last answer")] = None,
+    before: Annotated[  # at most SQLite's largest integer
+        int | None, Query(ge=1, le=2**63 - 1, description="next_before of the last answer")
+    ] = None,
 ) -> SweepsPublic:
     """Sweeps, newest first, with their runs counted by status."""
     owner = caller.name if owner == "me" else owner
