@@ -2,7 +2,7 @@
 
 python -m app                 serve
 python -m app users ...       manage users and tokens (app/admin.py)
-python -m app backup PATH     a consistent copy of the run store into the new file PATH (app/backup.py)
+python -m app backup PATH     a consistent copy of the run store into the new file PATH (app/store/backup.py)
 """
 
 from __future__ import annotations
@@ -44,8 +44,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _backup(path: Path) -> int:
-    from app.backup import BackupError, backup
     from app.statedir import StateDir
+    from app.store.backup import BackupError, backup
 
     try:
         done = backup(StateDir(load_settings().output_dir).db, path)

@@ -9,6 +9,7 @@
     sweeps.py      sweeps (their runs are rows of runs)
     errors.py      what the store refuses
     startup.py     opening it for the service: a damaged or lost store is refused
+    backup.py      python -m app backup: an online copy through SQLite's backup API
 
 SQL lives here and only here: the rest of the code calls the entity stores' methods.
 """
