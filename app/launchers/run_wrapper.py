@@ -27,8 +27,8 @@ from pathlib import Path
 if __name__ == "__main__":  # run by path: make the project's packages importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from app.statedir import RunFiles  # noqa: E402
-from trainer.atomic import write_atomic  # noqa: E402
+from app.statedir import RunFiles
+from trainer.atomic import write_atomic
 
 EXIT_NOT_STARTED = 127  # as a shell reports a command it could not run
 

@@ -13,7 +13,8 @@ outcome on the shared filesystem, USR1 before the time limit, and ``scontrol req
 - Status: one ``squeue`` for all of the service's jobs per interval (``poll_many``); the exit code comes
   from ``<state_dir>/exit_code`` (the wrapper's), and, for a job that ended without one (killed, timed out,
   node failure) and has aged out of squeue, from ``sacct`` where accounting exists.
-- Finding a run again: ``<state_dir>/job_id``, else ``squeue --name=<run name>`` in this output directory.
+- Finding a run again: ``<state_dir>/job_id``, else its name in ``squeue`` in this output directory (never
+  the job of an attempt that ``forget`` dropped before a resume: ``superseded_jobs``).
 - Cancel: ``cancel_requested`` in the state dir (so the trainer does not take it for a preemption), then
   ``scancel --full --signal=TERM``, the grace period, then ``scancel`` (SIGKILL after Slurm's KillWait).
 - Requeue (preemption, an admin's ``scontrol requeue``, USR1 before the time limit): the job is the same

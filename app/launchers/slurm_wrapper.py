@@ -33,8 +33,8 @@ from pathlib import Path
 if __name__ == "__main__":  # run by path: make the project's packages importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from app.launchers.run_wrapper import RunWrapper, parse  # noqa: E402
-from app.statedir import RunFiles  # noqa: E402
+from app.launchers.run_wrapper import RunWrapper, parse
+from app.statedir import RunFiles
 
 EXIT_REQUEUE = 75  # the trainer's "checkpointed, run me again" (EX_TEMPFAIL); trainer/resume.py
 
