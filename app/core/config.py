@@ -18,7 +18,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from app.launchers.registry import LAUNCHERS
+from app.core.engines import LAUNCHERS, unknown_launcher
 
 
 class Settings(BaseSettings):
@@ -82,7 +82,7 @@ class Settings(BaseSettings):
     def _known_launcher(cls, value: str) -> str:
         value = value.strip().lower()
         if value not in LAUNCHERS:
-            raise ValueError(f"unknown launcher {value!r}; choose one of: {', '.join(LAUNCHERS)}")
+            raise ValueError(unknown_launcher(value))
         return value
 
     @field_validator("gpus", mode="before")

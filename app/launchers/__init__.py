@@ -2,14 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from app.launchers.base import EngineUnavailable, Launcher, LaunchError, LaunchSpec, Outcome
-from app.launchers.registry import LAUNCHERS, launcher_class
-
-if TYPE_CHECKING:
-    from app.core.config import Settings
-    from app.statedir import StateDir
+from app.launchers.registry import LAUNCHERS, build_launcher, launcher_class
 
 __all__ = [
     "LAUNCHERS",
@@ -19,9 +13,5 @@ __all__ = [
     "Launcher",
     "Outcome",
     "build_launcher",
+    "launcher_class",
 ]
-
-
-def build_launcher(settings: Settings, state: StateDir) -> Launcher:
-    """The launcher LABRUN_LAUNCHER names, built from the settings by its own constructor."""
-    return launcher_class(settings.launcher).from_settings(settings, state)

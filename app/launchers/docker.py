@@ -29,7 +29,6 @@ import math
 import os
 import re
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
@@ -126,6 +125,8 @@ def container_name(run_name: str) -> str:
 
 class DockerLauncher(Launcher):
     name: ClassVar[str] = "docker"
+    # A run goes on while the Engine restarts or its API is unreachable: wait asks again meanwhile.
+    outage_retry_s: ClassVar[float | None] = 2.0
 
     def __init__(
         self,
@@ -133,8 +134,9 @@ class DockerLauncher(Launcher):
         output_dir: Path,
         command: tuple[str, ...] = ("python", "-m", "trainer"),
     ) -> None:
-        self.settings = settings
         self.output_dir = Path(output_dir).resolve()
+        super().__init__(StateDir(self.output_dir))
+        self.settings = settings
         self.command = tuple(command)  # what the container runs before the spec's trainer_args
         self.user = settings.user or (f"{os.getuid()}:{os.getgid()}" if os.geteuid() != 0 else IMAGE_USER)
         self._client_lock = threading.Lock()
@@ -262,35 +264,23 @@ class DockerLauncher(Launcher):
                 container = client.containers.get(handle)
             except NotFound:
                 return Outcome(None, LOST)
-            return _outcome(container)
+            status = _exit_status(container)
+        if status is None:
+            return None
+        code, oom = status
+        return self.outcome(name, code, oom=oom, shell=True)
 
-    def wait(self, name: str, handle: str, timeout: float | None = None) -> Outcome | None:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            try:
-                outcome = self.poll(name, handle)
-                if outcome is not None:
-                    return outcome
-                left = 30.0 if deadline is None else min(30.0, deadline - time.monotonic())
-                if left <= 0:
-                    return None
-                with contextlib.suppress(requests.exceptions.RequestException):
-                    self._client().api.wait(handle, timeout=max(1, math.ceil(left)))
-            except EngineUnavailable:
-                # The run goes on (or ends) without the Engine's API; ask again once it is back.
-                if deadline is not None and time.monotonic() >= deadline:
-                    return None
-                time.sleep(2.0)
+    def _block(self, name: str, handle: str, seconds: float | None) -> None:
+        """The Engine's own wait: it answers when the container stops (asked in slices of at most 30 s)."""
+        left = 30.0 if seconds is None else min(30.0, seconds)
+        with contextlib.suppress(requests.exceptions.RequestException, NotFound):
+            self._client().api.wait(handle, timeout=max(1, math.ceil(left)))
 
-    def cancel(self, name: str, handle: str, grace_s: float) -> None:
-        client = self._client()
-        with self._engine("cancel"):
-            try:
-                container = client.containers.get(handle)
-                # SIGTERM, then SIGKILL after the grace period; returns once the container has stopped.
-                container.stop(timeout=max(0, math.ceil(grace_s)))
-            except NotFound:
-                return
+    def _terminate(self, name: str, handle: str) -> None:
+        self._signal(handle, "SIGTERM")  # docker-init (pid 1) passes it on to the trainer
+
+    def _kill(self, name: str, handle: str) -> None:
+        self._signal(handle, "SIGKILL")
 
     def reattach(self, name: str) -> str | None:
         client = self._client()
@@ -302,7 +292,7 @@ class DockerLauncher(Launcher):
                 container.start()
             return container.id
 
-    def forget(self, name: str) -> None:
+    def _drop(self, name: str) -> None:
         """A resumed run starts a new container under the same name: the last attempt's must be gone."""
         client = self._client()
         with self._engine("forget"):
@@ -371,6 +361,18 @@ class DockerLauncher(Launcher):
                 raise EngineUnavailable(f"docker engine error during {what}: {_explain(exc)}") from None
             raise
 
+    def _signal(self, handle: str, sig: str) -> None:
+        """Send ``sig`` to the container's pid 1; one that is gone or has stopped already needs none."""
+        client = self._client()
+        with self._engine("cancel"):
+            try:
+                client.api.kill(handle, signal=sig)
+            except NotFound:
+                return
+            except APIError as exc:
+                if exc.status_code != 409:  # 409: the container is not running
+                    raise
+
     def _find(self, client: docker.DockerClient, run_name: str) -> Container | None:
         """The container of a run of this service: by its derived name, checked against its labels. One of
         another labrun service on the same Engine (another output directory) is not ours: None (starting
@@ -405,15 +407,16 @@ class DockerLauncher(Launcher):
                 os.chown(path, uid, gid)
 
 
-def _outcome(container: Container) -> Outcome | None:
-    """The one place where an Engine container state becomes a run outcome."""
+def _exit_status(container: Container) -> tuple[int, bool] | None:
+    """(exit code, killed for memory) of a container that has ended; None while it runs. The one place
+    where an Engine container state is read."""
     state = container.attrs.get("State", {})
     if state.get("Status") in _RUNNING_STATES:
         return None
     code = int(state.get("ExitCode", -1))
     # The Engine flags OOMKilled when any process in the container was killed for memory; a trainer that
     # still exited 0 finished its run (and its run.json says so).
-    return Outcome.from_exit_code(code, oom=bool(state.get("OOMKilled")) and code != 0, shell=True)
+    return code, bool(state.get("OOMKilled")) and code != 0
 
 
 def _explain(exc: BaseException) -> str:

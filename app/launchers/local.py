@@ -1,14 +1,14 @@
 """LocalLauncher: each run is the trainer as a local process, supervised by a tiny wrapper.
 
-    service ──Popen(new session)──> local_wrapper.py ──Popen(new session)──> trainer (+ its workers)
+    service ──Popen(new session)──> run_wrapper.py ──Popen(new session)──> trainer (+ its workers)
 
-- The wrapper records the trainer's exit code in ``<state_dir>/exit_code``, so an outcome is known even
+- The wrapper records the trainer's exit code in ``RunFiles.exit_code``, so an outcome is known even
   when the service was down when the run ended; ``pid``/``child_pid`` hold "pid start-time" so a reused
   pid is never mistaken for the run.
 - The handle is "wrapper-pid:start-time". Waiting is event-driven: a pidfd (``os.pidfd_open``) becomes
   readable the moment the wrapper exits, whether or not it is our child (after a restart it is not).
-- Cancel: SIGTERM to the trainer's process group, a grace period, then SIGKILL to that group; the wrapper
-  survives to record the exit code.
+- Cancel (``Launcher.cancel``): the signals go to the trainer's process group; the wrapper survives to
+  record the exit code.
 - cwd is the output directory (the trainer creates ``<date>/<name>`` itself and refuses an existing one);
   CUDA_VISIBLE_DEVICES is the assigned GPUs, empty for a CPU run.
 """
@@ -28,47 +28,41 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from app.launchers.base import LOST, Launcher, LaunchError, LaunchSpec, Outcome
-from app.launchers.local_wrapper import proc_stat, read_exit_code, start_time
+from app.launchers.run_wrapper import proc_stat, start_time
 from trainer.atomic import write_atomic
 
 if TYPE_CHECKING:
     from app.core.config import Settings
     from app.statedir import StateDir
 
-WRAPPER = Path(__file__).with_name("local_wrapper.py")
-KILLED_AFTER_GRACE = "killed_after_grace"  # in the run's state folder: the SIGKILL was the cancel's
+WRAPPER = Path(__file__).with_name("run_wrapper.py")
+TRAINER_START_S = 5.0  # how long a cancel just after a start waits for the wrapper to start the trainer
+SUPERVISOR_KILLED = "the run's supervisor process was killed (not by labrun); its trainer was stopped"
 
 
 class LocalLauncher(Launcher):
     name = "local"
 
     def __init__(self, trainer_command: list[str], state: StateDir) -> None:
+        super().__init__(state)
         self.trainer_command = list(trainer_command)
-        self.state = state
-        self._children: dict[str, subprocess.Popen] = {}  # runs this process started, until reaped
-        self._started: set[str] = set()
+        self._children: dict[str, subprocess.Popen[bytes]] = {}  # runs this process started, until reaped
         self._seen_running: set[str] = set()  # runs this service saw alive: a later vanishing is not "lost"
         self._lock = threading.Lock()
 
     @classmethod
     def from_settings(cls, settings: Settings, state: StateDir) -> LocalLauncher:
-        return cls(settings.trainer_command, state)
+        return cls(settings.trainer_command, state)  # LABRUN_TRAINER_COMMAND: the local launcher has no other
 
     # --- Launcher ------------------------------------------------------------------------------------------
 
     def start(self, spec: LaunchSpec) -> str:
-        spec.state_dir.mkdir(parents=True, exist_ok=True)
-        if (spec.state_dir / "pid").exists():
-            raise LaunchError(f"run {spec.name!r} was already started once (found {spec.state_dir / 'pid'})")
+        files = self.files(spec.name)
+        files.dir.mkdir(parents=True, exist_ok=True)
+        if files.pid.exists():
+            raise LaunchError(f"run {spec.name!r} was already started once (found {files.pid})")
         env = {**os.environ, **spec.env, "CUDA_VISIBLE_DEVICES": ",".join(str(g) for g in spec.gpus)}
-        argv = [
-            sys.executable,
-            str(WRAPPER),
-            str(spec.state_dir),
-            "--",
-            *self.trainer_command,
-            *spec.trainer_args,
-        ]
+        argv = [sys.executable, str(WRAPPER), str(files.dir), "--", *self.trainer_command, *spec.trainer_args]
         try:
             with open(spec.log_path, "ab") as log:
                 proc = subprocess.Popen(
@@ -86,95 +80,83 @@ class LocalLauncher(Launcher):
         started = start_time(proc.pid)
         # The wrapper writes the same file as its first act; writing it here too closes the window in
         # which a kill -9 of the service would leave a started run without a trace.
-        write_atomic(spec.state_dir / "pid", f"{proc.pid} {started}\n")
+        write_atomic(files.pid, f"{proc.pid} {started}\n")
         with self._lock:
             self._children[spec.name] = proc
-            self._started.add(spec.name)
         return f"{proc.pid}:{started}"
 
     def poll(self, name: str, handle: str) -> Outcome | None:
-        code = self._exit_code(name)
+        code = self.files(name).read_exit_code()
         if code is not None:
             self._reap(name)
-            return self._outcome(name, code)
+            return self.outcome(
+                name, code
+            )  # oom=None: a SIGKILL not from the cancel is most likely the OOM killer
         pid, started = _parse(handle)
         if self._running(name, pid, started):
             with self._lock:
                 self._seen_running.add(name)
             return None
-        code = self._exit_code(name)  # it may have ended between the two checks
+        code = self.files(name).read_exit_code()  # it may have ended between the two checks
         if code is not None:
-            return self._outcome(name, code)
+            return self.outcome(name, code)
         self._kill_group(name, signal.SIGKILL)  # the supervisor died; do not leave its trainer behind
         with self._lock:
             seen = name in self._children or name in self._seen_running
-        if seen:
-            return Outcome(
-                None, "the run's supervisor process was killed (not by labrun); its trainer was stopped"
-            )
-        return Outcome(None, LOST)
+        return Outcome(None, SUPERVISOR_KILLED if seen else LOST)
 
-    def wait(self, name: str, handle: str, timeout: float | None = None) -> Outcome | None:
+    def _block(self, name: str, handle: str, seconds: float | None) -> None:
+        """Until the wrapper exits: its pidfd becomes readable then, whoever its parent is."""
         pid, started = _parse(handle)
-        if not self._running(name, pid, started):
-            return self.poll(name, handle)
         try:
             fd = os.pidfd_open(pid)
         except ProcessLookupError:
-            return self.poll(name, handle)
+            return
         try:
             if not self._running(name, pid, started):  # the pid could have been reused before the open
-                return self.poll(name, handle)
-            with self._lock:
-                self._seen_running.add(name)
+                return
             poller = select.poll()
             poller.register(fd, select.POLLIN)
-            if not poller.poll(None if timeout is None else max(0, int(timeout * 1000))):
-                return None
+            if not poller.poll(None if seconds is None else max(0, int(seconds * 1000))):
+                return
         finally:
             os.close(fd)
         self._reap(name)
-        return self.poll(name, handle)
 
-    def cancel(self, name: str, handle: str, grace_s: float) -> None:
-        pid, started = _parse(handle)
+    def _terminate(self, name: str, handle: str) -> None:
         # Just after a start the trainer may not exist yet: give the wrapper a moment to start it, so the
         # SIGTERM reaches the trainer (and the wrapper stays alive to record the exit code).
-        deadline = time.monotonic() + 5
+        pid, started = _parse(handle)
+        deadline = time.monotonic() + TRAINER_START_S
         while not self._kill_group(name, signal.SIGTERM):
             if not self._running(name, pid, started):
-                break
+                return
             if time.monotonic() > deadline:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGTERM)  # the wrapper forwards it once the trainer exists
-                break
+                return
             time.sleep(0.01)
-        if self.wait(name, handle, timeout=grace_s) is not None:
-            return
-        write_atomic(self.state.run(name) / KILLED_AFTER_GRACE, f"{grace_s}\n")  # read by _outcome
+
+    def _kill(self, name: str, handle: str) -> None:
         self._kill_group(name, signal.SIGKILL)
-        if self.wait(name, handle, timeout=10) is None:
-            pid, started = _parse(handle)
-            if self._running(name, pid, started):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-            self.wait(name, handle, timeout=5)
+
+    def _kill_harder(self, name: str, handle: str) -> None:
+        pid, started = _parse(handle)
+        if self._running(name, pid, started):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        self.wait(name, handle, timeout=5)
 
     def reattach(self, name: str) -> str | None:
         try:
-            pid, started = (self.state.run(name) / "pid").read_text().split()
+            pid, started = self.files(name).pid.read_text().split()
         except (OSError, ValueError):
             return None
         return f"{pid}:{started}"
 
-    def forget(self, name: str) -> None:
-        for what in ("pid", "child_pid", "exit_code", KILLED_AFTER_GRACE):
-            (self.state.run(name) / what).unlink(missing_ok=True)
-
     def release(self, name: str, handle: str) -> None:
         self._reap(name)
         with self._lock:
-            self._started.discard(name)
             self._seen_running.discard(name)
 
     def health(self) -> tuple[bool, str]:
@@ -184,25 +166,6 @@ class LocalLauncher(Launcher):
         return True, "local launcher ready"
 
     # --- helpers -------------------------------------------------------------------------------------------
-
-    def _outcome(self, name: str, code: int) -> Outcome:
-        if code == -signal.SIGKILL:
-            try:
-                grace = (self.state.run(name) / KILLED_AFTER_GRACE).read_text().strip()
-            except OSError:
-                return Outcome(
-                    code,
-                    "killed by SIGKILL (signal 9, exit code -9), not by labrun: the kernel's out-of-memory "
-                    "killer does this when the machine runs out of memory",
-                )
-            return Outcome(
-                code,
-                f"killed by SIGKILL after the cancel's grace period ({grace} s): it did not stop on SIGTERM",
-            )
-        return Outcome.from_exit_code(code)
-
-    def _exit_code(self, name: str) -> int | None:
-        return read_exit_code(self.state.run(name))
 
     def _running(self, name: str, pid: int, started: str) -> bool:
         with self._lock:
@@ -224,7 +187,7 @@ class LocalLauncher(Launcher):
     def _kill_group(self, name: str, sig: signal.Signals) -> bool:
         """Signal the trainer's process group; False if there is no live trainer to signal."""
         try:
-            pid, started = (self.state.run(name) / "child_pid").read_text().split()
+            pid, started = self.files(name).child_pid.read_text().split()
         except (OSError, ValueError):
             return False
         if not _alive(int(pid), started):  # never signal a group whose leader's pid was reused

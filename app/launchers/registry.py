@@ -1,25 +1,30 @@
-"""Which launcher class serves each ``LABRUN_LAUNCHER`` value. Imports nothing: settings validation reads
-the names, and an engine's module (with its SDK) is imported only when that launcher is chosen."""
+"""Which launcher class serves each ``LABRUN_LAUNCHER`` value (the table is ``app/core/engines.py``), and
+the one constructor the service calls. An engine's module (with its SDK) is imported only when chosen."""
 
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
+
+from app.core.engines import LAUNCHERS, unknown_launcher
 
 if TYPE_CHECKING:
+    from app.core.config import Settings
     from app.launchers.base import Launcher
+    from app.statedir import StateDir
 
-# name -> "module:class". A new engine is one new file in app/launchers/ and one line here.
-LAUNCHERS: dict[str, str] = {
-    "local": "app.launchers.local:LocalLauncher",
-    "docker": "app.launchers.docker:DockerLauncher",
-    "slurm": "app.launchers.slurm:SlurmLauncher",
-}
+__all__ = ["LAUNCHERS", "build_launcher", "launcher_class"]
 
 
 def launcher_class(name: str) -> type[Launcher]:
     try:
         module, _, cls = LAUNCHERS[name].partition(":")
     except KeyError:
-        raise ValueError(f"unknown launcher {name!r}; choose one of: {', '.join(LAUNCHERS)}") from None
-    return getattr(importlib.import_module(module), cls)
+        raise ValueError(unknown_launcher(name)) from None
+    return cast("type[Launcher]", getattr(importlib.import_module(module), cls))
+
+
+def build_launcher(settings: Settings, state: StateDir) -> Launcher:
+    """The launcher LABRUN_LAUNCHER names, built from the settings by its own constructor (which reads its
+    own LABRUN_<ENGINE>_* settings and raises SettingsError for bad ones)."""
+    return launcher_class(settings.launcher).from_settings(settings, state)

@@ -13,7 +13,8 @@ outcome on the shared filesystem, USR1 before the time limit, and ``scontrol req
 - Status: one ``squeue`` for all of the service's jobs per interval (``poll_many``); the exit code comes
   from ``<state_dir>/exit_code`` (the wrapper's), and, for a job that ended without one (killed, timed out,
   node failure) and has aged out of squeue, from ``sacct`` where accounting exists.
-- Finding a run again: ``<state_dir>/job_id``, else ``squeue --name=<run name>`` in this output directory.
+- Finding a run again: ``<state_dir>/job_id``, else its name in ``squeue`` in this output directory (never
+  the job of an attempt that ``forget`` dropped before a resume: ``superseded_jobs``).
 - Cancel: ``cancel_requested`` in the state dir (so the trainer does not take it for a preemption), then
   ``scancel --full --signal=TERM``, the grace period, then ``scancel`` (SIGKILL after Slurm's KillWait).
 - Requeue (preemption, an admin's ``scontrol requeue``, USR1 before the time limit): the job is the same
@@ -28,9 +29,9 @@ import json
 import os
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
-import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, ClassVar
@@ -40,14 +41,10 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from app.core.config import Settings, settings_error
 from app.launchers.base import LOST, EngineUnavailable, Launcher, LaunchError, LaunchSpec, Outcome
-from app.launchers.local import KILLED_AFTER_GRACE
-from app.launchers.local_wrapper import read_exit_code
-from app.launchers.slurm_wrapper import CANCEL_MARKER
 from app.statedir import StateDir
 from trainer.atomic import write_atomic
 
 WRAPPER = Path(__file__).with_name("slurm_wrapper.py")
-JOB_ID = "job_id"
 # squeue's states of a job that has not ended (it may still run, or run again).
 ACTIVE = frozenset(
     {
@@ -132,11 +129,12 @@ class SlurmLauncher(Launcher):
     batch_polling: ClassVar[bool] = True
 
     def __init__(self, settings: SlurmSettings, state: StateDir, trainer_command: list[str]) -> None:
+        super().__init__(state)
         self.settings = settings
-        self.state = state
         self.output_dir = Path(state.output_dir).resolve()
         self.trainer_command = list(settings.trainer_command or trainer_command)
-        self.poll_interval_s = settings.poll_interval_s  # type: ignore[misc] - per instance, from settings
+        self.poll_interval_s = settings.poll_interval_s
+        self.wait_step_s = min(self.wait_step_s, settings.poll_interval_s)
 
     @classmethod
     def from_settings(cls, settings: Settings, state: StateDir) -> SlurmLauncher:
@@ -179,7 +177,7 @@ class SlurmLauncher(Launcher):
         return [*args, *s.sbatch_options]
 
     def job_script(self, spec: LaunchSpec) -> str:
-        command = [s for s in (self.settings.python, str(WRAPPER), str(spec.state_dir), "--")]
+        command = [self.settings.python, str(WRAPPER), str(self.files(spec.name).dir), "--"]
         command += [*self.trainer_command, *spec.trainer_args]
         return "#!/bin/sh\n# labrun run " + spec.name + "\nexec " + shlex.join(command) + "\n"
 
@@ -194,17 +192,18 @@ class SlurmLauncher(Launcher):
     # --- Launcher ------------------------------------------------------------------------------------
 
     def start(self, spec: LaunchSpec) -> str:
-        spec.state_dir.mkdir(parents=True, exist_ok=True)
-        if (spec.state_dir / JOB_ID).exists():
-            raise LaunchError(f"run {spec.name!r} was already submitted (found {spec.state_dir / JOB_ID})")
-        script = spec.state_dir / "job.sh"
+        files = self.files(spec.name)
+        files.dir.mkdir(parents=True, exist_ok=True)
+        if files.job_id.exists():
+            raise LaunchError(f"run {spec.name!r} was already submitted (found {files.job_id})")
+        script = files.job_script
         write_atomic(script, self.job_script(spec))
         spec.log_path.touch()
         out = self._run(["sbatch", *self.sbatch_args(spec), str(script)], env=self._env(spec), launch=True)
         job_id = out.strip().split(";")[0]
         if not job_id.isdigit():
             raise LaunchError(f"sbatch answered {out.strip()!r}, not a job id")
-        write_atomic(spec.state_dir / JOB_ID, job_id + "\n")
+        write_atomic(files.job_id, job_id + "\n")
         return job_id
 
     def poll(self, name: str, handle: str) -> Outcome | None:
@@ -214,13 +213,13 @@ class SlurmLauncher(Launcher):
         if not runs:
             return {}
         jobs = self._squeue()  # one query for all of them
-        missing = [h for n, h in runs.items() if h not in jobs and self._exit_code(n) is None]
+        missing = [h for n, h in runs.items() if h not in jobs and self.files(n).read_exit_code() is None]
         accounted = self._sacct(missing) if missing else {}
         out: dict[str, Outcome | None] = {}
         for name, job_id in runs.items():
-            code = self._exit_code(name)
+            code = self.files(name).read_exit_code()
             if code is not None:
-                out[name] = self._outcome(name, code)
+                out[name] = self.outcome(name, code)
                 continue
             state = jobs.get(job_id, {}).get("state") or accounted.get(job_id, {}).get("state")
             if state is None:
@@ -228,38 +227,26 @@ class SlurmLauncher(Launcher):
             elif state.split()[0] in ACTIVE and not self._killed(name, state):
                 out[name] = None
             else:
-                code = self._exit_code(name)  # it may have been written between the two reads
+                code = self.files(name).read_exit_code()  # it may have been written between the two reads
                 out[name] = (
-                    self._outcome(name, code)
+                    self.outcome(name, code)
                     if code is not None
                     else self._ended(name, job_id, state, accounted)
                 )
         return out
 
-    def wait(self, name: str, handle: str, timeout: float | None = None) -> Outcome | None:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            outcome = self.poll(name, handle)
-            if outcome is not None or (deadline is not None and time.monotonic() >= deadline):
-                return outcome
-            time.sleep(min(0.5, self.settings.poll_interval_s))
-
-    def cancel(self, name: str, handle: str, grace_s: float) -> None:
-        state_dir = self.state.run(name)
-        state_dir.mkdir(parents=True, exist_ok=True)
-        write_atomic(state_dir / CANCEL_MARKER, f"{time.time()}\n")  # read by the job: not a preemption
-        jobs = self._squeue()
-        if jobs.get(handle, {}).get("state") == "PENDING":
-            self._scancel(handle)
+    def _terminate(self, name: str, handle: str) -> None:
+        if self._squeue().get(handle, {}).get("state") == "PENDING":
+            self._scancel(handle)  # it never ran: nothing to stop gracefully
         else:
             self._scancel("--full", "--signal=TERM", handle)
-        if self.wait(name, handle, timeout=grace_s) is not None:
-            return
-        write_atomic(state_dir / KILLED_AFTER_GRACE, f"{grace_s}\n")
+
+    def _kill(self, name: str, handle: str) -> None:
         self._scancel("--full", "--signal=KILL", handle)  # now, not after Slurm's KillWait
-        if self.wait(name, handle, timeout=10) is None:
-            self._scancel(handle)
-            self.wait(name, handle, timeout=120)
+
+    def _kill_harder(self, name: str, handle: str) -> None:
+        self._scancel(handle)  # ends the job (SIGKILL after KillWait), whatever its steps do
+        self.wait(name, handle, timeout=120)
 
     def _scancel(self, *args: str) -> None:
         """scancel; a job that has just ended is not an error."""
@@ -270,19 +257,41 @@ class SlurmLauncher(Launcher):
                 raise
 
     def reattach(self, name: str) -> str | None:
+        files = self.files(name)
         try:
-            job_id = (self.state.run(name) / JOB_ID).read_text().strip()
+            job_id = files.job_id.read_text().strip()
         except OSError:
             job_id = ""
         if job_id:
             return job_id
-        found = [j for j, info in self._squeue().items() if info["name"] == name and self._ours(info)]
+        superseded = self._superseded(name)
+        found = [
+            j
+            for j, info in self._squeue().items()
+            if info["name"] == name and self._ours(info) and j not in superseded
+        ]
         if not found:
             return None
         job_id = max(found, key=int)
-        self.state.run(name).mkdir(parents=True, exist_ok=True)
-        write_atomic(self.state.run(name) / JOB_ID, job_id + "\n")
+        files.dir.mkdir(parents=True, exist_ok=True)
+        write_atomic(files.job_id, job_id + "\n")
         return job_id
+
+    def _drop(self, name: str) -> None:
+        """The last attempt's job stays in squeue for a while after it ended (MinJobAge): a restart before
+        the next attempt starts must not take it for the run's job (``reattach``)."""
+        files = self.files(name)
+        with contextlib.suppress(OSError):
+            job_id = files.job_id.read_text().strip()
+            if job_id:
+                with open(files.superseded_jobs, "a") as f:
+                    f.write(job_id + "\n")
+
+    def _superseded(self, name: str) -> set[str]:
+        try:
+            return set(self.files(name).superseded_jobs.read_text().split())
+        except OSError:
+            return set()
 
     def release(self, name: str, handle: str) -> None:
         """A run whose outcome is recorded must not run on (e.g. one recorded as lost that reappeared)."""
@@ -314,7 +323,7 @@ class SlurmLauncher(Launcher):
         ``waiting_reason``)."""
         started, requeued = 0, False
         try:
-            lines = (self.state.run(name) / "attempts").read_text().splitlines()
+            lines = self.files(name).attempts.read_text().splitlines()
         except OSError:
             return 0, False
         for line in lines:
@@ -331,7 +340,7 @@ class SlurmLauncher(Launcher):
     def _killed(self, name: str, state: str) -> bool:
         """COMPLETING after the cancel's SIGKILL: its processes are gone; Slurm only cleans up (that can
         take its KillWait), and it will not run again (a cancelled job is never requeued)."""
-        return state == "COMPLETING" and (self.state.run(name) / KILLED_AFTER_GRACE).exists()
+        return state == "COMPLETING" and self.files(name).killed_after_grace.exists()
 
     def _ours(self, info: dict[str, str]) -> bool:
         try:
@@ -380,11 +389,8 @@ class SlurmLauncher(Launcher):
 
     def _ended(self, name: str, job_id: str, state: str, accounted: dict[str, dict[str, str]]) -> Outcome:
         """A job Slurm says ended, without an exit code from the wrapper (it was killed with the job)."""
-        if (self.state.run(name) / KILLED_AFTER_GRACE).exists():
-            grace = (self.state.run(name) / KILLED_AFTER_GRACE).read_text().strip()
-            return Outcome(
-                -9, f"killed after the cancel's grace period ({grace} s): it did not stop on SIGTERM"
-            )
+        if self.files(name).killed_after_grace.exists():
+            return self.outcome(name, -signal.SIGKILL)  # the cancel's SIGKILL took the wrapper too
         why = {
             "TIMEOUT": "it reached its time limit",
             "OUT_OF_MEMORY": "out of memory",
@@ -401,16 +407,6 @@ class SlurmLauncher(Launcher):
             code = -int(sig) if sig.isdigit() and int(sig) else int(status) if status.isdigit() else None
         detail = f"Slurm job {job_id} ended {state}" + (f": {why}" if why else "")
         return Outcome(code, f"{detail} (the run recorded no exit status)")
-
-    def _outcome(self, name: str, code: int) -> Outcome:
-        if code == -9 and (self.state.run(name) / KILLED_AFTER_GRACE).exists():
-            return Outcome(
-                code, "killed by SIGKILL after the cancel's grace period: it did not stop on SIGTERM"
-            )
-        return Outcome.from_exit_code(code)
-
-    def _exit_code(self, name: str) -> int | None:
-        return read_exit_code(self.state.run(name))
 
     def _run(self, cmd: list[str], env: dict[str, str] | None = None, launch: bool = False) -> str:
         """A Slurm command's stdout. A controller that cannot be reached: EngineUnavailable (the run stays

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -97,3 +99,41 @@ def test_cancel_kills_the_whole_process_group_after_the_grace_period(tmp_path):
     time.sleep(0.1)
     stat = Path(f"/proc/{grandchild}/stat")
     assert not stat.exists() or stat.read_text().rsplit(")", 1)[1].split()[0] in "ZX"
+
+
+def test_a_kill_after_the_grace_period_says_so_and_forget_clears_it_for_the_next_attempt(tmp_path):
+    """The cancel's marks belong to one attempt: after ``forget`` the run starts again, and a SIGKILL that
+    labrun did not send is not blamed on a cancel of the attempt before."""
+    command = _script(
+        tmp_path,
+        "import signal\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\nopen('up', 'w').close()\n"
+        "time.sleep(60)\n",
+    )
+    launcher = LocalLauncher(command, StateDir(tmp_path))
+    handle = launcher.start(_spec(launcher, "r1"))
+    _wait_for(tmp_path / "up")
+    launcher.cancel("r1", handle, grace_s=0.5)
+    assert launcher.poll("r1", handle).reason == (
+        "killed by SIGKILL after the cancel's grace period (0.5 s): it did not stop on SIGTERM"
+    )
+    files = launcher.files("r1")
+    assert files.cancel_marker.exists() and files.killed_after_grace.exists()
+    launcher.release("r1", handle)
+    launcher.forget("r1")
+    assert not any(
+        p.exists() for p in (files.pid, files.exit_code, files.cancel_marker, files.killed_after_grace)
+    )
+    (tmp_path / "up").unlink()
+    handle = launcher.start(_spec(launcher, "r1"))  # the next attempt, under the same name
+    _wait_for(tmp_path / "up")
+    trainer = int(files.child_pid.read_text().split()[0])
+    os.kill(trainer, signal.SIGKILL)  # as the kernel's out-of-memory killer does
+    outcome = launcher.wait("r1", handle, timeout=30)
+    assert outcome.exit_code == -9 and "not by labrun" in outcome.reason, outcome
+
+
+def _wait_for(path: Path) -> None:
+    deadline = time.monotonic() + 10
+    while not path.exists():
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.02)

@@ -107,8 +107,11 @@ def test_cancel_kills_after_the_grace_period(make, engine):
     took = time.monotonic() - started
     assert 1.5 < took < 15
     outcome = launcher.poll(spec.name, handle)
-    assert outcome.exit_code == 137 and outcome.reason != "killed: out of memory"
-    assert outcome.reason == "killed by SIGKILL (signal 9, exit code 137)"
+    assert outcome.exit_code == 137
+    # the same words as for every engine's cancel that had to kill
+    assert outcome.reason == (
+        "killed by SIGKILL after the cancel's grace period (2 s): it did not stop on SIGTERM"
+    )
     launcher.release(spec.name, handle)
 
 

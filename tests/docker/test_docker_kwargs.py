@@ -212,18 +212,24 @@ def test_wandb_mode_of_the_service_keeps_runs_offline_and_off_the_network(tmp_pa
     assert kw["environment"]["WANDB_MODE"] == mode
 
 
-def test_out_of_memory_flag_does_not_fail_a_run_that_exited_0():
+def test_out_of_memory_flag_does_not_fail_a_run_that_exited_0(tmp_path, monkeypatch):
     """The Engine flags a container OOM when any process in it was killed for memory (a helper such as
     wandb's service process, say) even if the trainer carried on and succeeded."""
     from docker.models.containers import Container
 
-    from app.launchers.docker import _outcome
+    from app.launchers.docker import _exit_status
 
-    def state(code: int, oom: bool) -> Container:
-        return Container(attrs={"State": {"Status": "exited", "ExitCode": code, "OOMKilled": oom}})
+    lc = launcher(tmp_path, monkeypatch)
 
-    assert _outcome(state(0, True)).succeeded
-    assert _outcome(state(137, True)).reason == "killed: out of memory"
+    def outcome(code: int, oom: bool):
+        container = Container(attrs={"State": {"Status": "exited", "ExitCode": code, "OOMKilled": oom}})
+        status = _exit_status(container)
+        assert status is not None
+        return lc.outcome("r1", status[0], oom=status[1], shell=True)
+
+    assert outcome(0, True).succeeded
+    assert outcome(137, True).reason == "killed: out of memory"
     # a DataLoader worker killed for memory fails the run
-    assert _outcome(state(1, True)).reason == "killed: out of memory"
-    assert _outcome(Container(attrs={"State": {"Status": "running"}})) is None
+    assert outcome(1, True).reason == "killed: out of memory"
+    assert outcome(137, False).reason == "killed by SIGKILL (signal 9, exit code 137)"  # not by labrun
+    assert _exit_status(Container(attrs={"State": {"Status": "running"}})) is None
