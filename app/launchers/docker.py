@@ -44,12 +44,14 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from app.core.config import Settings, settings_error
 from app.launchers.base import LOST, EngineUnavailable, Launcher, LaunchError, LaunchSpec, Outcome
 from app.statedir import StateDir
+from trainer import runenv
+from trainer.runenv import RunEnv
 
 LABEL_RUN = "labrun.run"
 LABEL_OUTPUT_DIR = "labrun.output_dir"
 IMAGE_USER = "10001:10001"  # the unprivileged user of docker/trainer.Dockerfile
 # Appends the command's output to $LABRUN_LOG_PATH, then becomes the command (docker-init forwards signals).
-LOG_ENTRYPOINT = ("/bin/sh", "-c", 'exec "$@" >>"$LABRUN_LOG_PATH" 2>&1', "labrun-run")
+LOG_ENTRYPOINT = ("/bin/sh", "-c", f'exec "$@" >>"${runenv.LOG_PATH}" 2>&1', "labrun-run")
 # Variables that describe the service's machine, not the run: never copied into a container.
 HOST_ONLY_ENV = frozenset(
     {
@@ -164,12 +166,8 @@ class DockerLauncher(Launcher):
         network, wandb_key = self._network(spec)
         wandb_mode = self._wandb_mode(spec)
         env = {k: v for k, v in spec.env.items() if k not in HOST_ONLY_ENV and k != "WANDB_API_KEY"}
-        env.update(
-            HOME="/tmp",
-            LABRUN_LOG_PATH=str(spec.log_path),
-            LABRUN_IMAGE_ID=image_id,
-            PYTHONUNBUFFERED="1",
-        )
+        env.update(HOME="/tmp", PYTHONUNBUFFERED="1")
+        env.update(RunEnv(log_path=spec.log_path, image_id=image_id).to_env())
         if wandb_key:
             env["WANDB_API_KEY"] = wandb_key
         else:

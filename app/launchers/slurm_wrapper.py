@@ -35,6 +35,7 @@ if __name__ == "__main__":  # run by path: make the project's packages importabl
 
 from app.launchers.run_wrapper import RunWrapper, parse
 from app.statedir import RunFiles
+from trainer.runenv import RunEnv
 
 EXIT_REQUEUE = 75  # the trainer's "checkpointed, run me again" (EX_TEMPFAIL); trainer/resume.py
 
@@ -45,10 +46,8 @@ class SlurmJobWrapper(RunWrapper):
     def __init__(self, files: RunFiles, command: list[str]) -> None:
         super().__init__(files, command)
         self.job_id = os.environ.get("SLURM_JOB_ID", "")
-        first = os.environ.get("LABRUN_ATTEMPT", "")
-        self.attempt = (int(first) if first.isdigit() else 1) + int(
-            os.environ.get("SLURM_RESTART_COUNT") or 0
-        )
+        first = RunEnv.from_env().attempt or 1  # the service's: a resumed run's is above 1
+        self.attempt = first + int(os.environ.get("SLURM_RESTART_COUNT") or 0)
 
     def note(self, entry: dict[str, object]) -> None:
         with open(self.files.attempts, "a") as f:
@@ -66,15 +65,13 @@ class SlurmJobWrapper(RunWrapper):
         )
 
     def environment(self) -> dict[str, str]:
-        env = {
-            **os.environ,
-            "LABRUN_ATTEMPT": str(self.attempt),
-            "LABRUN_PREEMPTIBLE": "1",
-            "LABRUN_CANCEL_MARKER": str(self.files.cancel_marker),
-        }
-        if self.attempt > 1:
-            env["LABRUN_RESUME"] = "1"
-        return env
+        run = RunEnv(
+            attempt=self.attempt,
+            resume=self.attempt > 1,
+            preemptible=True,
+            cancel_marker=self.files.cancel_marker,
+        )
+        return {**os.environ, **run.to_env()}
 
     def started(self, child: subprocess.Popen[bytes]) -> None:
         pass  # a pid on a node means nothing to the service
