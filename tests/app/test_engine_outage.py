@@ -103,7 +103,7 @@ def test_a_run_found_after_an_engine_outage_at_start_up_keeps_the_gpus_it_starte
     store.assign_gpus(name, [1])
     launcher = LocalLauncher(TRAINER, StateDir(output_dir))
     state = launcher.state.run(name)
-    launcher.start(
+    handle = launcher.start(
         LaunchSpec(
             name=name,
             trainer_args=["+extra.fake_sleep=2", f"run_name={name}", f"log_dir={output_dir}"],
@@ -119,3 +119,4 @@ def test_a_run_found_after_an_engine_outage_at_start_up_keeps_the_gpus_it_starte
     found = wait_for(client, name, timeout=15)
     assert found["status"] == "succeeded" and found["gpus"] == [1], found
     assert wait_for(client, other["name"], timeout=15)["gpus"] == [0]  # never GPU 1 while it ran there
+    launcher.wait(name, handle, timeout=30)  # the dead service's child, reaped (not left to the collector)

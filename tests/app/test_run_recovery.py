@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from service_helpers import FAKE_TRAINER, queued_record, starts, wait_for
 
 from app.launchers.base import LOST, LaunchSpec
@@ -34,18 +35,30 @@ def fail_first_mark_running(store: RunStore) -> None:
     store.mark_running = flaky
 
 
-def _start_outside_the_service(output_dir, name: str, *args: str) -> str:
-    launcher = LocalLauncher(FAKE_TRAINER, StateDir(output_dir))
-    state = launcher.state.run(name)
-    spec = LaunchSpec(
-        name=name,
-        trainer_args=[*args, f"run_name={name}", f"log_dir={output_dir}"],
-        gpus=(),
-        output_dir=output_dir,
-        state_dir=state,
-        log_path=state / "log",
-    )
-    return launcher.start(spec)
+@pytest.fixture
+def start_outside_the_service(output_dir):
+    """``start(name, *overrides)``: a run started as by a service that then died (its launcher is dropped).
+    Its wrapper process is reaped at the end, as init would reap it, not left to the garbage collector."""
+    started = []
+
+    def start(name: str, *args: str) -> str:
+        launcher = LocalLauncher(FAKE_TRAINER, StateDir(output_dir))
+        state = launcher.state.run(name)
+        spec = LaunchSpec(
+            name=name,
+            trainer_args=[*args, f"run_name={name}", f"log_dir={output_dir}"],
+            gpus=(),
+            output_dir=output_dir,
+            state_dir=state,
+            log_path=state / "log",
+        )
+        handle = launcher.start(spec)
+        started.append((launcher, name, handle))
+        return handle
+
+    yield start
+    for launcher, name, handle in started:
+        launcher.wait(name, handle, timeout=60)
 
 
 def test_a_running_run_without_any_trace_fails_as_lost(make_client, output_dir):
@@ -57,7 +70,9 @@ def test_a_running_run_without_any_trace_fails_as_lost(make_client, output_dir):
     assert run["status"] == "failed" and run["reason"] == LOST and run["exit_code"] is None
 
 
-def test_a_run_started_but_never_recorded_is_found_not_started_again(make_client, output_dir):
+def test_a_run_started_but_never_recorded_is_found_not_started_again(
+    make_client, output_dir, start_outside_the_service
+):
     store = _store(output_dir)
     ended, running, waiting = (
         "2026-01-01_00-00-01_ended",
@@ -67,9 +82,9 @@ def test_a_run_started_but_never_recorded_is_found_not_started_again(make_client
     for name in (ended, running, waiting):
         _queued(store, name)
     # The service was killed after the launcher started these two and before it recorded them as running.
-    handle = _start_outside_the_service(output_dir, ended, "+extra.fake_exit=4")
+    handle = start_outside_the_service(ended, "+extra.fake_exit=4")
     LocalLauncher(FAKE_TRAINER, StateDir(output_dir)).wait(ended, handle, timeout=30)
-    _start_outside_the_service(output_dir, running, "+extra.fake_sleep=1")
+    start_outside_the_service(running, "+extra.fake_sleep=1")
     client = make_client(max_cpu_runs=1)
     first = wait_for(client, ended)
     assert first["status"] == "failed" and first["exit_code"] == 4
