@@ -18,11 +18,13 @@ run: install
 
 test: install
 	$(PY) -m ruff check app trainer labrun tests bench
+	$(PY) -m mypy
 	$(PY) -m pytest
 
 lint: install
 	$(PY) -m ruff check app trainer labrun tests bench
 	$(PY) -m ruff format --check app trainer labrun tests bench
+	$(PY) -m mypy
 
 bench: install
 	$(PY) bench/run_all.py

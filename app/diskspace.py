@@ -36,21 +36,19 @@ class DiskGuard:
     def check(self) -> DiskState:
         return self._measure()
 
+    def _state(self, ok: bool, free: int | None, total: int | None, reason: str | None = None) -> DiskState:
+        return DiskState(ok, free, total, self.min_free_bytes, self.min_free_percent, reason=reason)
+
     def _measure(self) -> DiskState:
-        limits = {"min_free_bytes": self.min_free_bytes, "min_free_percent": self.min_free_percent}
         where = self.output_dir
         if not where.is_dir():
-            return DiskState(False, None, None, **limits, reason=f"the output directory {where} is gone")
+            return self._state(False, None, None, reason=f"the output directory {where} is gone")
         if not os.access(where, os.W_OK | os.X_OK):
-            return DiskState(
-                False, None, None, **limits, reason=f"the output directory {where} is not writable"
-            )
+            return self._state(False, None, None, reason=f"the output directory {where} is not writable")
         try:
             st = os.statvfs(where)
         except OSError as exc:
-            return DiskState(
-                False, None, None, **limits, reason=f"the output directory {where}: {exc.strerror}"
-            )
+            return self._state(False, None, None, reason=f"the output directory {where}: {exc.strerror}")
         free, total = st.f_bavail * st.f_frsize, st.f_blocks * st.f_frsize
         percent = 100.0 * free / total if total else 0.0
         if free < self.min_free_bytes or percent < self.min_free_percent:
@@ -58,8 +56,8 @@ class DiskGuard:
                 f"the output directory's disk is nearly full: {human(free)} free ({percent:.1f}%), "
                 f"runs start only with at least {human(self.min_free_bytes)} and {self.min_free_percent:g}% free"
             )
-            return DiskState(False, free, total, **limits, reason=reason)
-        return DiskState(True, free, total, **limits)
+            return self._state(False, free, total, reason=reason)
+        return self._state(True, free, total)
 
 
 def human(n: float) -> str:

@@ -102,8 +102,8 @@ class RunStoreCollector(Collector):
             "labrun_user_runs", "Queued and running runs per owner", labels=["owner", "status"]
         )
         counts = Counter((_owner(r), r.status.value) for r in queued + running)
-        for (owner, status), n in sorted(counts.items()):
-            per_user.add_metric([owner, status], n)
+        for (owner, state), n in sorted(counts.items()):
+            per_user.add_metric([owner, state], n)
         yield per_user
         yield from self.dispatch.collect()
 

@@ -146,19 +146,20 @@ def read_tail(
             end = size if end is None else min(end, size)
             if lines is not None and lines <= 0:
                 return LogSlice(b"", end, end, size)
-            # Counting lines holds the GIL (~1 ms a MiB): only a tail that may end inside the window counts.
-            counting = lines is not None and lines < max_bytes
+            # Counting lines holds the GIL (~1 ms a MiB): only a tail that may end inside the window counts
+            # (wanted: the lines asked for; None: no counting).
+            wanted = lines if lines is not None and lines < max_bytes else None
             blocks: list[bytes] = []  # last block first
             pos, found = end, 0  # found: newlines before the last byte (each starts a line after it)
             # Doubled up to 1 MiB: a short tail reads little, a whole window in few reads.
             block_size = 16 << 10
-            while pos > 0 and end - pos < max_bytes and not (counting and found >= lines):
+            while pos > 0 and end - pos < max_bytes and not (wanted is not None and found >= wanted):
                 step = min(block_size, pos, max_bytes - (end - pos))
                 block_size = min(block_size * 2, 1 << 20)
                 pos -= step
                 f.seek(pos)
                 block = f.read(step)
-                if counting:
+                if wanted is not None:
                     found += block.count(b"\n", 0, len(block) - 1 if not blocks else len(block))
                 blocks.append(block)
             at_line_start = pos == 0 or (f.seek(pos - 1) >= 0 and f.read(1) == b"\n")
@@ -168,8 +169,9 @@ def read_tail(
         return LogSlice(b"", end, end, size)
     first = blocks[-1]  # the earliest bytes read
     cut = False
-    if counting and found >= lines:  # more lines than asked: skip the oldest, all in the earliest block
-        offset = len(first) - len(first.split(b"\n", found - lines + 1)[-1])
+    # More lines than asked: skip the oldest, all in the earliest block.
+    if wanted is not None and found >= wanted:
+        offset = len(first) - len(first.split(b"\n", found - wanted + 1)[-1])
     elif at_line_start:
         offset = 0
     else:  # a partial first line: start at the next line instead, if one starts before the end

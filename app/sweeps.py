@@ -17,6 +17,7 @@ sweep into the same sweep, at the same indices (a sweep shows the latest attempt
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import datetime as dt
 import time
@@ -178,7 +179,9 @@ class Sweeps:
     def _by_key(self, key: str) -> SweepRecord | None:
         return self.store.sweeps.get_by_idempotency_key(key)
 
-    def list(self, limit: int = 50, before: int | None = None, owner: str | None = None) -> list[SweepRecord]:
+    def list(
+        self, limit: int = 50, before: int | None = None, owner: str | None = None
+    ) -> builtins.list[SweepRecord]:
         """Newest first; ``before``: only sweeps older than that ``seq`` (keyset paging)."""
         return self.store.sweeps.list(limit, before, owner)
 
@@ -186,7 +189,7 @@ class Sweeps:
         """Per sweep, its current runs (the latest attempt of each index) by status."""
         return self.store.sweeps.counts(names)
 
-    def runs(self, name: str, every_attempt: bool = False) -> list[RunRecord]:
+    def runs(self, name: str, every_attempt: bool = False) -> builtins.list[RunRecord]:
         """The sweep's runs by index: the latest attempt of each (``every_attempt``: all, oldest first)."""
         self.get(name)  # 404 for an unknown sweep
         records = self.store.in_sweep(name)
@@ -199,7 +202,7 @@ class Sweeps:
 
     # --- changes ----------------------------------------------------------------------------------------
 
-    def cancel(self, name: str, by: str) -> list[RunRecord]:
+    def cancel(self, name: str, by: str) -> builtins.list[RunRecord]:
         """Cancel every queued and running run of the sweep: the queued ones first (none of them starts
         meanwhile), then the running ones, all at once (each gets its grace period in parallel)."""
         pending = [r for r in self.runs(name, every_attempt=True) if not r.status.is_terminal()]
@@ -276,7 +279,9 @@ class Sweeps:
 def key_overrides(record: RunRecord, swept: Sequence[str]) -> list[str]:
     """The lines of a sweep's run that tell it apart from the others (those of the swept keys)."""
     keys = set(swept)
-    return [o.input_line for o in overrides_parser.parse(record.overrides) if o.get_key_element() in keys]
+    parsed = overrides_parser.parse(record.overrides)
+    # input_line is Optional in Hydra's type but set on every override parsed from a line
+    return [o.input_line for o in parsed if o.input_line is not None and o.get_key_element() in keys]
 
 
 def _choices(lines: Sequence[str], first: dict[str, str]) -> dict[str, str]:

@@ -81,15 +81,16 @@ def check_overrides(
             override = overrides_parser.parse_one(line)
         except HydraException as exc:
             raise InvalidRun(f"override {line!r} cannot be parsed: {exc}; write key=value") from None
-        _check_one(override)
+        _check_one(override, line)
         parsed.append(override)
         if checked is not None:
             checked[line] = override
     return parsed
 
 
-def _check_one(o: Override) -> None:
-    line, key = o.input_line, o.key_or_group
+def _check_one(o: Override, line: str) -> None:
+    """``line``: what ``o`` was parsed from (its ``input_line``, which Hydra types as optional)."""
+    key = o.key_or_group
     if o.is_sweep_override():
         raise InvalidRun(
             f"override {line!r} is a sweep; a run is one run: submit the sweep to POST /sweeps "

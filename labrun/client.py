@@ -91,7 +91,7 @@ class Client:
         owner: str | None = None,
         limit: int | None = None,
         before: int | None = None,
-    ) -> dict:
+    ) -> dict[str, Any]:
         """``{"data": [...], "count": N, "next_before": S}``: newest first; ``before=S`` is the next page."""
         given = {"status": status, "owner": owner, "limit": limit, "before": before}
         params = {k: v for k, v in given.items() if v}
@@ -146,9 +146,10 @@ class Client:
 
     # --- errors ---------------------------------------------------------------------------------------
 
-    def _json(self, response: httpx.Response) -> Any:
+    def _json(self, response: httpx.Response) -> dict[str, Any]:
         try:
-            return response.json()
+            body: dict[str, Any] = response.json()  # every labrun endpoint answers with a JSON object
+            return body
         except ValueError:
             raise CliError(
                 f"the server at {self.url} did not answer with JSON ({response.request.method} "
@@ -157,7 +158,13 @@ class Client:
             ) from None
 
     def _request(
-        self, method: str, path: str, *, run: str | None = None, ok_statuses: tuple[int, ...] = (), **kwargs
+        self,
+        method: str,
+        path: str,
+        *,
+        run: str | None = None,
+        ok_statuses: tuple[int, ...] = (),
+        **kwargs: Any,
     ) -> httpx.Response:
         import httpx
 

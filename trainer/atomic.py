@@ -12,7 +12,9 @@ from pathlib import Path
 from typing import BinaryIO
 
 
-def replace_atomic(path: str | os.PathLike, write: Callable[[BinaryIO], None], durable: bool = True) -> None:
+def replace_atomic(
+    path: str | os.PathLike[str], write: Callable[[BinaryIO], object], durable: bool = True
+) -> None:
     """``write(f)`` into a fresh temporary file, then move it over ``path``. ``durable``: fsync before the
     move (what must survive a power cut: exit codes, the data cache); a file rewritten every few seconds
     (progress.json) skips it."""
@@ -31,6 +33,6 @@ def replace_atomic(path: str | os.PathLike, write: Callable[[BinaryIO], None], d
         raise
 
 
-def write_atomic(path: str | os.PathLike, data: bytes | str, durable: bool = True) -> None:
+def write_atomic(path: str | os.PathLike[str], data: bytes | str, durable: bool = True) -> None:
     payload = data.encode() if isinstance(data, str) else data
     replace_atomic(path, lambda f: f.write(payload), durable)

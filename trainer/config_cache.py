@@ -41,6 +41,9 @@ from trainer import overrides as overrides_parser
 
 _MAX_BASES = 64
 
+# (folder, file name, mtime in ns, size) of every file under conf/, sorted
+_Fingerprint = tuple[tuple[str, str, int, int], ...]
+
 
 def _memoize_interpolation_parsing() -> None:
     """Resolving a job parses each interpolation string (``${abspath:${log_dir}/...}``) with OmegaConf's
@@ -48,8 +51,9 @@ def _memoize_interpolation_parsing() -> None:
     parses them 2,560 times). Parsing is a pure function of its arguments, the trees are only read by the
     resolver, and an error is raised, never cached: memoizing it is exact. Only the service imports this
     module; the trainer resolves with OmegaConf as it comes."""
-    if getattr(omegaconf_base.parse, "cache_info", None) is None:
-        omegaconf_base.parse = functools.lru_cache(maxsize=4096)(omegaconf_base.parse)
+    namespace = vars(omegaconf_base)  # base.py calls parse() through its module globals, imported there
+    if getattr(namespace["parse"], "cache_info", None) is None:
+        namespace["parse"] = functools.lru_cache(maxsize=4096)(namespace["parse"])
 
 
 _memoize_interpolation_parsing()
@@ -61,7 +65,7 @@ class ConfigCache:
         self._bases: OrderedDict[tuple[str, tuple[str, ...]], bytes] = OrderedDict()
         self._max_bases = max_bases
         self._lock = threading.Lock()
-        self._fingerprint: tuple = ()
+        self._fingerprint: _Fingerprint = ()
         self._groups: frozenset[str] = frozenset()
 
     def compose(self, overrides: Sequence[str], config_name: str = config.DEFAULT_CONFIG_NAME) -> DictConfig:
@@ -78,7 +82,7 @@ class ConfigCache:
             return config.compose_config(overrides, config_name, self.directory)
         group_lines, value_overrides = split
         # A deep copy of the base, 5x faster than copy.deepcopy (OmegaConf's own __deepcopy__ is Python).
-        cfg = pickle.loads(self._pickled_base(config_name, group_lines))
+        cfg: DictConfig = pickle.loads(self._pickled_base(config_name, group_lines))
         try:
             ConfigLoaderImpl._apply_overrides_to_config(value_overrides, cfg)
         except (HydraException, OmegaConfBaseException):
@@ -111,8 +115,9 @@ class ConfigCache:
             self._fingerprint, self._groups = fingerprint, groups
 
 
-def _scan(directory: Path) -> tuple[tuple, frozenset[str]]:
-    files, groups = [], set()
+def _scan(directory: Path) -> tuple[_Fingerprint, frozenset[str]]:
+    files: list[tuple[str, str, int, int]] = []
+    groups: set[str] = set()
     for root, dirs, names in os.walk(directory):
         rel = os.path.relpath(root, directory)
         if rel != ".":
@@ -133,9 +138,10 @@ def _split(parsed: list[Override], groups: frozenset[str]) -> tuple[tuple[str, .
         if o.is_sweep_override() or o.package is not None or key.startswith("hydra"):
             return None
         if key in groups:
-            if o.is_delete() or o.is_force_add() or not isinstance(o.value(), str):
+            line = o.input_line
+            if o.is_delete() or o.is_force_add() or not isinstance(o.value(), str) or line is None:
                 return None
-            group_lines.append(o.input_line)
+            group_lines.append(line)
         else:
             values.append(o)
     return tuple(group_lines), values

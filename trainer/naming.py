@@ -38,7 +38,9 @@ _DATED = re.compile(r"^(\d{4}-\d{2}-\d{2})_")
 
 def override_dirname(overrides: Sequence[str], exclude: frozenset[str] = BOOKKEEPING_KEYS) -> str:
     """Hydra's ``job.override_dirname`` with ``item_sep: _``: sorted input lines, bookkeeping keys left out."""
-    lines = [o.input_line for o in overrides_parser.parse(overrides) if o.key_or_group not in exclude]
+    parsed = overrides_parser.parse(overrides)
+    # input_line is Optional in Hydra's type but set on every override parsed from a line
+    lines = [o.input_line for o in parsed if o.input_line is not None and o.key_or_group not in exclude]
     return "_".join(sorted(lines))
 
 

@@ -86,7 +86,7 @@ def plan_run(
     overrides: Sequence[str],
     config_name: str = config.DEFAULT_CONFIG_NAME,
     *,
-    log_dir: str | os.PathLike | None = None,
+    log_dir: str | os.PathLike[str] | None = None,
     run_name: str | None = None,
     limits: DeviceLimits | None = None,
     compose: ComposeFn = config.compose_config,
@@ -179,7 +179,7 @@ def trainer_args(
     name: str,
     overrides: Sequence[str],
     config_name: str,
-    log_dir: str | os.PathLike,
+    log_dir: str | os.PathLike[str],
     wandb_entity: str | None = None,
     run_dir: str | None = None,
 ) -> list[str]:

@@ -8,7 +8,7 @@ importing torch. ``register()`` is idempotent, so both the trainer and the servi
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from omegaconf import OmegaConf
@@ -49,7 +49,7 @@ def length(value: Any) -> int:
     raise ValueError(f"devices must be a number or a list of device ids, got {value!r}")
 
 
-def mult(a: Any, b: Any) -> int | float:
+def mult(a: float, b: float) -> float:
     return a * b
 
 
@@ -65,7 +65,7 @@ def isdist(devices: Any) -> bool:
     return length(devices) > 1
 
 
-RESOLVERS = {
+RESOLVERS: dict[str, Callable[..., Any]] = {
     "output_dir": output_dir,
     "int_divide": int_divide,
     "len": length,

@@ -19,6 +19,7 @@ Light on purpose (hydra + omegaconf): the service imports it.
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import hashlib
 import itertools
@@ -90,8 +91,9 @@ def count(overrides: Sequence[Override], limit: int) -> tuple[int, bool]:
             values = value.range() if isinstance(value, RangeSweep) else o.sweep_iterator()
             per_key[key] = sum(1 for _ in itertools.islice(values, cap))
         else:
+            kind = o.value_type.name if o.value_type is not None else "these"  # set on every sweep override
             raise SweepError(
-                f"override {o.input_line!r}: Hydra's basic sweeper does not support {o.value_type.name} "
+                f"override {o.input_line!r}: Hydra's basic sweeper does not support {kind} "
                 "sweeps; list the values (a,b,c), or use range(...), choice(...) or glob(...)"
             )
     return math.prod(per_key.values()), all(n < cap for n in per_key.values())
@@ -123,7 +125,9 @@ def swept_keys(overrides: Sequence[Override]) -> list[str]:
     return [k for k, swept in keys.items() if swept]
 
 
-def sweep_name(choices: Sequence[dict[str, str]], lines: Sequence[str], when, suffix: str = "") -> str:
+def sweep_name(
+    choices: Sequence[dict[str, str]], lines: Sequence[str], when: dt.datetime | None, suffix: str = ""
+) -> str:
     """A sweep's name, in a run's style: ``<date>_<time>_<models><datas>_<the sweep's lines>``; where
     runs differ in model or data, their options are joined with ``+`` (``fno+sfno32x64``)."""
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fastapi.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 MAX_BODY_BYTES = 1 << 20
 
@@ -14,10 +15,10 @@ class RequestBodyGuard:
     - compressed (Content-Encoding), or not JSON (Content-Type): 415 with what to send instead.
     Pure ASGI: no cost for GETs and HEADs."""
 
-    def __init__(self, app) -> None:  # noqa: ANN001 - an ASGI app
+    def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
-    async def __call__(self, scope, receive, send) -> None:  # noqa: ANN001
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] not in ("GET", "HEAD"):
             headers = dict(scope["headers"])
             length = headers.get(b"content-length")
@@ -25,6 +26,7 @@ class RequestBodyGuard:
             if refusal:
                 await JSONResponse({"detail": refusal}, status_code=415)(scope, receive, send)
                 return
+            body: Message | None = None
             if length is None:  # chunked: no size announced, so it is counted while read
                 body = await _read_at_most(receive, MAX_BODY_BYTES)
                 too_big = body is None
@@ -36,14 +38,15 @@ class RequestBodyGuard:
                 )
                 await response(scope, receive, send)
                 return
-            if length is None:
+            if body is not None:  # chunked, and read whole: the app reads it again from here
                 receive = _replay(body, receive)
         await self.app(scope, receive, send)
 
 
-async def _read_at_most(receive, limit: int) -> dict | None:  # noqa: ANN001 - an ASGI receive
+async def _read_at_most(receive: Receive, limit: int) -> Message | None:
     """The whole request body as one ASGI message, or None once it passes ``limit`` bytes."""
-    chunks, size = [], 0
+    chunks: list[bytes] = []
+    size = 0
     while True:
         message = await receive()
         if message["type"] != "http.request":  # the client went away: the app sees that
@@ -56,10 +59,10 @@ async def _read_at_most(receive, limit: int) -> dict | None:  # noqa: ANN001 - a
             return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
 
 
-def _replay(first: dict, receive):  # noqa: ANN001, ANN202 - ASGI receive callables
+def _replay(first: Message, receive: Receive) -> Receive:
     pending = [first]
 
-    async def replayed() -> dict:
+    async def replayed() -> Message:
         return pending.pop() if pending else await receive()
 
     return replayed

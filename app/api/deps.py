@@ -4,7 +4,8 @@ They are ``async``: FastAPI runs a plain ``def`` dependency in the thread pool, 
 request that on the polling path cost more than the request's own work.
 
 Reads go straight to the store and the run files (``StoreDep``, ``FilesDep``); only what changes a run goes
-through the run lifecycle (``ManagerDep``).
+through the run lifecycle (``ManagerDep``). ``app.state`` is untyped: each value on it is read here, once,
+under the type ``create_app`` gives it.
 """
 
 from __future__ import annotations
@@ -22,19 +23,22 @@ from app.store import RunStore
 
 
 async def get_manager(request: Request) -> RunManager:
-    return request.app.state.manager
+    manager: RunManager = request.app.state.manager
+    return manager
 
 
 async def get_store(request: Request) -> RunStore:
-    return request.app.state.manager.store
+    return (await get_manager(request)).store
 
 
 async def get_files(request: Request) -> RunFiles:
-    return request.app.state.files
+    files: RunFiles = request.app.state.files
+    return files
 
 
 async def get_view(request: Request) -> RunView:
-    return request.app.state.view  # one per app: it keeps the runs' JSON between requests
+    view: RunView = request.app.state.view  # one per app: it keeps the runs' JSON between requests
+    return view
 
 
 ManagerDep = Annotated[RunManager, Depends(get_manager)]

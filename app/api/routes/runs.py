@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import PlainTextResponse, StreamingResponse
@@ -226,7 +226,7 @@ async def resume_run(name: str, caller: CallerDep, manager: ManagerDep, view: Vi
 
 
 @router.get("/{name}/attempts")
-async def run_attempts(name: str, store: StoreDep) -> dict:
+async def run_attempts(name: str, store: StoreDep) -> dict[str, Any]:
     """The run's earlier attempts (each kept when the run was resumed), first first."""
     get_run(store, name)
     return {"attempts": store.attempts_of(name)}

@@ -11,18 +11,19 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from app.api.auth import Caller, CallerDep
-from app.api.deps import IdempotencyKey, ViewDep
+from app.api.deps import IdempotencyKey, ViewDep, get_manager
 from app.api.public import RunCreate, SweepPublic, SweepsPublic
 from app.api.routes.runs import _created  # Location and Idempotent-Replayed, as for a run
-from app.api.view import SweepView
+from app.api.view import RunView, SweepView
 from app.errors import Forbidden
-from app.sweeps import SweepRecord, Sweeps, key_overrides
+from app.models import SweepRecord
+from app.sweeps import Sweeps, key_overrides
 
 router = APIRouter(prefix="/sweeps", tags=["sweeps"])
 
 
 async def get_sweeps(request: Request) -> Sweeps:
-    return Sweeps(request.app.state.manager)
+    return Sweeps(await get_manager(request))
 
 
 SweepsDep = Annotated[Sweeps, Depends(get_sweeps)]
@@ -104,7 +105,7 @@ async def rerun_sweep(
     return await run_in_threadpool(_public, sweeps, view, sweep)
 
 
-def _public(sweeps: Sweeps, view, sweep: SweepRecord) -> SweepPublic:
+def _public(sweeps: Sweeps, view: RunView, sweep: SweepRecord) -> SweepPublic:
     return SweepView(view).one(sweep, sweeps.runs(sweep.name), lambda r: key_overrides(r, sweep.swept))
 
 
