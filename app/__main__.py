@@ -14,10 +14,14 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 import uvicorn
 
-from app.core.config import SettingsError, load_settings
+from app.core.config import Settings, SettingsError, load_settings
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
 
 
 def parser() -> argparse.ArgumentParser:
@@ -85,7 +89,7 @@ def serve() -> int:
     return 0 if server.started else 3  # 3: could not start (e.g. the port is taken), as uvicorn.run
 
 
-def _log_auth(app, settings) -> None:  # noqa: ANN001
+def _log_auth(app: FastAPI, settings: Settings) -> None:
     log = logging.getLogger("labrun")
     users = app.state.manager.users.list()
     active = [u for u in users if u.active]

@@ -11,7 +11,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from labrun import render
@@ -95,7 +95,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    def command(name: str, handler: Callable[..., int], help: str, epilog: str | None = None, **kw):  # noqa: A002
+    def command(
+        name: str,
+        handler: Callable[..., int],
+        help: str,
+        epilog: str | None = None,
+        **kw: Any,  # noqa: A002
+    ) -> argparse.ArgumentParser:
         p = sub.add_parser(
             name,
             help=help,
@@ -421,7 +427,7 @@ def cmd_usage(client: Client, args: argparse.Namespace) -> int:
 # --- plumbing -------------------------------------------------------------------------------------------
 
 
-def _copy(chunks) -> None:  # noqa: ANN001 - an iterator of text
+def _copy(chunks: Iterable[str]) -> None:
     for chunk in chunks:
         sys.stdout.write(chunk)
         sys.stdout.flush()
@@ -444,7 +450,8 @@ def main(argv: list[str] | None = None) -> int:
     client = None
     try:
         client = Client(url, token, timeout=getattr(args, "timeout", 30.0))
-        return args.handler(client, args)
+        code: int = args.handler(client, args)
+        return code
     except CliError as exc:
         print(f"labrun: {render.safe(exc.message)}", file=sys.stderr)  # it may quote a run's text
         return exc.exit_code

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import datetime as dt
 import sys
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 from labrun.statuses import TERMINAL
 
@@ -21,7 +24,7 @@ STATUS_STYLE = {
 }
 
 
-def console(stream: TextIO | None = None):  # noqa: ANN201 - rich.console.Console, imported lazily
+def console(stream: TextIO | None = None) -> Console:  # rich is imported lazily: the CLI starts instantly
     from rich.console import Console
 
     stream = stream or sys.stdout
@@ -120,7 +123,7 @@ def fraction(run: dict[str, Any]) -> float | None:
     if isinstance(p.get("fraction"), int | float):
         return float(p["fraction"])
     if p.get("step") is not None and p.get("total"):
-        return p["step"] / p["total"]
+        return float(p["step"]) / float(p["total"])
     return None
 
 
@@ -394,7 +397,7 @@ class ProgressView:
         else:
             info = "  ".join(x for x in (epoch_text(run), losses_text(run)) if x)
         frac = fraction(run)
-        if self._progress is not None:
+        if self._progress is not None and self._task is not None:
             done = frac if frac is not None else (1.0 if status == "succeeded" else 0.0)
             self._progress.update(
                 self._task, description=safe(status), completed=done, info=safe(info), refresh=True

@@ -234,7 +234,8 @@ class DockerLauncher(Launcher):
                 # Started before the service could record it (killed in between): the same run, never twice.
                 if existing.status == "created":
                     existing.start()
-                return existing.id
+                found: str = existing.id
+                return found
             try:
                 image = client.images.get(self.settings.image)
             except ImageNotFound:
@@ -253,7 +254,8 @@ class DockerLauncher(Launcher):
                 with contextlib.suppress(DockerException):
                     container.remove(force=True)
                 raise LaunchError(f"docker could not start the run's container: {_explain(exc)}") from None
-            return container.id
+            started: str = container.id
+            return started
 
     def poll(self, name: str, handle: str) -> Outcome | None:
         client = self._client()
@@ -288,7 +290,8 @@ class DockerLauncher(Launcher):
                 return None
             if container.status == "created":  # created but never started: it has not run yet
                 container.start()
-            return container.id
+            handle: str = container.id
+            return handle
 
     def _drop(self, name: str) -> None:
         """A resumed run starts a new container under the same name: the last attempt's must be gone."""
