@@ -51,6 +51,20 @@ def check_overrides(
 ) -> list[Override]:
     """Refuse whatever could reach beyond the run; returns the parsed overrides. ``checked``: the lines of
     the same request already found safe (each line's checks depend on the line alone), filled in here."""
+    _check_request(overrides, settings)
+    parsed = []
+    for line in overrides:
+        known = checked.get(line) if checked is not None else None
+        if known is None:
+            known = _check_line(line, settings)
+            if checked is not None:
+                checked[line] = known
+        parsed.append(known)
+    return parsed
+
+
+def _check_request(overrides: Sequence[str], settings: Settings) -> None:
+    """The request's own bounds: how many lines, valid text, how many bytes in all."""
     if len(overrides) > settings.max_overrides:
         raise InvalidRun(f"too many overrides ({len(overrides)}); at most {settings.max_overrides} per run")
     for line in overrides:
@@ -64,28 +78,24 @@ def check_overrides(
     total = sum(len(o.encode()) for o in overrides)
     if total > settings.max_overrides_bytes:
         raise InvalidRun(f"overrides total {total} bytes; at most {settings.max_overrides_bytes} per run")
-    parsed = []
-    for line in overrides:
-        if checked is not None and (known := checked.get(line)) is not None:
-            parsed.append(known)
-            continue
-        if len(line) > settings.max_override_chars:
-            raise InvalidRun(
-                f"override {line[:40]!r}... is {len(line)} characters; at most {settings.max_override_chars}"
-            )
-        if _CONTROL.search(line):
-            raise InvalidRun(f"override {line!r} contains control characters; remove them")
-        if "${" in line:
-            raise _interpolation(line)
-        try:
-            override = overrides_parser.parse_one(line)
-        except HydraException as exc:
-            raise InvalidRun(f"override {line!r} cannot be parsed: {exc}; write key=value") from None
-        _check_one(override, line)
-        parsed.append(override)
-        if checked is not None:
-            checked[line] = override
-    return parsed
+
+
+def _check_line(line: str, settings: Settings) -> Override:
+    """One line, parsed and found safe (or refused, naming it and the fix)."""
+    if len(line) > settings.max_override_chars:
+        raise InvalidRun(
+            f"override {line[:40]!r}... is {len(line)} characters; at most {settings.max_override_chars}"
+        )
+    if _CONTROL.search(line):
+        raise InvalidRun(f"override {line!r} contains control characters; remove them")
+    if "${" in line:
+        raise _interpolation(line)
+    try:
+        override = overrides_parser.parse_one(line)
+    except HydraException as exc:
+        raise InvalidRun(f"override {line!r} cannot be parsed: {exc}; write key=value") from None
+    _check_one(override, line)
+    return override
 
 
 def _check_one(o: Override, line: str) -> None:
@@ -100,6 +110,26 @@ def _check_one(o: Override, line: str) -> None:
         raise InvalidRun(
             f"override {line!r} sets a package (@); package overrides are not allowed: drop the @ part"
         )
+    _check_key_path(key, line)
+    is_group = (trainer_config.conf_dir() / key).is_dir()
+    if o.is_delete():
+        if is_group:  # the run's name and the trainer need one option of every group
+            raise InvalidRun(
+                f"override {line!r} removes the config group {key!r}; a run needs one of its options: "
+                f"choose one instead, e.g. {key}=<option>"
+            )
+        return
+    value = o.value()
+    _check_value(value, line)
+    if "/" in key and not is_group:
+        raise InvalidRun(f"override {line!r}: {key!r} is not a config group of this experiment")
+    # Checked before composing: Hydra would look a group option up as a file path (data=../../x).
+    if is_group and not (isinstance(value, str) and _OPTION_NAME.match(value) and ".." not in value):
+        raise InvalidRun(f"override {line!r}: a config group takes the plain name of one of its options")
+
+
+def _check_key_path(key: str, line: str) -> None:
+    """The key's segments: no Hydra key, no key that is the server's choice, each segment a plain name."""
     segments = re.split(r"[./]", key)
     if "" in segments:
         raise InvalidRun(f"override {line!r}: {key!r} is not a valid key; write e.g. training.lr=0.01")
@@ -116,21 +146,6 @@ def _check_one(o: Override, line: str) -> None:
         )
     for segment in segments:
         _check_key(segment, line)
-    is_group = (trainer_config.conf_dir() / key).is_dir()
-    if o.is_delete():
-        if is_group:  # the run's name and the trainer need one option of every group
-            raise InvalidRun(
-                f"override {line!r} removes the config group {key!r}; a run needs one of its options: "
-                f"choose one instead, e.g. {key}=<option>"
-            )
-        return
-    value = o.value()
-    _check_value(value, line)
-    if "/" in key and not is_group:
-        raise InvalidRun(f"override {line!r}: {key!r} is not a config group of this experiment")
-    # Checked before composing: Hydra would look a group option up as a file path (data=../../x).
-    if is_group and not (isinstance(value, str) and _OPTION_NAME.match(value) and ".." not in value):
-        raise InvalidRun(f"override {line!r}: a config group takes the plain name of one of its options")
 
 
 def _check_key(key: Any, line: str) -> None:

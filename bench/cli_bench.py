@@ -18,7 +18,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._common import ms, pct, service, wait_for  # noqa: E402
+from bench._common import ms, pct, service, wait_for
 
 HELP_TARGET_S = 0.3
 

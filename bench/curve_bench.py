@@ -20,7 +20,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._common import ms, pct, rss_mb, service  # noqa: E402
+from bench._common import ms, pct, rss_mb, service
 
 HEADER = b"epoch,step,train_loss,lr-AdamW,train_loss_epoch,val_loss\r\n"
 STEPS_PER_EPOCH = 10_000

@@ -140,7 +140,7 @@ class Proof:
             start = time.monotonic()
             try:
                 self.results[name] = fn()
-            except Exception as exc:  # noqa: BLE001 - one broken phase must not hide the others' figures
+            except Exception as exc:  # one broken phase must not hide the others' figures
                 log.error("%s failed:\n%s", name, traceback.format_exc())
                 self.results[name] = {"error": f"{type(exc).__name__}: {exc}"}
                 self.failures.append(f"{name}: {type(exc).__name__}: {exc}")
@@ -185,7 +185,7 @@ class Proof:
         for module in ("hydra", "omegaconf", "wandb", "neuralop", "torch_harmonics", "lightning"):
             try:
                 env["imports"][module] = str(Path(__import__(module).__file__).parent)
-            except Exception as exc:  # noqa: BLE001 - reported: what is missing is the finding
+            except Exception as exc:  # reported: what is missing is the finding
                 env["imports"][module] = f"FAILED: {type(exc).__name__}: {exc}"
                 self.failures.append(f"import {module}: {exc}")
         if self.kit is not None:
@@ -512,14 +512,14 @@ def epoch_timer(sync):
             self._t0: float | None = None
             self._n = 0
 
-        def on_train_epoch_start(self, trainer, pl_module) -> None:
+        def on_train_epoch_start(self, *_) -> None:  # Lightning passes (trainer, module)
             sync()
             self._t0, self._n = time.perf_counter(), 0
 
-        def on_train_batch_end(self, trainer, *args) -> None:
+        def on_train_batch_end(self, *_) -> None:
             self._n += 1
 
-        def on_validation_start(self, trainer, pl_module) -> None:
+        def on_validation_start(self, trainer, *_) -> None:
             if trainer.sanity_checking or self._t0 is None:
                 return
             sync()

@@ -21,7 +21,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._common import (  # noqa: E402
+from bench._common import (
     ROOT,
     STANDIN,
     ensure_wrk,
@@ -146,7 +146,8 @@ def bench_sweep(reps: int) -> dict:
                 t = time.perf_counter()
                 r = client.post("/sweeps", json={"overrides": sweep_lines(rep)})
                 sweeps.append(time.perf_counter() - t)
-                assert r.status_code == 201 and r.json()["size"] == 256, r.text
+                assert r.status_code == 201, r.text
+                assert r.json()["size"] == 256, r.text
             t = time.perf_counter()
             for model in ("fno", "sfno"):
                 for data in ("32x64", "64x128"):
@@ -235,7 +236,8 @@ def bench_list_many(n_runs: int, seconds: int, wrk: str | None) -> dict:
         fill_store(Path(tmp), n_runs)
         with service(["true"], LABRUN_OUTPUT_DIR=tmp) as svc:
             deep = httpx.get(f"{svc.url}/runs", params={"limit": 50, "before": n_runs // 2}).json()
-            assert len(deep["data"]) == 50 and deep["count"] == n_runs, deep["count"]
+            assert len(deep["data"]) == 50, deep["count"]
+            assert deep["count"] == n_runs, deep["count"]
             first = run_wrk(f"{svc.url}/runs?limit=50", 32, seconds)
             paged = run_wrk(f"{svc.url}/runs?limit=50&before={n_runs // 2}", 32, seconds)
             return {

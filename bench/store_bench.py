@@ -13,9 +13,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from app.models import RunRecord, RunStatus  # noqa: E402
-from app.store import RunStore  # noqa: E402
-from app.store.startup import open_store  # noqa: E402
+from app.models import RunRecord, RunStatus
+from app.store import RunStore
+from app.store.startup import open_store
 
 
 def _fill(db: Path, n: int) -> None:

@@ -70,7 +70,7 @@ with --wait or --follow, the exit status is the run's outcome:
 # --- arguments ------------------------------------------------------------------------------------------
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - a parser builder: a statement per option
     common = argparse.ArgumentParser(add_help=False)
     group = common.add_argument_group("connection")
     # SUPPRESS: given before or after the command, whichever was given wins over the environment
@@ -100,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
         handler: Callable[..., int],
         help: str,
         epilog: str | None = None,
-        **kw: Any,  # noqa: A002
+        **kw: Any,
     ) -> argparse.ArgumentParser:
         p = sub.add_parser(
             name,

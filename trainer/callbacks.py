@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+from typing_extensions import override
 
 from trainer.cancel import CancelGuard, RunCancelled
 from trainer.provenance import utc_now, write_json_atomic
@@ -59,19 +60,23 @@ class ProgressFile(L.Callback):
         )
         self._last = time.monotonic()
 
+    @override
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         total = trainer.estimated_stepping_batches  # optimizer steps, accumulation and limits included
         self._total_steps = int(total) if math.isfinite(total) else 0
         self.write(trainer)
 
+    @override
     def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
         if time.monotonic() - self._last >= self.every_s:
             self.write(trainer)
 
+    @override
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.sanity_checking:
             self.write(trainer)
 
+    @override
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.write(trainer)
         if not trainer.is_global_zero:
@@ -87,9 +92,11 @@ class ProgressFile(L.Callback):
             text,
         )
 
+    @override
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.write(trainer)
 
+    @override
     def on_exception(
         self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
     ) -> None:
@@ -99,7 +106,7 @@ class ProgressFile(L.Callback):
             return
         try:
             self.write(trainer)
-        except Exception:  # noqa: BLE001 - a full disk must not replace the run's own error
+        except Exception:  # a full disk must not replace the run's own error
             log.warning("could not write %s at the end of the run", self.path, exc_info=True)
 
 
@@ -109,12 +116,13 @@ class StopOnCancel(L.Callback):
     def __init__(self, guard: CancelGuard) -> None:
         self.guard = guard
 
-    def _check(self, *args: Any) -> None:
+    def _check(self, *_: Any) -> None:  # any batch hook: only whether to stop matters
         if self.guard.received:
             raise RunCancelled(self.guard.reason)
 
     on_train_batch_start = on_train_epoch_start = _check
 
+    @override
     def on_validation_batch_start(self, *args: Any) -> None:
         # A preemption lets a validation that has begun finish: stopped inside it, the checkpoint resumes
         # after that epoch's training with its validation never run (an epoch missing from the metrics).

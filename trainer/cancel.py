@@ -33,7 +33,7 @@ EXIT_CANCELLED = 128 + signal.SIGTERM  # 143, what a shell reports for a process
 SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)  # SIGUSR1: a preemption (trainer/resume.py)
 
 
-class RunCancelled(BaseException):  # noqa: N818 - BaseException like KeyboardInterrupt: not an error
+class RunCancelled(BaseException):  # BaseException like KeyboardInterrupt: not an error
     """The run was cancelled with SIGTERM (or SIGINT)."""
 
 
@@ -68,7 +68,7 @@ class CancelGuard:
                 signal.signal(signum, handler)  # type: ignore[arg-type]
         self._previous = {}
 
-    def _handle(self, signum: int, frame: FrameType | None) -> None:
+    def _handle(self, signum: int, _frame: FrameType | None) -> None:
         name = signal.Signals(signum).name
         if self.received or self._cleaning_up:
             log.warning("%s again: already stopping", name)

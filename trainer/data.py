@@ -18,6 +18,7 @@ from pathlib import Path
 import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
+from typing_extensions import override
 
 from trainer import schema, swe
 from trainer.atomic import replace_atomic
@@ -39,7 +40,7 @@ def load_or_generate(
     if path.is_file():
         try:
             blob = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # noqa: BLE001 - whatever is wrong with it, the file is not the data
+        except Exception as exc:  # whatever is wrong with it, the file is not the data
             # Not written by load_or_generate (its writes are atomic): a copy cut short, a bad disk. It is
             # replaced below, so it costs this run a solve instead of failing every run of this config.
             log.warning("data: cache %s is unreadable (%s); regenerating", path, type(exc).__name__)
@@ -134,6 +135,7 @@ class SWEDataModule(L.LightningDataModule):
     def prepare_data(self) -> None:
         self.setup("fit")
 
+    @override
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:
             return

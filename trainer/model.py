@@ -7,6 +7,7 @@ from typing import Any
 import lightning as L
 import torch
 from torch import nn
+from typing_extensions import override
 
 from trainer.schema import MODEL_NAMES
 
@@ -61,9 +62,11 @@ class OperatorModule(L.LightningModule):
             self.log(name, loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=n, sync_dist=True)
         return loss
 
+    @override
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         return self._step(batch, "train_loss")
 
+    @override
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         return self._step(batch, "val_loss")
 

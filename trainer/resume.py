@@ -78,7 +78,7 @@ def save_on_preempt_callback(guard: Any, ckpt_dir: str | os.PathLike) -> Any:
     import lightning as L
 
     class SaveOnPreempt(L.Callback):
-        def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException):
+        def on_exception(self, trainer: L.Trainer, *_: Any) -> None:  # (trainer, module, exception)
             if not getattr(guard, "preempted", False):
                 return
             path = Path(ckpt_dir) / LAST_CKPT
@@ -110,11 +110,11 @@ def preempt_after_epochs_callback() -> Any:
     import lightning as L
 
     class PreemptAfter(L.Callback):
-        def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        def on_train_epoch_end(self, trainer: L.Trainer, *_: Any) -> None:
             if after is not None and trainer.current_epoch + 1 == after:
                 os.kill(os.getpid(), PREEMPT_SIGNAL)
 
-        def on_validation_batch_start(self, trainer: L.Trainer, *args: Any) -> None:
+        def on_validation_batch_start(self, trainer: L.Trainer, *_: Any) -> None:
             if during is not None and not trainer.sanity_checking and trainer.current_epoch == during:
                 os.kill(os.getpid(), PREEMPT_SIGNAL)
 

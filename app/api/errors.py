@@ -81,7 +81,7 @@ def install_error_handlers(app: FastAPI) -> None:
         return JSONResponse({"detail": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(Exception)
-    async def _bug(request: Request, exc: Exception) -> JSONResponse:
+    async def _bug(request: Request, _exc: Exception) -> JSONResponse:  # logged with its traceback
         log.exception("unhandled error in %s %s", request.method, request.url.path)
         return JSONResponse({"detail": "internal error; see the service log"}, status_code=500)
 

@@ -54,17 +54,20 @@ def test_backup_while_serving_and_a_whole_store_file_after_a_clean_stop(
         assert done.returncode == 0, done.stderr
         assert done.stdout.startswith(f"wrote {target}: 5 runs,"), done.stdout
         assert run_names(target) == names
-        assert not Path(f"{target}-wal").exists() and not list(tmp_path.glob(".*partial"))
+        assert not Path(f"{target}-wal").exists()
+        assert not list(tmp_path.glob(".*partial"))
 
         target.write_bytes(target.read_bytes())  # the same bytes, a later mtime
         before = target.stat().st_mtime_ns
         again = app_command(svc.env, "backup", str(target))
-        assert again.returncode == 1 and "exists" in again.stderr, again
+        assert again.returncode == 1, again
+        assert "exists" in again.stderr, again
         assert target.stat().st_mtime_ns == before  # never overwritten
         missing = app_command(
             {**svc.env, "LABRUN_OUTPUT_DIR": str(tmp_path / "none")}, "backup", str(tmp_path / "b")
         )
-        assert missing.returncode == 1 and "no store" in missing.stderr, missing
+        assert missing.returncode == 1, missing
+        assert "no store" in missing.stderr, missing
 
         names.add(svc.submit(["+extra.fake_sleep=0", "seed=9"])["name"])
         for name in names:

@@ -46,19 +46,25 @@ def test_a_full_disk_holds_the_queue_says_so_and_everything_resumes_by_itself(sm
             assert time.monotonic() < deadline, "the disk never filled"
             time.sleep(0.05)
         health = client.get("/healthz").json()
-        assert health["status"] == "degraded" and not health["disk"]["ok"]
-        assert "nearly full" in health["disk"]["reason"] and health["disk"]["min_free_bytes"] == 1 << 20
+        assert health["status"] == "degraded"
+        assert not health["disk"]["ok"]
+        assert "nearly full" in health["disk"]["reason"]
+        assert health["disk"]["min_free_bytes"] == 1 << 20
         refused = client.post("/runs", json={"overrides": ["+extra.fake_sleep=0"]})
-        assert refused.status_code == 507 and "DELETE /runs/" in refused.json()["detail"], refused.text
+        assert refused.status_code == 507, refused.text
+        assert "DELETE /runs/" in refused.json()["detail"], refused.text
         failed = wait_for(client, a, timeout=30)
-        assert failed["status"] == "failed" and failed["reason"].startswith("no space left on device"), failed
+        assert failed["status"] == "failed", failed
+        assert failed["reason"].startswith("no space left on device"), failed
         time.sleep(0.5)  # B stays queued, with the reason
         waiting = client.get(f"/runs/{b}").json()
-        assert waiting["status"] == "queued" and "nearly full" in waiting["waiting_reason"]
+        assert waiting["status"] == "queued"
+        assert "nearly full" in waiting["waiting_reason"]
 
         client.app.state.files.log_path(a).write_bytes(b"")  # space is back (an operator cleaned up)
         done = wait_for(client, b, timeout=30)
-        assert done["status"] == "succeeded" and done["waiting_reason"] is None
+        assert done["status"] == "succeeded"
+        assert done["waiting_reason"] is None
         assert client.get("/healthz").status_code == 200
         assert starts(small_disk) == [a, b]  # nothing ran twice
 
@@ -81,7 +87,8 @@ def test_watchers_and_the_dispatcher_survive_a_store_that_refuses_writes(client,
     while store.get(first["name"]).status != "succeeded":
         assert time.monotonic() < deadline, "the outcome was never recorded"
         time.sleep(0.05)
-    assert refusals["finish"] == 0 and client.app.state.manager.live(first["name"]).ending is None
+    assert refusals["finish"] == 0
+    assert client.app.state.manager.live(first["name"]).ending is None
     # recorded with the time it ended (as shown meanwhile), not the time the store took the write
     shown = dt.datetime.fromisoformat(first["finished_at"]).timestamp()
     assert store.get(first["name"]).finished_at == pytest.approx(shown, abs=0.01)
@@ -96,7 +103,8 @@ def test_watchers_and_the_dispatcher_survive_a_store_that_refuses_writes(client,
 
     monkeypatch.setattr(store, "entries", flaky_entries)
     second = wait_for(client, submit(client, "+extra.fake_sleep=0")["name"], timeout=30)
-    assert second["status"] == "succeeded" and refusals["pick"] == 0  # the dispatcher lived on
+    assert second["status"] == "succeeded"
+    assert refusals["pick"] == 0
     del real_assign
 
 
@@ -105,9 +113,11 @@ def test_an_output_directory_that_goes_away_and_comes_back(client, output_dir):
     output_dir.rename(away)  # unmounted, moved: the service cannot use it
     try:
         health = client.get("/healthz")
-        assert health.status_code == 503 and "is gone" in health.json()["disk"]["reason"]
+        assert health.status_code == 503
+        assert "is gone" in health.json()["disk"]["reason"]
         refused = client.post("/runs", json={"overrides": ["+extra.fake_sleep=0"]})
-        assert refused.status_code == 503 and "is gone" in refused.json()["detail"]
+        assert refused.status_code == 503
+        assert "is gone" in refused.json()["detail"]
         assert client.get("/runs").status_code == 200  # reads keep working
     finally:
         away.rename(output_dir)
@@ -124,12 +134,14 @@ def test_delete_removes_a_finished_runs_files_and_keeps_its_record(client, outpu
         run = client.get(f"/runs/{run['name']}").json()
     assert run["disk_bytes"] > 0
     usage = client.get("/usage").json()
-    assert usage["disk_bytes"] == run["disk_bytes"] and usage["largest"][0]["name"] == run["name"]
+    assert usage["disk_bytes"] == run["disk_bytes"]
+    assert usage["largest"][0]["name"] == run["name"]
     running = submit(client, "+extra.fake_sleep=30")["name"]
     assert client.delete(f"/runs/{running}").status_code == 409  # only finished runs
     deleted = client.delete(f"/runs/{run['name']}")
     assert deleted.status_code == 200, deleted.text
-    assert deleted.json()["deleted_at"] and deleted.json()["deleted_by"] == "local"
+    assert deleted.json()["deleted_at"]
+    assert deleted.json()["deleted_by"] == "local"
     assert not (output_dir / run["run_dir"]).exists()
     assert not client.app.state.files.log_path(run["name"]).exists()
     assert client.get(f"/runs/{run['name']}").json()["status"] == "succeeded"  # the record stays

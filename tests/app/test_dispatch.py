@@ -63,8 +63,12 @@ class MemoryLauncher(Launcher):
         return self.outcomes.get(name)
 
     @override
-    def cancel(self, name: str, handle: str, grace_s: float) -> None:
-        self.outcomes[name] = Outcome.from_exit_code(-15)
+    def _terminate(self, name: str, handle: str) -> None:
+        self.outcomes[name] = Outcome.from_exit_code(-15)  # it stops on SIGTERM: the base's cancel is done
+
+    @override
+    def _kill(self, name: str, handle: str) -> None:
+        self.outcomes[name] = Outcome.from_exit_code(-9)
 
     @override
     def reattach(self, name: str) -> str | None:

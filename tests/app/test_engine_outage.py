@@ -62,7 +62,8 @@ def test_runs_queue_while_the_engine_is_down_and_start_when_it_is_back(flaky, en
     time.sleep(0.5)
     assert client.get(f"/runs/{run['name']}").json()["status"] == "queued"
     health = client.get("/healthz")
-    assert health.status_code == 503 and health.json()["detail"] == "engine down"
+    assert health.status_code == 503
+    assert health.json()["detail"] == "engine down"
     flaky.down = False
     assert wait_for(client, run["name"], timeout=10)["status"] == "succeeded"
     assert client.get("/healthz").status_code == 200
@@ -84,7 +85,8 @@ def test_a_restart_while_the_engine_is_down_does_not_start_anything_twice(flaky,
     assert wait_for(second, run["name"], timeout=10)["status"] == "succeeded"
     assert wait_for(second, queued["name"], timeout=10)["status"] == "succeeded"
     starts = (output_dir / "fake_starts.log").read_text()
-    assert starts.count(run["name"]) == 1 and starts.count(queued["name"]) == 1
+    assert starts.count(run["name"]) == 1
+    assert starts.count(queued["name"]) == 1
 
 
 def test_a_run_found_after_an_engine_outage_at_start_up_keeps_the_gpus_it_started_on(
@@ -117,6 +119,7 @@ def test_a_run_found_after_an_engine_outage_at_start_up_keeps_the_gpus_it_starte
     flaky.down = False
     other = submit(client, "accelerator=gpu", "batch_size=16", "+extra.fake_sleep=0.5")
     found = wait_for(client, name, timeout=15)
-    assert found["status"] == "succeeded" and found["gpus"] == [1], found
+    assert found["status"] == "succeeded", found
+    assert found["gpus"] == [1], found
     assert wait_for(client, other["name"], timeout=15)["gpus"] == [0]  # never GPU 1 while it ran there
     launcher.wait(name, handle, timeout=30)  # the dead service's child, reaped (not left to the collector)

@@ -71,6 +71,7 @@ def test_the_engine_places_runs_and_one_query_follows_them_all(cluster):
 
 
 def test_the_registry_names_every_launcher_and_refuses_unknown_ones():
-    assert launcher_class("local") is LocalLauncher and set(LAUNCHERS) >= {"local", "docker"}
+    assert launcher_class("local") is LocalLauncher
+    assert set(LAUNCHERS) >= {"local", "docker"}
     with pytest.raises(ValueError, match="choose one of: local, docker"):
         launcher_class("kubernetes")

@@ -40,7 +40,9 @@ def test_exit_code_env_and_log(tmp_path):
     launcher = LocalLauncher(command, StateDir(tmp_path))
     handle = launcher.start(_spec(launcher, "r1", gpus=(2, 3)))
     outcome = launcher.wait("r1", handle, timeout=30)
-    assert outcome.exit_code == 7 and outcome.reason == "exited with code 7" and not outcome.succeeded
+    assert outcome.exit_code == 7
+    assert outcome.reason == "exited with code 7"
+    assert not outcome.succeeded
     assert launcher.poll("r1", handle) == outcome
     assert (tmp_path / ".labrun/runs/r1/log").read_text().strip() == f"['x=1'] '2,3' {tmp_path}"
     with pytest.raises(LaunchError, match="already started"):
@@ -55,10 +57,12 @@ def test_a_new_service_reattaches_and_gets_the_true_exit_code(tmp_path):
     first.start(_spec(first, "r1"))
     second = LocalLauncher(command, StateDir(tmp_path))  # as after a restart: not the parent of the run
     handle = second.reattach("r1")
-    assert handle is not None and second.poll("r1", handle) is None
+    assert handle is not None
+    assert second.poll("r1", handle) is None
     started = time.monotonic()
     outcome = second.wait("r1", handle, timeout=30)  # pidfd: wakes when it ends, no polling
-    assert outcome.exit_code == 3 and time.monotonic() - started < 5
+    assert outcome.exit_code == 3
+    assert time.monotonic() - started < 5
     first.release("r1", handle)
     third = LocalLauncher(command, StateDir(tmp_path))  # ended while "down": the exit code is still there
     assert third.poll("r1", third.reattach("r1")).exit_code == 3
@@ -117,7 +121,8 @@ def test_a_kill_after_the_grace_period_says_so_and_forget_clears_it_for_the_next
         "killed by SIGKILL after the cancel's grace period (0.5 s): it did not stop on SIGTERM"
     )
     files = launcher.files("r1")
-    assert files.cancel_marker.exists() and files.killed_after_grace.exists()
+    assert files.cancel_marker.exists()
+    assert files.killed_after_grace.exists()
     launcher.release("r1", handle)
     launcher.forget("r1")
     assert not any(
@@ -129,7 +134,8 @@ def test_a_kill_after_the_grace_period_says_so_and_forget_clears_it_for_the_next
     trainer = int(files.child_pid.read_text().split()[0])
     os.kill(trainer, signal.SIGKILL)  # as the kernel's out-of-memory killer does
     outcome = launcher.wait("r1", handle, timeout=30)
-    assert outcome.exit_code == -9 and "not by labrun" in outcome.reason, outcome
+    assert outcome.exit_code == -9, outcome
+    assert "not by labrun" in outcome.reason, outcome
 
 
 def _wait_for(path: Path) -> None:

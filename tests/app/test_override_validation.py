@@ -106,8 +106,10 @@ def test_hostile_override_is_refused_before_anything_is_written(client, output_d
     response = client.post("/runs", json={"overrides": ["model=fno", override]})
     assert response.status_code == 422, response.text
     detail = response.json()["detail"]
-    assert isinstance(detail, str) and detail
-    assert "Traceback" not in detail and str(Path.home()) not in detail
+    assert isinstance(detail, str)
+    assert detail
+    assert "Traceback" not in detail
+    assert str(Path.home()) not in detail
     assert client.get("/runs").json()["count"] == 0
     assert _tree(output_dir) == before
     assert not Path("/tmp/labrun-hostile-mkdirs").exists()
@@ -199,7 +201,9 @@ def test_validation_creates_nothing_and_derives_name_dir_and_gpu_need(output_dir
     run = validator.plan(["model=fno", "data=32x64", "training.lr=0.01"], None)
     assert run.name.endswith("_fno32x64_data=32x64_model=fno_training.lr=0.01")
     assert run.run_dir == f"{run.name[:10]}/{run.name}"
-    assert run.gpu_need == 0 and run.seed == 42 and run.config_name == "neuraloperator"
+    assert run.gpu_need == 0
+    assert run.seed == 42
+    assert run.config_name == "neuraloperator"
     assert validator.plan(["accelerator=gpu", "devices=2", "batch_size=8"], None).gpu_need == 2
     assert validator.plan(["accelerator=auto"], None).gpu_need == 1
     debug = validator.plan(["debug=true"], None)

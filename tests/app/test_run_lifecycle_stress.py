@@ -45,7 +45,8 @@ def test_reasons_say_what_happened(make_client):
     wait_for(client, stubborn, ("running",))
     time.sleep(0.5)
     run = client.post(f"/runs/{stubborn}/cancel").json()
-    assert run["status"] == "cancelled" and "after the cancel's grace period" in run["reason"], run
+    assert run["status"] == "cancelled", run
+    assert "after the cancel's grace period" in run["reason"], run
     assert "out-of-memory" not in run["reason"]
 
 
@@ -56,7 +57,8 @@ def test_a_supervisor_killed_while_the_service_runs_is_not_called_lost(client, o
     wrapper = int((output_dir / ".labrun" / "runs" / name / "pid").read_text().split()[0])
     os.kill(wrapper, 9)
     run = wait_for(client, name)
-    assert run["status"] == "failed" and "supervisor process was killed" in run["reason"], run
+    assert run["status"] == "failed", run
+    assert "supervisor process was killed" in run["reason"], run
 
 
 def test_a_failed_runs_log_tail_is_bounded_in_bytes(client):
@@ -70,15 +72,19 @@ def test_logs_are_lines_of_the_file_pages_and_say_when_cut(client):
     run = wait_for(client, submit(client, "+extra.fake_cr=50", "+extra.fake_lines=3")["name"])
     last_two = client.get(f"/runs/{run['name']}/logs", params={"tail": 2})
     lines = last_two.text.removesuffix("\n").split("\n")  # lines end at \n alone, as in the file
-    assert len(lines) == 2 and lines[0].endswith(": line 3")
-    assert lines[1].startswith("progress 0\rprogress 1\r") and lines[1].endswith("progress done")
+    assert len(lines) == 2
+    assert lines[0].endswith(": line 3")
+    assert lines[1].startswith("progress 0\rprogress 1\r")
+    assert lines[1].endswith("progress done")
     assert last_two.headers["X-Log-Truncated"] == "true"
     whole = client.get(f"/runs/{run['name']}/logs")
-    assert whole.headers["X-Log-Truncated"] == "false" and whole.headers["X-Log-Start"] == "0"
+    assert whole.headers["X-Log-Truncated"] == "false"
+    assert whole.headers["X-Log-Start"] == "0"
     assert whole.text.endswith(last_two.text)
     window = len(whole.text.split("\n")[0]) + 10  # the first line and a bit of the second
     first = client.get(f"/runs/{run['name']}/logs", params={"offset": 0, "length": window})
-    assert first.text.endswith("\n") and first.text.count("\n") == 1  # a page ends at a line boundary
+    assert first.text.endswith("\n")
+    assert first.text.count("\n") == 1
     rest = client.get(f"/runs/{run['name']}/logs", params={"offset": first.headers["X-Log-End"]})
     assert first.text + rest.text == whole.text
 
@@ -95,8 +101,10 @@ def test_a_log_over_the_window_is_cut_at_a_line_start_and_says_so(client):
     response = client.get(f"/runs/{big['name']}/logs")
     assert response.headers["X-Log-Truncated"] == "true"
     start = int(response.headers["X-Log-Start"])
-    assert start > 0 and log_path.read_bytes()[start - 1 : start] == b"\n"  # a whole line first
-    assert response.text.endswith("end\n") and response.text.startswith("y")
+    assert start > 0
+    assert log_path.read_bytes()[start - 1 : start] == b"\n"
+    assert response.text.endswith("end\n")
+    assert response.text.startswith("y")
 
 
 def test_an_idempotency_key_is_bound_to_its_first_request(client):
@@ -118,13 +126,15 @@ def test_head_probes_and_bodies_that_are_not_json(client):
     assert client.head("/healthz").status_code == 200
     assert client.head("/runs").status_code == 200
     form = client.post("/runs", content=b"overrides=model=fno", headers={"Content-Type": "text/plain"})
-    assert form.status_code == 415 and "application/json" in form.json()["detail"]
+    assert form.status_code == 415
+    assert "application/json" in form.json()["detail"]
     packed = client.post(
         "/runs",
         content=b"\x1f\x8b...",
         headers={"Content-Type": "application/json", "Content-Encoding": "gzip"},
     )
-    assert packed.status_code == 415 and "uncompressed" in packed.json()["detail"]
+    assert packed.status_code == 415
+    assert "uncompressed" in packed.json()["detail"]
     assert client.get("/runs").json()["count"] == 0
 
 

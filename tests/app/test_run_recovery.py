@@ -67,7 +67,9 @@ def test_a_running_run_without_any_trace_fails_as_lost(make_client, output_dir):
     store.mark_running("2026-01-01_00-00-00_ghost", "999999:1", [])
     client = make_client()
     run = client.get("/runs/2026-01-01_00-00-00_ghost").json()
-    assert run["status"] == "failed" and run["reason"] == LOST and run["exit_code"] is None
+    assert run["status"] == "failed"
+    assert run["reason"] == LOST
+    assert run["exit_code"] is None
 
 
 def test_a_run_started_but_never_recorded_is_found_not_started_again(
@@ -87,7 +89,8 @@ def test_a_run_started_but_never_recorded_is_found_not_started_again(
     start_outside_the_service(running, "+extra.fake_sleep=1")
     client = make_client(max_cpu_runs=1)
     first = wait_for(client, ended)
-    assert first["status"] == "failed" and first["exit_code"] == 4
+    assert first["status"] == "failed"
+    assert first["exit_code"] == 4
     assert wait_for(client, running)["status"] == "succeeded"
     assert wait_for(client, waiting)["status"] == "succeeded"
     assert sorted(starts(output_dir)) == sorted([ended, running, waiting])  # each exactly once
@@ -143,7 +146,9 @@ def test_runs_going_under_another_launcher_stop_the_start_with_a_clear_message(m
     with pytest.raises(SettingsError) as caught:
         make_client()
     message = str(caught.value)
-    assert "LABRUN_LAUNCHER" in message and "docker" in message and "2026-01-01_00-00-00_in_docker" in message
+    assert "LABRUN_LAUNCHER" in message
+    assert "docker" in message
+    assert "2026-01-01_00-00-00_in_docker" in message
     store.finish("2026-01-01_00-00-00_in_docker", [RunStatus.RUNNING], RunStatus.SUCCEEDED, 0)
     make_client()  # once they have ended, the new launcher is fine
 

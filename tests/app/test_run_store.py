@@ -32,10 +32,13 @@ def _sweep(name: str, key: str | None = None) -> SweepRecord:
 
 def test_lifecycle_stamps_times_and_round_trips(store):
     store.insert(_record("a"))
-    assert store.get("a").status == RunStatus.QUEUED and store.get("a").started_at is None
+    assert store.get("a").status == RunStatus.QUEUED
+    assert store.get("a").started_at is None
     assert store.mark_running("a", "123:456", [1])
     running = store.get("a")
-    assert running.status == RunStatus.RUNNING and running.handle == "123:456" and running.gpus == [1]
+    assert running.status == RunStatus.RUNNING
+    assert running.handle == "123:456"
+    assert running.gpus == [1]
     assert running.started_at is not None
     assert store.finish("a", [RunStatus.RUNNING], RunStatus.FAILED, 3, "exited with code 3", "tail\n")
     done = store.get("a")
@@ -45,7 +48,9 @@ def test_lifecycle_stamps_times_and_round_trips(store):
         "exited with code 3",
         "tail\n",
     )
-    assert done.finished_at >= done.started_at and done.seed == 42 and done.overrides == ["model=fno"]
+    assert done.finished_at >= done.started_at
+    assert done.seed == 42
+    assert done.overrides == ["model=fno"]
 
 
 def test_transitions_are_compare_and_set(store):
@@ -60,7 +65,7 @@ def test_terminal_statuses_are_final(store):
     store.finish("a", [RunStatus.QUEUED], RunStatus.SUCCEEDED)
     with pytest.raises(TerminalStateError):
         store.finish("a", [RunStatus.SUCCEEDED], RunStatus.FAILED)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="not a terminal status"):
         store.finish("a", [RunStatus.QUEUED], RunStatus.RUNNING)
     # even a writer that bypasses the store is refused (the trigger)
     with closing(sqlite3.connect(store.path)) as raw, pytest.raises(sqlite3.IntegrityError, match="final"):
@@ -84,7 +89,8 @@ def test_queue_order_and_listing(store):
     assert [r.name for r in store.queued()] == ["b", "c", "d"]
     assert [r.name for r in store.list(limit=2)] == ["d", "c"]
     assert [r.name for r in store.list([RunStatus.RUNNING])] == ["a"]
-    assert store.count([RunStatus.QUEUED]) == 3 and store.count() == 4
+    assert store.count([RunStatus.QUEUED]) == 3
+    assert store.count() == 4
 
 
 def test_insert_returns_the_stored_record_and_records_are_frozen(store):
@@ -92,7 +98,8 @@ def test_insert_returns_the_stored_record_and_records_are_frozen(store):
         _record("a"), status=RunStatus.FAILED
     )  # a new run is queued, whatever it says
     stored = store.insert(given)
-    assert (stored.status, stored.seq) == (RunStatus.QUEUED, 1) and stored.name == "a"
+    assert (stored.status, stored.seq) == (RunStatus.QUEUED, 1)
+    assert stored.name == "a"
     assert (given.status, given.seq) == (RunStatus.FAILED, 0)  # the caller's record is not changed
     assert store.get("a") == stored
     with pytest.raises(dataclasses.FrozenInstanceError):
@@ -103,9 +110,8 @@ def test_a_sweep_is_stored_with_its_runs_or_not_at_all(store):
     runs = [queued_record(f"s-{i}", sweep="s", sweep_index=i) for i in range(2)]
     stored = store.insert_runs(runs, _sweep("s", key="alice:k"))
     assert [(r.name, r.seq, r.sweep_index) for r in stored] == [("s-0", 1, 0), ("s-1", 2, 1)]
-    assert (
-        store.sweeps.get("s").swept == ["seed"] and store.sweeps.get_by_idempotency_key("alice:k").name == "s"
-    )
+    assert store.sweeps.get("s").swept == ["seed"]
+    assert store.sweeps.get_by_idempotency_key("alice:k").name == "s"
     assert store.sweeps.counts(["s"])["s"]["queued"] == 2
     with pytest.raises(NameTaken, match="^s$"):  # the sweep's name is taken: none of its runs is stored
         store.insert_runs([queued_record("t-0", sweep="s")], _sweep("s"))
@@ -113,16 +119,21 @@ def test_a_sweep_is_stored_with_its_runs_or_not_at_all(store):
         store.insert_runs([queued_record("u-0", sweep="u")], _sweep("u", key="alice:k"))
     with pytest.raises(NameTaken):  # one run's name is taken: neither the sweep nor its other runs
         store.insert_runs([queued_record("v-0"), queued_record("s-1")], _sweep("v"))
-    assert store.count() == 2 and [s.name for s in store.sweeps.list()] == ["s"]
-    assert store.get("t-0") is None and store.get("v-0") is None and store.sweeps.get("v") is None
+    assert store.count() == 2
+    assert [s.name for s in store.sweeps.list()] == ["s"]
+    assert store.get("t-0") is None
+    assert store.get("v-0") is None
+    assert store.sweeps.get("v") is None
 
 
 def test_set_attempts_counts_a_running_runs_attempts_up_only(store):
     store.insert(_record("a"))
     assert not store.set_attempts("a", 2)  # queued: not started, not requeued by an engine
     store.mark_running("a", "1:1", [])
-    assert store.set_attempts("a", 3) and store.get("a").attempts == 3
-    assert not store.set_attempts("a", 2) and store.get("a").attempts == 3  # never down
+    assert store.set_attempts("a", 3)
+    assert store.get("a").attempts == 3
+    assert not store.set_attempts("a", 2)
+    assert store.get("a").attempts == 3
     assert not store.set_attempts("a", 3)
 
 
@@ -219,11 +230,14 @@ def test_a_store_of_every_older_version_is_upgraded_and_works(tmp_path, version)
             [0],
             1,
         )
-        assert store.set_owner_of_unowned("legacy") == 1 and store.get("old").owner == "legacy"
+        assert store.set_owner_of_unowned("legacy") == 1
+        assert store.get("old").owner == "legacy"
         assert store.finish("old", [RunStatus.RUNNING], RunStatus.FAILED, 1)
-        assert store.requeue_attempt("old") and store.attempts_of("old")[0]["status"] == "failed"
+        assert store.requeue_attempt("old")
+        assert store.attempts_of("old")[0]["status"] == "failed"
         store.insert_runs([queued_record("new-0", sweep="s", sweep_index=0)], _sweep("s"))
-        assert store.sweeps.counts(["s"])["s"]["queued"] == 1 and store.count() == 2
+        assert store.sweeps.counts(["s"])["s"]["queued"] == 1
+        assert store.count() == 2
         store.users.add("alice", True, "hash", 1.0)
         assert store.users.get("alice").is_admin
     finally:

@@ -57,14 +57,17 @@ def test_end_to_end_with_a_real_service_process(service, output_dir):
         assert len(names) == 32
         for name in names:
             assert wait_for(client, name)["status"] == "succeeded"
-        assert client.get("/docs").status_code == 200 and client.get("/openapi.json").status_code == 200
+        assert client.get("/docs").status_code == 200
+        assert client.get("/openapi.json").status_code == 200
     second = ServiceProcess(output_dir)  # a second service on the same output dir would run things twice
     result = subprocess.run(
         [sys.executable, "-m", "app"], cwd=ROOT, env=second.env, capture_output=True, text=True, timeout=60
     )
-    assert result.returncode == 2 and f"another labrun service (pid {svc.proc.pid})" in result.stderr
+    assert result.returncode == 2
+    assert f"another labrun service (pid {svc.proc.pid})" in result.stderr
     maps = Path(f"/proc/{svc.proc.pid}/maps").read_text()
-    assert "torch" not in maps and "lightning" not in maps
+    assert "torch" not in maps
+    assert "lightning" not in maps
 
 
 def test_kill_9_then_restart_recovers_every_run_and_runs_nothing_twice(service, output_dir):
@@ -95,9 +98,12 @@ def test_kill_9_then_restart_recovers_every_run_and_runs_nothing_twice(service, 
     svc = service(LABRUN_MAX_CPU_RUNS="2")
     with svc.client() as client:
         a = client.get(f"/runs/{names[0]}").json()
-        assert a["status"] == "failed" and a["exit_code"] == 3 and "exited with code 3" in a["reason"], a
+        assert a["status"] == "failed", a
+        assert a["exit_code"] == 3, a
+        assert "exited with code 3" in a["reason"], a
         b = wait_for(client, names[1])
-        assert b["status"] == "succeeded" and b["started_at"] == started_b
+        assert b["status"] == "succeeded"
+        assert b["started_at"] == started_b
         for name in names[2:]:
             assert wait_for(client, name)["status"] == "succeeded"
     assert sorted(starts(output_dir)) == sorted(names)  # each run started exactly once
@@ -122,15 +128,17 @@ def test_a_tiny_real_training_run_succeeds(service, output_dir):
         run = wait_for(client, response.json()["name"], timeout=600)
         log = client.get(f"/runs/{run['name']}/logs", params={"tail": 40}).text
         assert run["status"] == "succeeded", f"{run}\n{log}"
-        assert run["progress"]["fraction"] == 1.0 and "train_loss" in run["metrics"]
+        assert run["progress"]["fraction"] == 1.0
+        assert "train_loss" in run["metrics"]
     run_dir = output_dir / run["run_dir"]
     assert run_dir.name == run["name"]
     assert (run_dir / "progress.json").is_file()
     record = json.loads((run_dir / "run.json").read_text())
-    assert record["name"] == run["name"] and record["status"] == "succeeded"
+    assert record["name"] == run["name"]
+    assert record["status"] == "succeeded"
 
 
-def test_ctrl_c_with_a_log_follower_stops_at_once_and_leaves_the_run_going(service, output_dir):
+def test_ctrl_c_with_a_log_follower_stops_at_once_and_leaves_the_run_going(service):
     import signal
     import threading
 
@@ -158,7 +166,8 @@ def test_ctrl_c_with_a_log_follower_stops_at_once_and_leaves_the_run_going(servi
     assert svc.proc.wait(timeout=30) == 0
     assert time.monotonic() - started < 3, svc.log()  # not held up by the follower until a timeout
     follower.join(timeout=10)
-    assert followed and followed[-1] == "<end>", followed  # the stream ends cleanly
+    assert followed, followed
+    assert followed[-1] == "<end>", followed  # the stream ends cleanly
     assert "Traceback" not in svc.log(), svc.log()
     restarted = service()  # the run went on without the service
     with restarted.client() as client:

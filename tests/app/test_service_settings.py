@@ -34,9 +34,12 @@ def test_environment_is_read(monkeypatch, tmp_path):
     monkeypatch.setenv("LABRUN_TRAINER_COMMAND", "python3 -m trainer")
     monkeypatch.setenv("LABRUN_LAUNCHER", "Docker")
     settings = load_settings()
-    assert settings.gpus == (0, 2, 3) and settings.gpu_inventory() == (0, 2, 3)
-    assert settings.max_cpu_runs == 4 and settings.output_dir == tmp_path / "out"
-    assert settings.trainer_command == ["python3", "-m", "trainer"] and settings.launcher == "docker"
+    assert settings.gpus == (0, 2, 3)
+    assert settings.gpu_inventory() == (0, 2, 3)
+    assert settings.max_cpu_runs == 4
+    assert settings.output_dir == tmp_path / "out"
+    assert settings.trainer_command == ["python3", "-m", "trainer"]
+    assert settings.launcher == "docker"
     monkeypatch.setenv("LABRUN_GPUS", "")
     assert load_settings().gpu_inventory() == ()
     monkeypatch.setenv("LABRUN_TRAINER_COMMAND", '["/opt/py", "-m", "trainer"]')
@@ -74,7 +77,8 @@ def test_service_refuses_to_start_with_bad_settings(tmp_path):
         [sys.executable, "-m", "app"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 2
-    assert "LABRUN_PORT" in result.stderr and "LABRUN_LAUNCHER" in result.stderr
+    assert "LABRUN_PORT" in result.stderr
+    assert "LABRUN_LAUNCHER" in result.stderr
     assert "Traceback" not in result.stderr
     blocker = tmp_path / "file"
     blocker.write_text("")
@@ -82,7 +86,8 @@ def test_service_refuses_to_start_with_bad_settings(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "app"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
     )
-    assert result.returncode == 2 and "LABRUN_OUTPUT_DIR" in result.stderr
+    assert result.returncode == 2
+    assert "LABRUN_OUTPUT_DIR" in result.stderr
 
 
 def test_a_launchers_own_bad_settings_also_stop_the_start(tmp_path):
@@ -96,7 +101,8 @@ def test_a_launchers_own_bad_settings_also_stop_the_start(tmp_path):
         [sys.executable, "-m", "app"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 2, result.stderr
-    assert "LABRUN_DOCKER_" in result.stderr and "Traceback" not in result.stderr
+    assert "LABRUN_DOCKER_" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 @pytest.mark.parametrize("blocked", ["service.lock", "runs.db"])
@@ -109,5 +115,6 @@ def test_an_output_dir_the_service_cannot_use_stops_the_start_with_a_clear_messa
         [sys.executable, "-m", "app"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 2, result.stderr
-    assert "LABRUN_OUTPUT_DIR" in result.stderr and blocked in result.stderr
+    assert "LABRUN_OUTPUT_DIR" in result.stderr
+    assert blocked in result.stderr
     assert "Traceback" not in result.stderr

@@ -17,15 +17,18 @@ def test_lists_are_shell_words_or_json(monkeypatch):
     settings = SlurmSettings()
     assert settings.sbatch_options == ["--gres=gpu:1", "--constraint", "a100|h100"]
     assert settings.trainer_command == ["/opt/venv/bin/python", "-m", "trainer"]
-    assert settings.time_limit == "2:00:00" and settings.requeue is True
+    assert settings.time_limit == "2:00:00"
+    assert settings.requeue is True
 
 
 def test_defaults_without_any_setting(monkeypatch):
     for key in ("SBATCH_OPTIONS", "TRAINER_COMMAND", "PARTITION", "CPUS_PER_TASK"):
         monkeypatch.delenv(f"LABRUN_SLURM_{key}", raising=False)
     settings = SlurmSettings()
-    assert settings.sbatch_options == [] and settings.trainer_command is None
-    assert settings.partition is None and settings.cpus_per_task == 4
+    assert settings.sbatch_options == []
+    assert settings.trainer_command is None
+    assert settings.partition is None
+    assert settings.cpus_per_task == 4
 
 
 @pytest.mark.parametrize(

@@ -50,7 +50,8 @@ def test_a_damaged_store_is_refused_at_start_with_what_to_do(output_dir):
         _start(output_dir)
     message = str(refused.value)
     assert f"the store {db} is damaged" in message
-    assert "restore the latest backup" in message and ".recover" in message
+    assert "restore the latest backup" in message
+    assert ".recover" in message
 
 
 def test_an_empty_or_missing_store_is_not_taken_for_a_new_one_when_runs_existed(output_dir):
@@ -109,12 +110,15 @@ def test_a_read_only_store_shows_in_health_and_in_the_503(output_dir, make_clien
     try:
         refused = client.post("/runs", json={"overrides": []})
         assert refused.status_code == 503
-        assert "cannot be written" in refused.json()["detail"] and "read-only" in refused.json()["detail"]
+        assert "cannot be written" in refused.json()["detail"]
+        assert "read-only" in refused.json()["detail"]
         health = client.get("/healthz")
         assert health.status_code == 503
         body = health.json()
-        assert body["status"] == "degraded" and body["store_ok"] is False
-        assert "read-only" in body["store_problem"] and "run store cannot be written" in body["detail"]
+        assert body["status"] == "degraded"
+        assert body["store_ok"] is False
+        assert "read-only" in body["store_problem"]
+        assert "run store cannot be written" in body["detail"]
     finally:
         _chattr("-i", *files)
     assert client.post("/runs", json={"overrides": ["+extra.fake_sleep=0"]}).status_code == 201

@@ -84,7 +84,8 @@ def test_one_invalid_combination_queues_nothing(client, output_dir):
     response = client.post("/sweeps", json={"overrides": ["model=fno,sfno", "training.lr=0.1,5"]})
     assert response.status_code == 422, response.text
     detail = response.json()["detail"]
-    assert "run 1 of the sweep (model=fno training.lr=5)" in detail and "nothing was queued" in detail
+    assert "run 1 of the sweep (model=fno training.lr=5)" in detail
+    assert "nothing was queued" in detail
     assert "training.lr must be > 0 and <= 1" in detail  # the single run's own message
     for unsafe in (["run_name=a,b"], ["hydra.job.name=a,b"], ["seed=1,2", "+extra.x=${oc.env:HOME}"]):
         response = client.post("/sweeps", json={"overrides": unsafe})
@@ -97,13 +98,15 @@ def test_one_invalid_combination_queues_nothing(client, output_dir):
 def test_an_oversize_sweep_or_one_past_the_queued_limit_is_refused(make_client):
     client = make_client(max_sweep_runs=10, max_queued_per_user=12)
     response = client.post("/sweeps", json={"overrides": ["seed=range(0,11)"]})
-    assert response.status_code == 422 and "makes 11 runs; at most 10" in response.json()["detail"]
+    assert response.status_code == 422
+    assert "makes 11 runs; at most 10" in response.json()["detail"]
     assert client.post("/sweeps", json={"overrides": ["seed=range(0,10**9)"]}).status_code == 422
     first = client.post("/sweeps", json={"overrides": ["seed=range(0,8)", "+extra.fake_sleep=30"]})
     assert first.status_code == 201, first.text
     response = client.post("/sweeps", json={"overrides": ["seed=range(0,6)"]})
     assert response.status_code == 429
-    assert "a sweep of 6 runs would make" in response.json()["detail"] and "12" in response.json()["detail"]
+    assert "a sweep of 6 runs would make" in response.json()["detail"]
+    assert "12" in response.json()["detail"]
     assert client.get("/runs").json()["count"] == 8
 
 
@@ -120,9 +123,9 @@ def test_a_sweep_on_two_slots_packs_two_at_a_time_and_one_failure_stops_nothing(
     assert response.status_code == 201, response.text
     assert response.headers["Location"] == f"/sweeps/{response.json()['name']}"
     sweep = response.json()
-    assert (
-        sweep["size"] == 6 and sweep["counts"]["queued"] == 6 and sweep["swept"] == ["+extra.fake_val_loss"]
-    )
+    assert sweep["size"] == 6
+    assert sweep["counts"]["queued"] == 6
+    assert sweep["swept"] == ["+extra.fake_val_loss"]
     assert sweep["name"].endswith("+extra.fake_val_loss=0.3,0.1,0.25,0.2,0.5,0.6_data=32x64")
     assert sweep["run_dir"] == f"{sweep['name'][:10]}/{sweep['name']}"
     done = wait_sweep(client, sweep["name"])
@@ -132,12 +135,16 @@ def test_a_sweep_on_two_slots_packs_two_at_a_time_and_one_failure_stops_nothing(
     assert [r["overrides"] for r in runs] == [
         [f"+extra.fake_val_loss={v}"] for v in (0.3, 0.1, 0.25, 0.2, 0.5, 0.6)
     ]
-    assert runs[1]["status"] == "failed" and "exited with code 3" in runs[1]["reason"]
+    assert runs[1]["status"] == "failed"
+    assert "exited with code 3" in runs[1]["reason"]
     assert [r["val_loss"] for r in runs if r["status"] == "succeeded"] == [0.3, 0.25, 0.2, 0.5, 0.6]
-    assert done["best"]["index"] == 3 and done["best"]["val_loss"] == 0.2
+    assert done["best"]["index"] == 3
+    assert done["best"]["val_loss"] == 0.2
     details = [client.get(f"/runs/{r['name']}").json() for r in runs]
     for i, run in enumerate(details):
-        assert run["sweep"] == sweep["name"] and run["sweep_index"] == i and run["owner"] == "local"
+        assert run["sweep"] == sweep["name"]
+        assert run["sweep_index"] == i
+        assert run["owner"] == "local"
         assert run["name"].startswith(f"{i}_{sweep['name'][:19]}_sfno32x64_")  # the default model
         assert run["run_dir"] == f"{sweep['run_dir']}/{run['name']}"
         assert (output_dir / run["run_dir"] / "progress.json").is_file()  # the run wrote where it is filed
@@ -147,7 +154,8 @@ def test_a_sweep_on_two_slots_packs_two_at_a_time_and_one_failure_stops_nothing(
     assert max(overlaps) == 2, spans
     assert sorted(starts(output_dir)) == sorted(r["name"] for r in runs)  # each started once
     listed = client.get("/sweeps").json()["data"]
-    assert [s["name"] for s in listed] == [sweep["name"]] and listed[0]["counts"]["succeeded"] == 5
+    assert [s["name"] for s in listed] == [sweep["name"]]
+    assert listed[0]["counts"]["succeeded"] == 5
     assert listed[0]["finished"] is True
 
 
@@ -162,7 +170,8 @@ def test_the_trainer_is_told_the_sweeps_folder_and_group(client):
     )
     single = client.post("/runs", json={"overrides": ["seed=3"]}).json()
     plain = manager.dispatcher.spec(manager.store.get(single["name"]), [])
-    assert "LABRUN_SWEEP" not in plain.env and not any("output_dir_scheme" in a for a in plain.trainer_args)
+    assert "LABRUN_SWEEP" not in plain.env
+    assert not any("output_dir_scheme" in a for a in plain.trainer_args)
 
 
 def test_cancel_a_sweep_then_rerun_what_was_cancelled(client, output_dir):
@@ -191,10 +200,12 @@ def test_cancel_a_sweep_then_rerun_what_was_cancelled(client, output_dir):
     assert [r["rerun_of"] for r in runs] == [r["name"] for r in cancelled.json()["runs"]]
     assert all(r["status"] in ("queued", "running") for r in runs)
     replay = client.post(f"/sweeps/{name}/rerun", headers={"Idempotency-Key": "again"})
-    assert replay.status_code == 201 and replay.headers["Idempotent-Replayed"] == "true"
+    assert replay.status_code == 201
+    assert replay.headers["Idempotent-Replayed"] == "true"
     assert client.get("/runs").json()["count"] == 8  # the replay queued nothing
     new = client.get(f"/runs/{runs[2]['name']}").json()
-    assert new["sweep"] == name and new["run_dir"].startswith(sweep["run_dir"] + "/2_")
+    assert new["sweep"] == name
+    assert new["run_dir"].startswith(sweep["run_dir"] + "/2_")
     client.post(f"/sweeps/{name}/cancel")
     assert client.post(f"/sweeps/{name}/cancel").json()["finished"] is True  # again: nothing left
     assert client.get("/sweeps/nope").status_code == 404
@@ -205,7 +216,8 @@ def test_idempotency_key_replays_the_sweep(client):
     first = client.post("/sweeps", json=body, headers={"Idempotency-Key": "k1"})
     again = client.post("/sweeps", json=body, headers={"Idempotency-Key": "k1"})
     assert first.status_code == again.status_code == 201
-    assert again.headers["Idempotent-Replayed"] == "true" and again.json()["name"] == first.json()["name"]
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert again.json()["name"] == first.json()["name"]
     other = client.post("/sweeps", json={"overrides": ["seed=3,4"]}, headers={"Idempotency-Key": "k1"})
     assert other.status_code == 409
     assert client.get("/runs").json()["count"] == 2
@@ -218,7 +230,8 @@ def test_only_the_owner_or_an_admin_changes_a_sweep(output_dir, make_client):
     client = make_client()
     alice, bob, root = ({"Authorization": f"Bearer {tokens[n]}"} for n in ("alice", "bob", "root"))
     sweep = client.post("/sweeps", json={"overrides": ["seed=1,2", "+extra.fake_sleep=30"]}, headers=alice)
-    assert sweep.status_code == 201 and sweep.json()["owner"] == "alice"
+    assert sweep.status_code == 201
+    assert sweep.json()["owner"] == "alice"
     name = sweep.json()["name"]
     assert client.get(f"/sweeps/{name}").status_code == 401
     assert client.get(f"/sweeps/{name}", headers=bob).status_code == 200  # anyone may read it
@@ -259,20 +272,24 @@ def test_a_kill_9_in_the_middle_of_queueing_a_sweep_leaves_none_of_it(output_dir
     assert proc.returncode == -9, proc.stderr.decode()[-2000:]  # killed after 100 of the 201 inserts
     store = RunStore(db)
     try:
-        assert store.count() == 0 and store.sweeps.list() == []
+        assert store.count() == 0
+        assert store.sweeps.list() == []
         # the same batch without the kill is stored whole; one name taken refuses all of it
         store.insert_runs([queued_record(f"run-{i}", sweep="s", sweep_index=i) for i in range(200)])
         assert store.count() == 200
         with pytest.raises(NameTaken):
             store.insert_runs([queued_record("fresh-1"), queued_record("run-7"), queued_record("fresh-2")])
-        assert store.get("fresh-1") is None and store.count() == 200
+        assert store.get("fresh-1") is None
+        assert store.count() == 200
     finally:
         store.close()
 
 
 def test_the_dashboard_has_a_sweep_page(client):
     page = client.get("/").text
-    assert 'id="view-sweep"' in page and 'id="sweep-rows"' in page
+    assert 'id="view-sweep"' in page
+    assert 'id="sweep-rows"' in page
     script = client.get("/web/sweep.js")
-    assert script.status_code == 200 and "/sweeps/" in script.text
+    assert script.status_code == 200
+    assert "/sweeps/" in script.text
     assert 'from "./sweep.js"' in client.get("/web/app.js").text

@@ -90,10 +90,12 @@ def test_every_route_needs_a_token_and_only_owners_or_admins_change_runs(team, o
     assert client.post(f"/runs/{name}/cancel", headers=bob).status_code == 403
     assert client.delete(f"/runs/{name}", headers=bob).status_code == 403
     rerun = client.post(f"/runs/{name}/rerun", headers=bob)
-    assert rerun.status_code == 201 and rerun.json()["owner"] == "bob"
+    assert rerun.status_code == 201
+    assert rerun.json()["owner"] == "bob"
     long = client.post("/runs", json={"overrides": ["+extra.fake_sleep=30"]}, headers=alice).json()["name"]
     cancelled = client.post(f"/runs/{long}/cancel", headers=root)
-    assert cancelled.status_code == 200 and cancelled.json()["cancelled_by"] == "root"
+    assert cancelled.status_code == 200
+    assert cancelled.json()["cancelled_by"] == "root"
     assert client.delete(f"/runs/{name}", headers=alice).status_code == 200
     # Admin routes.
     assert client.get("/users", headers=alice).status_code == 403
@@ -107,13 +109,15 @@ def test_every_route_needs_a_token_and_only_owners_or_admins_change_runs(team, o
     ]
     # Owner filters.
     mine = client.get("/runs", params={"owner": "me"}, headers=bob).json()
-    assert {r["owner"] for r in mine["data"]} == {"bob"} and mine["count"] == 1
+    assert {r["owner"] for r in mine["data"]} == {"bob"}
+    assert mine["count"] == 1
     # No token in clear: not in answers, not in the log, not in the store.
     secrets = [token.split(".", 1)[1] for token in t.values()]
     db = b"".join(p.read_bytes() for p in StateDir(output_dir).root.glob("runs.db*"))
     logged = caplog.text
     for secret in secrets:
-        assert secret.encode() not in db and secret not in logged
+        assert secret.encode() not in db
+        assert secret not in logged
 
 
 def test_fair_share_a_colleagues_runs_are_not_held_back(output_dir, make_client):
@@ -141,7 +145,8 @@ def test_fair_share_a_colleagues_runs_are_not_held_back(output_dir, make_client)
     ]
     assert positions[0] in (1, 2), positions
     queue = client.get("/queue", headers=bob).json()["users"]
-    assert len(queue["bob"]["queued"]) == 2 and queue["alice"]["usage"]["cpu"] >= 0
+    assert len(queue["bob"]["queued"]) == 2
+    assert queue["alice"]["usage"]["cpu"] >= 0
     client.post(f"/runs/{holder}/cancel", headers=carol)
     # Usage is measured run time, so who goes next after bob's first run depends on how long each run
     # took (process start-up varies on a loaded machine): bob's second run goes once alice has used more
@@ -168,9 +173,11 @@ def test_per_user_limits_queued_runs_and_run_time(output_dir, make_client):
             client.post("/runs", json={"overrides": [f"+extra.fake_i={i}"]}, headers=alice).status_code == 201
         )
     over = client.post("/runs", json={"overrides": ["+extra.fake_i=9"]}, headers=alice)
-    assert over.status_code == 429 and "2 runs queued" in over.json()["detail"], over.text
+    assert over.status_code == 429, over.text
+    assert "2 runs queued" in over.json()["detail"], over.text
     ended = wait_as(client, alice, first)
-    assert ended["status"] == "cancelled" and "maximum run time of 1 s" in ended["reason"], ended
+    assert ended["status"] == "cancelled", ended
+    assert "maximum run time of 1 s" in ended["reason"], ended
     server_limits = {"max_gpus": None, "max_queued": 2, "max_run_s": 1.0}
     assert client.get("/queue", headers=alice).json()["users"]["alice"]["limits"] == server_limits
 
@@ -188,9 +195,11 @@ def test_an_admin_sets_a_users_own_limits_over_the_servers(output_dir, make_clie
         "active": True,
         "limits": {"max_gpus": 2, "max_queued": 5, "max_run_s": 60.0},
     }
-    assert users["root"]["admin"] is True and users["root"]["limits"]["max_gpus"] is None
+    assert users["root"]["admin"] is True
+    assert users["root"]["limits"]["max_gpus"] is None
     unknown = client.put("/users/nobody/limits", json={"max_gpus": 1}, headers=root)
-    assert unknown.status_code == 404 and "python -m app users add nobody" in unknown.json()["detail"]
+    assert unknown.status_code == 404
+    assert "python -m app users add nobody" in unknown.json()["detail"]
 
 
 def test_serving_beyond_loopback_needs_auth(output_dir):
@@ -212,15 +221,19 @@ def test_the_admin_command_makes_lists_and_revokes_users(output_dir):
         )
 
     made = users("add", "dana", "--admin")
-    assert made.returncode == 0 and made.stdout.startswith("dana.") and "shown this once" in made.stderr
+    assert made.returncode == 0
+    assert made.stdout.startswith("dana.")
+    assert "shown this once" in made.stderr
     token = made.stdout.strip()
     store = RunStore(StateDir(output_dir).db)
     assert Users(store).authenticate(token).is_admin
     assert users("add", "dana").returncode == 2  # exists
     assert "dana\tadmin\tactive" in users("list").stdout
-    assert users("revoke", "dana").returncode == 0 and Users(store).authenticate(token) is None
+    assert users("revoke", "dana").returncode == 0
+    assert Users(store).authenticate(token) is None
     rotated = users("token", "dana").stdout.strip()
-    assert rotated != token and Users(store).authenticate(rotated) is not None
+    assert rotated != token
+    assert Users(store).authenticate(rotated) is not None
     assert "max_gpus=1" in users("limits", "dana", "--max-gpus", "1").stdout
     assert users("add", "Bad Name").returncode == 2
     store.close()
@@ -243,7 +256,8 @@ def test_kill_9_keeps_owners_and_the_fair_order(output_dir):
         svc.start()
         for name in names:
             done = wait_as(svc.http, alice, name)
-            assert done["status"] == "succeeded" and done["owner"] == ("bob" if name == names[3] else "alice")
+            assert done["status"] == "succeeded"
+            assert done["owner"] == ("bob" if name == names[3] else "alice")
         order = starts(output_dir)
         assert sorted(order) == sorted(names)  # nothing ran twice
         assert order.index(names[3]) < order.index(names[2])  # bob's run went before alice's third

@@ -42,7 +42,8 @@ def rehearsal(tmp_path_factory):
 
 def test_runs_pass_every_check(rehearsal):
     _, _, figures = rehearsal
-    assert figures["mode"] == "cpu" and figures["failures"] == []
+    assert figures["mode"] == "cpu"
+    assert figures["failures"] == []
     for model in ("sfno", "fno"):
         run = figures["runs"][model]
         assert run["exit_code"] == 0
@@ -55,13 +56,15 @@ def test_runs_pass_every_check(rehearsal):
             "last_ckpt_loads": True,
         }
         assert run["checks"]["wandb_run_names"] == [f"proof-{model}"]
-        assert "accelerator=cpu" in run["overrides"] and "data=32x64" in run["overrides"]
+        assert "accelerator=cpu" in run["overrides"]
+        assert "data=32x64" in run["overrides"]
 
 
 def test_determinism_pair_matches_on_cpu(rehearsal):
     _, _, figures = rehearsal
     det = figures["runs"]["determinism"]
-    assert det["identical"] is True and det["rows"] > 0  # CPU runs are bit-identical (README)
+    assert det["identical"] is True
+    assert det["rows"] > 0
 
 
 def test_throughput_figures(rehearsal):
@@ -73,7 +76,9 @@ def test_throughput_figures(rehearsal):
     assert figures["throughput"]["model"]["name"] == "sfno"
     step = figures["step_time"]
     assert step["labrun"]["batches_timed"] == step["bare"]["batches_timed"] > 0  # the same batches
-    assert step["labrun"]["batch_s"] > 0 and step["bare"]["batch_s"] > 0 and "overhead" in step
+    assert step["labrun"]["batch_s"] > 0
+    assert step["bare"]["batch_s"] > 0
+    assert "overhead" in step
     assert step["utilization"] == {"skipped": "no GPU (cpu rehearsal)"}
 
 
@@ -84,7 +89,8 @@ def test_output_is_what_the_device_tool_brings_back(rehearsal):
     assert all(re.fullmatch(r"[A-Za-z0-9._-]+", p.name) for p in files)
     log = (out / "gpu_proof.log").read_text()
     for line in ("(1) sfno 32x64, 2 epochs", "(2b) fit samples/s cached vs seed", "(4) deterministic"):
-        assert line in stdout and line in log
+        assert line in stdout
+        assert line in log
 
 
 def test_gpu_mode_without_a_kit_stops_at_once(tmp_path):
@@ -95,7 +101,8 @@ def test_gpu_mode_without_a_kit_stops_at_once(tmp_path):
         text=True,
         timeout=60,
     )
-    assert done.returncode == 2 and "make gpu-kit" in done.stdout
+    assert done.returncode == 2
+    assert "make gpu-kit" in done.stdout
 
 
 def test_utilization_sampler_reads_nvml_inside_the_timed_windows(monkeypatch):
@@ -110,7 +117,7 @@ def test_utilization_sampler_reads_nvml_inside_the_timed_windows(monkeypatch):
     fake = types.SimpleNamespace(
         nvmlInit=lambda: None,
         nvmlDeviceGetHandleByIndex=lambda i: ("handle", i),
-        nvmlDeviceGetUtilizationRates=lambda h: types.SimpleNamespace(gpu=next(readings), memory=0),
+        nvmlDeviceGetUtilizationRates=lambda _h: types.SimpleNamespace(gpu=next(readings), memory=0),
     )
     monkeypatch.setitem(sys.modules, "pynvml", fake)
     with gpu_proof.UtilSampler(every_s=0.01) as sampler:
@@ -118,7 +125,8 @@ def test_utilization_sampler_reads_nvml_inside_the_timed_windows(monkeypatch):
         time.sleep(0.8)
         end = time.perf_counter()
     summary = sampler.summary([(start, end)])
-    assert summary["all_samples"] >= 10 and 0 < summary["samples"] < summary["all_samples"]
+    assert summary["all_samples"] >= 10
+    assert 0 < summary["samples"] < summary["all_samples"]
     assert summary["mean"] >= 95  # the warm-up reading (10) falls outside the window
     assert sampler.summary([]) == {
         "mean": None,

@@ -19,7 +19,8 @@ def test_invalid_overrides_exit_2_with_the_servers_message(labrun, service):
     assert result.returncode == 2
     assert result.stdout == ""
     assert one_line(result.stderr) == f"labrun: {' '.join(detail.split())}"
-    assert "model" in detail and "fno" in detail  # the override and the options to pick from
+    assert "model" in detail
+    assert "fno" in detail
 
 
 def test_unknown_run_exits_5_naming_it(labrun, service):
@@ -46,7 +47,7 @@ class _Recorder(http.server.BaseHTTPRequestHandler):
     """Answers every request with the status and body (JSON, or a str as it is) set on the server; records
     the path and headers of each request."""
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+    def do_GET(self) -> None:  # http.server's name
         self.server.seen.append({"path": self.path, **self.headers})  # type: ignore[attr-defined]
         status, body = self.server.answer  # type: ignore[attr-defined]
         data = body.encode() if isinstance(body, str) else json.dumps(body).encode()
@@ -56,7 +57,7 @@ class _Recorder(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
-    do_POST = do_GET  # noqa: N815
+    do_POST = do_GET
 
     def log_message(self, *args) -> None:
         pass
@@ -87,7 +88,8 @@ def test_token_is_sent_and_401_403_say_what_to_do(stub):
 
     result = run_cli(url, "ls", LABRUN_TOKEN="s3cret")
     assert stub.seen[-1]["Authorization"] == "Bearer s3cret"
-    assert result.returncode == 4 and "refused LABRUN_TOKEN" in one_line(result.stderr)
+    assert result.returncode == 4
+    assert "refused LABRUN_TOKEN" in one_line(result.stderr)
     run_cli(url, "--token", "other", "ls", LABRUN_TOKEN="s3cret")
     assert stub.seen[-1]["Authorization"] == "Bearer other"
 

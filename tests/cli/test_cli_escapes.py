@@ -64,7 +64,8 @@ def test_show_and_wait_print_a_failed_runs_log_harmlessly(service: ServiceProces
     assert_harmless(submitted.stderr)  # the outcome line and the log tail
     name = submitted.stdout.strip()
     run = wait_for(service.http, name)
-    assert run["status"] == "failed" and "\x1b]0;pwned" in run["log_tail"]  # the service keeps the bytes
+    assert run["status"] == "failed"
+    assert "\x1b]0;pwned" in run["log_tail"]
 
     shown = run_cli(service.url, "show", name)
     assert shown.returncode == 0, shown.stderr
@@ -72,7 +73,8 @@ def test_show_and_wait_print_a_failed_runs_log_harmlessly(service: ServiceProces
     assert_harmless(shown.stdout)
 
     raw = run_cli(service.url, "logs", name)  # as `cat` would
-    assert raw.returncode == 0 and HOSTILE in raw.stdout
+    assert raw.returncode == 0
+    assert HOSTILE in raw.stdout
 
 
 def test_progress_lines_are_harmless() -> None:

@@ -35,7 +35,8 @@ def test_formats():
     assert render.progress_text({"status": "queued", "queue_position": 3}) == "#3 in queue"
     assert render.progress_text({"status": "failed"}) == "-"
     assert render.losses_text(RUNNING) == "step 30/100  train_loss 0.1235  val_loss 0.5"
-    assert render.size(1536) == "1.5 KiB" and render.size(None) == "-"
+    assert render.size(1536) == "1.5 KiB"
+    assert render.size(None) == "-"
     done = {**RUNNING, "status": "succeeded", "finished_at": "2026-11-29T10:03:12Z"}
     assert render.outcome(done) == "r1 succeeded after 3m12s (val_loss 0.5)"
     failed = {**done, "status": "failed", "reason": "exited with code 1"}
@@ -49,7 +50,9 @@ def test_progress_bar_on_a_terminal():
     view.update(RUNNING)
     view.close()
     text = out.getvalue()
-    assert "30%" in text and "epoch 2/5" in text and "train_loss 0.1235" in text
+    assert "30%" in text
+    assert "epoch 2/5" in text
+    assert "train_loss 0.1235" in text
     assert "[disk] full" in text  # printed as it is, not taken for markup
 
 

@@ -40,7 +40,7 @@ def test_wait_exits_0_when_the_run_succeeds(labrun, service):
     assert service.http.get(f"/runs/{name}").json()["status"] == "succeeded"
 
 
-def test_wait_exits_1_when_the_run_fails_and_says_why(labrun, service):
+def test_wait_exits_1_when_the_run_fails_and_says_why(labrun):
     result = labrun("submit", "--wait", "--interval", "0.1", *fake(exit=3))
     assert result.returncode == 1, result.stderr
     name = submitted_name(result)
@@ -120,7 +120,8 @@ def test_ls_shows_a_table_and_json(labrun, service):
     first_page = json.loads(labrun("ls", "--limit", "1", "--json").stdout)
     assert len(first_page["data"]) == 1
     footer = labrun("ls", "--limit", "1").stderr.strip()
-    assert footer.startswith("1 of ") and footer.endswith(f"--before {first_page['next_before']}")
+    assert footer.startswith("1 of ")
+    assert footer.endswith(f"--before {first_page['next_before']}")
     second_page = json.loads(
         labrun("ls", "--limit", "1", "--before", str(first_page["next_before"]), "--json").stdout
     )
@@ -143,7 +144,8 @@ def test_show_one_run(labrun):
     assert fields["status"].strip() == "failed"
     assert "exited with code 4" in shown.stdout
     as_json = json.loads(labrun("show", name, "--json").stdout)
-    assert as_json["name"] == name and as_json["exit_code"] == 4
+    assert as_json["name"] == name
+    assert as_json["exit_code"] == 4
 
 
 def test_logs_print_tail_and_follow(labrun, service):
@@ -158,7 +160,8 @@ def test_logs_print_tail_and_follow(labrun, service):
     tail = labrun("logs", name, "--tail", "1")
     assert tail.stdout.strip() == f"fake trainer {name}: line 5"
     as_json = json.loads(labrun("logs", name, "--json").stdout)
-    assert as_json["text"] == followed.stdout and as_json["truncated"] is False
+    assert as_json["text"] == followed.stdout
+    assert as_json["truncated"] is False
 
 
 def test_cancel_runs_and_report_each(labrun, service):
@@ -172,7 +175,8 @@ def test_cancel_runs_and_report_each(labrun, service):
     again = labrun("cancel", queued_or_running[0], "no-such-run")
     assert again.returncode == 6  # the first error decides: 409, already finished
     first, second = again.stderr.strip().splitlines()
-    assert "already finished" in first and "(HTTP 409)" in first
+    assert "already finished" in first
+    assert "(HTTP 409)" in first
     assert second == f"labrun: no run named 'no-such-run' on {service.url}"
 
 
@@ -205,7 +209,9 @@ def test_gpus_and_usage(labrun, service):
     assert answer["gpus"] == []  # this service has none (LABRUN_GPUS="")
     assert running in [r["name"] for r in answer["cpu"]]
     text = labrun("gpus")
-    assert text.returncode == 0 and running in text.stdout and "cpu" in text.stdout
+    assert text.returncode == 0
+    assert running in text.stdout
+    assert "cpu" in text.stdout
     labrun("cancel", running)
 
     usage = labrun("usage", "--json")

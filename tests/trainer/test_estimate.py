@@ -64,8 +64,10 @@ def test_huge_data_is_refused_with_estimate_and_limit():
     with pytest.raises(config.ConfigError) as caught:
         estimate.check_resources(job)
     message = str(caught.value)
-    assert "data.dims=[100000, 100000]" in message and "data.num_examples=1000" in message
-    assert "218.3 TiB" in message and "at most 8.0 GiB" in message
+    assert "data.dims=[100000, 100000]" in message
+    assert "data.num_examples=1000" in message
+    assert "218.3 TiB" in message
+    assert "at most 8.0 GiB" in message
     with pytest.raises(config.ConfigError, match="at most 1.0 KiB"):
         estimate.check_resources(job_of([]), max_data_bytes=1024)
 
@@ -75,7 +77,8 @@ def test_huge_model_is_refused_with_count_and_limit():
     with pytest.raises(config.ConfigError) as caught:
         estimate.check_resources(job)
     message = str(caught.value)
-    assert "hidden_channels=2048" in message and "at most 500,000,000" in message
+    assert "hidden_channels=2048" in message
+    assert "at most 500,000,000" in message
     assert f"{estimate.estimate(job)['param_count']:,} parameters" in message
     assert estimate.check_resources(job, max_params=10**12)["param_count"] > 10**10
 

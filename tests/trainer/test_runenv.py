@@ -33,8 +33,10 @@ EVERY_FIELD_SET = RunEnv(
 def test_what_the_service_writes_the_trainer_reads_back():
     env = EVERY_FIELD_SET.to_env()
     assert all(v is not None for v in dataclasses.astuple(EVERY_FIELD_SET))  # the case covers every field
-    assert len(env) == len(dataclasses.fields(RunEnv)) and all(k.startswith("LABRUN_") for k in env)
-    assert env["LABRUN_RESUME"] == "1" and env["LABRUN_ATTEMPT"] == "3"
+    assert len(env) == len(dataclasses.fields(RunEnv))
+    assert all(k.startswith("LABRUN_") for k in env)
+    assert env["LABRUN_RESUME"] == "1"
+    assert env["LABRUN_ATTEMPT"] == "3"
     assert RunEnv.from_env(env) == EVERY_FIELD_SET
 
 
@@ -64,7 +66,8 @@ def test_a_bad_value_is_refused_naming_the_variable(environ, named, expected):
 def test_every_bad_variable_is_named_at_once():
     with pytest.raises(RunEnvError) as bad:
         RunEnv.from_env({"LABRUN_PREEMPTIBLE": "true", "LABRUN_ATTEMPT": "1.5", "LABRUN_SWEEP": "s"})
-    assert "LABRUN_PREEMPTIBLE" in str(bad.value) and "LABRUN_ATTEMPT" in str(bad.value)
+    assert "LABRUN_PREEMPTIBLE" in str(bad.value)
+    assert "LABRUN_ATTEMPT" in str(bad.value)
 
 
 def test_the_trainer_refuses_a_bad_run_environment_before_it_creates_anything(tmp_path):

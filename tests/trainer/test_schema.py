@@ -163,7 +163,8 @@ def test_bad_values_are_refused_naming_key_value_and_range(overrides, key, words
 
 def test_issue_9s_list_is_refused_by_the_schema_itself_not_by_hand():
     # The hand-written checks are gone: the rules are the fields' metadata plus CROSS_RULES.
-    assert not hasattr(config, "check_value_types") and not hasattr(config, "_check_values")
+    assert not hasattr(config, "check_value_types")
+    assert not hasattr(config, "_check_values")
     ruled = {f.key for f in schema.FIELDS if f.metadata.keys() - {"help", "type", "derived"}}
     assert {"precision", "strategy", "model.hidden_channels", "model.n_modes", "debug_batches"} <= ruled
     assert {
@@ -214,9 +215,8 @@ def test_n_modes_limits_are_the_real_models_limits(dims):
         # Both: whatever is accepted runs. (FNO also runs past the grid, with weights that never meet data.)
         if _accepted("fno", [m0, m1], dims):
             assert _forward_works("fno", [m0, m1], dims), (m0, m1)
-    assert not _accepted("fno", [nlat + 1, nlon], dims) and not _accepted(
-        "sfno", [nlat + 1, 2 * nlat + 2], dims
-    )
+    assert not _accepted("fno", [nlat + 1, nlon], dims)
+    assert not _accepted("sfno", [nlat + 1, 2 * nlat + 2], dims)
 
 
 def test_describe_documents_every_key_of_the_config():
@@ -236,12 +236,15 @@ def test_describe_documents_every_key_of_the_config():
         "description": by_key["model"]["description"],
         "derived": False,
     }
-    assert by_key["training.lr"]["type"] == "float" and by_key["training.lr"]["default"] == 0.001
+    assert by_key["training.lr"]["type"] == "float"
+    assert by_key["training.lr"]["default"] == 0.001
     assert by_key["training.lr"]["allowed"] == "> 0 and <= 1"
     assert by_key["precision"]["allowed"].startswith("one of 32, '32', '32-true'")
-    assert by_key["data.dims"]["type"] == "list[int]" and by_key["data.dims"]["default"] == [64, 128]
+    assert by_key["data.dims"]["type"] == "list[int]"
+    assert by_key["data.dims"]["default"] == [64, 128]
     assert by_key["wandb_project"]["allowed"] == f"a string matching {schema.WANDB_NAME}"
-    assert by_key["output_dir"]["derived"] and not by_key["seed"]["derived"]
+    assert by_key["output_dir"]["derived"]
+    assert not by_key["seed"]["derived"]
     assert by_key["output_dir"]["default"].startswith("${")  # interpolations are shown, not resolved
 
 

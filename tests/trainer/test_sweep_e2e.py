@@ -34,12 +34,15 @@ def test_a_real_sweep_of_two_tiny_runs_files_them_together_and_groups_them_in_wa
     finally:
         svc.stop()
     assert state["counts"]["succeeded"] == 2, f"{state}\n{svc.log(4000)}"
-    assert state["best"] is not None and state["best"]["val_loss"] is not None
+    assert state["best"] is not None
+    assert state["best"]["val_loss"] is not None
     folder = output_dir / sweep["run_dir"]
     assert sorted(p.name for p in folder.iterdir()) == [r["name"] for r in state["runs"]]
     for index, run in enumerate(state["runs"]):
         run_dir = folder / run["name"]
-        assert run["name"].startswith(f"{index}_") and (run_dir / "run.json").is_file()
+        assert run["name"].startswith(f"{index}_")
+        assert (run_dir / "run.json").is_file()
         (log,) = Path(run_dir / "wandb").glob("offline-run-*/run-*.wandb")
         (record,) = [r.run for r in wandb_records(log) if r.WhichOneof("record_type") == "run"][:1]
-        assert record.run_group == sweep["name"] and record.display_name == run["name"]
+        assert record.run_group == sweep["name"]
+        assert record.display_name == run["name"]

@@ -75,24 +75,31 @@ def test_run_directory_layout(runs):
         assert (run_dir / name).is_file(), name
     assert list((run_dir / "wandb").glob("offline-run-*/run-*.wandb"))
     assert any(p.name != "last.ckpt" for p in (run_dir / "ckpt").glob("*.ckpt"))  # the val_loss-monitored one
-    assert run_dir.parent.name == run_dir.parent.name[:10] and len(run_dir.parent.name) == 10  # <YYYY-MM-DD>
+    assert run_dir.parent.name == run_dir.parent.name[:10]
+    assert len(run_dir.parent.name) == 10
     config = yaml.safe_load((run_dir / ".hydra/config.yaml").read_text())
-    assert config["run_name"] == "ra" and config["output_dir"] == str(run_dir) and "hydra" not in config
+    assert config["run_name"] == "ra"
+    assert config["output_dir"] == str(run_dir)
+    assert "hydra" not in config
     assert yaml.safe_load((run_dir / ".hydra/overrides.yaml").read_text())[-1] == "run_name=ra"
     hydra = yaml.safe_load((run_dir / ".hydra/hydra.yaml").read_text())["hydra"]
-    assert hydra["runtime"]["choices"]["model"] == "fno" and hydra["run"]["dir"] == str(run_dir)
+    assert hydra["runtime"]["choices"]["model"] == "fno"
+    assert hydra["run"]["dir"] == str(run_dir)
 
 
 def test_auto_name_follows_the_seed_scheme_without_bookkeeping_keys(runs):
     name = runs["auto"].name
     assert name.endswith("_fno32x64_" + "_".join(sorted(RUN)))
-    assert "log_dir" not in name and "run_name" not in name and '"' not in name
+    assert "log_dir" not in name
+    assert "run_name" not in name
+    assert '"' not in name
     assert runs["auto"].parent.name == name[:10]
 
 
 def test_logs_go_to_stdout_and_train_log(runs):
     log = (runs["named"] / "train.log").read_text()
-    assert "epoch 4/4" in log and "succeeded" in log
+    assert "epoch 4/4" in log
+    assert "succeeded" in log
     assert "epoch 4/4" in runs["first"].stdout
     assert "loaded 32 samples from cache" in (runs["auto"] / "train.log").read_text()
     assert len(list((runs["log_dir"] / ".data_cache").glob("*.pt"))) == 1
@@ -102,22 +109,30 @@ def test_progress_json(runs):
     progress = json.loads((runs["named"] / "progress.json").read_text())
     assert set(progress) == PROGRESS_KEYS
     assert progress["epoch"] == progress["max_epochs"] == 4
-    assert progress["global_step"] == progress["total_steps"] == 16 and progress["fraction"] == 1.0
-    assert isinstance(progress["val_loss"], float) and isinstance(progress["train_loss"], float)
+    assert progress["global_step"] == progress["total_steps"] == 16
+    assert progress["fraction"] == 1.0
+    assert isinstance(progress["val_loss"], float)
+    assert isinstance(progress["train_loss"], float)
     assert progress["metrics"]["val_loss"] == progress["val_loss"]
     assert progress["updated_at"].endswith("+00:00")
 
 
 def test_run_json(runs):
     record = json.loads((runs["named"] / "run.json").read_text())
-    assert record["name"] == "ra" and record["status"] == "succeeded" and record["exception"] is None
-    assert record["overrides"][-1] == "run_name=ra" and record["config_name"] == "neuraloperator"
-    assert record["seed"] == 42 and record["hostname"] and record["devices"]
+    assert record["name"] == "ra"
+    assert record["status"] == "succeeded"
+    assert record["exception"] is None
+    assert record["overrides"][-1] == "run_name=ra"
+    assert record["config_name"] == "neuraloperator"
+    assert record["seed"] == 42
+    assert record["hostname"]
+    assert record["devices"]
     assert all(
         record["versions"][p]
         for p in ("torch", "lightning", "neuraloperator", "torch-harmonics", "hydra-core", "wandb")
     )
-    assert record["code_version"]["source"] == "git" and len(record["code_version"]["commit"]) == 40
+    assert record["code_version"]["source"] == "git"
+    assert len(record["code_version"]["commit"]) == 40
     assert record["start_time"] <= record["end_time"]
 
 
@@ -125,7 +140,8 @@ def test_wandb_offline_run_carries_the_name(runs):
     for run_dir in (runs["named"], runs["auto"]):
         records = list(wandb_records(only_dir(run_dir / "wandb", "offline-run-*/run-*.wandb")))
         run = next(r.run for r in records if r.WhichOneof("record_type") == "run")
-        assert run.display_name == run_dir.name and run.project == "sfno-shallowwater"
+        assert run.display_name == run_dir.name
+        assert run.project == "sfno-shallowwater"
         exits = [r.exit.exit_code for r in records if r.WhichOneof("record_type") == "exit"]
         assert exits == [0]  # the run was finished
 
@@ -139,7 +155,8 @@ def test_last_checkpoint_loads(runs):
 
 def test_loss_falls(runs):
     val = [float(r["val_loss"]) for r in read_metrics(runs["named"]) if r["val_loss"]]
-    assert len(val) == 4 and val[-1] < val[0]
+    assert len(val) == 4
+    assert val[-1] < val[0]
 
 
 def test_second_run_reproduces_the_metrics_exactly(runs):
@@ -149,7 +166,8 @@ def test_second_run_reproduces_the_metrics_exactly(runs):
 def test_existing_run_directory_is_an_error(runs, module_tmp):
     before = (runs["named"] / "run.json").read_bytes()
     out = run_cli([*RUN, f"log_dir={runs['log_dir']}", "run_name=ra"], module_tmp, timeout=60)
-    assert out.returncode == 2 and "already exists" in out.stderr
+    assert out.returncode == 2
+    assert "already exists" in out.stderr
     assert (runs["named"] / "run.json").read_bytes() == before
 
 
@@ -176,10 +194,12 @@ def test_debug_mode_writes_only_the_debug_dir(module_tmp):
     assert sorted(str(p) for p in [*home.rglob("*"), *tmp.rglob("*")]) == []
     (debug,) = [p for p in (log_dir / "debug").iterdir() if p != other]
     assert (other / "train.log").exists()  # another debug run's folder is left alone
-    assert (debug / "ckpt/last.ckpt").is_file() and (debug / "train.log").is_file()
+    assert (debug / "ckpt/last.ckpt").is_file()
+    assert (debug / "train.log").is_file()
     assert list((debug / "wandb").glob("offline-run-*"))
     progress = json.loads((debug / "progress.json").read_text())
-    assert progress["max_epochs"] == 1 and progress["global_step"] == 2
+    assert progress["max_epochs"] == 1
+    assert progress["global_step"] == 2
 
 
 def test_sigterm_cancels_promptly(module_tmp):
@@ -223,7 +243,8 @@ def test_sigterm_cancels_promptly(module_tmp):
     assert took < 20
     run_dir = progress.parent
     record = json.loads((run_dir / "run.json").read_text())
-    assert record["status"] == "cancelled" and record["end_time"]
+    assert record["status"] == "cancelled"
+    assert record["end_time"]
     records = list(wandb_records(only_dir(run_dir / "wandb", "offline-run-*/run-*.wandb")))
     assert [r.exit.exit_code for r in records if r.WhichOneof("record_type") == "exit"] == [143]
 
@@ -238,7 +259,8 @@ def test_failure_is_recorded_and_wandb_finished(module_tmp):
     assert out.returncode == 1
     run_dir = only_dir(log_dir, "*/rf")
     record = json.loads((run_dir / "run.json").read_text())
-    assert record["status"] == "failed" and "NotADirectoryError" in record["exception"]
+    assert record["status"] == "failed"
+    assert "NotADirectoryError" in record["exception"]
     assert "Traceback" in (run_dir / "train.log").read_text()
     records = list(wandb_records(only_dir(run_dir / "wandb", "offline-run-*/run-*.wandb")))
     assert [r.exit.exit_code for r in records if r.WhichOneof("record_type") == "exit"] == [1]
@@ -285,4 +307,5 @@ def test_a_preemption_during_validation_resumes_with_no_epoch_missing(module_tmp
         rows = list(csv.DictReader(f))
     assert [int(r["epoch"]) for r in rows if r["val_loss"]] == [0, 1, 2]
     steps = [int(r["step"]) for r in rows if r["train_loss"]]
-    assert steps == sorted(steps) and len(steps) == len(set(steps)), steps
+    assert steps == sorted(steps), steps
+    assert len(steps) == len(set(steps)), steps

@@ -18,10 +18,14 @@ def compose_job(overrides: list[str]):
 
 def test_defaults_are_the_seeds():
     job = compose_job([])
-    assert job.model.name == "sfno" and list(job.model.n_modes) == [24, 48]
-    assert list(job.data.dims) == [64, 128] and job.data.num_examples == 1000
+    assert job.model.name == "sfno"
+    assert list(job.model.n_modes) == [24, 48]
+    assert list(job.data.dims) == [64, 128]
+    assert job.data.num_examples == 1000
     assert job.training.accumulate_grad_batches == 64 // 16
-    assert job.batch_size == 16 and job.num_workers == 4 and job.seed == 42
+    assert job.batch_size == 16
+    assert job.num_workers == 4
+    assert job.seed == 42
 
 
 def test_seed_overrides_work_verbatim():
@@ -60,7 +64,8 @@ def test_run_name_fixed_by_caller_and_output_dir(tmp_path):
 
 def test_devices_list_and_precision_string_accepted():
     job = compose_job(["devices=[0,1]", "precision=bf16-mixed", "batch_size=8"])
-    assert job.num_devices == 2 and job.distributed is True
+    assert job.num_devices == 2
+    assert job.distributed is True
 
 
 @pytest.mark.parametrize(
@@ -107,7 +112,8 @@ def test_missing_values_are_all_named_and_the_plain_values_match_the_job():
     cfg = config.compose_config(["model=fno"])
     config.assign_run_name(cfg, ["model=fno"])
     job, values = config.resolve_job(cfg)
-    assert values == OmegaConf.to_container(job) and values["model"]["n_modes"] == [32, 32]
+    assert values == OmegaConf.to_container(job)
+    assert values["model"]["n_modes"] == [32, 32]
 
 
 @pytest.mark.parametrize(
@@ -146,10 +152,12 @@ def test_cli_cfg_job_prints_resolved_and_creates_nothing(tmp_path):
     out = run_cli([*TINY, "--cfg", "job", f"log_dir={tmp_path / 'out'}", "run_name=r1"], tmp_path, timeout=60)
     assert out.returncode == 0, out.stderr
     assert "hydra:" not in out.stdout
-    assert f"output_dir: {tmp_path / 'out'}/" in out.stdout and "accumulate_grad_batches: 1" in out.stdout
+    assert f"output_dir: {tmp_path / 'out'}/" in out.stdout
+    assert "accumulate_grad_batches: 1" in out.stdout
     assert not (tmp_path / "out").exists()
     hydra = run_cli(["--cfg", "hydra", *TINY, "run_name=r1"], tmp_path, timeout=60)
-    assert hydra.returncode == 0 and hydra.stdout.startswith("hydra:")
+    assert hydra.returncode == 0
+    assert hydra.stdout.startswith("hydra:")
 
 
 def test_overriding_a_key_whose_default_needs_the_run_name():
@@ -161,6 +169,8 @@ def test_unknown_option_lists_the_real_options_only():
     with pytest.raises(config.ConfigError) as caught:
         config.compose_config(["model=nope"])
     message = str(caught.value)
-    assert "\tfno" in message and "\tsfno" in message
+    assert "\tfno" in message
+    assert "\tsfno" in message
     assert "model_globals" not in message  # a building block of the seed's layout, not an option
-    assert "Config search path" not in message and "HYDRA_FULL_ERROR" not in message
+    assert "Config search path" not in message
+    assert "HYDRA_FULL_ERROR" not in message

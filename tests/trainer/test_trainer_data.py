@@ -29,8 +29,10 @@ def test_generation_depends_on_the_seed_only():
     x1, y1 = swe.generate(SPEC)
     torch.manual_seed(999)
     x2, y2 = swe.generate(SPEC)
-    assert torch.equal(x1, x2) and torch.equal(y1, y2)
-    assert x1.shape == (6, 3, 16, 32) and x1.dtype == torch.float32
+    assert torch.equal(x1, x2)
+    assert torch.equal(y1, y2)
+    assert x1.shape == (6, 3, 16, 32)
+    assert x1.dtype == torch.float32
     x3, _ = swe.generate(swe.SolverSpec(nlat=16, nlon=32, num_examples=6, seed=4))
     assert not torch.equal(x1, x3)
 
@@ -38,9 +40,10 @@ def test_generation_depends_on_the_seed_only():
 def test_cache_hit_loads_without_solving(tmp_path, monkeypatch):
     x, y = data.load_or_generate(SPEC, tmp_path)
     assert data.cache_path(SPEC, tmp_path).is_file()
-    monkeypatch.setattr(swe, "generate", lambda spec: pytest.fail("cache miss"))
+    monkeypatch.setattr(swe, "generate", lambda _spec: pytest.fail("cache miss"))
     x2, y2 = data.load_or_generate(SPEC, tmp_path)
-    assert torch.equal(x, x2) and torch.equal(y, y2)
+    assert torch.equal(x, x2)
+    assert torch.equal(y, y2)
 
 
 @pytest.mark.parametrize(
@@ -78,7 +81,8 @@ def test_an_unreadable_cache_file_is_regenerated_not_trusted(tmp_path, caplog):
     path = data.cache_path(SPEC, tmp_path)
     path.write_bytes(path.read_bytes()[:100])
     x2, y2 = data.load_or_generate(SPEC, tmp_path)
-    assert torch.equal(x, x2) and torch.equal(y, y2)
+    assert torch.equal(x, x2)
+    assert torch.equal(y, y2)
     assert "unreadable" in caplog.text
     x3, _ = data.load_or_generate(SPEC, tmp_path)  # rewritten whole
     assert torch.equal(x, x3)
@@ -92,7 +96,7 @@ def test_no_write_mode_leaves_no_file(tmp_path):
 def test_atomic_write_never_exposes_a_partial_file(tmp_path, monkeypatch):
     path = data.cache_path(SPEC, tmp_path)
 
-    def exploding_save(obj, f):
+    def exploding_save(_obj, f):
         f.write(b"half a file")
         raise OSError("disk full")
 
@@ -110,7 +114,7 @@ def test_concurrent_writers_and_readers_see_whole_files(tmp_path):
         try:
             x, _ = data.load_or_generate(SPEC, tmp_path)
             assert x.shape[0] == SPEC.num_examples
-        except BaseException as exc:  # noqa: BLE001 - reported below
+        except BaseException as exc:  # reported below
             errors.append(exc)
 
     threads = [threading.Thread(target=work) for _ in range(4)]
@@ -130,7 +134,8 @@ def test_datamodule_split_normalisation_and_batches(tmp_path):
     assert (len(dm.train_set), len(dm.val_set)) == (18, 2)
     assert dm.train_set.x.mean(dim=(0, 2, 3)).abs().max() < 1e-4
     batch = next(iter(dm.train_dataloader()))
-    assert batch["x"].shape == (4, 3, 16, 32) and batch["y"].shape == (4, 3, 16, 32)
+    assert batch["x"].shape == (4, 3, 16, 32)
+    assert batch["y"].shape == (4, 3, 16, 32)
     assert len(list(dm.train_dataloader())) == 5  # 18 samples in batches of 4, the last one short
 
 

@@ -20,33 +20,47 @@ def guard():
     g.uninstall()
 
 
+def _sigterm_and_wait() -> None:
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(5)  # the handler raises before this returns
+
+
 def test_sigterm_outside_fit_stops_at_once(guard):
     with pytest.raises(RunCancelled, match="SIGTERM"):
-        os.kill(os.getpid(), signal.SIGTERM)
-        time.sleep(5)  # the handler raises before this returns
-    assert guard.received and guard.exit_code == 143
+        _sigterm_and_wait()
+    assert guard.received
+    assert guard.exit_code == 143
 
 
 def test_sigterm_inside_fit_is_recorded_then_raised_on_exit(guard):
-    with pytest.raises(RunCancelled), guard.deferred():
-        os.kill(os.getpid(), signal.SIGTERM)
-        assert guard.received  # recorded, not raised: Lightning stops at the next batch
+    def inside_fit() -> None:
+        with guard.deferred():
+            os.kill(os.getpid(), signal.SIGTERM)
+            assert guard.received  # recorded, not raised: Lightning stops at the next batch
+
+    with pytest.raises(RunCancelled):
+        inside_fit()
     assert guard.exit_code == 143
 
 
 def test_lightnings_sigterm_exception_becomes_a_cancel(guard):
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-    with pytest.raises(RunCancelled), guard.deferred():
-        os.kill(os.getpid(), signal.SIGTERM)
-        raise SIGTERMException
+    def lightning_stops() -> None:
+        with guard.deferred():
+            os.kill(os.getpid(), signal.SIGTERM)
+            raise SIGTERMException
+
+    with pytest.raises(RunCancelled):
+        lightning_stops()
 
 
 def test_a_dataloader_worker_ended_by_sigterm_is_a_cancel_even_before_our_handler_ran(guard):
     """A group SIGTERM: torch's SIGCHLD handler may raise about the dead worker before the SIGTERM reaches us."""
     with pytest.raises(RunCancelled), guard.deferred():
         raise RuntimeError("DataLoader worker (pid 15423) is killed by signal: Terminated. ")
-    assert guard.received and guard.exit_code == 143
+    assert guard.received
+    assert guard.exit_code == 143
 
 
 def test_other_errors_inside_fit_stay_failures(guard):
@@ -80,7 +94,8 @@ def test_uninstall_restores_the_previous_handlers():
 
 def test_run_directory_is_created_once(tmp_path):
     target = tmp_path / "2026-01-01" / "run"
-    assert rundir.create(str(target)) == target and target.is_dir()
+    assert rundir.create(str(target)) == target
+    assert target.is_dir()
     with pytest.raises(rundir.RunDirExists, match="already exists"):
         rundir.create(str(target))
 
@@ -96,7 +111,8 @@ def test_two_debug_runs_at_once_never_share_or_wipe_a_folder(tmp_path):
     ]
     dirs = [run_plan.claim(p, lambda c: rundir.create(c.job.output_dir))[1] for p in plans]
     (dirs[0] / "checkpoint").touch()
-    assert dirs[0] != dirs[1] and all(d.parent == tmp_path / "debug" for d in dirs)
+    assert dirs[0] != dirs[1]
+    assert all(d.parent == tmp_path / "debug" for d in dirs)
     assert (dirs[0] / "checkpoint").exists()  # the second debug run left the first one's files alone
 
 
@@ -128,16 +144,20 @@ def test_generated_name_taken_in_the_same_second_gets_a_suffix(tmp_path, monkeyp
     monkeypatch.setattr(
         naming,
         "make_run_name",
-        lambda m, d, o, when=None, suffix="": real(m, d, o, when=fixed, suffix=suffix),
+        lambda m, d, o, when=None, suffix="": real(m, d, o, when=fixed, suffix=suffix),  # noqa: ARG005 - its signature
     )
     started: list[tuple[Path, str]] = []
     monkeypatch.setattr(
-        cli, "execute", lambda job, hydra, run_dir, name, *rest: started.append((run_dir, name)) or 0
+        cli, "execute", lambda _job, _hydra, run_dir, name, *_: started.append((run_dir, name)) or 0
     )
     args = [*TINY, f"log_dir={tmp_path}"]
-    assert cli.main(args) == 0 and cli.main(args) == 0
+    assert cli.main(args) == 0
+    assert cli.main(args) == 0
     (first, a), (second, b) = started
-    assert b == a + "_r2" and first.is_dir() and second.is_dir() and first != second
+    assert b == a + "_r2"
+    assert first.is_dir()
+    assert second.is_dir()
+    assert first != second
     # A name the caller chose is never changed: taken means an error.
     assert cli.main([*args, "run_name=2026-01-02_mine"]) == 0
     assert cli.main([*args, "run_name=2026-01-02_mine"]) == 2
@@ -162,7 +182,9 @@ def test_run_record_names_the_image_and_the_baked_code_version(tmp_path, monkeyp
     assert json.loads((tmp_path / "run.json").read_text())["status"] == "running"
     record.finish("failed", "ValueError: x")
     data = json.loads((tmp_path / "run.json").read_text())
-    assert data["image"] == "sha256:abc" and data["status"] == "failed" and data["end_time"]
+    assert data["image"] == "sha256:abc"
+    assert data["status"] == "failed"
+    assert data["end_time"]
     assert [p.name for p in tmp_path.iterdir()] == ["run.json"]  # no temporary file left behind
 
 
@@ -197,7 +219,9 @@ def test_sigterm_while_the_run_directory_is_being_set_up_still_writes_run_json(t
     assert done.returncode == 143, done.stdout[-2000:] + done.stderr[-2000:]
     [run_dir] = tmp_path.glob("*/early")
     record = json.loads((run_dir / "run.json").read_text())
-    assert record["status"] == "cancelled" and record["end_time"] and record["code_version"]
+    assert record["status"] == "cancelled"
+    assert record["end_time"]
+    assert record["code_version"]
 
 
 def test_progress_json_is_final_when_fit_ends_with_an_exception(tmp_path):
@@ -222,7 +246,8 @@ def test_progress_json_is_final_when_fit_ends_with_an_exception(tmp_path):
     progress.on_train_batch_end(trainer)  # within every_s: not written
     progress.on_exception(trainer, None, RunCancelled("cancelled by SIGTERM"))
     written = json.loads((tmp_path / "progress.json").read_text())
-    assert written["global_step"] == 7 and written["train_loss"] == 0.25
+    assert written["global_step"] == 7
+    assert written["train_loss"] == 0.25
 
 
 def test_cleanup_is_not_broken_off_by_a_dataloaders_sigchld_handler(guard):
@@ -232,7 +257,7 @@ def test_cleanup_is_not_broken_off_by_a_dataloaders_sigchld_handler(guard):
 
     calls: list[int] = []
 
-    def dataloader_handler(signum, frame):
+    def dataloader_handler(signum, _frame):
         calls.append(signum)
         raise RuntimeError("DataLoader worker (pid 1) is killed by signal: Terminated.")
 
@@ -262,4 +287,5 @@ def test_inside_a_slurm_job_lightning_does_not_requeue_on_its_own(monkeypatch):
     monkeypatch.setenv("SLURM_JOB_NAME", "labrun-run")
     monkeypatch.setenv("SLURM_JOB_ID", "42")
     (plugin,) = cluster_plugins()
-    assert isinstance(plugin, SLURMEnvironment) and plugin.auto_requeue is False
+    assert isinstance(plugin, SLURMEnvironment)
+    assert plugin.auto_requeue is False

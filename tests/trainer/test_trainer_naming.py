@@ -21,7 +21,8 @@ def test_overrides_sorted_like_hydra_and_bookkeeping_keys_left_out():
     a = naming.make_run_name("fno", "32x64", ["b=1", "a=2", "run_name=x", "log_dir=/tmp/out"], when=WHEN)
     b = naming.make_run_name("fno", "32x64", ["a=2", "b=1"], when=WHEN)
     assert a == b == "2026-11-28_16-51-43_fno32x64_a=2_b=1"
-    assert "run_name" not in a and "log_dir" not in a
+    assert "run_name" not in a
+    assert "log_dir" not in a
 
 
 def test_unsafe_characters_replaced_and_hashed():
@@ -44,7 +45,8 @@ def test_long_names_are_cut_to_255_bytes_and_stay_unique():
     long_b = [*long_a[:-1], "+k9=" + "v" * 39 + "w"]  # differs only in the last character
     a = naming.make_run_name("sfno", "64x128", long_a, when=WHEN)
     b = naming.make_run_name("sfno", "64x128", long_b, when=WHEN)
-    assert len(a.encode()) <= 255 and len(b.encode()) <= 255
+    assert len(a.encode()) <= 255
+    assert len(b.encode()) <= 255
     assert a != b
     assert a == naming.make_run_name("sfno", "64x128", long_a, when=WHEN)  # deterministic
     naming.check_run_name(a)
@@ -58,12 +60,13 @@ def test_multibyte_values_stay_within_255_bytes():
 def test_suffix_separates_same_second_names():
     a = naming.make_run_name("fno", "32x64", ["a=1"], when=WHEN)
     b = naming.make_run_name("fno", "32x64", ["a=1"], when=WHEN, suffix="r2")
-    assert a != b and b.endswith("_r2")
+    assert a != b
+    assert b.endswith("_r2")
 
 
 @pytest.mark.parametrize("bad", ["", "a/b", "..", ".", ".hidden", "debug", "a b", "x" * 256])
 def test_check_run_name_refuses_unsafe(bad):
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="run_name"):
         naming.check_run_name(bad)
 
 

@@ -61,7 +61,7 @@ def painted_pixels(driver, rgb: tuple[int, int, int]) -> int:
     )
 
 
-def test_dashboard(service, browser, tmp_path):
+def test_dashboard(service, browser, tmp_path):  # noqa: PLR0915 - one walk through the pages, step by step
     driver = browser
     long_gpu = service.submit(run_for(LONG_S, "accelerator=gpu", "devices=1"))["name"]
 
@@ -108,7 +108,8 @@ def test_dashboard(service, browser, tmp_path):
     assert "5 rows of metrics.csv" in text(driver, "#chart-note")
     wait(driver, lambda d: "line 1" in text(d, "#log"), message="the log")
     details = text(driver, "#run-details")
-    assert run["run_dir"] in details and "Exit code" in details
+    assert run["run_dir"] in details
+    assert "Exit code" in details
     assert text(driver, "#run-overrides") == "\n".join(run_for(2.0))
     run_png = screenshot(driver, tmp_path / "run-page.png")
 
@@ -140,7 +141,8 @@ def test_dashboard(service, browser, tmp_path):
     # No script error; the network errors logged are the 422 and the 409 asked for above.
     errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE" and e["source"] != "network"]
     assert errors == [], errors
-    assert runs_png.stat().st_size > 10_000 and run_png.stat().st_size > 10_000
+    assert runs_png.stat().st_size > 10_000
+    assert run_png.stat().st_size > 10_000
 
 
 class BearerOnly:
@@ -172,7 +174,7 @@ def test_token_asked_once_and_kept_out_of_urls(browser, output_dir):
     thread.start()
     try:
         driver = browser
-        wait(driver, lambda d: server.started, message="the server")
+        wait(driver, lambda _d: server.started, message="the server")
         driver.get(f"http://127.0.0.1:{port}/")
         wait(driver, lambda d: d.find_element(By.ID, "token-dialog").get_attribute("open") is not None)
         driver.find_element(By.ID, "token-input").send_keys("wrong\n")

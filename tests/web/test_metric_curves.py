@@ -143,8 +143,11 @@ def test_a_long_file_costs_no_memory_per_row(tmp_path: Path) -> None:
     finally:
         tracemalloc.stop()
     train = body["metrics"]["train_loss"]
-    assert body["rows"] == 300_000 and train["points"] == 300_000
-    assert train["step"][0] == 0 and train["step"][-1] == 299_999 and len(train["step"]) <= 2000
+    assert body["rows"] == 300_000
+    assert train["points"] == 300_000
+    assert train["step"][0] == 0
+    assert train["step"][-1] == 299_999
+    assert len(train["step"]) <= 2000
     assert peak < 16 * 2**20, f"peak {peak / 2**20:.1f} MB"
     assert kept < 4 * 2**20, f"kept {kept / 2**20:.1f} MB"
 

@@ -93,7 +93,7 @@ def test_metrics_follow_runs(make_client):
     assert value(after, "labrun_user_runs", owner="local", status="running") == 0
 
 
-def test_runs_started_before_the_service_are_not_counted(make_client, output_dir):
+def test_runs_started_before_the_service_are_not_counted(make_client):
     first = make_client()
     name = submit(first, *run_for(0.5))["name"]
     wait_for(first, name)

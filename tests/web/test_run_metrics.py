@@ -34,7 +34,8 @@ def test_curves_of_a_finished_run(client, output_dir):
     # Polling: the same file answers 304 to its ETag, and a grown file is read again.
     etag = response.headers["ETag"]
     again = client.get(f"/runs/{run['name']}/metrics", headers={"If-None-Match": etag})
-    assert again.status_code == 304 and again.content == b""
+    assert again.status_code == 304
+    assert again.content == b""
     with metrics_csv(output_dir, run).open("a") as f:
         f.write("1,4,0.125,,\n1,5,nan,,\n1,6,0.1")  # a NaN loss, and a row still being written
     grown = client.get(f"/runs/{run['name']}/metrics", headers={"If-None-Match": etag})
@@ -65,12 +66,16 @@ def test_long_curves_are_downsampled(client, output_dir):
                 f.write(f"{step // 1000},{step},,{loss},{loss * 2}\n")
     body = client.get(f"/runs/{run['name']}/metrics").json()
     train = body["metrics"]["train_loss"]
-    assert train["points"] == n and train["downsampled"]
+    assert train["points"] == n
+    assert train["downsampled"]
     assert 1000 < len(train["value"]) <= 2000
-    assert train["step"][0] == 0 and train["step"][-1] == n - 1
+    assert train["step"][0] == 0
+    assert train["step"][-1] == n - 1
     assert train["step"] == sorted(train["step"])
-    assert max(train["value"]) == 100.0 and 31_337 in train["step"]
-    assert body["metrics"]["val_loss"]["points"] == 50 and not body["metrics"]["val_loss"]["downsampled"]
+    assert max(train["value"]) == 100.0
+    assert 31_337 in train["step"]
+    assert body["metrics"]["val_loss"]["points"] == 50
+    assert not body["metrics"]["val_loss"]["downsampled"]
     small = client.get(f"/runs/{run['name']}/metrics", params={"max_points": 100}).json()
     assert len(small["metrics"]["train_loss"]["value"]) <= 100
     assert client.get(f"/runs/{run['name']}/metrics", params={"max_points": 1}).status_code == 422
@@ -79,9 +84,12 @@ def test_long_curves_are_downsampled(client, output_dir):
 def test_downsample_keeps_ends_and_extremes():
     values = [math.sin(i / 50) for i in range(10_000)]
     keep = downsample(values, 500)
-    assert keep[0] == 0 and keep[-1] == 9_999 and len(keep) <= 500
+    assert keep[0] == 0
+    assert keep[-1] == 9_999
+    assert len(keep) <= 500
     assert keep == sorted(set(keep))
-    assert max(values[i] for i in keep) == max(values) and min(values[i] for i in keep) == min(values)
+    assert max(values[i] for i in keep) == max(values)
+    assert min(values[i] for i in keep) == min(values)
     assert downsample([1.0, 2.0], 500) == [0, 1]
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "app"))
 
-import fake_trainer  # noqa: E402 - tests/app is not on sys.path otherwise
+import fake_trainer  # tests/app is not on sys.path otherwise
 
 EPOCH_S = 0.5
 

@@ -10,7 +10,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from app.api.auth import AdminDep, CallerDep
+from app.api.auth import AdminDep
 from app.api.deps import ManagerDep
 from app.api.public import (
     LimitsPublic,
@@ -38,7 +38,7 @@ class Limits(BaseModel):
 
 
 @router.get("/queue", response_model=QueuePublic)
-async def queue(manager: ManagerDep, caller: CallerDep) -> QueuePublic:
+async def queue(manager: ManagerDep) -> QueuePublic:
     """Per user: what runs (and on which GPUs), what is queued (in the fair order), their recent usage and
     their limits."""
     return await run_in_threadpool(_queue, manager)
