@@ -27,13 +27,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from app.errors import InvalidRun, NotFound, RunConflict
-from app.lifecycle import KeyReused, RunManager, first_free, new_record, rename_suffix, scoped_key
+from app.lifecycle import KeyReused, RunManager, first_free, new_record, scoped_key
 from app.models import RunRecord, RunStatus, SweepRecord
 from app.store import IdempotencyKeyTaken, NameTaken
 from trainer import naming
 from trainer import overrides as overrides_parser
 from trainer import sweep as hydra_sweep
-from trainer.plan import NameInUse, RunPlan
+from trainer.plan import NameInUse, RunPlan, rename_suffix
 from trainer.sweep import SweepError, SweepSlot
 
 _GROUPS = ("model", "data")  # the config groups a sweep's name shows

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import functools
 import os
 import re
 from collections.abc import Callable, Sequence
@@ -30,7 +31,16 @@ from trainer.resolvers import length as device_count
 from trainer.schema import GPU_ACCELERATORS
 from trainer.sweep import SweepSlot
 
-__all__ = ["DeviceLimits", "NameInUse", "RunPlan", "claim", "plan_run", "trainer_args"]
+__all__ = [
+    "DeviceLimits",
+    "NameInUse",
+    "RunPlan",
+    "claim",
+    "first_free",
+    "plan_run",
+    "rename_suffix",
+    "trainer_args",
+]
 
 T = TypeVar("T")
 MAX_RENAMES = 10_000
@@ -79,7 +89,7 @@ class RunPlan:
         """The same run under the name ``<name>_r<attempt>`` (same second, same overrides)."""
         if self.named_by_caller or self._replan is None:
             raise NameInUse(f"run name {self.name!r} is taken: pick another run_name")
-        return self._replan(f"r{attempt}")
+        return self._replan(rename_suffix(attempt))
 
 
 def plan_run(
@@ -121,58 +131,76 @@ def plan_run(
     job, values = config.resolve_job(cfg, in_place=True)  # cfg is this plan's own copy
     config.check_job(values)  # plain values: the same rules, read ~10x faster than from the config
     bounds = limits or DeviceLimits(gpus=None)
-    resources = estimate.check_resources(values, bounds.max_data_bytes, bounds.max_params)
-    choices = {str(k): str(v) for k, v in hydra.runtime.choices.items() if not str(k).startswith("hydra")}
-    log_root = os.path.abspath(str(job.log_dir))
-    run_dir = os.path.relpath(str(job.output_dir), log_root)
-    if run_dir.startswith(".."):  # cannot happen with conf/'s layout; a plan never points outside log_dir
-        raise config.ConfigError(f"the run directory {job.output_dir} lies outside log_dir {log_root}")
-
-    def replan(next_suffix: str) -> RunPlan:
-        return plan_run(
-            overrides,
-            config_name,
-            log_dir=log_dir,
-            run_name=run_name,
-            limits=limits,
-            compose=compose,
-            keep_config=keep_config,
-            when=when,
-            suffix=next_suffix,
-            sweep=sweep,
-        )
-
+    # The same request under the next name, should this one be taken (``RunPlan.renamed``).
+    again = functools.partial(
+        plan_run,
+        overrides,
+        config_name,
+        log_dir=log_dir,
+        run_name=run_name,
+        limits=limits,
+        compose=compose,
+        keep_config=keep_config,
+        when=when,
+        sweep=sweep,
+    )
     return RunPlan(
         config_name=config_name,
         overrides=overrides,
         name=name,
-        run_dir=run_dir,
+        run_dir=_run_dir(job),
         job=job,
         hydra=hydra,
-        choices=choices,
+        choices={str(k): str(v) for k, v in hydra.runtime.choices.items() if not str(k).startswith("hydra")},
         gpu_need=gpu_need(job, limits),
-        resources=resources,
+        resources=estimate.check_resources(values, bounds.max_data_bytes, bounds.max_params),
         seed=_plain(job.get("seed")),
         when=when,
         named_by_caller=named_by_caller,
         config=kept,
-        _replan=replan,
+        _replan=lambda next_suffix: again(suffix=next_suffix),
     )
+
+
+def _run_dir(job: DictConfig) -> str:
+    """The run's directory, relative to its log_dir (never outside it)."""
+    log_root = os.path.abspath(str(job.log_dir))
+    run_dir = os.path.relpath(str(job.output_dir), log_root)
+    if run_dir.startswith(".."):  # cannot happen with conf/'s layout; a plan never points outside log_dir
+        raise config.ConfigError(f"the run directory {job.output_dir} lies outside log_dir {log_root}")
+    return run_dir
+
+
+def rename_suffix(attempt: int) -> str:
+    """The suffix of a name's ``attempt``-th try: none for the first, then ``r2``, ``r3``, ..."""
+    return f"r{attempt}" if attempt > 1 else ""
+
+
+def first_free(take: Callable[[int], T], what: str, attempts: int = MAX_RENAMES) -> T:
+    """``take(attempt)`` for attempt 1, 2, ... until it does not raise ``NameInUse``; raises ``NameInUse``
+    naming ``what`` when every try is taken. The one rename loop: the trainer's ``claim``, the service's
+    runs and sweeps."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return take(attempt)
+        except NameInUse:
+            continue
+    raise NameInUse(f"no free {what} after {attempts} tries; try again")
 
 
 def claim(plan: RunPlan, take: Callable[[RunPlan], T], attempts: int = MAX_RENAMES) -> tuple[RunPlan, T]:
     """``take(plan)`` (create its directory, store it, ...), which raises ``NameInUse`` when the name is taken;
     a generated name is then retried as ``<name>_r2``, ``_r3``, ... Returns the plan taken and what ``take``
     returned. A name the caller chose is never changed: ``NameInUse`` propagates."""
-    candidate = plan
-    for attempt in range(2, attempts + 2):
-        try:
-            return candidate, take(candidate)
-        except NameInUse:
-            if plan.named_by_caller:
-                raise
-        candidate = plan.renamed(attempt)
-    raise NameInUse(f"no free run name for {plan.name} after {attempts} tries; try again")
+
+    if plan.named_by_caller:
+        return plan, take(plan)
+
+    def attempt(n: int) -> tuple[RunPlan, T]:
+        candidate = plan if n == 1 else plan.renamed(n)
+        return candidate, take(candidate)
+
+    return first_free(attempt, f"run name for {plan.name}", attempts)
 
 
 def trainer_args(

@@ -24,7 +24,7 @@ Invariants, and how they hold:
   A run waiting for GPUs does not hold back CPU runs, and vice versa.
 """
 
-from app.lifecycle.claims import KeyReused, first_free, new_record, rename_suffix, scoped_key
+from app.lifecycle.claims import KeyReused, first_free, new_record, scoped_key
 from app.lifecycle.limits import UserLimits
 from app.lifecycle.live import Ending, RunLive
 from app.lifecycle.manager import RunManager
@@ -37,6 +37,5 @@ __all__ = [
     "UserLimits",
     "first_free",
     "new_record",
-    "rename_suffix",
     "scoped_key",
 ]

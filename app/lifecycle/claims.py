@@ -4,7 +4,7 @@ records it queues.
 - An Idempotency-Key is its owner's own: another user's key of the same text is another key
   (``scoped_key``). A key reused for a different request is refused with ``KeyReused``.
 - A generated name taken by another request of the same second is retried as ``<name>_r2``, ``_r3``, ...
-  (``first_free``), as the trainer's ``claim`` does for its own runs, with the same limit.
+  (``first_free``): the trainer's own loop (``trainer.plan.first_free``), which its ``claim`` uses too.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from typing import TypeVar
 
 from app.errors import RunConflict
 from app.models import RunRecord, RunStatus
+from trainer import plan as run_plan
 from trainer.plan import MAX_RENAMES, NameInUse, RunPlan
 
 T = TypeVar("T")
@@ -30,20 +31,12 @@ def scoped_key(owner: str, key: str | None) -> str | None:
     return f"{owner}:{key}" if key else None
 
 
-def rename_suffix(attempt: int) -> str:
-    """The suffix of a name's ``attempt``-th try: none for the first, then ``r2``, ``r3``, ..."""
-    return f"r{attempt}" if attempt > 1 else ""
-
-
 def first_free(take: Callable[[int], T], what: str, attempts: int = MAX_RENAMES) -> T:
-    """``take(attempt)`` for attempt 1, 2, ... until it does not raise ``NameInUse``; ``what`` names what
-    could not be found (RunConflict) when every try is taken."""
-    for attempt in range(1, attempts + 1):
-        try:
-            return take(attempt)
-        except NameInUse:
-            continue
-    raise RunConflict(f"could not find {what}; try again")
+    """The trainer's one rename loop (``trainer.plan.first_free``), its failure as a 409."""
+    try:
+        return run_plan.first_free(take, what, attempts)
+    except NameInUse:
+        raise RunConflict(f"could not find {what}; try again") from None
 
 
 def new_record(
