@@ -118,13 +118,7 @@ def plan_run(
     when = when or dt.datetime.now()
     extra = [f"log_dir={hydra_quote(str(log_dir))}"] if log_dir is not None else []
     cfg = compose([*overrides, *extra], config_name)
-    if run_name is not None:
-        with open_dict(cfg):
-            cfg.run_name = run_name
-    named_by_caller = bool(cfg.get("run_name"))
-    name = config.assign_run_name(cfg, overrides, when=when, suffix=suffix)
-    if sweep is not None:
-        name = sweep.place(cfg, name)
+    name, named_by_caller = _name(cfg, overrides, run_name, when, suffix, sweep)
     kept = copy.deepcopy(cfg) if keep_config else None
     with open_dict(cfg):
         hydra = cfg.pop("hydra")
@@ -160,6 +154,26 @@ def plan_run(
         config=kept,
         _replan=lambda next_suffix: again(suffix=next_suffix),
     )
+
+
+def _name(
+    cfg: DictConfig,
+    overrides: list[str],
+    run_name: str | None,
+    when: dt.datetime,
+    suffix: str,
+    sweep: SweepSlot | None,
+) -> tuple[str, bool]:
+    """The run's name (the caller's, else generated; a sweep's run: ``<index>_<name>``), and whether the
+    caller chose it (then it is never changed)."""
+    if run_name is not None:
+        with open_dict(cfg):
+            cfg.run_name = run_name
+    named_by_caller = bool(cfg.get("run_name"))
+    name = config.assign_run_name(cfg, overrides, when=when, suffix=suffix)
+    if sweep is not None:
+        name = sweep.place(cfg, name)
+    return name, named_by_caller
 
 
 def _run_dir(job: DictConfig) -> str:
