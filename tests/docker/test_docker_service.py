@@ -75,7 +75,10 @@ def test_tiny_cpu_run_end_to_end(service, engine, trainer_image):
     assert json.loads((run_dir / "progress.json").read_text())["fraction"] == pytest.approx(1.0)
     assert list((run_dir / "wandb").glob("offline-run-*")), "WandB wrote no offline run"
     assert list((run_dir / "ckpt").glob("*.ckpt")), "no checkpoint"
-    assert "succeeded" in svc.http.get(f"/runs/{name}/logs").text
+    log = svc.http.get(f"/runs/{name}/logs").text
+    assert "succeeded" in log
+    # The data cache is read-only to runs: the run solved its data and could not leave them there.
+    assert "could not write the cache" in log and not any((svc.output_dir / ".data_cache").iterdir())
     # The outcome is recorded, so the container is gone.
     assert_released(engine, name)
     sys.stderr.write(f"\n[docker] tiny CPU run through the service: {took:.1f} s\n")
