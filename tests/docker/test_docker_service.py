@@ -150,3 +150,17 @@ def _wait_for_progress(svc: ServiceProcess, name: str, timeout: float = 120) -> 
     while not (svc.http.get(f"/runs/{name}").json().get("progress") or {}).get("step"):
         assert time.monotonic() < deadline, f"{name} never reported progress: {svc.log(4000)}"
         time.sleep(0.25)
+
+
+def test_a_sweeps_run_writes_into_its_sweeps_folder(service):
+    """A sweep files its runs under <date>/<sweep>/<index>_<name>: the container mounts exactly that one."""
+    svc = service().start()
+    response = svc.http.post("/sweeps", json={"overrides": [*TINY, "seed=1,2"]})
+    assert response.status_code == 201, response.text
+    names = [run["name"] for run in response.json()["runs"]]
+    for name in names:
+        run = svc.wait_for(name)
+        assert run["status"] == "succeeded", (run, svc.http.get(f"/runs/{name}/logs").text)
+        run_dir = svc.output_dir / run["run_dir"]
+        assert run_dir.parent.name == response.json()["name"]
+        assert json.loads((run_dir / "run.json").read_text())["status"] == "succeeded"
