@@ -82,7 +82,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         # A generated name taken by a run started in the same second with the same overrides: the next one
         # (<name>_r2, ...) rather than a failure. A run_name given is never changed.
-        plan, run_dir = run_plan.claim(plan, lambda p: rundir.create(p.job.output_dir, resume=env.resume))
+        plan, run_dir = run_plan.claim(
+            plan, lambda p: rundir.create(p.job.output_dir, env.resume, env.run_dir)
+        )
     except OSError as exc:  # NameInUse included
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -24,12 +24,18 @@ class RunDirExists(NameInUse):
     pass
 
 
-def create(output_dir: str | os.PathLike, resume: bool = False) -> Path:
+def create(
+    output_dir: str | os.PathLike, resume: bool = False, made_for_run: str | os.PathLike | None = None
+) -> Path:
     """Make the run's directory; raises RunDirExists when it exists (runs never share one), except that a
-    resumed run (``resume``: a requeued or resumed attempt) reuses its own, once it has a ``run.json``."""
+    resumed run (``resume``: a requeued or resumed attempt) reuses its own, once it has a ``run.json``,
+    and that a directory made for this run by whoever started it (``made_for_run``: the Docker launcher
+    mounts the run's own directory, so it exists before the trainer starts) is taken while it is empty."""
     path = Path(output_dir)
     path.parent.mkdir(parents=True, exist_ok=True)
     if resume and (path / "run.json").is_file():
+        return path
+    if made_for_run is not None and Path(made_for_run) == path and path.is_dir() and not any(path.iterdir()):
         return path
     try:
         os.mkdir(path)

@@ -21,6 +21,8 @@ Who sets each one, and why:
   by the trainer: the file the run's stdout and stderr are appended to.
 - ``LABRUN_RUN_DIR`` and ``LABRUN_RUN_NAME`` (``run_dir``, ``run_name``): the trainer itself (rank 0), for
   the other ranks Lightning starts by running the same command again: they join this run.
+  ``LABRUN_RUN_DIR`` alone: the Docker launcher, which makes the run's directory (its only mount) before
+  the trainer starts; rank 0 takes it while it is empty (``trainer/rundir.py``).
 
 Test hooks, never set by the service: ``LABRUN_PREEMPT_AFTER_EPOCHS=N`` (``preempt_after_epochs``) sends
 the run SIGUSR1 after epoch N, ``LABRUN_PREEMPT_IN_VALIDATION=N`` (``preempt_in_validation``) at the first

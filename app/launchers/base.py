@@ -57,6 +57,8 @@ class LaunchSpec:
     log_path: Path  # where the run's stdout and stderr go (inside state_dir)
     env: dict[str, str] = field(default_factory=dict)  # set by the service, never taken from a request
     gpu_need: int = 0  # how many GPUs the run needs (== len(gpus) unless the launcher places runs)
+    # <output_dir>/<its run_dir>: the one run directory a Docker run may see and write (None: not known)
+    run_dir: Path | None = None
 
 
 LOST = "lost while the service was down: no trace of the process or its exit status"

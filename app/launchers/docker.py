@@ -5,17 +5,21 @@ carries it in a label (``labrun.run``), so ``reattach(name)`` needs nothing the 
 The container stays until ``release()``: the Engine keeps its exit code and out-of-memory flag for as long
 as it exists, so a run that ended while the service was down still reports its true outcome.
 
-Logs: the container's shell appends the trainer's stdout and stderr to ``spec.log_path`` itself (the
-outputs directory is mounted at the same path inside), so the log keeps growing while the service is
+Logs: the container's shell appends the trainer's stdout and stderr to ``spec.log_path`` itself (the log
+file is mounted at the same path inside), so the log keeps growing while the service is
 down. The image id goes to the trainer as ``LABRUN_IMAGE_ID`` (run.json names it); the code version is
 baked into the image (``LABRUN_CODE_VERSION``).
 
+What a run sees of the output directory (``_mounts``): its own run directory and its log, read-write,
+and the data cache, read-only; nothing else, so not the store nor another run's files, nor their names.
+The service makes the run directory before the container starts; the trainer takes it, empty, as made for
+it (``LABRUN_RUN_DIR``). Every run has the same user (``user``): the mounts, not the uid, keep runs apart.
+
 Hardening of every run container: a non-root user, ``no-new-privileges``, every capability dropped, a
 read-only root file system with a tmpfs on /tmp (HOME and caches), pid and memory limits (no swap), a
-large /dev/shm for DataLoader workers, only the outputs directory (and an optional data cache) mounted,
-no network unless WandB is online, and an environment that only the service sets. GPUs are an Engine
-device request for exactly the assigned ids; a CPU run asks for none and hides any GPU a default
-``nvidia`` runtime would otherwise expose.
+large /dev/shm for DataLoader workers, no network unless WandB is online, and an environment that only
+the service sets. GPUs are an Engine device request for exactly the assigned ids; a CPU run asks for none
+and hides any GPU a default ``nvidia`` runtime would otherwise expose.
 
 Engine errors map onto the interface's: connection failures become ``EngineUnavailable`` (the run stays
 queued and is retried), anything the Engine refuses becomes ``LaunchError``.
@@ -50,6 +54,7 @@ from trainer.runenv import RunEnv
 LABEL_RUN = "labrun.run"
 LABEL_OUTPUT_DIR = "labrun.output_dir"
 IMAGE_USER = "10001:10001"  # the unprivileged user of docker/trainer.Dockerfile
+DATA_CACHE_DIR = ".data_cache"  # the trainer's data_root: <log_dir>/.data_cache (conf/paths/local.yaml)
 # Appends the command's output to $LABRUN_LOG_PATH, then becomes the command (docker-init forwards signals).
 LOG_ENTRYPOINT = ("/bin/sh", "-c", f'exec "$@" >>"${runenv.LOG_PATH}" 2>&1', "labrun-run")
 # Variables that describe the service's machine, not the run: never copied into a container.
@@ -83,7 +88,7 @@ class DockerSettings(BaseSettings):
     tmp_size: str = "4g"  # the /tmp tmpfs (HOME, caches); counts against memory
     network: str = "auto"  # auto: none unless WandB is online (WANDB_API_KEY set); or none, bridge, a network
     data_cache: Path | None = (
-        None  # host directory mounted at <output_dir>/.data_cache; default: inside outputs
+        None  # host directory mounted read-only at <output_dir>/.data_cache; default: inside outputs
     )
     user: str | None = None  # uid:gid for runs; default: the service's own, or 10001:10001 if it is root
     api_timeout_s: float = 30.0
@@ -159,15 +164,13 @@ class DockerLauncher(Launcher):
         """The arguments of ``containers.create`` for a run: everything a run container is, in one place."""
         s = self.settings
         output_dir = str(spec.output_dir)
-        mounts = [Mount(target=output_dir, source=output_dir, type="bind", read_only=False)]
-        if s.data_cache is not None:
-            cache = str(spec.output_dir / ".data_cache")
-            mounts.append(Mount(target=cache, source=str(s.data_cache), type="bind", read_only=False))
+        run_dir = self._run_dir(spec)
         network, wandb_key = self._network(spec)
         wandb_mode = self._wandb_mode(spec)
         env = {k: v for k, v in spec.env.items() if k not in HOST_ONLY_ENV and k != "WANDB_API_KEY"}
         env.update(HOME="/tmp", PYTHONUNBUFFERED="1")
         env.update(RunEnv(log_path=spec.log_path, image_id=image_id).to_env())
+        env.update(RunEnv(run_dir=run_dir).to_env())  # made for the run: the trainer takes it (empty)
         if wandb_key:
             env["WANDB_API_KEY"] = wandb_key
         else:
@@ -200,12 +203,45 @@ class DockerLauncher(Launcher):
             "memswap_limit": s.memory,
             "shm_size": s.shm_size,
             "network_mode": network,
-            "mounts": mounts,
+            "mounts": self._mounts(spec, run_dir),
             "device_requests": device_requests,
             "restart_policy": {"Name": "no"},
             # The trainer's output goes to the log file; the Engine keeps only what escapes it.
             "log_config": LogConfig(type="json-file", config={"max-size": "1m", "max-file": "1"}),
         }
+
+    def _mounts(self, spec: LaunchSpec, run_dir: Path) -> list[Mount]:
+        """All a run sees of the output directory, each at its host path (so that the names in run.json
+        are the host's): its own run directory and its log, read-write, and the data cache, read-only (a
+        run that could write it could hand every later run of the same data config wrong samples). The
+        store, the service's state and every other run's directory and log do not exist inside."""
+        cache = _bind(self._data_cache(spec), spec.output_dir / DATA_CACHE_DIR, read_only=True)
+        return [_bind(run_dir, run_dir), *self._log_mounts(spec), cache]
+
+    @staticmethod
+    def _log_mounts(spec: LaunchSpec) -> list[Mount]:
+        """The log file alone, not its state folder: a run can write into it but cannot swap it for a
+        link to a file of the service's, which the log API would then serve (a mount point cannot be
+        renamed or removed from inside). ``_prepare_dirs`` creates it first: a bind mount's source must
+        exist."""
+        return [_bind(spec.log_path, spec.log_path)]
+
+    def _data_cache(self, spec: LaunchSpec) -> Path:
+        return self.settings.data_cache or spec.output_dir / DATA_CACHE_DIR
+
+    @staticmethod
+    def _run_dir(spec: LaunchSpec) -> Path:
+        """The run's own directory, absolute as the trainer names it. LaunchError when the spec names none
+        or one that is not a run's (the output directory itself, the service's state, the data cache):
+        mounting it would show the run more than its own."""
+        if spec.run_dir is None:
+            raise LaunchError(f"no run directory for {spec.name}: a Docker run is shown its own only")
+        output_dir = Path(os.path.abspath(spec.output_dir))
+        run_dir = Path(os.path.abspath(spec.run_dir))
+        reserved = (StateDir(output_dir).root, output_dir / DATA_CACHE_DIR)
+        if output_dir not in run_dir.parents or any(p == run_dir or p in run_dir.parents for p in reserved):
+            raise LaunchError(f"{run_dir} is not a run directory inside {output_dir}")
+        return run_dir
 
     def _network(self, spec: LaunchSpec) -> tuple[str, str | None]:
         """(network mode, WandB key to pass): online only when the service has a key and the policy allows."""
@@ -389,23 +425,25 @@ class DockerLauncher(Launcher):
         return container
 
     def _prepare_dirs(self, spec: LaunchSpec) -> None:
-        """Make what the run writes writable by its user: the outputs directory (the trainer creates its
-        run directory there), the data cache, and the log file. Only a root service has to hand them over."""
+        """Make what is mounted (a bind mount's source must exist): the log file, the run's directory (the
+        trainer takes it while it is empty: ``LABRUN_RUN_DIR``) and the data cache. A root service hands
+        the run's user its directory and its log; the cache stays the service's (runs only read it)."""
         spec.state_dir.mkdir(parents=True, exist_ok=True)
         spec.log_path.parent.mkdir(parents=True, exist_ok=True)
         spec.log_path.touch(exist_ok=True)
+        run_dir = self._run_dir(spec)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        self._data_cache(spec).mkdir(parents=True, exist_ok=True)
         if os.geteuid() != 0:
             return
         uid, gid = (int(part) for part in self.user.split(":"))
-        paths = [spec.output_dir, spec.log_path]
-        if self.settings.data_cache is not None:
-            self.settings.data_cache.mkdir(parents=True, exist_ok=True)
-            paths.append(self.settings.data_cache)
-        elif (spec.output_dir / ".data_cache").exists():
-            paths.append(spec.output_dir / ".data_cache")
-        for path in paths:
+        for path in (run_dir, spec.log_path):
             if path.stat().st_uid != uid:
                 os.chown(path, uid, gid)
+
+
+def _bind(source: Path, target: Path, read_only: bool = False) -> Mount:
+    return Mount(target=str(target), source=str(source), type="bind", read_only=read_only)
 
 
 def _exit_status(container: Container) -> tuple[int, bool] | None:

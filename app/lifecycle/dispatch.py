@@ -197,6 +197,7 @@ class Dispatcher:
                 ).to_env(),
             },
             gpu_need=record.gpu_need,
+            run_dir=settings.output_dir / record.run_dir,
         )
 
     def queue_positions(self) -> dict[str, int]:

@@ -34,7 +34,10 @@ def make(trainer_image, output_dir, engine):
         launcher = DockerLauncher(DockerSettings(**settings), output_dir, command=py(code))
         name = f"test-{uuid.uuid4().hex[:10]}"
         state = output_dir / ".labrun" / "runs" / name
-        spec = LaunchSpec(name, [], gpus, output_dir, state, state / "run.log", {"LABRUN_RUN": name})
+        run_dir = output_dir / "2026-01-01" / name
+        spec = LaunchSpec(
+            name, [], gpus, output_dir, state, state / "run.log", {"LABRUN_RUN": name}, run_dir=run_dir
+        )
         made.append((launcher, spec))
         return launcher, spec
 
@@ -185,6 +188,7 @@ print('REPORT ' + json.dumps({
     'uid': os.getuid(), 'gid': os.getgid(), **dict(caps()),
     'root_writable': writable('/'), 'opt_writable': writable('/opt/labrun'), 'tmp_writable': writable('/tmp'),
     'output_writable': writable(os.environ['OUTPUT_DIR_PROBE']),
+    'run_dir_writable': writable(os.environ['LABRUN_RUN_DIR']),
     'net': sorted(os.listdir('/sys/class/net')), 'shm_bytes': shm.f_blocks * shm.f_frsize,
     'pids_max': open('/sys/fs/cgroup/pids/pids.max').read().strip() if os.path.exists('/sys/fs/cgroup/pids/pids.max') else open('/sys/fs/cgroup/pids.max').read().strip(),
     'env': sorted(os.environ), 'mounts': mounts,
@@ -199,6 +203,7 @@ print('REPORT ' + json.dumps({
         spec.state_dir,
         spec.log_path,
         {"OUTPUT_DIR_PROBE": str(output_dir)},
+        run_dir=spec.run_dir,
     )
     handle = launcher.start(spec)
     outcome = launcher.wait(spec.name, handle, timeout=60)
@@ -209,7 +214,9 @@ print('REPORT ' + json.dumps({
     assert int(report["CapEff"], 16) == 0 and int(report["CapBnd"], 16) == 0
     assert report["NoNewPrivs"] == "1"
     assert not report["root_writable"] and not report["opt_writable"]
-    assert report["tmp_writable"] and report["output_writable"]
+    assert report["tmp_writable"] and report["run_dir_writable"]
+    # Of the outputs, only the run's own directory (tests/docker/test_docker_isolation.py).
+    assert not report["output_writable"]
     assert report["net"] == ["lo"]  # network none: WandB is offline
     assert report["shm_bytes"] == 256 << 20
     assert report["pids_max"] == "321"
@@ -230,6 +237,7 @@ print('REPORT ' + json.dumps({
         "LABRUN_CODE_VERSION",
         "LABRUN_LOG_PATH",
         "LABRUN_IMAGE_ID",
+        "LABRUN_RUN_DIR",
         "WANDB_MODE",
         "OUTPUT_DIR_PROBE",
         "LC_CTYPE",

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from app.launchers.base import LaunchSpec
+from app.launchers.base import LaunchError, LaunchSpec
 from app.launchers.docker import (
     IMAGE_USER,
     LABEL_RUN,
@@ -34,6 +34,7 @@ def make_spec(tmp_path: Path, gpus: tuple[int, ...] = (), env: dict[str, str] | 
         state_dir=state,
         log_path=state / "run.log",
         env=env if env is not None else {"LABRUN_RUN": name},
+        run_dir=out / "2026-11-28" / name,
     )
 
 
@@ -78,10 +79,14 @@ def test_hardening(tmp_path, monkeypatch):
     assert kw["init"] is True
     assert kw["restart_policy"] == {"Name": "no"}
     assert "auto_remove" not in kw  # removed only by release(), after the outcome is recorded
-    # Only the outputs directory, at the same path as on the host.
-    [mount] = kw["mounts"]
-    assert mount["Type"] == "bind"
-    assert mount["Source"] == mount["Target"] == str(spec.output_dir)
+    # Of the outputs directory, only the run's own directory and its log (read-write) and the data cache
+    # (read-only), each at the same path as on the host.
+    assert [(m["Source"], m["Target"], m["ReadOnly"]) for m in kw["mounts"]] == [
+        (str(spec.run_dir), str(spec.run_dir), False),
+        (str(spec.log_path), str(spec.log_path), False),
+        (str(spec.output_dir / ".data_cache"), str(spec.output_dir / ".data_cache"), True),
+    ]
+    assert all(m["Type"] == "bind" for m in kw["mounts"])
     assert "volumes" not in kw and "privileged" not in kw
 
 
@@ -142,10 +147,34 @@ def test_network_only_when_wandb_is_online(tmp_path, monkeypatch):
 def test_data_cache_mount(tmp_path, monkeypatch):
     spec = make_spec(tmp_path)
     kw = launcher(tmp_path, monkeypatch, data_cache=str(tmp_path / "cache")).create_kwargs(spec, IMAGE_ID)
-    assert [(m["Source"], m["Target"]) for m in kw["mounts"]] == [
-        (str(spec.output_dir), str(spec.output_dir)),
-        (str(tmp_path / "cache"), str(spec.output_dir / ".data_cache")),
-    ]
+    [cache] = [m for m in kw["mounts"] if m["Target"] == str(spec.output_dir / ".data_cache")]
+    assert cache["Source"] == str(tmp_path / "cache") and cache["ReadOnly"] is True
+
+
+def test_the_run_is_told_its_directory(tmp_path, monkeypatch):
+    """The trainer takes the directory made (and mounted) for it while it is empty: LABRUN_RUN_DIR."""
+    spec = make_spec(tmp_path)
+    kw = launcher(tmp_path, monkeypatch).create_kwargs(spec, IMAGE_ID)
+    assert kw["environment"]["LABRUN_RUN_DIR"] == str(spec.run_dir)
+
+
+def test_a_run_without_its_own_directory_is_not_started(tmp_path, monkeypatch):
+    """A spec that names no run directory, or one that is not a run's (the output directory itself, the
+    service's state, the data cache, a place outside), would show the run more than its own."""
+    lc = launcher(tmp_path, monkeypatch)
+    spec = make_spec(tmp_path)
+    out = spec.output_dir
+    for run_dir in (
+        None,
+        out,
+        out / ".labrun",
+        out / ".labrun" / "runs" / "x",
+        out / ".data_cache" / "x",
+        tmp_path,
+    ):
+        bad = LaunchSpec(spec.name, [], (), out, spec.state_dir, spec.log_path, spec.env, run_dir=run_dir)
+        with pytest.raises(LaunchError, match="run directory"):
+            lc.create_kwargs(bad, IMAGE_ID)
 
 
 @pytest.mark.parametrize(

@@ -75,7 +75,10 @@ def test_tiny_cpu_run_end_to_end(service, engine, trainer_image):
     assert json.loads((run_dir / "progress.json").read_text())["fraction"] == pytest.approx(1.0)
     assert list((run_dir / "wandb").glob("offline-run-*")), "WandB wrote no offline run"
     assert list((run_dir / "ckpt").glob("*.ckpt")), "no checkpoint"
-    assert "succeeded" in svc.http.get(f"/runs/{name}/logs").text
+    log = svc.http.get(f"/runs/{name}/logs").text
+    assert "succeeded" in log
+    # The data cache is read-only to runs: the run solved its data and could not leave them there.
+    assert "could not write the cache" in log and not any((svc.output_dir / ".data_cache").iterdir())
     # The outcome is recorded, so the container is gone.
     assert_released(engine, name)
     sys.stderr.write(f"\n[docker] tiny CPU run through the service: {took:.1f} s\n")
@@ -147,3 +150,17 @@ def _wait_for_progress(svc: ServiceProcess, name: str, timeout: float = 120) -> 
     while not (svc.http.get(f"/runs/{name}").json().get("progress") or {}).get("step"):
         assert time.monotonic() < deadline, f"{name} never reported progress: {svc.log(4000)}"
         time.sleep(0.25)
+
+
+def test_a_sweeps_run_writes_into_its_sweeps_folder(service):
+    """A sweep files its runs under <date>/<sweep>/<index>_<name>: the container mounts exactly that one."""
+    svc = service().start()
+    response = svc.http.post("/sweeps", json={"overrides": [*TINY, "seed=1,2"]})
+    assert response.status_code == 201, response.text
+    names = [run["name"] for run in response.json()["runs"]]
+    for name in names:
+        run = svc.wait_for(name)
+        assert run["status"] == "succeeded", (run, svc.http.get(f"/runs/{name}/logs").text)
+        run_dir = svc.output_dir / run["run_dir"]
+        assert run_dir.parent.name == response.json()["name"]
+        assert json.loads((run_dir / "run.json").read_text())["status"] == "succeeded"

@@ -100,6 +100,18 @@ def test_run_directory_is_created_once(tmp_path):
         rundir.create(str(target))
 
 
+def test_a_run_directory_made_for_the_run_is_taken_while_empty(tmp_path):
+    """The Docker launcher makes (and mounts) the run's directory before the trainer starts."""
+    target = tmp_path / "2026-01-01" / "run"
+    target.mkdir(parents=True)
+    with pytest.raises(rundir.RunDirExists):  # made for another run
+        rundir.create(str(target), made_for_run=tmp_path / "2026-01-01" / "other")
+    assert rundir.create(str(target), made_for_run=target) == target
+    (target / "run.json").write_text("{}")
+    with pytest.raises(rundir.RunDirExists):  # a run's files are there: never shared
+        rundir.create(str(target), made_for_run=target)
+
+
 def test_two_debug_runs_at_once_never_share_or_wipe_a_folder(tmp_path):
     """The seed's debug runs all used (and first deleted) <log_dir>/debug: two at once wiped each other."""
     from trainer_helpers import TINY
