@@ -39,7 +39,7 @@ pulled_base="${LABRUN_TEST_BASE_PULL:-python:$py_minor-slim-bookworm}"
 which="${1:-trainer}"
 case "$which" in
   trainer) inputs=(docker/trainer.Dockerfile conf trainer) ;;
-  api) inputs=(docker/api.Dockerfile conf trainer app) ;;
+  api) inputs=(docker/api.Dockerfile conf trainer app labrun) ;;
   base) inputs=() ;;
   *) echo "usage: $0 [trainer|api|base] [TAG]" >&2; exit 2 ;;
 esac
