@@ -10,11 +10,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-import service_process
 from fastapi.testclient import TestClient
 from service_helpers import clients
-
-output_dir = service_process.output_dir  # the shared fixture (tests/helpers/service_process.py)
 
 
 @pytest.fixture

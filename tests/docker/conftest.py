@@ -1,5 +1,5 @@
 """Fixtures for the tests against a real Docker Engine (no mocks): the Engine, the test images, and the
-shared ``output_dir`` (tests/helpers/service_process.py).
+shared ``output_dir`` (tests/conftest.py).
 
 Outside CI, these tests skip, saying why, when no Engine answers. In CI (CI=true) a missing Engine is a
 failure: .ci/engines/docker.sh must have started one.
@@ -19,10 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import service_process
 from docker_helpers import build_test_image, in_ci
-
-output_dir = service_process.output_dir  # the shared fixture
 
 
 def _engine_or_skip():
@@ -32,7 +29,7 @@ def _engine_or_skip():
         client = docker.from_env(version="auto", timeout=30)
         client.ping()
         return client
-    except Exception as exc:  # noqa: BLE001 - any failure means: no usable Engine
+    except Exception as exc:
         reason = f"no Docker Engine reachable ({exc.__class__.__name__}: {str(exc)[:200]}); start one with .ci/engines/docker.sh"
         if in_ci():
             pytest.fail(f"CI=true but {reason}", pytrace=False)
@@ -55,16 +52,19 @@ def build_logs(tmp_path_factory) -> Path:
 def base_image(engine, build_logs) -> str:
     """The base the test images build on, made or found once per session. Its failure is kept by pytest
     (a session fixture's error is not retried): every test that needs an image reports the same line."""
+    del engine  # asked for only so that no Engine is a skip (or, in CI, a failure) before any build
     return build_test_image("base", build_logs / "base.log")
 
 
 @pytest.fixture(scope="session")
 def trainer_image(base_image, build_logs) -> str:
     """The trainer image's tag, built (or found in the cache) once per test session."""
+    del base_image  # built first: the base's failure is reported once, not per image
     return build_test_image("trainer", build_logs / "trainer.log")
 
 
 @pytest.fixture(scope="session")
 def api_image(base_image, build_logs) -> str:
     """The service image's tag (docker/api.Dockerfile on the same base and wheelhouse)."""
+    del base_image  # built first, as for the trainer image
     return build_test_image("api", build_logs / "api.log")

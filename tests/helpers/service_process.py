@@ -1,8 +1,8 @@
 """Shared by the tests in tests/app and tests/docker: the service as a real process (``python -m app``),
-the helpers that talk to it over HTTP, and the ``output_dir`` fixture.
+and the helpers that talk to it over HTTP (the ``output_dir`` fixture is tests/conftest.py's).
 
 Imported by name (``from service_process import ...``): pyproject.toml's pytest ``pythonpath`` puts
-tests/helpers on sys.path. Each folder's conftest.py imports ``output_dir`` from here to offer the fixture.
+tests/helpers on sys.path.
 """
 
 from __future__ import annotations
@@ -19,18 +19,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
-import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 TERMINAL = {"succeeded", "failed", "cancelled"}
-
-
-@pytest.fixture
-def output_dir(tmp_path: Path) -> Path:
-    """An empty output directory; the service's logs (``service-<port>.log``) go next to it."""
-    path = tmp_path / "outputs"
-    path.mkdir()
-    return path
 
 
 def free_port() -> int:

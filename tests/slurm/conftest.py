@@ -7,10 +7,7 @@ The output directory is the test's tmp directory: on this one-node cluster it is
 from __future__ import annotations
 
 import pytest
-import service_process
 from slurm_helpers import slurm_or_skip
-
-output_dir = service_process.output_dir  # the shared fixture
 
 
 @pytest.fixture(scope="session")

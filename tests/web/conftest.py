@@ -15,15 +15,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-import service_process
 from fastapi.testclient import TestClient
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "app"))  # service_helpers, fake_trainer
 
 from service_helpers import ServiceProcess, cancel_all, clients
 from web_helpers import WEB_TRAINER
-
-output_dir = service_process.output_dir  # the shared fixture (tests/helpers/service_process.py)
 
 
 @pytest.fixture
