@@ -18,6 +18,7 @@ from types import FrameType
 import uvicorn
 
 from app.core.config import SettingsError, load_settings
+from app.serving import protocol_with_timeout
 
 
 def parser() -> argparse.ArgumentParser:
@@ -76,6 +77,10 @@ def serve() -> int:
         # Client addresses are the peers': X-Forwarded-For counts only from the proxies the admin named
         # (LABRUN_TRUSTED_PROXIES, read by the login throttle), never from whoever sends it.
         proxy_headers=False,
+        # Slow clients: a connection idle after a response closes after 5 s (uvicorn's keep-alive); one
+        # whose request (head and body) takes longer than LABRUN_REQUEST_READ_TIMEOUT_S closes then.
+        timeout_keep_alive=5,
+        http=protocol_with_timeout(settings.request_read_timeout_s),
         log_level="info",
         timeout_graceful_shutdown=5,
     )
