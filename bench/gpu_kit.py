@@ -36,6 +36,7 @@ from pathlib import Path
 
 from packaging import tags
 from packaging.requirements import Requirement
+from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name, parse_wheel_filename
 from packaging.version import Version
 
@@ -274,9 +275,7 @@ def pip_dry_run(dest: Path) -> list[str]:
     return []
 
 
-def _spec(text: str):
-    from packaging.specifiers import SpecifierSet
-
+def _spec(text: str) -> SpecifierSet:
     return SpecifierSet(text)
 
 
@@ -284,7 +283,7 @@ def _spec(text: str):
 
 
 def constraint_pins(path: Path = CONSTRAINTS) -> dict[str, str]:
-    pins = {}
+    pins: dict[str, str] = {}
     for line in path.read_text().splitlines():
         line = line.split("#", 1)[0].strip()
         if line:
@@ -476,8 +475,7 @@ def download(dest: Path = KIT_DIR, locked: list[Wheel] | None = None) -> list[Wh
 
 def kit_wheels(dest: Path = KIT_DIR) -> list[Wheel]:
     return [
-        Wheel.read(p, built=canonicalize_name(_wheel_key(p)[0]) in SDIST_ONLY)
-        for p in sorted(dest.glob("*.whl"))
+        Wheel.read(p, built=parse_wheel_filename(p.name)[0] in SDIST_ONLY) for p in sorted(dest.glob("*.whl"))
     ]
 
 

@@ -17,6 +17,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -111,7 +112,7 @@ def probe(url: str, stop: threading.Event, latencies: list[float], failures: lis
             stop.wait(0.05)
 
 
-def measure(per_kind: int, bound_s: float, watch_s: float) -> dict:
+def measure(per_kind: int, bound_s: float, watch_s: float) -> dict[str, Any]:
     with service(LABRUN_REQUEST_READ_TIMEOUT_S=str(bound_s)) as svc:
         port = int(svc.url.rsplit(":", 1)[1])
         rss_before = rss_mb(svc.pid)
@@ -158,7 +159,7 @@ def measure(per_kind: int, bound_s: float, watch_s: float) -> dict:
     }
 
 
-def report(title: str, r: dict) -> None:
+def report(title: str, r: dict[str, Any]) -> None:
     print(f"{title} (LABRUN_REQUEST_READ_TIMEOUT_S={r['bound_s']:g}, watched {r['watched_s']:g} s):")
     for kind, k in r["kinds"].items():
         after = k["closed_after_s"]
@@ -179,7 +180,7 @@ def report(title: str, r: dict) -> None:
     )
 
 
-def main(argv: list[str]) -> dict:
+def main(argv: list[str]) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--quick", action="store_true", help="100 of each, a 2 s bound")
     ap.add_argument("--connections", type=int, help="connections of each kind (default 500, quick 100)")
