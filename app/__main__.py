@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 import uvicorn
 
 from app.core.config import Settings, SettingsError, load_settings
+from app.serving import protocol_with_timeout
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -80,6 +81,10 @@ def serve() -> int:
         # Client addresses are the peers': X-Forwarded-For counts only from the proxies the admin named
         # (LABRUN_TRUSTED_PROXIES, read by the login throttle), never from whoever sends it.
         proxy_headers=False,
+        # Slow clients: a connection idle after a response closes after 5 s (uvicorn's keep-alive); one
+        # whose request (head and body) takes longer than LABRUN_REQUEST_READ_TIMEOUT_S closes then.
+        timeout_keep_alive=5,
+        http=protocol_with_timeout(settings.request_read_timeout_s),
         log_level="info",
         timeout_graceful_shutdown=5,
     )

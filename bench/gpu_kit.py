@@ -7,16 +7,20 @@ The GPU machine (the device tool's ``nvidia-h200``) has Python 3.12, torch 2.11 
 a large set of other packages (:data:`GPU_MACHINE`), no network, and takes at most 64 MiB of working tree
 per call. ``download`` starts from :data:`ROOTS`, follows every ``Requires-Dist`` (markers evaluated for
 the GPU machine's Python) that the machine does not have, fetches each wheel alone (``pip download
---no-deps``, pinned by constraints.txt or :data:`PINS`; never torch), and writes what it carried, with the
-wheels' own requirements, into ``bench/gpu_kit.lock.json``. ``check`` proves from that lock alone, without
-the network, that every requirement of every carried wheel is met by a carried wheel or by the GPU machine,
-versions included where the machine's are documented. bench/gpu_proof.py repeats that check on the GPU
-machine against what is really installed there.
+--no-deps``, pinned by constraints.txt or :data:`PINS`; never torch; the one package published as source
+only is built here, reproducibly: :data:`SDIST_ONLY`), and writes what it carried, with the wheels' own
+requirements and sha256 (and a built wheel's source sha256), into ``bench/gpu_kit.lock.json``; a later
+download that finds other bytes for a file the lock names fails instead of rewriting it. ``check`` proves
+from that lock alone, without the network, that every requirement of every carried wheel is met by a
+carried wheel or by the GPU machine, versions included where the machine's are documented.
+bench/gpu_proof.py repeats that check on the GPU machine against what is really installed there.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
 import hashlib
 import json
 import os
@@ -25,12 +29,14 @@ import subprocess
 import sys
 import tempfile
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from email.parser import Parser
 from pathlib import Path
 
 from packaging import tags
 from packaging.requirements import Requirement
+from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name, parse_wheel_filename
 from packaging.version import Version
 
@@ -104,8 +110,13 @@ PIP_TARGET = [
     *[arg for n in range(39, 16, -1) for arg in ("--platform", f"manylinux_2_{n}_x86_64")],
     *("--platform", "manylinux2014_x86_64", "--platform", "manylinux1_x86_64"),
 ]
-# Packages published as source only: built into a (pure-Python) wheel here, reproducibly.
+# Packages published as source only: built into a (pure-Python) wheel here. What is locked is the source
+# (its sha256, as downloaded) and the build: the backend is pinned (it writes its own version into the wheel,
+# and pip would otherwise take the newest one) and SOURCE_DATE_EPOCH fixes the files' times, so the same
+# source gives the same wheel bytes at every build, and the lock's sha256 of the wheel holds like any other.
 SDIST_ONLY = ("antlr4-python3-runtime",)
+BUILD_BACKEND = ("setuptools==84.2.1", "wheel==0.48.0")
+SOURCE_DATE_EPOCH = "315532800"  # 1980-01-01, the earliest time a zip file can hold
 
 # PEP 508 marker environment of the GPU machine's interpreter.
 MARKER_ENV = {
@@ -133,6 +144,10 @@ class Wheel:
     requires_dist: list[str]
     requires_python: str | None = None
     built_from_sdist: bool = False
+    # Built wheels only: the source file it was built from, that file's sha256, and the build backend.
+    sdist: str | None = None
+    sdist_sha256: str | None = None
+    built_with: list[str] | None = None
 
     @classmethod
     def read(cls, path: Path, built: bool = False) -> Wheel:
@@ -145,7 +160,7 @@ class Wheel:
             version=str(version),
             file=path.name,
             size=path.stat().st_size,
-            sha256=hashlib.sha256(path.read_bytes()).hexdigest(),
+            sha256=file_sha256(path),
             requires_dist=meta.get_all("Requires-Dist") or [],
             requires_python=meta.get("Requires-Python"),
             built_from_sdist=built,
@@ -260,9 +275,7 @@ def pip_dry_run(dest: Path) -> list[str]:
     return []
 
 
-def _spec(text: str):
-    from packaging.specifiers import SpecifierSet
-
+def _spec(text: str) -> SpecifierSet:
     return SpecifierSet(text)
 
 
@@ -270,7 +283,7 @@ def _spec(text: str):
 
 
 def constraint_pins(path: Path = CONSTRAINTS) -> dict[str, str]:
-    pins = {}
+    pins: dict[str, str] = {}
     for line in path.read_text().splitlines():
         line = line.split("#", 1)[0].strip()
         if line:
@@ -303,9 +316,15 @@ def write_lock(wheels: list[Wheel], path: Path = LOCK) -> None:
         "with their requirements, for the offline closure check. Do not edit by hand.",
         "python": GPU_MACHINE_PYTHON,
         "total_bytes": sum(w.size for w in wheels),
-        "wheels": [w.__dict__ for w in sorted(wheels, key=lambda w: w.name)],
+        "wheels": [_lock_entry(w) for w in sorted(wheels, key=lambda w: w.name)],
     }
     path.write_text(json.dumps(payload, indent=1) + "\n")
+
+
+def _lock_entry(w: Wheel) -> dict[str, object]:
+    """A wheel's fields for the lock; the source fields only for a built wheel."""
+    source = ("sdist", "sdist_sha256", "built_with")
+    return {k: v for k, v in dataclasses.asdict(w).items() if k not in source or w.built_from_sdist}
 
 
 def tree_bytes(root: Path = ROOT) -> int:
@@ -344,23 +363,72 @@ def _pip(*args: str, **env: str) -> None:
         raise SystemExit(f"gpu-kit: {' '.join(cmd)} failed:\n{done.stdout[-2000:]}{done.stderr[-3000:]}")
 
 
-def fetch(name: str, version: str, dest: Path) -> Wheel:
-    """One wheel, alone (no dependencies: those are followed here, not by pip), for the GPU machine."""
+def fetch(name: str, version: str, dest: Path, locked: dict[str, Wheel] | None = None) -> Wheel:
+    """One wheel, alone (no dependencies: those are followed here, not by pip), for the GPU machine. A
+    wheel already in ``dest`` is kept; a built one only when it is the ``locked`` one (file -> entry),
+    whose source it then keeps, else it is built again."""
     name = canonicalize_name(name)
     existing = [p for p in dest.glob("*.whl") if _wheel_key(p) == (name, Version(version))]
+    if existing and name not in SDIST_ONLY:
+        return Wheel.read(existing[0])
     if existing:
-        return Wheel.read(existing[0], built=name in SDIST_ONLY)
+        have, lock_entry = Wheel.read(existing[0], built=True), (locked or {}).get(existing[0].name)
+        if lock_entry is not None and lock_entry.sha256 == have.sha256 and lock_entry.sdist_sha256:
+            return lock_entry
     with tempfile.TemporaryDirectory(dir=dest) as tmp:
         if name in SDIST_ONLY:
-            # Pure Python: the wheel built here installs there. SOURCE_DATE_EPOCH keeps its bytes stable.
-            args = ("--quiet", "--no-deps", "--no-binary", name, "--wheel-dir", tmp, f"{name}=={version}")
-            _pip("wheel", *args, SOURCE_DATE_EPOCH="315532800")
+            sdist = download_sdist(name, version, Path(tmp) / "sdist")
+            wheel = build_wheel(sdist, Path(tmp))
         else:
             _pip("download", "--quiet", "--no-deps", *PIP_TARGET, "--dest", tmp, f"{name}=={version}")
-        (got,) = Path(tmp).glob("*.whl")
-        final = dest / got.name
-        os.replace(got, final)
-    return Wheel.read(final, built=name in SDIST_ONLY)
+            (got,) = Path(tmp).glob("*.whl")
+            wheel = Wheel.read(got)
+        os.replace(Path(tmp) / wheel.file, dest / wheel.file)
+    return wheel
+
+
+def download_sdist(name: str, version: str, dest: Path) -> Path:
+    """The source distribution, as the package index serves it (its metadata prepared by the pinned
+    backend, so no other setuptools is fetched)."""
+    args = ("--quiet", "--no-deps", "--no-binary", name, "--dest", str(dest), f"{name}=={version}")
+    with _backend_constraints() as env:
+        _pip("download", *args, **env)
+    (sdist,) = dest.iterdir()
+    return sdist
+
+
+def build_wheel(sdist: Path, dest: Path) -> Wheel:
+    """A pure-Python wheel built from ``sdist`` into ``dest`` with BUILD_BACKEND, at SOURCE_DATE_EPOCH; the
+    same source gives the same bytes. Refused when another backend built it (a pip that ignored the pin).
+    No cache: pip would hand back a wheel it built before, whatever built it."""
+    with tempfile.TemporaryDirectory() as out, _backend_constraints() as env:
+        args = ("--quiet", "--no-cache-dir", "--no-deps", "--wheel-dir", out, str(sdist))
+        _pip("wheel", *args, SOURCE_DATE_EPOCH=SOURCE_DATE_EPOCH, **env)
+        (built,) = Path(out).glob("*.whl")
+        with zipfile.ZipFile(built) as zf:
+            info = zf.read(next(n for n in zf.namelist() if n.endswith(".dist-info/WHEEL"))).decode()
+        backend = next(r for r in BUILD_BACKEND if r.startswith("setuptools=="))
+        if f"Generator: setuptools ({backend.split('==')[1]})" not in info:
+            raise SystemExit(f"gpu-kit: {built.name} was not built by {backend}:\n{info}")
+        os.replace(built, dest / built.name)
+    wheel = Wheel.read(dest / built.name, built=True)
+    return dataclasses.replace(
+        wheel, sdist=sdist.name, sdist_sha256=file_sha256(sdist), built_with=list(BUILD_BACKEND)
+    )
+
+
+@contextlib.contextmanager
+def _backend_constraints() -> Iterator[dict[str, str]]:
+    """pip's environment pinning the build backend in its isolated build environment: PIP_CONSTRAINT
+    reaches it up to pip 25.2; PIP_BUILD_CONSTRAINT is the option newer pips read (older ones ignore it)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "build-constraints.txt"
+        path.write_text("\n".join(BUILD_BACKEND) + "\n")
+        yield {"PIP_CONSTRAINT": str(path), "PIP_BUILD_CONSTRAINT": str(path)}
+
+
+def file_sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _wheel_key(path: Path) -> tuple[str, Version] | None:
@@ -371,10 +439,11 @@ def _wheel_key(path: Path) -> tuple[str, Version] | None:
     return str(name), version
 
 
-def download(dest: Path = KIT_DIR) -> list[Wheel]:
+def download(dest: Path = KIT_DIR, locked: list[Wheel] | None = None) -> list[Wheel]:
     """Fetch the closure of ROOTS minus the GPU machine's packages (plus ALSO_CARRY) into ``dest``, remove
     any other wheel there (two versions of one package stop the install), and return the wheels."""
     dest.mkdir(parents=True, exist_ok=True)
+    by_file = {w.file: w for w in locked or []}
     constraints = constraint_pins()
     todo = [canonicalize_name(n) for n in (*ROOTS, *ALSO_CARRY)]
     wanted_extras: dict[str, set[str]] = {}
@@ -382,7 +451,7 @@ def download(dest: Path = KIT_DIR) -> list[Wheel]:
     while todo:
         name = todo.pop(0)
         if name not in wheels:
-            wheels[name] = fetch(name, pinned_version(name, constraints), dest)
+            wheels[name] = fetch(name, pinned_version(name, constraints), dest, by_file)
             print(f"  {wheels[name].file} ({wheels[name].size / 2**20:.2f} MiB)")
         w = wheels[name]
         for line in w.requires_dist:
@@ -406,8 +475,7 @@ def download(dest: Path = KIT_DIR) -> list[Wheel]:
 
 def kit_wheels(dest: Path = KIT_DIR) -> list[Wheel]:
     return [
-        Wheel.read(p, built=canonicalize_name(_wheel_key(p)[0]) in SDIST_ONLY)
-        for p in sorted(dest.glob("*.whl"))
+        Wheel.read(p, built=parse_wheel_filename(p.name)[0] in SDIST_ONLY) for p in sorted(dest.glob("*.whl"))
     ]
 
 
@@ -417,11 +485,38 @@ def compare_to_lock(wheels: list[Wheel], lock: list[Wheel]) -> list[str]:
     problems = [f"{f}: in the lock, not in the kit" for f in sorted(want.keys() - have.keys())]
     problems += [f"{f}: in the kit, not in the lock" for f in sorted(have.keys() - want.keys())]
     for f in sorted(have.keys() & want.keys()):
-        if not want[f].built_from_sdist and have[f].sha256 != want[f].sha256:
+        if have[f].sha256 != want[f].sha256:  # built wheels too: their build is reproducible
             problems.append(f"{f}: other bytes than the lock's (sha256)")
         if have[f].requires_dist != want[f].requires_dist:
             problems.append(f"{f}: other requirements than the lock's")
     return problems
+
+
+def lock_drift(wheels: list[Wheel], lock: list[Wheel]) -> list[str]:
+    """What a new download changed in files the lock already names: their bytes must not change. A built
+    wheel may change only with its backend (BUILD_BACKEND changed, or the lock predates its pinning)."""
+    locked = {w.file: w for w in lock}
+    out = []
+    for w in wheels:
+        old = locked.get(w.file)
+        if old is None or old.sha256 == w.sha256:
+            continue
+        if not w.built_from_sdist:
+            out.append(f"{w.file}: the index served other bytes than the lock's (sha256)")
+        elif old.sdist_sha256 and old.sdist_sha256 != w.sdist_sha256:
+            out.append(f"{w.file}: its source {w.sdist} has other bytes than the lock's (sha256)")
+        elif old.built_with == w.built_with:
+            out.append(f"{w.file}: built again from the same source with {w.built_with}, other bytes")
+    return out
+
+
+def lock_source_problems(lock: list[Wheel]) -> list[str]:
+    """Built wheels the lock does not tie to a source and to today's BUILD_BACKEND."""
+    return [
+        f"{w.file}: built from source, but the lock has no source sha256 or another backend (run `make gpu-kit`)"
+        for w in lock
+        if w.built_from_sdist and (not w.sdist_sha256 or w.built_with != list(BUILD_BACKEND))
+    ]
 
 
 def lock_pin_problems(lock: list[Wheel]) -> list[str]:
@@ -459,14 +554,15 @@ def main(argv: list[str] | None = None) -> int:
     problems: list[str] = []
     if args.command == "download":
         print(f"gpu-kit: fetching into {args.dest}")
-        wheels = download(args.dest)
-        problems += report("kit", wheels) + pip_dry_run(args.dest)
+        locked = read_lock() if LOCK.exists() else []
+        wheels = download(args.dest, locked)
+        problems += report("kit", wheels) + pip_dry_run(args.dest) + lock_drift(wheels, locked)
         if not problems:
             write_lock(wheels)
             print(f"gpu-kit: ready; lock written to {LOCK.relative_to(ROOT)}")
     else:
         lock = read_lock()
-        problems += report("lock", lock) + lock_pin_problems(lock)
+        problems += report("lock", lock) + lock_pin_problems(lock) + lock_source_problems(lock)
         if any(args.dest.glob("*.whl")):
             wheels = kit_wheels(args.dest)
             problems += report("kit", wheels) + compare_to_lock(wheels, lock) + pip_dry_run(args.dest)

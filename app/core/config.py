@@ -68,6 +68,9 @@ class Settings(BaseSettings):
     # The WandB entity (team or user) every run logs to; a request may name its project, not its entity.
     wandb_entity: str | None = Field(None, pattern=r"^[A-Za-z0-9._-]{1,128}$")
     access_log: bool = False  # uvicorn's per-request log line (costs throughput under heavy polling)
+    # Seconds a client has to send a whole request (head and body) once the server waits for it; slower
+    # connections are closed (app/serving.py). Idle keep-alive connections close after 5 s regardless.
+    request_read_timeout_s: float = Field(10.0, gt=0, le=3600)
 
     @field_validator("output_dir")
     @classmethod

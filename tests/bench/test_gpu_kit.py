@@ -2,11 +2,13 @@
 (markers and extras evaluated for its CPython 3.12 on x86-64 Linux) is carried, at a matching version, or
 on that machine's list; the set fits the device tool's 64 MiB with the working tree. Checked on the
 committed lock (the wheels' real metadata, written by `make gpu-kit`) and, when the kit folder is there,
-on the wheels themselves."""
+on the wheels themselves. The one wheel built from source is locked like the others: its source's sha256
+is in the lock and, where the package index answers, it is built twice and gives the lock's bytes."""
 
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 
@@ -109,3 +111,77 @@ def test_the_kit_folder_matches_the_lock(lock):
     assert gpu_kit.compare_to_lock(wheels, lock) == []
     assert check_closure(wheels).ok
     assert gpu_kit.pip_dry_run(gpu_kit.KIT_DIR) == []  # pip takes these files for CPython 3.12 x86-64
+
+
+# ---------------------------------------------------------------------------- the one wheel built here
+
+
+def built(lock: list[Wheel]) -> Wheel:
+    (wheel,) = [w for w in lock if w.built_from_sdist]
+    return wheel
+
+
+def test_the_built_wheel_is_locked_with_its_source_and_backend(lock):
+    antlr = built(lock)
+    assert antlr.name in gpu_kit.SDIST_ONLY
+    assert antlr.sdist == f"antlr4-python3-runtime-{antlr.version}.tar.gz"
+    assert len(antlr.sdist_sha256 or "") == 64 and antlr.built_with == list(gpu_kit.BUILD_BACKEND)
+    assert gpu_kit.lock_source_problems(lock) == []
+    stale = dataclasses.replace(antlr, built_with=["setuptools==80.9.0", "wheel==0.45.1"])
+    assert gpu_kit.lock_source_problems([stale]) != []  # BUILD_BACKEND changed: the lock must be rebuilt
+
+
+def test_the_kit_check_compares_the_built_wheels_bytes_too(lock):
+    other = dataclasses.replace(built(lock), sha256="0" * 64)
+    problems = gpu_kit.compare_to_lock([*(w for w in lock if not w.built_from_sdist), other], lock)
+    assert problems == [f"{other.file}: other bytes than the lock's (sha256)"]
+
+
+def test_a_new_download_may_not_change_the_bytes_of_a_locked_file(lock):
+    antlr, hydra = built(lock), next(w for w in lock if w.name == "hydra-core")
+    assert gpu_kit.lock_drift(lock, lock) == []
+    changed = {
+        "index": dataclasses.replace(hydra, sha256="0" * 64),
+        "source": dataclasses.replace(antlr, sha256="0" * 64, sdist_sha256="1" * 64),
+        "build": dataclasses.replace(antlr, sha256="0" * 64),  # same source, same backend, other bytes
+    }
+    for what, wheel in changed.items():
+        assert len(gpu_kit.lock_drift([wheel], lock)) == 1, what
+    new_backend = dataclasses.replace(antlr, sha256="0" * 64, built_with=["setuptools==99.0.0"])
+    assert gpu_kit.lock_drift([new_backend], lock) == []  # a new backend may build other bytes, once
+
+
+OFFLINE = (
+    "NewConnectionError",
+    "Network is unreachable",
+    "Temporary failure in name resolution",
+    "Name or service not known",
+    "ConnectTimeout",
+    "Max retries exceeded",
+)
+
+
+@pytest.fixture(scope="module")
+def sdist(lock, tmp_path_factory) -> Path:
+    """The built wheel's source from the package index this machine uses (skipped where none answers)."""
+    antlr = built(lock)
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("PIP_RETRIES", "1")  # offline, fail in seconds, not after pip's default retries
+        env.setenv("PIP_TIMEOUT", "20")
+        try:
+            return gpu_kit.download_sdist(antlr.name, antlr.version, tmp_path_factory.mktemp("sdist"))
+        except SystemExit as exc:
+            if any(sign in str(exc) for sign in OFFLINE):
+                pytest.skip(f"no package index answers here: {str(exc)[-300:]}")
+            raise
+
+
+def test_the_source_only_wheel_builds_the_same_bytes_twice(lock, sdist, tmp_path):
+    antlr = built(lock)
+    assert gpu_kit.file_sha256(sdist) == antlr.sdist_sha256  # the source is the locked one
+    wheels = []
+    for build in ("first", "second"):  # each from scratch: pip's cache of built wheels is off
+        (tmp_path / build).mkdir()
+        wheels.append(gpu_kit.build_wheel(sdist, tmp_path / build))
+    assert [w.sha256 for w in wheels] == [antlr.sha256, antlr.sha256]
+    assert wheels[0] == antlr  # every field the lock holds, the source and the backend too
