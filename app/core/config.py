@@ -13,7 +13,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -162,6 +162,18 @@ def load_settings(**overrides: Any) -> Settings:
         return Settings(**overrides)
     except ValidationError as exc:
         raise settings_error(exc, "LABRUN_") from None
+
+
+EngineSettings = TypeVar("EngineSettings", bound=BaseSettings)
+
+
+def load_engine_settings(kind: type[EngineSettings]) -> EngineSettings:
+    """An engine's own settings (``LABRUN_<ENGINE>_*``, its class's env_prefix), read once at start-up;
+    bad ones raise SettingsError naming each variable."""
+    try:
+        return kind()
+    except ValidationError as exc:
+        raise settings_error(exc, str(kind.model_config.get("env_prefix", ""))) from None
 
 
 def settings_error(exc: ValidationError, prefix: str) -> SettingsError:

@@ -169,7 +169,7 @@ class Launcher(abc.ABC):
     def _kill_harder(self, name: str, handle: str) -> None:  # noqa: B027 - optional step
         """The run outlived its SIGKILL by KILL_SETTLE_S: the engine's last resort (then wait for it)."""
 
-    def _block(self, name: str, handle: str, seconds: float | None) -> None:
+    def _block(self, name: str, handle: str, seconds: float | None) -> None:  # noqa: ARG002 - a hook
         """Return when the run may have ended, or after at most ``seconds`` (None: no bound). Without a
         blocking wait in the engine, a short sleep: ``wait`` polls again."""
         time.sleep(self.wait_step_s if seconds is None else min(self.wait_step_s, seconds))
@@ -232,7 +232,7 @@ class Launcher(abc.ABC):
 
     # --- optional -----------------------------------------------------------------------------------------
 
-    def attempts(self, name: str) -> tuple[int, bool]:
+    def attempts(self, name: str) -> tuple[int, bool]:  # noqa: ARG002 - a hook
         """(attempts the engine has started for the run, whether it waits to run again after a requeue):
         a cluster requeues a preempted job by itself. (0, False): the engine does not requeue."""
         return 0, False

@@ -42,10 +42,11 @@ import requests
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 from docker.models.containers import Container
 from docker.types import DeviceRequest, LogConfig, Mount
-from pydantic import ValidationError, field_validator
+from pydantic import field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from typing_extensions import override
 
-from app.core.config import Settings, settings_error
+from app.core.config import Settings, load_engine_settings
 from app.launchers.base import LOST, EngineUnavailable, Launcher, LaunchError, LaunchSpec, Outcome
 from app.statedir import StateDir
 from trainer import runenv
@@ -150,13 +151,10 @@ class DockerLauncher(Launcher):
         self._docker: docker.DockerClient | None = None
 
     @classmethod
+    @override
     def from_settings(cls, settings: Settings, state: StateDir) -> DockerLauncher:
         """The launcher for the service: LABRUN_DOCKER_* from the environment; bad values stop start-up."""
-        try:
-            docker_settings = DockerSettings()
-        except ValidationError as exc:
-            raise settings_error(exc, "LABRUN_DOCKER_") from None
-        return cls(docker_settings, state.output_dir)
+        return cls(load_engine_settings(DockerSettings), state.output_dir)
 
     # -- what the Engine is asked for -------------------------------------------------------------------
 
@@ -306,15 +304,18 @@ class DockerLauncher(Launcher):
         code, oom = status
         return self.outcome(name, code, oom=oom, shell=True)
 
+    @override
     def _block(self, name: str, handle: str, seconds: float | None) -> None:
         """The Engine's own wait: it answers when the container stops (asked in slices of at most 30 s)."""
         left = 30.0 if seconds is None else min(30.0, seconds)
         with contextlib.suppress(requests.exceptions.RequestException, NotFound):
             self._client().api.wait(handle, timeout=max(1, math.ceil(left)))
 
+    @override
     def _terminate(self, name: str, handle: str) -> None:
         self._signal(handle, "SIGTERM")  # docker-init (pid 1) passes it on to the trainer
 
+    @override
     def _kill(self, name: str, handle: str) -> None:
         self._signal(handle, "SIGKILL")
 
@@ -338,6 +339,7 @@ class DockerLauncher(Launcher):
                 with contextlib.suppress(NotFound):
                     container.remove(force=True)
 
+    @override
     def release(self, name: str, handle: str) -> None:
         client = self._client()
         with self._engine("release"), contextlib.suppress(NotFound):

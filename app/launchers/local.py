@@ -27,6 +27,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from typing_extensions import override
+
 from app.launchers.base import LOST, Launcher, LaunchError, LaunchSpec, Outcome
 from app.launchers.run_wrapper import proc_stat, start_time
 from trainer.atomic import write_atomic
@@ -137,6 +139,7 @@ class LocalLauncher(Launcher):
                 return
             time.sleep(0.01)
 
+    @override
     def _kill(self, name: str, handle: str) -> None:
         self._kill_group(name, signal.SIGKILL)
 
@@ -154,6 +157,7 @@ class LocalLauncher(Launcher):
             return None
         return f"{pid}:{started}"
 
+    @override
     def release(self, name: str, handle: str) -> None:
         self._reap(name)
         with self._lock:

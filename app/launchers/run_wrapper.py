@@ -65,7 +65,7 @@ class RunWrapper:
         """The trainer's pid: the service signals its process group (cancel)."""
         write_atomic(self.files.child_pid, f"{child.pid} {start_time(child.pid)}\n")
 
-    def ended(self, code: int) -> bool:
+    def ended(self, code: int) -> bool:  # noqa: ARG002 - a hook: the Slurm job reads it
         """Whether the run is over with ``code``. False: it is not, and no exit code is written (a Slurm
         job that asked to be requeued)."""
         return True

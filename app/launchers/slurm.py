@@ -36,10 +36,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, ClassVar
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from typing_extensions import override
 
-from app.core.config import Settings, settings_error
+from app.core.config import Settings, load_engine_settings
 from app.launchers.base import LOST, EngineUnavailable, Launcher, LaunchError, LaunchSpec, Outcome
 from app.statedir import StateDir
 from trainer.atomic import write_atomic
@@ -138,11 +139,7 @@ class SlurmLauncher(Launcher):
 
     @classmethod
     def from_settings(cls, settings: Settings, state: StateDir) -> SlurmLauncher:
-        try:
-            slurm = SlurmSettings()
-        except ValidationError as exc:
-            raise settings_error(exc, "LABRUN_SLURM_") from None
-        return cls(slurm, state, settings.trainer_command)
+        return cls(load_engine_settings(SlurmSettings), state, settings.trainer_command)
 
     # --- what Slurm is asked for -------------------------------------------------------------------------
 
@@ -235,12 +232,14 @@ class SlurmLauncher(Launcher):
                 )
         return out
 
+    @override
     def _terminate(self, name: str, handle: str) -> None:
         if self._squeue().get(handle, {}).get("state") == "PENDING":
             self._scancel(handle)  # it never ran: nothing to stop gracefully
         else:
             self._scancel("--full", "--signal=TERM", handle)
 
+    @override
     def _kill(self, name: str, handle: str) -> None:
         self._scancel("--full", "--signal=KILL", handle)  # now, not after Slurm's KillWait
 
@@ -293,6 +292,7 @@ class SlurmLauncher(Launcher):
         except OSError:
             return set()
 
+    @override
     def release(self, name: str, handle: str) -> None:
         """A run whose outcome is recorded must not run on (e.g. one recorded as lost that reappeared)."""
         info = self._squeue().get(handle)
