@@ -27,10 +27,10 @@ class Admission:
     def submit(
         self,
         overrides: Sequence[str],
-        config_name: str | None = None,
-        idempotency_key: str | None = None,
-        rerun_of: str | None = None,
-        owner: str = LOCAL,
+        config_name: str | None,
+        idempotency_key: str | None,
+        rerun_of: str | None,
+        owner: str,
     ) -> tuple[RunRecord, bool]:
         """Validate and queue ``owner``'s run; returns (run, replayed), replayed meaning an Idempotency-Key
         hit (a key is ``owner``'s own: another user's key of the same text is another key)."""
