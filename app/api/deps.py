@@ -10,10 +10,12 @@ under the type ``create_app`` gives it.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Header, Request, Response
 
+from app.api.auth import Caller, CallerDep
 from app.api.view import RunView
 from app.errors import RunNotFound
 from app.lifecycle import RunManager
@@ -53,6 +55,30 @@ IdempotencyKey = Annotated[
         description="a repeated POST with the same key returns the same run",
     ),
 ]
+
+
+@dataclass(frozen=True)
+class Creation:
+    """What every request that makes something (a run, a rerun, a sweep) shares: who asks, its
+    Idempotency-Key, and the answer's headers (``Location``; ``Idempotent-Replayed`` for a replay)."""
+
+    caller: Caller
+    idempotency_key: str | None
+    response: Response
+
+    def created(self, collection: str, name: str, replayed: bool) -> None:
+        self.response.headers["Location"] = f"/{collection}/{name}"
+        if replayed:
+            self.response.headers["Idempotent-Replayed"] = "true"
+
+
+async def get_creation(
+    caller: CallerDep, response: Response, idempotency_key: IdempotencyKey = None
+) -> Creation:
+    return Creation(caller, idempotency_key, response)
+
+
+CreationDep = Annotated[Creation, Depends(get_creation)]
 
 
 def get_run(store: RunStore, name: str) -> RunRecord:

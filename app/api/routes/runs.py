@@ -23,7 +23,7 @@ from fastapi.responses import PlainTextResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from app.api.auth import TOKEN_RECHECK_S, CallerDep, token_check
-from app.api.deps import FilesDep, IdempotencyKey, ManagerDep, StoreDep, ViewDep, get_run
+from app.api.deps import CreationDep, FilesDep, ManagerDep, StoreDep, ViewDep, get_run
 from app.api.public import RunCreate, RunPublic, RunsPublic
 from app.errors import InvalidRun
 from app.metrics import time_submission
@@ -39,20 +39,13 @@ LOG_SLICE_BYTES = 256 << 10
 
 
 @router.post("", status_code=201, response_model=RunPublic, dependencies=[Depends(time_submission)])
-async def submit_run(
-    body: RunCreate,
-    caller: CallerDep,
-    manager: ManagerDep,
-    view: ViewDep,
-    response: Response,
-    idempotency_key: IdempotencyKey = None,
-) -> RunPublic:
+async def submit_run(body: RunCreate, new: CreationDep, manager: ManagerDep, view: ViewDep) -> RunPublic:
     """Validate the overrides (422 naming the override and the fix), fix the run's name, queue it as the
     caller's run (429 past their limit of queued runs, 507 when the disk is full)."""
     record, replayed = await run_in_threadpool(
-        manager.submit, body.overrides, body.config_name, idempotency_key, None, caller.name
+        manager.submit, body.overrides, body.config_name, new.idempotency_key, None, new.caller.name
     )
-    _created(response, record.name, replayed)
+    new.created("runs", record.name, replayed)
     return view.one(record)
 
 
@@ -234,21 +227,8 @@ async def run_attempts(name: str, store: StoreDep) -> dict[str, Any]:
 
 
 @router.post("/{name}/rerun", status_code=201, response_model=RunPublic)
-async def rerun_run(
-    name: str,
-    caller: CallerDep,
-    manager: ManagerDep,
-    view: ViewDep,
-    response: Response,
-    idempotency_key: IdempotencyKey = None,
-) -> RunPublic:
+async def rerun_run(name: str, new: CreationDep, manager: ManagerDep, view: ViewDep) -> RunPublic:
     """A new run with the same overrides and seed, owned by the caller; its ``rerun_of`` names the original."""
-    record, replayed = await run_in_threadpool(manager.rerun, name, idempotency_key, caller.name)
-    _created(response, record.name, replayed)
+    record, replayed = await run_in_threadpool(manager.rerun, name, new.idempotency_key, new.caller.name)
+    new.created("runs", record.name, replayed)
     return view.one(record)
-
-
-def _created(response: Response, name: str, replayed: bool, collection: str = "runs") -> None:
-    response.headers["Location"] = f"/{collection}/{name}"
-    if replayed:
-        response.headers["Idempotent-Replayed"] = "true"

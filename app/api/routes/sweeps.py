@@ -7,13 +7,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Request
 from starlette.concurrency import run_in_threadpool
 
 from app.api.auth import Caller, CallerDep
-from app.api.deps import IdempotencyKey, ViewDep, get_manager
+from app.api.deps import CreationDep, ViewDep, get_manager
 from app.api.public import RunCreate, SweepPublic, SweepsPublic
-from app.api.routes.runs import _created  # Location and Idempotent-Replayed, as for a run
 from app.api.view import RunView, SweepView
 from app.errors import Forbidden
 from app.models import SweepRecord
@@ -30,22 +29,15 @@ SweepsDep = Annotated[Sweeps, Depends(get_sweeps)]
 
 
 @router.post("", status_code=201, response_model=SweepPublic)
-async def submit_sweep(
-    body: RunCreate,
-    caller: CallerDep,
-    sweeps: SweepsDep,
-    view: ViewDep,
-    response: Response,
-    idempotency_key: IdempotencyKey = None,
-) -> SweepPublic:
+async def submit_sweep(body: RunCreate, new: CreationDep, sweeps: SweepsDep, view: ViewDep) -> SweepPublic:
     """Expand Hydra's sweep syntax (``a=1,2``, ``range()``, ``choice()``, ``glob()``) as Hydra's basic
     sweeper does, validate every run as ``POST /runs`` would, and queue them all as the caller's runs, or
     none: 422 naming the combination that is invalid, or a sweep larger than LABRUN_MAX_SWEEP_RUNS; 429
     past the caller's limit of queued runs."""
     sweep, replayed = await run_in_threadpool(
-        sweeps.submit, body.overrides, body.config_name, idempotency_key, caller.name
+        sweeps.submit, body.overrides, body.config_name, new.idempotency_key, new.caller.name
     )
-    _created(response, sweep.name, replayed, "sweeps")
+    new.created("sweeps", sweep.name, replayed)
     return await run_in_threadpool(_public, sweeps, view, sweep)
 
 
@@ -89,19 +81,12 @@ async def cancel_sweep(name: str, caller: CallerDep, sweeps: SweepsDep, view: Vi
 
 
 @router.post("/{name}/rerun", status_code=201, response_model=SweepPublic)
-async def rerun_sweep(
-    name: str,
-    caller: CallerDep,
-    sweeps: SweepsDep,
-    view: ViewDep,
-    response: Response,
-    idempotency_key: IdempotencyKey = None,
-) -> SweepPublic:
+async def rerun_sweep(name: str, new: CreationDep, sweeps: SweepsDep, view: ViewDep) -> SweepPublic:
     """Queue its failed and cancelled runs again (same overrides and seed, same places in the sweep); 409
     when there are none."""
-    _check_may_change(caller, sweeps.get(name), "rerun")
-    sweep, replayed = await run_in_threadpool(sweeps.rerun, name, idempotency_key, caller.name)
-    _created(response, sweep.name, replayed, "sweeps")
+    _check_may_change(new.caller, sweeps.get(name), "rerun")
+    sweep, replayed = await run_in_threadpool(sweeps.rerun, name, new.idempotency_key, new.caller.name)
+    new.created("sweeps", sweep.name, replayed)
     return await run_in_threadpool(_public, sweeps, view, sweep)
 
 
