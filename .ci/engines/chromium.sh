@@ -4,13 +4,7 @@
 # Idempotent: a no-op when both are there.
 set -euo pipefail
 
-need=()
-command -v chromium >/dev/null 2>&1 || need+=(chromium)
-command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
-if [ "${#need[@]}" -gt 0 ]; then
-  echo "installing: ${need[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-fi
+# shellcheck source=../lib/install-missing.sh
+source "$(dirname "$0")/../lib/install-missing.sh"
+install_missing chromium=chromium chromedriver=chromium-driver
 echo "chromium ready: $(chromium --version 2>/dev/null || echo '?'); $(chromedriver --version 2>/dev/null | head -n 1 || echo '?')"

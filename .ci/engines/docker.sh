@@ -7,16 +7,9 @@ set -euo pipefail
 
 log=/var/log/labrun-dockerd.log
 
-need=()
-command -v dockerd >/dev/null 2>&1 || need+=(docker.io)
-command -v docker-compose >/dev/null 2>&1 || need+=(docker-compose)
-command -v debootstrap >/dev/null 2>&1 || need+=(debootstrap)
-if [ "${#need[@]}" -gt 0 ]; then
-  echo "installing: ${need[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-fi
+# shellcheck source=../lib/install-missing.sh
+source "$(dirname "$0")/../lib/install-missing.sh"
+install_missing dockerd=docker.io docker-compose=docker-compose debootstrap=debootstrap
 
 if docker info >/dev/null 2>&1; then
   echo "docker engine already running: $(docker version --format '{{.Server.Version}}')"

@@ -18,15 +18,9 @@ log_dir=/var/log/slurm
 cpus="${LABRUN_SLURM_NODE_CPUS:-}"
 marker="# written by labrun .ci/engines/slurm.sh"
 
-need=()
-command -v slurmctld >/dev/null 2>&1 || need+=(slurm-wlm)
-command -v munged >/dev/null 2>&1 || need+=(munge)
-if [ "${#need[@]}" -gt 0 ]; then
-  echo "installing: ${need[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-fi
+# shellcheck source=../lib/install-missing.sh
+source "$(dirname "$0")/../lib/install-missing.sh"
+install_missing slurmctld=slurm-wlm munged=munge
 
 node_state() { sinfo -h -N -o '%T' 2>/dev/null | head -n1 | tr -d '*~#' || true; }
 

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+from tiny_run import tiny_run
 
 ROOT = Path(__file__).resolve().parents[2]
 BUILD_SCRIPT = ROOT / "docker" / "build-test-image.sh"
@@ -17,18 +18,7 @@ BUILD_TIMEOUT_S = 1800
 MISSING = 3  # the script's exit status when this machine lacks what a build needs (it says what, in one line)
 
 # A run of a few seconds on CPU: FNO at 32x64, 16 samples, one epoch, a tiny network.
-TINY = [
-    "model=fno",
-    "data=32x64",
-    "data.num_examples=16",
-    "training.max_epochs=1",
-    "batch_size=4",
-    "training.effective_batch_size=4",
-    "model.hidden_channels=8",
-    "model.n_modes=[8,8]",
-    "model.n_layers=1",
-    "num_workers=0",
-]
+TINY = tiny_run()  # one epoch of the smallest real run
 
 
 def in_ci() -> bool:

@@ -9,22 +9,12 @@ import subprocess
 
 import pytest
 from slurm_helpers import REAL_TRAINER, job_id, jobs_named, slurm_service, squeue_state, wait_until
+from tiny_run import tiny_run
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
 EPOCHS = 4
-TINY = [
-    "model=fno",
-    "data=32x64",
-    "data.num_examples=64",
-    f"training.max_epochs={EPOCHS}",
-    "batch_size=4",
-    "training.effective_batch_size=4",
-    "model.hidden_channels=8",
-    "model.n_modes=[8,8]",
-    "model.n_layers=1",
-    "num_workers=0",
-]
+TINY = tiny_run(epochs=EPOCHS, examples=64)
 
 
 def test_scontrol_requeue_resumes_the_run_from_its_last_checkpoint(slurm, output_dir):
