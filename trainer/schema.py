@@ -340,14 +340,38 @@ def unknown_key_message(dotted: str) -> str:
 
 def kind(hint: Any, meta: Mapping[str, Any] | None = None) -> str:
     """A field's type in words, for messages."""
+    return spell_type(hint, meta, _IN_WORDS)
+
+
+def spell_type(hint: Any, meta: Mapping[str, Any] | None, words: TypeWords) -> str:
+    """A field's type spelled with ``words`` (in a message, in the documentation's table): its metadata's
+    own ``type`` if it has one, else read off the hint (``X | None``, ``list[X]``, a plain type)."""
     if meta and "type" in meta:
         return str(meta["type"])
     if get_origin(hint) is Union:
         inner = [a for a in get_args(hint) if a is not type(None)]
-        return f"{kind(inner[0])} or null"
+        return words.optional(spell_type(inner[0], None, words))
     if get_origin(hint) is list:
-        return f"a list of {kind(get_args(hint)[0]).replace('an ', '').replace('a ', '')}s"
-    return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(hint, "a value")
+        return words.list_of(spell_type(get_args(hint)[0], None, words))
+    return words.plain(hint)
+
+
+@dataclass(frozen=True)
+class TypeWords:
+    """How ``spell_type`` writes an optional type, a list, and a plain type."""
+
+    optional: Callable[[str], str]
+    list_of: Callable[[str], str]
+    plain: Callable[[Any], str]
+
+
+_IN_WORDS = TypeWords(
+    optional=lambda inner: f"{inner} or null",
+    list_of=lambda inner: f"a list of {inner.replace('an ', '').replace('a ', '')}s",
+    plain=lambda hint: {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(
+        hint, "a value"
+    ),
+)
 
 
 # --- rules over several keys -----------------------------------------------------------------------------

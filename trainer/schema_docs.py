@@ -10,12 +10,12 @@ and the config imports the schema: this way the imports point one way, schema <-
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Union, get_args, get_origin
+from typing import Any
 
 from omegaconf import OmegaConf
 
 from trainer import config
-from trainer.schema import FIELDS, GROUPS, allowed, field_of, show
+from trainer.schema import FIELDS, GROUPS, TypeWords, allowed, field_of, show, spell_type
 
 
 def describe(
@@ -56,14 +56,14 @@ def describe(
 
 def type_name(hint: Any, meta: Mapping[str, Any]) -> str:
     """A field's type as the table shows it: ``int``, ``list[int]``, ``str | null``."""
-    if "type" in meta:
-        return str(meta["type"])
-    if get_origin(hint) is Union:
-        inner = [a for a in get_args(hint) if a is not type(None)]
-        return f"{type_name(inner[0], {})} | null"
-    if get_origin(hint) is list:
-        return f"list[{type_name(get_args(hint)[0], {})}]"
-    return getattr(hint, "__name__", str(hint))
+    return spell_type(hint, meta, _IN_CODE)
+
+
+_IN_CODE = TypeWords(
+    optional=lambda inner: f"{inner} | null",
+    list_of=lambda inner: f"list[{inner}]",
+    plain=lambda hint: getattr(hint, "__name__", str(hint)),
+)
 
 
 def _conf_defaults() -> tuple[dict[str, Any], dict[str, list[str]]]:
