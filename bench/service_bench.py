@@ -15,7 +15,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -34,6 +36,23 @@ from bench._common import (
 )
 
 BASE = ["model=fno", "data=32x64"]
+
+
+def timed_posts(
+    client: httpx.Client,
+    path: str,
+    bodies: list[dict[str, Any]],
+    check: Callable[[httpx.Response], bool] = lambda _r: True,
+) -> list[float]:
+    """Seconds each POST of ``bodies`` took, one after the other (each must answer 201 and pass ``check``)."""
+    took = []
+    for body in bodies:
+        t = time.perf_counter()
+        r = client.post(path, json=body)
+        took.append(time.perf_counter() - t)
+        assert r.status_code == 201, r.text
+        assert check(r), r.text
+    return took
 
 
 def overrides(i: int) -> list[str]:
@@ -103,12 +122,7 @@ def bench_submission(n: int, seconds: int, wrk: str | None) -> dict:
             with httpx.Client(base_url=svc.url, timeout=30) as client:
                 for i in range(5):
                     client.post("/runs", json={"overrides": overrides(900_000 + i)}).raise_for_status()
-                lat = []
-                for i in range(n):
-                    t = time.perf_counter()
-                    r = client.post("/runs", json={"overrides": overrides(i)})
-                    lat.append(time.perf_counter() - t)
-                    assert r.status_code == 201, r.text
+                lat = timed_posts(client, "/runs", [{"overrides": overrides(i)} for i in range(n)])
             result = {"post_1client_p50_s": pct(lat, 50), "post_1client_p99_s": pct(lat, 99)}
             if wrk:
                 script = Path(tmp) / "post.lua"
@@ -141,13 +155,8 @@ def bench_sweep(reps: int) -> dict:
             client.post("/runs", json={"overrides": overrides(800_000)}).raise_for_status()
             for group in ("model=fno,sfno", "data=32x64,64x128"):  # warm: as the single POSTs' first 5
                 client.post("/sweeps", json={"overrides": [group, "seed=1"]}).raise_for_status()
-            sweeps = []
-            for rep in range(reps):
-                t = time.perf_counter()
-                r = client.post("/sweeps", json={"overrides": sweep_lines(rep)})
-                sweeps.append(time.perf_counter() - t)
-                assert r.status_code == 201, r.text
-                assert r.json()["size"] == 256, r.text
+            bodies = [{"overrides": sweep_lines(rep)} for rep in range(reps)]
+            sweeps = timed_posts(client, "/sweeps", bodies, check=lambda r: r.json()["size"] == 256)
             t = time.perf_counter()
             for model in ("fno", "sfno"):
                 for data in ("32x64", "64x128"):

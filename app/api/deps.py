@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends, Header, Request, Response
+from fastapi import Depends, Header, Query, Request, Response
 
 from app.api.auth import Caller, CallerDep
 from app.api.view import RunView
@@ -54,6 +54,14 @@ IdempotencyKey = Annotated[
         max_length=200,
         description="a repeated POST with the same key returns the same run",
     ),
+]
+
+
+# Query parameters of the listing pages (runs, sweeps): bounded by the schema, so no value reaches SQLite
+# out of its range (a page cursor is at most SQLite's largest integer).
+OwnerQuery = Annotated[str | None, Query(max_length=64, description="a user's name, or me")]
+BeforeQuery = Annotated[
+    int | None, Query(ge=1, le=2**63 - 1, description="the next page: next_before of the last answer")
 ]
 
 

@@ -23,7 +23,16 @@ from fastapi.responses import PlainTextResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from app.api.auth import TOKEN_RECHECK_S, CallerDep, token_check
-from app.api.deps import CreationDep, FilesDep, ManagerDep, StoreDep, ViewDep, get_run
+from app.api.deps import (
+    BeforeQuery,
+    CreationDep,
+    FilesDep,
+    ManagerDep,
+    OwnerQuery,
+    StoreDep,
+    ViewDep,
+    get_run,
+)
 from app.api.public import RunCreate, RunPublic, RunsPublic
 from app.errors import InvalidRun
 from app.metrics import time_submission
@@ -56,11 +65,9 @@ async def list_runs(
     view: ViewDep,
     caller: CallerDep,
     status: Annotated[list[str] | None, Query(description="e.g. queued, or running,queued")] = None,
-    owner: Annotated[str | None, Query(max_length=64, description="a user's name, or me")] = None,
+    owner: OwnerQuery = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    before: Annotated[  # at most SQLite's largest integer
-        int | None, Query(ge=1, le=2**63 - 1, description="the next page: next_before of the last answer")
-    ] = None,
+    before: BeforeQuery = None,
 ) -> Response:
     """Runs, newest first, ``limit`` at a time; ``count`` is how many match in all."""
     # A page takes a few milliseconds of CPU without awaiting anything: yield once first, so that under

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from starlette.concurrency import run_in_threadpool
 
 from app.api.auth import Caller, CallerDep
-from app.api.deps import CreationDep, ViewDep, get_manager
+from app.api.deps import BeforeQuery, CreationDep, OwnerQuery, ViewDep, get_manager
 from app.api.public import RunCreate, SweepPublic, SweepsPublic
 from app.api.view import RunView, SweepView
 from app.errors import Forbidden
@@ -46,11 +46,9 @@ async def list_sweeps(
     sweeps: SweepsDep,
     view: ViewDep,
     caller: CallerDep,
-    owner: Annotated[str | None, Query(max_length=64, description="a user's name, or me")] = None,
+    owner: OwnerQuery = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    before: Annotated[  # at most SQLite's largest integer
-        int | None, Query(ge=1, le=2**63 - 1, description="next_before of the last answer")
-    ] = None,
+    before: BeforeQuery = None,
 ) -> SweepsPublic:
     """Sweeps, newest first, with their runs counted by status."""
     owner = caller.name if owner == "me" else owner
