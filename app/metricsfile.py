@@ -34,6 +34,8 @@ from dataclasses import dataclass, field
 from itertools import compress
 from typing import Any, BinaryIO
 
+from app.runpaths import open_run_file
+
 DEFAULT_MAX_POINTS = 2000
 # Small blocks: every C call on one (split, float parsing) holds the GIL, and the event loop waits for it.
 CHUNK_BYTES = 256 * 1024
@@ -246,7 +248,7 @@ def _read(state: _FileCurves, path: str, chunk_bytes: int) -> None:
     """Feed the file's new complete rows into ``state``: only the new ones when it grew under the same
     header, else all of them. A file that cannot be read leaves ``state`` as it was."""
     try:
-        with open(path, "rb") as f:
+        with open_run_file(path) as f:  # no link, pipe or device the run left in its place
             header = f.readline(MAX_LINE_BYTES)
             if not header.endswith(b"\n"):
                 return  # the header itself is being written

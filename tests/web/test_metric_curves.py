@@ -7,11 +7,13 @@ import math
 import os
 import random
 import threading
+import time
 import tracemalloc
 from pathlib import Path
 
 import pytest
 
+from app import metricsfile
 from app.metricsfile import MetricsFiles, downsample
 
 COLUMNS = ["epoch", "step", "train_loss", "train_loss_epoch", "val_loss"]
@@ -152,13 +154,21 @@ def test_a_long_file_costs_no_memory_per_row(tmp_path: Path) -> None:
     assert kept < 4 * 2**20, f"kept {kept / 2**20:.1f} MB"
 
 
-def test_one_file_being_read_holds_no_other_file_up(tmp_path: Path) -> None:
-    """Run a's metrics.csv is a pipe whose writer waits: its read blocks (as a huge file's does) while
-    run b's curves are answered."""
-    for run in ("a", "b"):
+def test_one_file_being_read_holds_no_other_file_up(tmp_path: Path, monkeypatch) -> None:
+    """Run a's metrics.csv is read slowly (its read waits, as a huge file's does) while run b's curves are
+    answered."""
+    for run, loss in (("a", 2.0), ("b", 1.0)):
         (tmp_path / run).mkdir()
-    os.mkfifo(tmp_path / "a" / "metrics.csv")
-    (tmp_path / "b" / "metrics.csv").write_text("epoch,step,train_loss\n0,0,1.0\n")
+        (tmp_path / run / "metrics.csv").write_text(f"epoch,step,train_loss\n0,0,{loss}\n")
+    release = threading.Event()
+    real_read = metricsfile._read
+
+    def slow_for_a(state, path, chunk_bytes):
+        if "/a/" in str(path):
+            release.wait(30)
+        return real_read(state, path, chunk_bytes)
+
+    monkeypatch.setattr(metricsfile, "_read", slow_for_a)
     files = MetricsFiles(tmp_path)
     got: dict[str, dict] = {}
     reader = threading.Thread(target=lambda: got.setdefault("a", files.curves("a")), daemon=True)
@@ -168,10 +178,25 @@ def test_one_file_being_read_holds_no_other_file_up(tmp_path: Path) -> None:
     other.start()
     other.join(timeout=10)
     blocked = other.is_alive()
-    with open(tmp_path / "a" / "metrics.csv", "w") as pipe:  # lets a's read finish, whatever happened
-        pipe.write("epoch,step,train_loss\n0,0,2.0\n")
+    release.set()
     reader.join(timeout=10)
     other.join(timeout=10)
     assert not blocked, "b's curves waited for a's read"
     assert b["b"]["metrics"]["train_loss"]["value"] == [1.0]
     assert got["a"]["metrics"]["train_loss"]["value"] == [2.0]
+
+
+def test_a_link_or_a_pipe_a_run_leaves_is_not_followed(tmp_path: Path) -> None:
+    """A run's code is untrusted: its metrics.csv may be a link to a file of the service's, or a pipe
+    that would hold a service thread for ever. Neither is read: no curve."""
+    secret = tmp_path / "secret.csv"
+    secret.write_text("epoch,step,train_loss\n0,0,42.0\n")
+    (tmp_path / "linked").mkdir()
+    (tmp_path / "linked" / "metrics.csv").symlink_to(secret)
+    (tmp_path / "piped").mkdir()
+    os.mkfifo(tmp_path / "piped" / "metrics.csv")
+    files = MetricsFiles(tmp_path)
+    assert files.curves("linked")["metrics"] == {}
+    started = time.monotonic()
+    assert files.curves("piped")["metrics"] == {}
+    assert time.monotonic() - started < 5  # not a read that waits for a writer
