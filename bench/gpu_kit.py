@@ -210,7 +210,20 @@ def check_closure(
     for root in roots:
         if canonicalize_name(root) not in carried:
             out.problems.append(Problem("the kit", root, "a root of the kit is not carried"))
-    # The extras asked of each carried wheel, followed to a fixed point ("pkg[extra]" adds pkg's extra deps).
+    extras = _extras_asked(carried)
+    for w in carried.values():
+        if w.requires_python and Version(MARKER_ENV["python_full_version"]) not in _spec(w.requires_python):
+            out.problems.append(Problem(w.file, f"Python {w.requires_python}", "the GPU machine's is not"))
+        for line in w.requires_dist:
+            req = Requirement(line)
+            if applies(req, extras[w.name]):
+                _check_requirement(out, w, line, req, carried, machine)
+    return out
+
+
+def _extras_asked(carried: dict[str, Wheel]) -> dict[str, set[str]]:
+    """The extras asked of each carried wheel, followed to a fixed point ("pkg[extra]" adds pkg's extra
+    dependencies, which may ask for more)."""
     extras: dict[str, set[str]] = {name: set() for name in carried}
     changed = True
     while changed:
@@ -222,25 +235,29 @@ def check_closure(
                 if dep in carried and applies(req, extras[w.name]) and not req.extras <= extras[dep]:
                     extras[dep] |= req.extras
                     changed = True
-    for w in carried.values():
-        if w.requires_python and Version(MARKER_ENV["python_full_version"]) not in _spec(w.requires_python):
-            out.problems.append(Problem(w.file, f"Python {w.requires_python}", "the GPU machine's is not"))
-        for line in w.requires_dist:
-            req = Requirement(line)
-            if not applies(req, extras[w.name]):
-                continue
-            dep = canonicalize_name(req.name)
-            if dep in carried:
-                if not req.specifier.contains(carried[dep].version, prereleases=True):
-                    out.problems.append(Problem(w.file, line, f"carried {dep} is {carried[dep].version}"))
-            elif dep in machine:
-                have = machine[dep]
-                if have is not None and not req.specifier.contains(have, prereleases=True):
-                    out.problems.append(Problem(w.file, line, f"the GPU machine has {dep} {have}"))
-                out.from_machine.setdefault(dep, set()).add(w.name)
-            else:
-                out.problems.append(Problem(w.file, line, "neither carried nor on the GPU machine"))
-    return out
+    return extras
+
+
+def _check_requirement(
+    out: Closure,
+    w: Wheel,
+    line: str,
+    req: Requirement,
+    carried: dict[str, Wheel],
+    machine: dict[str, str | None],
+) -> None:
+    """One requirement of a carried wheel: met by a carried wheel, else by the machine, else a problem."""
+    dep = canonicalize_name(req.name)
+    if dep in carried:
+        if not req.specifier.contains(carried[dep].version, prereleases=True):
+            out.problems.append(Problem(w.file, line, f"carried {dep} is {carried[dep].version}"))
+    elif dep in machine:
+        have = machine[dep]
+        if have is not None and not req.specifier.contains(have, prereleases=True):
+            out.problems.append(Problem(w.file, line, f"the GPU machine has {dep} {have}"))
+        out.from_machine.setdefault(dep, set()).add(w.name)
+    else:
+        out.problems.append(Problem(w.file, line, "neither carried nor on the GPU machine"))
 
 
 def target_tags() -> set[tags.Tag]:

@@ -70,27 +70,37 @@ def watch(conns: list[Conn], limit_s: float) -> None:
     while sel.get_map() and time.monotonic() < deadline:
         if time.monotonic() >= next_byte:
             next_byte += 1.0
-            for key in list(sel.get_map().values()):
-                c = key.data
-                if c.trickle:
-                    try:
-                        c.sock.send(c.trickle[:1])
-                        c.trickle = c.trickle[1:]
-                    except OSError:
-                        _closed(sel, c)
+            _trickle(sel)
         for key, _ in sel.select(timeout=max(0.0, min(next_byte, deadline) - time.monotonic())):
-            try:
-                data = key.data.sock.recv(65536)
-            except BlockingIOError:
-                continue
-            except OSError:
-                data = b""
-            key.data.answered = key.data.answered or bool(data)
-            if not data:
-                _closed(sel, key.data)
+            _receive(sel, key.data)
     for key in list(sel.get_map().values()):
         sel.unregister(key.fileobj)
         key.data.sock.close()
+
+
+def _trickle(sel: selectors.BaseSelector) -> None:
+    """The next byte of each trickling connection's request."""
+    for key in list(sel.get_map().values()):
+        c = key.data
+        if c.trickle:
+            try:
+                c.sock.send(c.trickle[:1])
+                c.trickle = c.trickle[1:]
+            except OSError:
+                _closed(sel, c)
+
+
+def _receive(sel: selectors.BaseSelector, c: Conn) -> None:
+    """What the server sent: an answer, or (b"", a reset) its close."""
+    try:
+        data = c.sock.recv(65536)
+    except BlockingIOError:
+        return
+    except OSError:
+        data = b""
+    c.answered = c.answered or bool(data)
+    if not data:
+        _closed(sel, c)
 
 
 def _closed(sel: selectors.BaseSelector, c: Conn) -> None:

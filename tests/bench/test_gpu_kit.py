@@ -31,7 +31,8 @@ def test_lock_resolves_on_the_gpu_machine(lock):
     assert gpu_kit.tag_problems(lock) == []
     # What the kit leans on is really there (KINDS.md's list), and torch never travels.
     assert {"torch", "numpy", "pyyaml", "requests"} <= set(closure.from_machine)
-    assert "torch" not in names(lock) and not any(n.startswith("nvidia-") for n in names(lock))
+    assert "torch" not in names(lock)
+    assert not any(n.startswith("nvidia-") for n in names(lock))
 
 
 def test_lock_is_the_pinned_set(lock):
@@ -39,8 +40,10 @@ def test_lock_is_the_pinned_set(lock):
     versions = {w.name: w.version for w in lock}
     assert set(ROOTS) <= set(versions)
     assert versions["torch-harmonics"] == "0.9.2"  # the release built for the GPU machine's torch 2.11
-    assert versions["hydra-core"] == "1.3.8" and versions["wandb"] == "0.31.0"
-    assert versions["neuraloperator"] == "2.0.0" and versions["omegaconf"].startswith("2.3.")
+    assert versions["hydra-core"] == "1.3.8"
+    assert versions["wandb"] == "0.31.0"
+    assert versions["neuraloperator"] == "2.0.0"
+    assert versions["omegaconf"].startswith("2.3.")
     # Nothing the machine already has, except what ALSO_CARRY names (and says why).
     assert names(lock) & set(GPU_MACHINE) == set(ALSO_CARRY)
 
@@ -48,7 +51,8 @@ def test_lock_is_the_pinned_set(lock):
 def test_lock_fits_the_device_tool(lock):
     kit, tree, problems = gpu_kit.size_report(lock)
     assert problems == []
-    assert kit == sum(w.size for w in lock) and kit + tree <= gpu_kit.LIMIT_BYTES
+    assert kit == sum(w.size for w in lock)
+    assert kit + tree <= gpu_kit.LIMIT_BYTES
 
 
 @pytest.mark.parametrize(
@@ -125,7 +129,8 @@ def test_the_built_wheel_is_locked_with_its_source_and_backend(lock):
     antlr = built(lock)
     assert antlr.name in gpu_kit.SDIST_ONLY
     assert antlr.sdist == f"antlr4-python3-runtime-{antlr.version}.tar.gz"
-    assert len(antlr.sdist_sha256 or "") == 64 and antlr.built_with == list(gpu_kit.BUILD_BACKEND)
+    assert len(antlr.sdist_sha256 or "") == 64
+    assert antlr.built_with == list(gpu_kit.BUILD_BACKEND)
     assert gpu_kit.lock_source_problems(lock) == []
     stale = dataclasses.replace(antlr, built_with=["setuptools==80.9.0", "wheel==0.45.1"])
     assert gpu_kit.lock_source_problems([stale]) != []  # BUILD_BACKEND changed: the lock must be rebuilt
