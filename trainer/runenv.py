@@ -19,6 +19,9 @@ Who sets each one, and why:
   (``docker/trainer.Dockerfile``). ``run.json``'s commit where there is no ``.git``.
 - ``LABRUN_LOG_PATH`` (``log_path``): the Docker launcher. Read by the container's entrypoint shell, not
   by the trainer: the file the run's stdout and stderr are appended to.
+- ``LABRUN_MAX_LOG_BYTES`` (``max_log_bytes``): the service, for every run (its ``LABRUN_MAX_LOG_BYTES``
+  setting). Read by the run's log writer (``trainer/logbound.py``: the run wrapper, or a Docker run's
+  entrypoint), not by the trainer: the most the run's log file keeps (0: no bound).
 - ``LABRUN_RUN_DIR`` and ``LABRUN_RUN_NAME`` (``run_dir``, ``run_name``): the trainer itself (rank 0), for
   the other ranks Lightning starts by running the same command again: they join this run.
 
@@ -52,6 +55,7 @@ CANCEL_MARKER = "LABRUN_CANCEL_MARKER"
 IMAGE_ID = "LABRUN_IMAGE_ID"
 CODE_VERSION = "LABRUN_CODE_VERSION"
 LOG_PATH = "LABRUN_LOG_PATH"
+MAX_LOG_BYTES = "LABRUN_MAX_LOG_BYTES"
 RUN_DIR = "LABRUN_RUN_DIR"
 RUN_NAME = "LABRUN_RUN_NAME"
 PREEMPT_AFTER_EPOCHS = "LABRUN_PREEMPT_AFTER_EPOCHS"  # test hook
@@ -105,6 +109,7 @@ class RunEnv:
     image_id: str | None = _var(IMAGE_ID, _text)
     code_version: str | None = _var(CODE_VERSION, _text)
     log_path: Path | None = _var(LOG_PATH, _path)
+    max_log_bytes: int | None = _var(MAX_LOG_BYTES, _integer(0))
     run_dir: Path | None = _var(RUN_DIR, _path)
     run_name: str | None = _var(RUN_NAME, _text)
     preempt_after_epochs: int | None = _var(PREEMPT_AFTER_EPOCHS, _integer(0))  # test hook

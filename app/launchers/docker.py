@@ -5,9 +5,11 @@ carries it in a label (``labrun.run``), so ``reattach(name)`` needs nothing the 
 The container stays until ``release()``: the Engine keeps its exit code and out-of-memory flag for as long
 as it exists, so a run that ended while the service was down still reports its true outcome.
 
-Logs: the container's shell appends the trainer's stdout and stderr to ``spec.log_path`` itself (the
-outputs directory is mounted at the same path inside), so the log keeps growing while the service is
-down. The image id goes to the trainer as ``LABRUN_IMAGE_ID`` (run.json names it); the code version is
+Logs: inside the container, ``python -m trainer.logbound`` runs the trainer and writes its stdout and
+stderr to ``spec.log_path`` itself (the outputs directory is mounted at the same path inside), so the log
+keeps growing while the service is down, bounded by ``LABRUN_MAX_LOG_BYTES`` as for every launcher (the
+same writer as the local and Slurm wrappers'). Its own messages (an image without it, say) are appended
+to the log by the shell that starts it. The image id goes to the trainer as ``LABRUN_IMAGE_ID`` (run.json names it); the code version is
 baked into the image (``LABRUN_CODE_VERSION``).
 
 Hardening of every run container: a non-root user, ``no-new-privileges``, every capability dropped, a
@@ -45,13 +47,21 @@ from app.core.config import Settings, settings_error
 from app.launchers.base import LOST, EngineUnavailable, Launcher, LaunchError, LaunchSpec, Outcome
 from app.statedir import StateDir
 from trainer import runenv
+from trainer.logbound import cut_path
 from trainer.runenv import RunEnv
 
 LABEL_RUN = "labrun.run"
 LABEL_OUTPUT_DIR = "labrun.output_dir"
 IMAGE_USER = "10001:10001"  # the unprivileged user of docker/trainer.Dockerfile
-# Appends the command's output to $LABRUN_LOG_PATH, then becomes the command (docker-init forwards signals).
-LOG_ENTRYPOINT = ("/bin/sh", "-c", f'exec "$@" >>"${runenv.LOG_PATH}" 2>&1', "labrun-run")
+# The command runs under the bounded log writer (trainer/logbound.py), which copies its output to
+# $LABRUN_LOG_PATH and passes on the signals docker-init forwards; the writer's own output (an image too old
+# to have it: "No module named trainer.logbound") is appended to the log by the shell.
+LOG_ENTRYPOINT = (
+    "/bin/sh",
+    "-c",
+    f'exec python -m trainer.logbound -- "$@" >>"${runenv.LOG_PATH}" 2>&1',
+    "labrun-run",
+)
 # Variables that describe the service's machine, not the run: never copied into a container.
 HOST_ONLY_ENV = frozenset(
     {
@@ -387,14 +397,16 @@ class DockerLauncher(Launcher):
 
     def _prepare_dirs(self, spec: LaunchSpec) -> None:
         """Make what the run writes writable by its user: the outputs directory (the trainer creates its
-        run directory there), the data cache, and the log file. Only a root service has to hand them over."""
+        run directory there), the data cache, and the log file (and the file it notes its cuts in). Only a root service has to hand them over."""
         spec.state_dir.mkdir(parents=True, exist_ok=True)
         spec.log_path.parent.mkdir(parents=True, exist_ok=True)
         spec.log_path.touch(exist_ok=True)
+        cut = cut_path(spec.log_path)  # the writer records its cuts there; it may not create files here
+        cut.touch(exist_ok=True)
         if os.geteuid() != 0:
             return
         uid, gid = (int(part) for part in self.user.split(":"))
-        paths = [spec.output_dir, spec.log_path]
+        paths = [spec.output_dir, spec.log_path, cut]
         if self.settings.data_cache is not None:
             self.settings.data_cache.mkdir(parents=True, exist_ok=True)
             paths.append(self.settings.data_cache)
