@@ -201,6 +201,7 @@ async def _follow(
     token is revoked (looked at again every TOKEN_RECHECK_S: a revoke ends the stream within ~2 s)."""
     decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")  # a chunk may end mid-character
     offset, cut, checked_at = first.end, first.cut_bytes, time.monotonic()
+    line_start = not first.data or first.data.endswith(b"\n")  # where a note of a skip may go as it is
     yield first.text
     while True:
         if time.monotonic() - checked_at >= TOKEN_RECHECK_S:
@@ -211,11 +212,12 @@ async def _follow(
         # From where it was, carried over any cut made since (the log's end moves down at each).
         part = await run_in_threadpool(read_range, path, offset, FOLLOW_CHUNK_BYTES, cut, False)
         if part.skipped:  # output cut before this stream got to it: say so where it is missing
-            yield decoder.decode(b"", final=True) + _skipped_note(part.skipped)
+            yield decoder.decode(b"", final=True) + _skipped_note(part.skipped, line_start)
             decoder.reset()
         if part.size or part.layout:  # (a log that is gone reads as empty: keep the place)
             offset, cut = part.end, part.cut_bytes
         if part.data:
+            line_start = part.data.endswith(b"\n")
             yield decoder.decode(part.data)
         elif ended or closing.is_set():  # the server is shutting down: end cleanly, not cut off
             yield decoder.decode(b"", final=True)
@@ -224,8 +226,12 @@ async def _follow(
             await asyncio.sleep(FOLLOW_INTERVAL_S)
 
 
-def _skipped_note(skipped: int) -> str:
-    return f"\n[labrun: {skipped} bytes of output cut here before this stream read them (LABRUN_MAX_LOG_BYTES)]\n"
+def _skipped_note(skipped: int, line_start: bool) -> str:
+    """A line of its own that says where ``skipped`` bytes of output are missing from the stream."""
+    note = (
+        f"[labrun: {skipped} bytes of output cut here before this stream read them (LABRUN_MAX_LOG_BYTES)]\n"
+    )
+    return note if line_start else "\n" + note
 
 
 @router.post("/{name}/cancel", response_model=RunPublic)
