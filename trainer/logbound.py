@@ -151,7 +151,7 @@ class BoundedLog:
 
     def __init__(self, path: Path, max_bytes: int | None) -> None:
         self.path = path
-        self.max_bytes = max(max_bytes or 0, MIN_BOUND) if max_bytes else 0
+        self.max_bytes = max(max_bytes, MIN_BOUND) if max_bytes else 0
         self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         self.size = os.fstat(self.fd).st_size
         self.cut = read_cut(path)
@@ -260,9 +260,11 @@ class OutputCopy:
 
     def finish(self) -> None:
         """Copy what is left (after the child's whole group is gone), then close the log. A process that
-        escaped the group and holds the pipe open is not waited for."""
+        escaped the group and holds the pipe open is not waited for; the log then stays open (closed, its
+        descriptor could be reused by the next file this process writes, and the copy would go there)."""
         self._thread.join(DRAIN_S)
-        self.log.close()
+        if not self._thread.is_alive():
+            self.log.close()
 
     def _copy(self) -> None:
         try:

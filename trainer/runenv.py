@@ -17,8 +17,8 @@ Who sets each one, and why:
 - ``LABRUN_IMAGE_ID`` (``image_id``): the Docker launcher. ``run.json`` names the image the run ran in.
 - ``LABRUN_CODE_VERSION`` (``code_version``): the trainer image, baked in at build time
   (``docker/trainer.Dockerfile``). ``run.json``'s commit where there is no ``.git``.
-- ``LABRUN_LOG_PATH`` (``log_path``): the Docker launcher. Read by the container's entrypoint shell, not
-  by the trainer: the file the run's stdout and stderr are appended to.
+- ``LABRUN_LOG_PATH`` (``log_path``): the Docker launcher. Read by the container's entrypoint (its shell
+  and the log writer, ``python -m trainer.logbound``), not by the trainer: the run's log file.
 - ``LABRUN_MAX_LOG_BYTES`` (``max_log_bytes``): the service, for every run (its ``LABRUN_MAX_LOG_BYTES``
   setting). Read by the run's log writer (``trainer/logbound.py``: the run wrapper, or a Docker run's
   entrypoint), not by the trainer: the most the run's log file keeps (0: no bound).
