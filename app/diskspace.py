@@ -98,20 +98,15 @@ class DiskGuard:
         return replace(state, reason=reason, run=name, run_bytes=size)
 
     def _measure(self) -> DiskState:
-        limits = {"min_free_bytes": self.min_free_bytes, "min_free_percent": self.min_free_percent}
         where = self.output_dir
         if not where.is_dir():
-            return DiskState(False, None, None, **limits, reason=f"the output directory {where} is gone")
+            return self._state(None, None, f"the output directory {where} is gone")
         if not os.access(where, os.W_OK | os.X_OK):
-            return DiskState(
-                False, None, None, **limits, reason=f"the output directory {where} is not writable"
-            )
+            return self._state(None, None, f"the output directory {where} is not writable")
         try:
             st = os.statvfs(where)
         except OSError as exc:
-            return DiskState(
-                False, None, None, **limits, reason=f"the output directory {where}: {exc.strerror}"
-            )
+            return self._state(None, None, f"the output directory {where}: {exc.strerror}")
         free, total = st.f_bavail * st.f_frsize, st.f_blocks * st.f_frsize
         percent = 100.0 * free / total if total else 0.0
         if free < self.min_free_bytes or percent < self.min_free_percent:
@@ -119,8 +114,12 @@ class DiskGuard:
                 f"the output directory's disk is nearly full: {human(free)} free ({percent:.1f}%), "
                 f"runs start only with at least {human(self.min_free_bytes)} and {self.min_free_percent:g}% free"
             )
-            return DiskState(False, free, total, **limits, reason=reason)
-        return DiskState(True, free, total, **limits)
+            return self._state(free, total, reason)
+        return self._state(free, total, None)
+
+    def _state(self, free: int | None, total: int | None, reason: str | None) -> DiskState:
+        """What was measured, with this guard's limits; ``reason``: why runs do not start (None: they may)."""
+        return DiskState(reason is None, free, total, self.min_free_bytes, self.min_free_percent, reason)
 
 
 def human(n: float) -> str:

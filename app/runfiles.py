@@ -176,11 +176,12 @@ def read_tail(
                 return LogSlice(b"", end, end, size, layout=layout)
             # Counting lines holds the GIL (~1 ms a MiB): only a tail that may end inside the window counts.
             counting = lines is not None and lines < max_bytes
+            wanted = lines or 0  # (when counting)
             blocks: list[bytes] = []  # last block first
             pos, found = end, 0  # found: newlines before the last byte (each starts a line after it)
             # Doubled up to 1 MiB: a short tail reads little, a whole window in few reads.
             block_size = 16 << 10
-            while pos > 0 and end - pos < max_bytes and not (counting and found >= lines):
+            while pos > 0 and end - pos < max_bytes and not (counting and found >= wanted):
                 step = min(block_size, pos, max_bytes - (end - pos))
                 block_size = min(block_size * 2, 1 << 20)
                 pos -= step
@@ -196,8 +197,8 @@ def read_tail(
         return LogSlice(b"", end, end, size, layout=layout)
     first = blocks[-1]  # the earliest bytes read
     cut = False
-    if counting and found >= lines:  # more lines than asked: skip the oldest, all in the earliest block
-        offset = len(first) - len(first.split(b"\n", found - lines + 1)[-1])
+    if counting and found >= wanted:  # more lines than asked: skip the oldest, all in the earliest block
+        offset = len(first) - len(first.split(b"\n", found - wanted + 1)[-1])
     elif at_line_start:
         offset = 0
     else:  # a partial first line: start at the next line instead, if one starts before the end
