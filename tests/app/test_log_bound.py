@@ -198,7 +198,7 @@ def test_a_local_run_past_the_bound_keeps_head_and_tail_and_the_api_says_what_wa
 def test_follow_of_a_run_past_the_bound_streams_all_but_what_it_says_was_cut(bounded):
     """The stream starts in the head (the marker comes through as it is in the file), and goes on across
     compactions made while it follows: bytes cut before it read them are a note at their place."""
-    name = submit(bounded, "+extra.fake_lines=20000", "+extra.fake_sleep=4")["name"]
+    name = submit(bounded, "+extra.fake_lines=20000", "+extra.fake_sleep=10")["name"]
     log = bounded.app.state.files.log_path(name)
     deadline = time.monotonic() + 30
     while bounded.get(f"/runs/{name}").json()["status"] == "queued" or not log.exists():
