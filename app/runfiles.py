@@ -1,21 +1,30 @@
-"""Reading what a run writes: its log (kept by the launcher) and its ``progress.json`` (written by the trainer).
+"""Reading what a run writes: its log (written by the run's log writer, ``trainer/logbound.py``) and its
+``progress.json`` (written by the trainer).
 
 Cheap on purpose, because pollers call it on every GET: ``progress.json`` is parsed only when its mtime or
 size changed (one ``stat`` otherwise), and a log tail is read backwards from the end of the file.
+
+A log may have been cut to its bound (``LABRUN_MAX_LOG_BYTES``): every read holds a shared lock on it, so
+that what it reads and the cut it reports (``LogSlice.layout``) are of the same moment, never of a
+compaction half done. Offsets are positions in the file as kept; one handed out before a later cut is
+carried over to the new layout when the reader says which cut it had seen (``read_range``'s ``then_cut``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import threading
 from collections import OrderedDict
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from app.statedir import StateDir
+from trainer.logbound import LOCK_WAIT_S, LogCut, cut_path, flocked, read_cut
 
 _PROGRESS_FIELDS = {  # progress.json key -> API key
     "epoch": "epoch",
@@ -37,6 +46,18 @@ class RunFiles:
 
     def log_path(self, name: str) -> Path:
         return self.state.log(name)
+
+    def log_cut_bytes(self, name: str) -> int | None:
+        """Bytes of the run's output cut from its log to keep it within its bound; None: none (a ``stat``
+        when there is no cut: this is on the polling path)."""
+        log = self.state.log(name)
+        try:
+            if os.stat(cut_path(log)).st_size == 0:  # made empty for a Docker run's writer
+                return None
+        except OSError:
+            return None
+        cut = read_cut(log)
+        return cut.cut_bytes if cut is not None and cut.cut_bytes else None
 
     def progress(self, run_dir: str) -> dict[str, Any] | None:
         """``{"progress": {...}, "metrics": {...}}`` from the run's progress.json, or None before it exists."""
@@ -108,6 +129,13 @@ class LogSlice:
     end: int
     size: int
     cut: bool = False  # the first line is cut at its start (one line longer than the window)
+    layout: LogCut | None = None  # where the log was cut to its bound, as it was when read (None: never)
+    skipped: int = 0  # bytes of output between the position asked for and ``start`` that were cut since
+
+    @property
+    def cut_bytes(self) -> int:
+        """Bytes of output cut from the log to keep it within its bound (0: none)."""
+        return self.layout.cut_bytes if self.layout else 0
 
     @property
     def truncated(self) -> bool:
@@ -141,11 +169,11 @@ def read_tail(
     block by block and re-counting it was quadratic: 100-300 ms of held GIL for a 4 MiB answer, which
     stalled every other request while big logs were read.)"""
     try:
-        with open(path, "rb") as f:
+        with _open_log(path) as (f, layout):
             size = f.seek(0, os.SEEK_END)
             end = size if end is None else min(end, size)
             if lines is not None and lines <= 0:
-                return LogSlice(b"", end, end, size)
+                return LogSlice(b"", end, end, size, layout=layout)
             # Counting lines holds the GIL (~1 ms a MiB): only a tail that may end inside the window counts
             # (wanted: the lines asked for; None: no counting).
             wanted = lines if lines is not None and lines < max_bytes else None
@@ -166,7 +194,7 @@ def read_tail(
     except OSError:
         return LogSlice(b"", 0, 0, 0)
     if not blocks:
-        return LogSlice(b"", end, end, size)
+        return LogSlice(b"", end, end, size, layout=layout)
     first = blocks[-1]  # the earliest bytes read
     cut = False
     # More lines than asked: skip the oldest, all in the earliest block.
@@ -182,7 +210,16 @@ def read_tail(
         data = b"".join([first[offset:], *reversed(blocks[:-1])])
     else:
         data = b"".join(reversed(blocks))[offset:]
-    return LogSlice(data, pos + offset, end, size, cut)
+    return LogSlice(data, pos + offset, end, size, cut, layout)
+
+
+@contextlib.contextmanager
+def _open_log(path: Path) -> Iterator[tuple[BinaryIO, LogCut | None]]:
+    """The log open for reading under a shared lock (a compaction holds an exclusive one), with its cut as
+    it is while the lock is held. A writer stopped mid-compaction (a paused container) is waited for
+    ``LOCK_WAIT_S`` at most: the file is then read as it is."""
+    with open(path, "rb") as f, flocked(f.fileno(), exclusive=False, wait_s=LOCK_WAIT_S):
+        yield f, read_cut(path)
 
 
 def _after_first_newline(blocks: list[bytes]) -> int:
@@ -196,20 +233,31 @@ def _after_first_newline(blocks: list[bytes]) -> int:
     return 0
 
 
-def read_range(path: Path, offset: int, length: int = LOG_WINDOW_BYTES) -> LogSlice:
+def read_range(
+    path: Path,
+    offset: int,
+    length: int = LOG_WINDOW_BYTES,
+    then_cut: int | None = None,
+    whole_lines: bool = True,
+) -> LogSlice:
     """Bytes from ``offset`` on, at most ``length``, ending at a line boundary (unless the window holds no
-    line end, or reaches the end of the file): a page of the log; ``end`` is where the next page starts."""
+    line end, or reaches the end of the file, or ``whole_lines`` is false): a page of the log; ``end`` is
+    where the next page starts. ``then_cut``: the log's ``cut_bytes`` when ``offset`` was handed out; a
+    later cut moves it to where those bytes are now (``skipped``: how many after it were cut since)."""
+    skipped = 0
     try:
-        with open(path, "rb") as f:
+        with _open_log(path) as (f, layout):
             size = f.seek(0, os.SEEK_END)
+            if then_cut is not None and layout is not None:
+                offset, skipped = layout.moved(offset, then_cut)
             offset = min(max(offset, 0), size)
             f.seek(offset)
             data = f.read(length)
     except OSError:
         return LogSlice(b"", 0, 0, 0)
-    if offset + len(data) < size and b"\n" in data:
+    if whole_lines and offset + len(data) < size and b"\n" in data:
         data = data[: data.rfind(b"\n") + 1]
-    return LogSlice(data, offset, offset + len(data), size)
+    return LogSlice(data, offset, offset + len(data), size, layout=layout, skipped=skipped)
 
 
 def tail(path: Path, lines: int, max_bytes: int = LOG_WINDOW_BYTES, end: int | None = None) -> str:

@@ -17,8 +17,11 @@ Who sets each one, and why:
 - ``LABRUN_IMAGE_ID`` (``image_id``): the Docker launcher. ``run.json`` names the image the run ran in.
 - ``LABRUN_CODE_VERSION`` (``code_version``): the trainer image, baked in at build time
   (``docker/trainer.Dockerfile``). ``run.json``'s commit where there is no ``.git``.
-- ``LABRUN_LOG_PATH`` (``log_path``): the Docker launcher. Read by the container's entrypoint shell, not
-  by the trainer: the file the run's stdout and stderr are appended to.
+- ``LABRUN_LOG_PATH`` (``log_path``): the Docker launcher. Read by the container's entrypoint (its shell
+  and the log writer, ``python -m trainer.logbound``), not by the trainer: the run's log file.
+- ``LABRUN_MAX_LOG_BYTES`` (``max_log_bytes``): the service, for every run (its ``LABRUN_MAX_LOG_BYTES``
+  setting). Read by the run's log writer (``trainer/logbound.py``: the run wrapper, or a Docker run's
+  entrypoint), not by the trainer: the most the run's log file keeps (0: no bound).
 - ``LABRUN_RUN_DIR`` and ``LABRUN_RUN_NAME`` (``run_dir``, ``run_name``): the trainer itself (rank 0), for
   the other ranks Lightning starts by running the same command again: they join this run.
   ``LABRUN_RUN_DIR`` alone: the Docker launcher, which makes the run's directory (its only mount) before
@@ -54,6 +57,7 @@ CANCEL_MARKER = "LABRUN_CANCEL_MARKER"
 IMAGE_ID = "LABRUN_IMAGE_ID"
 CODE_VERSION = "LABRUN_CODE_VERSION"
 LOG_PATH = "LABRUN_LOG_PATH"
+MAX_LOG_BYTES = "LABRUN_MAX_LOG_BYTES"
 RUN_DIR = "LABRUN_RUN_DIR"
 RUN_NAME = "LABRUN_RUN_NAME"
 PREEMPT_AFTER_EPOCHS = "LABRUN_PREEMPT_AFTER_EPOCHS"  # test hook
@@ -107,6 +111,7 @@ class RunEnv:
     image_id: str | None = _var(IMAGE_ID, _text)
     code_version: str | None = _var(CODE_VERSION, _text)
     log_path: Path | None = _var(LOG_PATH, _path)
+    max_log_bytes: int | None = _var(MAX_LOG_BYTES, _integer(0))
     run_dir: Path | None = _var(RUN_DIR, _path)
     run_name: str | None = _var(RUN_NAME, _text)
     preempt_after_epochs: int | None = _var(PREEMPT_AFTER_EPOCHS, _integer(0))  # test hook

@@ -58,6 +58,14 @@ class RunPublic(BaseModel):
         description="why it waits: queued behind a full disk, or running but requeued by its scheduler",
     )
     disk_bytes: int | None = Field(None, description="what its files take on disk, measured when it ended")
+    log_cut_bytes: int | None = Field(
+        None,
+        description="bytes of its output cut from the middle of its log to keep it within the server's "
+        "bound (LABRUN_MAX_LOG_BYTES; the logs' X-Log-Cut-Bytes); null: none",
+    )
+    disk_warning: str | None = Field(
+        None, description="while the output directory's disk is nearly full because of this run's files"
+    )
     deleted_at: dt.datetime | None = Field(
         None, description="its files were deleted (DELETE); the record stays"
     )
@@ -85,6 +93,9 @@ class Disk(BaseModel):
     min_free_bytes: int
     min_free_percent: float
     reason: str | None = None
+    run: str | None = Field(
+        None, description="the running run whose files alone hold the space that is missing, if one does"
+    )
 
 
 class Health(BaseModel):
@@ -101,7 +112,12 @@ class Health(BaseModel):
 
 
 def run_public(
-    record: RunRecord, position: int | None, waiting: str | None, progress: dict[str, Any] | None
+    record: RunRecord,
+    position: int | None,
+    waiting: str | None,
+    progress: dict[str, Any] | None,
+    log_cut_bytes: int | None = None,
+    disk_warning: str | None = None,
 ) -> RunPublic:
     """The record's fields that the wire model has, by name (a field added to both shows with no line
     here; store times are Unix seconds, which pydantic reads as UTC), and what the view found beside it.
@@ -114,6 +130,8 @@ def run_public(
         waiting_reason=waiting,
         progress=progress.get("progress"),
         metrics=progress.get("metrics") or {},
+        log_cut_bytes=log_cut_bytes,
+        disk_warning=disk_warning,
     )
     return RunPublic.model_validate(fields)
 

@@ -36,8 +36,9 @@ class RunView:
 
     def __init__(self, files: RunFiles, manager: RunManager) -> None:
         self.files, self.manager = files, manager
-        # id(record) -> (record, (position, waiting), progress, JSON, when): one view (and cache) per app
-        self._fragments: dict[int, tuple[RunRecord, tuple[int | None, str | None], Any, bytes, float]] = {}
+        # id(record) -> (record, (position, waiting, log cut, disk warning), progress, JSON, when): one view
+        # (and cache) per app
+        self._fragments: dict[int, tuple[RunRecord, tuple[Any, ...], Any, bytes, float]] = {}
 
     def one(self, record: RunRecord, positions: Mapping[str, int] | None = None) -> RunPublic:
         return run_public(*self._inputs(record, positions))
@@ -62,13 +63,14 @@ class RunView:
         inputs = self._inputs(record, positions)
         if inputs[0] is not record:  # an outcome not yet recorded: a passing state, not worth keeping
             return run_public(*inputs).model_dump_json().encode()
-        if hit is not None and hit[0] is record and hit[1] == inputs[1:3] and hit[2] is inputs[3]:
+        shown = (*inputs[1:3], *inputs[4:])
+        if hit is not None and hit[0] is record and hit[1] == shown and hit[2] is inputs[3]:
             body = hit[3]
         else:
             body = run_public(*inputs).model_dump_json().encode()
             if len(self._fragments) >= FRAGMENTS_KEPT:
                 self._fragments.clear()
-        self._fragments[key] = (record, inputs[1:3], inputs[3], body, now)
+        self._fragments[key] = (record, shown, inputs[3], body, now)
         return body
 
     def many_json(self, records: list[RunRecord], total: int, next_before: int | None = None) -> bytes:
@@ -84,8 +86,9 @@ class RunView:
 
     def _inputs(
         self, record: RunRecord, positions: Mapping[str, int] | None
-    ) -> tuple[RunRecord, int | None, str | None, dict[str, Any] | None]:
-        """Everything a run's answer is made of: (record, queue position, waiting reason, progress)."""
+    ) -> tuple[RunRecord, int | None, str | None, dict[str, Any] | None, int | None, str | None]:
+        """Everything a run's answer is made of: (record, queue position, waiting reason, progress, bytes
+        cut from its log, why the disk is full because of it)."""
         live = self.manager.live(record.name)
         ending = live.ending if record.status == RunStatus.RUNNING else None
         if ending is not None:  # it ended; the store has not taken the write yet (a full disk)
@@ -102,7 +105,9 @@ class RunView:
             positions = self.manager.queue_positions()
         position = (positions or {}).get(record.name) if queued else None
         progress = self.files.progress(record.run_dir) if not queued else None
-        return record, position, _waiting(record, live), progress
+        log_cut = self.files.log_cut_bytes(record.name) if record.started_at is not None else None
+        warning = self.manager.disk.warning_for(record.name) if record.status == RunStatus.RUNNING else None
+        return record, position, _waiting(record, live), progress, log_cut, warning
 
 
 def _waiting(record: RunRecord, live: RunLive) -> str | None:

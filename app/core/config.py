@@ -19,6 +19,7 @@ from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from app.core.engines import LAUNCHERS, unknown_launcher
+from trainer.logbound import MIN_BOUND as MIN_LOG_BOUND
 
 
 class Settings(BaseSettings):
@@ -42,6 +43,9 @@ class Settings(BaseSettings):
     max_overrides_bytes: int = Field(8192, ge=1, le=10_000_000)
     log_tail_lines: int = Field(50, ge=0, le=10_000)  # lines of the log kept with a failed run
     log_tail_bytes: int = Field(4096, ge=256, le=1 << 20)  # ... and at most this many bytes of them
+    # The most a run's log file keeps: its beginning and its end, with a marker line where the middle was
+    # cut (trainer/logbound.py); 0: no bound.
+    max_log_bytes: int = Field(1 << 30, ge=0)
     # Users and tokens: "auto" is on as soon as a user exists; "on" always; "off" never (loopback only,
     # unless allow_no_auth). Runs from before users existed belong to legacy_owner.
     auth: Literal["auto", "on", "off"] = "auto"
@@ -79,6 +83,13 @@ class Settings(BaseSettings):
         if path.exists() and not path.is_dir():
             raise ValueError(f"{path} exists and is not a directory")
         return path
+
+    @field_validator("max_log_bytes")
+    @classmethod
+    def _log_bound(cls, value: int) -> int:
+        if 0 < value < MIN_LOG_BOUND:
+            raise ValueError(f"must be 0 (no bound) or at least {MIN_LOG_BOUND}")
+        return value
 
     @field_validator("launcher")
     @classmethod

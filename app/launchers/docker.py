@@ -5,9 +5,12 @@ carries it in a label (``labrun.run``), so ``reattach(name)`` needs nothing the 
 The container stays until ``release()``: the Engine keeps its exit code and out-of-memory flag for as long
 as it exists, so a run that ended while the service was down still reports its true outcome.
 
-Logs: the container's shell appends the trainer's stdout and stderr to ``spec.log_path`` itself (the log
-file is mounted at the same path inside), so the log keeps growing while the service is
-down. The image id goes to the trainer as ``LABRUN_IMAGE_ID`` (run.json names it); the code version is
+Logs: inside the container, ``python -m trainer.logbound`` runs the trainer and writes its stdout and
+stderr to ``spec.log_path`` itself (the log file, and the file it notes its cuts in, are mounted at the
+same paths inside), so the log keeps growing while the service is down, bounded by
+``LABRUN_MAX_LOG_BYTES`` as for every launcher (the same writer as the local and Slurm wrappers'). Its own
+messages (an image without it, say) are appended to the log by the shell that starts it. The image id goes
+to the trainer as ``LABRUN_IMAGE_ID`` (run.json names it); the code version is
 baked into the image (``LABRUN_CODE_VERSION``).
 
 What a run sees of the output directory (``_mounts``): its own run directory and its log, read-write,
@@ -50,14 +53,22 @@ from app.core.config import Settings, load_engine_settings
 from app.launchers.base import LOST, EngineUnavailable, Launcher, LaunchError, LaunchSpec, Outcome
 from app.statedir import StateDir
 from trainer import runenv
+from trainer.logbound import cut_path
 from trainer.runenv import RunEnv
 
 LABEL_RUN = "labrun.run"
 LABEL_OUTPUT_DIR = "labrun.output_dir"
 IMAGE_USER = "10001:10001"  # the unprivileged user of docker/trainer.Dockerfile
 DATA_CACHE_DIR = ".data_cache"  # the trainer's data_root: <log_dir>/.data_cache (conf/paths/local.yaml)
-# Appends the command's output to $LABRUN_LOG_PATH, then becomes the command (docker-init forwards signals).
-LOG_ENTRYPOINT = ("/bin/sh", "-c", f'exec "$@" >>"${runenv.LOG_PATH}" 2>&1', "labrun-run")
+# The command runs under the bounded log writer (trainer/logbound.py), which copies its output to
+# $LABRUN_LOG_PATH and passes on the signals docker-init forwards; the writer's own output (an image too old
+# to have it: "No module named trainer.logbound") is appended to the log by the shell.
+LOG_ENTRYPOINT = (
+    "/bin/sh",
+    "-c",
+    f'exec python -m trainer.logbound -- "$@" >>"${runenv.LOG_PATH}" 2>&1',
+    "labrun-run",
+)
 # Variables that describe the service's machine, not the run: never copied into a container.
 HOST_ONLY_ENV = frozenset(
     {
@@ -221,8 +232,9 @@ class DockerLauncher(Launcher):
         """The log file alone, not its state folder: a run can write into it but cannot swap it for a
         link to a file of the service's, which the log API would then serve (a mount point cannot be
         renamed or removed from inside). ``_prepare_dirs`` creates it first: a bind mount's source must
-        exist."""
-        return [_bind(spec.log_path, spec.log_path)]
+        exist. The same for the file the log's writer notes its cuts in (``trainer/logbound.py``)."""
+        cut = cut_path(spec.log_path)
+        return [_bind(spec.log_path, spec.log_path), _bind(cut, cut)]
 
     def _data_cache(self, spec: LaunchSpec) -> Path:
         return self.settings.data_cache or spec.output_dir / DATA_CACHE_DIR
@@ -427,19 +439,22 @@ class DockerLauncher(Launcher):
         return container
 
     def _prepare_dirs(self, spec: LaunchSpec) -> None:
-        """Make what is mounted (a bind mount's source must exist): the log file, the run's directory (the
-        trainer takes it while it is empty: ``LABRUN_RUN_DIR``) and the data cache. A root service hands
-        the run's user its directory and its log; the cache stays the service's (runs only read it)."""
+        """Make what is mounted (a bind mount's source must exist): the log file and the file the log's
+        writer notes its cuts in, the run's directory (the trainer takes it while it is empty:
+        ``LABRUN_RUN_DIR``) and the data cache. A root service hands the run's user its directory, its log
+        and the cut file; the cache stays the service's (runs only read it)."""
         spec.state_dir.mkdir(parents=True, exist_ok=True)
         spec.log_path.parent.mkdir(parents=True, exist_ok=True)
         spec.log_path.touch(exist_ok=True)
+        cut = cut_path(spec.log_path)  # the writer records its cuts there; it may not create files here
+        cut.touch(exist_ok=True)
         run_dir = self._run_dir(spec)
         run_dir.mkdir(parents=True, exist_ok=True)
         self._data_cache(spec).mkdir(parents=True, exist_ok=True)
         if os.geteuid() != 0:
             return
         uid, gid = (int(part) for part in self.user.split(":"))
-        for path in (run_dir, spec.log_path):
+        for path in (run_dir, spec.log_path, cut):
             if path.stat().st_uid != uid:
                 os.chown(path, uid, gid)
 

@@ -1,7 +1,7 @@
 """Runs one trainer process and records how it ended, so the outcome outlives the service.
 
 Usage: python run_wrapper.py STATE_DIR -- COMMAND [ARGS...]   (standard library, ``app/statedir.py`` and
-``trainer/atomic.py`` only: it starts in milliseconds)
+``trainer/{atomic,runenv,logbound}.py`` only: it starts in milliseconds)
 
 The local launcher runs this file as the parent of each run; a Slurm job runs ``slurm_wrapper.py``, which
 is this wrapper plus what only a cluster job does (attempts, preemption and requeue). What both do:
@@ -10,6 +10,10 @@ is this wrapper plus what only a cluster job does (attempts, preemption and requ
   without killing this wrapper, which then still records the outcome.
 - A signal that arrives before the trainer exists is held and passed on once it does (never a half-started
   run); afterwards each forwarded signal goes to the trainer's group.
+- The trainer's stdout and stderr are a pipe that this wrapper copies into the run's log
+  (``RunFiles.log``), bounded by ``LABRUN_MAX_LOG_BYTES`` (``trainer/logbound.py``: its beginning and its
+  end are kept, and a marker line says how much was cut between them). The wrapper's own stdout is the log
+  too (opened by the launcher, or by Slurm): only a crash of the wrapper itself would show there.
 - When the trainer ends, whatever is left in its group is killed (a stray DataLoader worker, a
   ``sleep 300 &``) before ``RunFiles.exit_code`` is written (atomically): the return code, negative for a
   signal. Only then may the service hand the run's GPUs to the next run.
@@ -29,6 +33,8 @@ if __name__ == "__main__":  # run by path: make the project's packages importabl
 
 from app.statedir import RunFiles
 from trainer.atomic import write_atomic
+from trainer.logbound import BoundedLog, OutputCopy
+from trainer.runenv import RunEnv, RunEnvError
 
 EXIT_NOT_STARTED = 127  # as a shell reports a command it could not run
 
@@ -70,18 +76,36 @@ class RunWrapper:
         job that asked to be requeued)."""
         return True
 
+    def open_log(self) -> BoundedLog:
+        """The run's log, as bounded as the service asked (``LABRUN_MAX_LOG_BYTES``)."""
+        try:
+            bound = RunEnv.from_env().max_log_bytes
+        except RunEnvError as exc:  # the trainer refuses to start on it, and says why, in this log
+            print(f"labrun: {exc}", flush=True)
+            bound = None
+        return BoundedLog(self.files.log, bound)
+
     def run(self) -> int:
         self.before_start()
         pending: list[int] = []  # signals that arrive before the trainer exists
         for signum in self.forwarded:
             signal.signal(signum, lambda s, _: pending.append(s))
+        copy = OutputCopy(self.open_log())
         try:
-            child = subprocess.Popen(self.command, start_new_session=True, env=self.environment())
+            child = subprocess.Popen(
+                self.command,
+                start_new_session=True,
+                env=self.environment(),
+                stdout=copy.write_fd,
+                stderr=copy.write_fd,
+            )
         except OSError as exc:
+            copy.log.close()
             print(f"labrun: could not start {self.command[0]!r}: {exc}", flush=True)
             self.files.record_exit_code(EXIT_NOT_STARTED)
             return EXIT_NOT_STARTED
-        self.started(child)
+        self.started(child)  # first: the service may signal the trainer as soon as it shows signs of life
+        copy.start()
 
         def forward(signum: int, _frame: object) -> None:
             with contextlib.suppress(ProcessLookupError):
@@ -94,6 +118,7 @@ class RunWrapper:
         code = child.wait()
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(child.pid, signal.SIGKILL)  # whatever the trainer left in its group ends with it
+        copy.finish()  # the last of its output is in the log before the outcome is
         if not self.ended(code):
             return code
         self.files.record_exit_code(code)

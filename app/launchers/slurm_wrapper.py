@@ -3,7 +3,10 @@ how each attempt ended on the shared filesystem, so the outcome is known without
 database (``sacct``).
 
 Usage: python slurm_wrapper.py STATE_DIR -- COMMAND [ARGS...]   (standard library, ``app/statedir.py`` and
-``trainer/atomic.py``)
+``trainer/{atomic,runenv,logbound}.py``)
+
+The job's stdout (Slurm's ``--output``) is the run's log; the trainer's output reaches it through the
+wrapper, bounded by ``LABRUN_MAX_LOG_BYTES`` as for a local run (``run_wrapper.py``).
 
 - Each start appends a line to ``RunFiles.attempts`` (JSON: attempt, job id, host, start), and each end one
   more (end, exit code, and whether it asked to be requeued). The attempt number is the service's

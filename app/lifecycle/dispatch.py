@@ -194,6 +194,7 @@ class Dispatcher:
                     sweep=record.sweep,
                     resume=resumed,
                     attempt=record.attempts if resumed else None,
+                    max_log_bytes=settings.max_log_bytes,  # for its log's writer (0: no bound)
                 ).to_env(),
             },
             gpu_need=record.gpu_need,

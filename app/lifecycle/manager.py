@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from app.core.config import Settings
 from app.diskspace import DiskGuard
@@ -18,7 +19,7 @@ from app.lifecycle.live import Context, LiveState, RunLive
 from app.lifecycle.picking import FairSharePicking, PickingPolicy
 from app.lifecycle.recovery import Recovery
 from app.lifecycle.supervision import Supervisor
-from app.models import RunRecord, SweepRecord
+from app.models import RunRecord, RunStatus, SweepRecord
 from app.scheduling import Slots
 from app.statedir import StateDir
 from app.store import RunStore
@@ -42,6 +43,7 @@ class RunManager:
         self.settings, self.store, self.launcher = settings, store, launcher
         self.validator, self.state, self.gpus = validator, state, tuple(gpus)
         self.disk = disk or DiskGuard(settings.output_dir, settings.min_free_bytes, settings.min_free_percent)
+        self.disk.watch(self._running_files)  # what a short disk may be blamed on
         self.closing = threading.Event()  # the server is shutting down: log followers end their streams
         self.users = Users(store)
         self.fair = FairShare(settings.fair_share_half_life_s)
@@ -81,6 +83,11 @@ class RunManager:
             self._live.cond.notify_all()
         for thread in self._threads:
             thread.join(timeout=10)
+
+    def _running_files(self) -> list[tuple[str, list[Path]]]:
+        """Each running run's files: its run directory and its state folder (its log)."""
+        running = self.store.list([RunStatus.RUNNING], limit=1_000_000)
+        return [(r.name, [self.settings.output_dir / r.run_dir, self.state.run(r.name)]) for r in running]
 
     # --- what the API reads -----------------------------------------------------------------------------
 

@@ -69,6 +69,28 @@ def test_a_full_disk_holds_the_queue_says_so_and_everything_resumes_by_itself(sm
         assert starts(small_disk) == [a, b]  # nothing ran twice
 
 
+def test_a_running_run_that_fills_the_disk_is_named_by_healthz_and_in_its_answer(small_disk):
+    """Issue 20: when the disk is short because of one run, the service says which (its log, unbounded
+    here, holds more than the space that is missing). (B waits for A's CPU slot, not for the disk.)"""
+    settings = make_settings(small_disk, min_free_bytes=4 << 20, min_free_percent=0, max_log_bytes=0)
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        a = submit(client, "+extra.fake_huge_line=6000000", "+extra.fake_lines=1", "+extra.fake_sleep=6")
+        b = submit(client, "+extra.fake_sleep=0")["name"]
+        deadline = time.monotonic() + 30
+        while (health := client.get("/healthz")).status_code == 200 or not health.json()["disk"]["run"]:
+            assert time.monotonic() < deadline, f"the disk never filled: {health.json()}"
+            time.sleep(0.05)
+        health = health.json()
+        assert health["disk"]["run"] == a["name"] and f"run {a['name']} alone holds" in health["detail"]
+        running = client.get(f"/runs/{a['name']}").json()
+        assert running["status"] == "running" and "this run's files take" in running["disk_warning"]
+        assert client.get(f"/runs/{b}").json()["disk_warning"] is None
+        assert wait_for(client, a["name"], timeout=30)["status"] == "succeeded"
+        client.app.state.files.log_path(a["name"]).write_bytes(b"")  # space is back
+        assert wait_for(client, b, timeout=30)["status"] == "succeeded"
+        assert client.get("/healthz").json()["disk"]["run"] is None
+
+
 def test_watchers_and_the_dispatcher_survive_a_store_that_refuses_writes(client, monkeypatch):
     store = client.app.state.manager.store
     real_finish, real_assign = store.finish, store.assign_gpus

@@ -143,3 +143,20 @@ def _wait_for(path: Path) -> None:
     while not path.exists():
         assert time.monotonic() < deadline, f"{path} never appeared"
         time.sleep(0.02)
+
+
+def test_a_process_that_escapes_the_group_holding_the_output_does_not_hold_up_the_outcome(tmp_path):
+    """The trainer's output is a pipe the wrapper copies into the log (its bound, issue 20): a process
+    that left the trainer's group and keeps the pipe open must not keep the run from ending."""
+    command = _script(
+        tmp_path,
+        "import subprocess\nprint('before', flush=True)\n"
+        "subprocess.Popen(['sleep', '30'], start_new_session=True)\n",  # inherits stdout: the pipe
+    )
+    launcher = LocalLauncher(command, StateDir(tmp_path))
+    started = time.monotonic()
+    handle = launcher.start(_spec(launcher, "r1"))
+    outcome = launcher.wait("r1", handle, timeout=25)
+    assert outcome is not None and outcome.succeeded, outcome
+    assert time.monotonic() - started < 15
+    assert launcher.files("r1").log.read_text() == "before\n"

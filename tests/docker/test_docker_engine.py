@@ -5,6 +5,7 @@ restart, hardening as seen from inside a container, and an unreachable Engine.""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import time
 import uuid
@@ -340,3 +341,40 @@ def test_another_services_containers_are_left_alone(
 
     start_up_after_recording_the_end_of(other_dir, spec.name, handle, trainer_image, monkeypatch)
     assert engine.containers.get(handle).labels[LABEL_OUTPUT_DIR] == str(output_dir)
+
+
+def test_a_log_past_its_bound_is_cut_by_the_writer_inside_the_container(make):
+    """Issue 20: a Docker run's log is written from inside its container, bounded as every launcher's
+    (trainer/logbound.py): head, a marker line, tail; ``.cut`` says where and how much, and the service's
+    readers see the file as kept."""
+    from app.runfiles import read_range, read_tail
+    from trainer.logbound import read_cut
+
+    code = "for i in range(1, 30001): print(f'container line {i}', flush=True)\nprint('done')"
+    launcher, spec = make(code)
+    spec = dataclasses.replace(spec, env={**spec.env, "LABRUN_MAX_LOG_BYTES": str(64 << 10)})
+    handle = launcher.start(spec)
+    outcome = launcher.wait(spec.name, handle, timeout=120)
+    kept = spec.log_path.read_bytes()
+    assert outcome is not None and outcome.succeeded, kept[-2000:]
+    cut = read_cut(spec.log_path)
+    assert cut is not None and len(kept) <= 64 << 10
+    output = b"".join(b"container line %d\n" % i for i in range(1, 30001)) + b"done\n"
+    assert kept[: cut.head_end] == output[: cut.head_end]
+    assert kept[cut.head_end : cut.tail_start].startswith(b"[labrun: %d bytes of output cut" % cut.cut_bytes)
+    assert output.endswith(kept[cut.tail_start :]) and kept.endswith(b"container line 30000\ndone\n")
+    assert cut.cut_bytes == len(output) - cut.head_end - (len(kept) - cut.tail_start)
+    tail = read_tail(spec.log_path, 1)
+    assert tail.text == "done\n" and tail.end == len(kept) and tail.cut_bytes == cut.cut_bytes
+    assert read_range(spec.log_path, 0, len(kept)).data == kept
+    launcher.release(spec.name, handle)
+
+
+def test_a_signal_reaches_the_command_through_the_log_writer_and_a_signal_death_is_reported(make, engine):
+    code = "import os, signal, time\nprint('up', flush=True)\nos.kill(os.getpid(), signal.SIGSEGV)\n"
+    launcher, spec = make(code)
+    handle = launcher.start(spec)
+    outcome = launcher.wait(spec.name, handle, timeout=60)
+    assert outcome is not None and outcome.exit_code == 128 + 11 and "SIGSEGV" in outcome.reason, outcome
+    assert "up" in spec.log_path.read_text()
+    launcher.release(spec.name, handle)

@@ -104,6 +104,7 @@ def test_name_labels_and_command(tmp_path, monkeypatch):
     assert kw["labels"][LABEL_RUN] == spec.name
     assert kw["command"] == ["python", "-m", "trainer", *spec.trainer_args]
     assert kw["entrypoint"][:2] == ["/bin/sh", "-c"]
+    assert "python -m trainer.logbound --" in kw["entrypoint"][2]  # the bounded log writer (issue 20)
     assert kw["environment"]["LABRUN_LOG_PATH"] == str(spec.log_path)
     assert kw["environment"]["LABRUN_IMAGE_ID"] == IMAGE_ID
 

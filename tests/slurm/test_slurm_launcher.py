@@ -152,3 +152,24 @@ def test_a_run_asking_more_gpus_than_a_node_has_fails_with_slurms_message(servic
     run = service.wait_for(name, timeout=60)
     assert run["status"] == "failed", run
     assert "Slurm refused the job" in run["reason"], run["reason"]
+
+
+def test_a_jobs_log_past_the_bound_keeps_head_and_tail_and_the_api_says_what_was_cut(slurm, output_dir):
+    """Issue 20: the job's wrapper writes the log bounded (LABRUN_MAX_LOG_BYTES reaches it through the
+    job's environment), as a local run's does."""
+    svc = slurm_service(output_dir, LABRUN_MAX_LOG_BYTES=str(64 << 10)).start()
+    try:
+        name = svc.submit(["+extra.fake_lines=30000"])["name"]
+        done = svc.wait_for(name, timeout=120)
+        assert done["status"] == "succeeded" and done["log_cut_bytes"] > 500_000, done
+        whole = svc.http.get(f"/runs/{name}/logs", params={"offset": 0})
+        assert int(whole.headers["X-Log-Size"]) == len(whole.content) <= 64 << 10
+        assert int(whole.headers["X-Log-Cut-Bytes"]) == done["log_cut_bytes"]
+        cut_at = int(whole.headers["X-Log-Cut-At"])
+        assert whole.content[cut_at:].startswith(b"[labrun: %d bytes of output cut" % done["log_cut_bytes"])
+        assert whole.text.startswith(f"fake trainer {name}: line 1\n")
+        assert whole.text.endswith(f"fake trainer {name}: line 30000\n")
+        tail = svc.http.get(f"/runs/{name}/logs", params={"tail": 1})
+        assert tail.text == f"fake trainer {name}: line 30000\n"
+    finally:
+        svc.stop()

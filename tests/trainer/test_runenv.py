@@ -23,6 +23,7 @@ EVERY_FIELD_SET = RunEnv(
     image_id="sha256:abc",
     code_version="1a2b3c",
     log_path=Path("/out/.labrun/run/run.log"),
+    max_log_bytes=1 << 30,
     run_dir=Path("/out/2026-01-01/run"),
     run_name="run",
     preempt_after_epochs=2,

@@ -125,10 +125,21 @@ async def run_logs(
         int, Query(ge=1, le=LOG_WINDOW_BYTES, description="bytes in a page")
     ] = LOG_WINDOW_BYTES,
     follow: Annotated[bool, Query(description="stream until the run ends")] = False,
+    cut: Annotated[
+        int | None,
+        Query(ge=0, le=2**63 - 1, description="with offset: the X-Log-Cut-Bytes that came with that offset"),
+    ] = None,
 ) -> Response:
     """The run's stdout+stderr as text: the end of it (at most 4 MiB, from a line start), ``tail`` lines, or
     a page from ``offset``. Headers say which bytes came: ``X-Log-Start``/``X-Log-End`` of ``X-Log-Size``,
-    and ``X-Log-Truncated: true`` when earlier bytes were left out (ask again with ``offset=0``)."""
+    and ``X-Log-Truncated: true`` when earlier bytes were left out (ask again with ``offset=0``).
+
+    A log longer than its bound (``LABRUN_MAX_LOG_BYTES``) keeps its beginning and its end, with a marker
+    line at ``X-Log-Cut-At`` where ``X-Log-Cut-Bytes`` bytes of output were cut (0: none). Offsets are
+    positions in the file as kept; the end moves down at each further cut, so a client paging on passes
+    back the ``X-Log-Cut-Bytes`` it had with its offset (``cut=``): the page then starts where those bytes
+    are now, and ``X-Log-Skipped`` says how many bytes after them were cut in between. ``follow`` does so
+    itself, and says so in the stream."""
     get_run(store, name)  # 404 for an unknown run
     path = files.log_path(name)
     if follow:  # the stream goes on from where the tail ends: no line lost
@@ -136,12 +147,14 @@ async def run_logs(
         follower = _follow(store, path, name, part, manager.closing, token_check(request))
         return StreamingResponse(follower, media_type="text/plain", headers=_log_headers(part))
     # A big log is read (and made valid UTF-8) off the event loop: other requests do not wait for it.
-    part, body = await run_in_threadpool(_read_log, path, tail, offset, length)
+    part, body = await run_in_threadpool(_read_log, path, tail, offset, length, cut)
     return _text(body, _log_headers(part))
 
 
-def _read_log(path: Path, tail: int | None, offset: int | None, length: int) -> tuple[LogSlice, bytes]:
-    part = read_range(path, offset, length) if offset is not None else read_tail(path, tail)
+def _read_log(
+    path: Path, tail: int | None, offset: int | None, length: int, cut: int | None
+) -> tuple[LogSlice, bytes]:
+    part = read_range(path, offset, length, then_cut=cut) if offset is not None else read_tail(path, tail)
     return part, part.utf8()
 
 
@@ -163,12 +176,18 @@ async def _slices(body: bytes) -> AsyncIterator[memoryview]:
 
 
 def _log_headers(part: LogSlice) -> dict[str, str]:
-    return {
+    headers = {
         "X-Log-Start": str(part.start),
         "X-Log-End": str(part.end),
         "X-Log-Size": str(part.size),
         "X-Log-Truncated": "true" if part.truncated else "false",
+        "X-Log-Cut-Bytes": str(part.cut_bytes),
     }
+    if part.layout is not None and part.cut_bytes:
+        headers["X-Log-Cut-At"] = str(part.layout.head_end)
+    if part.skipped:
+        headers["X-Log-Skipped"] = str(part.skipped)
+    return headers
 
 
 async def _follow(
@@ -182,7 +201,8 @@ async def _follow(
     """The log from the end of ``first`` on, until the run ends, the server shuts down, or the caller's
     token is revoked (looked at again every TOKEN_RECHECK_S: a revoke ends the stream within ~2 s)."""
     decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")  # a chunk may end mid-character
-    offset, checked_at = first.end, time.monotonic()
+    offset, cut, checked_at = first.end, first.cut_bytes, time.monotonic()
+    line_start = not first.data or first.data.endswith(b"\n")  # where a note of a skip may go as it is
     yield first.text
     while True:
         if time.monotonic() - checked_at >= TOKEN_RECHECK_S:
@@ -190,10 +210,16 @@ async def _follow(
                 return
             checked_at = time.monotonic()
         ended = get_run(store, name).status.is_terminal()  # read before the file: no line is missed
-        chunk = await run_in_threadpool(_read_from, path, offset, FOLLOW_CHUNK_BYTES)
-        if chunk:
-            offset += len(chunk)
-            yield decoder.decode(chunk)
+        # From where it was, carried over any cut made since (the log's end moves down at each).
+        part = await run_in_threadpool(read_range, path, offset, FOLLOW_CHUNK_BYTES, cut, False)
+        if part.skipped:  # output cut before this stream got to it: say so where it is missing
+            yield decoder.decode(b"", final=True) + _skipped_note(part.skipped, line_start)
+            decoder.reset()
+        if part.size or part.layout:  # (a log that is gone reads as empty: keep the place)
+            offset, cut = part.end, part.cut_bytes
+        if part.data:
+            line_start = part.data.endswith(b"\n")
+            yield decoder.decode(part.data)
         elif ended or closing.is_set():  # the server is shutting down: end cleanly, not cut off
             yield decoder.decode(b"", final=True)
             return
@@ -201,13 +227,12 @@ async def _follow(
             await asyncio.sleep(FOLLOW_INTERVAL_S)
 
 
-def _read_from(path: Path, offset: int, limit: int) -> bytes:
-    try:
-        with open(path, "rb") as f:
-            f.seek(offset)
-            return f.read(limit)
-    except OSError:
-        return b""
+def _skipped_note(skipped: int, line_start: bool) -> str:
+    """A line of its own that says where ``skipped`` bytes of output are missing from the stream."""
+    note = (
+        f"[labrun: {skipped} bytes of output cut here before this stream read them (LABRUN_MAX_LOG_BYTES)]\n"
+    )
+    return note if line_start else "\n" + note
 
 
 @router.post("/{name}/cancel", response_model=RunPublic)
