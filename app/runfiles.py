@@ -23,8 +23,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from app.runpaths import open_run_file
 from app.statedir import StateDir
 from trainer.logbound import LOCK_WAIT_S, LogCut, cut_path, flocked, read_cut
+
+MAX_PROGRESS_BYTES = 1 << 20  # progress.json is a few hundred bytes; a larger one is not read (JSON error)
 
 _PROGRESS_FIELDS = {  # progress.json key -> API key
     "epoch": "epoch",
@@ -71,9 +74,12 @@ class RunFiles:
             hit = self._cache.get(path)
         if hit is not None and hit[0] == stamp:
             return hit[1]
-        try:
-            with open(path, "rb") as f:
-                raw = json.loads(f.read())
+        try:  # a run's own file: no link or pipe it left in its place is followed, nor a huge file read
+            with open_run_file(path) as f:
+                data = f.read(MAX_PROGRESS_BYTES + 1)
+            if len(data) > MAX_PROGRESS_BYTES:
+                raise ValueError("progress.json is too large to be one")
+            raw = json.loads(data)
         except (OSError, ValueError):
             return hit[1] if hit else None  # caught mid-write: the last good read is still true enough
         if not isinstance(raw, dict):

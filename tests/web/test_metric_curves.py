@@ -3,6 +3,7 @@ does not grow with the file, and one file's read that holds no other file's curv
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import random
@@ -200,3 +201,25 @@ def test_a_link_or_a_pipe_a_run_leaves_is_not_followed(tmp_path: Path) -> None:
     started = time.monotonic()
     assert files.curves("piped")["metrics"] == {}
     assert time.monotonic() - started < 5  # not a read that waits for a writer
+
+
+def test_a_runs_progress_file_is_not_followed_out_of_its_directory(tmp_path: Path) -> None:
+    """progress.json as a link to a file of the service's, a pipe, or a huge file: none is read."""
+    from app.runfiles import MAX_PROGRESS_BYTES, RunFiles
+    from app.statedir import StateDir
+
+    files = RunFiles(StateDir(tmp_path))
+    good = {"epoch": 1, "global_step": 2, "total_steps": 4}
+    (tmp_path / "ok").mkdir()
+    (tmp_path / "ok" / "progress.json").write_text(json.dumps(good))
+    assert files.progress("ok") is not None
+    (tmp_path / "secret.json").write_text(json.dumps(good))
+    (tmp_path / "linked").mkdir()
+    (tmp_path / "linked" / "progress.json").symlink_to(tmp_path / "secret.json")
+    assert files.progress("linked") is None
+    (tmp_path / "piped").mkdir()
+    os.mkfifo(tmp_path / "piped" / "progress.json")
+    assert files.progress("piped") is None
+    (tmp_path / "huge").mkdir()
+    (tmp_path / "huge" / "progress.json").write_text(json.dumps({**good, "pad": "x" * MAX_PROGRESS_BYTES}))
+    assert files.progress("huge") is None
