@@ -23,11 +23,31 @@ import sys
 import time
 
 
-def main(argv: list[str]) -> int:
+def _args(argv: list[str]) -> dict[str, str]:
+    """key -> value of the override lines (``+extra.fake_sleep=1`` -> ``extra.fake_sleep``: ``1``)."""
     args = {}
     for arg in argv:
         key, _, value = arg.lstrip("+").partition("=")
         args[key] = value.strip("'")
+    return args
+
+
+def _misbehave(args: dict[str, str], run_dir: str) -> None:
+    """The ways of real trainers that the service must cope with: SIGTERM ignored or answered with exit 0,
+    a process left behind in the run's group."""
+    on_term = args.get("extra.fake_on_term")
+    if on_term == "ignore":
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    elif on_term == "exit0":
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    if args.get("extra.fake_orphan"):
+        orphan = subprocess.Popen(["sleep", "300"])  # stays in this process group
+        with open(os.path.join(run_dir, "orphan.pid"), "w") as f:
+            f.write(str(orphan.pid))
+
+
+def main(argv: list[str]) -> int:
+    args = _args(argv)
     name, log_dir = args["run_name"], args["log_dir"]
     sleep, code, lines = (
         float(args.get("extra.fake_sleep", 0)),
@@ -41,15 +61,7 @@ def main(argv: list[str]) -> int:
     run_dir = os.path.join(log_dir, args.get("output_dir_scheme") or os.path.join(name[:10], name))
     # like the trainer: an existing run directory is an error, unless the run resumes (a requeued attempt)
     os.makedirs(run_dir, exist_ok=os.environ.get("LABRUN_RESUME") == "1")
-    on_term = args.get("extra.fake_on_term")
-    if on_term == "ignore":
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    elif on_term == "exit0":
-        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    if args.get("extra.fake_orphan"):
-        orphan = subprocess.Popen(["sleep", "300"])  # stays in this process group
-        with open(os.path.join(run_dir, "orphan.pid"), "w") as f:
-            f.write(str(orphan.pid))
+    _misbehave(args, run_dir)
     for i in range(lines):
         print(f"fake trainer {name}: line {i + 1}", flush=True)
     if args.get("extra.fake_huge_line"):

@@ -81,9 +81,11 @@ def test_a_running_run_that_fills_the_disk_is_named_by_healthz_and_in_its_answer
             assert time.monotonic() < deadline, f"the disk never filled: {health.json()}"
             time.sleep(0.05)
         health = health.json()
-        assert health["disk"]["run"] == a["name"] and f"run {a['name']} alone holds" in health["detail"]
+        assert health["disk"]["run"] == a["name"]
+        assert f"run {a['name']} alone holds" in health["detail"]
         running = client.get(f"/runs/{a['name']}").json()
-        assert running["status"] == "running" and "this run's files take" in running["disk_warning"]
+        assert running["status"] == "running"
+        assert "this run's files take" in running["disk_warning"]
         assert client.get(f"/runs/{b}").json()["disk_warning"] is None
         assert wait_for(client, a["name"], timeout=30)["status"] == "succeeded"
         client.app.state.files.log_path(a["name"]).write_bytes(b"")  # space is back

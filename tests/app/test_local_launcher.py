@@ -157,6 +157,7 @@ def test_a_process_that_escapes_the_group_holding_the_output_does_not_hold_up_th
     started = time.monotonic()
     handle = launcher.start(_spec(launcher, "r1"))
     outcome = launcher.wait("r1", handle, timeout=25)
-    assert outcome is not None and outcome.succeeded, outcome
+    assert outcome is not None, outcome
+    assert outcome.succeeded, outcome
     assert time.monotonic() - started < 15
     assert launcher.files("r1").log.read_text() == "before\n"

@@ -52,12 +52,18 @@ def test_a_log_past_its_bound_keeps_its_beginning_a_marker_and_its_end(tmp_path)
     log, output = tmp_path / "log", stream(40_000)  # ~1 MB through a 64 KiB bound
     write(log, output).close()
     kept, cut = log.read_bytes(), read_cut(log)
-    assert cut is not None and len(kept) <= BOUND
+    assert cut is not None
+    assert len(kept) <= BOUND
     head, rest = kept[: cut.head_end], kept[cut.head_end :]
-    assert output.startswith(head) and head.endswith(b"\n") and len(head) > BOUND // 4
-    assert rest.startswith(marker(cut.cut_bytes, lead=False)) and b"%d bytes" % cut.cut_bytes in rest
+    assert output.startswith(head)
+    assert head.endswith(b"\n")
+    assert len(head) > BOUND // 4
+    assert rest.startswith(marker(cut.cut_bytes, lead=False))
+    assert b"%d bytes" % cut.cut_bytes in rest
     tail = kept[cut.tail_start :]
-    assert output.endswith(tail) and tail.startswith(b"output line ") and len(tail) >= BOUND // 8
+    assert output.endswith(tail)
+    assert tail.startswith(b"output line ")
+    assert len(tail) >= BOUND // 8
     assert cut.cut_bytes == len(output) - len(head) - len(tail)  # what the marker says is what is missing
     assert restore(kept, output) == output
 
@@ -66,7 +72,8 @@ def test_an_unbounded_or_small_log_is_left_as_written(tmp_path):
     output = stream(5_000)
     write(tmp_path / "unbounded", output, bound=0).close()
     write(tmp_path / "small", output[: BOUND - 1]).close()
-    assert (tmp_path / "unbounded").read_bytes() == output and read_cut(tmp_path / "unbounded") is None
+    assert (tmp_path / "unbounded").read_bytes() == output
+    assert read_cut(tmp_path / "unbounded") is None
     assert (tmp_path / "small").read_bytes() == output[: BOUND - 1]
     assert not cut_path(tmp_path / "small").exists()
 
@@ -75,7 +82,9 @@ def test_a_single_huge_line_is_cut_too_with_the_marker_on_a_line_of_its_own(tmp_
     log, output = tmp_path / "log", b"x" * 500_000 + b"\nthe end\n"
     write(log, output).close()
     cut = read_cut(log)
-    assert cut is not None and cut.lead and len(log.read_bytes()) <= BOUND + 1
+    assert cut is not None
+    assert cut.lead
+    assert len(log.read_bytes()) <= BOUND + 1
     kept = log.read_bytes()
     assert kept[cut.head_end : cut.tail_start].startswith(b"\n[labrun: ")  # the head ends mid-line
     assert kept.endswith(b"the end\n")
@@ -89,8 +98,11 @@ def test_the_next_attempts_writer_carries_on_with_the_cut(tmp_path):
     before = read_cut(log)
     write(log, second).close()
     after = read_cut(log)
-    assert before is not None and after is not None and after.head_end == before.head_end
-    assert len(log.read_bytes()) <= BOUND and restore(log.read_bytes(), first + second) == first + second
+    assert before is not None
+    assert after is not None
+    assert after.head_end == before.head_end
+    assert len(log.read_bytes()) <= BOUND
+    assert restore(log.read_bytes(), first + second) == first + second
 
 
 @pytest.mark.parametrize("then", [0, 1])  # an offset from before any cut, and one from after the first
@@ -170,22 +182,23 @@ def fake_output(name: str, lines: int) -> bytes:
 def test_a_local_run_past_the_bound_keeps_head_and_tail_and_the_api_says_what_was_cut(bounded):
     run = wait_for(bounded, submit(bounded, "+extra.fake_lines=30000")["name"])
     name = run["name"]
-    assert run["status"] == "succeeded" and run["log_cut_bytes"] > 500_000
+    assert run["status"] == "succeeded"
+    assert run["log_cut_bytes"] > 500_000
     whole = bounded.get(f"/runs/{name}/logs", params={"offset": 0})
     headers, text = whole.headers, whole.text
     assert int(headers["X-Log-Size"]) == len(text.encode()) <= BOUND
     assert int(headers["X-Log-Cut-Bytes"]) == run["log_cut_bytes"]
     at = int(headers["X-Log-Cut-At"])
     assert text.encode()[at:].startswith(b"[labrun: %d bytes of output cut here" % run["log_cut_bytes"])
-    assert text.startswith(f"fake trainer {name}: line 1\n") and text.endswith("line 30000\n")
+    assert text.startswith(f"fake trainer {name}: line 1\n")
+    assert text.endswith("line 30000\n")
     output = fake_output(name, 30000)
     assert restore(text.encode(), output) == output  # nothing but the cut is missing
     # tail= and pages are positions in the file as kept, and agree with each other.
     tail = bounded.get(f"/runs/{name}/logs", params={"tail": 2})
     assert tail.text == f"fake trainer {name}: line 29999\nfake trainer {name}: line 30000\n"
-    assert tail.headers["X-Log-End"] == headers["X-Log-Size"] and tail.headers["X-Log-Cut-Bytes"] == str(
-        run["log_cut_bytes"]
-    )
+    assert tail.headers["X-Log-End"] == headers["X-Log-Size"]
+    assert tail.headers["X-Log-Cut-Bytes"] == str(run["log_cut_bytes"])
     pages, offset = b"", 0
     while offset < len(text.encode()):
         page = bounded.get(f"/runs/{name}/logs", params={"offset": offset, "length": 5000})
@@ -223,7 +236,8 @@ def test_follow_of_a_run_past_the_bound_streams_all_but_what_it_says_was_cut(bou
         seen = b"".join(response.iter_bytes())
     writer.join()
     assert wait_for(bounded, name)["status"] == "succeeded"
-    assert seen.endswith(b": line 60000\n") and CUT_LINE.search(seen), seen[:300]
+    assert seen.endswith(b": line 60000\n"), seen[:300]
+    assert CUT_LINE.search(seen), seen[:300]
     assert b"before this stream read them" in seen  # a note of its own, for what was cut ahead of it
     # Line by line (each print is one write, copied whole): the lines follow each other, and where some
     # are missing, a line says so, and how many bytes they were.
@@ -258,7 +272,8 @@ def test_the_disk_guard_names_the_running_run_whose_files_hold_the_missing_space
     guard = Short(tmp_path, 0, 2.0)
     guard.watch(lambda: [("big-run", [run_dir]), ("small-run", [other])])
     state = guard.check()
-    assert state.run == "big-run" and "run big-run alone holds 3.0 MiB" in (state.reason or "")
+    assert state.run == "big-run"
+    assert "run big-run alone holds 3.0 MiB" in (state.reason or "")
     assert "this run's files take 3.0 MiB" in (guard.warning_for("big-run") or "")
     assert guard.warning_for("small-run") is None
     (run_dir / "ckpt").write_bytes(b"x" * 4096)  # no run alone holds what is missing: nobody is named

@@ -61,7 +61,8 @@ def test_read_tail_of_a_log_bigger_than_the_window_starts_at_a_line(tmp_path: Pa
     path.write_bytes(line * 60_000)
     part = read_tail(path, lines, 4 << 20)
     assert part.data == line * min(lines or 60_000, (4 << 20) // 100)
-    assert part.start == len(line) * 60_000 - len(part.data) and part.truncated
+    assert part.start == len(line) * 60_000 - len(part.data)
+    assert part.truncated
 
 
 def test_read_tail_of_a_missing_file_is_empty(tmp_path: Path):

@@ -20,9 +20,14 @@ def test_submit_runs_to_success_with_progress_and_run_dir(client, output_dir):
     assert run["run_dir"] == f"{run['name'][:10]}/{run['name']}"
     done = wait_for(client, run["name"])
     assert done["status"] == "succeeded", done
-    assert done["exit_code"] == 0 and done["reason"] is None and done["log_tail"] is None
-    assert done["started_at"] and done["finished_at"] and done["gpus"] == []
-    assert done["progress"]["fraction"] == 1.0 and done["progress"]["step"] == 4
+    assert done["exit_code"] == 0
+    assert done["reason"] is None
+    assert done["log_tail"] is None
+    assert done["started_at"]
+    assert done["finished_at"]
+    assert done["gpus"] == []
+    assert done["progress"]["fraction"] == 1.0
+    assert done["progress"]["step"] == 4
     assert done["metrics"]["train_loss"] == 0.25
     assert (output_dir / done["run_dir"] / "progress.json").is_file()
 
@@ -35,11 +40,13 @@ def test_get_list_and_queue_positions(client):
     assert client.get(f"/runs/{second['name']}").json()["queue_position"] == 1
     assert client.get(f"/runs/{third['name']}").json()["queue_position"] == 2
     listing = client.get("/runs", params={"limit": 2}).json()
-    assert listing["count"] == 3 and len(listing["data"]) == 2  # count: all that match
+    assert listing["count"] == 3
+    assert len(listing["data"]) == 2
     assert [r["name"] for r in listing["data"]] == [third["name"], second["name"]]  # newest first
     assert [r["queue_position"] for r in listing["data"]] == [2, 1]
     running = client.get("/runs", params={"status": "running"}).json()
-    assert [r["name"] for r in running["data"]] == [first["name"]] and running["count"] == 1
+    assert [r["name"] for r in running["data"]] == [first["name"]]
+    assert running["count"] == 1
     assert client.get("/runs", params={"status": "bogus"}).status_code == 422
     for run in (first, second, third):
         assert wait_for(client, run["name"])["status"] == "succeeded"
@@ -88,19 +95,22 @@ def test_cancel_queued_and_running_runs(client, output_dir):
     queued = submit(client, "+extra.fake_sleep=0")
     wait_for(client, running["name"], {"running"})
     response = client.post(f"/runs/{queued['name']}/cancel")
-    assert response.status_code == 200 and response.json()["status"] == "cancelled"
+    assert response.status_code == 200
+    assert response.json()["status"] == "cancelled"
     started = time.monotonic()
     response = client.post(f"/runs/{running['name']}/cancel")
     assert time.monotonic() - started < 5
     cancelled = response.json()
-    assert cancelled["status"] == "cancelled" and cancelled["exit_code"] == -15, cancelled
+    assert cancelled["status"] == "cancelled", cancelled
+    assert cancelled["exit_code"] == -15, cancelled
     assert cancelled["reason"].startswith("cancelled by request")
     again = client.post(f"/runs/{running['name']}/cancel")
-    assert again.status_code == 409 and "already finished (cancelled)" in again.json()["detail"]
+    assert again.status_code == 409
+    assert "already finished (cancelled)" in again.json()["detail"]
     assert queued["name"] not in starts(output_dir)  # a cancelled queued run never starts
 
 
-def test_cancel_escalates_to_sigkill_when_sigterm_is_ignored(make_client, output_dir, tmp_path):
+def test_cancel_escalates_to_sigkill_when_sigterm_is_ignored(make_client, tmp_path):
     stubborn = tmp_path / "stubborn.py"
     stubborn.write_text(
         "import signal, sys, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
@@ -113,7 +123,8 @@ def test_cancel_escalates_to_sigkill_when_sigterm_is_ignored(make_client, output
     wait_for(client, run["name"], {"running"})
     time.sleep(0.3)
     cancelled = client.post(f"/runs/{run['name']}/cancel").json()
-    assert cancelled["status"] == "cancelled" and cancelled["exit_code"] == -9, cancelled
+    assert cancelled["status"] == "cancelled", cancelled
+    assert cancelled["exit_code"] == -9, cancelled
 
 
 def test_rerun_keeps_overrides_and_names_the_original(client):
@@ -122,7 +133,8 @@ def test_rerun_keeps_overrides_and_names_the_original(client):
     response = client.post(f"/runs/{original['name']}/rerun")
     assert response.status_code == 201
     rerun = response.json()
-    assert rerun["rerun_of"] == original["name"] and rerun["overrides"] == original["overrides"]
+    assert rerun["rerun_of"] == original["name"]
+    assert rerun["overrides"] == original["overrides"]
     assert rerun["name"] != original["name"]
     assert wait_for(client, rerun["name"])["status"] == "succeeded"
 
@@ -134,7 +146,8 @@ def test_idempotency_key_returns_the_same_run(client):
     assert first["name"] == second["name"]
     assert client.get("/runs").json()["count"] == 1
     conflict = client.post("/runs", json={"overrides": ["+extra.fake_sleep=1"]}, headers=headers)
-    assert conflict.status_code == 409 and "Idempotency-Key" in conflict.json()["detail"]
+    assert conflict.status_code == 409
+    assert "Idempotency-Key" in conflict.json()["detail"]
     wait_for(client, first["name"])
 
 
@@ -187,21 +200,25 @@ def test_gpus_are_never_shared_and_cuda_visible_devices_is_set(make_client, outp
     assert visible[cpu["name"]] == "''"
     assert visible[runs[0]["name"]] == repr(",".join(map(str, done[0]["gpus"])))
     too_many = client.post("/runs", json={"overrides": ["accelerator=gpu", "devices=4"]})
-    assert too_many.status_code == 422 and "has 3" in too_many.json()["detail"]
+    assert too_many.status_code == 422
+    assert "has 3" in too_many.json()["detail"]
 
 
 def test_gpu_run_refused_on_a_cpu_only_server(client):
     response = client.post("/runs", json={"overrides": ["accelerator=gpu"]})
     assert response.status_code == 422
-    assert "needs 1 GPU(s)" in response.json()["detail"] and "accelerator=cpu" in response.json()["detail"]
+    assert "needs 1 GPU(s)" in response.json()["detail"]
+    assert "accelerator=cpu" in response.json()["detail"]
 
 
 def test_healthz_and_malformed_bodies(client):
     health = client.get("/healthz").json()
-    assert health["status"] == "ok" and health["launcher"] == "local"
+    assert health["status"] == "ok"
+    assert health["launcher"] == "local"
     for body in ({"overrides": "model=fno"}, {"overrides": [1]}, {"overrides": [], "extra": 1}, []):
         response = client.post("/runs", json=body)
-        assert response.status_code == 422 and isinstance(response.json()["detail"], str)
+        assert response.status_code == 422
+        assert isinstance(response.json()["detail"], str)
     assert client.get("/runs").json()["count"] == 0
 
 
@@ -209,10 +226,11 @@ def test_oversized_bodies_are_refused_unread(client):
     response = client.post(
         "/runs", content=b"{" + b" " * (2 << 20) + b"}", headers={"content-type": "application/json"}
     )
-    assert response.status_code == 413 and "request body over" in response.json()["detail"]
+    assert response.status_code == 413
+    assert "request body over" in response.json()["detail"]
 
 
-def test_a_cancel_survives_a_restart_of_the_service(make_client, output_dir):
+def test_a_cancel_survives_a_restart_of_the_service(make_client):
     first = make_client()
     run = submit(first, "+extra.fake_sleep=30")
     wait_for(first, run["name"], {"running"})
@@ -233,7 +251,8 @@ def test_oversized_chunked_bodies_are_refused_too(client):
         yield b'"}'
 
     response = client.post("/runs", content=body(), headers={"content-type": "application/json"})
-    assert response.status_code == 413 and "request body over" in response.json()["detail"]
+    assert response.status_code == 413
+    assert "request body over" in response.json()["detail"]
     small = client.post(
         "/runs",
         content=iter([b'{"overrides": ', b'["+extra.fake_sleep=0"]}']),
@@ -282,7 +301,8 @@ def test_an_odd_progress_file_never_fails_the_poll(client, output_dir):
         response = client.get(f"/runs/{run['name']}")
         assert response.status_code == 200, content
         got = response.json()
-        assert got["progress"]["epoch"] is None and got["progress"]["fraction"] is None
+        assert got["progress"]["epoch"] is None
+        assert got["progress"]["fraction"] is None
         assert got["metrics"].get("train_loss") is None
         listed = client.get("/runs")
         assert listed.status_code == 200
@@ -329,7 +349,8 @@ def test_polled_answers_follow_every_change_and_are_the_models_json(client, outp
         assert listing()["data"][2]["progress"]["step"] == step
 
     client.post(f"/runs/{second['name']}/cancel")
-    assert one(second["name"])["status"] == "cancelled" and one(second["name"])["queue_position"] is None
+    assert one(second["name"])["status"] == "cancelled"
+    assert one(second["name"])["queue_position"] is None
     assert one(third["name"])["queue_position"] == 1
     assert [r["status"] for r in listing()["data"]] == ["queued", "cancelled", "running"]
     client.post(f"/runs/{holder['name']}/cancel")

@@ -84,7 +84,8 @@ def test_neither_debootstrap_nor_pull_says_what_to_install_in_one_line(machine, 
     assert line.startswith(
         "cannot make the test base image: install debootstrap (apt-get install debootstrap"
     )
-    assert f"or allow pulling {machine.pulled}" in line and "no registry reachable (stand-in)" in line
+    assert f"or allow pulling {machine.pulled}" in line
+    assert "no registry reachable (stand-in)" in line
     assert machine.pulls() == [f"pull {machine.pulled}"]
 
     # What the tests make of it: one reason, a skip outside CI and a failure in CI.
@@ -92,7 +93,8 @@ def test_neither_debootstrap_nor_pull_says_what_to_install_in_one_line(machine, 
         monkeypatch.setenv("CI", ci)
         with pytest.raises(outcome) as raised:
             build_test_image("trainer", machine.dir / "build.log", env=machine.env)
-        assert line in str(raised.value) and "\n" not in str(raised.value)
+        assert line in str(raised.value)
+        assert "\n" not in str(raised.value)
 
 
 def test_without_debootstrap_the_public_python_image_is_pulled_once(machine):
@@ -101,7 +103,8 @@ def test_without_debootstrap_the_public_python_image_is_pulled_once(machine):
     assert first.returncode == 0, first.stdout + first.stderr
     assert first.stdout.strip().splitlines()[-1] == machine.pulled
     again = base(machine)  # found on this machine: not pulled again
-    assert again.returncode == 0 and again.stdout.strip().splitlines()[-1] == machine.pulled
+    assert again.returncode == 0
+    assert again.stdout.strip().splitlines()[-1] == machine.pulled
     assert machine.pulls() == [f"pull {machine.pulled}"]
 
 
@@ -122,5 +125,7 @@ def test_with_debootstrap_the_base_is_made_once_and_nothing_is_pulled(machine, e
     ]
     assert engine.images.get(machine.made).attrs["Config"]["Cmd"] == ["/bin/bash"]
     again = base(machine)  # cached: not made again
-    assert again.returncode == 0 and again.stdout.strip().splitlines()[-1] == machine.made
-    assert len(calls.read_text().splitlines()) == 1 and machine.pulls() == []
+    assert again.returncode == 0
+    assert again.stdout.strip().splitlines()[-1] == machine.made
+    assert len(calls.read_text().splitlines()) == 1
+    assert machine.pulls() == []

@@ -97,11 +97,13 @@ def test_compose_up_serves_and_runs_a_container(engine, trainer_image, api_image
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
             health = _until(lambda: _get(http, "/healthz"), 90, "the API never answered /healthz")
             assert health.status_code == 200, health.text
-            assert health.json()["launcher"] == "docker" and health.json()["launcher_ok"]
+            assert health.json()["launcher"] == "docker"
+            assert health.json()["launcher_ok"]
 
             # Compose comes up with auth on: nothing without a token, then the README's first-user step.
             refused = http.post("/runs", json={"overrides": TINY})
-            assert refused.status_code == 401 and "users add" in refused.json()["detail"], refused.text
+            assert refused.status_code == 401, refused.text
+            assert "users add" in refused.json()["detail"], refused.text
             made = compose(
                 env, "exec", "-T", "api", "python", "-m", "app", "users", "add", "alice", "--admin"
             )

@@ -59,7 +59,9 @@ def test_success_logs_to_the_log_path_and_release_removes(make, engine):
     launcher, spec = make("print('hello from the run')")
     handle = launcher.start(spec)
     outcome = launcher.wait(spec.name, handle, timeout=60)
-    assert outcome is not None and outcome.succeeded and outcome.exit_code == 0
+    assert outcome is not None
+    assert outcome.succeeded
+    assert outcome.exit_code == 0
     assert "hello from the run" in spec.log_path.read_text()
     # Kept until released: the outcome stays readable, again and again.
     assert launcher.poll(spec.name, handle) == outcome
@@ -73,7 +75,8 @@ def test_non_zero_exit(make):
     launcher, spec = make("import sys; print('about to fail', flush=True); sys.exit(3)")
     handle = launcher.start(spec)
     outcome = launcher.wait(spec.name, handle, timeout=60)
-    assert outcome.exit_code == 3 and outcome.reason == "exited with code 3"
+    assert outcome.exit_code == 3
+    assert outcome.reason == "exited with code 3"
     assert "about to fail" in spec.log_path.read_text()
     launcher.release(spec.name, handle)
 
@@ -143,7 +146,9 @@ def test_a_helper_killed_for_memory_does_not_fail_a_run_that_exits_0(make):
     handle = launcher.start(spec)
     outcome = launcher.wait(spec.name, handle, timeout=120)
     assert "helper exited -9" in spec.log_path.read_text()
-    assert outcome.succeeded and outcome.exit_code == 0 and outcome.reason is None
+    assert outcome.succeeded
+    assert outcome.exit_code == 0
+    assert outcome.reason is None
     launcher.release(spec.name, handle)
 
 
@@ -165,7 +170,8 @@ def test_reattach_after_a_restart_and_outcome_of_a_run_that_ended_meanwhile(
     again = DockerLauncher(DockerSettings(image=trainer_image), output_dir)
     assert again.reattach(spec.name) == handle
     outcome = again.poll(spec.name, handle)
-    assert outcome.exit_code == 5 and outcome.reason == "exited with code 5"
+    assert outcome.exit_code == 5
+    assert outcome.reason == "exited with code 5"
     again.release(spec.name, handle)
     assert again.reattach(spec.name) is None
     assert again.poll(spec.name, handle).reason.startswith("lost while the service was down")
@@ -211,11 +217,15 @@ print('REPORT ' + json.dumps({
     log = spec.log_path.read_text()
     assert outcome.succeeded, log
     report = json.loads(log.split("REPORT ", 1)[1].splitlines()[0])
-    assert report["uid"] != 0 and report["gid"] != 0
-    assert int(report["CapEff"], 16) == 0 and int(report["CapBnd"], 16) == 0
+    assert report["uid"] != 0
+    assert report["gid"] != 0
+    assert int(report["CapEff"], 16) == 0
+    assert int(report["CapBnd"], 16) == 0
     assert report["NoNewPrivs"] == "1"
-    assert not report["root_writable"] and not report["opt_writable"]
-    assert report["tmp_writable"] and report["run_dir_writable"]
+    assert not report["root_writable"]
+    assert not report["opt_writable"]
+    assert report["tmp_writable"]
+    assert report["run_dir_writable"]
     # Of the outputs, only the run's own directory (tests/docker/test_docker_isolation.py).
     assert not report["output_writable"]
     assert report["net"] == ["lo"]  # network none: WandB is offline
@@ -254,7 +264,8 @@ def test_unreachable_engine(tmp_path, output_dir):
     with pytest.raises(EngineUnavailable):
         launcher.reattach("x")
     ok, detail = launcher.health()
-    assert not ok and "docker engine down" in detail
+    assert not ok
+    assert "docker engine down" in detail
 
 
 def test_missing_image_is_a_launch_error(make):
@@ -262,7 +273,8 @@ def test_missing_image_is_a_launch_error(make):
     with pytest.raises(LaunchError, match="not found"):
         launcher.start(spec)
     ok, detail = launcher.health()
-    assert not ok and "missing" in detail
+    assert not ok
+    assert "missing" in detail
 
 
 def _wait_for_text(path: Path, text: str, timeout: float = 30) -> None:
@@ -335,7 +347,8 @@ def test_another_services_containers_are_left_alone(
     other_dir.mkdir()
     other = DockerLauncher(DockerSettings(image=trainer_image), other_dir, command=py("print('other')"))
 
-    assert launcher.leftovers().get(spec.name) == handle and launcher.reattach(spec.name) == handle
+    assert launcher.leftovers().get(spec.name) == handle
+    assert launcher.reattach(spec.name) == handle
     assert spec.name not in other.leftovers()
     assert other.reattach(spec.name) is None
 
@@ -356,25 +369,32 @@ def test_a_log_past_its_bound_is_cut_by_the_writer_inside_the_container(make):
     handle = launcher.start(spec)
     outcome = launcher.wait(spec.name, handle, timeout=120)
     kept = spec.log_path.read_bytes()
-    assert outcome is not None and outcome.succeeded, kept[-2000:]
+    assert outcome is not None, kept[-2000:]
+    assert outcome.succeeded, kept[-2000:]
     cut = read_cut(spec.log_path)
-    assert cut is not None and len(kept) <= 64 << 10
+    assert cut is not None
+    assert len(kept) <= 64 << 10
     output = b"".join(b"container line %d\n" % i for i in range(1, 30001)) + b"done\n"
     assert kept[: cut.head_end] == output[: cut.head_end]
     assert kept[cut.head_end : cut.tail_start].startswith(b"[labrun: %d bytes of output cut" % cut.cut_bytes)
-    assert output.endswith(kept[cut.tail_start :]) and kept.endswith(b"container line 30000\ndone\n")
+    assert output.endswith(kept[cut.tail_start :])
+    assert kept.endswith(b"container line 30000\ndone\n")
     assert cut.cut_bytes == len(output) - cut.head_end - (len(kept) - cut.tail_start)
     tail = read_tail(spec.log_path, 1)
-    assert tail.text == "done\n" and tail.end == len(kept) and tail.cut_bytes == cut.cut_bytes
+    assert tail.text == "done\n"
+    assert tail.end == len(kept)
+    assert tail.cut_bytes == cut.cut_bytes
     assert read_range(spec.log_path, 0, len(kept)).data == kept
     launcher.release(spec.name, handle)
 
 
-def test_a_signal_reaches_the_command_through_the_log_writer_and_a_signal_death_is_reported(make, engine):
+def test_a_signal_reaches_the_command_through_the_log_writer_and_a_signal_death_is_reported(make):
     code = "import os, signal, time\nprint('up', flush=True)\nos.kill(os.getpid(), signal.SIGSEGV)\n"
     launcher, spec = make(code)
     handle = launcher.start(spec)
     outcome = launcher.wait(spec.name, handle, timeout=60)
-    assert outcome is not None and outcome.exit_code == 128 + 11 and "SIGSEGV" in outcome.reason, outcome
+    assert outcome is not None, outcome
+    assert outcome.exit_code == 128 + 11, outcome
+    assert "SIGSEGV" in outcome.reason, outcome
     assert "up" in spec.log_path.read_text()
     launcher.release(spec.name, handle)

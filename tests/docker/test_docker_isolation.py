@@ -101,7 +101,8 @@ def test_a_run_reaches_only_its_own_directory_its_log_and_the_data_cache(isolate
     handle = launcher.start(spec)
     outcome = launcher.wait(spec.name, handle, timeout=120)
     log = spec.log_path.read_text()
-    assert outcome is not None and outcome.succeeded, log
+    assert outcome is not None, log
+    assert outcome.succeeded, log
     launcher.release(spec.name, handle)
     report = json.loads(log.split("REPORT ", 1)[1].splitlines()[0])
 

@@ -66,14 +66,17 @@ def test_hardening(tmp_path, monkeypatch):
     spec = make_spec(tmp_path)
     kw = lc.create_kwargs(spec, IMAGE_ID)
     assert kw["image"] == IMAGE_ID  # the exact image, not a tag that a rebuild could move
-    assert kw["user"] not in (None, "", "root") and not kw["user"].startswith("0:")
+    assert kw["user"] not in (None, "", "root")
+    assert not kw["user"].startswith("0:")
     assert kw["security_opt"] == ["no-new-privileges:true"]
     assert kw["cap_drop"] == ["ALL"]
-    assert "cap_add" not in kw and "privileged" not in kw
+    assert "cap_add" not in kw
+    assert "privileged" not in kw
     assert kw["read_only"] is True
     assert list(kw["tmpfs"]) == ["/tmp"]
     assert kw["pids_limit"] == 512
-    assert kw["mem_limit"] == "4g" and kw["memswap_limit"] == "4g"
+    assert kw["mem_limit"] == "4g"
+    assert kw["memswap_limit"] == "4g"
     assert kw["shm_size"] == "2g"
     assert kw["network_mode"] == "none"
     assert kw["init"] is True
@@ -87,7 +90,8 @@ def test_hardening(tmp_path, monkeypatch):
         (str(spec.output_dir / ".data_cache"), str(spec.output_dir / ".data_cache"), True),
     ]
     assert all(m["Type"] == "bind" for m in kw["mounts"])
-    assert "volumes" not in kw and "privileged" not in kw
+    assert "volumes" not in kw
+    assert "privileged" not in kw
 
 
 def test_user_is_the_services_own_or_the_images(tmp_path, monkeypatch):
@@ -142,14 +146,16 @@ def test_network_only_when_wandb_is_online(tmp_path, monkeypatch):
     forced = launcher(tmp_path, monkeypatch, network="none")
     monkeypatch.setenv("WANDB_API_KEY", "k" * 40)
     kw = forced.create_kwargs(make_spec(tmp_path), IMAGE_ID)
-    assert kw["network_mode"] == "none" and "WANDB_API_KEY" not in kw["environment"]
+    assert kw["network_mode"] == "none"
+    assert "WANDB_API_KEY" not in kw["environment"]
 
 
 def test_data_cache_mount(tmp_path, monkeypatch):
     spec = make_spec(tmp_path)
     kw = launcher(tmp_path, monkeypatch, data_cache=str(tmp_path / "cache")).create_kwargs(spec, IMAGE_ID)
     [cache] = [m for m in kw["mounts"] if m["Target"] == str(spec.output_dir / ".data_cache")]
-    assert cache["Source"] == str(tmp_path / "cache") and cache["ReadOnly"] is True
+    assert cache["Source"] == str(tmp_path / "cache")
+    assert cache["ReadOnly"] is True
 
 
 def test_the_run_is_told_its_directory(tmp_path, monkeypatch):
@@ -196,7 +202,7 @@ def test_bad_settings_fail_at_start_up(monkeypatch, env):
         DockerSettings()
 
 
-def test_bad_settings_stop_the_service_with_the_variable_named(tmp_path, monkeypatch):
+def test_bad_settings_stop_the_service_with_the_variable_named(tmp_path):
     import subprocess
     import sys
 
@@ -213,7 +219,8 @@ def test_bad_settings_stop_the_service_with_the_variable_named(tmp_path, monkeyp
         cwd=Path(__file__).resolve().parents[2],
     )
     assert done.returncode != 0
-    assert "LABRUN_DOCKER_MEMORY" in done.stderr and "512m or 8g" in done.stderr
+    assert "LABRUN_DOCKER_MEMORY" in done.stderr
+    assert "512m or 8g" in done.stderr
 
 
 def test_from_env_reads_labrun_docker_variables(tmp_path, monkeypatch):

@@ -55,21 +55,24 @@ def test_tiny_cpu_run_end_to_end(service, engine, trainer_image):
     svc = service().start()
     health = svc.http.get("/healthz")
     assert health.status_code == 200, health.text
-    assert health.json()["launcher"] == "docker" and health.json()["launcher_ok"]
+    assert health.json()["launcher"] == "docker"
+    assert health.json()["launcher_ok"]
 
     started = time.monotonic()
     name = svc.submit(TINY)["name"]
     run = svc.wait_for(name)
     took = time.monotonic() - started
     assert run["status"] == "succeeded", (run, svc.http.get(f"/runs/{name}/logs").text)
-    assert run["exit_code"] == 0 and run["reason"] is None
+    assert run["exit_code"] == 0
+    assert run["reason"] is None
 
     run_dir = svc.output_dir / run["run_dir"]
     assert run_dir.name == name
     record = json.loads((run_dir / "run.json").read_text())
     assert record["status"] == "succeeded"
     assert record["image"] == engine.images.get(trainer_image).id  # the image id, from the launcher
-    assert record["code_version"]["source"] == "env" and record["code_version"]["commit"]
+    assert record["code_version"]["source"] == "env"
+    assert record["code_version"]["commit"]
     for part in (".hydra/config.yaml", ".hydra/overrides.yaml", "progress.json", "metrics.csv"):
         assert (run_dir / part).is_file(), part
     assert json.loads((run_dir / "progress.json").read_text())["fraction"] == pytest.approx(1.0)
@@ -78,7 +81,8 @@ def test_tiny_cpu_run_end_to_end(service, engine, trainer_image):
     log = svc.http.get(f"/runs/{name}/logs").text
     assert "succeeded" in log
     # The data cache is read-only to runs: the run solved its data and could not leave them there.
-    assert "could not write the cache" in log and not any((svc.output_dir / ".data_cache").iterdir())
+    assert "could not write the cache" in log
+    assert not any((svc.output_dir / ".data_cache").iterdir())
     # The outcome is recorded, so the container is gone.
     assert_released(engine, name)
     sys.stderr.write(f"\n[docker] tiny CPU run through the service: {took:.1f} s\n")
@@ -111,7 +115,8 @@ def test_service_killed_while_a_container_runs(service, engine):
     assert run["exit_code"] == 0
     assert_released(engine, name)  # released after the outcome was recorded
     dated = [p for p in svc.output_dir.glob("*/*") if p.name == name]
-    assert len(dated) == 1 and (dated[0] / "run.json").is_file()  # it ran once
+    assert len(dated) == 1
+    assert (dated[0] / "run.json").is_file()
 
 
 def test_run_that_ended_while_the_service_was_down(service, engine):
@@ -123,7 +128,8 @@ def test_run_that_ended_while_the_service_was_down(service, engine):
     assert container.wait(timeout=240)["StatusCode"] == 0
     svc.start()
     run = svc.wait_for(name, timeout=60)
-    assert run["status"] == "succeeded" and run["exit_code"] == 0
+    assert run["status"] == "succeeded"
+    assert run["exit_code"] == 0
     assert_released(engine, name)
 
 
@@ -134,7 +140,8 @@ def test_engine_down_runs_stay_queued_and_start_when_it_is_back(service, tmp_pat
     socket_path = tmp_path / "engine.sock"  # absent: the Engine is unreachable
     svc = service(LABRUN_DOCKER_HOST=f"unix://{socket_path}").start()
     health = svc.http.get("/healthz")
-    assert health.status_code == 503 and "docker engine down" in health.json()["detail"]
+    assert health.status_code == 503
+    assert "docker engine down" in health.json()["detail"]
     name = svc.submit(TINY)["name"]
     time.sleep(3)
     assert svc.http.get(f"/runs/{name}").json()["status"] == "queued"

@@ -29,7 +29,8 @@ def test_trainer_image(engine, trainer_image):
         " wandb.__version__)",
     )
     torch_version, cuda, harmonics, lightning_version, wandb_version = versions.split()
-    assert torch_version.startswith("2.14.1") and cuda.startswith("13.")  # the CUDA build, for the GPU box
+    assert torch_version.startswith("2.14.1")
+    assert cuda.startswith("13.")
     assert (lightning_version, wandb_version) == ("2.6.6", "0.31.0")
     assert harmonics.startswith("0.9.3")  # e.g. 0.9.3+torch2.14.1.cpu
 

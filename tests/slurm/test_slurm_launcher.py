@@ -22,6 +22,7 @@ pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
 @pytest.fixture
 def service(slurm, output_dir):
+    del slurm  # asked for first: no Slurm is a skip (in CI, a failure) before a service starts
     svc = slurm_service(output_dir).start()
     yield svc
     svc.stop()
@@ -37,7 +38,8 @@ def test_a_run_is_one_job_named_after_it_and_succeeds_with_its_exit_code(service
     assert job["WorkDir"] == str(output_dir)
     assert job["StdOut"] == str(output_dir / ".labrun" / "runs" / name / "log")
     done = service.wait_for(name, timeout=60)
-    assert done["status"] == "succeeded" and done["exit_code"] == 0, done
+    assert done["status"] == "succeeded", done
+    assert done["exit_code"] == 0, done
     assert squeue_state(job_id(output_dir, name)) == "COMPLETED"
     assert f"fake trainer {name}: line 1" in service.http.get(f"/runs/{name}/logs").text
     assert (output_dir / run["run_dir"] / "progress.json").exists()
@@ -47,7 +49,8 @@ def test_a_run_is_one_job_named_after_it_and_succeeds_with_its_exit_code(service
 def test_a_failing_run_fails_with_its_exit_code_and_log_tail(service):
     name = service.submit(["+extra.fake_exit=3"])["name"]
     done = service.wait_for(name, timeout=60)
-    assert done["status"] == "failed" and done["exit_code"] == 3, done
+    assert done["status"] == "failed", done
+    assert done["exit_code"] == 3, done
     assert done["reason"] == "exited with code 3"
     assert "failing with exit code 3" in done["log_tail"]
 
@@ -113,7 +116,8 @@ def test_cancelling_a_pending_job_cancels_it(service, output_dir):
         subprocess.run(["scancel", blocker], check=False)
 
 
-def test_kill9_of_the_service_while_jobs_run_and_one_ends(slurm, output_dir):
+@pytest.mark.usefixtures("slurm")
+def test_kill9_of_the_service_while_jobs_run_and_one_ends(output_dir):
     svc = slurm_service(output_dir).start()
     try:
         long_runs = [svc.submit([f"+extra.fake_sleep={60 + i}"])["name"] for i in range(2)]
@@ -128,7 +132,8 @@ def test_kill9_of_the_service_while_jobs_run_and_one_ends(slurm, output_dir):
         wait_until(state.exists, 60, "the short run to end while the service is down")
         svc.start()
         done = svc.wait_for(short, timeout=30)
-        assert done["status"] == "failed" and done["exit_code"] == 7, done
+        assert done["status"] == "failed", done
+        assert done["exit_code"] == 7, done
         for name in long_runs:
             assert svc.http.get(f"/runs/{name}").json()["status"] == "running"
             assert svc.http.post(f"/runs/{name}/cancel").status_code == 200
@@ -154,14 +159,16 @@ def test_a_run_asking_more_gpus_than_a_node_has_fails_with_slurms_message(servic
     assert "Slurm refused the job" in run["reason"], run["reason"]
 
 
-def test_a_jobs_log_past_the_bound_keeps_head_and_tail_and_the_api_says_what_was_cut(slurm, output_dir):
+@pytest.mark.usefixtures("slurm")
+def test_a_jobs_log_past_the_bound_keeps_head_and_tail_and_the_api_says_what_was_cut(output_dir):
     """Issue 20: the job's wrapper writes the log bounded (LABRUN_MAX_LOG_BYTES reaches it through the
     job's environment), as a local run's does."""
     svc = slurm_service(output_dir, LABRUN_MAX_LOG_BYTES=str(64 << 10)).start()
     try:
         name = svc.submit(["+extra.fake_lines=30000"])["name"]
         done = svc.wait_for(name, timeout=120)
-        assert done["status"] == "succeeded" and done["log_cut_bytes"] > 500_000, done
+        assert done["status"] == "succeeded", done
+        assert done["log_cut_bytes"] > 500_000, done
         whole = svc.http.get(f"/runs/{name}/logs", params={"offset": 0})
         assert int(whole.headers["X-Log-Size"]) == len(whole.content) <= 64 << 10
         assert int(whole.headers["X-Log-Cut-Bytes"]) == done["log_cut_bytes"]

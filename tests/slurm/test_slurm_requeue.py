@@ -17,7 +17,8 @@ EPOCHS = 4
 TINY = tiny_run(epochs=EPOCHS, examples=64)
 
 
-def test_scontrol_requeue_resumes_the_run_from_its_last_checkpoint(slurm, output_dir):
+@pytest.mark.usefixtures("slurm")
+def test_scontrol_requeue_resumes_the_run_from_its_last_checkpoint(output_dir):
     svc = slurm_service(output_dir, REAL_TRAINER, LABRUN_CANCEL_GRACE_S="10").start()
     try:
         run = svc.submit(TINY)
@@ -36,8 +37,11 @@ def test_scontrol_requeue_resumes_the_run_from_its_last_checkpoint(slurm, output
         wait_until(lambda: _starts(state) >= 2, 300, "the second attempt to start")
         assert svc.http.get(f"/runs/{name}").json()["status"] == "running"
         done = svc.wait_for(name, timeout=400)
-        assert done["status"] == "succeeded" and done["exit_code"] == 0 and done["attempts"] == 2, done
-        assert jobs_named(name) == [job] and squeue_state(job) == "COMPLETED"  # the same job, run twice
+        assert done["status"] == "succeeded", done
+        assert done["exit_code"] == 0, done
+        assert done["attempts"] == 2, done
+        assert jobs_named(name) == [job]
+        assert squeue_state(job) == "COMPLETED"
         assert svc.http.get("/runs", params={"limit": 50}).json()["count"] == 1  # one run, not two
         record = json.loads((run_dir / "run.json").read_text())
         assert [a["status"] for a in record["attempts"]] == ["preempted", "succeeded"], record["attempts"]
@@ -47,11 +51,14 @@ def test_scontrol_requeue_resumes_the_run_from_its_last_checkpoint(slurm, output
         val_epochs = [int(r["epoch"]) for r in rows if r["val_loss"]]
         assert val_epochs == list(range(EPOCHS)), val_epochs  # no epoch repeated or skipped
         steps = [int(r["step"]) for r in rows if r["train_loss"]]
-        assert steps == sorted(steps) and len(steps) == len(set(steps)), steps
+        assert steps == sorted(steps), steps
+        assert len(steps) == len(set(steps)), steps
         offline = sorted((run_dir / "wandb").glob("offline-run-*"))
-        assert len(offline) == 2 and len({p.name.rsplit("-", 1)[1] for p in offline}) == 1, offline
+        assert len(offline) == 2, offline
+        assert len({p.name.rsplit("-", 1)[1] for p in offline}) == 1, offline
         log = svc.http.get(f"/runs/{name}/logs").text
-        assert "resuming from" in log and "preempted" in log
+        assert "resuming from" in log
+        assert "preempted" in log
     finally:
         svc.stop()
 

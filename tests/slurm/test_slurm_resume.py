@@ -17,7 +17,8 @@ from app.statedir import StateDir
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
 
-def test_a_failed_run_resumes_as_a_new_job(slurm, output_dir):
+@pytest.mark.usefixtures("slurm")
+def test_a_failed_run_resumes_as_a_new_job(output_dir):
     svc = slurm_service(output_dir).start()
     try:
         name = svc.submit(["+extra.fake_fail_once=3"])["name"]
@@ -42,7 +43,8 @@ def test_a_failed_run_resumes_as_a_new_job(slurm, output_dir):
         svc.stop()
 
 
-def test_a_cancelled_run_resumes_and_is_not_taken_for_cancelled_again(slurm, output_dir):
+@pytest.mark.usefixtures("slurm")
+def test_a_cancelled_run_resumes_and_is_not_taken_for_cancelled_again(output_dir):
     """The cancel marker of the last attempt must not survive: the resumed attempt's trainer would read a
     preemption's SIGTERM as a cancel, and its job would not be requeued."""
     svc = slurm_service(output_dir).start()
@@ -70,7 +72,8 @@ def test_a_cancelled_run_resumes_and_is_not_taken_for_cancelled_again(slurm, out
         svc.stop()
 
 
-def test_the_job_of_a_forgotten_attempt_is_never_taken_for_the_runs_job(slurm, output_dir):
+@pytest.mark.usefixtures("slurm")
+def test_the_job_of_a_forgotten_attempt_is_never_taken_for_the_runs_job(output_dir):
     """Slurm lists an ended job for a while (MinJobAge): a restart between a resume and its new job's start
     finds the run by name in squeue, and must not adopt the last attempt's job (whose end it would record
     for the new attempt)."""
@@ -90,5 +93,6 @@ def test_the_job_of_a_forgotten_attempt_is_never_taken_for_the_runs_job(slurm, o
     assert squeue_state(job) == "FAILED"  # still listed
     assert launcher.reattach(name) is None
     again = launcher.start(spec)
-    assert again != job and launcher.reattach(name) == again
+    assert again != job
+    assert launcher.reattach(name) == again
     assert launcher.wait(name, again, timeout=60) == Outcome(3, "exited with code 3")
