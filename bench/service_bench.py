@@ -379,6 +379,15 @@ def main(argv: list[str] | None = None) -> dict:
     fig |= bench_polling_while_big_logs_are_read(seconds, wrk)
     fig |= bench_dispatch(10 if quick else 12, 0.3)
 
+    _print_submission(fig)
+    _print_polling(fig)
+    _print_dispatch_and_memory(fig)
+    if args.json:
+        args.json.write_text(json.dumps(fig, indent=2))
+    return fig
+
+
+def _print_submission(fig: dict) -> None:
     p50 = fig["post_1client_p50_s"]
     print("\n== Submission (POST /runs, distinct overrides each)")
     print(f"  1 client: p50 {ms(p50)}, p99 {ms(fig['post_1client_p99_s'])}  (target p50 <= 25 ms)")
@@ -404,6 +413,9 @@ def main(argv: list[str] | None = None) -> dict:
         f"  POST /sweeps: p50 {fig['sweep_256_s']:.2f} s, max {fig['sweep_256_max_s']:.2f} s  (target <= 2 s); "
         f"the same 256 runs as single POST /runs: {fig['post_256_s']:.2f} s"
     )
+
+
+def _print_polling(fig: dict) -> None:
     print(
         f"\n== Polling ({fig['runs_in_store']} runs in the store, {fig['running']} running, 32 connections)"
     )
@@ -434,6 +446,9 @@ def main(argv: list[str] | None = None) -> dict:
             f"{fig['list_many_p99_ms']:.1f} ms ({fig['list_many_rps']:.0f} req/s), a deep page (before=) p99 "
             f"{fig['list_many_deep_p99_ms']:.1f} ms, non-2xx {fig['list_many_non2xx']}  (target p99 <= 100 ms)"
         )
+
+
+def _print_dispatch_and_memory(fig: dict) -> None:
     print(f"\n== Dispatch ({fig['dispatch_runs']} runs of 0.3 s, one slot)")
     print(
         f"  process end -> next process start: p50 {ms(fig['dispatch_p50_s'])}, max {ms(fig['dispatch_max_s'])}"
@@ -445,9 +460,6 @@ def main(argv: list[str] | None = None) -> dict:
         f"  idle {fig['rss_idle_mb']:.0f} MB, after {fig['runs_in_store']} submissions {fig[key]:.0f} MB"
         "  (targets <= 150 / 200 MB)"
     )
-    if args.json:
-        args.json.write_text(json.dumps(fig, indent=2))
-    return fig
 
 
 if __name__ == "__main__":

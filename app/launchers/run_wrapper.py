@@ -125,20 +125,17 @@ class RunWrapper:
         return code if code >= 0 else 128 - code
 
 
-def parse(argv: list[str], program: str) -> tuple[RunFiles, list[str]] | None:
-    """(the run's files, the trainer's command) from ``PROGRAM STATE_DIR -- COMMAND...``, or None."""
+def run_from_command_line(wrapper: type[RunWrapper], argv: list[str]) -> int:
+    """``PROGRAM STATE_DIR -- COMMAND...``: run COMMAND under ``wrapper``; 2 and the usage otherwise."""
     command = argv[3:] if len(argv) > 3 and argv[2] == "--" else []
     if not command:
-        print(f"usage: {program} STATE_DIR -- COMMAND [ARGS...]", file=sys.stderr)
-        return None
-    return RunFiles(Path(argv[1])), command
+        print(f"usage: {Path(argv[0]).name} STATE_DIR -- COMMAND [ARGS...]", file=sys.stderr)
+        return 2
+    return wrapper(RunFiles(Path(argv[1])), command).run()
 
 
 def main(argv: list[str]) -> int:
-    parsed = parse(argv, "run_wrapper.py")
-    if parsed is None:
-        return 2
-    return RunWrapper(*parsed).run()
+    return run_from_command_line(RunWrapper, argv)
 
 
 if __name__ == "__main__":

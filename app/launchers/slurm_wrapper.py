@@ -36,7 +36,7 @@ from pathlib import Path
 if __name__ == "__main__":  # run by path: make the project's packages importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from app.launchers.run_wrapper import RunWrapper, parse
+from app.launchers.run_wrapper import RunWrapper, run_from_command_line
 from app.statedir import RunFiles
 from trainer.runenv import RunEnv
 
@@ -92,10 +92,7 @@ class SlurmJobWrapper(RunWrapper):
 
 
 def main(argv: list[str]) -> int:
-    parsed = parse(argv, "slurm_wrapper.py")
-    if parsed is None:
-        return 2
-    return SlurmJobWrapper(*parsed).run()
+    return run_from_command_line(SlurmJobWrapper, argv)
 
 
 if __name__ == "__main__":
