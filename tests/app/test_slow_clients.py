@@ -105,8 +105,12 @@ def test_slow_and_idle_connections_are_closed_while_others_are_answered(service)
         "idle after a response": SlowClient(port, first=HEAD, answered_first=True),
         "next head one byte at a time": SlowClient(port, first=HEAD, trickle=SLOW_HEAD, answered_first=True),
     }
-    assert service.http.get("/healthz").status_code == 200  # answered while they hang on
-    watch(list(clients.values()), step_s=0.1, limit_s=TIMEOUT_S + 4)
+    try:
+        assert service.http.get("/healthz").status_code == 200  # answered while they hang on
+        watch(list(clients.values()), step_s=0.1, limit_s=TIMEOUT_S + 4)
+    finally:
+        for client in clients.values():  # the server closed its end; this is ours
+            client.sock.close()
     closed = {name: c.closed_after for name, c in clients.items()}
     for name, after in closed.items():
         # Never before the bound (the timer, not something else, closed it), and soon after it.
