@@ -18,6 +18,7 @@ from app.launchers.docker import (
     container_name,
 )
 from app.statedir import StateDir
+from trainer.logbound import cut_path
 
 IMAGE_ID = "sha256:" + "ab" * 32
 
@@ -82,11 +83,13 @@ def test_hardening(tmp_path, monkeypatch):
     assert kw["init"] is True
     assert kw["restart_policy"] == {"Name": "no"}
     assert "auto_remove" not in kw  # removed only by release(), after the outcome is recorded
-    # Of the outputs directory, only the run's own directory and its log (read-write) and the data cache
-    # (read-only), each at the same path as on the host.
+    # Of the outputs directory, only the run's own directory, its log and the file the log's writer notes
+    # its cuts in (read-write) and the data cache (read-only), each at the same path as on the host.
+    cut = cut_path(spec.log_path)
     assert [(m["Source"], m["Target"], m["ReadOnly"]) for m in kw["mounts"]] == [
         (str(spec.run_dir), str(spec.run_dir), False),
         (str(spec.log_path), str(spec.log_path), False),
+        (str(cut), str(cut), False),
         (str(spec.output_dir / ".data_cache"), str(spec.output_dir / ".data_cache"), True),
     ]
     assert all(m["Type"] == "bind" for m in kw["mounts"])
