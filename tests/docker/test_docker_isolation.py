@@ -15,6 +15,7 @@ import pytest
 from app.launchers.base import LaunchSpec
 from app.launchers.docker import DockerLauncher, DockerSettings, container_name
 from app.statedir import StateDir
+from trainer.logbound import cut_path
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -120,8 +121,8 @@ def test_a_run_reaches_only_its_own_directory_its_log_and_the_data_cache(isolate
     assert report["cache_read"] == ["ok", "secret of PROBE_CACHE_FILE"]
 
     # Not even the names of what is not its own: everything the run lists under the output directory
-    # leads to its own directory, its log or the data cache.
-    own = [paths["PROBE_OWN"], spec.log_path, paths["PROBE_CACHE_FILE"].parent]
+    # leads to its own directory, its log (and the file its writer notes cuts in) or the data cache.
+    own = [paths["PROBE_OWN"], spec.log_path, cut_path(spec.log_path), paths["PROBE_CACHE_FILE"].parent]
     for path in map(Path, report["listing"]):
         assert any(path == p or path in p.parents or p in path.parents for p in own), (
             path,
