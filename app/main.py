@@ -174,6 +174,7 @@ def create_app(settings: Settings | None = None, launcher: Launcher | None = Non
             yield
         finally:
             manager.stop()
+            manager.launcher.close()
             manager.store.close()
             lock.release()
 

@@ -248,3 +248,6 @@ class Launcher(abc.ABC):
     def health(self) -> tuple[bool, str]:
         """(ok, detail) for /healthz."""
         return True, f"{self.name} launcher ready"
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Let go of the engine (its client's connections) when the service stops; the runs carry on."""

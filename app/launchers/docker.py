@@ -384,6 +384,13 @@ class DockerLauncher(Launcher):
             return False, f"docker engine down: {exc}"
         return True, f"docker engine {version}, image {self.settings.image} ({image.id[:19]})"
 
+    @override
+    def close(self) -> None:
+        with self._client_lock:
+            if self._docker is not None:
+                self._docker.close()  # its pooled connections to the Engine
+                self._docker = None
+
     # -- helpers ----------------------------------------------------------------------------------------
 
     def _client(self) -> docker.DockerClient:

@@ -43,9 +43,10 @@ def make(trainer_image, output_dir, engine):
         return launcher, spec
 
     yield factory
-    for _, spec in made:  # never leave a container behind
+    for launcher, spec in made:  # never leave a container behind
         with contextlib.suppress(Exception):  # already released
             engine.containers.get(container_name(spec.name)).remove(force=True)
+        launcher.close()
 
 
 def wait_running(engine, handle: str, timeout: float = 30) -> None:
@@ -175,6 +176,8 @@ def test_reattach_after_a_restart_and_outcome_of_a_run_that_ended_meanwhile(
     again.release(spec.name, handle)
     assert again.reattach(spec.name) is None
     assert again.poll(spec.name, handle).reason.startswith("lost while the service was down")
+    restarted.close()
+    again.close()
 
 
 def test_hardening_seen_from_inside(make, output_dir):
@@ -352,6 +355,7 @@ def test_another_services_containers_are_left_alone(
     assert spec.name not in other.leftovers()
     assert other.reattach(spec.name) is None
 
+    other.close()
     start_up_after_recording_the_end_of(other_dir, spec.name, handle, trainer_image, monkeypatch)
     assert engine.containers.get(handle).labels[LABEL_OUTPUT_DIR] == str(output_dir)
 

@@ -95,6 +95,7 @@ def isolated(trainer_image, output_dir, engine):
     yield launcher, spec, paths
     with contextlib.suppress(Exception):  # already released
         engine.containers.get(container_name(spec.name)).remove(force=True)
+    launcher.close()
 
 
 def test_a_run_reaches_only_its_own_directory_its_log_and_the_data_cache(isolated):
