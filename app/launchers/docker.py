@@ -35,6 +35,7 @@ import hashlib
 import math
 import os
 import re
+import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -397,6 +398,7 @@ class DockerLauncher(Launcher):
         """The Engine client, made on first use (API version negotiated then); EngineUnavailable if down."""
         with self._client_lock:
             if self._docker is None:
+                _check_socket(self.settings.host or os.environ.get("DOCKER_HOST") or DEFAULT_SOCKET)
                 try:
                     kwargs: dict[str, Any] = {"version": "auto", "timeout": self.settings.api_timeout_s}
                     if self.settings.host:
@@ -480,6 +482,25 @@ def _exit_status(container: Container) -> tuple[int, bool] | None:
     # The Engine flags OOMKilled when any process in the container was killed for memory; a trainer that
     # still exited 0 finished its run (and its run.json says so).
     return code, bool(state.get("OOMKilled")) and code != 0
+
+
+DEFAULT_SOCKET = "unix:///var/run/docker.sock"
+
+
+def _check_socket(url: str) -> None:
+    """EngineUnavailable when the Engine's Unix socket takes no connection. Asked with a socket of our own:
+    the SDK's client, failing to connect there, leaves its socket open for the garbage collector."""
+    if not url.startswith("unix://"):
+        return  # a TCP Engine: the SDK's own connection error says what is wrong
+    path = url.removeprefix("unix://")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(5)
+        try:
+            probe.connect(path)
+        except OSError as exc:
+            raise EngineUnavailable(
+                f"cannot connect to the Docker Engine at {url}: {exc.strerror or exc}"
+            ) from None
 
 
 def _explain(exc: BaseException) -> str:

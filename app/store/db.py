@@ -48,6 +48,8 @@ class Database:
             self._writer.close()
             raise
         self._local = threading.local()
+        self._readers: list[sqlite3.Connection] = []  # every thread's, closed with the store
+        self._readers_lock = threading.Lock()
         self._version = 0  # bumped before and after every write: what was read before may be stale
         self._write_problem: str | None = None  # why the last write failed, until one succeeds
 
@@ -69,6 +71,8 @@ class Database:
             try:
                 conn = self._connect()
                 conn.execute("PRAGMA query_only=1")
+                with self._readers_lock:
+                    self._readers.append(conn)
             except sqlite3.Error:  # the output directory is gone (unmounted, moved): the open writer still
                 return _LockedReads(self._writer, self._write_lock)  # reads, so answers keep coming
             self._local.conn = conn
@@ -78,6 +82,10 @@ class Database:
         """Checkpoint the write-ahead log into the file (best effort: a read-only or full disk keeps it in
         the log, where the next start finds it), then close."""
         with self._write_lock:
+            with self._readers_lock:
+                for reader in self._readers:  # their files, not left to the garbage collector
+                    reader.close()
+                self._readers.clear()
             with suppress(sqlite3.Error):
                 self._writer.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             self._writer.close()
