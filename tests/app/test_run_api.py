@@ -235,8 +235,8 @@ def test_a_cancel_survives_a_restart_of_the_service(make_client):
     run = submit(first, "+extra.fake_sleep=30")
     wait_for(first, run["name"], {"running"})
     first.app.state.manager.store.request_cancel(run["name"])  # the service died right after noting it
-    first.__exit__(None, None, None)
     handle = first.app.state.manager.store.get(run["name"]).handle
+    first.__exit__(None, None, None)
     os.kill(int(handle.split(":")[0]), signal.SIGTERM)  # ... and after sending SIGTERM
     second = make_client()
     done = wait_for(second, run["name"])
