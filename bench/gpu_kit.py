@@ -3,7 +3,7 @@
     python bench/gpu_kit.py download [--dest DIR]   # `make gpu-kit`: fetch, check, write the lock
     python bench/gpu_kit.py check [--dest DIR]      # offline: the lock (and DIR's wheels, if any) resolve
 
-The GPU machine (the device tool's ``nvidia-h200``) has Python 3.12, torch 2.11 (CUDA 13), lightning 2.6.6 and
+The GPU machine (a CUDA machine without internet) has Python 3.12, torch 2.11 (CUDA 13), lightning 2.6.6 and
 a large set of other packages (:data:`GPU_MACHINE`), no network, and takes at most 64 MiB of working tree
 per call. ``download`` starts from :data:`ROOTS`, follows every ``Requires-Dist`` (markers evaluated for
 the GPU machine's Python) that the machine does not have, fetches each wheel alone (``pip download
@@ -44,7 +44,7 @@ ROOT = Path(__file__).resolve().parent.parent
 KIT_DIR = ROOT / "bench" / "gpu-kit"  # ignored (.gitignore); the device call carries it
 LOCK = ROOT / "bench" / "gpu_kit.lock.json"
 CONSTRAINTS = ROOT / "constraints.txt"
-LIMIT_BYTES = 64 * 2**20  # the device tool's limit on the working tree plus carried paths, per call
+LIMIT_BYTES = 64 * 2**20  # what may travel to the GPU machine: the working tree plus the kit
 
 # What the trainer imports that the GPU machine lacks (its own imports: trainer/*.py).
 ROOTS = ("hydra-core", "omegaconf", "wandb", "neuraloperator", "torch-harmonics")
@@ -59,8 +59,8 @@ PINS = {
 # protos 1.76 needs protobuf>=6.33.5.)
 ALSO_CARRY = ("typing-extensions", "protobuf")
 
-# The GPU machine's Python packages: the device tool's KINDS.md ("Python packages already there",
-# nvidia-h200, read on 2026-11-17; versions where its "pip list" row or the device README gives one, else
+# The GPU machine's Python packages: its published list ("Python packages already there",
+# read on 2026-11-17; versions where its "pip list" row or the device README gives one, else
 # None). The kit carries none of these unless ALSO_CARRY names it. Keep this the only copy of the list.
 GPU_MACHINE_PYTHON = "3.12.3"
 GPU_MACHINE: dict[str, str | None] = {
@@ -87,7 +87,7 @@ GPU_MACHINE: dict[str, str | None] = {
     tensorstore threadpoolctl tifffile tiktoken timm tokenizers toolz torch torchaudio torchdiffeq
     torch-geometric torchmetrics torchvision tqdm transformers treescope triton typer typing-extensions
     typing-inspect urllib3 uvloop wadler-lindig werkzeug wheel wrapt xarray xxhash yarl zipp
-    """.split()  # noqa: SIM905 - KINDS.md's list, kept as it reads there
+    """.split()  # noqa: SIM905 - the machine's list, kept as it reads there
 } | {
     "torch": "2.11.0",
     "lightning": "2.6.6",
@@ -345,7 +345,7 @@ def _lock_entry(w: Wheel) -> dict[str, object]:
 
 
 def tree_bytes(root: Path = ROOT) -> int:
-    """The working tree the device tool copies: tracked files and untracked ones git does not ignore."""
+    """The working tree that travels to the GPU machine: tracked files and untracked ones git does not ignore."""
     try:
         listed = subprocess.run(
             ["git", "-C", str(root), "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
@@ -364,8 +364,8 @@ def size_report(wheels: list[Wheel], root: Path = ROOT) -> tuple[int, int, list[
     problems = []
     if kit + tree > LIMIT_BYTES:
         problems.append(
-            f"kit {kit / 2**20:.1f} MiB + working tree {tree / 2**20:.1f} MiB is over the device tool's "
-            f"{LIMIT_BYTES / 2**20:.0f} MiB"
+            f"kit {kit / 2**20:.1f} MiB + working tree {tree / 2**20:.1f} MiB is over the "
+            f"{LIMIT_BYTES / 2**20:.0f} MiB that may travel to the GPU machine"
         )
     return kit, tree, problems
 

@@ -6,7 +6,7 @@
 #   bash bench/gpu_proof.sh --cpu    # the rehearsal here: accelerator=cpu, tiny sizes, this venv, no install
 #
 # Other arguments go to bench/gpu_proof.py (--budget-s, --keep DIR). Figures: $OUT/gpu_proof.json and the
-# whole output in $OUT/gpu_proof.log; $OUT is the folder the device tool brings back (default here:
+# whole output in $OUT/gpu_proof.log; $OUT is the folder that comes back from the GPU machine (default here:
 # bench/out/gpu-proof). The wheels come from `make gpu-kit` (bench/gpu-kit/, or $LABRUN_GPU_KIT); the device
 # call names that folder in `carry`. Python: $PYTHON, else python3 (GPU) or .venv/bin/python (--cpu).
 set -uo pipefail

@@ -1,6 +1,6 @@
 """The GPU kit's wheel set resolves for the GPU machine, offline: every requirement of every carried wheel
 (markers and extras evaluated for its CPython 3.12 on x86-64 Linux) is carried, at a matching version, or
-on that machine's list; the set fits the device tool's 64 MiB with the working tree. Checked on the
+on that machine's list; the set fits the 64 MiB that may travel with the working tree. Checked on the
 committed lock (the wheels' real metadata, written by `make gpu-kit`) and, when the kit folder is there,
 on the wheels themselves. The one wheel built from source is locked like the others: its source's sha256
 is in the lock and, where the package index answers, it is built twice and gives the lock's bytes."""
@@ -29,7 +29,7 @@ def test_lock_resolves_on_the_gpu_machine(lock):
     closure = check_closure(lock)
     assert closure.ok, "\n".join(map(str, closure.problems))
     assert gpu_kit.tag_problems(lock) == []
-    # What the kit leans on is really there (KINDS.md's list), and torch never travels.
+    # What the kit leans on is really there (the machine's list), and torch never travels.
     assert {"torch", "numpy", "pyyaml", "requests"} <= set(closure.from_machine)
     assert "torch" not in names(lock)
     assert not any(n.startswith("nvidia-") for n in names(lock))
