@@ -130,8 +130,8 @@ class AuthPolicy:
     def caller(self, authorization: str | None, address: str = "?") -> Caller:
         if not self.required():
             return Caller(LOCAL, True)
-        scheme, _, token = (authorization or "").partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():  # no guess made: nothing to throttle
+        token = _bearer_token(authorization)
+        if token is None:  # no guess made: nothing to throttle
             raise Unauthenticated(
                 "this server needs a token: send 'Authorization: Bearer <token>' (the labrun CLI reads "
                 "LABRUN_TOKEN); an admin creates one with: python -m app users add <name>"
@@ -169,8 +169,14 @@ class AuthPolicy:
         """Whether a request's credentials are still good now (an open stream asks again and again)."""
         if not self.required():
             return True
-        scheme, _, token = (authorization or "").partition(" ")
-        return scheme.lower() == "bearer" and self.users.authenticate(token) is not None
+        token = _bearer_token(authorization)
+        return token is not None and self.users.authenticate(token) is not None
+
+
+def _bearer_token(authorization: str | None) -> str | None:
+    """The token of an ``Authorization: Bearer <token>`` header; None when there is none."""
+    scheme, _, token = (authorization or "").partition(" ")
+    return token if scheme.lower() == "bearer" and token.strip() else None
 
 
 def client_address(request: Request, throttle: LoginThrottle) -> str:
