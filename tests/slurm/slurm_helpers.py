@@ -76,6 +76,13 @@ def squeue_state(job: str) -> str:
     return done.stdout.strip()
 
 
+def ended_state(job: str, timeout: float = 30) -> str:
+    """The state an ended job settles in. Slurm shows COMPLETING while it tidies up after the job's
+    processes have exited (epilog, accounting), for a moment that is long on a busy machine."""
+    wait_until(lambda: squeue_state(job) != "COMPLETING", timeout, f"job {job} to finish COMPLETING")
+    return squeue_state(job)
+
+
 def jobs_named(name: str) -> list[str]:
     """Job ids of that name (matched here: ``squeue --name`` splits a name at its commas)."""
     done = subprocess.run(["squeue", "-h", "-t", "all", "-o", "%i\t%j"], capture_output=True, text=True)

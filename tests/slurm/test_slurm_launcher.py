@@ -8,6 +8,7 @@ import time
 
 import pytest
 from slurm_helpers import (
+    ended_state,
     job_id,
     jobs_named,
     show_job,
@@ -40,7 +41,7 @@ def test_a_run_is_one_job_named_after_it_and_succeeds_with_its_exit_code(service
     done = service.wait_for(name, timeout=60)
     assert done["status"] == "succeeded", done
     assert done["exit_code"] == 0, done
-    assert squeue_state(job_id(output_dir, name)) == "COMPLETED"
+    assert ended_state(job_id(output_dir, name)) == "COMPLETED"
     assert f"fake trainer {name}: line 1" in service.http.get(f"/runs/{name}/logs").text
     assert (output_dir / run["run_dir"] / "progress.json").exists()
     assert service.http.get("/healthz").status_code == 200
@@ -110,7 +111,7 @@ def test_cancelling_a_pending_job_cancels_it(service, output_dir):
         assert service.http.post(f"/runs/{name}/cancel").status_code == 200
         run = service.wait_for(name, timeout=30)
         assert run["status"] == "cancelled", run
-        assert squeue_state(job) == "CANCELLED"
+        assert ended_state(job) == "CANCELLED"
         assert name not in starts(output_dir)
     finally:
         subprocess.run(["scancel", blocker], check=False)

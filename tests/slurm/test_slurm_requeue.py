@@ -8,7 +8,7 @@ import json
 import subprocess
 
 import pytest
-from slurm_helpers import REAL_TRAINER, job_id, jobs_named, slurm_service, squeue_state, wait_until
+from slurm_helpers import REAL_TRAINER, ended_state, job_id, jobs_named, slurm_service, wait_until
 from tiny_run import tiny_run
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
@@ -41,7 +41,7 @@ def test_scontrol_requeue_resumes_the_run_from_its_last_checkpoint(output_dir):
         assert done["exit_code"] == 0, done
         assert done["attempts"] == 2, done
         assert jobs_named(name) == [job]
-        assert squeue_state(job) == "COMPLETED"
+        assert ended_state(job) == "COMPLETED"
         assert svc.http.get("/runs", params={"limit": 50}).json()["count"] == 1  # one run, not two
         record = json.loads((run_dir / "run.json").read_text())
         assert [a["status"] for a in record["attempts"]] == ["preempted", "succeeded"], record["attempts"]

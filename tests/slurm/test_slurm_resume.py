@@ -8,7 +8,7 @@ import json
 import sys
 
 import pytest
-from slurm_helpers import job_id, slurm_service, squeue_state, starts, wait_until
+from slurm_helpers import ended_state, job_id, slurm_service, starts, wait_until
 
 from app.launchers.base import LaunchSpec, Outcome
 from app.launchers.slurm import SlurmLauncher, SlurmSettings
@@ -90,7 +90,7 @@ def test_the_job_of_a_forgotten_attempt_is_never_taken_for_the_runs_job(output_d
     state.files(name).job_id.unlink()  # as if the service had died before writing it: found by name
     assert launcher.reattach(name) == job
     launcher.forget(name)
-    assert squeue_state(job) == "FAILED"  # still listed
+    assert ended_state(job) == "FAILED"  # still listed
     assert launcher.reattach(name) is None
     again = launcher.start(spec)
     assert again != job
