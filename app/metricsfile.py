@@ -17,7 +17,10 @@ dashboard polls this while the run trains, so a curve costs bounded memory whate
 - a file that only grew is read from where the last read stopped (same header, same last line there), so
   a long run costs its new rows per poll, not the whole file; a rewritten file is read afresh;
 - only complete lines are taken: a row caught mid-write is read on the next poll;
-- each file has its own lock: one big file being read never holds another run's curves up.
+- each file has its own lock: one big file being read never holds another run's curves up;
+- a read of more than ``most`` bytes is not made here but handed back as a ``ReadJob``: the service runs it
+  in a reader process of its own (``app/curves/``), whose result (the same state, picklable) comes back
+  through ``install``; only the rows appended since are then read here.
 
 A cell that is not a finite number (a diverged ``nan`` loss, ``inf``, garbage) is left out of its curve
 and counted in ``skipped``: JSON has no NaN, and a chart cannot draw one.
@@ -25,6 +28,7 @@ and counted in ``skipped``: JSON has no NaN, and a chart cannot draw one.
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 import threading
@@ -168,6 +172,22 @@ class _FileCurves:
     stamp: tuple[int, int] | None = None  # of the file when ``answer`` was made
     answer: dict[str, Any] | None = None
     kept: int = 0  # points in ``answer``
+    version: int = 0  # reads so far: a job's result is installed only over the state it started from
+
+    # A reader process gets and gives back what was read (never the lock, nor the answer made from it).
+    _SENT = ("max_points", "header", "columns", "offset", "tail", "skipping", "rows", "skipped", "curves")
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self._SENT}
+
+    def __setstate__(self, values: dict[str, Any]) -> None:
+        self.__init__(values["max_points"])  # type: ignore[misc]  # the lock and the defaults, then the rest
+        self.__dict__.update(values)
+
+    def take(self, read: _FileCurves) -> None:
+        """What a reader process read from this state, as this state's own."""
+        self.__dict__.update(read.__getstate__())
+        self.answer, self.stamp, self.version = None, None, self.version + 1
 
     def restart(self, header: bytes) -> None:
         columns = header.decode("utf-8", errors="replace").strip().split(",")
@@ -212,6 +232,15 @@ class MetricsFiles:
     def curves(self, run_dir: str, max_points: int = DEFAULT_MAX_POINTS) -> dict[str, Any]:
         """``{"rows", "skipped", "max_points", "metrics": {name: {"step", "epoch", "value", "points",
         "downsampled"}}}``; no file (not started, a run that logs nothing, deleted files) reads as no rows."""
+        got = self.answer(run_dir, max_points)
+        assert not isinstance(got, ReadJob)  # no bound on the bytes read here
+        return got
+
+    def answer(
+        self, run_dir: str, max_points: int = DEFAULT_MAX_POINTS, most: int | None = None
+    ) -> dict[str, Any] | ReadJob:
+        """``curves``, unless more than ``most`` bytes of the file are still to be read: then nothing is
+        read, and the ``ReadJob`` says what a reader process should read (``install`` takes its result)."""
         path = self.path(run_dir)
         stamp = self.stamp(run_dir)
         if stamp is None:
@@ -219,13 +248,27 @@ class MetricsFiles:
         state = self._state(path, max_points)
         with state.lock:
             if state.answer is None or state.stamp != stamp:
-                _read(state, path, self._chunk_bytes)
+                if not _read(state, path, self._chunk_bytes, most=most):
+                    # A copy: the job is sent later, from another thread. None: the reader starts afresh.
+                    sent = copy.deepcopy(state) if state.header else None
+                    return ReadJob(path, max_points, stamp[1], state.version, sent)
                 state.answer = _answer(state, max_points)
                 state.stamp = stamp
+                state.version += 1
                 state.kept = sum(len(c["value"]) for c in state.answer["metrics"].values())
             answer = state.answer
         self._evict()
         return answer
+
+    def install(self, job: ReadJob, read: _FileCurves) -> bool:
+        """Take a reader process's result of ``job``: the next ``answer`` reads only the rows written since.
+        False (nothing taken) when this file's curves were read here meanwhile."""
+        state = self._state(job.path, job.max_points)
+        with state.lock:
+            if state.version != job.version:
+                return False
+            state.take(read)
+        return True
 
     def _state(self, path: str, max_points: int) -> _FileCurves:
         with self._lock:
@@ -244,19 +287,47 @@ class MetricsFiles:
                 total -= state.kept
 
 
-def _read(state: _FileCurves, path: str, chunk_bytes: int) -> None:
-    """Feed the file's new complete rows into ``state``: only the new ones when it grew under the same
-    header, else all of them. A file that cannot be read leaves ``state`` as it was."""
+@dataclass(frozen=True)
+class ReadJob:
+    """A read too long to make in the service's own process: ``path``'s rows up to byte ``limit`` (its size
+    when asked), fed into ``state`` (None: a fresh one for ``max_points``). ``version``: of the state then."""
+
+    path: str
+    max_points: int
+    limit: int
+    version: int
+    state: _FileCurves | None
+
+
+def read_job(job: ReadJob, chunk_bytes: int = CHUNK_BYTES) -> _FileCurves:
+    """What a reader process does with a job: the state, fed with the file's rows up to ``job.limit``."""
+    state = job.state if job.state is not None else _FileCurves(job.max_points)
+    _read(state, job.path, chunk_bytes, limit=job.limit)
+    return state
+
+
+def _read(
+    state: _FileCurves, path: str, chunk_bytes: int, limit: int | None = None, most: int | None = None
+) -> bool:
+    """Feed the file's new complete rows (up to byte ``limit``) into ``state``: only the new ones when it
+    grew under the same header, else all of them. A file that cannot be read leaves ``state`` as it was.
+    False, and nothing read, when that would be more than ``most`` bytes."""
     try:
         with open_run_file(path) as f:  # no link, pipe or device the run left in its place
             header = f.readline(MAX_LINE_BYTES)
             if not header.endswith(b"\n"):
-                return  # the header itself is being written
-            if not _grew(state, f, header):  # either way, f is now at state.offset
+                return True  # the header itself is being written
+            size = os.fstat(f.fileno()).st_size if limit is None else limit
+            grew = _grew(state, f, header)
+            if most is not None and size - (state.offset if grew else len(header)) > most:
+                return False
+            if not grew:
                 state.restart(header)
-            _read_rows(state, f, chunk_bytes)
+                f.seek(state.offset)  # _grew may have left f elsewhere, after a tail that differed
+            _read_rows(state, f, chunk_bytes, size)
     except OSError:
-        return
+        pass
+    return True
 
 
 def _grew(state: _FileCurves, f: BinaryIO, header: bytes) -> bool:
@@ -267,9 +338,9 @@ def _grew(state: _FileCurves, f: BinaryIO, header: bytes) -> bool:
     return f.read(len(state.tail)) == state.tail
 
 
-def _read_rows(state: _FileCurves, f: BinaryIO, chunk_bytes: int) -> None:
+def _read_rows(state: _FileCurves, f: BinaryIO, chunk_bytes: int, limit: int) -> None:
     pending = b""  # the start of a line whose end is not read yet
-    while block := f.read(chunk_bytes):
+    while block := f.read(max(0, min(chunk_bytes, limit - f.tell()))):
         data = pending + block
         if state.skipping:
             end = data.find(b"\n") + 1

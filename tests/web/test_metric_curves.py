@@ -164,10 +164,10 @@ def test_one_file_being_read_holds_no_other_file_up(tmp_path: Path, monkeypatch)
     release = threading.Event()
     real_read = metricsfile._read
 
-    def slow_for_a(state, path, chunk_bytes):
+    def slow_for_a(state, path, chunk_bytes, **bounds):
         if "/a/" in str(path):
             release.wait(30)
-        return real_read(state, path, chunk_bytes)
+        return real_read(state, path, chunk_bytes, **bounds)
 
     monkeypatch.setattr(metricsfile, "_read", slow_for_a)
     files = MetricsFiles(tmp_path)
