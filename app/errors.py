@@ -12,8 +12,10 @@ alone turns them into HTTP answers (``app/api/errors.py``).
     ├── TooManyRuns             a per-user limit (runs queued at once) says no more for now
     ├── TooManyLoginFailures    this address sent too many wrong tokens lately (``retry_after`` s)
     ├── InsufficientStorage     the output directory's disk is (nearly) full: nothing new is accepted
-    └── StoreUnavailable        the run store cannot write now (read-only filesystem, locked database);
-                                reads keep working
+    ├── StoreUnavailable        the run store cannot write now (read-only filesystem, locked database);
+    │                           reads keep working
+    └── CurvesUnavailable       a big metrics.csv's read failed (its reader process died); asking again
+                                reads it afresh
     EngineUnavailable           the engine (Docker, Slurm, ...) cannot be reached right now; runs stay
                                 queued (or running) and are retried
     LaunchError                 the engine refused to start a run (bad image, ...); the run fails with it
@@ -68,6 +70,10 @@ class InsufficientStorage(LabrunError):
 
 
 class StoreUnavailable(LabrunError):
+    pass
+
+
+class CurvesUnavailable(LabrunError):
     pass
 
 

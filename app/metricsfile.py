@@ -156,7 +156,7 @@ class Curve:
 
 
 @dataclass(eq=False)
-class _FileCurves:
+class FileCurves:
     """What was read of one file for one ``max_points``; ``offset`` is where the next read starts."""
 
     max_points: int
@@ -184,7 +184,7 @@ class _FileCurves:
         self.__init__(values["max_points"])  # type: ignore[misc]  # the lock and the defaults, then the rest
         self.__dict__.update(values)
 
-    def take(self, read: _FileCurves) -> None:
+    def take(self, read: FileCurves) -> None:
         """What a reader process read from this state, as this state's own."""
         self.__dict__.update(read.__getstate__())
         self.answer, self.stamp, self.version = None, None, self.version + 1
@@ -213,7 +213,7 @@ class MetricsFiles:
         chunk_bytes: int = CHUNK_BYTES,
     ) -> None:
         self.output_dir = os.fspath(output_dir)
-        self._files: OrderedDict[tuple[str, int], _FileCurves] = OrderedDict()
+        self._files: OrderedDict[tuple[str, int], FileCurves] = OrderedDict()
         self._cache_points = cache_points
         self._chunk_bytes = chunk_bytes
         self._lock = threading.Lock()  # self._files
@@ -244,7 +244,7 @@ class MetricsFiles:
         path = self.path(run_dir)
         stamp = self.stamp(run_dir)
         if stamp is None:
-            return _answer(None, max_points)
+            return curves_answer(None, max_points)
         state = self._state(path, max_points)
         with state.lock:
             if state.answer is None or state.stamp != stamp:
@@ -252,7 +252,7 @@ class MetricsFiles:
                     # A copy: the job is sent later, from another thread. None: the reader starts afresh.
                     sent = copy.deepcopy(state) if state.header else None
                     return ReadJob(path, max_points, stamp[1], state.version, sent)
-                state.answer = _answer(state, max_points)
+                state.answer = curves_answer(state, max_points)
                 state.stamp = stamp
                 state.version += 1
                 state.kept = sum(len(c["value"]) for c in state.answer["metrics"].values())
@@ -260,7 +260,7 @@ class MetricsFiles:
         self._evict()
         return answer
 
-    def install(self, job: ReadJob, read: _FileCurves) -> bool:
+    def install(self, job: ReadJob, read: FileCurves) -> bool:
         """Take a reader process's result of ``job``: the next ``answer`` reads only the rows written since.
         False (nothing taken) when this file's curves were read here meanwhile."""
         state = self._state(job.path, job.max_points)
@@ -270,11 +270,11 @@ class MetricsFiles:
             state.take(read)
         return True
 
-    def _state(self, path: str, max_points: int) -> _FileCurves:
+    def _state(self, path: str, max_points: int) -> FileCurves:
         with self._lock:
             state = self._files.get((path, max_points))
             if state is None:
-                state = self._files[(path, max_points)] = _FileCurves(max_points)
+                state = self._files[(path, max_points)] = FileCurves(max_points)
             self._files.move_to_end((path, max_points))
             return state
 
@@ -296,18 +296,18 @@ class ReadJob:
     max_points: int
     limit: int
     version: int
-    state: _FileCurves | None
+    state: FileCurves | None
 
 
-def read_job(job: ReadJob, chunk_bytes: int = CHUNK_BYTES) -> _FileCurves:
+def read_job(job: ReadJob, chunk_bytes: int = CHUNK_BYTES) -> FileCurves:
     """What a reader process does with a job: the state, fed with the file's rows up to ``job.limit``."""
-    state = job.state if job.state is not None else _FileCurves(job.max_points)
+    state = job.state if job.state is not None else FileCurves(job.max_points)
     _read(state, job.path, chunk_bytes, limit=job.limit)
     return state
 
 
 def _read(
-    state: _FileCurves, path: str, chunk_bytes: int, limit: int | None = None, most: int | None = None
+    state: FileCurves, path: str, chunk_bytes: int, limit: int | None = None, most: int | None = None
 ) -> bool:
     """Feed the file's new complete rows (up to byte ``limit``) into ``state``: only the new ones when it
     grew under the same header, else all of them. A file that cannot be read leaves ``state`` as it was.
@@ -330,7 +330,7 @@ def _read(
     return True
 
 
-def _grew(state: _FileCurves, f: BinaryIO, header: bytes) -> bool:
+def _grew(state: FileCurves, f: BinaryIO, header: bytes) -> bool:
     """Whether the file is the one read before, longer: same header, and the same bytes before ``offset``."""
     if not state.header or state.header != header or os.fstat(f.fileno()).st_size < state.offset:
         return False
@@ -338,7 +338,7 @@ def _grew(state: _FileCurves, f: BinaryIO, header: bytes) -> bool:
     return f.read(len(state.tail)) == state.tail
 
 
-def _read_rows(state: _FileCurves, f: BinaryIO, chunk_bytes: int, limit: int) -> None:
+def _read_rows(state: FileCurves, f: BinaryIO, chunk_bytes: int, limit: int) -> None:
     pending = b""  # the start of a line whose end is not read yet
     while block := f.read(max(0, min(chunk_bytes, limit - f.tell()))):
         data = pending + block
@@ -350,7 +350,7 @@ def _read_rows(state: _FileCurves, f: BinaryIO, chunk_bytes: int, limit: int) ->
             state.skipped += 1 if end else 0
         cut = data.rfind(b"\n") + 1
         if cut:
-            _take(state, data[:cut])
+            feed_rows(state, data[:cut])
             state.offset += cut
             state.tail = data[max(0, cut - _TAIL_BYTES) : cut]
         pending = data[cut:]
@@ -371,7 +371,8 @@ class _Chunk:
     skipped: int = 0
 
 
-def _take(state: _FileCurves, data: bytes) -> None:
+def feed_rows(state: FileCurves, data: bytes) -> None:
+    """Feed complete rows (whole lines of the file, after its header) into ``state``'s curves."""
     chunk = _split_fast(data, state.columns) or _split_rows(data, state.columns)
     first_row = state.rows
     # New curves in the order of their first point, as a row-by-row reader would meet them.
@@ -466,7 +467,8 @@ def _number(cell: bytes) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def _answer(state: _FileCurves | None, max_points: int) -> dict[str, Any]:
+def curves_answer(state: FileCurves | None, max_points: int) -> dict[str, Any]:
+    """The answer (the route's body but its name) for what ``state`` read; None: no file, no rows."""
     if state is None:
         return {"rows": 0, "skipped": 0, "max_points": max_points, "metrics": {}}
     metrics = {}

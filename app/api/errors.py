@@ -9,6 +9,7 @@
     TooManyLoginFailures 429 (with Retry-After)
     InsufficientStorage 507 (the disk is full: what to delete or free)
     StoreUnavailable   503
+    CurvesUnavailable  503 (a big metrics.csv's reader process died; the next request reads it afresh)
     EngineUnavailable  503
     anything else      500 with a generic message; the traceback goes to the service log only
 
@@ -25,6 +26,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.errors import (
+    CurvesUnavailable,
     EngineUnavailable,
     Forbidden,
     InsufficientStorage,
@@ -50,6 +52,7 @@ STATUS_CODES: dict[type[LabrunError], int] = {
     TooManyLoginFailures: 429,
     InsufficientStorage: 507,
     StoreUnavailable: 503,
+    CurvesUnavailable: 503,
 }
 
 
