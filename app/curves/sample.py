@@ -2,7 +2,7 @@
 the rows of ``blocks`` evenly spaced pieces of ``block_bytes`` (2 MiB in all, whatever the file's size, so
 it costs some tens of milliseconds), each cut to whole lines, parsed and downsampled as a full read is.
 
-Its curves span the run (the first and the last piece are read) with the file's trend and noise, on fewer
+Its curves span the run (the first piece starts at the first row, the last ends at the file's end) with the file's trend and noise, on fewer
 points. ``rows`` and each curve's ``points`` count what was sampled; ``estimated_rows`` is the file's rows
 as the sampled bytes per row make them.
 """
@@ -53,8 +53,9 @@ def _pieces(f: BinaryIO, start: int, size: int, blocks: int, block_bytes: int) -
     """(offset, whole lines) of each piece, in order and not overlapping."""
     pieces: list[tuple[int, bytes]] = []
     end = start  # where the last piece's lines ended: a row's start
+    span = max(0, size - block_bytes - start)  # the last piece ends at the file's end: the latest rows
     for i in range(blocks):
-        at = max(end, start + (size - start) * i // blocks)
+        at = max(end, start + span * i // max(1, blocks - 1))
         if at >= size:
             break
         f.seek(at)

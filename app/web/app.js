@@ -463,8 +463,8 @@ async function refreshRun() {
   }
   if (page.finalRead) return;
   const ended = TERMINAL.has(page.run.status);
-  await Promise.all([refreshLog(page), refreshCurves(page)]);
-  if (ended) {
+  const [, partial] = await Promise.all([refreshLog(page), refreshCurves(page)]);
+  if (ended && !partial) { // a partial curve (a big file still being read) is followed by the full one
     page.ended = true;
     page.finalRead = true; // one read after the end: the last lines and the last rows are in
   }
@@ -558,6 +558,7 @@ async function refreshCurves(page) {
   page.curves = {};
   for (const [name, curve] of Object.entries(body.metrics)) page.curves[name] = curve;
   drawCurves(page, body);
+  return !!body.partial;
 }
 
 function drawCurves(page, body) {
@@ -569,7 +570,9 @@ function drawCurves(page, body) {
     ...Object.keys(drawn).map((n, i) => el("span", { class: "key" }, el("i", { class: "swatch", "data-color": colorOf(n, i) }), n)),
   );
   for (const swatch of $("chart-legend").querySelectorAll(".swatch")) swatch.style.background = swatch.dataset.color;
-  if (body) {
+  if (body && body.partial) {
+    setText($("chart-note"), `sampled ${body.rows} of about ${body.estimated_rows} rows of metrics.csv; reading the whole file…`);
+  } else if (body) {
     const thinned = Object.values(body.metrics).some((c) => c.downsampled);
     setText(
       $("chart-note"),

@@ -223,3 +223,80 @@ def test_a_runs_progress_file_is_not_followed_out_of_its_directory(tmp_path: Pat
     (tmp_path / "huge").mkdir()
     (tmp_path / "huge" / "progress.json").write_text(json.dumps({**good, "pad": "x" * MAX_PROGRESS_BYTES}))
     assert files.progress("huge") is None
+
+
+def long_csv(path: Path, rows: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as f:
+        f.write(",".join(COLUMNS) + "\n")
+        f.write("".join(f"{s // 1000},{s},{1 / (1 + s * 1e-3)},,\n" for s in range(rows)))
+
+
+def test_a_sampled_curve_spans_the_file_in_a_bounded_read(tmp_path: Path) -> None:
+    """The partial answer of a 3 MB file reads 64 pieces of 4 KiB: its curve goes from the first row to
+    (nearly) the last, on values of the file, and its row count is estimated within a few percent."""
+    from app.curves.sample import sample_curves
+
+    long_csv(tmp_path / "r" / "metrics.csv", 100_000)
+    body = sample_curves(str(tmp_path / "r" / "metrics.csv"), 2000, blocks=64, block_bytes=4096)
+    train = body["metrics"]["train_loss"]
+    assert body["partial"] is True
+    assert abs(body["estimated_rows"] - 100_000) < 3000
+    assert body["rows"] < 64 * 4096 / 20  # only the pieces were read
+    assert body["rows"] == train["points"]
+    assert train["step"][0] == 0
+    assert train["step"][-1] == 99_999  # the last row
+    assert train["step"] == sorted(set(train["step"]))
+    assert all(v == 1 / (1 + s * 1e-3) for s, v in zip(train["step"], train["value"], strict=True))
+    assert sample_curves(str(tmp_path / "none.csv"), 2000)["metrics"] == {}
+
+
+def test_the_reader_process_reads_as_the_service_does(tmp_path: Path) -> None:
+    """A job read by the reader process, installed, then the rows written since read here: the curves a
+    read in the service's own process makes. Closing it leaves no process."""
+    from app.curves.reader import ReaderProcess
+
+    path = tmp_path / "r" / "metrics.csv"
+    long_csv(path, 30_000)
+    files = MetricsFiles(tmp_path)
+    job = files.answer("r", 500, most=1000)
+    assert isinstance(job, metricsfile.ReadJob)
+    reader = ReaderProcess()
+    try:
+        read = reader.submit(job).result(timeout=60)
+        pid = reader.pid
+    finally:
+        reader.close()
+    assert pid is not None
+    assert not Path(f"/proc/{pid}").exists()
+    assert files.install(job, read)
+    with open(path, "a") as f:
+        f.write("".join(f"30,{s},{1 / (1 + s)},,\n" for s in range(30_000, 30_100)))
+    assert files.curves("r", 500) == MetricsFiles(tmp_path).curves("r", 500)
+    assert files.curves("r", 500)["rows"] == 30_100
+
+
+def test_the_reader_process_imports_no_web_framework() -> None:
+    """It starts fast and small: the curve module and the standard library, not the app's import graph."""
+    import subprocess
+    import sys
+
+    probe = "import sys, app.curves.worker; print(' '.join(sys.modules))"
+    loaded = set(
+        subprocess.run(
+            [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+        ).stdout.split()
+    )
+    assert "app.metricsfile" in loaded
+    heavy = {
+        "fastapi",
+        "starlette",
+        "pydantic",
+        "sqlite3",
+        "torch",
+        "hydra",
+        "app.api",
+        "app.store",
+        "app.main",
+    }
+    assert not heavy & loaded

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import math
+import os
+import signal
+import time
 from pathlib import Path
 
+import httpx
+import pytest
 from service_process import submit, wait_for
 from web_helpers import run_for
 
@@ -105,3 +110,133 @@ def test_header_rewritten_with_a_new_metric(tmp_path):
     curves = files.curves("r")["metrics"]
     assert curves["train_loss"]["value"] == [1.0, 0.5, 0.25]
     assert curves["val_loss"]["value"] == [0.7]
+
+
+# --- a big metrics.csv: read by the reader process, answered meanwhile with a sampled curve -----------------
+
+BIG_ROWS = 200_000  # ~6 MB: above the service's in-process bound (4 MiB), read by its reader process
+
+
+def write_big(path: Path, rows: int = BIG_ROWS, start: int = 0) -> None:
+    """Lightning-like rows: a train_loss a step, an epoch's row every 1000 steps."""
+    lines = [] if start else ["epoch,step,train_loss,train_loss_epoch,val_loss\n"]
+    for step in range(start, start + rows):
+        lines.append(f"{step // 1000},{step},{1 / (1 + step * 1e-3) + (step % 7) * 1e-3},,\n")
+        if step % 1000 == 999:
+            lines.append(f"{step // 1000},{step},,{1 / (1 + step * 1e-3)},{2 / (1 + step * 1e-3)}\n")
+    with path.open("a" if start else "w") as f:
+        f.write("".join(lines))
+
+
+def reader_pids(parent: int) -> list[int]:
+    """The metrics.csv reader processes that ``parent`` started (and has not reaped)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            status = (entry / "status").read_text()
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        ppid = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("PPid:"))
+        if ppid == parent and b"app.curves.worker" in cmdline:
+            found.append(int(entry.name))
+    return found
+
+
+def full_curves(client, name: str, timeout: float = 60, **params) -> httpx.Response:
+    """Poll the curves until they are the full ones (not ``partial``)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        response = client.get(f"/runs/{name}/metrics", params=params)
+        assert response.status_code == 200, response.text
+        if not response.json().get("partial"):
+            return response
+        assert time.monotonic() < deadline, "still partial"
+        time.sleep(0.1)
+
+
+def expected(output_dir: Path, run: dict, max_points: int = 2000) -> dict:
+    """What the service's in-process read makes of the file (the definition's tests are test_metric_curves)."""
+    return {"name": run["name"], **MetricsFiles(output_dir).curves(run["run_dir"], max_points)}
+
+
+@pytest.fixture
+def big_run(client, output_dir) -> tuple[dict, int]:
+    """A run whose metrics.csv is big, read once by the service (so its reader process runs, idle), and
+    that process's pid."""
+    run = wait_for(client, submit(client, *run_for(0.5))["name"])
+    write_big(metrics_csv(output_dir, run))
+    assert full_curves(client, run["name"]).json() == expected(output_dir, run)
+    (pid,) = reader_pids(os.getpid())
+    return run, pid
+
+
+def test_a_big_file_is_sampled_at_once_then_read_whole(client, output_dir, big_run):
+    """While the reader process reads (held stopped here), the answer is a partial curve, at once, and every
+    other request is answered; rows appended meanwhile are in the full answer that follows."""
+    run, pid = big_run
+    other = wait_for(client, submit(client, *run_for(0.5))["name"])
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        first = client.get(f"/runs/{run['name']}/metrics", params={"max_points": 500})
+        took = time.monotonic() - started
+        for path in ("/healthz", f"/runs/{other['name']}", f"/runs/{other['name']}/metrics"):
+            started = time.monotonic()
+            assert client.get(path).status_code == 200
+            assert time.monotonic() - started < 1.0, path
+        write_big(metrics_csv(output_dir, run), rows=1000, start=BIG_ROWS)  # the run goes on
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert took < 2.0
+    assert first.status_code == 200
+    assert "ETag" not in first.headers  # the next poll gets the full curves, not a 304
+    body = first.json()
+    assert body["partial"] is True
+    assert abs(body["estimated_rows"] - (BIG_ROWS + BIG_ROWS // 1000)) < BIG_ROWS * 0.05
+    train = body["metrics"]["train_loss"]
+    assert train["step"][0] == 0
+    assert train["step"][-1] == BIG_ROWS - 1  # it spans the run: its last piece ends at the file's end
+    assert len(train["value"]) <= 500
+
+    full = full_curves(client, run["name"], max_points=500)
+    assert "ETag" in full.headers
+    assert "partial" not in full.json()
+    assert full.json() == expected(output_dir, run, 500)
+    assert full.json()["metrics"]["train_loss"]["step"][-1] == BIG_ROWS + 999
+
+
+def test_a_killed_reader_is_an_error_once_then_read_afresh(client, output_dir, big_run):
+    run, pid = big_run
+    os.kill(pid, signal.SIGSTOP)
+    assert client.get(f"/runs/{run['name']}/metrics", params={"max_points": 300}).json()["partial"]
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while (
+        response := client.get(f"/runs/{run['name']}/metrics", params={"max_points": 300})
+    ).status_code == 200:
+        assert response.json()["partial"]
+        assert time.monotonic() < deadline, "no error after the reader died"
+        time.sleep(0.05)
+    assert response.status_code == 503
+    assert "reader process was killed (SIGKILL)" in response.json()["detail"]
+    assert "ask again" in response.json()["detail"]
+    full = full_curves(client, run["name"], max_points=300)
+    assert full.json() == expected(output_dir, run, 300)
+    assert reader_pids(os.getpid()) not in ([], [pid])  # a fresh process read it
+
+
+def test_no_reader_process_outlives_the_service(service, output_dir):
+    """``python -m app`` stopped while its reader process is mid-read (held stopped): the process is gone."""
+    run = wait_for(service.http, submit(service.http, *run_for(0.5))["name"])
+    write_big(metrics_csv(output_dir, run))
+    full_curves(service.http, run["name"])
+    (pid,) = reader_pids(service.proc.pid)
+    os.kill(pid, signal.SIGSTOP)
+    assert service.http.get(f"/runs/{run['name']}/metrics", params={"max_points": 100}).json()["partial"]
+    service.stop()
+    assert "Application shutdown complete" in service.log(), service.log(3000)
+    assert not Path(f"/proc/{pid}").exists()
+    assert "Traceback" not in service.log()
