@@ -265,7 +265,7 @@ class MetricsFiles:
         False (nothing taken) when this file's curves were read here meanwhile."""
         state = self._state(job.path, job.max_points)
         with state.lock:
-            if state.version != job.version:
+            if state.version != job.version and state.header:  # (no header: evicted, made afresh)
                 return False
             state.take(read)
         return True
