@@ -9,6 +9,7 @@ answered meanwhile. It ends at the end of its stdin, and with the service if the
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import signal
@@ -60,6 +61,9 @@ def _die_with_parent(parent: int) -> None:
 def main(argv: list[str]) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C in the service's terminal: the service stops us
     _die_with_parent(int(argv[0]))
+    # The service's requests come first: on a busy machine the reader takes the CPU time they leave.
+    with contextlib.suppress(OSError):
+        os.nice(10)
     # The protocol gets stdout's descriptor; anything else printed (a warning) goes to stderr instead.
     out = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)
