@@ -85,9 +85,7 @@ class ReaderProcess:
                     done.set_exception(exc)
                     self._drop(proc)
                     proc = None
-                except (
-                    Exception
-                ) as exc:  # a job or an answer that does not pickle: failed, never left waiting
+                except Exception as exc:  # a job or an answer that does not pickle: never left waiting
                     done.set_exception(ReaderDied(f"the metrics.csv reader process failed: {exc!r}"))
                     self._drop(proc)
                     proc = None
