@@ -252,11 +252,11 @@ def _bare_environment() -> Iterator[None]:
 @functools.cache  # two pages read it; building the service takes a second
 def openapi_document() -> dict[str, Any]:
     """What the service serves at /openapi.json, from a service built on an empty output directory."""
-    from app.core.config import Settings
+    from app.core.config import load_settings
     from app.main import create_app
 
     with tempfile.TemporaryDirectory() as tmp, _bare_environment():
-        app = create_app(Settings(output_dir=Path(tmp), gpus=(), launcher="local"))
+        app = create_app(load_settings(output_dir=Path(tmp), gpus=(), launcher="local"))
         try:
             return app.openapi()
         finally:
