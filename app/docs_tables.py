@@ -239,7 +239,7 @@ def cli_page() -> str:
 
 @contextlib.contextmanager
 def _bare_environment() -> Iterator[None]:
-    """No LABRUN_* variable of the caller's shapes the generated document."""
+    """No LABRUN_* variable of the caller's (LABRUN_CONF_DIR, a setting) shapes a generated page."""
     saved = {k: v for k, v in os.environ.items() if k.startswith("LABRUN_")}
     for key in saved:
         del os.environ[key]
@@ -308,22 +308,24 @@ PAGES: dict[str, Callable[[], str]] = {
 def stale_pages(docs: Path = DOCS) -> list[str]:
     """The generated pages whose committed text is not what the code makes now."""
     stale = []
-    for relative, make in PAGES.items():
-        path = docs / relative
-        if not path.is_file() or path.read_text() != make():
-            stale.append(relative)
+    with _bare_environment():
+        for relative, make in PAGES.items():
+            path = docs / relative
+            if not path.is_file() or path.read_text() != make():
+                stale.append(relative)
     return stale
 
 
 def write_pages(docs: Path = DOCS) -> list[str]:
     written = []
-    for relative, make in PAGES.items():
-        path = docs / relative
-        text = make()
-        if not path.is_file() or path.read_text() != text:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text)
-            written.append(relative)
+    with _bare_environment():
+        for relative, make in PAGES.items():
+            path = docs / relative
+            text = make()
+            if not path.is_file() or path.read_text() != text:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(text)
+                written.append(relative)
     return written
 
 
