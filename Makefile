@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test lint bench clean gpu-kit
+.PHONY: install run test lint bench clean gpu-kit docs docs-tables
 
 # Idempotent: reinstalls only when pyproject.toml changed since the last install.
 install: $(STAMP)
@@ -29,9 +29,18 @@ lint: install
 bench: install
 	$(PY) bench/run_all.py
 
-# The wheels the GPU machine lacks (bench/gpu-kit/, for the device tool's `carry`); see README, "Proving the GPU path".
+# The documentation site (docs/, mkdocs.yml) into site/; a broken link or a page missing from the nav fails.
+# `make test` builds it too (tests/docs/). Serve it while writing: .venv/bin/mkdocs serve
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --site-dir site
+
+# The documentation's pages generated from the code (docs/reference/, docs/api/openapi.json).
+docs-tables: install
+	$(PY) -m app.docs_tables
+
+# The GPU proof kit: the wheels a CUDA machine without internet lacks, into bench/gpu-kit/ (docs/gpu-proof.md).
 gpu-kit: install
 	$(PY) bench/gpu_kit.py download
 
 clean:
-	rm -rf $(VENV) outputs .pytest_cache
+	rm -rf $(VENV) outputs .pytest_cache site

@@ -7,7 +7,7 @@ httptools protocol. It starts when the server waits for a request: the connectio
 sent, or the first byte came after one; it stops once the request has fully arrived, head and body. If it
 fires, the connection is closed with no response, as a reverse proxy does (an app still waiting for the
 body sees the client disconnect). What it does not bound (how many connections, a client that reads the
-response slowly) is a reverse proxy's job: README, "Slow clients and a reverse proxy".
+response slowly) is a reverse proxy's job: docs/operations.md, "Slow clients and a reverse proxy".
 """
 
 from __future__ import annotations

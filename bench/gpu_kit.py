@@ -3,16 +3,17 @@
     python bench/gpu_kit.py download [--dest DIR]   # `make gpu-kit`: fetch, check, write the lock
     python bench/gpu_kit.py check [--dest DIR]      # offline: the lock (and DIR's wheels, if any) resolve
 
-The GPU machine (a CUDA machine without internet) has Python 3.12, torch 2.11 (CUDA 13), lightning 2.6.6 and
-a large set of other packages (:data:`GPU_MACHINE`), no network, and takes at most 64 MiB of working tree
-per call. ``download`` starts from :data:`ROOTS`, follows every ``Requires-Dist`` (markers evaluated for
-the GPU machine's Python) that the machine does not have, fetches each wheel alone (``pip download
+The GPU machine is a CUDA machine without internet access that has Python 3.12, torch 2.11 (CUDA 13),
+lightning 2.6.6 and a large set of other packages (:data:`GPU_MACHINE`); the kit and the checkout are
+copied to it together and stay under 64 MiB (:data:`LIMIT_BYTES`), so that the copy is quick.
+``download`` starts from :data:`ROOTS`, follows every ``Requires-Dist`` (markers evaluated for the GPU
+machine's Python) that the machine does not have, fetches each wheel alone (``pip download
 --no-deps``, pinned by constraints.txt or :data:`PINS`; never torch; the one package published as source
-only is built here, reproducibly: :data:`SDIST_ONLY`), and writes what it carried, with the wheels' own
+only is built here, reproducibly: :data:`SDIST_ONLY`), and writes what the kit holds, with the wheels' own
 requirements and sha256 (and a built wheel's source sha256), into ``bench/gpu_kit.lock.json``; a later
 download that finds other bytes for a file the lock names fails instead of rewriting it. ``check`` proves
-from that lock alone, without the network, that every requirement of every carried wheel is met by a
-carried wheel or by the GPU machine, versions included where the machine's are documented.
+from that lock alone, without the network, that every requirement of every wheel in the kit is met by a
+wheel in the kit or by the GPU machine, versions included where the machine's are documented.
 bench/gpu_proof.py repeats that check on the GPU machine against what is really installed there.
 """
 
@@ -41,10 +42,10 @@ from packaging.utils import canonicalize_name, parse_wheel_filename
 from packaging.version import Version
 
 ROOT = Path(__file__).resolve().parent.parent
-KIT_DIR = ROOT / "bench" / "gpu-kit"  # ignored (.gitignore); the device call carries it
+KIT_DIR = ROOT / "bench" / "gpu-kit"  # ignored (.gitignore); copied to the GPU machine with the checkout
 LOCK = ROOT / "bench" / "gpu_kit.lock.json"
 CONSTRAINTS = ROOT / "constraints.txt"
-LIMIT_BYTES = 64 * 2**20  # what may travel to the GPU machine: the working tree plus the kit
+LIMIT_BYTES = 64 * 2**20  # the checkout plus the kit, as copied to the GPU machine: kept small
 
 # What the trainer imports that the GPU machine lacks (its own imports: trainer/*.py).
 ROOTS = ("hydra-core", "omegaconf", "wandb", "neuraloperator", "torch-harmonics")
@@ -54,14 +55,14 @@ PINS = {
     # release built for the GPU machine's torch 2.11 is 0.9.2 (its metadata says torch>=2.11,<2.12).
     "torch-harmonics": "0.9.2",
 }
-# Carried although the GPU machine has a copy: the kit's wheels need a floor above what an undocumented
+# In the kit although the GPU machine has a copy: the kit's wheels need a floor above what an undocumented
 # version may meet, and each is small. (pydantic 2.14 needs typing-extensions>=4.16.0; googleapis-common-
 # protos 1.76 needs protobuf>=6.33.5.)
 ALSO_CARRY = ("typing-extensions", "protobuf")
 
-# The GPU machine's Python packages: its published list ("Python packages already there",
-# read on 2026-11-17; versions where its "pip list" row or the device README gives one, else
-# None). The kit carries none of these unless ALSO_CARRY names it. Keep this the only copy of the list.
+# The GPU machine's Python packages: the package list of its environment (read on 2026-11-17;
+# versions where that list gives one, else None). The kit holds none of these unless ALSO_CARRY names
+# it. Keep this the only copy of the list.
 GPU_MACHINE_PYTHON = "3.12.3"
 GPU_MACHINE: dict[str, str | None] = {
     name: None
@@ -187,7 +188,7 @@ class Problem:
 @dataclass
 class Closure:
     problems: list[Problem] = field(default_factory=list)
-    from_machine: dict[str, set[str]] = field(default_factory=dict)  # machine package -> carried dependants
+    from_machine: dict[str, set[str]] = field(default_factory=dict)  # machine package -> wheels needing it
 
     @property
     def ok(self) -> bool:
@@ -197,9 +198,9 @@ class Closure:
 def check_closure(
     wheels: list[Wheel], machine: dict[str, str | None] | None = None, roots: tuple[str, ...] = ROOTS
 ) -> Closure:
-    """Every requirement of every carried wheel (and of the extras other carried wheels ask of it) is met by
-    a carried wheel of a matching version, or by ``machine`` (name -> version, None: version unknown, the
-    requirement is taken as met). Also: one wheel per name, each root carried, Requires-Python met."""
+    """Every requirement of every wheel in the kit (and of the extras other wheels of it ask of it) is met
+    by a wheel in the kit of a matching version, or by ``machine`` (name -> version, None: version unknown, the
+    requirement is taken as met). Also: one wheel per name, each root in the kit, Requires-Python met."""
     machine = GPU_MACHINE if machine is None else machine
     out = Closure()
     carried: dict[str, Wheel] = {}
@@ -209,7 +210,7 @@ def check_closure(
         carried[w.name] = w
     for root in roots:
         if canonicalize_name(root) not in carried:
-            out.problems.append(Problem("the kit", root, "a root of the kit is not carried"))
+            out.problems.append(Problem("the kit", root, "a root of the kit is not in it"))
     extras = _extras_asked(carried)
     for w in carried.values():
         if w.requires_python and Version(MARKER_ENV["python_full_version"]) not in _spec(w.requires_python):
@@ -222,7 +223,7 @@ def check_closure(
 
 
 def _extras_asked(carried: dict[str, Wheel]) -> dict[str, set[str]]:
-    """The extras asked of each carried wheel, followed to a fixed point ("pkg[extra]" adds pkg's extra
+    """The extras asked of each wheel in the kit, followed to a fixed point ("pkg[extra]" adds pkg's extra
     dependencies, which may ask for more)."""
     extras: dict[str, set[str]] = {name: set() for name in carried}
     changed = True
@@ -246,7 +247,7 @@ def _check_requirement(
     carried: dict[str, Wheel],
     machine: dict[str, str | None],
 ) -> None:
-    """One requirement of a carried wheel: met by a carried wheel, else by the machine, else a problem."""
+    """One requirement of a wheel in the kit: met by the kit, else by the machine, else a problem."""
     dep = canonicalize_name(req.name)
     if dep in carried:
         if not req.specifier.contains(carried[dep].version, prereleases=True):
@@ -257,7 +258,7 @@ def _check_requirement(
             out.problems.append(Problem(w.file, line, f"the GPU machine has {dep} {have}"))
         out.from_machine.setdefault(dep, set()).add(w.name)
     else:
-        out.problems.append(Problem(w.file, line, "neither carried nor on the GPU machine"))
+        out.problems.append(Problem(w.file, line, "neither in the kit nor on the GPU machine"))
 
 
 def target_tags() -> set[tags.Tag]:
@@ -345,7 +346,7 @@ def _lock_entry(w: Wheel) -> dict[str, object]:
 
 
 def tree_bytes(root: Path = ROOT) -> int:
-    """The working tree that travels to the GPU machine: tracked files and untracked ones git does not ignore."""
+    """The checkout as copied to the GPU machine: tracked files and untracked ones git does not ignore."""
     try:
         listed = subprocess.run(
             ["git", "-C", str(root), "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
@@ -365,7 +366,7 @@ def size_report(wheels: list[Wheel], root: Path = ROOT) -> tuple[int, int, list[
     if kit + tree > LIMIT_BYTES:
         problems.append(
             f"kit {kit / 2**20:.1f} MiB + working tree {tree / 2**20:.1f} MiB is over the "
-            f"{LIMIT_BYTES / 2**20:.0f} MiB that may travel to the GPU machine"
+            f"{LIMIT_BYTES / 2**20:.0f} MiB the kit and the checkout should stay under"
         )
     return kit, tree, problems
 

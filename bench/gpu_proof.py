@@ -1,4 +1,4 @@
-"""The GPU proof: labrun's trainer on CUDA, checked and measured in one short call (bench/gpu_proof.sh).
+"""The GPU proof: labrun's trainer on CUDA, checked and measured in one short run (bench/gpu_proof.sh).
 
 1. runs: ``python -m trainer accelerator=gpu devices=1`` for SFNO and FNO (data=32x64, 2 epochs, a few
    samples); checks the run directory, run.json (status, the GPU's name), the offline WandB run's name,

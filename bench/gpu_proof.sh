@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
-# The GPU proof kit, one call on the GPU machine (README: "Proving the GPU path").
+# The GPU proof kit: one command on a CUDA machine without internet access (docs/gpu-proof.md).
 #
 #   bash bench/gpu_proof.sh          # GPU machine: install bench/gpu-kit/*.whl into a temporary target, then
 #                                    # bench/gpu_proof.py (trainer on CUDA, throughput, NVML, determinism)
 #   bash bench/gpu_proof.sh --cpu    # the rehearsal here: accelerator=cpu, tiny sizes, this venv, no install
 #
 # Other arguments go to bench/gpu_proof.py (--budget-s, --keep DIR). Figures: $OUT/gpu_proof.json and the
-# whole output in $OUT/gpu_proof.log; $OUT is the folder that comes back from the GPU machine (default here:
-# bench/out/gpu-proof). The wheels come from `make gpu-kit` (bench/gpu-kit/, or $LABRUN_GPU_KIT); the device
-# call names that folder in `carry`. Python: $PYTHON, else python3 (GPU) or .venv/bin/python (--cpu).
+# whole output in $OUT/gpu_proof.log; $OUT is any folder (default: bench/out/gpu-proof). The wheels come
+# from `make gpu-kit` (bench/gpu-kit/, or $LABRUN_GPU_KIT): copy that folder to the GPU machine with the
+# checkout. Python: $PYTHON, else python3 (GPU) or .venv/bin/python (--cpu).
 set -uo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 out="${OUT:-$root/bench/out/gpu-proof}"
@@ -26,7 +26,7 @@ else
   python="${PYTHON:-python3}"
   kit="${LABRUN_GPU_KIT:-$root/bench/gpu-kit}"
   if ! compgen -G "$kit/*.whl" >/dev/null; then
-    echo "gpu_proof: no wheels in $kit: run 'make gpu-kit' first and name bench/gpu-kit in the call's carry" | tee -a "$log"
+    echo "gpu_proof: no wheels in $kit: run 'make gpu-kit' first and copy bench/gpu-kit/ to this machine with the checkout" | tee -a "$log"
     exit 2
   fi
   site="$(mktemp -d "${TMPDIR:-/tmp}/labrun-gpu-kit.XXXXXX")"

@@ -1,4 +1,4 @@
-"""The experiment: ``python -m trainer [overrides]`` (see README, "The experiment").
+"""The experiment: ``python -m trainer [overrides]`` (see docs/experiment.md).
 
 Light modules, shared with the service (no torch): ``config`` (compose, check, name, resolve),
 ``naming`` (run names), ``resolvers`` (the config's resolvers), ``rundir`` (the run directory),

@@ -11,7 +11,7 @@ What a type cannot say lives in each field's metadata, read by one generic funct
 or ``rule`` (a function for the few keys that take more than one type: ``devices``, ``val_check_interval``).
 Rules that tie several keys together (``n_modes`` against the resolution, ...) are the ``CROSS_RULES``.
 Every message names the key, the value and what is allowed. ``trainer/schema_docs.py`` turns the same
-declarations into the documentation (``GET /config/schema``, the README's table).
+declarations into the documentation (``GET /config/schema``, docs/reference/experiment-keys.md).
 
 Light on purpose (omegaconf + hydra's ConfigStore): the service imports it.
 """

@@ -1,7 +1,7 @@
 """The config's documentation, made from its schema (``trainer/schema.py``): every key a run may set, with
 its type, default, allowed values and description. ``GET /config/schema`` serves ``describe()``; the
-README's table of keys is ``markdown_table(describe())`` (``python -m trainer.schema_docs`` prints it,
-``tests/trainer/test_readme_keys.py`` keeps the README equal to it).
+documentation's table of keys (docs/reference/experiment-keys.md) is ``markdown_table(describe())``
+(``python -m app.docs_tables`` writes it, ``tests/docs/`` keeps it equal to the schema).
 
 Apart from the schema because it composes the default config (``trainer/config.py``) to show the defaults,
 and the config imports the schema: this way the imports point one way, schema <- config <- schema_docs.
@@ -87,7 +87,7 @@ def _conf_defaults() -> tuple[dict[str, Any], dict[str, list[str]]]:
 
 
 def markdown_table(rows: list[dict[str, Any]]) -> str:
-    """``describe()``'s rows as the README's Markdown table (derived keys left out: nobody sets them)."""
+    """``describe()``'s rows as the documentation's Markdown table (derived keys left out: nobody sets them)."""
 
     def cell(value: Any) -> str:
         text = "" if value is None else str(value)
@@ -105,5 +105,5 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-if __name__ == "__main__":  # python -m trainer.schema_docs: the README's table of keys
+if __name__ == "__main__":  # python -m trainer.schema_docs: the table of keys
     print(markdown_table(describe()), end="")

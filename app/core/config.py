@@ -25,56 +25,122 @@ from trainer.logbound import MIN_BOUND as MIN_LOG_BOUND
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="LABRUN_", extra="ignore", validate_default=True)
 
-    host: str = "127.0.0.1"
-    port: int = Field(8000, ge=1, le=65535)
-    # Where runs write (<output_dir>/<YYYY-MM-DD>/<name>) and where the store lives (.labrun/).
-    output_dir: Path = Path("./outputs")
-    launcher: str = "local"
-    # Host GPU indices labrun may hand out, e.g. "0,1,2,3". Unset: detected with nvidia-smi. "": none.
-    gpus: Annotated[tuple[int, ...] | None, NoDecode] = None
-    max_cpu_runs: int = Field(1, ge=1, le=1024)  # concurrent CPU-only runs
-    cancel_grace_s: float = Field(10.0, ge=0, le=3600)  # SIGTERM -> SIGKILL
-    # The trainer's command line, before its overrides: a JSON list or a shell-quoted string.
-    trainer_command: Annotated[list[str], NoDecode] = Field(
-        default_factory=lambda: [sys.executable, "-m", "trainer"]
+    host: str = Field("127.0.0.1", description="address to serve on (beyond loopback, auth must be on)")
+    port: int = Field(8000, ge=1, le=65535, description="port to serve on")
+    output_dir: Path = Field(
+        Path("./outputs"),
+        description="where runs write (<output dir>/<YYYY-MM-DD>/<name>) and where the store lives (.labrun/)",
     )
-    max_overrides: int = Field(64, ge=1, le=10_000)
-    max_override_chars: int = Field(512, ge=1, le=100_000)
-    max_overrides_bytes: int = Field(8192, ge=1, le=10_000_000)
-    log_tail_lines: int = Field(50, ge=0, le=10_000)  # lines of the log kept with a failed run
-    log_tail_bytes: int = Field(4096, ge=256, le=1 << 20)  # ... and at most this many bytes of them
-    # The most a run's log file keeps: its beginning and its end, with a marker line where the middle was
-    # cut (trainer/logbound.py); 0: no bound.
-    max_log_bytes: int = Field(1 << 30, ge=0)
-    # Users and tokens: "auto" is on as soon as a user exists; "on" always; "off" never (loopback only,
-    # unless allow_no_auth). Runs from before users existed belong to legacy_owner.
-    auth: Literal["auto", "on", "off"] = "auto"
-    allow_no_auth: bool = False
-    # Wrong or missing tokens one client address may send per minute before it gets 429 (a valid token is
-    # never throttled); behind a reverse proxy, the proxies whose X-Forwarded-For names the client.
-    login_failures_per_minute: int = Field(30, ge=1, le=1_000_000)
-    trusted_proxies: Annotated[tuple[str, ...], NoDecode] = ()
-    legacy_owner: str = Field("local", pattern=r"^[a-z][a-z0-9_-]{0,31}$")
-    # Fair share: the next run comes from the user with the least recent use (GPU-seconds, or run-seconds
-    # for CPU runs), decayed with this half-life. Per-user limits (0 or unset: none); users may have their own.
-    fair_share_half_life_s: float = Field(7 * 24 * 3600.0, gt=0)
-    max_gpus_per_user: int | None = Field(None, ge=0)
-    max_queued_per_user: int | None = Field(512, ge=0)  # room for two sweeps of the largest size
-    max_sweep_runs: int = Field(256, ge=1, le=100_000)  # runs one sweep may expand into (POST /sweeps)
-    max_run_s: float | None = Field(None, gt=0)
-    # Runs start only while the output directory's disk has at least this much free (both must hold).
-    min_free_bytes: int = Field(1 << 30, ge=0)
-    min_free_percent: float = Field(1.0, ge=0, le=100)
-    # Resource bounds of one run, checked at submission from the config alone (trainer/estimate.py): the
-    # data a run holds in memory, and its model's parameters.
-    max_data_bytes: int = Field(8 * 2**30, ge=1)
-    max_params: int = Field(500_000_000, ge=1)
-    # The WandB entity (team or user) every run logs to; a request may name its project, not its entity.
-    wandb_entity: str | None = Field(None, pattern=r"^[A-Za-z0-9._-]{1,128}$")
-    access_log: bool = False  # uvicorn's per-request log line (costs throughput under heavy polling)
-    # Seconds a client has to send a whole request (head and body) once the server waits for it; slower
-    # connections are closed (app/serving.py). Idle keep-alive connections close after 5 s regardless.
-    request_read_timeout_s: float = Field(10.0, gt=0, le=3600)
+    launcher: str = Field(
+        "local",
+        description="the engine that starts runs: local (child processes), docker (a container per run, "
+        "LABRUN_DOCKER_*) or slurm (a batch job per run, LABRUN_SLURM_*)",
+    )
+    gpus: Annotated[tuple[int, ...] | None, NoDecode] = Field(
+        None,
+        description="host GPU indices labrun may hand out, e.g. 0,1,2,3; unset: detected with nvidia-smi; "
+        "empty: none (CPU only)",
+    )
+    max_cpu_runs: int = Field(1, ge=1, le=1024, description="CPU-only runs at once")
+    cancel_grace_s: float = Field(
+        10.0, ge=0, le=3600, description="seconds between SIGTERM and SIGKILL when a run is stopped"
+    )
+    trainer_command: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: [sys.executable, "-m", "trainer"],
+        description="the trainer's command line, before its overrides: a JSON list or shell words",
+    )
+    max_overrides: int = Field(64, ge=1, le=10_000, description="override lines one request may hold")
+    max_override_chars: int = Field(
+        512, ge=1, le=100_000, description="characters one override line may hold"
+    )
+    max_overrides_bytes: int = Field(
+        8192, ge=1, le=10_000_000, description="bytes all override lines of one request may hold together"
+    )
+    log_tail_lines: int = Field(50, ge=0, le=10_000, description="lines of the log kept with a failed run")
+    log_tail_bytes: int = Field(
+        4096, ge=256, le=1 << 20, description="... and at most this many bytes of them"
+    )
+    # The bound is kept by the process that owns the trainer's output (trainer/logbound.py).
+    max_log_bytes: int = Field(
+        1 << 30,
+        ge=0,
+        description="the most a run's log file keeps: its beginning and its end, with a marker line where "
+        f"the middle was cut (0: no bound; else at least {MIN_LOG_BOUND})",
+    )
+    auth: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="tokens: auto is on as soon as the store has had a user; on: always; off: never "
+        "(beyond loopback only with LABRUN_ALLOW_NO_AUTH)",
+    )
+    allow_no_auth: bool = Field(
+        False, description="serve beyond loopback with auth off (else refused at start-up)"
+    )
+    login_failures_per_minute: int = Field(
+        30,
+        ge=1,
+        le=1_000_000,
+        description="wrong or missing tokens one client address may send per minute before it gets 429 "
+        "(a valid token is never throttled)",
+    )
+    trusted_proxies: Annotated[tuple[str, ...], NoDecode] = Field(
+        (),
+        description="reverse proxies (addresses or networks, comma-separated) whose X-Forwarded-For names "
+        "the client",
+    )
+    legacy_owner: str = Field(
+        "local", pattern=r"^[a-z][a-z0-9_-]{0,31}$", description="the owner of runs from before users existed"
+    )
+    # Per-user limits (0 or unset: none); an admin may give a user their own (users limits).
+    fair_share_half_life_s: float = Field(
+        7 * 24 * 3600.0,
+        gt=0,
+        description="fair share: the next run comes from the user with the least recent use (GPU-seconds, "
+        "or run-seconds for CPU runs), each second's weight halving after this many seconds",
+    )
+    max_gpus_per_user: int | None = Field(
+        None, ge=0, description="GPUs one user's runs may hold at once (a run over it waits); 0: no limit"
+    )
+    max_queued_per_user: int | None = Field(  # room for two sweeps of the largest size
+        512, ge=0, description="queued runs one user may have (one more is a 429); 0: no limit"
+    )
+    max_sweep_runs: int = Field(
+        256, ge=1, le=100_000, description="runs one sweep may expand into (POST /sweeps)"
+    )
+    max_run_s: float | None = Field(
+        None, gt=0, description="seconds a run may run; past it, it is cancelled with that reason"
+    )
+    min_free_bytes: int = Field(
+        1 << 30,
+        ge=0,
+        description="runs start only while the output directory's disk has this many bytes free ...",
+    )
+    min_free_percent: float = Field(
+        1.0, ge=0, le=100, description="... and this percentage of the disk free (both must hold)"
+    )
+    # Checked at submission from the config alone (trainer/estimate.py).
+    max_data_bytes: int = Field(
+        8 * 2**30, ge=1, description="bytes of data one run may hold in memory, estimated at submission"
+    )
+    max_params: int = Field(
+        500_000_000, ge=1, description="model parameters one run may have, estimated at submission"
+    )
+    wandb_entity: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9._-]{1,128}$",
+        description="the WandB entity (team or user) every run logs to; a request may choose its project, "
+        "not its entity",
+    )
+    access_log: bool = Field(
+        False, description="uvicorn's per-request log lines (they cost throughput under heavy polling)"
+    )
+    # app/serving.py. Idle keep-alive connections close after 5 s regardless.
+    request_read_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        le=3600,
+        description="seconds a client has to send a whole request (head and body) once the server waits "
+        "for it; slower connections are closed",
+    )
 
     @field_validator("output_dir")
     @classmethod

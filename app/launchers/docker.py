@@ -93,18 +93,18 @@ class DockerSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="LABRUN_DOCKER_", extra="ignore")
 
-    image: str = "labrun-trainer:latest"  # the trainer image (compose.yaml builds it under this tag)
-    host: str | None = None  # Engine address, e.g. unix:///var/run/docker.sock; default: DOCKER_HOST or local
-    memory: str = "32g"  # per run; swap is not allowed on top
-    pids_limit: int = 4096
-    shm_size: str = "8g"  # /dev/shm: DataLoader workers pass batches through it
-    tmp_size: str = "4g"  # the /tmp tmpfs (HOME, caches); counts against memory
+    image: str = "labrun-trainer:latest"  # the trainer image runs start from (compose.yaml builds this tag)
+    host: str | None = None  # the Engine, e.g. unix:///var/run/docker.sock; default: DOCKER_HOST or local
+    memory: str = "32g"  # memory limit per run (no swap on top)
+    pids_limit: int = 4096  # processes and threads per run
+    shm_size: str = "8g"  # /dev/shm per run: DataLoader workers pass batches through it
+    tmp_size: str = "4g"  # the /tmp tmpfs per run (HOME, caches); counts against memory
     network: str = "auto"  # auto: none unless WandB is online (WANDB_API_KEY set); or none, bridge, a network
     data_cache: Path | None = (
-        None  # host directory mounted read-only at <output_dir>/.data_cache; default: inside outputs
+        None  # host directory of the data cache, read-only in runs; default: <output_dir>/.data_cache
     )
-    user: str | None = None  # uid:gid for runs; default: the service's own, or 10001:10001 if it is root
-    api_timeout_s: float = 30.0
+    user: str | None = None  # uid:gid runs start as; default: the service's own, or 10001:10001 if root
+    api_timeout_s: float = 30.0  # seconds to wait for an answer of the Engine
 
     @field_validator("memory", "shm_size", "tmp_size")
     @classmethod

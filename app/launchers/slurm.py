@@ -74,21 +74,21 @@ class SlurmSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="LABRUN_SLURM_", extra="ignore")
 
-    partition: str | None = None  # default: the cluster's default partition
-    account: str | None = None
-    qos: str | None = None
+    partition: str | None = None  # sbatch --partition; default: the cluster's default partition
+    account: str | None = None  # sbatch --account; default: the user's default
+    qos: str | None = None  # sbatch --qos; default: the account's default
     time_limit: str = "1-00:00:00"  # sbatch --time; a run past it gets USR1, checkpoints and is requeued
-    cpus_per_task: int = 4
+    cpus_per_task: int = 4  # sbatch --cpus-per-task
     mem: str | None = None  # sbatch --mem, e.g. 32G; default: the partition's
-    sbatch_options: Annotated[list[str], NoDecode] = Field(default_factory=list)  # shell words, the site's
+    sbatch_options: Annotated[list[str], NoDecode] = Field(default_factory=list)  # extra: words or JSON
     trainer_command: Annotated[list[str], NoDecode] | None = (
-        None  # on the nodes; default LABRUN_TRAINER_COMMAND
+        None  # the trainer's command on the nodes; default LABRUN_TRAINER_COMMAND
     )
     python: str = sys.executable  # on the nodes, runs slurm_wrapper.py (standard library only)
     signal_before_s: int = 120  # --signal=B:USR1@N: checkpoint this long before the time limit
     requeue: bool = True  # --requeue: a preempted or timed-out run comes back and resumes
-    poll_interval_s: float = 5.0
-    command_timeout_s: float = 30.0
+    poll_interval_s: float = 5.0  # seconds between two squeue calls (one for all runs)
+    command_timeout_s: float = 30.0  # seconds to wait for sbatch, squeue, scontrol, scancel
 
     @field_validator("sbatch_options", "trainer_command", mode="before")
     @classmethod

@@ -1,6 +1,6 @@
-"""The GPU kit's wheel set resolves for the GPU machine, offline: every requirement of every carried wheel
-(markers and extras evaluated for its CPython 3.12 on x86-64 Linux) is carried, at a matching version, or
-on that machine's list; the set fits the 64 MiB that may travel with the working tree. Checked on the
+"""The GPU kit's wheel set resolves for the GPU machine, offline: every requirement of every wheel in the kit
+(markers and extras evaluated for its CPython 3.12 on x86-64 Linux) is in the kit, at a matching version, or
+on that machine's list; the kit and the checkout stay under 64 MiB, so that they are quick to copy. Checked on the
 committed lock (the wheels' real metadata, written by `make gpu-kit`) and, when the kit folder is there,
 on the wheels themselves. The one wheel built from source is locked like the others: its source's sha256
 is in the lock and, where the package index answers, it is built twice and gives the lock's bytes."""
@@ -29,7 +29,7 @@ def test_lock_resolves_on_the_gpu_machine(lock):
     closure = check_closure(lock)
     assert closure.ok, "\n".join(map(str, closure.problems))
     assert gpu_kit.tag_problems(lock) == []
-    # What the kit leans on is really there (the machine's list), and torch never travels.
+    # What the kit leans on is really there (the machine's list), and torch is never in the kit.
     assert {"torch", "numpy", "pyyaml", "requests"} <= set(closure.from_machine)
     assert "torch" not in names(lock)
     assert not any(n.startswith("nvidia-") for n in names(lock))
@@ -48,7 +48,7 @@ def test_lock_is_the_pinned_set(lock):
     assert names(lock) & set(GPU_MACHINE) == set(ALSO_CARRY)
 
 
-def test_lock_fits_the_device_tool(lock):
+def test_kit_and_checkout_stay_small(lock):
     kit, tree, problems = gpu_kit.size_report(lock)
     assert problems == []
     assert kit == sum(w.size for w in lock)
@@ -70,7 +70,7 @@ def test_a_machine_version_that_does_not_fit_fails_the_check(lock):
     assert [p.wheel.split("-")[0] for p in closure.problems] == ["torch_harmonics"]
 
 
-def test_extras_asked_by_a_carried_wheel_are_followed(lock):
+def test_extras_asked_by_a_wheel_in_the_kit_are_followed(lock):
     # opentelemetry-exporter-otlp-proto-http needs opentelemetry-exporter-http-transport[requests], whose
     # `requests; extra == 'requests'` is then needed too.
     machine = {k: v for k, v in GPU_MACHINE.items() if k != "requests"}

@@ -1,6 +1,6 @@
 """GET /config/schema: every key a run's overrides may set, generated from the experiment's schema
 (``trainer/schema.py``) by ``trainer/schema_docs.py``: its type, default, allowed values and description.
-The README's table of keys is made from the same rows."""
+The documentation's table of keys (docs/reference/experiment-keys.md) is made from the same rows."""
 
 from __future__ import annotations
 
