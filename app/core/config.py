@@ -75,6 +75,13 @@ class Settings(BaseSettings):
     # Seconds a client has to send a whole request (head and body) once the server waits for it; slower
     # connections are closed (app/serving.py). Idle keep-alive connections close after 5 s regardless.
     request_read_timeout_s: float = Field(10.0, gt=0, le=3600)
+    # The GPU guard (app/gpus/, docs/gpu-guard.md): a compute process that no run of labrun started and
+    # that holds more than this much GPU memory makes its GPU "busy outside labrun" (not handed out).
+    # Looked at through NVML once per interval; off without NVML, with LABRUN_GPU_GUARD=false, or when the
+    # launcher places runs itself (a cluster).
+    gpu_guard: bool = True
+    foreign_gpu_min_mb: int = Field(100, ge=0)
+    gpu_guard_interval_s: float = Field(2.0, ge=0.1, le=3600)
 
     @field_validator("output_dir")
     @classmethod
