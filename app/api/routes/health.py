@@ -48,4 +48,4 @@ def healthz(manager: ManagerDep, store: StoreDep) -> JSONResponse:
         disk=Disk(**dataclasses.asdict(disk)),
         gpu_guard=guard_public(manager.guard.view()),  # its last look: never NVML per request
     )
-    return JSONResponse(health.model_dump(), status_code=200 if ok else 503)
+    return JSONResponse(health.model_dump(mode="json"), status_code=200 if ok else 503)
