@@ -130,6 +130,28 @@ def test_the_guard_is_on_and_a_foreign_process_keeps_its_gpu_out(service, nvml, 
     assert process["command"] == "sleep 300"
     assert process["used_mb"] == 2048
 
+    cli = subprocess.run(
+        [sys.executable, "-m", "labrun", "gpus", "--json"],
+        cwd=ROOT,
+        env={**os.environ, "LABRUN_URL": service.url},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert cli.returncode == 0, cli.stderr
+    shown = json.loads(cli.stdout)
+    assert [p["pid"] for p in shown["gpus"][0]["outside"]] == [foreign.pid]
+    assert shown["gpus"][1]["run"]["name"] == run["name"]
+    text = subprocess.run(
+        [sys.executable, "-m", "labrun", "gpus"],
+        cwd=ROOT,
+        env={**os.environ, "LABRUN_URL": service.url, "COLUMNS": "200"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout
+    assert f"outside labrun: pid {foreign.pid} sleep 300" in text
+
     queue = service.http.get("/queue").json()
     assert [p["pid"] for p in queue["gpus_outside"]] == [foreign.pid]
     metrics = service.http.get("/metrics").text
