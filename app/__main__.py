@@ -2,6 +2,7 @@
 
 python -m app                 serve
 python -m app users ...       manage users and tokens (app/admin.py)
+python -m app gpus ...        what the GPU guard lets be; Unix users as labrun users (app/gpus/cli.py)
 python -m app backup PATH     a consistent copy of the run store into the new file PATH (app/store/backup.py)
 """
 
@@ -27,8 +28,9 @@ if TYPE_CHECKING:
 
 def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m app", description="Serve labrun (no command), or manage it.")
-    sub = ap.add_subparsers(dest="command", metavar="{users,backup}")
+    sub = ap.add_subparsers(dest="command", metavar="{users,gpus,backup}")
     sub.add_parser("users", help="manage users and tokens (python -m app users --help)", add_help=False)
+    sub.add_parser("gpus", help="processes the GPU guard lets be (python -m app gpus --help)", add_help=False)
     backup = sub.add_parser("backup", help="a consistent copy of the run store, while the service runs")
     backup.add_argument("path", type=Path, help="the new file to write (never overwritten)")
     return ap
@@ -40,6 +42,10 @@ def main(argv: list[str] | None = None) -> int:
         from app.admin import main as users
 
         return users(argv[1:])
+    if argv[:1] == ["gpus"]:
+        from app.gpus.cli import main as gpus
+
+        return gpus(argv[1:])
     # Anything else but no argument at all is a command: an unknown one, or a stray argument, is an error
     # with the usage (exit 2), never a service started by mistake.
     args = parser().parse_args(argv)

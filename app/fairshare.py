@@ -65,6 +65,19 @@ class FairShare:
             value, as_of = self._usage.get(key, (0.0, now))
             self._usage[key] = (value * math.exp(-self._rate * (now - as_of)) + amount, now)
 
+    def add_use(
+        self, owner: str, pool: str, units: int, start: float, end: float, now: float | None = None
+    ) -> None:
+        """Count use that was not a run of the queue: GPUs a mapped user's own processes held outside it
+        (``app/gpus/``), ``units`` of them from ``start`` to ``end``."""
+        now = now or time.time()
+        amount = units * self._interval(start, end, now)
+        if amount <= 0:
+            return
+        with self._lock:
+            value, as_of = self._usage.get((owner, pool), (0.0, now))
+            self._usage[(owner, pool)] = (value * math.exp(-self._rate * (now - as_of)) + amount, now)
+
     def load(self, ended: Iterable[RunRecord]) -> None:
         now = time.time()
         for record in ended:

@@ -6,7 +6,8 @@ lifecycle stays free of metrics code, a restart loses nothing that the store kno
 
     labrun_queue_length{pool}              queued runs, pool = gpu (needs GPUs) or cpu
     labrun_runs_running{pool}              running runs
-    labrun_gpus{state}                     the service's GPUs, state = busy or free
+    labrun_gpus{state}                     the service's GPUs, state = busy (a labrun run), outside (busy
+                                           outside labrun: app/gpus/) or free
     labrun_runs_finished_total{status}     runs that ended, by final status (the store's whole history)
     labrun_user_runs{owner, status}        queued and running runs per owner
     labrun_submission_seconds{outcome}     POST /runs, request to answer; outcome = queued or refused
@@ -22,7 +23,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from typing import Any
 
 from fastapi import Request
@@ -52,9 +53,13 @@ class RunStoreCollector(Collector):
     """The gauges and counters above, computed from the store at each scrape; it also feeds the dispatch
     histogram (which it collects itself, so a scrape observes the new starts before it reports them)."""
 
-    def __init__(self, store: RunStore, gpus: tuple[int, ...]) -> None:
+    def __init__(
+        self, store: RunStore, gpus: tuple[int, ...], outside: Callable[[], Iterable[int]] = tuple
+    ) -> None:
+        """``outside``: the GPUs busy outside labrun now (the GPU guard's last look)."""
         self.store = store
         self.gpus = tuple(gpus)
+        self.outside = outside
         self.dispatch = Histogram(
             "labrun_dispatch_seconds",
             "Seconds from submission to start, per run started while the service is up",
@@ -86,9 +91,15 @@ class RunStoreCollector(Collector):
 
         # A queued run with GPUs assigned is being launched on them: they are taken already.
         busy = {g for r in running + queued for g in r.gpus} & set(self.gpus)
-        gpus = GaugeMetricFamily("labrun_gpus", "The service's GPUs, busy or free", labels=["state"])
+        outside = (set(self.outside()) & set(self.gpus)) - busy
+        gpus = GaugeMetricFamily(
+            "labrun_gpus",
+            "The service's GPUs: busy (a labrun run), outside (busy outside labrun) or free",
+            labels=["state"],
+        )
         gpus.add_metric(["busy"], len(busy))
-        gpus.add_metric(["free"], len(self.gpus) - len(busy))
+        gpus.add_metric(["outside"], len(outside))
+        gpus.add_metric(["free"], len(self.gpus) - len(busy) - len(outside))
         yield gpus
 
         done = CounterMetricFamily(
@@ -136,9 +147,11 @@ class ServiceMetrics:
     """One app's registry: the store collector, the submission histogram, process and GC metrics. Made in
     the app's start-up (``lifespan``) so that the dispatch watermark starts there."""
 
-    def __init__(self, store: RunStore, gpus: tuple[int, ...]) -> None:
+    def __init__(
+        self, store: RunStore, gpus: tuple[int, ...], outside: Callable[[], Iterable[int]] = tuple
+    ) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
-        self.runs = RunStoreCollector(store, gpus)
+        self.runs = RunStoreCollector(store, gpus, outside)
         self.registry.register(self.runs)
         self.submission = Histogram(
             "labrun_submission_seconds",

@@ -8,7 +8,9 @@ ids from us.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+
+_OUTSIDE = "\0outside"  # owner of a GPU set aside: no run's name (run names never hold a NUL)
 
 
 class Slots:
@@ -59,6 +61,17 @@ class Slots:
         gpus = free[:gpu_need]
         self.hold(name, gpu_need, gpus)
         return gpus
+
+    def set_aside(self, gpus: Iterable[int]) -> None:
+        """Take free GPUs out of what may be handed out (on a scratch copy): GPUs busy outside labrun."""
+        for g in gpus:
+            if g in self.gpus and g not in self._gpu_owner:
+                self._gpu_owner[g] = _OUTSIDE
+
+    def would_fit(self, gpu_need: int, gpus: Iterable[int]) -> bool:
+        """Whether ``gpu_need`` GPUs would be free if ``gpus`` (set aside) were."""
+        aside = sum(1 for g in set(gpus) if self._gpu_owner.get(g) == _OUTSIDE)
+        return aside > 0 and gpu_need <= len(self.free_gpus) + aside
 
     def hold(self, name: str, gpu_need: int, gpus: Sequence[int]) -> None:
         """Account for a run that already has its resources (re-attached after a restart)."""

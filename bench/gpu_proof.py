@@ -42,6 +42,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.gpu_guard_proof import guard_phase  # noqa: E402 - needs ROOT on sys.path
+
 STEP_GOAL = 0.10  # labrun's time per batch at most 10% above the bare loop's
 UTIL_GOAL = 90.0  # % GPU busy after warm-up
 
@@ -724,6 +726,12 @@ def main(argv: list[str] | None = None) -> int:
         else:
             proof.phase("throughput", proof.throughput, needs_s=60 if plan is GPU else 5)
             proof.phase("step_time", proof.step_time, needs_s=60 if plan is GPU else 5)
+        # The GPU guard: a foreign CUDA process keeps labrun's run waiting until it ends (gpu_guard_proof.py)
+        proof.phase(
+            "gpu_guard",
+            lambda: guard_phase(proof.work, trainer_env(proof.work), plan.accelerator, proof.left()),
+            needs_s=90 if plan is GPU else 0,
+        )
         proof.save()
     print("\n" + table(proof.results))
     print(f"\nfigures: {args.out / 'gpu_proof.json'}")

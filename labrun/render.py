@@ -271,10 +271,18 @@ def gpu_map(health: dict[str, Any], runs: list[dict[str, Any]]) -> dict[str, Any
         }
 
     gpu_ids = sorted(set(health.get("gpus") or []) | set(on_gpu))
+    guard = health.get("gpu_guard") or {}
+    outside: dict[int, list[dict[str, Any]]] = {}
+    for process in guard.get("outside") or []:  # processes outside labrun on its GPUs (the GPU guard)
+        outside.setdefault(process.get("gpu"), []).append(process)
     return {
         "status": health.get("status"),
         "detail": health.get("detail"),
-        "gpus": [{"gpu": g, "run": brief(on_gpu[g]) if g in on_gpu else None} for g in gpu_ids],
+        "gpu_guard": {"enabled": guard.get("enabled"), "detail": guard.get("detail")} if guard else None,
+        "gpus": [
+            {"gpu": g, "run": brief(on_gpu[g]) if g in on_gpu else None, "outside": outside.get(g, [])}
+            for g in gpu_ids
+        ],
         "cpu": [brief(r) for r in cpu],
         "queued": [brief(r) for r in queued],
     }
@@ -295,7 +303,17 @@ def gpus_view(view: dict[str, Any]) -> None:
     table.add_column("PROGRESS", no_wrap=True)
     for entry in view["gpus"]:
         run = entry["run"]
-        if run is None:
+        blocking = [p for p in entry.get("outside") or [] if p.get("ignored_by") is None]
+        if run is None and blocking:
+            for p in blocking:
+                memory = "? MiB" if p.get("used_mb") is None else f"{p['used_mb']} MiB"
+                table.add_row(
+                    str(entry["gpu"]),
+                    f"[yellow]outside labrun[/]: pid {p.get('pid')} {escape(safe(p.get('command')))}",
+                    escape(safe(p.get("user"))),
+                    memory,
+                )
+        elif run is None:
             table.add_row(str(entry["gpu"]), "[dim]free[/]", "", "")
         else:
             table.add_row(

@@ -12,6 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from app.api.gpus_public import GpuGuardPublic, OutsideProcess
 from app.models import RunRecord, RunStatus
 
 
@@ -109,6 +110,9 @@ class Health(BaseModel):
     queued: int
     running: int
     disk: Disk
+    gpu_guard: GpuGuardPublic | None = Field(
+        None, description="GPUs busy outside labrun: whether they are checked, and what holds them"
+    )
 
 
 def run_public(
@@ -174,6 +178,9 @@ class UserQueue(BaseModel):
 class QueuePublic(BaseModel):
     half_life_s: float = Field(description="the half-life of fair share's memory of use")
     users: dict[str, UserQueue]
+    gpus_outside: list[OutsideProcess] = Field(
+        default_factory=list, description="processes outside labrun that keep GPUs from being handed out"
+    )
 
 
 class UserPublic(BaseModel):

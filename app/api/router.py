@@ -12,7 +12,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from app.api.auth import require_caller
-from app.api.routes import config, dashboard, health, prom, run_metrics, runs, sweeps, usage, users
+from app.api.routes import config, dashboard, gpus, health, prom, run_metrics, runs, sweeps, usage, users
 
 NEEDS_CALLER = (
     runs.router,
@@ -22,6 +22,7 @@ NEEDS_CALLER = (
     users.router,
     run_metrics.router,
     prom.router,
+    gpus.router,
 )
 
 

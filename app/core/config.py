@@ -141,6 +141,19 @@ class Settings(BaseSettings):
         description="seconds a client has to send a whole request (head and body) once the server waits "
         "for it; slower connections are closed",
     )
+    # The GPU guard (app/gpus/, docs/gpu-guard.md): looked at through NVML once per interval; off without
+    # NVML, or when the launcher places runs itself (a cluster).
+    gpu_guard: bool = Field(
+        True, description="set GPUs aside that a process no run of labrun started is using (needs NVML)"
+    )
+    foreign_gpu_min_mb: int = Field(
+        100,
+        ge=0,
+        description="GPU memory (MiB) a process outside labrun must hold to make its GPU busy outside labrun",
+    )
+    gpu_guard_interval_s: float = Field(
+        2.0, ge=0.1, le=3600, description="seconds between two NVML passes of the GPU guard"
+    )
 
     @field_validator("output_dir")
     @classmethod

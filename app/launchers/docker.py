@@ -188,6 +188,8 @@ class DockerLauncher(Launcher):
         if not spec.gpus:
             # A GPU box whose default runtime is `nvidia` would otherwise expose the image's "all".
             env["NVIDIA_VISIBLE_DEVICES"] = "void"
+        else:  # the Engine's device ids are nvidia-smi's (PCI bus order); CUDA inside numbers them alike
+            env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"
         device_requests = (
             [DeviceRequest(driver="nvidia", device_ids=[str(g) for g in spec.gpus], capabilities=[["gpu"]])]
             if spec.gpus

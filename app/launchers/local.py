@@ -64,6 +64,10 @@ class LocalLauncher(Launcher):
         if files.pid.exists():
             raise LaunchError(f"run {spec.name!r} was already started once (found {files.pid})")
         env = {**os.environ, **spec.env, "CUDA_VISIBLE_DEVICES": ",".join(str(g) for g in spec.gpus)}
+        # CUDA numbers GPUs fastest first unless told otherwise; labrun's ids are NVML's and nvidia-smi's
+        # (PCI bus order): on a box with mixed models "1" would otherwise be another GPU than the guard
+        # checked (app/gpus/).
+        env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"
         argv = [sys.executable, str(WRAPPER), str(files.dir), "--", *self.trainer_command, *spec.trainer_args]
         try:
             with open(spec.log_path, "ab") as log:

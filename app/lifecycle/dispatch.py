@@ -75,6 +75,7 @@ class Dispatcher:
         """(Under the lock.) Reserve resources for the runs to start now, as the policy picks them."""
         live = self.live
         if not live.slots.any_free() and not live.unreconciled:  # (a run to retry may hold its slot)
+            live.gpu_waiting = {}  # labrun's own runs hold every GPU: no run waits for one busy outside
             return []  # nothing could start: skip reading the queue (cheap wake-ups under load)
         disk = self.ctx.disk.check()
         live.waiting_reason = disk.reason
@@ -90,9 +91,13 @@ class Dispatcher:
             return caps[owner]
 
         queued, running = self.store.entries(RunStatus.QUEUED), self.store.entries(RunStatus.RUNNING)
+        guard = self.ctx.guard.view() if self.ctx.guard is not None else None  # the last pass, cached
+        outside = frozenset(guard.busy) if guard is not None else frozenset()
         picks = self.policy.pick(
-            Round(queued, running, live.slots.copy(), frozenset(live.starting), gpu_cap, self.gpus)
+            Round(queued, running, live.slots.copy(), frozenset(live.starting), gpu_cap, self.gpus, outside)
         )
+        reason = guard.reason() if guard is not None and picks.outside else None
+        live.gpu_waiting = dict.fromkeys(picks.outside, reason) if reason else {}
         for refusal in picks.refuse:
             self.store.finish(refusal.entry.name, [RunStatus.QUEUED], RunStatus.FAILED, reason=refusal.reason)
         return [taken for start in picks.start if (taken := self._take(start)) is not None]
@@ -112,6 +117,11 @@ class Dispatcher:
 
     def _launch(self, record: RunRecord, gpus: list[int]) -> None:
         name = record.name
+        if gpus and self.ctx.guard is not None and name not in self.live.unreconciled:
+            busy = self.ctx.guard.recheck(gpus)  # one fresh NVML pass: a process may have come since the pick
+            if busy:
+                self._wait_outside(name, busy)
+                return
         try:
             handle = self.launcher.reattach(name) if name in self.live.unreconciled else None
             if handle is None:
@@ -151,6 +161,22 @@ class Dispatcher:
             self.live.unreconciled.add(name)
             self.live.retry_at = time.monotonic() + ENGINE_RETRY_S
             self.live.cond.notify_all()
+
+    def _wait_outside(self, name: str, reason: str) -> None:
+        """A process outside labrun took one of the run's GPUs between the pick and the start: the run goes
+        back to waiting, as it was (its next pick, on the fresh pass, avoids the GPU or waits for it)."""
+        log.info("%s waits again, not started: %s", name, reason)
+        live = self.live
+        with live.cond:
+            live.starting.discard(name)
+            live.slots.free(name)
+            live.gpu_waiting = {**live.gpu_waiting, name: reason}
+            try:
+                self.store.assign_gpus(name, [])  # not on those GPUs after all (the next pick notes its own)
+            except Exception as exc:  # only what it shows; the next pick writes it again
+                log.warning("could not clear the GPUs noted for %s: %s", name, exc)
+            live.wakeup = True
+            live.cond.notify_all()
 
     def _release_slot(self, name: str, retry: bool = False, fail_reason: str | None = None) -> None:
         live = self.live

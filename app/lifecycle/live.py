@@ -18,6 +18,7 @@ from app.models import RunRecord, RunStatus
 if TYPE_CHECKING:
     from app.core.config import Settings
     from app.diskspace import DiskGuard
+    from app.gpus import GpuGuard
     from app.launchers.base import Launcher
     from app.lifecycle.limits import Limits
     from app.scheduling import Slots
@@ -67,6 +68,7 @@ class LiveState:
         self.timed_out: dict[str, float] = {}  # runs cancelled for running past their maximum run time
         self.unreconciled: set[str] = set()  # queued runs the engine could not be asked about at start-up
         self.waiting_reason: str | None = None
+        self.gpu_waiting: dict[str, str] = {}  # queued run -> the GPUs busy outside labrun it waits for
         self.wakeup = True  # the dispatcher has something to look at
         self.retry_at = 0.0  # when the dispatcher looks again by itself (0: only when woken)
         self.order_dirty = True  # the queue changed: queue positions are computed again
@@ -85,7 +87,8 @@ class LiveState:
             self.cond.notify_all()
 
     def of(self, name: str) -> RunLive:
-        ending, attempt, waiting = self.ended.get(name), self.requeued.get(name), self.waiting_reason
+        ending, attempt = self.ended.get(name), self.requeued.get(name)
+        waiting = self.waiting_reason or self.gpu_waiting.get(name)  # (a dict replaced whole: no lock)
         if ending is None and attempt is None and waiting is None:
             return NOTHING  # the common case, without making a value
         return RunLive(ending, attempt, waiting)
@@ -102,6 +105,7 @@ class Context:
     disk: DiskGuard
     limits: Limits
     live: LiveState
+    guard: GpuGuard | None = None  # GPUs busy outside labrun (app/gpus/); None: not checked
 
     def get(self, name: str) -> RunRecord:
         """The run's record; RunNotFound (404) when there is none."""

@@ -10,6 +10,7 @@ from pathlib import Path
 from app.core.config import Settings
 from app.diskspace import DiskGuard
 from app.fairshare import FairShare
+from app.gpus import GpuGuard
 from app.launchers.base import Launcher
 from app.lifecycle.admission import Admission
 from app.lifecycle.cancel import Canceller
@@ -50,7 +51,14 @@ class RunManager:
         # A launcher that places runs itself gets no GPU ids from us, and no cap: its scheduler queues.
         self._live = LiveState(Slots(gpus, settings.max_cpu_runs, unlimited=launcher.places_runs))
         self._limits = Limits(settings, self.users)
-        self.ctx = ctx = Context(settings, store, launcher, state, self.disk, self._limits, self._live)
+        # GPUs busy outside labrun (app/gpus/): a pass per interval, read by dispatch and the API
+        self.guard = GpuGuard(
+            settings, self.gpus, store, state, self._own_runs, self.fair, places_runs=launcher.places_runs
+        )
+        self.guard.on_change = lambda: self._live.wake(queue_changed=False)
+        self.ctx = ctx = Context(
+            settings, store, launcher, state, self.disk, self._limits, self._live, self.guard
+        )
         self.admission = Admission(ctx, validator)
         self.supervisor = Supervisor(ctx, self.fair)
         self.canceller = Canceller(ctx, self.supervisor)
@@ -66,6 +74,7 @@ class RunManager:
         self.recovery.reconcile()
 
     def start(self) -> None:
+        self.guard.start()  # its first pass before the first dispatch round
         loops: list[tuple[str, Callable[[], None]]] = [("dispatcher", self.dispatcher.loop)]
         if self.launcher.batch_polling:
             loops.append(("poller", self.supervisor.poll_loop))
@@ -83,6 +92,15 @@ class RunManager:
             self._live.cond.notify_all()
         for thread in self._threads:
             thread.join(timeout=10)
+        self.guard.stop()
+
+    def _own_runs(self) -> list[tuple[str, str | None]]:
+        """(name, handle) of every run whose processes are labrun's own: running, being started, or found
+        queued at start-up (it may be running already)."""
+        live = self._live
+        with live.cond:  # the sets change under this lock
+            others: list[tuple[str, str | None]] = [(n, None) for n in (*live.starting, *live.unreconciled)]
+        return [(r.name, r.handle) for r in self.store.running()] + others
 
     def _running_files(self) -> list[tuple[str, list[Path]]]:
         """Each running run's files: its run directory and its state folder (its log)."""

@@ -31,6 +31,8 @@ class Round:
     starting: frozenset[str]  # being launched already (a launch that failed half-way is retried later)
     gpu_cap: Callable[[str], int | None]  # owner -> the most GPUs they may use at once (None: no cap)
     inventory: int | None  # GPUs this server has (None: the engine places runs itself)
+    # GPUs busy outside labrun (a process no run started holds them: app/gpus/): never handed out
+    outside: frozenset[int] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,7 @@ class Refusal:
 class Picks:
     start: list[Start] = field(default_factory=list)
     refuse: list[Refusal] = field(default_factory=list)
+    outside: list[str] = field(default_factory=list)  # runs that wait for GPUs busy outside labrun
 
 
 class PickingPolicy(Protocol):
@@ -67,6 +70,8 @@ class FairSharePicking:
     def pick(self, round_: Round) -> Picks:
         picks = Picks()
         gpu_blocked = False
+        outside_blocked = False  # the GPU run that holds back the others waits for GPUs busy outside labrun
+        round_.slots.set_aside(round_.outside)
         in_use: dict[str, int] = defaultdict(int)  # GPUs each owner has going (and picked in this round)
         for r in round_.running:
             in_use[r.owner or ""] += r.gpu_need
@@ -76,6 +81,8 @@ class FairSharePicking:
             if cap is not None and in_use[owner] + entry.gpu_need > cap:
                 continue  # this user has their share of GPUs in use; others' runs may go first
             if entry.name in round_.starting or (entry.gpu_need and gpu_blocked):
+                if entry.gpu_need and gpu_blocked and outside_blocked:
+                    picks.outside.append(entry.name)
                 continue
             if round_.inventory is not None and entry.gpu_need > round_.inventory:  # the inventory shrank
                 reason = (
@@ -86,6 +93,9 @@ class FairSharePicking:
             gpus = round_.slots.take(entry.name, entry.gpu_need)
             if gpus is None:
                 gpu_blocked = gpu_blocked or entry.gpu_need > 0
+                if entry.gpu_need and round_.slots.would_fit(entry.gpu_need, round_.outside):
+                    outside_blocked = True
+                    picks.outside.append(entry.name)
                 continue
             in_use[owner] += entry.gpu_need
             picks.start.append(Start(entry, tuple(gpus)))

@@ -108,6 +108,36 @@ MIGRATIONS: tuple[str, ...] = (
                   AND NEW.attempts = OLD.attempts + 1)
     BEGIN SELECT RAISE(ABORT, 'terminal status is final'); END;
     """,
+    # 8: the GPU guard (app/gpus/): processes an admin lets be on labrun's GPUs (by pid, or by command
+    # pattern), Unix users mapped to labrun users, and the GPU time mapped users' own processes held
+    # (their fair share counts it). New tables only.
+    """
+    CREATE TABLE gpu_ignores (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        pid         INTEGER,
+        pid_start   TEXT,
+        pattern     TEXT,
+        note        TEXT,
+        created_by  TEXT,
+        created_at  REAL NOT NULL
+    );
+    CREATE TABLE unix_users (
+        unix_user   TEXT PRIMARY KEY,
+        owner       TEXT NOT NULL,
+        created_at  REAL NOT NULL
+    );
+    CREATE TABLE gpu_outside_use (
+        gpu         INTEGER NOT NULL,
+        pid         INTEGER NOT NULL,
+        pid_start   TEXT NOT NULL,
+        unix_user   TEXT NOT NULL,
+        owner       TEXT NOT NULL,
+        first_seen  REAL NOT NULL,
+        last_seen   REAL NOT NULL,
+        PRIMARY KEY (gpu, pid, pid_start)
+    );
+    CREATE INDEX gpu_outside_use_by_time ON gpu_outside_use (last_seen);
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

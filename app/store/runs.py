@@ -25,6 +25,7 @@ from app.store import run_rows
 from app.store.attempts import AttemptStore
 from app.store.db import Database, Rollback, Row, unique_violation
 from app.store.errors import TerminalStateError
+from app.store.gpus import GpuStore
 from app.store.sweeps import SweepStore
 from app.store.users import UserStore
 
@@ -46,6 +47,7 @@ class RunStore:
         self.users = UserStore(self._db)
         self.sweeps = SweepStore(self._db)
         self.attempts = AttemptStore(self._db)
+        self.gpus = GpuStore(self._db)  # the GPU guard's tables (app/gpus/)
         self._counts: dict[tuple[str, tuple[Any, ...]], tuple[int, int]] = {}
         self._decoded: dict[Row, RunRecord] = {}  # a row, as read -> its record (see ``_select``)
 

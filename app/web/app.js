@@ -341,7 +341,7 @@ async function refreshQueue() {
 
   const onGpu = new Map();
   for (const run of running.data) for (const g of run.gpus || []) onGpu.set(g, run);
-  renderGpuMap(health.gpus || [], onGpu);
+  renderGpuMap(health.gpus || [], onGpu, outsideOf(health));
 
   const cpu = running.data.filter((r) => !(r.gpus && r.gpus.length));
   const cpuBox = $("cpu-runs");
@@ -361,8 +361,18 @@ async function refreshQueue() {
 
 const gpuTiles = new Map();
 
-/** One tile per GPU, kept across refreshes like the table rows: the run on it (and its owner), or free. */
-function renderGpuMap(gpus, onGpu) {
+/** GPU -> the processes outside labrun that keep it from runs (the GPU guard's last look, in /healthz). */
+function outsideOf(health) {
+  const outside = new Map();
+  for (const p of (health.gpu_guard && health.gpu_guard.outside) || []) {
+    if (p.ignored_by == null) outside.set(p.gpu, [...(outside.get(p.gpu) || []), p]);
+  }
+  return outside;
+}
+
+/** One tile per GPU, kept across refreshes like the table rows: the run on it (and its owner), busy
+ * outside labrun (who holds it), or free. */
+function renderGpuMap(gpus, onGpu, outside = new Map()) {
   const map = $("gpu-map");
   const none = map.querySelector(".no-gpus");
   if (!gpus.length) {
@@ -379,13 +389,16 @@ function renderGpuMap(gpus, onGpu) {
     }
     if (map.children[i] !== tile) map.insertBefore(tile, map.children[i] || null);
     const run = onGpu.get(g);
+    const held = !run && outside.get(g);
     const [, link, meta, bar] = tile.children;
-    setAttr(tile, "class", `gpu-tile ${run ? "busy" : "free"}`);
+    setAttr(tile, "class", `gpu-tile ${run ? "busy" : held ? "outside" : "free"}`);
     link.hidden = bar.hidden = !run;
     setText(link, run ? run.name : "");
     setAttr(link, "href", run ? runHref(run.name) : null);
     setAttr(link, "title", run ? run.name : null);
-    setText(meta, run ? `${owner(run)} · ${duration(runDuration(run))}` : "free");
+    setAttr(tile, "title", held ? held.map((p) => p.reason).join("; ") : null);
+    const heldText = held ? `outside labrun: ${held.map((p) => `${p.user} · pid ${p.pid} · ${p.used_mb ?? "?"} MiB`).join(", ")}` : "free";
+    setText(meta, run ? `${owner(run)} · ${duration(runDuration(run))}` : heldText);
     const fraction = run && run.progress && typeof run.progress.fraction === "number" ? run.progress.fraction : null;
     if (fraction != null) setAttr(bar, "value", fraction);
     else bar.removeAttribute("value");

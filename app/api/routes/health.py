@@ -9,6 +9,7 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from app.api.deps import ManagerDep, StoreDep
+from app.api.gpus_public import guard_public
 from app.api.public import Disk, Health
 from app.models import RunStatus
 
@@ -45,5 +46,6 @@ def healthz(manager: ManagerDep, store: StoreDep) -> JSONResponse:
         queued=store.count([RunStatus.QUEUED]),
         running=store.count([RunStatus.RUNNING]),
         disk=Disk(**dataclasses.asdict(disk)),
+        gpu_guard=guard_public(manager.guard.view()),  # its last look: never NVML per request
     )
-    return JSONResponse(health.model_dump(), status_code=200 if ok else 503)
+    return JSONResponse(health.model_dump(mode="json"), status_code=200 if ok else 503)

@@ -20,7 +20,8 @@ from app.metrics import ServiceMetrics, service_metrics
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     manager = app.state.manager
-    app.state.prometheus = ServiceMetrics(manager.store, tuple(manager.gpus))
+    guard = manager.guard
+    app.state.prometheus = ServiceMetrics(manager.store, tuple(manager.gpus), lambda: guard.view().busy)
     yield
 
 

@@ -12,6 +12,7 @@ from starlette.concurrency import run_in_threadpool
 
 from app.api.auth import AdminDep
 from app.api.deps import ManagerDep
+from app.api.gpus_public import outside_public
 from app.api.public import (
     LimitsPublic,
     QueuedEntry,
@@ -62,7 +63,8 @@ def _queue(manager: RunManager) -> QueuePublic:
             usage={pool: round(manager.fair.usage(owner, pool, running), 1) for pool in (GPU, CPU)},
             limits=LimitsPublic.model_validate(manager.limits(owner)),
         )
-    return QueuePublic(half_life_s=manager.fair.half_life, users=users)
+    outside = [outside_public(p) for found in manager.guard.view().busy.values() for p in found]
+    return QueuePublic(half_life_s=manager.fair.half_life, users=users, gpus_outside=outside)
 
 
 @router.get("/users", response_model=UsersPublic)
