@@ -44,4 +44,6 @@ def build(bodies: Path) -> FastAPI:
 
 if __name__ == "__main__":
     port, bodies = int(sys.argv[1]), Path(sys.argv[2])
-    uvicorn.run(build(bodies), host="127.0.0.1", port=port, access_log=False, log_level="warning", http="httptools")
+    uvicorn.run(
+        build(bodies), host="127.0.0.1", port=port, access_log=False, log_level="warning", http="httptools"
+    )

@@ -59,11 +59,15 @@ def admin_token(output_dir: Path) -> str:
 
 @contextlib.contextmanager
 def labrun(slots: str = CPU_SLOTS, **env: str) -> Iterator[tuple[Any, httpx.Client]]:
-    with tempfile.TemporaryDirectory(prefix="labrun-hot-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="labrun-hot-", ignore_cleanup_errors=True) as tmp:
         token = admin_token(Path(tmp))
         with (
-            service(TRAINER, LABRUN_OUTPUT_DIR=tmp, LABRUN_AUTH="on", LABRUN_MAX_CPU_RUNS=slots, **env) as svc,
-            httpx.Client(base_url=svc.url, timeout=30, headers={"Authorization": f"Bearer {token}"}) as client,
+            service(
+                TRAINER, LABRUN_OUTPUT_DIR=tmp, LABRUN_AUTH="on", LABRUN_MAX_CPU_RUNS=slots, **env
+            ) as svc,
+            httpx.Client(
+                base_url=svc.url, timeout=30, headers={"Authorization": f"Bearer {token}"}
+            ) as client,
         ):
             yield svc, client
 
@@ -113,7 +117,7 @@ def labrun_submissions(n: int) -> dict[str, Any]:
     return fig
 
 
-def polled_paths(client: httpx.Client, running: str) -> dict[str, str]:
+def polled_paths(running: str) -> dict[str, str]:
     return {"run": f"/runs/{running}", "list": "/runs?limit=50", "queue": "/queue"}
 
 
@@ -126,14 +130,18 @@ def labrun_polling(seconds: int) -> tuple[dict[str, Any], dict[str, bytes], str]
         held = client.post("/runs", json={"overrides": overrides(HOLD_SEED)}).json()["name"]
         until_running(client, held)
         wait_for(lambda: len(client.get("/runs", params={"status": "running"}).json()["data"]) == 1, 30)
-        paths = polled_paths(client, held)
+        paths = polled_paths(held)
         bodies = {key: client.get(path).content for key, path in paths.items()}
         auth = client.headers["Authorization"]
         for key, path in paths.items():
             run_wrk(svc.url + path, 32, 1, headers={"Authorization": auth})  # warm
             w = run_wrk(svc.url + path, 32, seconds, headers={"Authorization": auth})
             assert w.non_2xx + w.errors == 0, (path, w)
-            fig |= {f"{key}_rps": w.requests_per_s, f"{key}_p99_ms": w.p99_ms, f"{key}_bytes": len(bodies[key])}
+            fig |= {
+                f"{key}_rps": w.requests_per_s,
+                f"{key}_p99_ms": w.p99_ms,
+                f"{key}_bytes": len(bodies[key]),
+            }
         return fig, {paths[k]: v for k, v in bodies.items()}, auth
 
 
@@ -146,7 +154,9 @@ def bare_polling(bodies: dict[str, bytes], auth: str, seconds: int) -> dict[str,
         for path, body in bodies.items():
             (Path(tmp) / route_file(path.split("?")[0])).write_bytes(body)
         port = free_port()
-        proc = subprocess.Popen([sys.executable, str(Path(__file__).with_name("bare_server.py")), str(port), tmp])
+        proc = subprocess.Popen(
+            [sys.executable, str(Path(__file__).with_name("bare_server.py")), str(port), tmp]
+        )
         url = f"http://127.0.0.1:{port}"
         try:
             assert wait_for(lambda: _answers(url + "/healthz"), 30), "the bare server did not start"
@@ -173,7 +183,10 @@ def ray_probes(n: int, seconds: int) -> dict[str, Any]:
 
     fig: dict[str, Any] = {}
     try:
-        with ray_head(num_cpus=int(CPU_SLOTS), dashboard_port=free_port()) as head, httpx.Client(timeout=60) as c:
+        with (
+            ray_head(num_cpus=int(CPU_SLOTS), dashboard_port=free_port()) as head,
+            httpx.Client(timeout=60) as c,
+        ):
             time.sleep(2.0)
             fig["ray_rss_idle_mb"], fig["ray_processes"] = ray_processes_rss_mb()
             for _ in range(3):
@@ -253,7 +266,11 @@ def print_figures(fig: dict[str, Any], n: int) -> None:
         ms(fig["ray_submit_to_running_p50_s"]) if ray else "-",
     )
     for key, label in (("run", "GET /runs/{name}"), ("list", "GET /runs?limit=50"), ("queue", "GET /queue")):
-        peer = f"{fig['ray_run_rps']:.0f} rps, p99 {fig['ray_run_p99_ms']:.1f} ms" if ray and key == "run" else "-"
+        peer = (
+            f"{fig['ray_run_rps']:.0f} rps, p99 {fig['ray_run_p99_ms']:.1f} ms"
+            if ray and key == "run"
+            else "-"
+        )
         row(
             f"{label}, 32 conns ({fig[f'{key}_bytes']} B)",
             f"{fig[f'{key}_rps']:.0f} rps, p99 {fig[f'{key}_p99_ms']:.1f} ms",
