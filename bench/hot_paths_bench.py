@@ -294,10 +294,10 @@ def print_figures(fig: dict[str, Any], n: int) -> None:
     )
     if ray:
         print(
-            f"    labrun vs Ray: submit p50 {fig['ray_submit_starting_p50_s'] / fig['submit_starting_p50_s']:.1f}x "
-            f"faster, submit -> running {fig['ray_submit_to_running_p50_s'] / fig['submit_to_running_p50_s']:.0f}x, "
-            f"polling {fig['run_rps'] / fig['ray_run_rps']:.1f}x the requests, idle memory "
-            f"{fig['ray_rss_idle_mb'] / fig['rss_idle_mb']:.1f}x less"
+            f"    Ray / labrun: submit p50 {fig['ray_submit_starting_p50_s'] / fig['submit_starting_p50_s']:.1f}x, "
+            f"submit -> running {fig['ray_submit_to_running_p50_s'] / fig['submit_to_running_p50_s']:.0f}x, "
+            f"idle memory {fig['ray_rss_idle_mb'] / fig['rss_idle_mb']:.1f}x; labrun / Ray: polling "
+            f"{fig['run_rps'] / fig['ray_run_rps']:.1f}x the requests per second"
         )
     from bench import scale_bench
 
