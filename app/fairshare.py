@@ -14,6 +14,7 @@ by a kill -9: the records are the source.
 
 from __future__ import annotations
 
+import heapq
 import math
 import threading
 import time
@@ -117,10 +118,16 @@ class FairShare:
                 if pool_of(going) == pool:
                     taken[going.owner or ""] += 1
             usage = {u: self.usage(u, pool, running, now) for u in per_user}
-            while per_user:
-                user = min(per_user, key=lambda u: (usage[u], taken[u], per_user[u][0].seq))
-                ordered.append(per_user[user].popleft())
+            # A heap of each user's (usage, taken, oldest queued seq): taking a user's run changes only
+            # that user's key. A scan of every user per run was O(runs x users): 5,000 runs of 50 users
+            # took ~40 ms a round. seq is unique, so no two keys tie and the order is the scan's.
+            heap = [(usage[u], taken[u], runs[0].seq, u) for u, runs in per_user.items()]
+            heapq.heapify(heap)
+            while heap:
+                _, _, _, user = heapq.heappop(heap)
+                runs = per_user[user]
+                ordered.append(runs.popleft())
                 taken[user] += 1
-                if not per_user[user]:
-                    del per_user[user]
+                if runs:
+                    heapq.heappush(heap, (usage[user], taken[user], runs[0].seq, user))
         return ordered

@@ -22,6 +22,8 @@ from fastapi import FastAPI
 from app.api.auth import AuthPolicy, LoginThrottle
 from app.api.body import RequestBodyGuard
 from app.api.errors import install_error_handlers
+from app.api.polls import FastPolls
+from app.api.queue_view import QueueView
 from app.api.router import mount_routes
 from app.api.view import RunView
 from app.core.config import Settings, SettingsError, load_settings
@@ -188,8 +190,11 @@ def create_app(settings: Settings | None = None, launcher: Launcher | None = Non
     app.state.manager = manager
     app.state.files = RunFiles(state)
     app.state.view = RunView(app.state.files, manager)
+    app.state.queue_view = QueueView(manager)
     app.state.auth = auth
+    app.state.fast_polls = True  # the polls answered before routing (app/api/polls.py); tests compare both
     install_error_handlers(app)
     app.add_middleware(RequestBodyGuard)
+    app.add_middleware(FastPolls, state=app.state)  # the outermost of ours: a poll skips the rest
     mount_routes(app)
     return app

@@ -45,6 +45,7 @@ class RunFiles:
         self.state = state
         self._cache: OrderedDict[str, tuple[tuple[int, int], dict[str, Any]]] = OrderedDict()
         self._cache_size = cache_size
+        self._cut_files: dict[str, str] = {}  # run -> its log's cut file (see ``log_cut_bytes``)
         self._lock = threading.Lock()
 
     def log_path(self, name: str) -> Path:
@@ -53,13 +54,17 @@ class RunFiles:
     def log_cut_bytes(self, name: str) -> int | None:
         """Bytes of the run's output cut from its log to keep it within its bound; None: none (a ``stat``
         when there is no cut: this is on the polling path)."""
-        log = self.state.log(name)
+        cut_file = self._cut_files.get(name)
+        if cut_file is None:  # the path, built once per run: pathlib costs more than the stat below
+            if len(self._cut_files) >= self._cache_size:
+                self._cut_files.clear()
+            cut_file = self._cut_files[name] = str(cut_path(self.state.log(name)))
         try:
-            if os.stat(cut_path(log)).st_size == 0:  # made empty for a Docker run's writer
+            if os.stat(cut_file).st_size == 0:  # made empty for a Docker run's writer
                 return None
         except OSError:
             return None
-        cut = read_cut(log)
+        cut = read_cut(self.state.log(name))
         return cut.cut_bytes if cut is not None and cut.cut_bytes else None
 
     def progress(self, run_dir: str) -> dict[str, Any] | None:

@@ -95,13 +95,12 @@ class Users:
         name, _, secret = token.strip().rpartition(".")
         if not name or not secret:
             return None
-        stored = self._table.token_hash(name)
-        if stored is None:
+        found = self._table.active_with_hash(name)  # one query: every request of a poll asks
+        if found is None:
             hmac.compare_digest(_hash(secret), _hash(""))  # the same work whether or not the user exists
             return None
-        if not hmac.compare_digest(_hash(secret), stored):
-            return None
-        return self.get(name)
+        user, stored = found
+        return user if hmac.compare_digest(_hash(secret), stored) else None
 
     def _existing(self, name: str) -> User:
         user = self.get(name)

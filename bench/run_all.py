@@ -30,7 +30,7 @@ class _Tee(io.TextIOBase):
 
 
 def main(argv: list[str]) -> None:
-    from bench import cli_bench, curve_bench, service_bench, store_bench, trainer_throughput
+    from bench import cli_bench, curve_bench, hot_paths_bench, service_bench, store_bench, trainer_throughput
 
     quick = "--quick" in argv
     captured = io.StringIO()
@@ -44,6 +44,9 @@ def main(argv: list[str]) -> None:
         curves = curve_bench.main(["--quick"] if quick else [])
         print()
         store = store_bench.main(["--quick"] if quick else [])
+        print()
+        # labrun, then Ray Jobs (its own venv, bench/.ray-venv), then a bare server: one at a time
+        hot = hot_paths_bench.main(["--quick"] if quick else [])
     machine = f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_implementation()} {platform.python_version()}"
     text = (
         "# Benchmark results\n\n"
@@ -51,7 +54,14 @@ def main(argv: list[str]) -> None:
         f"{' (--quick)' if quick else ''}.\n\n```text\n{captured.getvalue().strip()}\n```\n\n"
         "Raw figures:\n\n```json\n"
         + json.dumps(
-            {"service": service, "trainer": trainer, "cli": cli, "curves": curves, "store": store},
+            {
+                "service": service,
+                "trainer": trainer,
+                "cli": cli,
+                "curves": curves,
+                "store": store,
+                "hot_paths": hot,
+            },
             indent=2,
             default=str,
         )

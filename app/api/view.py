@@ -23,6 +23,7 @@ from app.runfiles import RunFiles
 
 if TYPE_CHECKING:
     from app.lifecycle import RunLive, RunManager
+    from app.store import RunStore
 
 
 class RunView:
@@ -79,6 +80,21 @@ class RunView:
         data = b",".join([self.one_json(r, positions, now) for r in records])
         after = b"null" if next_before is None else str(int(next_before)).encode()
         return b'{"data":[%s],"count":%d,"next_before":%s}' % (data, total, after)
+
+    def page_json(
+        self,
+        store: RunStore,
+        statuses: list[RunStatus],
+        limit: int,
+        before: int | None = None,
+        owner: str | None = None,
+    ) -> bytes:
+        """A page of ``GET /runs``: runs newest first, ``limit`` of them; ``count`` is how many match in all."""
+        records = store.list(statuses, limit + 1, before, owner)  # one more: is there a next page?
+        more = len(records) > limit
+        records = records[:limit]
+        total = len(records) if before is None and not more else store.count(statuses, owner)
+        return self.many_json(records, total, records[-1].seq if more else None)
 
     def _positions(self, records: list[RunRecord]) -> Mapping[str, int]:
         any_queued = any(r.status == RunStatus.QUEUED for r in records)

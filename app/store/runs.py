@@ -29,6 +29,7 @@ from app.store.gpus import GpuStore
 from app.store.sweeps import SweepStore
 from app.store.users import UserStore
 
+SELECTS_KEPT = 1024  # queries' answers kept at the current version (each a few records, shared with the memo)
 MEMO_ROWS = 4096  # decoded rows kept (a few MB): the pages clients poll, and every queued and running run
 
 
@@ -50,6 +51,8 @@ class RunStore:
         self.gpus = GpuStore(self._db)  # the GPU guard's tables (app/gpus/)
         self._counts: dict[tuple[str, tuple[Any, ...]], tuple[int, int]] = {}
         self._decoded: dict[Row, RunRecord] = {}  # a row, as read -> its record (see ``_select``)
+        # (where, params, tail) -> (store version, records): a query's answer at a version (see ``_select``)
+        self._selected: dict[tuple[str, tuple[Any, ...], str], tuple[int, tuple[RunRecord, ...]]] = {}
 
     def close(self) -> None:
         self._db.close()
@@ -57,6 +60,11 @@ class RunStore:
     def check(self) -> None:
         """SQLite's quick check of the whole file; raises StoreDamaged."""
         self._db.check()
+
+    @property
+    def version(self) -> int:
+        """Changes with every write of this process: what was read at one version is current while it stays."""
+        return self._db.version
 
     def write_problem(self) -> str | None:
         """Why the store cannot be written now (for /healthz), or None."""
@@ -69,7 +77,25 @@ class RunStore:
     ) -> builtins.list[RunRecord]:
         """Records are decoded once per row content: a row read again unchanged (the same page polled by
         many clients) gives the same (frozen) ``RunRecord`` object. Decoding a row's JSON columns was most
-        of a page's cost."""
+        of a page's cost.
+
+        A query asked again at the same ``version`` is answered from what it gave last time, without
+        SQLite: only this process writes runs (through the one writer path, which changes the version
+        before and after each write), so nothing it read can have changed. Reading the rows again was
+        most of a polled page's time. A read that starts while a write is under way is not kept."""
+        params = tuple(params)
+        key, version = (where, params, tail), self._db.version
+        hit = self._selected.get(key)
+        if hit is not None and hit[0] == version:
+            return builtins.list(hit[1])  # a copy: callers may slice or extend what they get
+        records = self._read(where, params, tail)
+        if version % 2 == 0:  # no write was under way when the version was read
+            if len(self._selected) >= SELECTS_KEPT:
+                self._selected.clear()
+            self._selected[key] = (version, tuple(records))
+        return records
+
+    def _read(self, where: str, params: tuple[Any, ...], tail: str) -> builtins.list[RunRecord]:
         memo, records = self._decoded, []
         for row in self._db.rows(f"SELECT {run_rows.SELECT} FROM runs {where} {tail}", params):
             record = memo.get(row)

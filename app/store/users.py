@@ -26,10 +26,13 @@ class UserStore:
         """Whether any user, active or revoked, was ever made (a user is revoked, never deleted)."""
         return self._db.one("SELECT 1 FROM users LIMIT 1") is not None
 
-    def token_hash(self, name: str) -> str | None:
-        """The hash of an active user's token; None for a revoked or unknown user."""
-        row = self._db.one("SELECT token_hash FROM users WHERE name = ? AND revoked_at IS NULL", (name,))
-        return row[0] if row else None
+    def active_with_hash(self, name: str) -> tuple[User, str] | None:
+        """An active user and their token's hash, in one query (a request's token check); None for a revoked
+        or unknown user."""
+        row = self._db.one(
+            f"SELECT {_COLUMNS}, token_hash FROM users WHERE name = ? AND revoked_at IS NULL", (name,)
+        )
+        return (_user(row[:-1]), row[-1]) if row and row[-1] is not None else None
 
     def add(self, name: str, is_admin: bool, token_hash: str, created_at: float) -> None:
         self._db.write(

@@ -73,13 +73,8 @@ async def list_runs(
     # A page takes a few milliseconds of CPU without awaiting anything: yield once first, so that under
     # many connections each gets its turn (without it, p99 was several times p50 in bench/service_bench.py).
     await asyncio.sleep(0)
-    statuses = _statuses(status or [])
     owner = caller.name if owner == "me" else owner
-    records = store.list(statuses, limit + 1, before, owner)  # one more: is there a next page?
-    more = len(records) > limit
-    records = records[:limit]
-    total = len(records) if before is None and not more else store.count(statuses, owner)
-    return _json(view.many_json(records, total, records[-1].seq if more else None))
+    return _json(view.page_json(store, _statuses(status or []), limit, before, owner))
 
 
 def _statuses(values: list[str]) -> list[RunStatus]:

@@ -6,25 +6,15 @@ operator, and never travel through the API.
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from app.api.auth import AdminDep
 from app.api.deps import ManagerDep
-from app.api.gpus_public import outside_public
-from app.api.public import (
-    LimitsPublic,
-    QueuedEntry,
-    QueuePublic,
-    RunningEntry,
-    UserLimitsPublic,
-    UserPublic,
-    UserQueue,
-    UsersPublic,
-)
+from app.api.public import LimitsPublic, QueuePublic, UserLimitsPublic, UserPublic, UsersPublic
+from app.api.queue_view import QueueView
 from app.errors import NotFound
-from app.fairshare import CPU, GPU, pool_of
 from app.lifecycle import RunManager
 
 router = APIRouter(tags=["users"])
@@ -39,32 +29,12 @@ class Limits(BaseModel):
 
 
 @router.get("/queue", response_model=QueuePublic)
-async def queue(manager: ManagerDep) -> QueuePublic:
+async def queue(request: Request) -> Response:
     """Per user: what runs (and on which GPUs), what is queued (in the fair order), their recent usage and
     their limits."""
-    return await run_in_threadpool(_queue, manager)
-
-
-def _queue(manager: RunManager) -> QueuePublic:
-    running, queued = manager.store.running(), manager.store.queued()
-    positions = manager.queue_positions()
-    owners = sorted({r.owner or "" for r in running + queued} | manager.fair.owners())
-    users = {}
-    for owner in owners:
-        users[owner] = UserQueue(
-            running=[
-                RunningEntry(name=r.name, gpus=r.gpus, pool=pool_of(r)) for r in running if r.owner == owner
-            ],
-            queued=[
-                QueuedEntry(name=r.name, pool=pool_of(r), queue_position=positions.get(r.name))
-                for r in queued
-                if r.owner == owner
-            ],
-            usage={pool: round(manager.fair.usage(owner, pool, running), 1) for pool in (GPU, CPU)},
-            limits=LimitsPublic.model_validate(manager.limits(owner)),
-        )
-    outside = [outside_public(p) for found in manager.guard.view().busy.values() for p in found]
-    return QueuePublic(half_life_s=manager.fair.half_life, users=users, gpus_outside=outside)
+    view: QueueView = request.app.state.queue_view
+    body = view.cached() or await run_in_threadpool(view.json)  # a build reads the whole queue: off the loop
+    return Response(body, media_type="application/json")
 
 
 @router.get("/users", response_model=UsersPublic)
