@@ -150,6 +150,9 @@ class LimitsPublic(BaseModel):
     max_gpus: int | None = Field(None, description="GPUs in use at once")
     max_queued: int | None = Field(None, description="runs queued at once")
     max_run_s: float | None = Field(None, description="seconds a run may run before it is cancelled")
+    stall_after_s: float | None = Field(
+        None, description="seconds without progress or output before a running run is stalled"
+    )
 
 
 class RunningEntry(BaseModel):

@@ -75,6 +75,15 @@ class Settings(BaseSettings):
     # Seconds a client has to send a whole request (head and body) once the server waits for it; slower
     # connections are closed (app/serving.py). Idle keep-alive connections close after 5 s regardless.
     request_read_timeout_s: float = Field(10.0, gt=0, le=3600)
+    # Stalled runs (app/lifecycle/stalls.py): a running run whose progress.json has not moved and whose log
+    # has not grown for stall_after_s is stalled; stall_grace_s later it is cancelled (0: never stalled).
+    # A request may ask for its own limit (stall_after_s), up to max_stall_after_s.
+    stall_after_s: float = Field(45 * 60.0, ge=0)
+    stall_grace_s: float = Field(15 * 60.0, ge=0)
+    max_stall_after_s: float = Field(7 * 24 * 3600.0, gt=0)
+    # Overrides applied before each request's own (app/defaults.py): e.g. "accelerator=gpu devices=1";
+    # "auto": that when the service has GPUs, nothing otherwise; "" (the default): none.
+    default_overrides: str = ""
 
     @field_validator("output_dir")
     @classmethod

@@ -108,6 +108,13 @@ MIGRATIONS: tuple[str, ...] = (
                   AND NEW.attempts = OLD.attempts + 1)
     BEGIN SELECT RAISE(ABORT, 'terminal status is final'); END;
     """,
+    # 8: the server's default overrides each run got (app/defaults.py), a run's own stall limit and a
+    # user's (app/lifecycle/stalls.py)
+    """
+    ALTER TABLE runs ADD COLUMN default_overrides TEXT;
+    ALTER TABLE runs ADD COLUMN stall_after_s REAL;
+    ALTER TABLE users ADD COLUMN stall_after_s REAL;
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
