@@ -38,7 +38,9 @@ def parser() -> argparse.ArgumentParser:
     limits.add_argument("--max-queued", type=int, help="runs queued at once (0: no limit)")
     limits.add_argument("--max-run-time", type=float, help="seconds a run may run (0: no limit)")
     limits.add_argument(
-        "--stall-after", type=float, help="seconds without progress or output before a run is stalled (0: never)"
+        "--stall-after",
+        type=float,
+        help="seconds without progress or output before a run is stalled (0: never)",
     )
     limits.add_argument("--clear", action="store_true", help="back to the server's limits")
     return ap
