@@ -179,6 +179,15 @@ def _interpolation(line: str) -> InvalidRun:
     )
 
 
+def _refusal(plan: Callable[[], RunPlan]) -> str | None:
+    """Why ``plan`` is refused (None: it is not)."""
+    try:
+        plan()
+    except InvalidRun as exc:
+        return exc.detail
+    return None
+
+
 class RunValidator:
     """Plans requests the way the trainer will; one instance per service."""
 
@@ -202,7 +211,12 @@ class RunValidator:
         lines and planning a run with them alone; InvalidRun naming what is wrong."""
         lines = list(lines)
         parsed = check_overrides(lines, self.settings)
-        self.plan([], None, defaults=lines)  # they compose, type-check and fit this server's devices
+        if lines:
+            try:  # they compose, type-check and fit this server's devices
+                self.plan([], None, defaults=lines)
+            except InvalidRun as exc:
+                if exc.detail != _refusal(lambda: self.plan([], None, defaults=[])):
+                    raise  # theirs, not the experiment's own default (e.g. a model too big for this server)
         self.defaults, self._parsed_defaults = lines, parsed
 
     def plan(

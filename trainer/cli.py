@@ -25,6 +25,7 @@ from omegaconf import OmegaConf
 from trainer import config, rundir
 from trainer import plan as run_plan
 from trainer.cancel import CancelGuard, RunCancelled
+from trainer.heartbeat import PhaseReporter
 from trainer.provenance import RunManifest, utc_now
 from trainer.runenv import RunEnv, RunEnvError
 
@@ -121,7 +122,8 @@ def execute(
         rundir.setup_logging(run_dir)
         mode = rundir.configure_wandb_env(run_dir, bool(job.debug))
         log.info("run %s in %s (wandb %s)", name, run_dir, mode)
-        from trainer.train import train  # the training stack: ~10 s of imports
+        with PhaseReporter(run_dir / "progress.json").busy("starting"):  # not a hang: heartbeat.py
+            from trainer.train import train  # the training stack: ~10 s of imports
 
         record.set_devices(str(job.accelerator))
 
