@@ -34,7 +34,8 @@ def test_a_run_that_stops_making_progress_is_stalled_then_cancelled_with_the_rea
     run = wait_until(lambda: stalled(client, name), what="the stall")
     stall = run["stall"]
     assert run["status"] == "running"
-    assert stall["limit_s"] == 1.0 and stall["last_step"] == 1
+    assert stall["limit_s"] == 1.0
+    assert stall["last_step"] == 1
     assert stall["since"] < stall["cancel_at"]
     assert stall["message"].startswith("no progress and no output for 1 s (last step 1 at ")
     started = time.monotonic()
@@ -43,7 +44,8 @@ def test_a_run_that_stops_making_progress_is_stalled_then_cancelled_with_the_rea
     assert run["reason"].startswith("cancelled: stalled, no progress and no output for ")
     assert "(last step 1 at " in run["reason"]
     assert time.monotonic() - started >= 0.5  # the grace period came first
-    assert run["stalled"] is False and run["stall"] is None  # an ended run is not stalled
+    assert run["stalled"] is False
+    assert run["stall"] is None
 
 
 def test_a_run_that_keeps_logging_without_progress_is_never_stalled(make_client) -> None:
@@ -68,21 +70,26 @@ def test_the_owner_extends_a_stalled_run_and_may_ask_for_a_longer_limit(make_cli
     assert extended.json()["stalled"] is False
     wait_until(lambda: stalled(client, name), what="the stall again")  # still silent: stalled again
     too_long = client.post(f"/runs/{name}/extend-stall", json={"stall_after_s": 61})
-    assert too_long.status_code == 422 and "LABRUN_MAX_STALL_AFTER_S" in too_long.json()["detail"]
+    assert too_long.status_code == 422
+    assert "LABRUN_MAX_STALL_AFTER_S" in too_long.json()["detail"]
     longer = client.post(f"/runs/{name}/extend-stall", json={"stall_after_s": 30})
-    assert longer.status_code == 200 and longer.json()["stall_after_s"] == 30
+    assert longer.status_code == 200
+    assert longer.json()["stall_after_s"] == 30
     time.sleep(3.5)  # past the old limit and its grace: neither stalled nor cancelled
     run = client.get(f"/runs/{name}").json()
-    assert run["status"] == "running" and not run["stalled"]
+    assert run["status"] == "running"
+    assert not run["stalled"]
     assert client.post(f"/runs/{name}/cancel").json()["status"] == "cancelled"
     ended = client.post(f"/runs/{name}/extend-stall")
-    assert ended.status_code == 409 and "only a running run" in ended.json()["detail"]
+    assert ended.status_code == 409
+    assert "only a running run" in ended.json()["detail"]
 
 
 def test_a_request_may_ask_for_its_own_stall_limit_up_to_the_servers_maximum(make_client) -> None:
     client = make_client(stall_after_s=0.5, stall_grace_s=0.5, max_stall_after_s=100)
     refused = client.post("/runs", json={"overrides": [], "stall_after_s": 101})
-    assert refused.status_code == 422 and "stall_after_s=101" in refused.json()["detail"]
+    assert refused.status_code == 422
+    assert "stall_after_s=101" in refused.json()["detail"]
     run = client.post("/runs", json={"overrides": ["+extra.fake_hang=2.5"], "stall_after_s": 30}).json()
     assert run["stall_after_s"] == 30
     done = wait_for(client, run["name"], timeout=20)
@@ -98,7 +105,8 @@ def test_a_run_waiting_to_run_again_after_a_preemption_is_not_stalled(make_clien
         manager._live.requeued[name] = 2
     time.sleep(2.0)
     run = client.get(f"/runs/{name}").json()
-    assert run["status"] == "running" and not run["stalled"]
+    assert run["status"] == "running"
+    assert not run["stalled"]
     assert run["waiting_reason"].startswith("requeued")
     with manager._live.cond:  # it runs again: its clock starts now
         manager._live.requeued.pop(name)
