@@ -11,6 +11,8 @@ lifecycle stays free of metrics code, a restart loses nothing that the store kno
     labrun_user_runs{owner, status}        queued and running runs per owner
     labrun_submission_seconds{outcome}     POST /runs, request to answer; outcome = queued or refused
     labrun_dispatch_seconds{pool}          a run's wait from submission to start (started_at - created_at)
+    labrun_runs_stalled                    running runs that stopped making progress (the lifecycle's live
+                                           state, app/lifecycle/stalls.py: not in the store)
 
 plus the client library's ``process_*`` and ``python_gc_*`` metrics. The dispatch histogram observes each
 run that starts while the service is up, once: every scrape reads the runs started since a watermark on
@@ -22,7 +24,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 from fastapi import Request
@@ -132,14 +134,35 @@ class RunStoreCollector(Collector):
         self._mark = mark
 
 
+class StalledRunsCollector(Collector):
+    """``labrun_runs_stalled``: how many running runs are stalled now (asked at each scrape)."""
+
+    def __init__(self, count: Callable[[], int]) -> None:
+        self.count = count
+
+    def describe(self) -> list[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily(
+            "labrun_runs_stalled",
+            "Running runs with no progress and no output for their stall limit",
+            self.count(),
+        )
+
+
 class ServiceMetrics:
     """One app's registry: the store collector, the submission histogram, process and GC metrics. Made in
     the app's start-up (``lifespan``) so that the dispatch watermark starts there."""
 
-    def __init__(self, store: RunStore, gpus: tuple[int, ...]) -> None:
+    def __init__(
+        self, store: RunStore, gpus: tuple[int, ...], stalled: Callable[[], int] | None = None
+    ) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
         self.runs = RunStoreCollector(store, gpus)
         self.registry.register(self.runs)
+        if stalled is not None:
+            self.registry.register(StalledRunsCollector(stalled))
         self.submission = Histogram(
             "labrun_submission_seconds",
             "POST /runs: seconds from the request to its answer",

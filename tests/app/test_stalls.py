@@ -38,14 +38,16 @@ def test_a_run_that_stops_making_progress_is_stalled_then_cancelled_with_the_rea
     assert stall["last_step"] == 1
     assert stall["since"] < stall["cancel_at"]
     assert stall["message"].startswith("no progress and no output for 1 s (last step 1 at ")
+    assert "labrun_runs_stalled 1.0" in client.get("/metrics").text  # Prometheus sees it too
     started = time.monotonic()
     run = wait_for(client, name, timeout=20)
     assert run["status"] == "cancelled"
     assert run["reason"].startswith("cancelled: stalled, no progress and no output for ")
     assert "(last step 1 at " in run["reason"]
     assert time.monotonic() - started >= 0.5  # the grace period came first
-    assert run["stalled"] is False
+    assert run["stalled"] is False  # an ended run is not stalled
     assert run["stall"] is None
+    assert "labrun_runs_stalled 0.0" in client.get("/metrics").text
 
 
 def test_a_run_that_keeps_logging_without_progress_is_never_stalled(make_client) -> None:
