@@ -132,6 +132,8 @@ def train(job: DictConfig, run_dir: Path, guard: CancelGuard) -> dict[str, float
         log.info("resuming from %s", ckpt_path)
     exit_code = 1
     try:
+        with phases.busy("starting the tracker"):  # wandb's start (seconds; its own timeouts end a hang)
+            _ = wandb_logger.experiment
         trainer = build_trainer(job, run_dir, [wandb_logger, csv_logger], guard, phases)
         with guard.deferred(), warnings.catch_warnings():
             _quiet_known_noise()
