@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from tiny_run import tiny_run
 
 from trainer import data, swe
@@ -32,6 +33,7 @@ def test_a_cache_build_beats_once_per_solved_chunk(tmp_path: Path) -> None:
     assert seen == [("data", 64, total, 12), ("data", 128, total, 12), ("data", total, total, 12)]
 
 
+@pytest.mark.slow  # the real trainer through the service: ~30 s on a quiet machine
 def test_a_first_run_building_its_cache_longer_than_the_stall_limit_is_not_stalled(tmp_path: Path) -> None:
     from fastapi.testclient import TestClient
 
