@@ -27,6 +27,17 @@ from typing import Any
 from trainer.provenance import utc_now, write_json_atomic
 
 PHASE_FIELDS = ("phase", "phase_done", "phase_total", "updated_at")
+# Before the first training step: the file has its usual keys from the start (readers rely on them).
+NOTHING_YET: dict[str, Any] = {
+    "epoch": 0,
+    "max_epochs": 0,
+    "global_step": 0,
+    "total_steps": 0,
+    "fraction": 0.0,
+    "train_loss": None,
+    "val_loss": None,
+    "metrics": {},
+}
 
 
 def is_rank_zero() -> bool:
@@ -94,5 +105,7 @@ def _earlier_figures(path: Path) -> dict[str, Any]:
     try:
         raw = json.loads(path.read_text())
     except (OSError, ValueError):
-        return {}
-    return {k: v for k, v in raw.items() if k not in PHASE_FIELDS} if isinstance(raw, dict) else {}
+        raw = None
+    if not isinstance(raw, dict):
+        return dict(NOTHING_YET)
+    return {**NOTHING_YET, **{k: v for k, v in raw.items() if k not in PHASE_FIELDS}}
