@@ -5,7 +5,7 @@
     users list                   names, admin, active, limits
     users token NAME             a new token (the old one stops working); prints it once
     users revoke NAME            the token stops working at once
-    users limits NAME [--max-gpus N] [--max-queued N] [--max-run-time S] [--clear]
+    users limits NAME [--max-gpus N] [--max-queued N] [--max-run-time S] [--stall-after S] [--clear]
 """
 
 from __future__ import annotations
@@ -37,6 +37,11 @@ def parser() -> argparse.ArgumentParser:
     limits.add_argument("--max-gpus", type=int, help="GPUs in use at once (0: no limit)")
     limits.add_argument("--max-queued", type=int, help="runs queued at once (0: no limit)")
     limits.add_argument("--max-run-time", type=float, help="seconds a run may run (0: no limit)")
+    limits.add_argument(
+        "--stall-after",
+        type=float,
+        help="seconds without progress or output before a run is stalled (0: never)",
+    )
     limits.add_argument("--clear", action="store_true", help="back to the server's limits")
     return ap
 
@@ -61,6 +66,8 @@ def main(argv: list[str]) -> int:
             print(f"{args.name}: revoked; their token no longer works (a new one: users token {args.name})")
         elif args.command == "limits":
             user = users.set_limits(args.name, args.max_gpus, args.max_queued, args.max_run_time, args.clear)
+            if args.stall_after is not None or args.clear:
+                user = users.set_stall_after(args.name, None if args.clear else args.stall_after)
             print(
                 f"{user.name}: max_gpus={user.max_gpus} max_queued={user.max_queued} max_run_s={user.max_run_s}"
             )

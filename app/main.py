@@ -27,6 +27,8 @@ from app.api.queue_view import QueueView
 from app.api.router import mount_routes
 from app.api.view import RunView
 from app.core.config import Settings, SettingsError, load_settings
+from app.defaults import default_lines
+from app.errors import LabrunError
 from app.launchers import Launcher, build_launcher
 from app.lifecycle import RunManager
 from app.runfiles import RunFiles
@@ -90,16 +92,35 @@ def build_manager(
         max_data_bytes=settings.max_data_bytes,
         max_params=settings.max_params,
     )
+    # One real Hydra compose per distinct list of group choices, value overrides applied with Hydra's own
+    # routine (trainer/config_cache.py, tested equal to a fresh compose): ~10 ms instead of ~110 ms.
+    validator = RunValidator(settings, limits, compose=compose_cached)
+    try:
+        take_defaults(validator, settings, gpus)
+    except SettingsError:
+        launcher.close()
+        store.close()
+        raise
     return RunManager(
         settings=settings,
         store=store,
         launcher=launcher,
-        # One real Hydra compose per distinct list of group choices, value overrides applied with Hydra's own
-        # routine (trainer/config_cache.py, tested equal to a fresh compose): ~10 ms instead of ~110 ms.
-        validator=RunValidator(settings, limits, compose=compose_cached),
+        validator=validator,
         state=state,
         gpus=gpus,
     )
+
+
+def take_defaults(validator: RunValidator, settings: Settings, gpus: tuple[int, ...]) -> None:
+    """The server's default overrides (app/defaults.py), checked as a request's lines and planned alone:
+    a bad one stops the start with a message naming it."""
+    try:
+        validator.set_defaults(default_lines(settings.default_overrides, gpus))
+    except (ValueError, LabrunError) as exc:
+        detail = exc.detail if isinstance(exc, LabrunError) else str(exc)
+        raise SettingsError(
+            f"invalid labrun settings:\n  LABRUN_DEFAULT_OVERRIDES: {detail} (got {settings.default_overrides!r})"
+        ) from None
 
 
 def _check_no_runs_elsewhere(manager: RunManager) -> None:

@@ -12,6 +12,8 @@ lifecycle stays free of metrics code, a restart loses nothing that the store kno
     labrun_user_runs{owner, status}        queued and running runs per owner
     labrun_submission_seconds{outcome}     POST /runs, request to answer; outcome = queued or refused
     labrun_dispatch_seconds{pool}          a run's wait from submission to start (started_at - created_at)
+    labrun_runs_stalled                    running runs that stopped making progress (the lifecycle's live
+                                           state, app/lifecycle/stalls.py: not in the store)
 
 plus the client library's ``process_*`` and ``python_gc_*`` metrics. The dispatch histogram observes each
 run that starts while the service is up, once: every scrape reads the runs started since a watermark on
@@ -54,7 +56,10 @@ class RunStoreCollector(Collector):
     histogram (which it collects itself, so a scrape observes the new starts before it reports them)."""
 
     def __init__(
-        self, store: RunStore, gpus: tuple[int, ...], outside: Callable[[], Iterable[int]] = tuple
+        self,
+        store: RunStore,
+        gpus: tuple[int, ...],
+        outside: Callable[[], Iterable[int]] = tuple,
     ) -> None:
         """``outside``: the GPUs busy outside labrun now (the GPU guard's last look)."""
         self.store = store
@@ -143,16 +148,39 @@ class RunStoreCollector(Collector):
         self._mark = mark
 
 
+class StalledRunsCollector(Collector):
+    """``labrun_runs_stalled``: how many running runs are stalled now (asked at each scrape)."""
+
+    def __init__(self, count: Callable[[], int]) -> None:
+        self.count = count
+
+    def describe(self) -> list[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily(
+            "labrun_runs_stalled",
+            "Running runs with no progress and no output for their stall limit",
+            self.count(),
+        )
+
+
 class ServiceMetrics:
     """One app's registry: the store collector, the submission histogram, process and GC metrics. Made in
     the app's start-up (``lifespan``) so that the dispatch watermark starts there."""
 
     def __init__(
-        self, store: RunStore, gpus: tuple[int, ...], outside: Callable[[], Iterable[int]] = tuple
+        self,
+        store: RunStore,
+        gpus: tuple[int, ...],
+        outside: Callable[[], Iterable[int]] = tuple,
+        stalled: Callable[[], int] | None = None,
     ) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
         self.runs = RunStoreCollector(store, gpus, outside)
         self.registry.register(self.runs)
+        if stalled is not None:
+            self.registry.register(StalledRunsCollector(stalled))
         self.submission = Histogram(
             "labrun_submission_seconds",
             "POST /runs: seconds from the request to its answer",

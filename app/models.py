@@ -60,6 +60,10 @@ class RunRecord:
     sweep: str | None = None  # the sweep it belongs to (app/sweeps.py), if any
     sweep_index: int | None = None  # its place in the sweep's expansion (0-based; a rerun keeps it)
     attempts: int = 1  # 2 and up: resumed from its last checkpoint (POST /runs/{name}/resume)
+    # The server's default overrides it got (LABRUN_DEFAULT_OVERRIDES, app/defaults.py), applied before
+    # ``overrides`` (the request's own): kept so a rerun is exact after the server's defaults change.
+    default_overrides: list[str] | None = None
+    stall_after_s: float | None = None  # its own stall limit, asked for at submission (None: its owner's)
 
 
 @dataclass(frozen=True)
@@ -87,6 +91,7 @@ class User:
     max_gpus: int | None = None  # None: the server's default
     max_queued: int | None = None
     max_run_s: float | None = None
+    stall_after_s: float | None = None  # seconds without progress or output before a run is stalled
 
     @property
     def active(self) -> bool:

@@ -36,6 +36,9 @@ _PROGRESS_FIELDS = {  # progress.json key -> API key
     "total_steps": "total",
     "fraction": "fraction",
     "updated_at": "updated_at",
+    "phase": "phase",  # what the trainer is doing through a long phase (trainer/heartbeat.py)
+    "phase_done": "phase_done",
+    "phase_total": "phase_total",
 }
 
 
@@ -116,6 +119,8 @@ def _typed(field: str, value: Any) -> Any:
         return _finite(value) if isinstance(value, int | float) else None
     if field == "updated_at":
         return _finite(value) if isinstance(value, int | float | str) else None
+    if field == "phase":
+        return value[:64] if isinstance(value, str) else None
     return value if isinstance(value, int) else None  # epoch, max_epochs, step, total
 
 

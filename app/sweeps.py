@@ -267,11 +267,12 @@ class Sweeps:
 
     def _replan(self, original: RunRecord, slot: SweepSlot, when: dt.datetime, suffix: str) -> RunPlan:
         overrides = list(original.overrides)
+        defaults = list(original.default_overrides or [])  # the ones it got, not the server's current ones
         place = {"when": when, "suffix": suffix, "sweep": slot}
-        plan = self.manager.validator.plan(overrides, original.config_name, **place)
+        plan = self.manager.validator.plan(overrides, original.config_name, defaults, **place)
         if original.seed is not None and plan.seed != original.seed:  # conf/ changed its default seed
             plan = self.manager.validator.plan(
-                [*overrides, f"seed={original.seed}"], original.config_name, **place
+                [*overrides, f"seed={original.seed}"], original.config_name, defaults, **place
             )
         return plan
 

@@ -90,6 +90,14 @@ class Users:
         self._table.set_limits(name, max_gpus, max_queued, max_run_s)
         return self._existing(name)
 
+    def set_stall_after(self, name: str, stall_after_s: float | None) -> User:
+        """The user's own stall limit in seconds (0: never stalled; None: back to the server's)."""
+        self._existing(name)
+        if stall_after_s is not None and stall_after_s < 0:
+            raise InvalidRun(f"stall_after_s must be >= 0, got {stall_after_s}")
+        self._table.set_stall_after(name, stall_after_s)
+        return self._existing(name)
+
     def authenticate(self, token: str) -> User | None:
         """The active user whose token this is, or None."""
         name, _, secret = token.strip().rpartition(".")

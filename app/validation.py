@@ -20,6 +20,7 @@ from hydra.core.override_parser.types import Override
 from hydra.errors import HydraException
 from omegaconf import DictConfig, ListConfig
 
+from app import defaults as server_defaults
 from app.core.config import Settings
 from app.errors import InvalidRun
 from trainer import config as trainer_config
@@ -178,6 +179,15 @@ def _interpolation(line: str) -> InvalidRun:
     )
 
 
+def _refusal(plan: Callable[[], RunPlan]) -> str | None:
+    """Why ``plan`` is refused (None: it is not)."""
+    try:
+        plan()
+    except InvalidRun as exc:
+        return exc.detail
+    return None
+
+
 class RunValidator:
     """Plans requests the way the trainer will; one instance per service."""
 
@@ -193,12 +203,36 @@ class RunValidator:
         self.settings = settings
         self.limits = limits
         self._compose = compose
+        self.defaults: list[str] = []  # the server's default overrides (set_defaults)
+        self._parsed_defaults: list[Override] = []
 
-    def plan(self, overrides: Sequence[str], config_name: str | None, **placement: Any) -> RunPlan:
-        """``placement``: ``when``/``suffix``/``sweep`` for ``plan_run`` (a sweep's runs, app/sweeps.py)."""
-        return self.planner(config_name)(overrides, **placement)
+    def set_defaults(self, lines: Sequence[str]) -> None:
+        """Take the server's default overrides (``app/defaults.py``) after checking them as a request's
+        lines and planning a run with them alone; InvalidRun naming what is wrong."""
+        lines = list(lines)
+        parsed = check_overrides(lines, self.settings)
+        if lines:
+            try:  # they compose, type-check and fit this server's devices
+                self.plan([], None, defaults=lines)
+            except InvalidRun as exc:
+                if exc.detail != _refusal(lambda: self.plan([], None, defaults=[])):
+                    raise  # theirs, not the experiment's own default (e.g. a model too big for this server)
+        self.defaults, self._parsed_defaults = lines, parsed
 
-    def planner(self, config_name: str | None) -> Callable[..., RunPlan]:
+    def plan(
+        self,
+        overrides: Sequence[str],
+        config_name: str | None,
+        defaults: Sequence[str] | None = None,
+        **placement: Any,
+    ) -> RunPlan:
+        """``placement``: ``when``/``suffix``/``sweep`` for ``plan_run`` (a sweep's runs, app/sweeps.py).
+        ``defaults``: the default overrides to apply (None: the server's; a rerun passes the original's)."""
+        return self.planner(config_name, defaults)(overrides, **placement)
+
+    def planner(
+        self, config_name: str | None, defaults: Sequence[str] | None = None
+    ) -> Callable[..., RunPlan]:
         """``plan`` for the many runs of one request (a sweep's): every run is checked and planned whole,
         with ``plan``'s errors, but what the runs share is checked once: the config name (a directory
         listing; refused on the first run, as ``plan`` would) and each distinct override line (a sweep's
@@ -206,6 +240,10 @@ class RunValidator:
         config_name = config_name or trainer_config.DEFAULT_CONFIG_NAME
         name_known = False
         checked: dict[str, Override] = {}
+        if defaults is None:
+            default_lines, parsed_defaults = self.defaults, self._parsed_defaults
+        else:  # recorded with an earlier run: checked then, parsed again here (a few lines)
+            default_lines, parsed_defaults = list(defaults), overrides_parser.parse(defaults)
 
         def plan(overrides: Sequence[str], **placement: Any) -> RunPlan:
             nonlocal name_known
@@ -215,7 +253,7 @@ class RunValidator:
                     raise InvalidRun(f"unknown config_name {config_name!r}; available: {', '.join(names)}")
                 name_known = True
             overrides = list(overrides)
-            check_overrides(overrides, self.settings, checked)
+            parsed = check_overrides(overrides, self.settings, checked)
             try:
                 return plan_run(
                     overrides,
@@ -223,6 +261,7 @@ class RunValidator:
                     log_dir=self.settings.output_dir,
                     limits=self.limits,
                     compose=self._compose,
+                    defaults=server_defaults.merged(default_lines, parsed_defaults, parsed),
                     **placement,
                 )
             except trainer_config.ConfigError as exc:

@@ -186,6 +186,19 @@ def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - a parser build
     p.add_argument("names", nargs="+", metavar="NAME")
 
     p = command(
+        "extend-stall",
+        cmd_extend_stall,
+        "a running run that makes no progress is not cancelled now: its stall clock starts again",
+    )
+    p.add_argument("names", nargs="+", metavar="NAME")
+    p.add_argument(
+        "--limit",
+        type=float,
+        metavar="S",
+        help="its own stall limit from now on, in seconds (up to the server's)",
+    )
+
+    p = command(
         "rerun",
         cmd_rerun,
         "queue a new run with the same overrides and seed; prints its name",
@@ -384,6 +397,15 @@ def cmd_cancel(client: Client, args: argparse.Namespace) -> int:
         return f"{name}: {run['status']}"
 
     return _each(args.names, cancel)
+
+
+def cmd_extend_stall(client: Client, args: argparse.Namespace) -> int:
+    def extend(name: str) -> str:
+        run = client.extend_stall(name, args.limit)
+        limit = f" (stall limit {render.number(run['stall_after_s'])} s)" if run.get("stall_after_s") else ""
+        return f"{name}: extended{limit}"
+
+    return _each(args.names, extend)
 
 
 def cmd_rm(client: Client, args: argparse.Namespace) -> int:

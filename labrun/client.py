@@ -127,6 +127,10 @@ class Client:
         except httpx.TransportError as exc:
             raise self._unreachable(exc) from None
 
+    def extend_stall(self, name: str, stall_after_s: float | None = None) -> dict[str, Any]:
+        body = {"stall_after_s": stall_after_s} if stall_after_s is not None else {}
+        return self._json(self._request("POST", f"/runs/{name}/extend-stall", run=name, json=body))
+
     def cancel(self, name: str) -> dict[str, Any]:
         return self._json(self._request("POST", f"/runs/{name}/cancel", run=name))
 

@@ -199,6 +199,17 @@ def runs_table(runs: list[dict[str, Any]], count: int | None = None, next_before
         console(sys.stderr).print(f"{len(runs)} of {count} runs shown (--limit)")
 
 
+def stall_text(run: dict[str, Any]) -> str | None:
+    """A stalled run's line: what was seen, since when, when it is cancelled (extend it to keep it)."""
+    stall = run.get("stall") if run.get("stalled") else None
+    if not isinstance(stall, dict):
+        return None
+    return (
+        f"{stall.get('message')}; stalled since {stall.get('since')}, cancelled at {stall.get('cancel_at')} "
+        f"unless extended (labrun extend-stall {run.get('name')})"
+    )
+
+
 def run_details(run: dict[str, Any]) -> None:
     from rich.markup import escape
 
@@ -216,6 +227,8 @@ def run_details(run: dict[str, Any]) -> None:
         ("ran for", duration(elapsed(run, now)) if run.get("started_at") else None),
         ("queue position", run.get("queue_position")),
         ("waiting", run.get("waiting_reason")),
+        ("stalled", stall_text(run)),
+        ("defaults", " ".join(run.get("default_overrides") or []) or None),
         ("gpus", gpus(run)),
         ("progress", " ".join(x for x in (progress_text(run), losses_text(run)) if x and x != "-") or None),
         ("metrics", ", ".join(f"{k} {number(v)}" for k, v in (run.get("metrics") or {}).items()) or None),

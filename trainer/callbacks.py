@@ -2,7 +2,9 @@
 
 Rewritten atomically (a temporary file, then ``os.replace``) after every epoch's validation, at most
 every ``every_s`` seconds of training steps, and once more when fit ends (also by an exception: a failure
-or a cancel), so a reader never sees a half-written file and the last one is final.
+or a cancel), so a reader never sees a half-written file and the last one is final. It also says which
+phase the run is in (``phase``: training, validating with a beat every few batches, saving a checkpoint;
+``trainer/heartbeat.py``), so that a long validation is never taken for a hang.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import lightning as L
 from typing_extensions import override
 
 from trainer.cancel import CancelGuard, RunCancelled
-from trainer.provenance import utc_now, write_json_atomic
+from trainer.heartbeat import PhaseReporter
 
 log = logging.getLogger(__name__)
 
@@ -32,20 +34,22 @@ def _number(value: Any) -> float | None:
 
 
 class ProgressFile(L.Callback):
-    def __init__(self, path: str | os.PathLike, every_s: float = 2.0) -> None:
+    def __init__(
+        self, path: str | os.PathLike, every_s: float = 2.0, phases: PhaseReporter | None = None
+    ) -> None:
         self.path, self.every_s = Path(path), every_s
+        self.phases = phases or PhaseReporter(path, every_s, enabled=True)  # hooks check the rank
         self._last = 0.0
         self._total_steps = 0
 
-    def write(self, trainer: L.Trainer) -> None:
+    def write(self, trainer: L.Trainer, phase: str = "training") -> None:
         if not trainer.is_global_zero:
             return
         metrics = {k: _number(v) for k, v in trainer.callback_metrics.items()}
         metrics = {k: v for k, v in sorted(metrics.items()) if v is not None}
         total = self._total_steps
         step = int(trainer.global_step)
-        write_json_atomic(
-            self.path,
+        self.phases.write(
             {
                 "epoch": int(trainer.current_epoch),
                 "max_epochs": int(trainer.max_epochs or 0),
@@ -55,8 +59,8 @@ class ProgressFile(L.Callback):
                 "train_loss": metrics.get("train_loss"),
                 "val_loss": metrics.get("val_loss"),
                 "metrics": metrics,
-                "updated_at": utc_now(),
             },
+            phase,
         )
         self._last = time.monotonic()
 
@@ -72,9 +76,33 @@ class ProgressFile(L.Callback):
             self.write(trainer)
 
     @override
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.is_global_zero:
+            self.phases.beat("validating", 0, _val_batches(trainer), force=True)
+
+    @override
+    def on_validation_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        # A heartbeat from the work itself: a validation that hangs stops beating.
+        if trainer.is_global_zero:
+            self.phases.beat("validating", batch_idx + 1, _val_batches(trainer))
+
+    @override
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.sanity_checking:
             self.write(trainer)
+
+    @override
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: Any) -> None:
+        if trainer.is_global_zero:  # called as the checkpoint is made, before it is written
+            self.phases.beat("saving", force=True)
 
     @override
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -94,7 +122,7 @@ class ProgressFile(L.Callback):
 
     @override
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.write(trainer)
+        self.write(trainer, "finishing")
 
     @override
     def on_exception(
@@ -108,6 +136,13 @@ class ProgressFile(L.Callback):
             self.write(trainer)
         except Exception:  # a full disk must not replace the run's own error
             log.warning("could not write %s at the end of the run", self.path, exc_info=True)
+
+
+def _val_batches(trainer: L.Trainer) -> int | None:
+    """The validation batches of this pass (sanity check or not), when Lightning knows them."""
+    counts = trainer.num_sanity_val_batches if trainer.sanity_checking else trainer.num_val_batches
+    total = sum(int(n) for n in counts if math.isfinite(n)) if isinstance(counts, list) else None
+    return total or None
 
 
 class StopOnCancel(L.Callback):

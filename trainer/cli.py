@@ -25,6 +25,7 @@ from omegaconf import OmegaConf
 from trainer import config, rundir
 from trainer import plan as run_plan
 from trainer.cancel import CancelGuard, RunCancelled
+from trainer.heartbeat import PhaseReporter
 from trainer.provenance import RunManifest, utc_now
 from trainer.runenv import RunEnv, RunEnvError
 
@@ -113,15 +114,17 @@ def execute(
     # this run (see execute_ddp_child) instead of creating a run of their own.
     os.environ.update(RunEnv(run_dir=run_dir, run_name=name).to_env())
     try:
-        with guard.deferred():
-            record = new_record()
-            record.begin_attempt(RunEnv.from_env().attempt)
-            record.write()
-        rundir.write_hydra_files(run_dir, job, hydra_node, overrides)
-        rundir.setup_logging(run_dir)
-        mode = rundir.configure_wandb_env(run_dir, bool(job.debug))
-        log.info("run %s in %s (wandb %s)", name, run_dir, mode)
-        from trainer.train import train  # the training stack: ~10 s of imports
+        # Provenance (git, package versions) and ~10 s of imports: step-less, and neither hangs (heartbeat.py)
+        with PhaseReporter(run_dir / "progress.json").busy("starting"):
+            with guard.deferred():
+                record = new_record()
+                record.begin_attempt(RunEnv.from_env().attempt)
+                record.write()
+            rundir.write_hydra_files(run_dir, job, hydra_node, overrides)
+            rundir.setup_logging(run_dir)
+            mode = rundir.configure_wandb_env(run_dir, bool(job.debug))
+            log.info("run %s in %s (wandb %s)", name, run_dir, mode)
+            from trainer.train import train  # the training stack
 
         record.set_devices(str(job.accelerator))
 

@@ -13,6 +13,7 @@ import hashlib
 import json
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import lightning as L
@@ -33,9 +34,13 @@ def cache_path(spec: swe.SolverSpec, root: str | os.PathLike) -> Path:
 
 
 def load_or_generate(
-    spec: swe.SolverSpec, root: str | os.PathLike, write: bool = True
+    spec: swe.SolverSpec,
+    root: str | os.PathLike,
+    write: bool = True,
+    on_chunk: Callable[[int, int], None] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The samples of ``spec``: from the cache under ``root`` if there, else solved (and cached if ``write``)."""
+    """The samples of ``spec``: from the cache under ``root`` if there, else solved (and cached if ``write``).
+    ``on_chunk(done, total)``: a heartbeat while solving (``swe.generate``)."""
     path = cache_path(spec, root)
     if path.is_file():
         try:
@@ -57,7 +62,7 @@ def load_or_generate(
         spec.nlon,
         spec.seed,
     )
-    x, y = swe.generate(spec)
+    x, y = swe.generate(spec, on_chunk)
     if write:
         try:
             replace_atomic(path, lambda f: torch.save({"key": spec.key_fields(), "x": x, "y": y}, f))
@@ -121,9 +126,11 @@ class SWEDataModule(L.LightningDataModule):
         num_workers: int = 0,
         write_cache: bool = True,
         pin_memory: bool = False,
+        on_chunk: Callable[[int, int], None] | None = None,
     ) -> None:
         super().__init__()
         self.spec, self.data_root, self.write_cache = spec, data_root, write_cache
+        self.on_chunk = on_chunk  # a heartbeat while the cache is built (trainer/heartbeat.py)
         problem = schema.split_problem(spec.num_examples, train_val_split)
         if problem:
             raise ValueError(problem)
@@ -139,7 +146,7 @@ class SWEDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:
             return
-        x, y = load_or_generate(self.spec, self.data_root, write=self.write_cache)
+        x, y = load_or_generate(self.spec, self.data_root, write=self.write_cache, on_chunk=self.on_chunk)
         xt = x[: self.n_train]
         mean = xt.mean(dim=(0, 2, 3), keepdim=True)
         std = xt.std(dim=(0, 2, 3), keepdim=True)

@@ -75,6 +75,8 @@ class RunPlan:
     when: dt.datetime  # the time in the generated name
     named_by_caller: bool  # run_name was given: never renamed
     config: DictConfig | None = field(default=None, repr=False)  # the unresolved compose, if kept
+    # A server's default overrides, composed before ``overrides`` but not part of the name (app/defaults.py)
+    defaults: list[str] = field(default_factory=list)
     _replan: Callable[[str], RunPlan] | None = field(default=None, repr=False, compare=False)
 
     @property
@@ -104,6 +106,7 @@ def plan_run(
     when: dt.datetime | None = None,
     suffix: str = "",
     sweep: SweepSlot | None = None,
+    defaults: Sequence[str] = (),
 ) -> RunPlan:
     """Compose, check, name, resolve and check again; raises ``config.ConfigError`` naming the key.
 
@@ -113,11 +116,12 @@ def plan_run(
     (``trainer.config_cache.compose_cached``: the same results, ~100x faster).
     ``keep_config``: keep the unresolved compose in ``plan.config`` (``--cfg hydra|all`` prints it).
     ``sweep``: a run of a sweep: named ``<index>_<name>`` and filed in the sweep's folder (``trainer/sweep.py``).
+    ``defaults``: a server's lines composed before ``overrides``; the name is made from ``overrides`` alone.
     """
-    overrides = list(overrides)
+    overrides, defaults = list(overrides), list(defaults)
     when = when or dt.datetime.now()
     extra = [f"log_dir={hydra_quote(str(log_dir))}"] if log_dir is not None else []
-    cfg = compose([*overrides, *extra], config_name)
+    cfg = compose([*defaults, *overrides, *extra], config_name)
     name, named_by_caller = _name(cfg, overrides, run_name, when, suffix, sweep)
     kept = copy.deepcopy(cfg) if keep_config else None
     with open_dict(cfg):
@@ -137,6 +141,7 @@ def plan_run(
         keep_config=keep_config,
         when=when,
         sweep=sweep,
+        defaults=defaults,
     )
     return RunPlan(
         config_name=config_name,
@@ -152,6 +157,7 @@ def plan_run(
         when=when,
         named_by_caller=named_by_caller,
         config=kept,
+        defaults=defaults,
         _replan=lambda next_suffix: again(suffix=next_suffix),
     )
 

@@ -13,6 +13,7 @@ sample. The spherical harmonic transforms already broadcast over leading axes; `
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from importlib import metadata
 
@@ -113,8 +114,11 @@ def _timestep(s: ShallowWaterSolver, uspec: torch.Tensor, nsteps: int) -> torch.
 
 
 @torch.inference_mode()
-def generate(spec: SolverSpec) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(x, y)``: grid fields at t=0 and t=dt, each ``(num_examples, 3, nlat, nlon)`` float32, unnormalised."""
+def generate(
+    spec: SolverSpec, on_chunk: Callable[[int, int], None] | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(x, y)``: grid fields at t=0 and t=dt, each ``(num_examples, 3, nlat, nlon)`` float32, unnormalised.
+    ``on_chunk(done, total)``: after each chunk of samples (a heartbeat: a first run solves for minutes)."""
     solver = make_solver(spec)
     gen = torch.Generator().manual_seed(spec.seed)
     xs, ys = [], []
@@ -124,4 +128,6 @@ def generate(spec: SolverSpec) -> tuple[torch.Tensor, torch.Tensor]:
         u1 = _timestep(solver, u0, spec.nsteps)
         xs.append(solver.spec2grid(u0).float())
         ys.append(solver.spec2grid(u1).float())
+        if on_chunk is not None:
+            on_chunk(start + n, spec.num_examples)
     return torch.cat(xs), torch.cat(ys)

@@ -24,6 +24,7 @@ from trainer import resume, swe
 from trainer.callbacks import ProgressFile, StopOnCancel
 from trainer.cancel import CancelGuard
 from trainer.data import SWEDataModule
+from trainer.heartbeat import PhaseReporter
 from trainer.model import OperatorModule
 from trainer.runenv import RunEnv
 
@@ -37,7 +38,7 @@ def _quiet_known_noise() -> None:
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
 
 
-def build_datamodule(job: DictConfig) -> SWEDataModule:
+def build_datamodule(job: DictConfig, phases: PhaseReporter | None = None) -> SWEDataModule:
     spec = swe.SolverSpec(
         nlat=job.data.dims[0], nlon=job.data.dims[1], num_examples=job.data.num_examples, seed=job.seed
     )
@@ -50,6 +51,7 @@ def build_datamodule(job: DictConfig) -> SWEDataModule:
         job.num_workers,
         write_cache=not job.debug,
         pin_memory=str(job.accelerator) != "cpu" and torch.cuda.is_available(),
+        on_chunk=(lambda done, total: phases.beat("data", done, total)) if phases is not None else None,
     )
 
 
@@ -61,7 +63,9 @@ def _determinism(job: DictConfig) -> bool | str:
     return True if str(job.accelerator) == "cpu" else "warn"
 
 
-def build_trainer(job: DictConfig, run_dir: Path, loggers: list, guard: CancelGuard) -> L.Trainer:
+def build_trainer(
+    job: DictConfig, run_dir: Path, loggers: list, guard: CancelGuard, phases: PhaseReporter | None = None
+) -> L.Trainer:
     debug = bool(job.debug)
     checkpoint = ModelCheckpoint(dirpath=job.ckpt_dir, monitor=job.training.ckpt_monitor_val, save_last=True)
     # A preemption writes last.ckpt where the run stopped (trainer/resume.py); the hook simulates one.
@@ -81,7 +85,7 @@ def build_trainer(job: DictConfig, run_dir: Path, loggers: list, guard: CancelGu
         log_every_n_steps=job.log_every_n_steps,
         deterministic=_determinism(job),
         logger=loggers,
-        callbacks=[checkpoint, ProgressFile(run_dir / "progress.json"), StopOnCancel(guard)]
+        callbacks=[checkpoint, ProgressFile(run_dir / "progress.json", phases=phases), StopOnCancel(guard)]
         + [c for c in extra if c is not None],
         default_root_dir=run_dir,
         # A service captures stdout as the run's log: no progress bar there (ProgressFile logs each epoch).
@@ -102,7 +106,9 @@ def cluster_plugins() -> list:
 
 def train(job: DictConfig, run_dir: Path, guard: CancelGuard) -> dict[str, float]:
     L.seed_everything(job.seed, workers=True, verbose=False)
-    datamodule = build_datamodule(job)
+    phases = PhaseReporter(run_dir / "progress.json")  # the phase, through every long one (heartbeat.py)
+    datamodule = build_datamodule(job, phases)
+    phases.beat("data", force=True)
     datamodule.prepare_data()  # generate or load before fit: a SIGTERM here stops at once
     model = OperatorModule(OmegaConf.to_container(job.model), lr=job.training.lr)
     env = RunEnv.from_env()
@@ -126,7 +132,9 @@ def train(job: DictConfig, run_dir: Path, guard: CancelGuard) -> dict[str, float
         log.info("resuming from %s", ckpt_path)
     exit_code = 1
     try:
-        trainer = build_trainer(job, run_dir, [wandb_logger, csv_logger], guard)
+        with phases.busy("starting the tracker"):  # wandb's start (seconds; its own timeouts end a hang)
+            _ = wandb_logger.experiment
+        trainer = build_trainer(job, run_dir, [wandb_logger, csv_logger], guard, phases)
         with guard.deferred(), warnings.catch_warnings():
             _quiet_known_noise()
             trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)

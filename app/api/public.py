@@ -13,6 +13,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.api.gpus_public import GpuGuardPublic, OutsideProcess
+from app.lifecycle.live import Stall
+from app.lifecycle.stalls import describe
 from app.models import RunRecord, RunStatus
 
 
@@ -21,6 +23,19 @@ class RunCreate(BaseModel):
 
     overrides: list[str] = Field(default_factory=list, description="Hydra overrides, e.g. model=fno")
     config_name: str | None = Field(None, description="top-level config in conf/ (default neuraloperator)")
+    stall_after_s: float | None = Field(
+        None,
+        description="its own stall limit: seconds without progress or output before it is stalled (up to "
+        "the server's LABRUN_MAX_STALL_AFTER_S; default: its owner's, else LABRUN_STALL_AFTER_S)",
+    )
+
+
+class StallExtension(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    stall_after_s: float | None = Field(
+        None, description="a longer stall limit for the run (up to LABRUN_MAX_STALL_AFTER_S); null: keep it"
+    )
 
 
 class Progress(BaseModel):
@@ -30,6 +45,23 @@ class Progress(BaseModel):
     total: int | None = None
     fraction: float | None = None
     updated_at: str | float | None = None
+    phase: str | None = Field(
+        None, description="what the trainer is doing: data, training, validating, saving"
+    )
+    phase_done: int | None = Field(None, description="how far into its phase (cache chunks, batches)")
+    phase_total: int | None = None
+
+
+class StallPublic(BaseModel):
+    """A running run that stopped making progress (docs/stalls.md)."""
+
+    last_activity_at: dt.datetime = Field(description="the last change seen in its progress or its log")
+    since: dt.datetime = Field(description="when it was called stalled (last activity + its limit)")
+    cancel_at: dt.datetime = Field(description="when it is cancelled unless extended (POST .../extend-stall)")
+    limit_s: float
+    last_step: int | None = None
+    last_step_at: dt.datetime | None = None
+    message: str = Field(description="e.g. no progress and no output for 45 min (last step 1234 at 10:02)")
 
 
 class RunPublic(BaseModel):
@@ -77,6 +109,13 @@ class RunPublic(BaseModel):
     )
     sweep: str | None = Field(None, description="the sweep it belongs to (GET /sweeps/<sweep>), if any")
     sweep_index: int | None = Field(None, description="its place in the sweep (0-based)")
+    default_overrides: list[str] | None = Field(
+        None,
+        description="the server's default overrides it got (LABRUN_DEFAULT_OVERRIDES), applied before its own",
+    )
+    stall_after_s: float | None = Field(None, description="its own stall limit, if it asked for one")
+    stalled: bool = Field(False, description="running, but no progress and no output for its stall limit")
+    stall: StallPublic | None = Field(None, description="while stalled: since when, and when it is cancelled")
 
 
 class RunsPublic(BaseModel):
@@ -122,6 +161,7 @@ def run_public(
     progress: dict[str, Any] | None,
     log_cut_bytes: int | None = None,
     disk_warning: str | None = None,
+    stall: Stall | None = None,
 ) -> RunPublic:
     """The record's fields that the wire model has, by name (a field added to both shows with no line
     here; store times are Unix seconds, which pydantic reads as UTC), and what the view found beside it.
@@ -137,7 +177,21 @@ def run_public(
         log_cut_bytes=log_cut_bytes,
         disk_warning=disk_warning,
     )
+    if stall is not None and record.status == RunStatus.RUNNING:
+        fields.update(stalled=True, stall=stall_public(stall))
     return RunPublic.model_validate(fields)
+
+
+def stall_public(stall: Stall, now: float | None = None) -> StallPublic:
+    return StallPublic(
+        last_activity_at=_utc(stall.last_activity) or dt.datetime.now(dt.UTC),
+        since=_utc(stall.since) or dt.datetime.now(dt.UTC),
+        cancel_at=_utc(stall.cancel_at) or dt.datetime.now(dt.UTC),
+        limit_s=stall.limit_s,
+        last_step=stall.last_step,
+        last_step_at=_utc(stall.last_step_at),
+        message=describe(stall, stall.since if now is None else now),
+    )
 
 
 _FROM_RECORD = tuple(f.name for f in dataclasses.fields(RunRecord) if f.name in RunPublic.model_fields)
@@ -154,6 +208,9 @@ class LimitsPublic(BaseModel):
     max_gpus: int | None = Field(None, description="GPUs in use at once")
     max_queued: int | None = Field(None, description="runs queued at once")
     max_run_s: float | None = Field(None, description="seconds a run may run before it is cancelled")
+    stall_after_s: float | None = Field(
+        None, description="seconds without progress or output before a running run is stalled"
+    )
 
 
 class RunningEntry(BaseModel):

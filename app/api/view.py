@@ -23,6 +23,7 @@ from app.runfiles import RunFiles
 
 if TYPE_CHECKING:
     from app.lifecycle import RunLive, RunManager
+    from app.lifecycle.live import Stall
     from app.store import RunStore
 
 
@@ -102,9 +103,11 @@ class RunView:
 
     def _inputs(
         self, record: RunRecord, positions: Mapping[str, int] | None
-    ) -> tuple[RunRecord, int | None, str | None, dict[str, Any] | None, int | None, str | None]:
+    ) -> tuple[
+        RunRecord, int | None, str | None, dict[str, Any] | None, int | None, str | None, Stall | None
+    ]:
         """Everything a run's answer is made of: (record, queue position, waiting reason, progress, bytes
-        cut from its log, why the disk is full because of it)."""
+        cut from its log, why the disk is full because of it, its stall if it stopped making progress)."""
         live = self.manager.live(record.name)
         ending = live.ending if record.status == RunStatus.RUNNING else None
         if ending is not None:  # it ended; the store has not taken the write yet (a full disk)
@@ -123,7 +126,8 @@ class RunView:
         progress = self.files.progress(record.run_dir) if not queued else None
         log_cut = self.files.log_cut_bytes(record.name) if record.started_at is not None else None
         warning = self.manager.disk.warning_for(record.name) if record.status == RunStatus.RUNNING else None
-        return record, position, _waiting(record, live), progress, log_cut, warning
+        stall = live.stall if record.status == RunStatus.RUNNING else None
+        return record, position, _waiting(record, live), progress, log_cut, warning, stall
 
 
 def _waiting(record: RunRecord, live: RunLive) -> str | None:

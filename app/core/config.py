@@ -154,6 +154,24 @@ class Settings(BaseSettings):
     gpu_guard_interval_s: float = Field(
         2.0, ge=0.1, le=3600, description="seconds between two NVML passes of the GPU guard"
     )
+    # Stalled runs (app/lifecycle/stalls.py). A request may ask for its own limit, up to max_stall_after_s.
+    stall_after_s: float = Field(
+        45 * 60.0,
+        ge=0,
+        description="seconds a running run may go without progress (progress.json) and without output (its "
+        "log) before it is stalled; 0: never",
+    )
+    stall_grace_s: float = Field(
+        15 * 60.0, ge=0, description="seconds a stalled run is left before it is cancelled for it"
+    )
+    max_stall_after_s: float = Field(
+        7 * 24 * 3600.0, gt=0, description="the longest stall limit a request or a user may ask for"
+    )
+    default_overrides: str = Field(
+        "",
+        description='overrides applied before each request\'s own (e.g. "accelerator=gpu devices=1"); '
+        '"auto": that when the service has GPUs, nothing otherwise; "": none',
+    )
 
     @field_validator("output_dir")
     @classmethod

@@ -13,6 +13,7 @@ state (``live.py``) the rooms share:
     dispatch.py     starting what the policy picked: reserve, note, launch; queue positions
     supervision.py  following running runs and recording how they ended
     cancel.py       cancels (by request, recorded before a restart, past the time limit)
+    stalls.py       running runs that stopped making progress: stalled, extended, cancelled after a grace
     recovery.py     what start-up does: reconcile unfinished runs, release leftovers
 
 Invariants, and how they hold:

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from app.errors import InsufficientStorage, RunConflict, StoreUnavailable, TooManyRuns
 from app.lifecycle.claims import KeyReused, first_free, new_record, scoped_key
 from app.lifecycle.live import Context
+from app.lifecycle.stalls import check_stall_limit
 from app.models import RunRecord, RunStatus, SweepRecord
 from app.store import IdempotencyKeyTaken, NameTaken
 from app.users import LOCAL
@@ -31,17 +32,22 @@ class Admission:
         idempotency_key: str | None,
         rerun_of: str | None,
         owner: str,
+        defaults: Sequence[str] | None = None,
+        stall_after_s: float | None = None,
     ) -> tuple[RunRecord, bool]:
         """Validate and queue ``owner``'s run; returns (run, replayed), replayed meaning an Idempotency-Key
-        hit (a key is ``owner``'s own: another user's key of the same text is another key)."""
+        hit (a key is ``owner``'s own: another user's key of the same text is another key). ``defaults``:
+        the default overrides it gets (None: the server's, app/defaults.py); ``stall_after_s``: its own
+        stall limit (app/lifecycle/stalls.py)."""
         overrides = list(overrides)
         key = scoped_key(owner, idempotency_key)
         if key and (existing := self.store.get_by_idempotency_key(key)) is not None:
             return _replay(existing, overrides, config_name, rerun_of), True
-        plan = self.validator.plan(overrides, config_name)
+        check_stall_limit(stall_after_s, self.settings)
+        plan = self.validator.plan(overrides, config_name, defaults)
         self.check_can_queue(owner)
         try:
-            record = self._claim(plan, key, rerun_of, owner)
+            record = self._claim(plan, key, rerun_of, owner, stall_after_s)
         except IdempotencyKeyTaken:  # a concurrent request with the same key won
             return _replay(
                 self.store.get_by_idempotency_key(key or ""), overrides, config_name, rerun_of
@@ -49,7 +55,9 @@ class Admission:
         self.live.wake()
         return record, False
 
-    def _claim(self, plan: RunPlan, key: str | None, rerun_of: str | None, owner: str) -> RunRecord:
+    def _claim(
+        self, plan: RunPlan, key: str | None, rerun_of: str | None, owner: str, stall_after_s: float | None
+    ) -> RunRecord:
         """Store the plan's run under its name, or the next free one (a name the caller chose: only it)."""
 
         def take(attempt: int) -> RunRecord:
@@ -59,7 +67,11 @@ class Admission:
                     candidate.run_dir
                 )  # left over from an earlier store: the trainer would refuse it
             try:
-                return self.store.insert(new_record(candidate, owner, idempotency_key=key, rerun_of=rerun_of))
+                return self.store.insert(
+                    new_record(
+                        candidate, owner, idempotency_key=key, rerun_of=rerun_of, stall_after_s=stall_after_s
+                    )
+                )
             except NameTaken:
                 raise NameInUse(candidate.name) from None
 
@@ -68,13 +80,23 @@ class Admission:
     def rerun(
         self, name: str, idempotency_key: str | None = None, owner: str = LOCAL
     ) -> tuple[RunRecord, bool]:
-        """A new run of ``owner``'s with the original's overrides and seed; (run, replayed) as for ``submit``."""
+        """A new run of ``owner``'s with the original's overrides and seed; (run, replayed) as for ``submit``.
+        It gets the default overrides the original got, not the server's current ones: a rerun is exact."""
         original = self.ctx.get(name)
         overrides = list(original.overrides)
-        current_seed = self.validator.plan(overrides, original.config_name).seed
+        defaults = list(original.default_overrides or [])
+        current_seed = self.validator.plan(overrides, original.config_name, defaults).seed
         if original.seed is not None and current_seed != original.seed:  # conf/ changed its default seed
             overrides.append(f"seed={original.seed}")
-        return self.submit(overrides, original.config_name, idempotency_key, rerun_of=name, owner=owner)
+        return self.submit(
+            overrides,
+            original.config_name,
+            idempotency_key,
+            rerun_of=name,
+            owner=owner,
+            defaults=defaults,
+            stall_after_s=original.stall_after_s,
+        )
 
     def queue_together(
         self, records: list[RunRecord], owner: str, sweep: SweepRecord | None = None

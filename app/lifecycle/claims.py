@@ -47,6 +47,7 @@ def new_record(
     rerun_of: str | None = None,
     sweep: str | None = None,
     sweep_index: int | None = None,
+    stall_after_s: float | None = None,
 ) -> RunRecord:
     """A queued run's record, made from its plan (``idempotency_key`` as ``scoped_key`` made it)."""
     return RunRecord(
@@ -65,4 +66,6 @@ def new_record(
         owner=owner,
         sweep=sweep,
         sweep_index=sweep_index,
+        default_overrides=plan.defaults,
+        stall_after_s=stall_after_s,
     )

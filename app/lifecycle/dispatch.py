@@ -201,7 +201,10 @@ class Dispatcher:
             name=record.name,
             trainer_args=trainer_args(
                 record.name,
-                record.overrides,
+                [
+                    *(record.default_overrides or []),
+                    *record.overrides,
+                ],  # the server's first (app/defaults.py)
                 record.config_name,
                 settings.output_dir,
                 wandb_entity=settings.wandb_entity,

@@ -14,6 +14,7 @@ class UserLimits:
     max_gpus: int | None = None  # GPUs in use at once
     max_queued: int | None = None  # runs queued at once
     max_run_s: float | None = None  # seconds a run may run before it is cancelled
+    stall_after_s: float | None = None  # seconds without progress or output before it is stalled
 
 
 class Limits:
@@ -23,11 +24,17 @@ class Limits:
     def of(self, owner: str) -> UserLimits:
         user, s = self.users.get(owner), self.settings
         if user is None:
-            return UserLimits(s.max_gpus_per_user or None, s.max_queued_per_user or None, s.max_run_s or None)
+            return UserLimits(
+                s.max_gpus_per_user or None,
+                s.max_queued_per_user or None,
+                s.max_run_s or None,
+                s.stall_after_s or None,
+            )
         return UserLimits(
             max_gpus=_own_or(user.max_gpus, s.max_gpus_per_user),
             max_queued=_own_or(user.max_queued, s.max_queued_per_user),
             max_run_s=_own_or(user.max_run_s, s.max_run_s),
+            stall_after_s=_own_or(user.stall_after_s, s.stall_after_s),
         )
 
 

@@ -42,12 +42,26 @@ class Ending:
 
 
 @dataclass(frozen=True, slots=True)
+class Stall:
+    """A running run that stopped making progress (``stalls.py``): no change to its progress.json and no
+    new output in its log since ``last_activity``; it is cancelled at ``cancel_at`` unless extended."""
+
+    last_activity: float  # the last change seen in its progress or its log
+    since: float  # when it was called stalled: last_activity + limit_s
+    cancel_at: float  # since + the grace period
+    limit_s: float
+    last_step: int | None = None  # the trainer's last step, and when it was first seen
+    last_step_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class RunLive:
     """What the lifecycle knows of one run beyond its record, for the API to show."""
 
     ending: Ending | None = None  # it ended; the store has not taken the write yet (a full disk)
     requeued_attempt: int | None = None  # the engine requeued it (preempted): the attempt it waits to run as
     waiting_reason: str | None = None  # why queued runs do not start now (the disk), if they wait
+    stall: Stall | None = None  # it stopped making progress (stalls.py)
 
 
 NOTHING = RunLive()
@@ -66,6 +80,8 @@ class LiveState:
         self.ended: dict[str, Ending] = {}  # runs that ended, until the store has recorded it
         self.requeued: dict[str, int] = {}  # runs the engine requeued, waiting to run again -> next attempt
         self.timed_out: dict[str, float] = {}  # runs cancelled for running past their maximum run time
+        self.stalls: dict[str, Stall] = {}  # running runs that stopped making progress (stalls.py)
+        self.stalled_out: dict[str, str] = {}  # runs cancelled for a stall -> the reason recorded
         self.unreconciled: set[str] = set()  # queued runs the engine could not be asked about at start-up
         self.waiting_reason: str | None = None
         self.gpu_waiting: dict[str, str] = {}  # queued run -> the GPUs busy outside labrun it waits for
@@ -89,9 +105,10 @@ class LiveState:
     def of(self, name: str) -> RunLive:
         ending, attempt = self.ended.get(name), self.requeued.get(name)
         waiting = self.waiting_reason or self.gpu_waiting.get(name)  # (a dict replaced whole: no lock)
-        if ending is None and attempt is None and waiting is None:
+        stall = self.stalls.get(name)
+        if ending is None and attempt is None and waiting is None and stall is None:
             return NOTHING  # the common case, without making a value
-        return RunLive(ending, attempt, waiting)
+        return RunLive(ending, attempt, waiting, stall)
 
 
 @dataclass(frozen=True)

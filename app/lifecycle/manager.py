@@ -19,6 +19,7 @@ from app.lifecycle.limits import Limits, UserLimits
 from app.lifecycle.live import Context, LiveState, RunLive
 from app.lifecycle.picking import FairSharePicking, PickingPolicy
 from app.lifecycle.recovery import Recovery
+from app.lifecycle.stalls import StallWatch
 from app.lifecycle.supervision import Supervisor
 from app.models import RunRecord, RunStatus, SweepRecord
 from app.scheduling import Slots
@@ -65,6 +66,7 @@ class RunManager:
         inventory = None if launcher.places_runs else len(self.gpus)
         self.dispatcher = Dispatcher(ctx, policy or FairSharePicking(self.fair), self.supervisor, inventory)
         self.recovery = Recovery(ctx, self.fair, self.supervisor, self.canceller)
+        self.stalls = StallWatch(ctx, self.canceller)
         self._threads: list[threading.Thread] = []
 
     # --- start-up and shut-down ---------------------------------------------------------------------
@@ -79,6 +81,7 @@ class RunManager:
         if self.launcher.batch_polling:
             loops.append(("poller", self.supervisor.poll_loop))
         loops.append(("timekeeper", self.canceller.time_loop))
+        loops.append(("stallwatch", self.stalls.loop))
         for name, loop in loops:
             thread = threading.Thread(target=loop, name=f"labrun-{name}", daemon=True)
             thread.start()
@@ -133,8 +136,11 @@ class RunManager:
         idempotency_key: str | None = None,
         rerun_of: str | None = None,
         owner: str = LOCAL,
+        stall_after_s: float | None = None,
     ) -> tuple[RunRecord, bool]:
-        return self.admission.submit(overrides, config_name, idempotency_key, rerun_of, owner)
+        return self.admission.submit(
+            overrides, config_name, idempotency_key, rerun_of, owner, stall_after_s=stall_after_s
+        )
 
     def rerun(
         self, name: str, idempotency_key: str | None = None, owner: str = LOCAL
@@ -154,6 +160,10 @@ class RunManager:
 
     def cancel(self, name: str, by: str = LOCAL) -> RunRecord:
         return self.canceller.cancel(name, by)
+
+    def extend_stall(self, name: str, stall_after_s: float | None = None) -> RunRecord:
+        """A stalled (or any running) run's stall clock starts again; optionally with a limit of its own."""
+        return self.stalls.extend(name, stall_after_s)
 
     def delete(self, name: str, by: str = LOCAL) -> RunRecord:
         return self.admission.delete(name, by)

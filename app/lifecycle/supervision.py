@@ -155,6 +155,8 @@ class Supervisor:
             live.ended.pop(name, None)
             live.cancelling.discard(name)
             live.timed_out.pop(name, None)
+            live.stalls.pop(name, None)
+            live.stalled_out.pop(name, None)
             live.requeued.pop(name, None)
             live.order_dirty = True
             live.cond.notify_all()
@@ -175,6 +177,8 @@ class Supervisor:
         if name in self.live.timed_out:
             status = RunStatus.CANCELLED
             reason = f"cancelled: it ran past its maximum run time of {self.live.timed_out[name]:g} s"
+        elif name in self.live.stalled_out:  # stalls.py: no progress and no output past the grace period
+            status, reason = RunStatus.CANCELLED, self.live.stalled_out[name]
         elif name in self.live.cancelling or (record is not None and record.cancel_requested):
             how = outcome.reason or f"exited with code {outcome.exit_code} after SIGTERM"
             status, reason = RunStatus.CANCELLED, f"cancelled by request ({how})"

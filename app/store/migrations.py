@@ -138,6 +138,13 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX gpu_outside_use_by_time ON gpu_outside_use (last_seen);
     """,
+    # 9: the server's default overrides each run got (app/defaults.py), a run's own stall limit and a
+    # user's (app/lifecycle/stalls.py)
+    """
+    ALTER TABLE runs ADD COLUMN default_overrides TEXT;
+    ALTER TABLE runs ADD COLUMN stall_after_s REAL;
+    ALTER TABLE users ADD COLUMN stall_after_s REAL;
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -17,7 +17,7 @@ SELECT = ", ".join(COLUMNS)
 _NEW = [c for c in COLUMNS if c != "seq"]  # a new row's seq is SQLite's to choose
 INSERT = f"INSERT INTO runs ({', '.join(_NEW)}) VALUES ({','.join('?' * len(_NEW))})"
 # How a field is kept in its column, where that is not the value itself.
-_JSON = frozenset({"overrides", "seed", "gpus", "resources"})
+_JSON = frozenset({"overrides", "seed", "gpus", "resources", "default_overrides"})
 
 
 def encode(column: str, value: Any) -> Any:

@@ -270,6 +270,10 @@ class RunStore:
                 raise Rollback
         return moved
 
+    def set_stall_after(self, name: str, seconds: float) -> bool:
+        """A running run's own stall limit (an extension, app/lifecycle/stalls.py); False if it is not running."""
+        return self._update(name, [RunStatus.RUNNING], {"stall_after_s": seconds})
+
     def set_disk_bytes(self, name: str, size: int) -> bool:
         return self._update(name, list(TERMINAL), {"disk_bytes": size})
 

@@ -8,7 +8,7 @@ from typing import Any
 from app.models import User
 from app.store.db import Database
 
-_COLUMNS = "name, is_admin, created_at, revoked_at, max_gpus, max_queued, max_run_s"
+_COLUMNS = "name, is_admin, created_at, revoked_at, max_gpus, max_queued, max_run_s, stall_after_s"
 
 
 class UserStore:
@@ -58,7 +58,10 @@ class UserStore:
             (max_gpus, max_queued, max_run_s, name),
         )
 
+    def set_stall_after(self, name: str, stall_after_s: float | None) -> None:
+        """The user's own stall limit (None: the server's; app/lifecycle/stalls.py)."""
+        self._db.write("UPDATE users SET stall_after_s = ? WHERE name = ?", (stall_after_s, name))
+
 
 def _user(row: tuple[Any, ...]) -> User:
-    name, is_admin, created_at, revoked_at, max_gpus, max_queued, max_run_s = row
-    return User(name, bool(is_admin), created_at, revoked_at, max_gpus, max_queued, max_run_s)
+    return User(row[0], bool(row[1]), *row[2:])

@@ -235,7 +235,7 @@ function fillRunRow(tr, run) {
     );
   }
   const [status, who, name, gpus, progress, started, took, train, val] = tr.children;
-  statusBadge(status.firstChild, run.status);
+  statusBadge(status.firstChild, run.stalled ? "stalled" : run.status);
   setText(who, owner(run));
   setText(name.firstChild, run.name);
   setAttr(name.firstChild, "title", run.overrides.join(" "));
@@ -484,14 +484,19 @@ async function refreshRun() {
 }
 
 function renderRun(run) {
-  statusBadge($("run-status"), run.status);
+  statusBadge($("run-status"), run.stalled ? "stalled" : run.status);
   const active = run.status === "queued" || run.status === "running";
   $("run-cancel").disabled = !active;
+  $("run-extend").hidden = !run.stalled; // docs/stalls.md: its owner or an admin keeps it
+  $("run-extend").disabled = !run.stalled;
   $("run-delete").disabled = active || !!run.deleted_at;
   const p = run.progress || {};
   const fields = [
     ["Status", run.status + (run.queue_position ? ` (#${run.queue_position} in the queue)` : "")],
     ["Reason", run.reason || run.waiting_reason],
+    ["Stalled", run.stall ? `${run.stall.message}; cancelled at ${localTime(run.stall.cancel_at)} unless extended` : ""],
+    ["Defaults", (run.default_overrides || []).join(" ")],
+    ["Phase", run.status === "running" && p.phase ? `${p.phase}${typeof p.phase_total === "number" ? ` ${p.phase_done ?? 0} / ${p.phase_total}` : ""}` : ""],
     ["Exit code", run.exit_code],
     ["Owner", owner(run)],
     ["GPUs", gpuText(run) || "–"],
@@ -601,7 +606,7 @@ function drawCurves(page, body) {
 async function runAction(method, suffix, after) {
   const page = runPage;
   setText($("run-error"), "");
-  const buttons = ["run-cancel", "run-rerun", "run-delete"].map($);
+  const buttons = ["run-cancel", "run-rerun", "run-delete", "run-extend"].map($);
   buttons.forEach((b) => (b.disabled = true));
   try {
     const headers = method === "POST" && suffix === "/rerun" ? { "Idempotency-Key": idempotencyKey() } : {};
@@ -622,6 +627,12 @@ function setupRunView() {
       runPage.ended = false;
       renderRun(run);
       current?.poller.now();
+    }),
+  );
+  $("run-extend").addEventListener("click", () =>
+    runAction("POST", "/extend-stall", (run) => {
+      runPage.run = run;
+      renderRun(run);
     }),
   );
   $("run-rerun").addEventListener("click", () =>

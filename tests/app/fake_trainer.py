@@ -8,7 +8,9 @@ real trainers misbehave: ``+extra.fake_on_term=ignore|exit0`` (SIGTERM ignored, 
 ``+extra.fake_orphan=1`` (leaves a ``sleep 300`` in its process group; its pid in ``<run_dir>/orphan.pid``),
 ``+extra.fake_fail_once=CODE`` (exits CODE unless it is a resumed attempt), ``+extra.fake_huge_line=BYTES`` (one line of that size), ``+extra.fake_cr=N`` (N ``\r`` progress updates on one line),
 ``+extra.fake_val_loss=X`` (the final validation loss, default 0.5; ``+extra.fake_exit_if_val_loss=X``: exit 3
-when it is X). ``output_dir_scheme=`` files the run
+when it is X), ``+extra.fake_chatter=SECONDS`` (after its first step, a log line every 0.1 s for that long
+and no progress: busy, not stalled), ``+extra.fake_hang=SECONDS`` (after its first step, silent: no
+progress, no output, for that long: stalled). ``output_dir_scheme=`` files the run
 elsewhere (a sweep's run), as it does for the trainer.
 Every start is appended to ``<log_dir>/fake_starts.log`` so tests can prove that nothing runs twice.
 """
@@ -44,6 +46,15 @@ def _misbehave(args: dict[str, str], run_dir: str) -> None:
         orphan = subprocess.Popen(["sleep", "300"])  # stays in this process group
         with open(os.path.join(run_dir, "orphan.pid"), "w") as f:
             f.write(str(orphan.pid))
+
+
+def _chatter_or_hang(args: dict[str, str]) -> None:
+    """A run that keeps logging without progress (``fake_chatter``), or one that hangs (``fake_hang``)."""
+    until = time.monotonic() + float(args.get("extra.fake_chatter", 0))
+    while time.monotonic() < until:
+        print("fake trainer: still busy", flush=True)
+        time.sleep(0.1)
+    time.sleep(float(args.get("extra.fake_hang", 0)))
 
 
 def main(argv: list[str]) -> int:
@@ -97,6 +108,8 @@ def main(argv: list[str]) -> int:
             if step == steps:  # the epoch's end: the epoch mean and the validation loss
                 f.write(f"0,{step - 1},,{sum(1.0 / s for s in range(1, steps + 1)) / steps},{val_loss}\n")
         time.sleep(sleep / steps)
+        if step == 1:
+            _chatter_or_hang(args)
     if code:
         print(f"fake trainer {name}: failing with exit code {code}", flush=True)
     return code

@@ -199,11 +199,14 @@ def test_a_user_at_their_gpu_cap_waits_while_others_start(make_manager: MakeMana
 
 
 def test_a_users_own_limits_replace_the_servers(make_manager: MakeManager) -> None:
-    manager = make_manager(max_gpus_per_user=1, max_queued_per_user=0, max_run_s=60)
+    manager = make_manager(max_gpus_per_user=1, max_queued_per_user=0, max_run_s=60, stall_after_s=0)
     manager.users.add("alice")
     manager.users.set_limits("alice", 3, 5, None)
     assert manager.limits("alice") == UserLimits(max_gpus=3, max_queued=5, max_run_s=60)
     assert manager.limits("bob") == UserLimits(max_gpus=1, max_queued=None, max_run_s=60)  # 0: none
+    manager.users.set_stall_after("alice", 120)  # a stall limit of her own (app/lifecycle/stalls.py)
+    assert manager.limits("alice").stall_after_s == 120
+    assert manager.limits("bob").stall_after_s is None
     queue(manager, "a1", "alice", gpus=2)
     queue(manager, "a2", "alice", gpus=2)  # 4 > 3: waits
     queue(manager, "a3", "alice", gpus=1)

@@ -66,6 +66,7 @@ def test_compose_file_is_valid_and_says_what_it_must():
     assert env["WANDB_API_KEY"] == "k" * 40
     assert env["WANDB_MODE"] == "offline"  # the launcher keeps runs offline, without a network
     assert env["LABRUN_GPUS"] == "0"
+    assert env["LABRUN_DEFAULT_OVERRIDES"] == "auto"  # a plain request means the GPU on a GPU box
     # The outputs at the same path inside as on the host; the Engine's socket for the API.
     assert "/srv/x/outputs:/srv/x/outputs:rw" in api["volumes"]
     assert any(v.startswith("/var/run/docker.sock:/var/run/docker.sock") for v in api["volumes"])

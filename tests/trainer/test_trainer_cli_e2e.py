@@ -33,6 +33,9 @@ PROGRESS_KEYS = {
     "val_loss",
     "metrics",
     "updated_at",
+    "phase",  # what the run is doing (trainer/heartbeat.py): "finishing" once fit ends
+    "phase_done",
+    "phase_total",
 }
 
 
@@ -115,6 +118,7 @@ def test_progress_json(runs):
     assert isinstance(progress["train_loss"], float)
     assert progress["metrics"]["val_loss"] == progress["val_loss"]
     assert progress["updated_at"].endswith("+00:00")
+    assert progress["phase"] == "finishing"
 
 
 def test_run_json(runs):

@@ -21,7 +21,9 @@ from app.metrics import ServiceMetrics, service_metrics
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     manager = app.state.manager
     guard = manager.guard
-    app.state.prometheus = ServiceMetrics(manager.store, tuple(manager.gpus), lambda: guard.view().busy)
+    app.state.prometheus = ServiceMetrics(
+        manager.store, tuple(manager.gpus), lambda: guard.view().busy, manager.stalls.stalled
+    )
     yield
 
 
@@ -31,7 +33,7 @@ router = APIRouter(tags=["metrics"], lifespan=lifespan)
 @router.get("/metrics", response_class=Response, responses={200: {"content": {"text/plain": {}}}})
 async def metrics(request: Request) -> Response:
     """Queue length per pool, running runs, GPUs busy/free, finished runs by status, submission and
-    dispatch latency, queued/running runs per owner."""
+    dispatch latency, queued/running runs per owner, stalled runs."""
     found = service_metrics(request.app)
     if found is None:  # not started (no lifespan ran): nothing true to say yet
         return Response("service starting\n", status_code=503, media_type="text/plain")

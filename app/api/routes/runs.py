@@ -33,7 +33,7 @@ from app.api.deps import (
     ViewDep,
     get_run,
 )
-from app.api.public import RunCreate, RunPublic, RunsPublic
+from app.api.public import RunCreate, RunPublic, RunsPublic, StallExtension
 from app.errors import InvalidRun
 from app.metrics import time_submission
 from app.models import RunStatus
@@ -52,7 +52,13 @@ async def submit_run(body: RunCreate, new: CreationDep, manager: ManagerDep, vie
     """Validate the overrides (422 naming the override and the fix), fix the run's name, queue it as the
     caller's run (429 past their limit of queued runs, 507 when the disk is full)."""
     record, replayed = await run_in_threadpool(
-        manager.submit, body.overrides, body.config_name, new.idempotency_key, None, new.caller.name
+        manager.submit,
+        body.overrides,
+        body.config_name,
+        new.idempotency_key,
+        None,
+        new.caller.name,
+        body.stall_after_s,
     )
     new.created("runs", record.name, replayed)
     return view.one(record)
@@ -244,6 +250,18 @@ async def resume_run(name: str, caller: CallerDep, manager: ManagerDep, view: Vi
     run, as its next attempt (409 when it has no checkpoint); only its owner or an admin may."""
     caller.check_may_change(get_run(manager.store, name), "resume")
     return view.one(await run_in_threadpool(manager.resume, name))
+
+
+@router.post("/{name}/extend-stall", response_model=RunPublic)
+async def extend_stall(
+    name: str, caller: CallerDep, manager: ManagerDep, view: ViewDep, body: StallExtension | None = None
+) -> RunPublic:
+    """A running run (stalled or not) is not stalled now: its stall clock starts again, and with
+    ``stall_after_s`` its own limit becomes that (up to LABRUN_MAX_STALL_AFTER_S). 409 unless it is
+    running; only its owner or an admin may."""
+    caller.check_may_change(get_run(manager.store, name), "extend")
+    seconds = body.stall_after_s if body is not None else None
+    return view.one(await run_in_threadpool(manager.extend_stall, name, seconds))
 
 
 @router.get("/{name}/attempts")
