@@ -12,6 +12,7 @@ import logging
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from app.diskspace import size_on_disk
 from app.errors import EngineUnavailable
@@ -23,6 +24,15 @@ from app.runfiles import record_tail
 
 log = logging.getLogger("labrun.lifecycle")
 NO_SPACE = ("No space left on device", "[Errno 28]", "database or disk is full")
+
+
+@dataclass(frozen=True)
+class _Seen:
+    """What an ended run's files and record said, read before the decision takes the lock."""
+
+    log_tail: str | None
+    record: RunRecord | None
+    no_space: bool  # it failed, and its log or the disk says the disk was full
 
 
 class Supervisor:
@@ -136,8 +146,11 @@ class Supervisor:
         write (``record`` retries); meanwhile the decision is in ``live.ended``, which the API shows, so a
         run whose process ended never reads as running for long."""
         live = self.live
+        # What the decision reads (the log's tail, the record, the disk) is read before the lock: admission
+        # and the dispatcher take it too, and these reads take milliseconds while runs start and end.
+        seen = self._look(name, outcome)
         with live.cond:
-            ending = live.ended.get(name) or self._decide(name, outcome)
+            ending = live.ended.get(name) or self._decide(name, outcome, seen)
             live.ended[name] = ending
             live.slots.free(name)  # the process is gone: its GPUs are free, recorded or not
             live.active.pop(name, None)
@@ -170,9 +183,14 @@ class Supervisor:
             log.exception("releasing %s failed", name)
         self._measure(name)
 
-    def _decide(self, name: str, outcome: Outcome) -> Ending:
+    def _look(self, name: str, outcome: Outcome) -> _Seen:
         log_tail = self.log_tail(name)
-        record = self.store.get(name)
+        no_space = not outcome.succeeded and (_ran_out_of_space(log_tail) or not self.ctx.disk.check().ok)
+        return _Seen(log_tail, self.store.get(name), no_space)
+
+    def _decide(self, name: str, outcome: Outcome, seen: _Seen) -> Ending:
+        """How the run ended (under the lifecycle's lock: it reads what cancels and limits marked)."""
+        log_tail, record = seen.log_tail, seen.record
         # A run the user cancelled ends cancelled, even when its trainer caught SIGTERM and exited 0.
         if name in self.live.timed_out:
             status = RunStatus.CANCELLED
@@ -186,7 +204,7 @@ class Supervisor:
             status, reason, log_tail = RunStatus.SUCCEEDED, None, None
         else:
             status, reason = RunStatus.FAILED, outcome.reason or "ended without an exit status"
-            if _ran_out_of_space(log_tail) or not self.ctx.disk.check().ok:
+            if seen.no_space:
                 reason = f"no space left on device ({reason})"
         return Ending(status, outcome.exit_code, reason, log_tail, time.time())
 
