@@ -47,8 +47,20 @@ LOCK = ROOT / "bench" / "gpu_kit.lock.json"
 CONSTRAINTS = ROOT / "constraints.txt"
 LIMIT_BYTES = 64 * 2**20  # the checkout plus the kit, as copied to the GPU machine: kept small
 
-# What the trainer imports that the GPU machine lacks (its own imports: trainer/*.py).
-ROOTS = ("hydra-core", "omegaconf", "wandb", "neuraloperator", "torch-harmonics")
+# What the trainer imports that the GPU machine lacks (its own imports: trainer/*.py), and what the service
+# needs for the GPU guard phase (bench/gpu_guard_proof.py starts python -m app; the machine has
+# prometheus-client and nvidia-ml-py).
+ROOTS = (
+    "hydra-core",
+    "omegaconf",
+    "wandb",
+    "neuraloperator",
+    "torch-harmonics",
+    "fastapi",
+    "uvicorn",
+    "httptools",
+    "pydantic-settings",
+)
 # Versions that differ from constraints.txt (the project's pins, for its torch 2.14 venv).
 PINS = {
     # torch-harmonics is a compiled wheel built against one torch minor: 0.9.3 needs torch 2.14, and the
