@@ -21,6 +21,11 @@ class RunCreate(BaseModel):
 
     overrides: list[str] = Field(default_factory=list, description="Hydra overrides, e.g. model=fno")
     config_name: str | None = Field(None, description="top-level config in conf/ (default neuraloperator)")
+    notify: list[str] | None = Field(
+        None,
+        description="events to be notified of (succeeded, failed, cancelled, sweep_finished); unset: your "
+        "defaults (GET /me/notify/events); [] none",
+    )
 
 
 class Progress(BaseModel):
