@@ -17,6 +17,7 @@ from app.store.outbox import Event
 
 BODY_VERSION = 1
 LOG_LINES_IN_TEXT = 10
+_SAFE = "+=,@:~"  # characters of run names kept as they are in links (all valid in a path)
 Metrics = Callable[[str], dict[str, Any]]  # run_dir -> its final metrics ({} when unknown)
 
 
@@ -66,7 +67,7 @@ def _run(raw: dict[str, Any], base: str | None, metrics: Metrics) -> dict[str, A
         "duration_s": round(finished - started, 3) if started and finished else None,
         "metrics": metrics(raw["run_dir"]) if raw.get("run_dir") else {},
         "log_tail": raw.get("log_tail") if raw.get("status") == "failed" else None,
-        "url": f"{base}/runs/{quote(raw['run'])}/view" if base else None,
+        "url": f"{base}/runs/{quote(raw['run'], safe=_SAFE)}/view" if base else None,
     }
     return run
 
@@ -88,7 +89,7 @@ def _sweep(raw: dict[str, Any], base: str | None, metrics: Metrics) -> dict[str,
             {"name": r["run"], "reason": r.get("reason")} for r in runs if r.get("status") == "failed"
         ],
         "best": best,
-        "url": f"{base}/#/sweeps/{quote(raw['sweep'])}" if base else None,
+        "url": f"{base}/#/sweeps/{quote(raw['sweep'], safe=_SAFE)}" if base else None,
     }
 
 
