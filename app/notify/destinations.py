@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 
 from app.notify import sending, webhook
 from app.notify.errors import DestinationNotFound, InvalidDestination, Refused
-from app.notify.message import test_message
+from app.notify.message import probe_message
 from app.notify.safety import NetworkPolicy
 from app.notify.sealing import Sealer
 from app.store.outbox import Destination, OutboxStore
@@ -79,7 +79,7 @@ class Destinations:
         """Send a test message now; None when it got through (a paused destination resumes), else why not."""
         destination = self.get(owner, id)
         secret = sending.Secret.loads(self.sealer.open(destination.sealed))
-        error = sending.send(secret, test_message(owner), self.policy, self.timeout)
+        error = sending.send(secret, probe_message(owner), self.policy, self.timeout)
         if error is None:
             self.store.destination_worked(id)
         return error

@@ -45,7 +45,7 @@ def compose(event: Event, public_url: str | None, metrics: Metrics) -> Message:
     return Message(*_run_text(body["run"]), body)
 
 
-def test_message(owner: str) -> Message:
+def probe_message(owner: str) -> Message:
     body = {"version": BODY_VERSION, "id": "test", "event": "test", "created_at": _iso(None), "run": None}
     return Message("labrun: test", f"A test notification for {owner}: this destination works.", body)
 

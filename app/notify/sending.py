@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +22,7 @@ from app.notify.message import Message
 from app.notify.safety import FIXED_HOST_SCHEMES, NetworkPolicy
 
 log = logging.getLogger("labrun.notify")
+_apprise_lock = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -44,10 +47,13 @@ def scheme_of(url: str) -> str:
 
 def apprise_plugin(url: str) -> Any:
     """Apprise's object for ``url``, or None if Apprise does not understand it."""
-    import apprise  # lazily: only the worker and a destination's check need it
+    with _apprise_lock, warnings.catch_warnings():
+        # Apprise loads its plugins on first use; some import modules this Python deprecates (imghdr)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        import apprise  # lazily: only the worker and a destination's check need it
 
-    logging.getLogger("apprise").setLevel(logging.CRITICAL)  # its messages may quote a URL's secrets
-    return apprise.Apprise.instantiate(url, suppress_exceptions=True)
+        logging.getLogger("apprise").setLevel(logging.CRITICAL)  # its messages may quote a URL's secrets
+        return apprise.Apprise.instantiate(url, suppress_exceptions=True)
 
 
 def check_hosts(plugin: Any, scheme: str, policy: NetworkPolicy) -> None:

@@ -16,7 +16,7 @@ from werkzeug import Request, Response
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "app"))  # service_helpers, fake_trainer
 
-from service_helpers import ServiceProcess  # noqa: E402
+from service_helpers import ServiceProcess, clients  # noqa: E402
 
 LOOPBACK = "127.0.0.1,::1,localhost"
 
@@ -47,7 +47,10 @@ class Receiver:
         body = request.get_data()
         stamp = request.headers.get("X-Labrun-Timestamp", "")
         if self.secret is not None:
-            expected = "sha256=" + hmac.new(self.secret.encode(), stamp.encode() + b"." + body, hashlib.sha256).hexdigest()
+            expected = (
+                "sha256="
+                + hmac.new(self.secret.encode(), stamp.encode() + b"." + body, hashlib.sha256).hexdigest()
+            )
             if not hmac.compare_digest(expected, request.headers.get("X-Labrun-Signature", "")):
                 with self._lock:
                     self.bad_signatures += 1
@@ -101,3 +104,9 @@ def service(output_dir, tmp_path):
     yield make
     for svc in made:
         svc.stop()
+
+
+@pytest.fixture
+def make_client(output_dir):
+    """``make_client(**settings)``: an in-process service (lifespan run) on ``output_dir``."""
+    yield from clients(output_dir)

@@ -61,7 +61,9 @@ def test_per_run_and_per_user_choices_are_respected(service, receiver):
         unknown = client.post("/runs", json={"overrides": [], "notify": ["exploded"]})
         assert unknown.status_code == 422 and "exploded" in unknown.json()["detail"]
         # the user's defaults: now only succeeded runs
-        assert client.put("/me/notify/events", json={"events": ["succeeded"]}).json()["events"] == ["succeeded"]
+        assert client.put("/me/notify/events", json={"events": ["succeeded"]}).json()["events"] == [
+            "succeeded"
+        ]
         failed = submit(client, "+extra.fake_exit=4")
         succeeded = submit(client, "+extra.fake_sleep=0")
         wait_for(client, failed["name"])
@@ -78,7 +80,8 @@ def test_a_sweep_of_8_sends_one_message_at_its_end(service, receiver):
         add_webhook(client, receiver)
         losses = "0.8,0.7,0.6,0.5,0.4,0.3,0.2,0.9"
         response = client.post(
-            "/sweeps", json={"overrides": [f"+extra.fake_val_loss={losses}", "+extra.fake_exit_if_val_loss=0.9"]}
+            "/sweeps",
+            json={"overrides": [f"+extra.fake_val_loss={losses}", "+extra.fake_exit_if_val_loss=0.9"]},
         )
         assert response.status_code == 201, response.text
         sweep = response.json()
@@ -113,7 +116,9 @@ def test_a_receiver_down_for_a_while_gets_the_message_once_it_is_back(service, r
         assert listed["failures"] == 0 and listed["state"] == "active"
 
 
-def test_kill_9_between_a_runs_end_and_its_delivery_delivers_once_after_restart(output_dir, tmp_path, receiver):
+def test_kill_9_between_a_runs_end_and_its_delivery_delivers_once_after_restart(
+    output_dir, tmp_path, receiver
+):
     from conftest import notify_env
 
     svc = ServiceProcess(output_dir, **notify_env(tmp_path, LABRUN_NOTIFY="false"))  # nothing is sent
