@@ -16,7 +16,7 @@ from werkzeug import Request, Response
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "app"))  # service_helpers, fake_trainer
 
-from service_helpers import ServiceProcess, clients  # noqa: E402
+from service_helpers import ServiceProcess, clients
 
 LOOPBACK = "127.0.0.1,::1,localhost"
 
