@@ -11,7 +11,7 @@ import sys
 
 import pytest
 from aiosmtpd.controller import Controller
-from conftest import LOOPBACK
+from notify_helpers import LOOPBACK
 from service_helpers import ROOT, make_settings
 from service_process import free_port
 

@@ -136,7 +136,7 @@ def test_a_receiver_down_for_a_while_gets_the_message_once_it_is_back(service, r
 def test_kill_9_between_a_runs_end_and_its_delivery_delivers_once_after_restart(
     output_dir, tmp_path, receiver
 ):
-    from conftest import notify_env
+    from notify_helpers import notify_env
 
     svc = ServiceProcess(output_dir, **notify_env(tmp_path, LABRUN_NOTIFY="false"))  # nothing is sent
     svc.start()
