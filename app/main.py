@@ -31,6 +31,7 @@ from app.defaults import default_lines
 from app.errors import LabrunError
 from app.launchers import Launcher, build_launcher
 from app.lifecycle import RunManager
+from app.notify.service import Notifications
 from app.runfiles import RunFiles
 from app.statedir import StateDir
 from app.store import StoreDamaged, StoreVersionError
@@ -179,6 +180,7 @@ def create_app(settings: Settings | None = None, launcher: Launcher | None = Non
         throttle = LoginThrottle(settings.login_failures_per_minute, settings.trusted_proxies)
         auth = AuthPolicy(settings.auth, manager.users, throttle)
         _check_exposure(settings, auth)
+        notify = Notifications(settings, manager.store, RunFiles(state))
     except BaseException:
         lock.release()
         raise
@@ -188,6 +190,7 @@ def create_app(settings: Settings | None = None, launcher: Launcher | None = Non
         manager.reconcile()
         manager.start()
         app.state.manager = manager
+        notify.start()
         # What start-up built (Hydra, OmegaConf, FastAPI, pydantic: ~10^5 objects) lives as long as the
         # process. Freezing it keeps it out of every later full garbage collection, whose pauses otherwise
         # dominate the p99 latency of polling (bench/service_bench.py).
@@ -196,6 +199,7 @@ def create_app(settings: Settings | None = None, launcher: Launcher | None = Non
         try:
             yield
         finally:
+            notify.stop()
             manager.stop()
             manager.launcher.close()
             manager.store.close()
@@ -213,6 +217,7 @@ def create_app(settings: Settings | None = None, launcher: Launcher | None = Non
     app.state.view = RunView(app.state.files, manager)
     app.state.queue_view = QueueView(manager)
     app.state.auth = auth
+    app.state.notify = notify
     app.state.fast_polls = True  # the polls answered before routing (app/api/polls.py); tests compare both
     install_error_handlers(app)
     app.add_middleware(RequestBodyGuard)

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from labrun import render
+from labrun import notify_cli, render
 from labrun.client import (
     DEFAULT_URL,
     EXIT_CANCELLED,
@@ -139,6 +139,7 @@ def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - a parser build
     p.add_argument("overrides", nargs="*", metavar="OVERRIDE", help="e.g. model=fno data=32x64 +extra.key=1")
     p.add_argument("--config-name", metavar="NAME", help="top-level config in conf/ (default: the server's)")
     wait_options(p)
+    notify_cli.notify_option(p)
 
     p = command(
         "sweep",
@@ -156,6 +157,7 @@ def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - a parser build
         "--wait", action="store_true", help="print a line per run as it starts and ends, until all end"
     )
     p.add_argument("--idempotency-key", metavar="KEY", help="repeating a key returns the first sweep")
+    notify_cli.notify_option(p)
     p.add_argument(
         "--interval", type=float, default=1.0, help="seconds between polls with --wait (default 1)"
     )
@@ -215,6 +217,9 @@ def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - a parser build
 
     p = command("usage", cmd_usage, "disk space: what runs take, what is free, the largest runs")
     json_option(p)
+
+    p = command("notify", notify_cli.cmd_notify, "notifications of your runs' ends: your destinations")
+    notify_cli.add_actions(p, common)
     return parser
 
 
@@ -235,7 +240,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 
 def cmd_submit(client: Client, args: argparse.Namespace) -> int:
-    run, replayed = client.submit(args.overrides, args.config_name, args.idempotency_key)
+    run, replayed = client.submit(
+        args.overrides, args.config_name, args.idempotency_key, notify_cli.events_of(args)
+    )
     return _created(client, run, replayed, args)
 
 
@@ -312,7 +319,9 @@ def _poll(client: Client, name: str, get: Callable[[str], dict[str, Any]] | None
 
 
 def cmd_sweep(client: Client, args: argparse.Namespace) -> int:
-    sweep, replayed = client.submit_sweep(args.overrides, args.config_name, args.idempotency_key)
+    sweep, replayed = client.submit_sweep(
+        args.overrides, args.config_name, args.idempotency_key, notify_cli.events_of(args)
+    )
     if replayed:
         _note(f"this idempotency key was used before: {sweep['name']} is that sweep, not a new one")
     if not (args.json and args.wait):

@@ -63,24 +63,39 @@ class Client:
     # --- the API --------------------------------------------------------------------------------------
 
     def submit(
-        self, overrides: list[str], config_name: str | None = None, idempotency_key: str | None = None
+        self,
+        overrides: list[str],
+        config_name: str | None = None,
+        idempotency_key: str | None = None,
+        notify: list[str] | None = None,
     ) -> tuple[dict[str, Any], bool]:
         """The new run (or, for a repeated idempotency key, the first one: ``replayed`` True)."""
-        return self._create("/runs", overrides, config_name, idempotency_key)
+        return self._create("/runs", overrides, config_name, idempotency_key, notify)
 
     def submit_sweep(
-        self, overrides: list[str], config_name: str | None = None, idempotency_key: str | None = None
+        self,
+        overrides: list[str],
+        config_name: str | None = None,
+        idempotency_key: str | None = None,
+        notify: list[str] | None = None,
     ) -> tuple[dict[str, Any], bool]:
         """POST /sweeps: the new sweep with its runs (or the first one for a repeated idempotency key)."""
-        return self._create("/sweeps", overrides, config_name, idempotency_key)
+        return self._create("/sweeps", overrides, config_name, idempotency_key, notify)
 
     def _create(
-        self, path: str, overrides: list[str], config_name: str | None, idempotency_key: str | None
+        self,
+        path: str,
+        overrides: list[str],
+        config_name: str | None,
+        idempotency_key: str | None,
+        notify: list[str] | None = None,
     ) -> tuple[dict[str, Any], bool]:
         """POST a run's or a sweep's overrides; (what was made, whether it is a replay of the key's first)."""
         body: dict[str, Any] = {"overrides": overrides}
         if config_name:
             body["config_name"] = config_name
+        if notify is not None:
+            body["notify"] = notify
         response = self._request("POST", path, json=body, headers=_idempotency(idempotency_key))
         return self._json(response), response.headers.get("Idempotent-Replayed") == "true"
 
@@ -151,6 +166,26 @@ class Client:
         return self._json(self._request("GET", "/healthz", ok_statuses=(503,)))
 
     # --- errors ---------------------------------------------------------------------------------------
+
+    # --- notifications (/me/notify) ---------------------------------------------------------------------
+
+    def notify_destinations(self) -> dict[str, Any]:
+        return self._json(self._request("GET", "/me/notify/destinations"))
+
+    def notify_add(self, url: str) -> dict[str, Any]:
+        return self._json(self._request("POST", "/me/notify/destinations", json={"url": url}))
+
+    def notify_test(self, id: int) -> dict[str, Any]:
+        return self._json(self._request("POST", f"/me/notify/destinations/{id}/test"))
+
+    def notify_remove(self, id: int) -> None:
+        self._request("DELETE", f"/me/notify/destinations/{id}")
+
+    def notify_events(self, events: list[str] | None = None) -> dict[str, Any]:
+        """The caller's default events; sets them first when ``events`` is given."""
+        if events is None:
+            return self._json(self._request("GET", "/me/notify/events"))
+        return self._json(self._request("PUT", "/me/notify/events", json={"events": events}))
 
     def _json(self, response: httpx.Response) -> dict[str, Any]:
         try:

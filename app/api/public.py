@@ -23,6 +23,11 @@ class RunCreate(BaseModel):
 
     overrides: list[str] = Field(default_factory=list, description="Hydra overrides, e.g. model=fno")
     config_name: str | None = Field(None, description="top-level config in conf/ (default neuraloperator)")
+    notify: list[str] | None = Field(
+        None,
+        description="events to be notified of (succeeded, failed, cancelled, sweep_finished); unset: your "
+        "defaults (GET /me/notify/events); [] none",
+    )
     stall_after_s: float | None = Field(
         None,
         description="its own stall limit: seconds without progress or output before it is stalled (up to "

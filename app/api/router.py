@@ -12,7 +12,19 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from app.api.auth import require_caller
-from app.api.routes import config, dashboard, gpus, health, prom, run_metrics, runs, sweeps, usage, users
+from app.api.routes import (
+    config,
+    dashboard,
+    gpus,
+    health,
+    notify,
+    prom,
+    run_metrics,
+    runs,
+    sweeps,
+    usage,
+    users,
+)
 
 NEEDS_CALLER = (
     runs.router,
@@ -23,6 +35,7 @@ NEEDS_CALLER = (
     run_metrics.router,
     prom.router,
     gpus.router,
+    notify.router,
 )
 
 

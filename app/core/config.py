@@ -172,6 +172,56 @@ class Settings(BaseSettings):
         description='overrides applied before each request\'s own (e.g. "accelerator=gpu devices=1"); '
         '"auto": that when the service has GPUs, nothing otherwise; "": none',
     )
+    # Notifications (app/notify/, docs/notifications.md): an outbox in the store, sent by a worker thread.
+    public_url: str | None = Field(
+        None,
+        description="the server's address as users reach it, for links in notifications (e.g. "
+        "https://gpu1.lab.example:8000); unset: messages carry no links",
+    )
+    secret_key_file: Path = Field(
+        Path("~/.config/labrun/secret.key"),
+        description="the key that encrypts notification destinations in the store; kept outside the output "
+        "directory, created (mode 0600) on first use",
+    )
+    notify: bool = Field(True, description="send notifications (false: events are kept, nothing is sent)")
+    notify_schemes: Annotated[tuple[str, ...], NoDecode] = Field(
+        (
+            "mailto",
+            "mailtos",
+            "slack",
+            "msteams",
+            "discord",
+            "matrixs",
+            "ntfys",
+            "tgram",
+            "jsons",
+            "labrun+https",
+        ),
+        description="destination URL schemes users may add, comma-separated (labrun+https: the signed "
+        "JSON webhook; add http ones such as json or labrun+http only for a trusted network)",
+    )
+    notify_allow_hosts: Annotated[tuple[str, ...], NoDecode] = Field(
+        (),
+        description="hosts or networks a destination may reach although they are loopback, private or "
+        "link-local, comma-separated (e.g. mail.lab.internal,10.1.2.0/24)",
+    )
+    notify_timeout_s: float = Field(10.0, gt=0, le=300, description="seconds one delivery may take")
+    notify_retry_base_s: float = Field(
+        5.0,
+        gt=0,
+        le=3600,
+        description="seconds before the first retry of a failed delivery (doubles each time)",
+    )
+    notify_retry_max_s: float = Field(600.0, gt=0, le=86_400, description="the longest wait between retries")
+    notify_max_tries: int = Field(
+        12, ge=1, le=1000, description="tries of one delivery before it is given up (kept, marked failed)"
+    )
+    notify_pause_after: int = Field(
+        20, ge=1, le=100_000, description="failed tries in a row after which a destination is paused"
+    )
+    notify_poll_s: float = Field(
+        0.2, gt=0, le=60, description="seconds between two looks of the delivery worker at the outbox"
+    )
 
     @field_validator("output_dir")
     @classmethod
@@ -213,6 +263,12 @@ class Settings(BaseSettings):
         if any(i < 0 for i in indices) or len(set(indices)) != len(indices):
             raise ValueError(f"GPU indices must be distinct and non-negative, got {text!r}")
         return tuple(indices)
+
+    @field_validator("notify_schemes", "notify_allow_hosts", mode="before")
+    @classmethod
+    def _parse_words(cls, value: Any) -> Any:
+        parts = value if isinstance(value, tuple | list) else str(value or "").replace(" ", "").split(",")
+        return tuple(str(p).lower() for p in parts if p)
 
     @field_validator("trusted_proxies", mode="before")
     @classmethod

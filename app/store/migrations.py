@@ -145,6 +145,84 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE runs ADD COLUMN stall_after_s REAL;
     ALTER TABLE users ADD COLUMN stall_after_s REAL;
     """,
+    # 10: notifications (app/notify/): the outbox of events, written by triggers in the very transaction
+    # that moves a run to a final status (whatever path ends it); each user's destinations (URLs kept
+    # encrypted), default events and per-run/per-sweep choices; one delivery row per event and destination.
+    # New tables and triggers only.
+    """
+    CREATE TABLE events (
+        seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+        id          TEXT NOT NULL UNIQUE DEFAULT (lower(hex(randomblob(16)))),
+        kind        TEXT NOT NULL,
+        subject     TEXT NOT NULL,
+        owner       TEXT,
+        created_at  REAL NOT NULL,
+        body        TEXT NOT NULL,
+        fanned_out  INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX events_to_fan_out ON events (seq) WHERE fanned_out = 0;
+    CREATE TRIGGER run_ended_event AFTER UPDATE OF status ON runs
+    WHEN NEW.status IN ('succeeded', 'failed', 'cancelled') AND OLD.status != NEW.status
+    BEGIN
+        INSERT INTO events (kind, subject, owner, created_at, body) VALUES (
+            NEW.status, NEW.name, NEW.owner, COALESCE(NEW.finished_at, (julianday('now') - 2440587.5) * 86400.0),
+            json_object('run', NEW.name, 'status', NEW.status, 'owner', NEW.owner, 'reason', NEW.reason,
+                        'exit_code', NEW.exit_code, 'log_tail', NEW.log_tail, 'cancelled_by', NEW.cancelled_by,
+                        'config_name', NEW.config_name, 'run_dir', NEW.run_dir, 'created_at', NEW.created_at,
+                        'started_at', NEW.started_at, 'finished_at', NEW.finished_at, 'sweep', NEW.sweep,
+                        'attempt', NEW.attempts));
+    END;
+    CREATE TRIGGER sweep_ended_event AFTER UPDATE OF status ON runs
+    WHEN NEW.sweep IS NOT NULL AND NEW.status IN ('succeeded', 'failed', 'cancelled')
+         AND OLD.status != NEW.status
+         AND NOT EXISTS (SELECT 1 FROM runs WHERE sweep = NEW.sweep
+                         AND status NOT IN ('succeeded', 'failed', 'cancelled'))
+    BEGIN
+        INSERT INTO events (kind, subject, owner, created_at, body) VALUES (
+            'sweep_finished', NEW.sweep, NEW.owner, COALESCE(NEW.finished_at, (julianday('now') - 2440587.5) * 86400.0),
+            json_object(
+                'sweep', NEW.sweep, 'owner', NEW.owner,
+                'counts', (SELECT json_group_object(status, n) FROM
+                           (SELECT status, COUNT(*) AS n FROM runs WHERE sweep = NEW.sweep GROUP BY status)),
+                'runs', (SELECT json_group_array(json_object('run', name, 'status', status, 'reason', reason,
+                                                             'run_dir', run_dir))
+                         FROM (SELECT name, status, reason, run_dir FROM runs WHERE sweep = NEW.sweep
+                               ORDER BY sweep_index, seq))));
+    END;
+    CREATE TABLE notify_destinations (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        owner       TEXT NOT NULL,
+        kind        TEXT NOT NULL,
+        label       TEXT NOT NULL,
+        sealed      BLOB NOT NULL,
+        created_at  REAL NOT NULL,
+        failures    INTEGER NOT NULL DEFAULT 0,
+        last_error  TEXT,
+        last_error_at REAL,
+        last_sent_at REAL,
+        paused_at   REAL
+    );
+    CREATE INDEX notify_destinations_by_owner ON notify_destinations (owner);
+    CREATE TABLE notify_defaults (
+        owner       TEXT PRIMARY KEY,
+        events      TEXT NOT NULL
+    );
+    CREATE TABLE notify_choices (
+        subject     TEXT PRIMARY KEY,
+        events      TEXT NOT NULL
+    );
+    CREATE TABLE deliveries (
+        event       INTEGER NOT NULL,
+        destination INTEGER NOT NULL,
+        state       TEXT NOT NULL DEFAULT 'pending',
+        tries       INTEGER NOT NULL DEFAULT 0,
+        next_at     REAL NOT NULL,
+        last_error  TEXT,
+        done_at     REAL,
+        PRIMARY KEY (event, destination)
+    );
+    CREATE INDEX deliveries_due ON deliveries (next_at) WHERE state = 'pending';
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -34,9 +34,11 @@ from app.api.deps import (
     get_run,
 )
 from app.api.public import RunCreate, RunPublic, RunsPublic, StallExtension
+from app.api.routes.notify import NotifyDep
 from app.errors import InvalidRun
 from app.metrics import time_submission
 from app.models import RunStatus
+from app.notify.events import parse_events
 from app.runfiles import LOG_WINDOW_BYTES, LogSlice, read_range, read_tail
 from app.store import RunStore
 
@@ -48,9 +50,12 @@ LOG_SLICE_BYTES = 256 << 10
 
 
 @router.post("", status_code=201, response_model=RunPublic, dependencies=[Depends(time_submission)])
-async def submit_run(body: RunCreate, new: CreationDep, manager: ManagerDep, view: ViewDep) -> RunPublic:
+async def submit_run(
+    body: RunCreate, new: CreationDep, manager: ManagerDep, view: ViewDep, notify: NotifyDep
+) -> RunPublic:
     """Validate the overrides (422 naming the override and the fix), fix the run's name, queue it as the
     caller's run (429 past their limit of queued runs, 507 when the disk is full)."""
+    events = parse_events(body.notify) if body.notify is not None else None
     record, replayed = await run_in_threadpool(
         manager.submit,
         body.overrides,
@@ -60,6 +65,7 @@ async def submit_run(body: RunCreate, new: CreationDep, manager: ManagerDep, vie
         new.caller.name,
         body.stall_after_s,
     )
+    notify.choose(record.name, events)
     new.created("runs", record.name, replayed)
     return view.one(record)
 

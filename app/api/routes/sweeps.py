@@ -13,9 +13,11 @@ from starlette.concurrency import run_in_threadpool
 from app.api.auth import Caller, CallerDep
 from app.api.deps import BeforeQuery, CreationDep, OwnerQuery, ViewDep, get_manager
 from app.api.public import RunCreate, SweepPublic, SweepsPublic
+from app.api.routes.notify import NotifyDep
 from app.api.view import RunView, SweepView
 from app.errors import Forbidden
 from app.models import SweepRecord
+from app.notify.events import parse_events
 from app.sweeps import Sweeps, key_overrides
 
 router = APIRouter(prefix="/sweeps", tags=["sweeps"])
@@ -29,14 +31,18 @@ SweepsDep = Annotated[Sweeps, Depends(get_sweeps)]
 
 
 @router.post("", status_code=201, response_model=SweepPublic)
-async def submit_sweep(body: RunCreate, new: CreationDep, sweeps: SweepsDep, view: ViewDep) -> SweepPublic:
+async def submit_sweep(
+    body: RunCreate, new: CreationDep, sweeps: SweepsDep, view: ViewDep, notify: NotifyDep
+) -> SweepPublic:
     """Expand Hydra's sweep syntax (``a=1,2``, ``range()``, ``choice()``, ``glob()``) as Hydra's basic
     sweeper does, validate every run as ``POST /runs`` would, and queue them all as the caller's runs, or
     none: 422 naming the combination that is invalid, or a sweep larger than LABRUN_MAX_SWEEP_RUNS; 429
     past the caller's limit of queued runs."""
+    events = parse_events(body.notify) if body.notify is not None else None
     sweep, replayed = await run_in_threadpool(
         sweeps.submit, body.overrides, body.config_name, new.idempotency_key, new.caller.name
     )
+    notify.choose(sweep.name, events)
     new.created("sweeps", sweep.name, replayed)
     return await run_in_threadpool(_public, sweeps, view, sweep)
 

@@ -1,0 +1,64 @@
+"""The kinds of event, and who gets which.
+
+A run's event goes to its owner's destinations when its kind is among the events chosen for it: the run's
+own choice at submission (``"notify": [...]``) if it made one, else its sweep's choice, else (for a run
+outside a sweep) the owner's defaults. The runs of a sweep send nothing of their own by default: the
+sweep's end sends one message (``sweep_finished``), if the sweep's choice or the owner's defaults have it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from enum import StrEnum
+
+from app.notify.errors import InvalidDestination
+
+
+class EventKind(StrEnum):
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    SWEEP_FINISHED = "sweep_finished"
+
+
+DEFAULT_EVENTS: tuple[EventKind, ...] = (EventKind.FAILED, EventKind.SWEEP_FINISHED)
+
+
+def parse_events(values: Iterable[str]) -> list[str]:
+    """Event names as given by a user, checked (``all`` and ``none`` as shorthands)."""
+    known = {k.value for k in EventKind}
+    found: list[str] = []
+    for value in values:
+        for name in (v.strip().lower() for v in value.split(",")):
+            if name in ("", "none"):
+                continue
+            if name == "all":
+                found.extend(k.value for k in EventKind)
+            elif name in known:
+                found.append(name)
+            else:
+                raise InvalidDestination(
+                    f"unknown notification event {name!r}; use some of: {', '.join(sorted(known))}, all, none"
+                )
+    return list(dict.fromkeys(found))
+
+
+def wanted(
+    kind: str,
+    run_choice: list[str] | None,
+    sweep_choice: list[str] | None,
+    in_sweep: bool,
+    defaults: list[str] | None,
+) -> bool:
+    """Whether an event of ``kind`` is sent (see the module's docstring)."""
+    if kind == EventKind.SWEEP_FINISHED:
+        chosen = sweep_choice if sweep_choice is not None else defaults
+    elif run_choice is not None:
+        chosen = run_choice
+    elif in_sweep:
+        chosen = sweep_choice or []
+    else:
+        chosen = defaults
+    if chosen is None:
+        chosen = [k.value for k in DEFAULT_EVENTS]
+    return kind in chosen

@@ -1,0 +1,137 @@
+"""An event as a message: the versioned JSON body (the signed webhook sends it as is; its schema is in
+docs/notifications.md) and a title and text for chat and e-mail (Apprise).
+
+A run's final metrics (and a sweep's best run) are read from the runs' ``progress.json`` when the message
+is made; everything else was written with the event, in the transaction that ended the run.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+from app.store.outbox import Event
+
+BODY_VERSION = 1
+LOG_LINES_IN_TEXT = 10
+_SAFE = "+=,@:~"  # characters of run names kept as they are in links (all valid in a path)
+Metrics = Callable[[str], dict[str, Any]]  # run_dir -> its final metrics ({} when unknown)
+
+
+@dataclass(frozen=True)
+class Message:
+    title: str
+    text: str
+    body: dict[str, Any]
+
+
+def compose(event: Event, public_url: str | None, metrics: Metrics) -> Message:
+    base = public_url.rstrip("/") if public_url else None
+    body: dict[str, Any] = {
+        "version": BODY_VERSION,
+        "id": event.id,
+        "event": event.kind,
+        "created_at": _iso(event.created_at),
+        "run": None,
+        "sweep": None,
+    }
+    if event.kind == "sweep_finished":
+        body["sweep"] = _sweep(event.body, base, metrics)
+        return Message(*_sweep_text(body["sweep"]), body)
+    body["run"] = _run(event.body, base, metrics)
+    return Message(*_run_text(body["run"]), body)
+
+
+def probe_message(owner: str) -> Message:
+    body = {"version": BODY_VERSION, "id": "test", "event": "test", "created_at": _iso(None), "run": None}
+    return Message("labrun: test", f"A test notification for {owner}: this destination works.", body)
+
+
+def _run(raw: dict[str, Any], base: str | None, metrics: Metrics) -> dict[str, Any]:
+    started, finished = raw.get("started_at"), raw.get("finished_at")
+    run = {
+        "name": raw["run"],
+        "owner": raw.get("owner"),
+        "status": raw.get("status"),
+        "reason": raw.get("reason"),
+        "exit_code": raw.get("exit_code"),
+        "cancelled_by": raw.get("cancelled_by"),
+        "config_name": raw.get("config_name"),
+        "sweep": raw.get("sweep"),
+        "attempt": raw.get("attempt"),
+        "started_at": _iso(started) if started else None,
+        "finished_at": _iso(finished) if finished else None,
+        "duration_s": round(finished - started, 3) if started and finished else None,
+        "metrics": metrics(raw["run_dir"]) if raw.get("run_dir") else {},
+        "log_tail": raw.get("log_tail") if raw.get("status") == "failed" else None,
+        "url": f"{base}/runs/{quote(raw['run'], safe=_SAFE)}/view" if base else None,
+    }
+    return run
+
+
+def _sweep(raw: dict[str, Any], base: str | None, metrics: Metrics) -> dict[str, Any]:
+    runs = raw.get("runs") or []
+    best: dict[str, Any] | None = None
+    for run in runs:
+        if run.get("status") != "succeeded":
+            continue
+        loss = metrics(run.get("run_dir") or "").get("val_loss")
+        if isinstance(loss, int | float) and (best is None or loss < best["val_loss"]):
+            best = {"name": run["run"], "val_loss": loss}
+    return {
+        "name": raw["sweep"],
+        "owner": raw.get("owner"),
+        "counts": raw.get("counts") or {},
+        "failed": [
+            {"name": r["run"], "reason": r.get("reason")} for r in runs if r.get("status") == "failed"
+        ],
+        "best": best,
+        "url": f"{base}/#/sweeps/{quote(raw['sweep'], safe=_SAFE)}" if base else None,
+    }
+
+
+def _run_text(run: dict[str, Any]) -> tuple[str, str]:
+    title = f"labrun: {run['name']} {run['status']}"
+    lines = [f"Run {run['name']} of {run['owner']} {run['status']}."]
+    if run["duration_s"] is not None:
+        lines.append(f"Duration: {_duration(run['duration_s'])}.")
+    if run["reason"]:
+        lines.append(f"Reason: {run['reason']}")
+    if run["cancelled_by"] and run["status"] == "cancelled":
+        lines.append(f"Cancelled by: {run['cancelled_by']}")
+    if run["metrics"]:
+        lines.append("Metrics: " + ", ".join(f"{k}={v}" for k, v in sorted(run["metrics"].items())))
+    if run["url"]:
+        lines.append(run["url"])
+    if run["log_tail"]:
+        tail = run["log_tail"].rstrip("\n").split("\n")[-LOG_LINES_IN_TEXT:]
+        lines += ["", "Last lines of its log:", *tail]
+    return title, "\n".join(lines)
+
+
+def _sweep_text(sweep: dict[str, Any]) -> tuple[str, str]:
+    counts = sweep["counts"]
+    summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+    title = f"labrun: sweep {sweep['name']} finished ({summary})"
+    lines = [f"Sweep {sweep['name']} of {sweep['owner']} finished: {summary}."]
+    if sweep["best"]:
+        lines.append(f"Best run: {sweep['best']['name']} (val_loss {sweep['best']['val_loss']}).")
+    for failed in sweep["failed"][:20]:
+        lines.append(f"Failed: {failed['name']}: {failed['reason'] or 'no reason recorded'}")
+    if sweep["url"]:
+        lines.append(sweep["url"])
+    return title, "\n".join(lines)
+
+
+def _iso(ts: float | None) -> str:
+    moment = dt.datetime.fromtimestamp(ts, dt.UTC) if ts else dt.datetime.now(dt.UTC)
+    return moment.isoformat()
+
+
+def _duration(seconds: float) -> str:
+    minutes, s = divmod(int(seconds), 60)
+    hours, m = divmod(minutes, 60)
+    return f"{hours}h{m:02d}m{s:02d}s" if hours else f"{m}m{s:02d}s"
