@@ -31,10 +31,18 @@ def _store_with_runs(output_dir: Path, n: int = 300) -> Path:
 
 
 def _damage(db: Path) -> None:
-    """Garbage over a page in the middle of the runs table's b-tree."""
-    pages = db.stat().st_size // PAGE
+    """Garbage over a leaf page in the middle of the runs table's b-tree (found through SQLite's dbstat:
+    the middle of the file may be another table's, and migrations add tables)."""
+    conn = sqlite3.connect(db)
+    try:
+        leaves = conn.execute(
+            "SELECT pageno FROM dbstat WHERE name = 'runs' AND pagetype = 'leaf' ORDER BY pageno"
+        ).fetchall()
+    finally:
+        conn.close()
+    (page,) = leaves[len(leaves) // 2]
     with open(db, "r+b") as f:
-        f.seek((pages // 2) * PAGE)
+        f.seek((page - 1) * PAGE)  # pages are numbered from 1
         f.write(b"\xa5" * PAGE)
 
 
