@@ -21,8 +21,8 @@ def add_commands(command: Callable[..., argparse.ArgumentParser]) -> None:
         "login",
         cmd_login,
         "keep a server's URL and your token in your config file (the token from stdin, or asked for)",
-        epilog=f"the file: {userconfig.config_path()} (readable by you alone); --url/--token and "
-        "LABRUN_URL/LABRUN_TOKEN still win over it",
+        epilog="the file: $XDG_CONFIG_HOME/labrun/config.json (~/.config/labrun/config.json without the "
+        "variable), readable by you alone; --url/--token and LABRUN_URL/LABRUN_TOKEN still win over it",
     )
     p.add_argument(
         "server", nargs="?", metavar="URL", help="the service (default: --url, LABRUN_URL or the last one)"
