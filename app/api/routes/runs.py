@@ -22,6 +22,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import PlainTextResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
+from app import override_values
 from app.api.auth import TOKEN_RECHECK_S, CallerDep, token_check
 from app.api.deps import (
     BeforeQuery,
@@ -80,13 +81,21 @@ async def list_runs(
     owner: OwnerQuery = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     before: BeforeQuery = None,
+    override: Annotated[
+        list[str] | None,
+        Query(
+            description="KEY=VALUE, repeatable: only runs asked all of them (their own overrides or the "
+            "server's defaults they got), values compared as values: training.lr=1e-4 finds 0.0001"
+        ),
+    ] = None,
 ) -> Response:
     """Runs, newest first, ``limit`` at a time; ``count`` is how many match in all."""
     # A page takes a few milliseconds of CPU without awaiting anything: yield once first, so that under
     # many connections each gets its turn (without it, p99 was several times p50 in bench/service_bench.py).
     await asyncio.sleep(0)
     owner = caller.name if owner == "me" else owner
-    return _json(view.page_json(store, _statuses(status or []), limit, before, owner))
+    asked = override_values.filters(override) if override else []
+    return _json(view.page_json(store, _statuses(status or []), limit, before, owner, asked))
 
 
 def _statuses(values: list[str]) -> list[RunStatus]:
