@@ -173,6 +173,13 @@ def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - a parser build
     p.add_argument("--owner", metavar="me|NAME", help="only this user's runs (`me`: the token's user)")
     p.add_argument("--limit", type=int, default=50, metavar="N", help="at most N runs (default 50)")
     p.add_argument("--before", type=int, metavar="S", help="the next page (the S that a long list ends with)")
+    p.add_argument(
+        "--where",
+        action="append",
+        metavar="KEY=VALUE",
+        help="only runs asked this (repeatable: all must match); values compare as values: "
+        "training.lr=1e-4 finds 0.0001; the server's default overrides count",
+    )
     json_option(p)
 
     p = command("show", cmd_show, "one run: status, progress, metrics, timing, reason, log tail")
@@ -358,7 +365,7 @@ def cmd_sweep(client: Client, args: argparse.Namespace) -> int:
 def cmd_ls(client: Client, args: argparse.Namespace) -> int:
     if args.limit < 1:
         raise CliError("--limit must be at least 1", EXIT_INVALID)
-    answer = client.runs(args.status, args.owner, args.limit, args.before)
+    answer = client.runs(args.status, args.owner, args.limit, args.before, args.where)
     if args.json:
         _print_json(answer)
     else:

@@ -111,9 +111,11 @@ class Client:
         owner: str | None = None,
         limit: int | None = None,
         before: int | None = None,
+        where: list[str] | None = None,
     ) -> dict[str, Any]:
-        """``{"data": [...], "count": N, "next_before": S}``: newest first; ``before=S`` is the next page."""
-        given = {"status": status, "owner": owner, "limit": limit, "before": before}
+        """``{"data": [...], "count": N, "next_before": S}``: newest first; ``before=S`` is the next page;
+        ``where``: KEY=VALUE lines the runs were asked (repeated ``override=`` parameters, never joined)."""
+        given = {"status": status, "owner": owner, "limit": limit, "before": before, "override": where}
         params = {k: v for k, v in given.items() if v}
         return self._json(self._request("GET", "/runs", params=params))
 

@@ -16,6 +16,7 @@ from service_helpers import cancel_all, make_settings, queued_record, submit
 from app.main import create_app
 from app.override_values import asked, filters, normal_value
 from app.store import RunStore, run_overrides
+from trainer import overrides as overrides_parser
 
 
 def names(client: TestClient, *lines: str, **params) -> tuple[list[str], int]:
@@ -99,3 +100,29 @@ def test_runs_stored_before_the_index_are_filled_in_at_start_up(tmp_path, monkey
 def test_the_polls_fast_path_leaves_a_filtered_list_to_the_route(client, line):
     submit(client, "+extra.fake_sleep=0")
     assert client.get("/runs", params={"override": line}).json()["count"] == 0
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "seed=1",
+        "seed=-3",
+        "seed=0",
+        "seed=007",
+        "model=fno",
+        "x=True",
+        "x=NaN",
+        "+a.b=c",
+        "++a_b.c=12",
+        "x=1_000",
+        "x=fno-2",
+        "x=inf",
+        "x=Null",
+        "a.b=abc_def",
+        "x=nullx",
+        "x=99999999999999999999",
+    ],
+)
+def test_the_plain_line_shortcut_reads_exactly_as_the_grammar(line):
+    o = overrides_parser.parse_one(line)
+    assert asked([line], None) == [(o.key_or_group, normal_value(o.value()))]
