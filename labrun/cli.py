@@ -231,6 +231,14 @@ def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - a parser build
     p = command("notify", notify_cli.cmd_notify, "notifications of your runs' ends: your destinations")
     notify_cli.add_actions(p, common)
 
+    p = command(
+        "diff",
+        cmd_diff,
+        "runs side by side: the overrides and resolved config keys that differ, final metrics, durations",
+    )
+    p.add_argument("names", nargs="+", metavar="NAME", help="two runs or more (up to 20)")
+    json_option(p)
+
     account_cli.add_commands(command)
     completion.add_command(command)
     return parser
@@ -370,6 +378,19 @@ def cmd_ls(client: Client, args: argparse.Namespace) -> int:
         _print_json(answer)
     else:
         render.runs_table(answer.get("data", []), answer.get("count"), answer.get("next_before"))
+    return EXIT_OK
+
+
+def cmd_diff(client: Client, args: argparse.Namespace) -> int:
+    if len(args.names) < 2:
+        raise CliError("diff needs two runs at least: labrun diff A B", EXIT_INVALID)
+    answer = client.compare(args.names)
+    if args.json:
+        _print_json(answer)
+    else:
+        from labrun.compare_view import comparison  # rich and the table: only when drawn
+
+        comparison(answer)
     return EXIT_OK
 
 

@@ -166,6 +166,10 @@ class Client:
     def usage(self) -> dict[str, Any]:
         return self._json(self._request("GET", "/usage"))
 
+    def compare(self, names: list[str]) -> dict[str, Any]:
+        """GET /runs/compare: each name its own ``name=`` parameter (names may contain commas)."""
+        return self._json(self._request("GET", "/runs/compare", params=[("name", n) for n in names]))
+
     def me(self) -> dict[str, Any]:
         """GET /me: who the token says the caller is (``name``, ``admin``, ``auth_required``)."""
         return self._json(self._request("GET", "/me"))
