@@ -50,7 +50,7 @@ def test_compare_two_runs(client, output_dir):
         assert run["run"]["status"] == "succeeded"
 
 
-def test_compare_without_a_config_and_bad_requests(client, output_dir):
+def test_compare_without_a_config_and_bad_requests(client):
     a = wait_for(client, submit(client, "seed=1")["name"])
     b = wait_for(client, submit(client, "seed=2")["name"])
     body = client.get("/runs/compare", params=[("name", a["name"]), ("name", b["name"])]).json()

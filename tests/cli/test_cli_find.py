@@ -37,7 +37,7 @@ def test_ls_where_finds_runs_by_their_overrides_as_values(labrun, service):
         wait_for(service.http, name)
 
 
-def test_diff_shows_what_differs_side_by_side(labrun, service):
+def test_diff_shows_what_differs_side_by_side(labrun):
     names = []
     for lines in (["seed=1", "+extra.fake_val_loss=0.25"], ["seed=2", "+extra.fake_val_loss=0.75"]):
         result = labrun("submit", "--wait", "--interval", "0.1", *fake(sleep=0), *lines)
