@@ -14,9 +14,8 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from labrun import notify_cli, render
+from labrun import account_cli, completion, notify_cli, render, userconfig
 from labrun.client import (
-    DEFAULT_URL,
     EXIT_CANCELLED,
     EXIT_INVALID,
     EXIT_OK,
@@ -44,8 +43,10 @@ Submit, watch and manage training runs on a labrun service, over its HTTP API.
 
 EPILOG = """\
 environment:
-  LABRUN_URL     the service (default http://127.0.0.1:8000); --url overrides it
-  LABRUN_TOKEN   sent as "Authorization: Bearer <token>" when set; --token overrides it
+  LABRUN_URL     the service (default: the one `labrun login` kept, else http://127.0.0.1:8000);
+                 --url overrides it
+  LABRUN_TOKEN   sent as "Authorization: Bearer <token>" when set; --token overrides it; without
+                 either, the token `labrun login` kept for that server
                  (an admin creates one with `python -m app users add NAME`)
 
 exit status:
@@ -53,7 +54,7 @@ exit status:
   1    --wait/--follow: the run failed
   2    bad arguments, or the server refused the request as invalid (422: its message names the fix)
   3    the server could not be reached, or did not answer in time
-  4    not authorized (401/403): set LABRUN_TOKEN
+  4    not authorized (401/403): `labrun login`, or set LABRUN_TOKEN
   5    no such run (404)
   6    the server refused the request (409, 413, 415, 429, 503, 507, ...): its message says why
   70   an unexpected error in labrun itself (LABRUN_DEBUG=1 shows the traceback)
@@ -75,7 +76,9 @@ def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - a parser build
     group = common.add_argument_group("connection")
     # SUPPRESS: given before or after the command, whichever was given wins over the environment
     group.add_argument(
-        "--url", default=argparse.SUPPRESS, help=f"the service (LABRUN_URL; default {DEFAULT_URL})"
+        "--url",
+        default=argparse.SUPPRESS,
+        help=f"the service (LABRUN_URL; default: `labrun login`'s, else {userconfig.DEFAULT_URL})",
     )
     group.add_argument(
         "--token",
@@ -170,6 +173,13 @@ def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - a parser build
     p.add_argument("--owner", metavar="me|NAME", help="only this user's runs (`me`: the token's user)")
     p.add_argument("--limit", type=int, default=50, metavar="N", help="at most N runs (default 50)")
     p.add_argument("--before", type=int, metavar="S", help="the next page (the S that a long list ends with)")
+    p.add_argument(
+        "--where",
+        action="append",
+        metavar="KEY=VALUE",
+        help="only runs asked this (repeatable: all must match); values compare as values: "
+        "training.lr=1e-4 finds 0.0001; the server's default overrides count",
+    )
     json_option(p)
 
     p = command("show", cmd_show, "one run: status, progress, metrics, timing, reason, log tail")
@@ -220,6 +230,17 @@ def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - a parser build
 
     p = command("notify", notify_cli.cmd_notify, "notifications of your runs' ends: your destinations")
     notify_cli.add_actions(p, common)
+
+    p = command(
+        "diff",
+        cmd_diff,
+        "runs side by side: the overrides and resolved config keys that differ, final metrics, durations",
+    )
+    p.add_argument("names", nargs="+", metavar="NAME", help="two runs or more (up to 20)")
+    json_option(p)
+
+    account_cli.add_commands(command)
+    completion.add_command(command)
     return parser
 
 
@@ -352,11 +373,24 @@ def cmd_sweep(client: Client, args: argparse.Namespace) -> int:
 def cmd_ls(client: Client, args: argparse.Namespace) -> int:
     if args.limit < 1:
         raise CliError("--limit must be at least 1", EXIT_INVALID)
-    answer = client.runs(args.status, args.owner, args.limit, args.before)
+    answer = client.runs(args.status, args.owner, args.limit, args.before, args.where)
     if args.json:
         _print_json(answer)
     else:
         render.runs_table(answer.get("data", []), answer.get("count"), answer.get("next_before"))
+    return EXIT_OK
+
+
+def cmd_diff(client: Client, args: argparse.Namespace) -> int:
+    if len(args.names) < 2:
+        raise CliError("diff needs two runs at least: labrun diff A B", EXIT_INVALID)
+    answer = client.compare(args.names)
+    if args.json:
+        _print_json(answer)
+    else:
+        from labrun.compare_view import comparison  # rich and the table: only when drawn
+
+        comparison(answer)
     return EXIT_OK
 
 
@@ -476,13 +510,19 @@ def _note(text: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    url = getattr(args, "url", None) or os.environ.get("LABRUN_URL") or DEFAULT_URL
-    token = getattr(args, "token", None) or os.environ.get("LABRUN_TOKEN") or None
     client = None
     try:
-        client = Client(url, token, timeout=getattr(args, "timeout", 30.0))
+        creds = userconfig.resolve(getattr(args, "url", None), getattr(args, "token", None))
+        timeout = getattr(args, "timeout", 30.0)
+        if getattr(args, "local", None):  # login, logout, completion: they make their own client, if any
+            local: int = args.local(args, creds, timeout)
+            return local
+        client = Client(creds.url, creds.token, timeout=timeout, token_from=creds.token_from)
         code: int = args.handler(client, args)
         return code
+    except userconfig.ConfigFileError as exc:
+        print(f"labrun: {exc}", file=sys.stderr)
+        return EXIT_INVALID
     except CliError as exc:
         print(f"labrun: {render.safe(exc.message)}", file=sys.stderr)  # it may quote a run's text
         return exc.exit_code

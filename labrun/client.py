@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     import httpx
 
 DEFAULT_URL = "http://127.0.0.1:8000"
-TOKEN_HINT = "set LABRUN_TOKEN; an admin creates one with `python -m app users add NAME`"
+TOKEN_HINT = "`labrun login`, or set LABRUN_TOKEN; an admin creates one with `python -m app users add NAME`"
 
 EXIT_OK = 0
 EXIT_RUN_FAILED = 1
@@ -44,11 +44,14 @@ class CliError(Exception):
 class Client:
     """One connection to one labrun service; ``token`` goes in ``Authorization: Bearer`` when set."""
 
-    def __init__(self, url: str, token: str | None = None, timeout: float = 30.0) -> None:
+    def __init__(
+        self, url: str, token: str | None = None, timeout: float = 30.0, token_from: str = "LABRUN_TOKEN"
+    ) -> None:
         import httpx
 
         self.url = url.rstrip("/")
         self.token = token or None
+        self.token_from = token_from  # where the token came from, for a 401's message
         self.timeout = timeout
         headers = {"User-Agent": "labrun-cli"}
         if self.token:
@@ -108,9 +111,11 @@ class Client:
         owner: str | None = None,
         limit: int | None = None,
         before: int | None = None,
+        where: list[str] | None = None,
     ) -> dict[str, Any]:
-        """``{"data": [...], "count": N, "next_before": S}``: newest first; ``before=S`` is the next page."""
-        given = {"status": status, "owner": owner, "limit": limit, "before": before}
+        """``{"data": [...], "count": N, "next_before": S}``: newest first; ``before=S`` is the next page;
+        ``where``: KEY=VALUE lines the runs were asked (repeated ``override=`` parameters, never joined)."""
+        given = {"status": status, "owner": owner, "limit": limit, "before": before, "override": where}
         params = {k: v for k, v in given.items() if v}
         return self._json(self._request("GET", "/runs", params=params))
 
@@ -160,6 +165,14 @@ class Client:
 
     def usage(self) -> dict[str, Any]:
         return self._json(self._request("GET", "/usage"))
+
+    def compare(self, names: list[str]) -> dict[str, Any]:
+        """GET /runs/compare: each name its own ``name=`` parameter (names may contain commas)."""
+        return self._json(self._request("GET", "/runs/compare", params=[("name", n) for n in names]))
+
+    def me(self) -> dict[str, Any]:
+        """GET /me: who the token says the caller is (``name``, ``admin``, ``auth_required``)."""
+        return self._json(self._request("GET", "/me"))
 
     def health(self) -> dict[str, Any]:
         """/healthz's body; a 503 (engine down, disk full) is an answer too: runs stay queued meanwhile."""
@@ -235,12 +248,15 @@ class Client:
     def _error(self, response: httpx.Response, run: str | None) -> CliError:
         code, detail = response.status_code, _detail(response)
         if code in (401, 403):
+            if not self.token and code == 401:
+                # The server's own message tells how to send a token too: one hint, ours, is enough.
+                return CliError(f"{self.url} needs a token (HTTP 401): {TOKEN_HINT}", EXIT_AUTH)
             if not self.token:
                 return CliError(f"{detail} (HTTP {code}): {TOKEN_HINT}", EXIT_AUTH)
             if code == 401:
                 return CliError(
-                    f"{detail} (HTTP 401): the server refused LABRUN_TOKEN; check it, or ask an admin for a "
-                    "new one (`python -m app users add NAME`)",
+                    f"{detail} (HTTP 401): the server refused the token from {self.token_from}; check it, "
+                    "or ask an admin for a new one (`python -m app users add NAME`) and `labrun login` again",
                     EXIT_AUTH,
                 )
             return CliError(f"{detail} (HTTP 403): this token may not do that", EXIT_AUTH)

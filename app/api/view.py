@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from app.api.public import (
@@ -89,12 +89,14 @@ class RunView:
         limit: int,
         before: int | None = None,
         owner: str | None = None,
+        asked: Sequence[tuple[str, str]] = (),
     ) -> bytes:
-        """A page of ``GET /runs``: runs newest first, ``limit`` of them; ``count`` is how many match in all."""
-        records = store.list(statuses, limit + 1, before, owner)  # one more: is there a next page?
+        """A page of ``GET /runs``: runs newest first, ``limit`` of them; ``count`` is how many match in all;
+        ``asked``: only runs asked these (key, value_norm) (``app/override_values.py``)."""
+        records = store.list(statuses, limit + 1, before, owner, asked)  # one more: is there a next page?
         more = len(records) > limit
         records = records[:limit]
-        total = len(records) if before is None and not more else store.count(statuses, owner)
+        total = len(records) if before is None and not more else store.count(statuses, owner, asked)
         return self.many_json(records, total, records[-1].seq if more else None)
 
     def _positions(self, records: list[RunRecord]) -> Mapping[str, int]:

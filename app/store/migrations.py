@@ -223,6 +223,18 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX deliveries_due ON deliveries (next_at) WHERE state = 'pending';
     """,
+    # 11: what each run was asked, one row per key (app/store/run_overrides.py), for GET /runs?override=;
+    # the runs stored before it are filled in at start-up, newest first (``below``: those left to do)
+    """
+    CREATE TABLE run_overrides (
+        key         TEXT NOT NULL,
+        value_norm  TEXT NOT NULL,
+        run         INTEGER NOT NULL,
+        PRIMARY KEY (key, value_norm, run)
+    ) WITHOUT ROWID;
+    CREATE TABLE run_overrides_backfill (below INTEGER NOT NULL);
+    INSERT INTO run_overrides_backfill SELECT COALESCE(MAX(seq), 0) + 1 FROM runs;
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from app.models import TERMINAL, RunRecord, RunStatus, SweepRecord
-from app.store import run_rows
+from app.store import run_overrides, run_rows
 from app.store.attempts import AttemptStore
 from app.store.db import Database, Rollback, Row, unique_violation
 from app.store.errors import TerminalStateError
@@ -51,6 +51,7 @@ class RunStore:
         self.attempts = AttemptStore(self._db)
         self.gpus = GpuStore(self._db)  # the GPU guard's tables (app/gpus/)
         self.outbox = OutboxStore(self._db)  # notifications (app/notify/)
+        run_overrides.backfill(self._db)  # runs stored before the override index existed (once)
         self._counts: dict[tuple[str, tuple[Any, ...]], tuple[int, int]] = {}
         self._decoded: dict[Row, RunRecord] = {}  # a row, as read -> its record (see ``_select``)
         # (where, params, tail) -> (store version, records): a query's answer at a version (see ``_select``)
@@ -123,19 +124,26 @@ class RunStore:
         limit: int = 100,
         before: int | None = None,
         owner: str | None = None,
+        asked: Sequence[tuple[str, str]] = (),
     ) -> builtins.list[RunRecord]:
         """Newest first; ``before``: only runs older than that ``seq`` (keyset paging: the cost of a page
-        does not grow with how many came before it)."""
-        where, params = _filter(statuses, owner)
+        does not grow with how many came before it); ``asked``: only runs asked every (key, value_norm)
+        (``app/override_values.py``)."""
+        where, params = _filter(statuses, owner, asked)
         if before is not None:
             where = f"{where} AND seq < ?" if where else "WHERE seq < ?"
             params = [*params, before]
         return self._select(where, params, f"ORDER BY seq DESC LIMIT {int(limit)}")
 
-    def count(self, statuses: Iterable[RunStatus] | None = None, owner: str | None = None) -> int:
+    def count(
+        self,
+        statuses: Iterable[RunStatus] | None = None,
+        owner: str | None = None,
+        asked: Sequence[tuple[str, str]] = (),
+    ) -> int:
         """How many runs match. Cached until the next write: with years of runs stored, counting costs
         milliseconds, and listing pages asks for it on every poll."""
-        where, params = _filter(statuses, owner)
+        where, params = _filter(statuses, owner, asked)
         key, version = (where, tuple(params)), self._db.version
         hit = self._counts.get(key)
         if hit is not None and hit[0] == version:
@@ -222,7 +230,9 @@ class RunStore:
                     cursor = conn.execute(run_rows.INSERT, run_rows.new_row(record))
                 except sqlite3.IntegrityError as exc:
                     raise unique_violation(exc, record.name, record.idempotency_key) from None
-                stored.append(replace(record, seq=_rowid(cursor), status=RunStatus.QUEUED))
+                seq = _rowid(cursor)
+                run_overrides.write(conn, seq, record.overrides, record.default_overrides)
+                stored.append(replace(record, seq=seq, status=RunStatus.QUEUED))
         return stored
 
     def set_owner_of_unowned(self, owner: str) -> int:
@@ -330,12 +340,20 @@ class RunStore:
             raise TerminalStateError(str(exc)) from None
 
 
-def _filter(statuses: Iterable[RunStatus] | None, owner: str | None = None) -> tuple[str, list[Any]]:
+def _filter(
+    statuses: Iterable[RunStatus] | None,
+    owner: str | None = None,
+    asked: Sequence[tuple[str, str]] = (),
+) -> tuple[str, list[Any]]:
     values: list[Any] = [RunStatus(s).value for s in statuses or []]
     clauses = [f"status IN ({','.join('?' * len(values))})"] if values else []
     if owner is not None:
         clauses.append("owner = ?")
         values.append(owner)
+    if asked:
+        clause, params = run_overrides.matching(asked)
+        clauses.append(clause)
+        values.extend(params)
     return ("WHERE " + " AND ".join(clauses), values) if clauses else ("", [])
 
 

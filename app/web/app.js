@@ -2,6 +2,7 @@
 //   #/              runs: submit form, filters, the runs table (newest first, paged)
 //   #/queue         the queue with positions, and the GPU map from /healthz
 //   #/runs/<name>   one run: details, loss curves, the log following live, Cancel / Rerun / Delete
+//   #/sweeps        the sweeps, newest first (sweep.js)
 //   #/sweeps/<name> one sweep: counts, best run, its runs with their final losses (sweep.js)
 // Each view refreshes itself on a timer and updates the page in place (rows are kept and only changed cells
 // are rewritten), so nothing flickers and the filter, the scroll position and a text selection survive.
@@ -9,9 +10,9 @@
 
 import { ApiError, forgetToken, getJSON, idempotencyKey, request, sendJSON, token } from "./api.js";
 import { colorOf, drawChart, number } from "./chart.js";
-import { openSweep, refreshSweep, setupSweepView } from "./sweep.js";
+import { openSweep, refreshSweep, refreshSweeps, setupSweepView, setupSweepsView } from "./sweep.js";
 
-const REFRESH_MS = { runs: 3000, queue: 3000, run: 2000, sweep: 3000 };
+const REFRESH_MS = { runs: 3000, queue: 3000, run: 2000, sweep: 3000, sweeps: 5000 };
 const LOG_KEEP_CHARS = 1 << 20; // the log pane keeps the last ~1 MiB
 const TERMINAL = new Set(["succeeded", "failed", "cancelled"]);
 const $ = (id) => document.getElementById(id);
@@ -669,18 +670,23 @@ function route() {
     openSweep(runName);
   } else if (hash.startsWith("#/queue")) {
     name = "queue";
+  } else if (hash === "#/sweeps" || hash === "#/sweeps/") {
+    name = "sweeps";
   }
   current?.poller.stop();
-  for (const view of ["runs", "queue", "run", "sweep"]) $(`view-${view}`).hidden = view !== name;
-  for (const a of document.querySelectorAll("[data-nav]")) a.classList.toggle("active", a.dataset.nav === name);
+  for (const view of ["runs", "queue", "run", "sweep", "sweeps"]) $(`view-${view}`).hidden = view !== name;
+  const nav = name === "sweep" ? "sweeps" : name; // a sweep's page lies under Sweeps
+  for (const a of document.querySelectorAll("[data-nav]")) a.classList.toggle("active", a.dataset.nav === nav);
   if (name === "run") {
     openRun(runName);
     document.title = `${runName} · labrun`;
   } else {
     runPage = null;
-    document.title = name === "queue" ? "Queue · labrun" : name === "sweep" ? `${runName} · labrun` : "labrun";
+    const titles = { queue: "Queue · labrun", sweeps: "Sweeps · labrun", sweep: `${runName} · labrun` };
+    document.title = titles[name] || "labrun";
   }
-  const refresh = { runs: refreshRuns, queue: refreshQueue, run: refreshRun, sweep: refreshSweep }[name];
+  const views = { runs: refreshRuns, queue: refreshQueue, run: refreshRun, sweep: refreshSweep };
+  const refresh = { ...views, sweeps: refreshSweeps }[name];
   current = { name, poller: poll(refresh, REFRESH_MS[name]) };
 }
 
@@ -688,6 +694,7 @@ function start() {
   setupRunsView();
   setupRunView();
   setupSweepView();
+  setupSweepsView();
   $("signout").addEventListener("click", () => {
     forgetToken();
     location.reload();

@@ -62,7 +62,8 @@ export function drawChart(canvas, curves, { log = true } = {}) {
   }
   ctx.textAlign = "center";
   ctx.textBaseline = "top";
-  for (const t of ticks(x0, x1, 6)) {
+  const xticks = ticks(x0, x1, 6, { whole: true }); // steps are whole numbers: never 0.2, 0.4, ...
+  for (const t of xticks) {
     const x = px(t);
     ctx.beginPath(); ctx.moveTo(x, top); ctx.lineTo(x, top + ph); ctx.stroke();
     ctx.fillText(number(t), x, top + ph + 6);
@@ -93,14 +94,17 @@ export function drawChart(canvas, curves, { log = true } = {}) {
   });
   canvas.dataset.points = JSON.stringify(drawn);
   canvas.dataset.scale = useLog ? "log" : "linear";
+  canvas.dataset.xticks = JSON.stringify(xticks);
   return drawn;
 }
 
-function ticks(lo, hi, count) {
+/** Round positions within [lo, hi], about `count` of them; with `whole`, whole numbers only (a step axis). */
+function ticks(lo, hi, count, { whole = false } = {}) {
   const span = hi - lo;
   const raw = span / count;
   const mag = 10 ** Math.floor(Math.log10(raw));
-  const step = [1, 2, 5, 10].map((m) => m * mag).find((s) => span / s <= count) || 10 * mag;
+  let step = [1, 2, 5, 10].map((m) => m * mag).find((s) => span / s <= count) || 10 * mag;
+  if (whole) step = Math.max(1, Math.round(step));
   const out = [];
   for (let t = Math.ceil(lo / step) * step; t <= hi + 1e-12; t += step) out.push(Number(t.toPrecision(12)));
   return out;

@@ -69,3 +69,53 @@ export function setupSweepView() {
     }
   });
 }
+
+// --- the sweeps list (#/sweeps): newest first, a page at a time, each linking to its sweep's page ----------
+
+let sweepsBefore = []; // the `before` of each page shown so far: Newer goes back one
+
+function sweepRow(sweep) {
+  const tr = document.createElement("tr");
+  tr.dataset.name = sweep.name;
+  const link = document.createElement("a");
+  link.href = `#/sweeps/${encodeURIComponent(sweep.name)}`;
+  link.textContent = sweep.name;
+  const name = cell("", "name");
+  name.append(link);
+  const counts = Object.entries(sweep.counts).filter(([, n]) => n).map(([s, n]) => `${n} ${s}`).join(", ");
+  const state = sweep.finished ? "finished" : "active";
+  tr.append(
+    name,
+    cell(sweep.owner || ""),
+    cell(sweep.size, "num"),
+    cell(counts, "counts"),
+    cell(state, `state state-${state}`),
+    cell(new Date(sweep.created_at).toLocaleString()),
+    cell(sweep.overrides.join(" "), "overrides"),
+  );
+  return tr;
+}
+
+export async function refreshSweeps() {
+  const before = sweepsBefore[sweepsBefore.length - 1];
+  const query = new URLSearchParams({ limit: "50" });
+  if (before != null) query.set("before", String(before));
+  const page = await getJSON(`/sweeps?${query}`);
+  $("sweeps-rows").replaceChildren(...page.data.map(sweepRow));
+  $("sweeps-empty").hidden = page.data.length > 0;
+  $("sweeps-older").disabled = page.next_before == null;
+  $("sweeps-older").dataset.next = page.next_before ?? "";
+  $("sweeps-newer").disabled = sweepsBefore.length === 0;
+}
+
+export function setupSweepsView() {
+  $("sweeps-older").addEventListener("click", () => {
+    const next = $("sweeps-older").dataset.next;
+    if (next) sweepsBefore.push(Number(next));
+    refreshSweeps();
+  });
+  $("sweeps-newer").addEventListener("click", () => {
+    sweepsBefore.pop();
+    refreshSweeps();
+  });
+}

@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 from service_process import ROOT
 
@@ -27,6 +29,8 @@ def fake(
 def cli_env(url: str | None, **extra: str) -> dict[str, str]:
     """This process's environment without a developer's own LABRUN_* settings, pointed at ``url``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("LABRUN_")}
+    # Nor a developer's own `labrun login`: a config folder that does not exist, unless a test gives one.
+    env["XDG_CONFIG_HOME"] = str(Path(tempfile.gettempdir()) / f"labrun-tests-no-config-{os.getpid()}")
     if url is not None:
         env["LABRUN_URL"] = url
     env.update(extra)

@@ -80,16 +80,16 @@ def test_token_is_sent_and_401_403_say_what_to_do(stub):
     stub.answer = (401, {"detail": "a token is required"})
     result = run_cli(url, "ls")
     assert result.returncode == 4
-    assert one_line(result.stderr) == (
-        "labrun: a token is required (HTTP 401): set LABRUN_TOKEN; an admin creates one with "
-        "`python -m app users add NAME`"
+    assert one_line(result.stderr) == (  # the hint once: ours (the server's own says how to send one too)
+        f"labrun: {url} needs a token (HTTP 401): `labrun login`, or set LABRUN_TOKEN; an admin creates one "
+        "with `python -m app users add NAME`"
     )
     assert "Authorization" not in stub.seen[-1]
 
     result = run_cli(url, "ls", LABRUN_TOKEN="s3cret")
     assert stub.seen[-1]["Authorization"] == "Bearer s3cret"
     assert result.returncode == 4
-    assert "refused LABRUN_TOKEN" in one_line(result.stderr)
+    assert "refused the token from LABRUN_TOKEN" in one_line(result.stderr)
     run_cli(url, "--token", "other", "ls", LABRUN_TOKEN="s3cret")
     assert stub.seen[-1]["Authorization"] == "Bearer other"
 

@@ -22,7 +22,9 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import PlainTextResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
+from app import compare, override_values
 from app.api.auth import TOKEN_RECHECK_S, CallerDep, token_check
+from app.api.compare_public import ComparedRun, RunsCompared, difference_public, duration
 from app.api.deps import (
     BeforeQuery,
     CreationDep,
@@ -35,11 +37,12 @@ from app.api.deps import (
 )
 from app.api.public import RunCreate, RunPublic, RunsPublic, StallExtension
 from app.api.routes.notify import NotifyDep
+from app.api.view import RunView
 from app.errors import InvalidRun
 from app.metrics import time_submission
-from app.models import RunStatus
+from app.models import RunRecord, RunStatus
 from app.notify.events import parse_events
-from app.runfiles import LOG_WINDOW_BYTES, LogSlice, read_range, read_tail
+from app.runfiles import LOG_WINDOW_BYTES, LogSlice, RunFiles, read_range, read_tail
 from app.store import RunStore
 
 router = APIRouter(prefix="/runs", tags=["runs"])
@@ -80,13 +83,83 @@ async def list_runs(
     owner: OwnerQuery = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     before: BeforeQuery = None,
+    override: Annotated[
+        list[str] | None,
+        Query(
+            description="KEY=VALUE, repeatable: only runs asked all of them (their own overrides or the "
+            "server's defaults they got), values compared as values: training.lr=1e-4 finds 0.0001"
+        ),
+    ] = None,
 ) -> Response:
     """Runs, newest first, ``limit`` at a time; ``count`` is how many match in all."""
     # A page takes a few milliseconds of CPU without awaiting anything: yield once first, so that under
     # many connections each gets its turn (without it, p99 was several times p50 in bench/service_bench.py).
     await asyncio.sleep(0)
     owner = caller.name if owner == "me" else owner
-    return _json(view.page_json(store, _statuses(status or []), limit, before, owner))
+    asked = override_values.filters(override) if override else []
+    return _json(view.page_json(store, _statuses(status or []), limit, before, owner, asked))
+
+
+@router.get("/compare", response_model=RunsCompared)
+async def compare_runs(
+    store: StoreDep,
+    view: ViewDep,
+    files: FilesDep,
+    name: Annotated[
+        list[str] | None,
+        Query(description="a run's name, repeated for each run (2 to 20; names are never split on commas)"),
+    ] = None,
+) -> RunsCompared:
+    """Runs side by side: the overrides and resolved config keys that differ, the final metrics and the
+    duration of each (docs/finding-runs.md)."""
+    names = list(dict.fromkeys(name or []))
+    if not compare.MIN_RUNS <= len(names) <= compare.MAX_RUNS:
+        raise InvalidRun(
+            f"compare takes {compare.MIN_RUNS} to {compare.MAX_RUNS} different runs, got {len(names)}: "
+            "repeat name=, e.g. /runs/compare?name=A&name=B"
+        )
+    records = [get_run(store, n) for n in names]
+    return await run_in_threadpool(_compared, records, view, files)
+
+
+def _compared(records: list[RunRecord], view: RunView, files: RunFiles) -> RunsCompared:
+    """Reads each run's config file (off the event loop) and lines the runs up."""
+    configs = [compare.read_config(files.output_dir, r.run_dir) for r in records]
+    runs = [view.one(r) for r in records]
+    asked = [compare.asked_values(r.overrides, r.default_overrides) for r in records]
+    read = [c for c in configs if c is not None]
+    config_diff = compare.differences(read) if len(read) >= compare.MIN_RUNS else []
+    if read and len(read) < len(configs):  # the keys' values line up with the runs asked, null where none
+        config_diff = _spread(config_diff, [c is not None for c in configs])
+    return RunsCompared(
+        names=[r.name for r in records],
+        runs=[
+            ComparedRun(run=p, duration_s=duration(r), config_found=c is not None)
+            for r, p, c in zip(records, runs, configs, strict=True)
+        ],
+        overrides=difference_public(compare.differences(asked)),
+        config=difference_public(config_diff),
+        metrics=difference_public(_all_metrics([p.metrics for p in runs])),
+    )
+
+
+def _spread(found: list[compare.Difference], has: list[bool]) -> list[compare.Difference]:
+    out = []
+    for d in found:
+        values, present = iter(d.values), iter(d.present)
+        out.append(
+            compare.Difference(
+                d.key,
+                [next(values) if h else None for h in has],
+                [next(present) if h else False for h in has],
+            )
+        )
+    return out
+
+
+def _all_metrics(per_run: list[dict[str, Any]]) -> list[compare.Difference]:
+    keys = sorted({k for m in per_run for k in m})
+    return [compare.Difference(k, [m.get(k) for m in per_run], [k in m for m in per_run]) for k in keys]
 
 
 def _statuses(values: list[str]) -> list[RunStatus]:

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from app.api.auth import AdminDep
+from app.api.auth import AdminDep, AuthPolicy, CallerDep
 from app.api.deps import ManagerDep
 from app.api.public import LimitsPublic, QueuePublic, UserLimitsPublic, UserPublic, UsersPublic
 from app.api.queue_view import QueueView
@@ -29,6 +29,19 @@ class Limits(BaseModel):
     stall_after_s: float | None = Field(
         None, ge=0, description="seconds without progress or output before a run is stalled (0: never)"
     )
+
+
+class MePublic(BaseModel):
+    name: str = Field(description="the user the token belongs to (the local user when auth is off)")
+    admin: bool
+    auth_required: bool = Field(description="whether this server asks every request for a token")
+
+
+@router.get("/me", response_model=MePublic)
+async def who_am_i(caller: CallerDep, request: Request) -> MePublic:
+    """Who the request's token says the caller is (``labrun login`` and ``labrun whoami`` ask this)."""
+    auth: AuthPolicy = request.app.state.auth
+    return MePublic(name=caller.name, admin=caller.is_admin, auth_required=auth.required())
 
 
 @router.get("/queue", response_model=QueuePublic)
