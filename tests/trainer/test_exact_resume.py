@@ -140,3 +140,14 @@ def test_killed_before_any_checkpoint_restarts_and_ends_exactly_as_if_left_alone
     path, _ = stopped(module_tmp, "kill", LABRUN_KILL_AT_STEP="2")
     assert not list(path.glob("ckpt/*"))
     assert resumed(module_tmp, path) == undisturbed
+
+
+@pytest.mark.slow
+def test_a_preemption_during_the_last_validation_lets_the_run_complete(module_tmp, undisturbed):
+    # Nothing would be left to resume: the run finishes and succeeds instead of asking to run again.
+    log_dir = module_tmp / "exact"
+    out = attempt(module_tmp, log_dir, "late", LABRUN_PREEMPTIBLE="1", LABRUN_PREEMPT_IN_VALIDATION="2")
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    path = run_dir(log_dir, "late")
+    assert json.loads((path / "run.json").read_text())["status"] == "succeeded"
+    assert final(path) == undisturbed
