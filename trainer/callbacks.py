@@ -146,21 +146,14 @@ def _val_batches(trainer: L.Trainer) -> int | None:
 
 
 class StopOnCancel(L.Callback):
-    """Stop at the next batch once SIGTERM (or SIGINT) came (see trainer/cancel.py)."""
+    """Stop at the next batch once SIGTERM (or SIGINT) came (see trainer/cancel.py) to cancel the run. A
+    preemption stops at a safe point instead, with a checkpoint that resumes it exactly: trainer/preempt.py."""
 
     def __init__(self, guard: CancelGuard) -> None:
         self.guard = guard
 
     def _check(self, *_: Any) -> None:  # any batch hook: only whether to stop matters
-        if self.guard.received:
+        if self.guard.received and not self.guard.preempted:
             raise RunCancelled(self.guard.reason)
 
-    on_train_batch_start = on_train_epoch_start = _check
-
-    @override
-    def on_validation_batch_start(self, *args: Any) -> None:
-        # A preemption lets a validation that has begun finish: stopped inside it, the checkpoint resumes
-        # after that epoch's training with its validation never run (an epoch missing from the metrics).
-        # The stop then comes at the next training batch or epoch. A cancel stops at once.
-        if not self.guard.preempted:
-            self._check()
+    on_train_batch_start = on_train_epoch_start = on_validation_batch_start = _check

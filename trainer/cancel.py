@@ -68,6 +68,16 @@ class CancelGuard:
                 signal.signal(signum, handler)  # type: ignore[arg-type]
         self._previous = {}
 
+    def handle(self, signum: int, frame: FrameType | None) -> None:
+        """The guard's signal handler, for a handler that stands in front of it (trainer/preempt.py)."""
+        self._handle(signum, frame)
+
+    def finished_anyway(self) -> None:
+        """A preemption that came too late to stop the run (it completed first): the run simply succeeded."""
+        if self.preempted:
+            log.warning("the preemption came as the run completed: nothing left to resume")
+            self.received = self.preempted = False
+
     def _handle(self, signum: int, _frame: FrameType | None) -> None:
         name = signal.Signals(signum).name
         if self.received or self._cleaning_up:

@@ -13,7 +13,7 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import lightning as L
@@ -93,17 +93,33 @@ class PairDataset(Dataset):
 class EpochShuffle(Sampler[int]):
     """A shuffle that depends on ``(seed, epoch)`` only. A ``DataLoader(shuffle=True, generator=g)`` draws
     from ``g`` for its worker seed too, once per epoch without workers but only once per run with
-    persistent workers, so its order would change with ``num_workers``. Lightning calls ``set_epoch``."""
+    persistent workers, so its order would change with ``num_workers``. Lightning calls ``set_epoch``.
+
+    ``resume_at(epoch, skip)``: the next pass over ``epoch`` leaves out the first ``skip`` indices of that
+    epoch's order (the samples a preempted attempt already trained on); the order itself never depends on
+    where a run was resumed, so the batches that follow are the ones an uninterrupted run would see."""
 
     def __init__(self, n: int, seed: int) -> None:
         self.n, self.seed, self.epoch = n, seed, 0
+        self._resume: tuple[int, int] | None = None
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def __iter__(self):
-        gen = torch.Generator().manual_seed((self.seed * 1_000_003 + self.epoch) % 2**63)
-        return iter(torch.randperm(self.n, generator=gen).tolist())
+    def resume_at(self, epoch: int, skip: int) -> None:
+        self._resume = (epoch, skip)
+
+    def order(self, epoch: int) -> list[int]:
+        """The whole sample order of ``epoch``."""
+        gen = torch.Generator().manual_seed((self.seed * 1_000_003 + epoch) % 2**63)
+        return torch.randperm(self.n, generator=gen).tolist()
+
+    def __iter__(self) -> Iterator[int]:
+        order = self.order(self.epoch)
+        if self._resume is not None and self._resume[0] == self.epoch:
+            order = order[self._resume[1] :]
+            self._resume = None  # once: the epoch after it starts at its beginning
+        return iter(order)
 
     def __len__(self) -> int:
         return self.n
@@ -138,6 +154,12 @@ class SWEDataModule(L.LightningDataModule):
         self.batch_size, self.num_workers, self.pin_memory = batch_size, num_workers, pin_memory
         self.train_set: PairDataset | None = None
         self.val_set: PairDataset | None = None
+        self._resume: tuple[int, int] | None = None
+
+    def resume_at(self, epoch: int, batches_done: int) -> None:
+        """The next train loader starts ``epoch`` after its first ``batches_done`` batches (an exact resume in
+        the middle of an epoch, trainer/preempt.py). Called before the loader is made."""
+        self._resume = (epoch, batches_done)
 
     def prepare_data(self) -> None:
         self.setup("fit")
@@ -157,7 +179,11 @@ class SWEDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         # The order depends on the seed and the epoch only: not on torch's global RNG, nor on num_workers.
         assert self.train_set is not None, "setup() first"
-        return self._loader(self.train_set, sampler=EpochShuffle(len(self.train_set), self.spec.seed))
+        sampler = EpochShuffle(len(self.train_set), self.spec.seed)
+        if self._resume is not None:
+            epoch, batches_done = self._resume
+            sampler.resume_at(epoch, batches_done * self.batch_size)  # batches are consecutive slices of it
+        return self._loader(self.train_set, sampler=sampler)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.val_set)

@@ -2,8 +2,9 @@
 
 - Preemption: SIGUSR1 (Slurm's ``--signal=B:USR1@N`` before a time limit), or SIGTERM when the run is
   preemptible (``RunEnv.preemptible``, set by labrun's Slurm job) and the service did not ask for a
-  cancel (its cancel writes ``RunEnv.cancel_marker`` before it signals). The trainer then stops at the next
-  batch boundary, writes ``ckpt/last.ckpt`` (``SaveOnPreempt``) and exits ``EXIT_REQUEUE`` (75).
+  cancel (its cancel writes ``RunEnv.cancel_marker`` before it signals). The trainer then stops at its next
+  safe point, writes ``ckpt/last.ckpt`` that resumes it exactly (``trainer/preempt.py``) and exits
+  ``EXIT_REQUEUE`` (75).
 - Resume (``RunEnv.resume``: a requeued Slurm job's next attempt, or ``POST /runs/{name}/resume``): the
   same run directory is reused, training restarts from ``ckpt/last.ckpt``, ``metrics.csv`` is appended to
   (with its existing columns), the WandB run is the same one (its id is derived from the run's name) and
@@ -73,49 +74,37 @@ def keep_metrics_csv(csv_logger: Any, path: Path) -> None:
     writer.metrics_keys = sorted(csv_columns(path))
 
 
-def save_on_preempt_callback(guard: Any, ckpt_dir: str | os.PathLike) -> Any:
-    """A Lightning callback: when the run stops for a preemption, write ``ckpt/last.ckpt`` where it stopped."""
-    import lightning as L
-
-    class SaveOnPreempt(L.Callback):
-        def on_exception(self, trainer: L.Trainer, *_: Any) -> None:  # (trainer, module, exception)
-            if not getattr(guard, "preempted", False):
-                return
-            path = Path(ckpt_dir) / LAST_CKPT
-            saved = [getattr(c, "_last_global_step_saved", None) for c in trainer.checkpoint_callbacks]
-            if path.is_file() and trainer.global_step in saved:
-                # Stopped at an epoch boundary: ModelCheckpoint's own last.ckpt holds exactly this point,
-                # with the finished epoch's state (a save from here would restart in the middle of it).
-                log.warning("preempted: %s is current (step %d)", path, trainer.global_step)
-                return
-            trainer.save_checkpoint(path)
-            log.warning(
-                "preempted: checkpoint written to %s (epoch %d, step %d)",
-                path,
-                trainer.current_epoch,
-                trainer.global_step,
-            )
-
-    return SaveOnPreempt()
+def preempt_signal() -> int:
+    """The signal a scheduler preempts this run with: SIGTERM where the run is preemptible, else SIGUSR1."""
+    return signal.SIGTERM if RunEnv.from_env().preemptible else PREEMPT_SIGNAL
 
 
 def preempt_after_epochs_callback() -> Any:
-    """Operations/test hook: ``RunEnv.preempt_after_epochs=N`` sends this process SIGUSR1 after epoch N (on
-    the first attempt only): a preemption at an epoch boundary, to check that a resumed run ends the same.
-    ``RunEnv.preempt_in_validation=N``: the same, at the first validation batch of epoch N (0-based)."""
+    """Operations/test hooks, on the first attempt only, each sending this process what a scheduler would
+    (``preempt_signal``): ``RunEnv.preempt_after_epochs=N`` after epoch N, a preemption at an epoch
+    boundary; ``RunEnv.preempt_in_validation=N`` at the first validation batch of epoch N (0-based);
+    ``RunEnv.preempt_at_step=N`` once optimizer step N is done, in the middle of an epoch where N is;
+    ``RunEnv.kill_at_step=N``: SIGKILL there, a run that did not stop in time."""
     env = RunEnv.from_env()
     after, during = env.preempt_after_epochs, env.preempt_in_validation
-    if (after is None and during is None) or env.resume:
+    at_step, kill_at = env.preempt_at_step, env.kill_at_step
+    if all(v is None for v in (after, during, at_step, kill_at)) or env.resume:
         return None
     import lightning as L
 
     class PreemptAfter(L.Callback):
         def on_train_epoch_end(self, trainer: L.Trainer, *_: Any) -> None:
             if after is not None and trainer.current_epoch + 1 == after:
-                os.kill(os.getpid(), PREEMPT_SIGNAL)
+                os.kill(os.getpid(), preempt_signal())
 
         def on_validation_batch_start(self, trainer: L.Trainer, *_: Any) -> None:
             if during is not None and not trainer.sanity_checking and trainer.current_epoch == during:
-                os.kill(os.getpid(), PREEMPT_SIGNAL)
+                os.kill(os.getpid(), preempt_signal())
+
+        def on_train_batch_end(self, trainer: L.Trainer, *_: Any) -> None:
+            if trainer.global_step == kill_at:
+                os.kill(os.getpid(), signal.SIGKILL)
+            if trainer.global_step == at_step:
+                os.kill(os.getpid(), preempt_signal())
 
     return PreemptAfter()

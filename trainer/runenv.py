@@ -27,9 +27,11 @@ Who sets each one, and why:
   ``LABRUN_RUN_DIR`` alone: the Docker launcher, which makes the run's directory (its only mount) before
   the trainer starts; rank 0 takes it while it is empty (``trainer/rundir.py``).
 
-Test hooks, never set by the service: ``LABRUN_PREEMPT_AFTER_EPOCHS=N`` (``preempt_after_epochs``) sends
-the run SIGUSR1 after epoch N, ``LABRUN_PREEMPT_IN_VALIDATION=N`` (``preempt_in_validation``) at the first
-validation batch of epoch N (0-based); both on the first attempt only (``trainer/resume.py``).
+Test hooks, never set by the service: ``LABRUN_PREEMPT_AFTER_EPOCHS=N`` (``preempt_after_epochs``) preempts
+the run (SIGTERM if it is preemptible, else SIGUSR1) after epoch N, ``LABRUN_PREEMPT_IN_VALIDATION=N``
+(``preempt_in_validation``) at the first validation batch of epoch N (0-based), ``LABRUN_PREEMPT_AT_STEP=N``
+(``preempt_at_step``) once optimizer step N is done; ``LABRUN_KILL_AT_STEP=N`` (``kill_at_step``) sends it
+SIGKILL there. All on the first attempt only (``trainer/resume.py``).
 
 Not part of it: ``LABRUN_CONF_DIR``, a deployment setting (where ``conf/`` is) that the service and the
 trainer read alike (``trainer/config.py``) and that the service never sets for a run.
@@ -62,6 +64,8 @@ RUN_DIR = "LABRUN_RUN_DIR"
 RUN_NAME = "LABRUN_RUN_NAME"
 PREEMPT_AFTER_EPOCHS = "LABRUN_PREEMPT_AFTER_EPOCHS"  # test hook
 PREEMPT_IN_VALIDATION = "LABRUN_PREEMPT_IN_VALIDATION"  # test hook
+PREEMPT_AT_STEP = "LABRUN_PREEMPT_AT_STEP"  # test hook
+KILL_AT_STEP = "LABRUN_KILL_AT_STEP"  # test hook
 
 
 class RunEnvError(ValueError):
@@ -116,6 +120,8 @@ class RunEnv:
     run_name: str | None = _var(RUN_NAME, _text)
     preempt_after_epochs: int | None = _var(PREEMPT_AFTER_EPOCHS, _integer(0))  # test hook
     preempt_in_validation: int | None = _var(PREEMPT_IN_VALIDATION, _integer(0))  # test hook
+    preempt_at_step: int | None = _var(PREEMPT_AT_STEP, _integer(1))  # test hook
+    kill_at_step: int | None = _var(KILL_AT_STEP, _integer(1))  # test hook
 
     def to_env(self) -> dict[str, str]:
         """The variables of the fields that are set (a flag: when true, as ``1``), for a run's environment."""

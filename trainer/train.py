@@ -26,6 +26,7 @@ from trainer.cancel import CancelGuard
 from trainer.data import SWEDataModule
 from trainer.heartbeat import PhaseReporter
 from trainer.model import OperatorModule
+from trainer.preempt import ExactState, PreemptStop
 from trainer.runenv import RunEnv
 
 log = logging.getLogger(__name__)
@@ -36,6 +37,9 @@ def _quiet_known_noise() -> None:
     Lightning's own use of a deprecated torch API is nothing a run can act on."""
     warnings.filterwarnings("ignore", message="Experiment logs directory .* exists and is not empty")
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+    # Resumed in the middle of an epoch, Lightning warns unless the loader saves its own position: here
+    # the checkpoint carries it and the sampler skips what was done (trainer/preempt.py).
+    warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch")
 
 
 def build_datamodule(job: DictConfig, phases: PhaseReporter | None = None) -> SWEDataModule:
@@ -64,12 +68,19 @@ def _determinism(job: DictConfig) -> bool | str:
 
 
 def build_trainer(
-    job: DictConfig, run_dir: Path, loggers: list, guard: CancelGuard, phases: PhaseReporter | None = None
+    job: DictConfig,
+    run_dir: Path,
+    loggers: list,
+    guard: CancelGuard,
+    stops: list[L.Callback],
+    resuming: bool,
+    phases: PhaseReporter | None = None,
 ) -> L.Trainer:
+    """``stops``: the callbacks that stop the run (trainer/preempt.py), after the test hooks that signal it.
+    ``resuming``: from a checkpoint, which is then validated already."""
     debug = bool(job.debug)
     checkpoint = ModelCheckpoint(dirpath=job.ckpt_dir, monitor=job.training.ckpt_monitor_val, save_last=True)
-    # A preemption writes last.ckpt where the run stopped (trainer/resume.py); the hook simulates one.
-    extra = [resume.save_on_preempt_callback(guard, job.ckpt_dir), resume.preempt_after_epochs_callback()]
+    hooks = [resume.preempt_after_epochs_callback()]  # test hooks: a preemption at a chosen point
     return L.Trainer(
         accelerator=job.accelerator,
         strategy=job.strategy,
@@ -81,12 +92,14 @@ def build_trainer(
         limit_val_batches=job.debug_batches if debug else None,
         val_check_interval=job.training.val_check_interval,
         accumulate_grad_batches=job.training.accumulate_grad_batches,
-        num_sanity_val_steps=job.num_sanity_val_steps,
+        # A resumed attempt skips it: it would draw from the random generators the checkpoint restored.
+        num_sanity_val_steps=0 if resuming else job.num_sanity_val_steps,
         log_every_n_steps=job.log_every_n_steps,
         deterministic=_determinism(job),
         logger=loggers,
-        callbacks=[checkpoint, ProgressFile(run_dir / "progress.json", phases=phases), StopOnCancel(guard)]
-        + [c for c in extra if c is not None],
+        callbacks=[checkpoint, ProgressFile(run_dir / "progress.json", phases=phases)]
+        + [c for c in hooks if c is not None]
+        + [StopOnCancel(guard), *stops],
         default_root_dir=run_dir,
         # A service captures stdout as the run's log: no progress bar there (ProgressFile logs each epoch).
         enable_progress_bar=sys.stderr.isatty(),
@@ -130,14 +143,21 @@ def train(job: DictConfig, run_dir: Path, guard: CancelGuard) -> dict[str, float
     if ckpt_path is not None:
         resume.keep_metrics_csv(csv_logger, run_dir / "metrics.csv")
         log.info("resuming from %s", ckpt_path)
+    exact = ExactState(datamodule)
+    stop = PreemptStop(guard, exact, job.ckpt_dir)
     exit_code = 1
     try:
         with phases.busy("starting the tracker"):  # wandb's start (seconds; its own timeouts end a hang)
             _ = wandb_logger.experiment
-        trainer = build_trainer(job, run_dir, [wandb_logger, csv_logger], guard, phases)
+        loggers = [wandb_logger, csv_logger]
+        trainer = build_trainer(
+            job, run_dir, loggers, guard, [exact, stop], resuming=ckpt_path is not None, phases=phases
+        )
         with guard.deferred(), warnings.catch_warnings():
             _quiet_known_noise()
             trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+            if not stop.stopped:
+                guard.finished_anyway()
         exit_code = 0
         return {k: float(v) for k, v in trainer.callback_metrics.items()}
     finally:

@@ -28,6 +28,8 @@ EVERY_FIELD_SET = RunEnv(
     run_name="run",
     preempt_after_epochs=2,
     preempt_in_validation=0,
+    preempt_at_step=5,
+    kill_at_step=7,
 )
 
 
