@@ -47,7 +47,7 @@ def add_actions(p: argparse.ArgumentParser, common: argparse.ArgumentParser) -> 
     a = action("ignores", cmd_ignores, "the processes the GPU guard lets be, with their rule ids")
     a.add_argument("--json", action="store_true", help="print the server's JSON instead")
     a = action("unignore", cmd_unignore, "(admin) undo ignore rules: what they let be blocks its GPU again")
-    a.add_argument("ids", nargs="+", type=int, metavar="ID")
+    a.add_argument("ids", nargs="+", type=int, metavar="ID", help="the rules' ids (labrun gpus ignores)")
 
 
 def describe(rule: dict[str, Any]) -> str:
