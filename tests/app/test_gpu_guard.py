@@ -406,3 +406,36 @@ def test_a_run_training_on_an_idle_gpu_is_stalled_but_not_a_busy_one_nor_one_bui
     finally:
         cancel_all(svc.http)
         svc.stop()
+
+
+def test_a_gpu_stall_keeps_its_start_across_a_restart(output_dir, nvml):
+    """Stalled by the GPU rule, then the service is killed: the next one, whose guard sees the GPU still
+    idle, shows the same stall and cancels at the same time, not a full limit and grace after its start."""
+    nvml.utilization(0, 0)
+    limit, grace = 3.0, 5.0
+    svc = guarded(
+        output_dir, nvml, gpus="0", LABRUN_STALL_AFTER_S=str(limit), LABRUN_STALL_GRACE_S=str(grace)
+    ).start()
+    try:
+        name = submit(svc.http, *GPU_RUN, "+extra.fake_chatter=120", "+extra.fake_phase=training")["name"]
+        wait_for(svc.http, name, {"running"})
+        before = until(
+            lambda: (r := svc.http.get(f"/runs/{name}").json())["stalled"] and r["stall"], what="stall"
+        )
+        assert isinstance(before, dict)
+        svc.kill9()
+        svc.start()
+        restarted = time.time()
+        again = until(
+            lambda: (r := svc.http.get(f"/runs/{name}").json())["stalled"] and r["stall"], what="again"
+        )
+        assert isinstance(again, dict)
+        assert again["message"].startswith("GPU 0 at 0% for ")
+        assert again["cancel_at"] == before["cancel_at"]
+        ended = svc.wait_for(name, timeout=30)
+        assert ended["status"] == "cancelled"
+        assert ended["reason"].startswith("cancelled: stalled, GPU 0 at 0% for "), ended["reason"]
+        assert time.time() - restarted < limit + grace - 1.0, "a full limit and grace again"
+    finally:
+        cancel_all(svc.http)
+        svc.stop()
