@@ -209,6 +209,19 @@ def _option_rows(parser: argparse.ArgumentParser, skip: set[str]) -> list[str]:
     return rows
 
 
+def _action_sections(prefix: str, command: argparse.ArgumentParser, common: set[str]) -> list[str]:
+    """A command's own actions (``labrun gpus ignore``, ``labrun notify add``), one section each."""
+    out: list[str] = []
+    for nested in (a for a in command._actions if isinstance(a, argparse._SubParsersAction)):
+        for name, action in nested.choices.items():
+            out.append(f"#### `{prefix} {name}`\n")
+            out.append(f"{_cell(action.description or '')}\n")
+            rows = _option_rows(action, common)
+            if rows:
+                out += ["| argument | meaning |", "| --- | --- |", *rows, ""]
+    return out
+
+
 def cli_page() -> str:
     from labrun.cli import EPILOG, build_parser
 
@@ -227,6 +240,7 @@ def cli_page() -> str:
             out += ["| argument | meaning |", "| --- | --- |", *rows, ""]
         if command.epilog:
             out.append(f"```text\n{command.epilog.rstrip()}\n```\n")
+        out += _action_sections(f"labrun {name}", command, common)
     out += ["## Environment\n", "| variable | meaning |", "| --- | --- |"]
     out += [f"| `{term}` | {_cell(text)} |" for term, text in _epilog_section(EPILOG, "environment")]
     out += ["", "## Exit status\n", "| status | meaning |", "| --- | --- |"]

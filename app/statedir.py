@@ -31,6 +31,8 @@ class RunFiles:
       nor the Slurm job takes the SIGTERM for a preemption (the run reads it as ``LABRUN_CANCEL_MARKER``).
     - ``killed_after_grace``: written by the cancel just before its SIGKILL (the grace period, in s), so
       that the outcome says who killed the run and why.
+    - ``stall.json``: the stall watcher's clock of the attempt and its decision to cancel it for a stall
+      (``app/lifecycle/stall_clock.py``), so that a restart of the service neither forgets nor hastens it.
     Kept for the run's life: ``log`` (every attempt appends to it), ``attempts`` (one JSON line per start
     and end of a Slurm job), ``superseded_jobs`` (Slurm jobs of forgotten attempts: never the run's job).
     """
@@ -77,6 +79,10 @@ class RunFiles:
     def killed_after_grace(self) -> Path:
         return self.dir / "killed_after_grace"
 
+    @property
+    def stall_clock(self) -> Path:
+        return self.dir / "stall.json"
+
     def read_exit_code(self) -> int | None:
         """The exit code the run's wrapper recorded, or None while there is none."""
         try:
@@ -110,6 +116,7 @@ class RunFiles:
             self.job_script,
             self.cancel_marker,
             self.killed_after_grace,
+            self.stall_clock,
         ):
             path.unlink(missing_ok=True)
 

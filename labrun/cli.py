@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from labrun import account_cli, completion, notify_cli, render, userconfig
+from labrun import account_cli, completion, gpus_cli, notify_cli, render, userconfig
 from labrun.client import (
     EXIT_CANCELLED,
     EXIT_INVALID,
@@ -39,6 +39,7 @@ Submit, watch and manage training runs on a labrun service, over its HTTP API.
   labrun ls --status running,queued                        # a table; --json for scripts
   labrun logs -f NAME                                      # follow the log until the run ends
   labrun gpus                                              # who runs what on which GPU, and the queue
+  labrun gpus ignore --command '*jupyter*'                 # (admin) a process the GPU guard lets be
 """
 
 EPILOG = """\
@@ -222,8 +223,14 @@ def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - a parser build
     p = command("rm", cmd_rm, "delete finished runs' files (their records stay; names are never reused)")
     p.add_argument("names", nargs="+", metavar="NAME")
 
-    p = command("gpus", cmd_gpus, "who runs what on which GPU, CPU runs, and the queue")
+    p = command(
+        "gpus",
+        cmd_gpus,
+        "who runs what on which GPU, CPU runs, and the queue; with an action, the processes outside labrun "
+        "that the GPU guard lets be",
+    )
     json_option(p)
+    gpus_cli.add_actions(p, common)
 
     p = command("usage", cmd_usage, "disk space: what runs take, what is free, the largest runs")
     json_option(p)
@@ -476,6 +483,9 @@ def _each(names: list[str], action: Callable[[str], str]) -> int:
 
 
 def cmd_gpus(client: Client, args: argparse.Namespace) -> int:
+    if getattr(args, "gpus_handler", None) is not None:  # labrun gpus ignore|ignores|unignore
+        code: int = args.gpus_handler(client, args)
+        return code
     health = client.health()
     runs = client.runs("running,queued", limit=1000).get("data", [])
     view = render.gpu_map(health, runs)

@@ -200,6 +200,18 @@ class Client:
             return self._json(self._request("GET", "/me/notify/events"))
         return self._json(self._request("PUT", "/me/notify/events", json={"events": events}))
 
+    # --- the GPU guard's ignore rules (/gpus/ignores) ------------------------------------------------------
+
+    def gpu_ignores(self) -> dict[str, Any]:
+        return self._json(self._request("GET", "/gpus/ignores"))
+
+    def gpu_ignore(self, pid: int | None, pattern: str | None, note: str | None = None) -> dict[str, Any]:
+        body = {"pid": pid} if pid is not None else {"pattern": pattern}
+        return self._json(self._request("POST", "/gpus/ignores", json={**body, "note": note}))
+
+    def gpu_unignore(self, rule_id: int) -> None:
+        self._request("DELETE", f"/gpus/ignores/{rule_id}")
+
     def _json(self, response: httpx.Response) -> dict[str, Any]:
         try:
             body: dict[str, Any] = response.json()  # every labrun endpoint answers with a JSON object

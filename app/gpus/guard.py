@@ -6,6 +6,10 @@ run (``recheck``), so a process that appeared between the pick and the start sen
 When what blocks changes (a process came or went) the guard wakes the dispatcher (``on_change``): a GPU
 comes back by itself once its process is gone.
 
+The same pass reads each GPU's utilisation and keeps, per GPU, the last time it was above 0%
+(``GuardView.active_at``): the stall watcher reads it for its GPU rule (``app/lifecycle/stalls.py``), so that
+rule costs no NVML call of its own.
+
 Each pass also counts, for a Unix user an admin mapped to a labrun user, the GPUs their own processes
 held since the last pass toward that user's fair share (and notes it in the store, which fair share reads
 again at start-up).
@@ -57,6 +61,8 @@ class GpuGuard:
         self._lock = threading.Lock()  # one pass at a time (the thread's, or a dispatcher's recheck)
         self._first_seen: dict[tuple[int, int, str], float] = {}  # (GPU, pid, its start) -> first seen
         self._last_pass: float | None = None
+        self._active_at: dict[int, float] = {}  # GPU -> last pass that saw it working (or could not tell)
+        self._watching_since: float | None = None
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -131,9 +137,17 @@ class GpuGuard:
             except NvmlUnavailable as exc:  # e.g. a driver reload: nothing blocks until NVML answers again
                 if before.probed_at is not None and before.enabled:
                     log.warning("GPU guard: NVML stopped answering (%s); not checking until it does", exc)
-                self._view = GuardView(True, f"on, but NVML did not answer the last pass ({exc})", now)
+                self._active_at.update(dict.fromkeys(self.gpus, now))  # not seen idle: counts as working
+                self._view = GuardView(
+                    True,
+                    f"on, but NVML did not answer the last pass ({exc})",
+                    now,
+                    active_at=dict(self._active_at),
+                    watching_since=self._watching_since,
+                )
                 self._changed(before)
                 return self._view
+            self._note_utilization(samples, now)
             foreign = self._foreign(samples, now)
             self._count_outside_use(foreign, now)
             busy: dict[int, tuple[ForeignProcess, ...]] = {}
@@ -149,6 +163,9 @@ class GpuGuard:
                 foreign=tuple(foreign),
                 min_mb=self.settings.foreign_gpu_min_mb,
                 busy=busy,
+                utilization={s.index: s.utilization for s in samples},
+                active_at=dict(self._active_at),
+                watching_since=self._watching_since,
             )
             self._last_pass = now
             self._changed(before)
@@ -162,6 +179,15 @@ class GpuGuard:
             for gpu in sorted(set(before.busy) - set(self._view.busy)):
                 log.info("GPU guard: GPU %d is no longer busy outside labrun", gpu)
             self.on_change()
+
+    def _note_utilization(self, samples: list[GpuSample], now: float) -> None:
+        """Each GPU's last working time: a pass that sees it above 0% (or cannot tell: no utilisation
+        reported, or its first pass, as nothing is known of the time before) moves it to now."""
+        if self._watching_since is None:
+            self._watching_since = now
+        for sample in samples:
+            if sample.utilization is None or sample.utilization > 0 or sample.index not in self._active_at:
+                self._active_at[sample.index] = now
 
     def _foreign(self, samples: list[GpuSample], now: float) -> list[ForeignProcess]:
         """The processes above the threshold that no run of labrun started, each with its ignore rule."""

@@ -3,8 +3,9 @@
 ``NvmlProbe.open()`` initialises NVML once; without a driver (a CPU box, a container without GPU access)
 it raises ``NvmlUnavailable`` and the guard stays off. ``sample(indices)`` is one pass: for each of the
 service's GPUs (NVML index == ``nvidia-smi`` index == labrun's GPU id: both number GPUs in PCI bus order),
-its UUID, its model and the *compute* processes on it with the memory each holds. Graphics-only processes
-(Xorg, a desktop) are in NVML's other list and are never asked for.
+its UUID, its model, the *compute* processes on it with the memory each holds, and its utilisation (the
+share of the last sample period in which a kernel ran: what the stall watcher's GPU rule reads). Graphics-only
+processes (Xorg, a desktop) are in NVML's other list and are never asked for.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ class GpuSample:
     uuid: str
     model: str
     processes: tuple[GpuProcess, ...]
+    utilization: int | None = None  # % of the driver's last sample period a kernel ran; None: not reported
 
 
 def _text(value: Any) -> str:
@@ -82,8 +84,18 @@ class NvmlProbe:
                         _text(nvml.nvmlDeviceGetUUID(handle)),
                         _text(nvml.nvmlDeviceGetName(handle)),
                         processes,
+                        _utilization(nvml, handle),
                     )
                 )
         except Exception as exc:
             raise NvmlUnavailable(f"{type(exc).__name__}: {exc}") from None
         return samples
+
+
+def _utilization(nvml: ModuleType, handle: Any) -> int | None:
+    """The GPU's utilisation in %, or None where the driver does not report it (NVMLError_NotSupported on
+    some boards, a vGPU): then the stall watcher's GPU rule does not apply to it."""
+    try:
+        return int(nvml.nvmlDeviceGetUtilizationRates(handle).gpu)
+    except Exception:
+        return None

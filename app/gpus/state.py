@@ -1,5 +1,6 @@
 """What the guard knows after its last NVML pass, as frozen values that readers share (requests read the
-cache, never NVML): ``GuardView`` with its GPUs and the processes on them that labrun did not start."""
+cache, never NVML): ``GuardView`` with its GPUs, the processes on them that labrun did not start, and when
+each GPU last did work (its utilisation above 0%: what the stall watcher's GPU rule reads)."""
 
 from __future__ import annotations
 
@@ -50,10 +51,22 @@ class GuardView:
     foreign: tuple[ForeignProcess, ...] = ()  # above the threshold, ignored ones included (marked)
     min_mb: int = 0
     busy: dict[int, tuple[ForeignProcess, ...]] = field(default_factory=dict)  # GPU -> what blocks it
+    utilization: dict[int, int | None] = field(default_factory=dict)  # GPU -> % in the last pass (None: n/a)
+    # GPU -> the last pass that saw it above 0%, or that could not tell (the guard's first pass, a pass NVML
+    # did not answer, a GPU that does not report utilisation): unknown counts as working, never as idle
+    active_at: dict[int, float] = field(default_factory=dict)
+    watching_since: float | None = None  # the guard's first pass: before it, nothing is known of any GPU
 
     @classmethod
     def off(cls, detail: str) -> GuardView:
         return cls(False, detail)
+
+    def idle_since(self, gpus: list[int] | tuple[int, ...]) -> float | None:
+        """Since when every one of ``gpus`` has been at 0% (the latest of their last working times); None
+        when one of them is not checked (the guard is off, or the GPU is not one NVML sees)."""
+        if not gpus or any(g not in self.active_at for g in gpus):
+            return None
+        return max(self.active_at[g] for g in gpus)
 
     def reason(self, gpus: list[int] | tuple[int, ...] | None = None) -> str | None:
         """Why ``gpus`` (default: every busy GPU) cannot be handed out, naming each blocking process."""

@@ -52,6 +52,9 @@ class Stall:
     limit_s: float
     last_step: int | None = None  # the trainer's last step, and when it was first seen
     last_step_at: float | None = None
+    # Stalled by the GPU rule (stalls.py): these GPUs stayed at 0% while the trainer said it was training,
+    # since last_activity (the last time one of them worked). Empty: by the rule of progress and output.
+    idle_gpus: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -73,6 +73,7 @@ class RunManager:
 
     def reconcile(self) -> None:
         """Recover every unfinished run before accepting new work (after a restart or a kill -9)."""
+        self.stalls.restore()  # first: a run that ended meanwhile is recorded with its stall's reason
         self.recovery.reconcile()
 
     def start(self) -> None:

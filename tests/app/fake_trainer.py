@@ -10,7 +10,8 @@ real trainers misbehave: ``+extra.fake_on_term=ignore|exit0`` (SIGTERM ignored, 
 ``+extra.fake_val_loss=X`` (the final validation loss, default 0.5; ``+extra.fake_exit_if_val_loss=X``: exit 3
 when it is X), ``+extra.fake_chatter=SECONDS`` (after its first step, a log line every 0.1 s for that long
 and no progress: busy, not stalled), ``+extra.fake_hang=SECONDS`` (after its first step, silent: no
-progress, no output, for that long: stalled). ``output_dir_scheme=`` files the run
+progress, no output, for that long: stalled), ``+extra.fake_phase=NAME`` (the ``phase`` its progress.json
+reports, as the trainer's heartbeat does: ``training``, ``data``, ...). ``output_dir_scheme=`` files the run
 elsewhere (a sweep's run), as it does for the trainer.
 Every start is appended to ``<log_dir>/fake_starts.log`` so tests can prove that nothing runs twice.
 """
@@ -98,6 +99,8 @@ def main(argv: list[str]) -> int:
             "metrics": {"train_loss": 1.0 / step, **({"val_loss": val_loss} if step == steps else {})},
             "updated_at": time.time(),
         }
+        if args.get("extra.fake_phase"):
+            progress["phase"] = args["extra.fake_phase"]
         tmp = os.path.join(run_dir, "progress.json.tmp")
         with open(tmp, "w") as f:
             json.dump(progress, f)

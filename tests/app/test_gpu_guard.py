@@ -1,5 +1,7 @@
 """The GPU guard (app/gpus/, docs/gpu-guard.md) through a real service process: GPUs busy outside labrun are
-not handed out, runs wait for them with a reason, and get them back once the process is gone.
+not handed out, runs wait for them with a reason, and get them back once the process is gone. The same
+NVML pass samples utilisation: a run whose GPUs stay at 0% while it says it is training is stalled
+(docs/stalls.md).
 
 NVML is faked at the boundary only: tests/helpers/fake_nvml/pynvml.py stands in for nvidia-ml-py in the
 service's process and answers from a JSON file the test writes. The processes on the "GPUs" are real (a
@@ -50,6 +52,11 @@ class FakeNvml:
 
     def clear(self) -> None:
         self.processes = []
+        self.write()
+
+    def utilization(self, gpu: int, percent: int | None) -> None:
+        """What nvmlDeviceGetUtilizationRates says of ``gpu`` (None: the board does not report it)."""
+        self.gpus[gpu]["utilization"] = percent
         self.write()
 
 
@@ -342,4 +349,93 @@ def test_without_nvml_the_guard_is_off_and_says_so(output_dir, tmp_path):
         assert wait_for(svc.http, run["name"])["status"] == "succeeded"
         assert svc.log().count("GPU guard off") == 1
     finally:
+        svc.stop()
+
+
+def test_a_run_training_on_an_idle_gpu_is_stalled_but_not_a_busy_one_nor_one_building_data(
+    output_dir, tmp_path
+):
+    """Three stand-in trainers that keep logging (the rule of progress and output alone never stalls them):
+    one says it is training on a GPU at 0% (stalled, then cancelled with its GPU's idle time), one trains on
+    a GPU at 100%, one builds its data on a GPU at 0% (neither is)."""
+    nvml = FakeNvml(tmp_path / "nvml.json", gpus=3)
+    for gpu in range(3):
+        nvml.utilization(gpu, 100)  # busy while they start: no clock runs before the test says so
+    svc = guarded(
+        output_dir,
+        nvml,
+        gpus="0,1,2",
+        LABRUN_STALL_AFTER_S="1.5",
+        LABRUN_STALL_GRACE_S="1.5",
+    ).start()
+    try:
+        chatter = ("+extra.fake_chatter=60", "+extra.fake_lines=1")
+        idle = submit(svc.http, *GPU_RUN, *chatter, "+extra.fake_phase=training")["name"]
+        busy = submit(svc.http, *GPU_RUN, *chatter, "+extra.fake_phase=training")["name"]
+        data = submit(svc.http, *GPU_RUN, *chatter, "+extra.fake_phase=data")["name"]
+        on = {name: wait_for(svc.http, name, {"running"})["gpus"][0] for name in (idle, busy, data)}
+        time.sleep(0.5)  # each has written its phase (after its first step it only logs)
+        nvml.utilization(on[idle], 0)
+        nvml.utilization(on[data], 0)
+        went_idle = time.time()
+
+        stalled = until(
+            lambda: (r := svc.http.get(f"/runs/{idle}").json())["stalled"] and r, what="the stall"
+        )
+        assert isinstance(stalled, dict)
+        assert stalled["stall"]["message"].startswith(f"GPU {on[idle]} at 0% for "), stalled["stall"]
+        assert "while training (last step 1 at " in stalled["stall"]["message"]
+        assert stalled["stall"]["since"] is not None
+        ended = wait_for(svc.http, idle, timeout=30)
+        assert ended["status"] == "cancelled"
+        assert re.match(
+            rf"cancelled: stalled, GPU {on[idle]} at 0% for \d+ s while training \(last step 1 at ",
+            ended["reason"],
+        ), ended["reason"]
+        # its limit and its grace came first (counted from the guard's last pass that saw it working, at
+        # most one interval, 0.2 s, before the test set it to 0%)
+        assert time.time() - went_idle >= 3.0 - 0.25
+
+        for name in (busy, data):  # they went through the same limit and grace: still running, not stalled
+            run = svc.http.get(f"/runs/{name}").json()
+            assert run["status"] == "running", run
+            assert run["stalled"] is False, run
+        log = svc.log()
+        assert f"run {busy} is stalled" not in log
+        assert f"run {data} is stalled" not in log
+    finally:
+        cancel_all(svc.http)
+        svc.stop()
+
+
+def test_a_gpu_stall_keeps_its_start_across_a_restart(output_dir, nvml):
+    """Stalled by the GPU rule, then the service is killed: the next one, whose guard sees the GPU still
+    idle, shows the same stall and cancels at the same time, not a full limit and grace after its start."""
+    nvml.utilization(0, 0)
+    limit, grace = 3.0, 5.0
+    svc = guarded(
+        output_dir, nvml, gpus="0", LABRUN_STALL_AFTER_S=str(limit), LABRUN_STALL_GRACE_S=str(grace)
+    ).start()
+    try:
+        name = submit(svc.http, *GPU_RUN, "+extra.fake_chatter=120", "+extra.fake_phase=training")["name"]
+        wait_for(svc.http, name, {"running"})
+        before = until(
+            lambda: (r := svc.http.get(f"/runs/{name}").json())["stalled"] and r["stall"], what="stall"
+        )
+        assert isinstance(before, dict)
+        svc.kill9()
+        svc.start()
+        restarted = time.time()
+        again = until(
+            lambda: (r := svc.http.get(f"/runs/{name}").json())["stalled"] and r["stall"], what="again"
+        )
+        assert isinstance(again, dict)
+        assert again["message"].startswith("GPU 0 at 0% for ")
+        assert again["cancel_at"] == before["cancel_at"]
+        ended = svc.wait_for(name, timeout=30)
+        assert ended["status"] == "cancelled"
+        assert ended["reason"].startswith("cancelled: stalled, GPU 0 at 0% for "), ended["reason"]
+        assert time.time() - restarted < limit + grace - 1.0, "a full limit and grace again"
+    finally:
+        cancel_all(svc.http)
         svc.stop()

@@ -1,14 +1,19 @@
 """Stalled runs (app/lifecycle/stalls.py) through the in-process service and the stand-in trainer: a run
 that stops writing progress and output is stalled, then cancelled with the reason after the grace period;
 its owner can extend it; a run that keeps logging is never stalled; a run waiting after a preemption is not
-executing, so it cannot stall."""
+executing, so it cannot stall. Through a real service process killed with SIGKILL and started again: a
+pending stall is neither forgotten nor hastened, and a decided cancel is carried out with its reason. (The
+GPU rule is tested with the GPU guard's fake NVML: tests/app/test_gpu_guard.py.)"""
 
 from __future__ import annotations
 
+import datetime as dt
+import os
+import signal
 import time
 
 import pytest
-from service_helpers import submit, wait_for
+from service_helpers import ServiceProcess, cancel_all, submit, wait_for
 
 
 def wait_until(check, timeout: float = 15.0, what: str = "the condition"):
@@ -121,3 +126,80 @@ def test_a_stall_limit_of_zero_means_never(make_client, limit: float) -> None:
     client = make_client(stall_after_s=limit)
     run = submit(client, "+extra.fake_hang=1.5")
     assert wait_for(client, run["name"], timeout=20)["status"] == "succeeded"
+
+
+# --- a restart of the service (kill -9): the stall clock and the cancel decision are kept ----------------
+
+
+def _at(stamp: str) -> float:
+    return dt.datetime.fromisoformat(stamp).timestamp()
+
+
+def test_a_pending_stall_cancel_survives_a_restart_neither_forgotten_nor_early(output_dir) -> None:
+    """Stalled, then the service is killed before the grace period ends: the new one shows the same stall
+    and cancels at the same time (not a full limit and grace after its start, and not before)."""
+    limit, grace = 3.0, 5.0
+    svc = ServiceProcess(
+        output_dir, LABRUN_STALL_AFTER_S=str(limit), LABRUN_STALL_GRACE_S=str(grace), LABRUN_MAX_CPU_RUNS="2"
+    ).start()
+    try:
+        name = submit(svc.http, "+extra.fake_hang=120")["name"]
+        wait_for(svc.http, name, {"running"})
+        before = wait_until(lambda: stalled(svc.http, name), what="the stall")["stall"]
+        svc.kill9()
+        svc.start()
+        restarted = time.time()
+        again = wait_until(lambda: stalled(svc.http, name), what="the stall after the restart")["stall"]
+        assert again["message"].startswith("no progress and no output for ")
+        # the same stall: read back from the files' times, at most one look (0.3 s) later, never earlier
+        assert 0 <= _at(again["cancel_at"]) - _at(before["cancel_at"]) <= 0.5, (before, again)
+        ended = svc.wait_for(name, timeout=30)
+        cancelled_at = time.time()
+        assert ended["status"] == "cancelled"
+        assert ended["reason"].startswith("cancelled: stalled, no progress and no output for ")
+        assert cancelled_at >= _at(before["cancel_at"])  # not early
+        assert cancelled_at - restarted < limit + grace - 1.0, "a full limit and grace again"
+    finally:
+        cancel_all(svc.http)
+        svc.stop()
+
+
+def test_a_decided_stall_cancel_is_carried_out_after_a_restart_with_its_reason(output_dir) -> None:
+    """The watcher decided to cancel a run that ignores SIGTERM, and the service died during the cancel's
+    grace period: the next one carries the cancel out at once and records the stall's reason. A second run,
+    killed while the service was down, is recorded with its stall's reason too."""
+    svc = ServiceProcess(
+        output_dir,
+        LABRUN_STALL_AFTER_S="1",
+        LABRUN_STALL_GRACE_S="1",
+        LABRUN_CANCEL_GRACE_S="120",  # SIGTERM ignored: the cancel waits this long before its SIGKILL
+        LABRUN_MAX_CPU_RUNS="2",
+    ).start()
+    try:
+        hung = ("+extra.fake_hang=300", "+extra.fake_on_term=ignore")
+        names = [submit(svc.http, *hung, f"+extra.n={i}")["name"] for i in range(2)]
+        for name in names:
+            wait_for(svc.http, name, {"running"})
+        wait_until(
+            lambda: all(f"run {n}: cancelled: stalled" in svc.log() for n in names),
+            what="both cancels decided",
+        )
+        assert all(svc.http.get(f"/runs/{n}").json()["status"] == "running" for n in names)
+        svc.kill9()
+        pids = {
+            n: int((output_dir / ".labrun" / "runs" / n / "child_pid").read_text().split()[0]) for n in names
+        }
+        os.kill(pids[names[1]], signal.SIGKILL)  # the second one ends while the service is down
+        svc.env["LABRUN_CANCEL_GRACE_S"] = "1"
+        svc.env["LABRUN_STALL_AFTER_S"] = "600"  # a fresh look would take 10 minutes: only the kept decision
+        svc.start()
+        restarted = time.time()
+        for name in names:
+            ended = svc.wait_for(name, timeout=30)
+            assert ended["status"] == "cancelled", ended
+            assert ended["reason"].startswith("cancelled: stalled, no progress and no output for "), ended
+        assert time.time() - restarted < 15
+        assert f"run {names[0]}: carrying out the stall cancel decided before the restart" in svc.log()
+    finally:
+        cancel_all(svc.http)
+        svc.stop()

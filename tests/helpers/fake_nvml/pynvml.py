@@ -3,8 +3,11 @@
 Tests put this folder first on the service process's PYTHONPATH and write the JSON file that
 ``FAKE_NVML_FILE`` names; every call reads it again, so a test changes what NVML says by rewriting it:
 
-    {"gpus": [{"uuid": "GPU-0000", "name": "Fake GPU"}, ...],
+    {"gpus": [{"uuid": "GPU-0000", "name": "Fake GPU", "utilization": 0}, ...],
      "processes": [{"gpu": 0, "pid": 1234, "used_mb": 2048, "graphics": false}, ...]}
+
+A GPU's ``utilization`` (percent) answers ``nvmlDeviceGetUtilizationRates``; a GPU without it raises
+``NVMLError_NotSupported`` there, as boards that do not report it do.
 
 As the driver does, only live processes are listed (a pid that is gone drops out), and graphics processes
 come only from ``nvmlDeviceGetGraphicsRunningProcesses``. No file, or ``"fail_init": true``: nvmlInit
@@ -24,6 +27,10 @@ class NVMLError(Exception):
 
 
 class NVMLError_LibraryNotFound(NVMLError):
+    pass
+
+
+class NVMLError_NotSupported(NVMLError):
     pass
 
 
@@ -77,3 +84,10 @@ def nvmlDeviceGetComputeRunningProcesses(handle: int) -> list[SimpleNamespace]:
 
 def nvmlDeviceGetGraphicsRunningProcesses(handle: int) -> list[SimpleNamespace]:
     return _processes(handle, graphics=True)
+
+
+def nvmlDeviceGetUtilizationRates(handle: int) -> SimpleNamespace:
+    gpu = _state()["gpus"][handle]
+    if gpu.get("utilization") is None:
+        raise NVMLError_NotSupported("Not Supported")
+    return SimpleNamespace(gpu=int(gpu["utilization"]), memory=int(gpu.get("memory_utilization", 0)))
