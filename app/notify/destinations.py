@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 
 from app.notify import sending, webhook
 from app.notify.errors import DestinationNotFound, InvalidDestination, Refused
+from app.notify.events import SERVER
 from app.notify.message import probe_message
 from app.notify.safety import NetworkPolicy
 from app.notify.sealing import Sealer
@@ -68,12 +69,12 @@ class Destinations:
     def get(self, owner: str, id: int) -> Destination:
         found = self.store.destination(id)
         if found is None or found.owner != owner:
-            raise DestinationNotFound(id)
+            raise DestinationNotFound(id, server=owner == SERVER)
         return found
 
     def remove(self, owner: str, id: int) -> None:
         if not self.store.remove_destination(owner, id):
-            raise DestinationNotFound(id)
+            raise DestinationNotFound(id, server=owner == SERVER)
 
     def test(self, owner: str, id: int) -> str | None:
         """Send a test message now; None when it got through (a paused destination resumes), else why not."""

@@ -24,6 +24,19 @@ class EventKind(StrEnum):
 DEFAULT_EVENTS: tuple[EventKind, ...] = (EventKind.FAILED, EventKind.SWEEP_FINISHED)
 
 
+class ServerCondition(StrEnum):
+    """The server's own events (``server_events.py``), for the server-wide destinations an admin sets: each
+    sent when the condition starts and when it clears."""
+
+    GPU_BUSY_OUTSIDE = "gpu_busy_outside"
+    DISK_LOW = "disk_low"
+    ENGINE_DOWN = "engine_down"
+
+
+# The owner of the server-wide destinations: not a name a user can have (app/users.py: [a-z][a-z0-9_-]*).
+SERVER = "@server"
+
+
 def parse_events(values: Iterable[str]) -> list[str]:
     """Event names as given by a user, checked (``all`` and ``none`` as shorthands)."""
     known = {k.value for k in EventKind}

@@ -34,6 +34,7 @@ from app.notify.sealing import Sealer
 from app.store.outbox import Delivery, Event, OutboxStore
 
 log = logging.getLogger("labrun.notify")
+SERVER_KINDS = frozenset(c.value for c in events.ServerCondition)
 POOL_SIZE = 8
 BATCH = 500
 
@@ -92,8 +93,10 @@ class NotifyWorker:
         return len(found)
 
     def _recipients(self, event: Event) -> list[int]:
-        if event.owner is None:
-            return []
+        if event.owner is None:  # the server's own events: to the server-wide destinations
+            if event.kind not in SERVER_KINDS:
+                return []
+            return [d.id for d in self.outbox.destinations(events.SERVER) if d.paused_at is None]
         sweep = event.subject if event.kind == events.EventKind.SWEEP_FINISHED else event.body.get("sweep")
         run_choice = (
             self.outbox.choice(event.subject) if event.kind != events.EventKind.SWEEP_FINISHED else None
@@ -144,7 +147,6 @@ class NotifyWorker:
             error = sending.send(secret, self.message(event), self.policy, timeout)
         if error is None:
             self.outbox.delivered(event.seq, destination.id)
-            self.outbox.destination_worked(destination.id)
             return True
         tries = delivery.tries + 1
         give_up = tries >= self.settings.notify_max_tries

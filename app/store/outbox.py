@@ -139,6 +139,22 @@ class OutboxStore:
 
     # --- events and deliveries ----------------------------------------------------------------------------
 
+    def add_event(self, kind: str, subject: str, body: dict[str, Any]) -> int:
+        """An event of the server itself (no run's status change to share a transaction with): one insert,
+        a transaction of its own, with no owner. Its seq."""
+        sql = "INSERT INTO events (kind, subject, owner, created_at, body) VALUES (?, ?, NULL, ?, ?)"
+        cursor = self._db.write(sql, (kind, subject, time.time(), json.dumps(body)))
+        return int(cursor.lastrowid or 0)
+
+    def last_events(self, kinds: Sequence[str]) -> builtins.list[Event]:
+        """The last event of each subject among events of ``kinds`` (the server's conditions as last told)."""
+        marks = ", ".join("?" for _ in kinds)
+        sql = (
+            f"SELECT {_EVENT} FROM events WHERE seq IN"
+            f" (SELECT MAX(seq) FROM events WHERE owner IS NULL AND kind IN ({marks}) GROUP BY subject)"
+        )
+        return [_event(r) for r in self._db.rows(sql, tuple(kinds))]
+
     def events_to_fan_out(self, limit: int = 200) -> builtins.list[Event]:
         sql = f"SELECT {_EVENT} FROM events WHERE fanned_out = 0 ORDER BY seq LIMIT ?"
         return [_event(r) for r in self._db.rows(sql, (limit,))]
@@ -182,8 +198,15 @@ class OutboxStore:
         return float(row[0]) if row and row[0] is not None else None
 
     def delivered(self, event: int, destination: int) -> None:
+        """The delivery sent, and its destination's failures forgotten (a pause lifted): one transaction."""
+        now = time.time()
         sql = "UPDATE deliveries SET state = 'sent', tries = tries + 1, done_at = ?, last_error = NULL"
-        self._db.write(f"{sql} WHERE event = ? AND destination = ?", (time.time(), event, destination))
+        with self._db.transaction() as conn:
+            conn.execute(f"{sql} WHERE event = ? AND destination = ?", (now, event, destination))
+            conn.execute(
+                "UPDATE notify_destinations SET failures = 0, paused_at = NULL, last_sent_at = ? WHERE id = ?",
+                (now, destination),
+            )
 
     def retry_later(self, event: int, destination: int, at: float, error: str, give_up: bool) -> None:
         state = "failed" if give_up else "pending"

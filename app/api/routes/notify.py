@@ -1,4 +1,5 @@
-"""/me/notify: the caller's own notification destinations and default events (docs/notifications.md).
+"""/me/notify: the caller's own notification destinations and default events; /notify/server: the
+server-wide destinations of the server's own events, for admins (docs/notifications.md).
 
 Every route acts on the caller's own destinations only: another user's id answers 404. Checking a URL
 resolves its host (and loads Apprise on first use), and a test sends a message: both run in the thread
@@ -12,7 +13,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from app.api.auth import CallerDep
+from app.api.auth import AdminDep, CallerDep
 from app.api.notify_public import (
     DestinationAdded,
     DestinationCreate,
@@ -21,10 +22,11 @@ from app.api.notify_public import (
     NotifyEvents,
     TestResult,
 )
-from app.notify.events import DEFAULT_EVENTS, parse_events
+from app.notify.events import DEFAULT_EVENTS, SERVER, parse_events
 from app.notify.service import Notifications
 
 router = APIRouter(prefix="/me/notify", tags=["notifications"])
+server_router = APIRouter(prefix="/notify/server", tags=["notifications"])
 
 
 async def get_notify(request: Request) -> Notifications:
@@ -75,3 +77,33 @@ async def set_default_events(body: NotifyEvents, caller: CallerDep, notify: Noti
     events = parse_events(body.events)
     notify.outbox.set_defaults(caller.name, events)
     return NotifyEvents(events=events)
+
+
+# --- the server-wide destinations (admins): the server's own events go there --------------------------------
+
+
+@server_router.get("/destinations", response_model=DestinationsPublic)
+async def list_server_destinations(_: AdminDep, notify: NotifyDep) -> DestinationsPublic:
+    """Where the server's events go: a GPU busy outside labrun, the disk low, the engine down."""
+    found = [DestinationPublic.of(d) for d in notify.destinations.list(SERVER)]
+    return DestinationsPublic(data=found, count=len(found))
+
+
+@server_router.post("/destinations", status_code=201, response_model=DestinationAdded)
+async def add_server_destination(body: DestinationCreate, _: AdminDep, notify: NotifyDep) -> DestinationAdded:
+    """As ``POST /me/notify/destinations``, for the server's events (403 for a caller who is not an admin)."""
+    added = await run_in_threadpool(notify.destinations.add, SERVER, body.url)
+    public = DestinationPublic.of(added.destination)
+    return DestinationAdded(**public.model_dump(), signing_secret=added.signing_secret)
+
+
+@server_router.delete("/destinations/{id}", status_code=204)
+async def remove_server_destination(id: int, _: AdminDep, notify: NotifyDep) -> Response:
+    notify.destinations.remove(SERVER, id)
+    return Response(status_code=204)
+
+
+@server_router.post("/destinations/{id}/test", response_model=TestResult)
+async def try_server_destination(id: int, _: AdminDep, notify: NotifyDep) -> TestResult:
+    error = await run_in_threadpool(notify.destinations.test, SERVER, id)
+    return TestResult(ok=error is None, error=error)
