@@ -27,7 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from app.core.config import Settings
-from app.notify import events, sending
+from app.notify import events, sending, webhook
 from app.notify.message import Message, compose
 from app.notify.safety import NetworkPolicy
 from app.notify.sealing import Sealer
@@ -57,6 +57,7 @@ class NotifyWorker:
         self._busy: set[int] = set()  # destinations with a task under way
         self._hold: dict[int, float] = {}  # destination -> not before (after a failed try)
         self._lock = threading.Lock()
+        self.connections = webhook.Connections()  # kept between deliveries (a burst to one receiver)
 
     def start(self) -> None:
         self._pool = ThreadPoolExecutor(POOL_SIZE, thread_name_prefix="labrun-notify-send")
@@ -72,6 +73,7 @@ class NotifyWorker:
             self._thread.join(timeout=5)
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
+        self.connections.close()
 
     def _loop(self) -> None:
         while not self._stop.is_set():
@@ -144,7 +146,7 @@ class NotifyWorker:
             error: str | None = "the destination cannot be read (the server's notification key changed)"
         else:
             timeout = self.settings.notify_timeout_s
-            error = sending.send(secret, self.message(event), self.policy, timeout)
+            error = sending.send(secret, self.message(event), self.policy, timeout, self.connections)
         if error is None:
             self.outbox.delivered(event.seq, destination.id)
             return True
