@@ -3,15 +3,17 @@
 //   #/queue         the queue with positions, and the GPU map from /healthz
 //   #/runs/<name>   one run: details, loss curves, the log following live, Cancel / Rerun / Delete
 //   #/sweeps/<name> one sweep: counts, best run, its runs with their final losses (sweep.js)
+//   #/settings      your notification destinations and default events (settings.js)
 // Each view refreshes itself on a timer and updates the page in place (rows are kept and only changed cells
 // are rewritten), so nothing flickers and the filter, the scroll position and a text selection survive.
 // Everything the server says is put on the page as text, never as HTML.
 
 import { ApiError, forgetToken, getJSON, idempotencyKey, request, sendJSON, token } from "./api.js";
 import { colorOf, drawChart, number } from "./chart.js";
+import { openSettings, refreshSettings, setupSettingsView } from "./settings.js";
 import { openSweep, refreshSweep, setupSweepView } from "./sweep.js";
 
-const REFRESH_MS = { runs: 3000, queue: 3000, run: 2000, sweep: 3000 };
+const REFRESH_MS = { runs: 3000, queue: 3000, run: 2000, sweep: 3000, settings: 5000 };
 const LOG_KEEP_CHARS = 1 << 20; // the log pane keeps the last ~1 MiB
 const TERMINAL = new Set(["succeeded", "failed", "cancelled"]);
 const $ = (id) => document.getElementById(id);
@@ -669,9 +671,12 @@ function route() {
     openSweep(runName);
   } else if (hash.startsWith("#/queue")) {
     name = "queue";
+  } else if (hash.startsWith("#/settings")) {
+    name = "settings";
+    openSettings();
   }
   current?.poller.stop();
-  for (const view of ["runs", "queue", "run", "sweep"]) $(`view-${view}`).hidden = view !== name;
+  for (const view of ["runs", "queue", "run", "sweep", "settings"]) $(`view-${view}`).hidden = view !== name;
   for (const a of document.querySelectorAll("[data-nav]")) a.classList.toggle("active", a.dataset.nav === name);
   if (name === "run") {
     openRun(runName);
@@ -680,7 +685,8 @@ function route() {
     runPage = null;
     document.title = name === "queue" ? "Queue · labrun" : name === "sweep" ? `${runName} · labrun` : "labrun";
   }
-  const refresh = { runs: refreshRuns, queue: refreshQueue, run: refreshRun, sweep: refreshSweep }[name];
+  if (name === "settings") document.title = "Settings · labrun";
+  const refresh = { runs: refreshRuns, queue: refreshQueue, run: refreshRun, sweep: refreshSweep, settings: refreshSettings }[name];
   current = { name, poller: poll(refresh, REFRESH_MS[name]) };
 }
 
@@ -688,6 +694,7 @@ function start() {
   setupRunsView();
   setupRunView();
   setupSweepView();
+  setupSettingsView();
   $("signout").addEventListener("click", () => {
     forgetToken();
     location.reload();
