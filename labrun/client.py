@@ -174,8 +174,16 @@ class Client:
     def notify_destinations(self, server: bool = False) -> dict[str, Any]:
         return self._json(self._request("GET", f"{_notify(server)}/destinations"))
 
-    def notify_add(self, url: str, server: bool = False) -> dict[str, Any]:
-        return self._json(self._request("POST", f"{_notify(server)}/destinations", json={"url": url}))
+    def notify_add(self, url: str, server: bool = False, events: list[str] | None = None) -> dict[str, Any]:
+        body: dict[str, Any] = {"url": url}
+        if events is not None:
+            body["events"] = events
+        return self._json(self._request("POST", f"{_notify(server)}/destinations", json=body))
+
+    def notify_filter(self, id: int, events: list[str] | None, server: bool = False) -> dict[str, Any]:
+        """A destination's own filter of events (None: all)."""
+        path = f"{_notify(server)}/destinations/{id}/events"
+        return self._json(self._request("PUT", path, json={"events": events}))
 
     def notify_test(self, id: int, server: bool = False) -> dict[str, Any]:
         return self._json(self._request("POST", f"{_notify(server)}/destinations/{id}/test"))

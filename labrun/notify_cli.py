@@ -51,6 +51,15 @@ def add_actions(p: argparse.ArgumentParser, common: argparse.ArgumentParser) -> 
     a.add_argument(
         "url", nargs="?", metavar="URL", help="omitted: read from standard input or a hidden prompt"
     )
+    a.add_argument(
+        "--events",
+        metavar="EVENTS",
+        help="only these of the events your choices send reach it (default: all of them)",
+    )
+    server_option(a)
+    a = action("filter", cmd_filter, "set which events reach one destination (all: every one)")
+    a.add_argument("id", type=int, metavar="ID")
+    a.add_argument("events", metavar="EVENTS", help=f"{EVENTS_HELP}; for --server: gpu_busy_outside, ...")
     server_option(a)
     a = action("ls", cmd_ls, "your destinations (secrets masked), their state and last error")
     a.add_argument("--json", action="store_true", help="print the server's JSON instead")
@@ -86,7 +95,8 @@ def cmd_add(client: Client, args: argparse.Namespace) -> int:
     url = url.strip()
     if not url:
         raise CliError("no URL given (as an argument, on standard input, or at the prompt)", EXIT_INVALID)
-    added = client.notify_add(url, server=args.server)
+    events = None if args.events is None else _events(args.events)
+    added = client.notify_add(url, server=args.server, events=events)
     print(added["id"])
     print(f"labrun: added {added['label']} ({added['kind']})", file=sys.stderr)
     if added.get("signing_secret"):
@@ -96,6 +106,18 @@ def cmd_add(client: Client, args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     return EXIT_OK
+
+
+def cmd_filter(client: Client, args: argparse.Namespace) -> int:
+    events = None if args.events.strip() == "all" else _events(args.events)
+    found = client.notify_filter(args.id, events, server=args.server)
+    chosen = found["events"]
+    print("all" if chosen is None else ",".join(chosen) or "none")
+    return EXIT_OK
+
+
+def _events(value: str) -> list[str]:
+    return [e.strip() for e in value.split(",") if e.strip() and e.strip() != "none"]
 
 
 def cmd_ls(client: Client, args: argparse.Namespace) -> int:
@@ -108,6 +130,8 @@ def cmd_ls(client: Client, args: argparse.Namespace) -> int:
         print(f"no destinations; add one with `labrun notify add{more}`", file=sys.stderr)
     for d in answer["data"]:
         line = f"{d['id']:>4}  {d['state']:<7} {d['kind']:<8} {d['label']}"
+        if d.get("events") is not None:
+            line += f"  (only: {','.join(d['events']) or 'none'})"
         if d.get("last_error"):
             line += f"\n      last error ({d['failures']} in a row): {d['last_error']}"
         print(line)

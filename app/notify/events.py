@@ -37,16 +37,18 @@ class ServerCondition(StrEnum):
 SERVER = "@server"
 
 
-def parse_events(values: Iterable[str]) -> list[str]:
-    """Event names as given by a user, checked (``all`` and ``none`` as shorthands)."""
-    known = {k.value for k in EventKind}
+def parse_events(values: Iterable[str], server: bool = False) -> list[str]:
+    """Event names as given by a user, checked (``all`` and ``none`` as shorthands); ``server``: the
+    server's events (``ServerCondition``) instead of the runs'."""
+    kinds: tuple[StrEnum, ...] = tuple(ServerCondition) if server else tuple(EventKind)
+    known = {k.value for k in kinds}
     found: list[str] = []
     for value in values:
         for name in (v.strip().lower() for v in value.split(",")):
             if name in ("", "none"):
                 continue
             if name == "all":
-                found.extend(k.value for k in EventKind)
+                found.extend(k.value for k in kinds)
             elif name in known:
                 found.append(name)
             else:

@@ -95,19 +95,26 @@ class NotifyWorker:
         return len(found)
 
     def _recipients(self, event: Event) -> list[int]:
-        if event.owner is None:  # the server's own events: to the server-wide destinations
-            if event.kind not in SERVER_KINDS:
-                return []
-            return [d.id for d in self.outbox.destinations(events.SERVER) if d.paused_at is None]
+        """The destinations ``event`` goes to: those its owner's choices send it to (the server-wide ones
+        for the server's own events), less those whose own filter leaves it out."""
+        if event.owner is None:
+            owner = events.SERVER if event.kind in SERVER_KINDS else None
+        else:
+            owner = event.owner if self._wanted(event, event.owner) else None
+        if owner is None:
+            return []
+        found = [d.id for d in self.outbox.destinations(owner) if d.paused_at is None]
+        filters = self.outbox.filters(found)
+        return [id for id in found if id not in filters or event.kind in filters[id]]
+
+    def _wanted(self, event: Event, owner: str) -> bool:
         sweep = event.subject if event.kind == events.EventKind.SWEEP_FINISHED else event.body.get("sweep")
         run_choice = (
             self.outbox.choice(event.subject) if event.kind != events.EventKind.SWEEP_FINISHED else None
         )
         sweep_choice = self.outbox.choice(sweep) if sweep else None
-        defaults = self.outbox.defaults(event.owner)
-        if not events.wanted(event.kind, run_choice, sweep_choice, sweep is not None, defaults):
-            return []
-        return [d.id for d in self.outbox.destinations(event.owner) if d.paused_at is None]
+        defaults = self.outbox.defaults(owner)
+        return events.wanted(event.kind, run_choice, sweep_choice, sweep is not None, defaults)
 
     # --- send ---------------------------------------------------------------------------------------------
 

@@ -73,7 +73,7 @@ function row(d) {
     button("Test", () => testDestination(d.id)),
     button("Remove", (node) => removeDestination(d.id, node), "danger"),
   );
-  tr.append(cell(d.id, "num"), cell(d.kind), cell(d.label, "name"), cell(d.state, `state-${d.state}`), cell(error), actions);
+  tr.append(cell(d.id, "num"), cell(d.kind), cell(d.events ? `${d.label} · only: ${d.events.join(", ") || "none"}` : d.label, "name"), cell(d.state, `state-${d.state}`), cell(error), actions);
   return tr;
 }
 

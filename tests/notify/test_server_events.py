@@ -154,6 +154,13 @@ def test_only_an_admin_sets_server_wide_destinations(output_dir, tmp_path, make_
     assert added.status_code == 201, added.text
     id = added.json()["id"]
     assert client.delete(f"/notify/server/destinations/{id}", headers=alice).status_code == 403
+    only = client.put(f"/notify/server/destinations/{id}/events", json={"events": ["disk_low"]}, headers=root)
+    assert only.json()["events"] == ["disk_low"]
+    run_event = {"events": ["failed"]}  # a run's event: not one a server-wide destination gets
+    assert (
+        client.put(f"/notify/server/destinations/{id}/events", json=run_event, headers=root).status_code
+        == 422
+    )
     assert client.post(f"/notify/server/destinations/{id}/test", headers=alice).status_code == 403
     # a server-wide destination is nobody's own: not listed, not removable, as one of root's
     assert client.get("/me/notify/destinations", headers=root).json()["count"] == 0

@@ -17,6 +17,7 @@ from app.api.auth import AdminDep, CallerDep
 from app.api.notify_public import (
     DestinationAdded,
     DestinationCreate,
+    DestinationEvents,
     DestinationPublic,
     DestinationsPublic,
     NotifyEvents,
@@ -47,7 +48,7 @@ async def list_destinations(caller: CallerDep, notify: NotifyDep) -> Destination
 async def add_destination(body: DestinationCreate, caller: CallerDep, notify: NotifyDep) -> DestinationAdded:
     """422 with the reason when Apprise does not understand the URL, its scheme is not allowed, or its host
     is one the server may not reach. A webhook's signing secret is in this answer only."""
-    added = await run_in_threadpool(notify.destinations.add, caller.name, body.url)
+    added = await run_in_threadpool(notify.destinations.add, caller.name, body.url, body.events)
     public = DestinationPublic.of(added.destination)
     return DestinationAdded(**public.model_dump(), signing_secret=added.signing_secret)
 
@@ -56,6 +57,14 @@ async def add_destination(body: DestinationCreate, caller: CallerDep, notify: No
 async def remove_destination(id: int, caller: CallerDep, notify: NotifyDep) -> Response:
     notify.destinations.remove(caller.name, id)
     return Response(status_code=204)
+
+
+@router.put("/destinations/{id}/events", response_model=DestinationPublic)
+async def filter_destination(
+    id: int, body: DestinationEvents, caller: CallerDep, notify: NotifyDep
+) -> DestinationPublic:
+    """Which of the events your choices send reach this destination (null: all; 422 naming an unknown)."""
+    return DestinationPublic.of(notify.destinations.set_filter(caller.name, id, body.events))
 
 
 @router.post("/destinations/{id}/test", response_model=TestResult)
@@ -92,7 +101,7 @@ async def list_server_destinations(_: AdminDep, notify: NotifyDep) -> Destinatio
 @server_router.post("/destinations", status_code=201, response_model=DestinationAdded)
 async def add_server_destination(body: DestinationCreate, _: AdminDep, notify: NotifyDep) -> DestinationAdded:
     """As ``POST /me/notify/destinations``, for the server's events (403 for a caller who is not an admin)."""
-    added = await run_in_threadpool(notify.destinations.add, SERVER, body.url)
+    added = await run_in_threadpool(notify.destinations.add, SERVER, body.url, body.events)
     public = DestinationPublic.of(added.destination)
     return DestinationAdded(**public.model_dump(), signing_secret=added.signing_secret)
 
@@ -107,3 +116,11 @@ async def remove_server_destination(id: int, _: AdminDep, notify: NotifyDep) -> 
 async def try_server_destination(id: int, _: AdminDep, notify: NotifyDep) -> TestResult:
     error = await run_in_threadpool(notify.destinations.test, SERVER, id)
     return TestResult(ok=error is None, error=error)
+
+
+@server_router.put("/destinations/{id}/events", response_model=DestinationPublic)
+async def filter_server_destination(
+    id: int, body: DestinationEvents, _: AdminDep, notify: NotifyDep
+) -> DestinationPublic:
+    """Which of the server's events reach this destination (null: all)."""
+    return DestinationPublic.of(notify.destinations.set_filter(SERVER, id, body.events))
