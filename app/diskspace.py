@@ -60,6 +60,8 @@ class DiskGuard:
         self._running: RunningFiles | None = None
         self._sizes: tuple[float, dict[str, int]] = (-math.inf, {})  # (when measured, run -> bytes)
         self._last: DiskState | None = None
+        # Told every state checked (notifications: the disk running low, and clearing); must be quick.
+        self.on_check: Callable[[DiskState], None] | None = None
 
     def watch(self, running: RunningFiles) -> None:
         """Where the running runs' files are: what a short disk may be blamed on."""
@@ -72,6 +74,8 @@ class DiskGuard:
         elif state.ok:
             self._sizes = (-math.inf, {})  # measured again as soon as the disk is short again
         self._last = state
+        if self.on_check is not None:
+            self.on_check(state)
         return state
 
     def warning_for(self, run: str) -> str | None:

@@ -180,7 +180,7 @@ def create_app(settings: Settings | None = None, launcher: Launcher | None = Non
         throttle = LoginThrottle(settings.login_failures_per_minute, settings.trusted_proxies)
         auth = AuthPolicy(settings.auth, manager.users, throttle)
         _check_exposure(settings, auth)
-        notify = Notifications(settings, manager.store, RunFiles(state))
+        notify = Notifications.watching(manager, RunFiles(state))  # the server's own events too
     except BaseException:
         lock.release()
         raise

@@ -40,12 +40,15 @@ class _Receiver(ThreadingHTTPServer):
 
 
 class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keeps connections open, as most receivers do
+
     def do_POST(self) -> None:  # the standard library names it
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         server: _Receiver = self.server  # type: ignore[assignment]
         with server.lock:
             server.arrived.setdefault(body["run"]["name"] if body.get("run") else body["id"], time.time())
         self.send_response(200)
+        self.send_header("Content-Length", "0")
         self.end_headers()
 
     def log_message(self, *args: object) -> None:

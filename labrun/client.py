@@ -182,17 +182,27 @@ class Client:
 
     # --- notifications (/me/notify) ---------------------------------------------------------------------
 
-    def notify_destinations(self) -> dict[str, Any]:
-        return self._json(self._request("GET", "/me/notify/destinations"))
+    # ``server``: the server-wide destinations of the server's own events (admins only), not the caller's
 
-    def notify_add(self, url: str) -> dict[str, Any]:
-        return self._json(self._request("POST", "/me/notify/destinations", json={"url": url}))
+    def notify_destinations(self, server: bool = False) -> dict[str, Any]:
+        return self._json(self._request("GET", f"{_notify(server)}/destinations"))
 
-    def notify_test(self, id: int) -> dict[str, Any]:
-        return self._json(self._request("POST", f"/me/notify/destinations/{id}/test"))
+    def notify_add(self, url: str, server: bool = False, events: list[str] | None = None) -> dict[str, Any]:
+        body: dict[str, Any] = {"url": url}
+        if events is not None:
+            body["events"] = events
+        return self._json(self._request("POST", f"{_notify(server)}/destinations", json=body))
 
-    def notify_remove(self, id: int) -> None:
-        self._request("DELETE", f"/me/notify/destinations/{id}")
+    def notify_filter(self, id: int, events: list[str] | None, server: bool = False) -> dict[str, Any]:
+        """A destination's own filter of events (None: all)."""
+        path = f"{_notify(server)}/destinations/{id}/events"
+        return self._json(self._request("PUT", path, json={"events": events}))
+
+    def notify_test(self, id: int, server: bool = False) -> dict[str, Any]:
+        return self._json(self._request("POST", f"{_notify(server)}/destinations/{id}/test"))
+
+    def notify_remove(self, id: int, server: bool = False) -> None:
+        self._request("DELETE", f"{_notify(server)}/destinations/{id}")
 
     def notify_events(self, events: list[str] | None = None) -> dict[str, Any]:
         """The caller's default events; sets them first when ``events`` is given."""
@@ -302,3 +312,7 @@ def _detail(response: httpx.Response) -> str:
         text = response.text.strip()
         detail = text.splitlines()[0][:200] if text else response.reason_phrase or "error"
     return " ".join(str(detail).split())
+
+
+def _notify(server: bool) -> str:
+    return "/notify/server" if server else "/me/notify"

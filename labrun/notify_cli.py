@@ -51,14 +51,36 @@ def add_actions(p: argparse.ArgumentParser, common: argparse.ArgumentParser) -> 
     a.add_argument(
         "url", nargs="?", metavar="URL", help="omitted: read from standard input or a hidden prompt"
     )
+    a.add_argument(
+        "--events",
+        metavar="EVENTS",
+        help="only these of the events your choices send reach it (default: all of them)",
+    )
+    server_option(a)
+    a = action("filter", cmd_filter, "set which events reach one destination (all: every one)")
+    a.add_argument("id", type=int, metavar="ID")
+    a.add_argument("events", metavar="EVENTS", help=f"{EVENTS_HELP}; for --server: gpu_busy_outside, ...")
+    server_option(a)
     a = action("ls", cmd_ls, "your destinations (secrets masked), their state and last error")
     a.add_argument("--json", action="store_true", help="print the server's JSON instead")
+    server_option(a)
     a = action("test", cmd_test, "send a test message to a destination now (a paused one resumes)")
     a.add_argument("id", type=int, metavar="ID")
+    server_option(a)
     a = action("rm", cmd_rm, "remove destinations")
     a.add_argument("ids", nargs="+", type=int, metavar="ID")
+    server_option(a)
     a = action("events", cmd_events, "show, or set, the events your runs send by default")
     a.add_argument("events", nargs="?", metavar="EVENTS", help=EVENTS_HELP)
+
+
+def server_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--server",
+        action="store_true",
+        help="the server-wide destinations of the server's own events (a GPU busy outside labrun, the "
+        "disk low, the engine down) instead of yours; admins only",
+    )
 
 
 def cmd_notify(client: Client, args: argparse.Namespace) -> int:
@@ -73,7 +95,8 @@ def cmd_add(client: Client, args: argparse.Namespace) -> int:
     url = url.strip()
     if not url:
         raise CliError("no URL given (as an argument, on standard input, or at the prompt)", EXIT_INVALID)
-    added = client.notify_add(url)
+    events = None if args.events is None else _events(args.events)
+    added = client.notify_add(url, server=args.server, events=events)
     print(added["id"])
     print(f"labrun: added {added['label']} ({added['kind']})", file=sys.stderr)
     if added.get("signing_secret"):
@@ -85,15 +108,30 @@ def cmd_add(client: Client, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_filter(client: Client, args: argparse.Namespace) -> int:
+    events = None if args.events.strip() == "all" else _events(args.events)
+    found = client.notify_filter(args.id, events, server=args.server)
+    chosen = found["events"]
+    print("all" if chosen is None else ",".join(chosen) or "none")
+    return EXIT_OK
+
+
+def _events(value: str) -> list[str]:
+    return [e.strip() for e in value.split(",") if e.strip() and e.strip() != "none"]
+
+
 def cmd_ls(client: Client, args: argparse.Namespace) -> int:
-    answer = client.notify_destinations()
+    answer = client.notify_destinations(server=args.server)
     if args.json:
         print(json.dumps(answer, indent=2))
         return EXIT_OK
     if not answer["data"]:
-        print("no destinations; add one with `labrun notify add`", file=sys.stderr)
+        more = " --server" if args.server else ""
+        print(f"no destinations; add one with `labrun notify add{more}`", file=sys.stderr)
     for d in answer["data"]:
         line = f"{d['id']:>4}  {d['state']:<7} {d['kind']:<8} {d['label']}"
+        if d.get("events") is not None:
+            line += f"  (only: {','.join(d['events']) or 'none'})"
         if d.get("last_error"):
             line += f"\n      last error ({d['failures']} in a row): {d['last_error']}"
         print(line)
@@ -101,7 +139,7 @@ def cmd_ls(client: Client, args: argparse.Namespace) -> int:
 
 
 def cmd_test(client: Client, args: argparse.Namespace) -> int:
-    result = client.notify_test(args.id)
+    result = client.notify_test(args.id, server=args.server)
     if result["ok"]:
         print(f"labrun: destination {args.id} got the test message", file=sys.stderr)
         return EXIT_OK
@@ -110,7 +148,7 @@ def cmd_test(client: Client, args: argparse.Namespace) -> int:
 
 def cmd_rm(client: Client, args: argparse.Namespace) -> int:
     for id in args.ids:
-        client.notify_remove(id)
+        client.notify_remove(id, server=args.server)
         print(f"labrun: removed destination {id}", file=sys.stderr)
     return EXIT_OK
 

@@ -17,6 +17,11 @@ class DestinationCreate(BaseModel):
         "(labrun+https://host/path)",
         max_length=4096,
     )
+    events: list[str] | None = Field(
+        None,
+        description="this destination's own filter: only these of the events your choices send reach it "
+        "(the server's events for a server-wide one); null: all of them",
+    )
 
 
 class DestinationPublic(BaseModel):
@@ -29,6 +34,7 @@ class DestinationPublic(BaseModel):
     last_error: str | None = Field(None, description="why the last try failed, in general terms")
     last_error_at: dt.datetime | None = None
     last_sent_at: dt.datetime | None = None
+    events: list[str] | None = Field(None, description="its own filter of events (null: all)")
 
     @classmethod
     def of(cls, d: Destination) -> DestinationPublic:
@@ -42,6 +48,7 @@ class DestinationPublic(BaseModel):
             last_error=d.last_error,
             last_error_at=_time(d.last_error_at) if d.last_error_at else None,
             last_sent_at=_time(d.last_sent_at) if d.last_sent_at else None,
+            events=d.events,
         )
 
 
@@ -59,6 +66,12 @@ class DestinationsPublic(BaseModel):
 class TestResult(BaseModel):
     ok: bool
     error: str | None = None
+
+
+class DestinationEvents(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    events: list[str] | None = Field(description="the events this destination gets (null: all)")
 
 
 class NotifyEvents(BaseModel):

@@ -36,6 +36,7 @@ NEEDS_CALLER = (
     prom.router,
     gpus.router,
     notify.router,
+    notify.server_router,
 )
 
 

@@ -222,6 +222,16 @@ class Settings(BaseSettings):
     notify_poll_s: float = Field(
         0.2, gt=0, le=60, description="seconds between two looks of the delivery worker at the outbox"
     )
+    notify_server_event_min_s: float = Field(
+        900.0,
+        ge=0,
+        le=7 * 86_400,
+        description="the server's events (a GPU busy outside labrun, the disk low, the engine down): the "
+        "least seconds between two messages about one condition (a change sooner is told when they pass)",
+    )
+    notify_server_check_s: float = Field(
+        30.0, gt=0, le=3600, description="seconds between two looks at the engine's health and the disk"
+    )
 
     @field_validator("output_dir")
     @classmethod

@@ -4,11 +4,13 @@ on that user's destinations only; another's are "not found", never "forbidden" (
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from urllib.parse import urlsplit
 
 from app.notify import sending, webhook
 from app.notify.errors import DestinationNotFound, InvalidDestination, Refused
+from app.notify.events import SERVER, parse_events
 from app.notify.message import probe_message
 from app.notify.safety import NetworkPolicy
 from app.notify.sealing import Sealer
@@ -28,14 +30,27 @@ class Destinations:
     def __init__(self, store: OutboxStore, sealer: Sealer, policy: NetworkPolicy, timeout: float) -> None:
         self.store, self.sealer, self.policy, self.timeout = store, sealer, policy, timeout
 
-    def add(self, owner: str, url: str) -> Added:
+    def add(self, owner: str, url: str, events: Sequence[str] | None = None) -> Added:
+        """``events``: its own filter (None: every event its owner's choices send to it)."""
         url = url.strip()
+        chosen = None if events is None else parse_events(events, server=owner == SERVER)
         kind, label = self.check(url)
         if len(self.store.destinations(owner)) >= MAX_PER_USER:
             raise InvalidDestination(f"you have {MAX_PER_USER} destinations already; remove one first")
         secret = webhook.new_secret() if kind == "webhook" else None
         sealed = self.sealer.seal(sending.Secret(url, secret).dumps())
-        return Added(self.store.add_destination(owner, kind, label, sealed), secret)
+        added = self.store.add_destination(owner, kind, label, sealed)
+        if chosen is not None:
+            self.store.set_filter(added.id, chosen)
+            added = replace(added, events=chosen)
+        return Added(added, secret)
+
+    def set_filter(self, owner: str, id: int, events: Sequence[str] | None) -> Destination:
+        """Which events this destination gets (None: every event its owner's choices send)."""
+        found = self.get(owner, id)
+        chosen = None if events is None else parse_events(events, server=owner == SERVER)
+        self.store.set_filter(id, chosen)
+        return replace(found, events=chosen)
 
     def check(self, url: str) -> tuple[str, str]:
         """(kind, masked label) of a usable URL; InvalidDestination (422) naming what is wrong."""
@@ -63,17 +78,19 @@ class Destinations:
         return "apprise", _label(plugin.url(privacy=True))
 
     def list(self, owner: str) -> list[Destination]:
-        return self.store.destinations(owner)
+        found = self.store.destinations(owner)
+        filters = self.store.filters([d.id for d in found])
+        return [replace(d, events=filters.get(d.id)) for d in found]
 
     def get(self, owner: str, id: int) -> Destination:
         found = self.store.destination(id)
         if found is None or found.owner != owner:
-            raise DestinationNotFound(id)
+            raise DestinationNotFound(id, server=owner == SERVER)
         return found
 
     def remove(self, owner: str, id: int) -> None:
         if not self.store.remove_destination(owner, id):
-            raise DestinationNotFound(id)
+            raise DestinationNotFound(id, server=owner == SERVER)
 
     def test(self, owner: str, id: int) -> str | None:
         """Send a test message now; None when it got through (a paused destination resumes), else why not."""

@@ -11,8 +11,11 @@ class InvalidDestination(InvalidRun):
 
 
 class DestinationNotFound(NotFound):
-    def __init__(self, id: int) -> None:
-        super().__init__(f"you have no notification destination {id} (`labrun notify ls` lists yours)")
+    def __init__(self, id: int, server: bool = False) -> None:
+        if server:
+            super().__init__(f"no server-wide destination {id} (`labrun notify ls --server` lists them)")
+        else:
+            super().__init__(f"you have no notification destination {id} (`labrun notify ls` lists yours)")
 
 
 class Refused(Exception):

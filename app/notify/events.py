@@ -24,16 +24,31 @@ class EventKind(StrEnum):
 DEFAULT_EVENTS: tuple[EventKind, ...] = (EventKind.FAILED, EventKind.SWEEP_FINISHED)
 
 
-def parse_events(values: Iterable[str]) -> list[str]:
-    """Event names as given by a user, checked (``all`` and ``none`` as shorthands)."""
-    known = {k.value for k in EventKind}
+class ServerCondition(StrEnum):
+    """The server's own events (``server_events.py``), for the server-wide destinations an admin sets: each
+    sent when the condition starts and when it clears."""
+
+    GPU_BUSY_OUTSIDE = "gpu_busy_outside"
+    DISK_LOW = "disk_low"
+    ENGINE_DOWN = "engine_down"
+
+
+# The owner of the server-wide destinations: not a name a user can have (app/users.py: [a-z][a-z0-9_-]*).
+SERVER = "@server"
+
+
+def parse_events(values: Iterable[str], server: bool = False) -> list[str]:
+    """Event names as given by a user, checked (``all`` and ``none`` as shorthands); ``server``: the
+    server's events (``ServerCondition``) instead of the runs'."""
+    kinds: tuple[StrEnum, ...] = tuple(ServerCondition) if server else tuple(EventKind)
+    known = {k.value for k in kinds}
     found: list[str] = []
     for value in values:
         for name in (v.strip().lower() for v in value.split(",")):
             if name in ("", "none"):
                 continue
             if name == "all":
-                found.extend(k.value for k in EventKind)
+                found.extend(k.value for k in kinds)
             elif name in known:
                 found.append(name)
             else:

@@ -38,6 +38,9 @@ def compose(event: Event, public_url: str | None, metrics: Metrics) -> Message:
         "run": None,
         "sweep": None,
     }
+    if event.owner is None and "condition" in event.body:  # the server's own (server_events.py)
+        body["server"] = _server(event.body)
+        return Message(*_server_text(body["server"]), body)
     if event.kind == "sweep_finished":
         body["sweep"] = _sweep(event.body, base, metrics)
         return Message(*_sweep_text(body["sweep"]), body)
@@ -47,7 +50,8 @@ def compose(event: Event, public_url: str | None, metrics: Metrics) -> Message:
 
 def probe_message(owner: str) -> Message:
     body = {"version": BODY_VERSION, "id": "test", "event": "test", "created_at": _iso(None), "run": None}
-    return Message("labrun: test", f"A test notification for {owner}: this destination works.", body)
+    whom = "the server's events" if owner.startswith("@") else owner
+    return Message("labrun: test", f"A test notification for {whom}: this destination works.", body)
 
 
 def _run(raw: dict[str, Any], base: str | None, metrics: Metrics) -> dict[str, Any]:
@@ -91,6 +95,27 @@ def _sweep(raw: dict[str, Any], base: str | None, metrics: Metrics) -> dict[str,
         "best": best,
         "url": f"{base}/#/sweeps/{quote(raw['sweep'], safe=_SAFE)}" if base else None,
     }
+
+
+def _server(raw: dict[str, Any]) -> dict[str, Any]:
+    keys = ("condition", "state", "subject", "detail", "host")
+    return {key: raw.get(key) for key in keys}
+
+
+_CONDITIONS = {
+    "gpu_busy_outside": "GPU busy outside labrun",
+    "disk_low": "output disk low",
+    "engine_down": "engine down",
+}
+
+
+def _server_text(server: dict[str, Any]) -> tuple[str, str]:
+    what = _CONDITIONS.get(str(server["condition"]), str(server["condition"]))
+    if server["subject"].startswith("gpu:"):
+        what = what.replace("GPU", f"GPU {server['subject'][4:]}", 1)
+    state = "cleared" if server["state"] == "cleared" else "started"
+    title = f"labrun on {server['host']}: {what} ({state})"
+    return title, f"{title}.\n{server['detail']}"
 
 
 def _run_text(run: dict[str, Any]) -> tuple[str, str]:

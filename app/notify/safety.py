@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import ipaddress
 import socket
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from app.notify.errors import Refused
 
@@ -32,7 +33,14 @@ FIXED_HOST_SCHEMES = frozenset({"slack", "msteams", "discord", "tgram", "pover",
 
 
 class NetworkPolicy:
-    def __init__(self, schemes: Sequence[str], allow_hosts: Sequence[str]) -> None:
+    def __init__(
+        self,
+        schemes: Sequence[str],
+        allow_hosts: Sequence[str],
+        resolve: Callable[..., list[Any]] = socket.getaddrinfo,
+    ) -> None:
+        """``resolve``: the name service (``socket.getaddrinfo``; tests give a DNS that changes its mind)."""
+        self.resolve = resolve
         self.schemes = frozenset(s.lower() for s in schemes)
         self.hosts: set[str] = set()
         self.networks: list[IPNetwork] = []
@@ -56,7 +64,7 @@ class NetworkPolicy:
         if not host:
             raise Refused("the destination names no host")
         try:
-            infos = socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP)
+            infos = self.resolve(host, port, proto=socket.IPPROTO_TCP)
         except (OSError, UnicodeError):
             raise Refused(f"the host {host!r} of the destination cannot be resolved") from None
         found = list(dict.fromkeys(ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos))

@@ -67,13 +67,21 @@ def check_hosts(plugin: Any, scheme: str, policy: NetworkPolicy) -> None:
         policy.addresses(str(host), port)
 
 
-def send(secret: Secret, message: Message, policy: NetworkPolicy, timeout: float) -> str | None:
-    """Deliver ``message``; None when it got through, else why not (in general terms)."""
+def send(
+    secret: Secret,
+    message: Message,
+    policy: NetworkPolicy,
+    timeout: float,
+    connections: webhook.Connections | None = None,
+) -> str | None:
+    """Deliver ``message``; None when it got through, else why not (in general terms). ``connections``:
+    the webhook's kept connections (the worker's), else a connection of its own."""
     scheme = scheme_of(secret.url)
     try:
         policy.check_scheme(scheme)
         if scheme.startswith(webhook.PREFIX):
-            webhook.send(secret.url, secret.signing_secret or "", message.body, policy, timeout)
+            signing = secret.signing_secret or ""
+            webhook.send(secret.url, signing, message.body, policy, timeout, connections)
             return None
         return _send_apprise(secret.url, scheme, message, policy, timeout)
     except Refused as exc:

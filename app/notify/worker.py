@@ -27,13 +27,14 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from app.core.config import Settings
-from app.notify import events, sending
+from app.notify import events, sending, webhook
 from app.notify.message import Message, compose
 from app.notify.safety import NetworkPolicy
 from app.notify.sealing import Sealer
 from app.store.outbox import Delivery, Event, OutboxStore
 
 log = logging.getLogger("labrun.notify")
+SERVER_KINDS = frozenset(c.value for c in events.ServerCondition)
 POOL_SIZE = 8
 BATCH = 500
 
@@ -56,6 +57,7 @@ class NotifyWorker:
         self._busy: set[int] = set()  # destinations with a task under way
         self._hold: dict[int, float] = {}  # destination -> not before (after a failed try)
         self._lock = threading.Lock()
+        self.connections = webhook.Connections()  # kept between deliveries (a burst to one receiver)
 
     def start(self) -> None:
         self._pool = ThreadPoolExecutor(POOL_SIZE, thread_name_prefix="labrun-notify-send")
@@ -71,6 +73,7 @@ class NotifyWorker:
             self._thread.join(timeout=5)
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
+        self.connections.close()
 
     def _loop(self) -> None:
         while not self._stop.is_set():
@@ -92,17 +95,26 @@ class NotifyWorker:
         return len(found)
 
     def _recipients(self, event: Event) -> list[int]:
+        """The destinations ``event`` goes to: those its owner's choices send it to (the server-wide ones
+        for the server's own events), less those whose own filter leaves it out."""
         if event.owner is None:
+            owner = events.SERVER if event.kind in SERVER_KINDS else None
+        else:
+            owner = event.owner if self._wanted(event, event.owner) else None
+        if owner is None:
             return []
+        found = [d.id for d in self.outbox.destinations(owner) if d.paused_at is None]
+        filters = self.outbox.filters(found)
+        return [id for id in found if id not in filters or event.kind in filters[id]]
+
+    def _wanted(self, event: Event, owner: str) -> bool:
         sweep = event.subject if event.kind == events.EventKind.SWEEP_FINISHED else event.body.get("sweep")
         run_choice = (
             self.outbox.choice(event.subject) if event.kind != events.EventKind.SWEEP_FINISHED else None
         )
         sweep_choice = self.outbox.choice(sweep) if sweep else None
-        defaults = self.outbox.defaults(event.owner)
-        if not events.wanted(event.kind, run_choice, sweep_choice, sweep is not None, defaults):
-            return []
-        return [d.id for d in self.outbox.destinations(event.owner) if d.paused_at is None]
+        defaults = self.outbox.defaults(owner)
+        return events.wanted(event.kind, run_choice, sweep_choice, sweep is not None, defaults)
 
     # --- send ---------------------------------------------------------------------------------------------
 
@@ -141,10 +153,9 @@ class NotifyWorker:
             error: str | None = "the destination cannot be read (the server's notification key changed)"
         else:
             timeout = self.settings.notify_timeout_s
-            error = sending.send(secret, self.message(event), self.policy, timeout)
+            error = sending.send(secret, self.message(event), self.policy, timeout, self.connections)
         if error is None:
             self.outbox.delivered(event.seq, destination.id)
-            self.outbox.destination_worked(destination.id)
             return True
         tries = delivery.tries + 1
         give_up = tries >= self.settings.notify_max_tries

@@ -46,6 +46,7 @@ class Destination:
     last_error_at: float | None = None
     last_sent_at: float | None = None
     paused_at: float | None = None
+    events: builtins.list[str] | None = None  # its own filter (None: every event its owner's runs send)
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,10 @@ _EVENT = "seq, id, kind, subject, owner, created_at, body"
 def _event(row: Row) -> Event:
     seq, id, kind, subject, owner, created_at, body = row
     return Event(seq, id, kind, subject, owner, created_at, json.loads(body))
+
+
+def _filter(id: int) -> str:
+    return f"@destination:{id}"
 
 
 def _destination(row: Row) -> Destination:
@@ -94,11 +99,12 @@ class OutboxStore:
         return [_destination(r) for r in self._db.rows(sql, (owner,))]
 
     def remove_destination(self, owner: str, id: int) -> bool:
-        """Also drops its pending deliveries (one transaction)."""
+        """Also drops its pending deliveries and its filter (one transaction)."""
         with self._db.transaction() as conn:
             gone = conn.execute("DELETE FROM notify_destinations WHERE id = ? AND owner = ?", (id, owner))
             if gone.rowcount:
                 conn.execute("DELETE FROM deliveries WHERE destination = ? AND state = 'pending'", (id,))
+                conn.execute("DELETE FROM notify_choices WHERE subject = ?", (_filter(id),))
         return bool(gone.rowcount)
 
     def destination_worked(self, id: int) -> None:
@@ -117,6 +123,22 @@ class OutboxStore:
         self._db.write(sql, (error, now, pause_after, now, id))
         found = self.destination(id)
         return found is not None and found.paused_at is not None
+
+    def filters(self, ids: Sequence[int]) -> dict[int, builtins.list[str]]:
+        """The destinations' own event filters, of those of ``ids`` that have one. Kept with the runs' and
+        sweeps' choices, under a subject no run or sweep can have (``@destination:<id>``)."""
+        if not ids:
+            return {}
+        marks = ", ".join("?" for _ in ids)
+        sql = f"SELECT subject, events FROM notify_choices WHERE subject IN ({marks})"
+        rows = self._db.rows(sql, [_filter(id) for id in ids])
+        return {int(subject.rsplit(":", 1)[1]): list(json.loads(events)) for subject, events in rows}
+
+    def set_filter(self, id: int, events: Sequence[str] | None) -> None:
+        if events is None:
+            self._db.write("DELETE FROM notify_choices WHERE subject = ?", (_filter(id),))
+        else:
+            self.set_choice(_filter(id), events)
 
     # --- choices ------------------------------------------------------------------------------------------
 
@@ -138,6 +160,22 @@ class OutboxStore:
         self._db.write(sql, (subject, json.dumps(list(events))))
 
     # --- events and deliveries ----------------------------------------------------------------------------
+
+    def add_event(self, kind: str, subject: str, body: dict[str, Any]) -> int:
+        """An event of the server itself (no run's status change to share a transaction with): one insert,
+        a transaction of its own, with no owner. Its seq."""
+        sql = "INSERT INTO events (kind, subject, owner, created_at, body) VALUES (?, ?, NULL, ?, ?)"
+        cursor = self._db.write(sql, (kind, subject, time.time(), json.dumps(body)))
+        return int(cursor.lastrowid or 0)
+
+    def last_events(self, kinds: Sequence[str]) -> builtins.list[Event]:
+        """The last event of each subject among events of ``kinds`` (the server's conditions as last told)."""
+        marks = ", ".join("?" for _ in kinds)
+        sql = (
+            f"SELECT {_EVENT} FROM events WHERE seq IN"
+            f" (SELECT MAX(seq) FROM events WHERE owner IS NULL AND kind IN ({marks}) GROUP BY subject)"
+        )
+        return [_event(r) for r in self._db.rows(sql, tuple(kinds))]
 
     def events_to_fan_out(self, limit: int = 200) -> builtins.list[Event]:
         sql = f"SELECT {_EVENT} FROM events WHERE fanned_out = 0 ORDER BY seq LIMIT ?"
@@ -182,8 +220,15 @@ class OutboxStore:
         return float(row[0]) if row and row[0] is not None else None
 
     def delivered(self, event: int, destination: int) -> None:
+        """The delivery sent, and its destination's failures forgotten (a pause lifted): one transaction."""
+        now = time.time()
         sql = "UPDATE deliveries SET state = 'sent', tries = tries + 1, done_at = ?, last_error = NULL"
-        self._db.write(f"{sql} WHERE event = ? AND destination = ?", (time.time(), event, destination))
+        with self._db.transaction() as conn:
+            conn.execute(f"{sql} WHERE event = ? AND destination = ?", (now, event, destination))
+            conn.execute(
+                "UPDATE notify_destinations SET failures = 0, paused_at = NULL, last_sent_at = ? WHERE id = ?",
+                (now, destination),
+            )
 
     def retry_later(self, event: int, destination: int, at: float, error: str, give_up: bool) -> None:
         state = "failed" if give_up else "pending"

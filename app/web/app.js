@@ -4,15 +4,17 @@
 //   #/runs/<name>   one run: details, loss curves, the log following live, Cancel / Rerun / Delete
 //   #/sweeps        the sweeps, newest first (sweep.js)
 //   #/sweeps/<name> one sweep: counts, best run, its runs with their final losses (sweep.js)
+//   #/settings      your notification destinations and default events (settings.js)
 // Each view refreshes itself on a timer and updates the page in place (rows are kept and only changed cells
 // are rewritten), so nothing flickers and the filter, the scroll position and a text selection survive.
 // Everything the server says is put on the page as text, never as HTML.
 
 import { ApiError, forgetToken, getJSON, idempotencyKey, request, sendJSON, token } from "./api.js";
 import { colorOf, drawChart, number } from "./chart.js";
+import { openSettings, refreshSettings, setupSettingsView } from "./settings.js";
 import { openSweep, refreshSweep, refreshSweeps, setupSweepView, setupSweepsView } from "./sweep.js";
 
-const REFRESH_MS = { runs: 3000, queue: 3000, run: 2000, sweep: 3000, sweeps: 5000 };
+const REFRESH_MS = { runs: 3000, queue: 3000, run: 2000, sweep: 3000, sweeps: 5000, settings: 5000 };
 const LOG_KEEP_CHARS = 1 << 20; // the log pane keeps the last ~1 MiB
 const TERMINAL = new Set(["succeeded", "failed", "cancelled"]);
 const $ = (id) => document.getElementById(id);
@@ -672,9 +674,12 @@ function route() {
     name = "queue";
   } else if (hash === "#/sweeps" || hash === "#/sweeps/") {
     name = "sweeps";
+  } else if (hash.startsWith("#/settings")) {
+    name = "settings";
+    openSettings();
   }
   current?.poller.stop();
-  for (const view of ["runs", "queue", "run", "sweep", "sweeps"]) $(`view-${view}`).hidden = view !== name;
+  for (const view of ["runs", "queue", "run", "sweep", "sweeps", "settings"]) $(`view-${view}`).hidden = view !== name;
   const nav = name === "sweep" ? "sweeps" : name; // a sweep's page lies under Sweeps
   for (const a of document.querySelectorAll("[data-nav]")) a.classList.toggle("active", a.dataset.nav === nav);
   if (name === "run") {
@@ -685,8 +690,9 @@ function route() {
     const titles = { queue: "Queue · labrun", sweeps: "Sweeps · labrun", sweep: `${runName} · labrun` };
     document.title = titles[name] || "labrun";
   }
+  if (name === "settings") document.title = "Settings · labrun";
   const views = { runs: refreshRuns, queue: refreshQueue, run: refreshRun, sweep: refreshSweep };
-  const refresh = { ...views, sweeps: refreshSweeps }[name];
+  const refresh = { ...views, sweeps: refreshSweeps, settings: refreshSettings }[name];
   current = { name, poller: poll(refresh, REFRESH_MS[name]) };
 }
 
@@ -695,6 +701,7 @@ function start() {
   setupRunView();
   setupSweepView();
   setupSweepsView();
+  setupSettingsView();
   $("signout").addEventListener("click", () => {
     forgetToken();
     location.reload();

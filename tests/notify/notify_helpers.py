@@ -19,19 +19,19 @@ class Receiver:
     """A webhook receiver: every POST to /hook kept (with its signature checked once a secret is set);
     ``down`` makes it answer 503."""
 
-    def __init__(self, server) -> None:
-        self.server = server
+    def __init__(self, server, path: str = "/hook") -> None:
+        self.server, self.path = server, path
         self.secret: str | None = None
         self.down = False
         self.received: list[dict] = []
         self.refused = 0
         self.bad_signatures = 0
         self._lock = threading.Lock()
-        server.expect_request("/hook", method="POST").respond_with_handler(self._handle)
+        server.expect_request(path, method="POST").respond_with_handler(self._handle)
 
     @property
     def url(self) -> str:
-        return "labrun+" + self.server.url_for("/hook")
+        return "labrun+" + self.server.url_for(self.path)
 
     def _handle(self, request: Request) -> Response:
         if self.down:

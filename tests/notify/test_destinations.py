@@ -165,3 +165,61 @@ def test_the_api_process_starts_without_apprise_or_the_key():
         "assert 'apprise' not in sys.modules and 'cryptography.fernet' not in sys.modules\n"
     )
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=60, env={**os.environ})
+
+
+def test_kept_connections_are_reused_and_still_never_reach_an_address_the_check_refuses():
+    """The worker's kept connections: a burst to one receiver travels on one connection, and a name that
+    resolves somewhere else (not allowed) is refused before any message goes, although a connection to
+    the address it had is still open."""
+    import socket
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from app.notify.webhook import Connections
+
+    peers: list[int] = []
+
+    class KeepAlive(BaseHTTPRequestHandler):  # a receiver that keeps connections open, as most do
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self) -> None:  # the standard library names it
+            self.rfile.read(int(self.headers["Content-Length"]))
+            peers.append(self.client_address[1])
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), KeepAlive)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    port = server.server_address[1]
+    dns = {"hooks.lab.test": "127.0.0.1"}  # a name service that changes its mind
+
+    def resolve(host, port, **_):
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (dns[host], port))]
+
+    policy = NetworkPolicy(SCHEMES, ["127.0.0.1/32"], resolve=resolve)
+    secret = Secret(f"labrun+http://hooks.lab.test:{port}/hook", "whsec_test")
+    connections = Connections()
+    try:
+        for _ in range(20):
+            assert send(secret, probe_message("alice"), policy, 3, connections) is None
+        assert len(peers) == 20
+        assert len(set(peers)) == 1, set(peers)  # one connection for the whole burst
+        for elsewhere in ("10.0.0.5", "127.0.0.2", "169.254.169.254"):
+            dns["hooks.lab.test"] = elsewhere
+            error = send(secret, probe_message("alice"), policy, 3, connections)
+            assert error is not None
+            assert "may not reach" in error
+            assert elsewhere not in error
+        assert len(peers) == 20  # nothing went out on the connection still open to 127.0.0.1
+        dns["hooks.lab.test"] = "127.0.0.1"
+        assert send(secret, probe_message("alice"), policy, 3, connections) is None
+        assert len(peers) == 21
+    finally:
+        connections.close()
+        server.shutdown()
+        server.server_close()

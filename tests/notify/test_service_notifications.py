@@ -193,6 +193,9 @@ def test_the_cli_adds_from_stdin_lists_tests_and_removes_and_submit_chooses_even
     refused = labrun("notify", "add", "gopher://x")
     assert refused.returncode != 0
     assert "gopher" in refused.stderr
+    assert labrun("notify", "filter", id, "failed").stdout.strip() == "failed"
+    assert "(only: failed)" in labrun("notify", "ls").stdout
+    assert labrun("notify", "filter", id, "all").stdout.strip() == "all"
     assert labrun("notify", "rm", id).returncode == 0
     assert "no destinations" in labrun("notify", "ls").stderr
 
@@ -221,3 +224,32 @@ def test_a_destination_that_keeps_failing_is_paused_and_shows_its_error(service,
         }
         [message] = receiver.wait(1, "failed")  # resumed: what waited is sent
         assert message["run"]["name"] == bad["name"]
+
+
+def test_a_destinations_own_filter_narrows_what_reaches_it(service, receiver, httpserver):
+    from notify_helpers import Receiver
+
+    everything = Receiver(httpserver, "/everything")
+    svc = service()
+    with svc.client() as client:
+        failures = add_webhook(client, receiver)
+        add_webhook(client, everything)
+        assert client.put("/me/notify/events", json={"events": ["succeeded", "failed"]}).status_code == 200
+        filtered = client.put(f"/me/notify/destinations/{failures['id']}/events", json={"events": ["failed"]})
+        assert filtered.status_code == 200, filtered.text
+        assert filtered.json()["events"] == ["failed"]
+        bad = client.put(f"/me/notify/destinations/{failures['id']}/events", json={"events": ["disk_low"]})
+        assert bad.status_code == 422  # a server event, not one of a user's runs
+        assert "disk_low" in bad.json()["detail"]
+        ok = submit(client, "+extra.fake_sleep=0")
+        wait_for(client, ok["name"])
+        failed = submit(client, "+extra.fake_exit=3")
+        wait_for(client, failed["name"])
+        assert [m["event"] for m in everything.wait(2)] == ["succeeded", "failed"]
+        [message] = receiver.wait(1)
+        quiet(receiver)
+        assert len(receiver.events()) == 1
+        assert message["run"]["name"] == failed["name"]
+        listed = {d["id"]: d["events"] for d in client.get("/me/notify/destinations").json()["data"]}
+        assert listed[failures["id"]] == ["failed"]
+        assert list(listed.values()).count(None) == 1
