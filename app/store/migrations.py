@@ -138,6 +138,13 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX gpu_outside_use_by_time ON gpu_outside_use (last_seen);
     """,
+    # 9: priority classes and preemption (docs/priorities.md): each run's class, a preemption under way
+    # (the waiting run's class), and each user's allowance of high-priority GPUs. New columns only.
+    """
+    ALTER TABLE runs ADD COLUMN priority TEXT NOT NULL DEFAULT 'normal';
+    ALTER TABLE runs ADD COLUMN preempted_by TEXT;
+    ALTER TABLE users ADD COLUMN high_gpus INTEGER;
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

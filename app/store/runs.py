@@ -39,6 +39,7 @@ class QueueEntry(NamedTuple):
     owner: str | None
     gpu_need: int
     started_at: float | None
+    priority: str = "normal"  # its class (app.models.Priority's value)
 
 
 class RunStore:
@@ -162,7 +163,9 @@ class RunStore:
     def entries(self, status: RunStatus) -> builtins.list[QueueEntry]:
         """What fair share needs of the queued (or running) runs, oldest first: a few columns, no decoding
         (the dispatcher and queue positions read the whole queue; a thousand full records cost ~15 ms)."""
-        sql = "SELECT seq, name, owner, gpu_need, started_at FROM runs WHERE status = ? ORDER BY seq"
+        sql = (
+            "SELECT seq, name, owner, gpu_need, started_at, priority FROM runs WHERE status = ? ORDER BY seq"
+        )
         return [QueueEntry(*row) for row in self._db.rows(sql, (RunStatus(status).value,))]
 
     def running_elsewhere(self, launcher: str) -> builtins.list[tuple[str, str]]:
@@ -269,6 +272,41 @@ class RunStore:
             if not moved:
                 raise Rollback
         return moved
+
+    def request_preempt(self, name: str, by_class: str | None) -> bool:
+        """Note that a running run is being preempted for a waiting run of ``by_class`` (None: no longer),
+        so that its end counts as a preemption even across a restart."""
+        return self._update(name, [RunStatus.RUNNING], {"preempted_by": by_class})
+
+    def requeue_preempted(
+        self, name: str, reason: str, exit_code: int | None, log_tail: str | None, ended_at: float
+    ) -> bool:
+        """A preempted run goes back to the queue as its next attempt, keeping its ``seq`` (its place in the
+        queue); the attempt that ended is kept in ``attempts`` as "preempted", with ``reason`` (which the
+        run's record shows too until it ends). One transaction: both or neither. False if it was not
+        running."""
+        keep = (
+            "INSERT INTO attempts (name, attempt, status, exit_code, reason, log_tail, started_at, finished_at)"
+            " SELECT name, attempts, 'preempted', ?, ?, ?, started_at, ? FROM runs"
+            " WHERE name = ? AND status = 'running'"
+        )
+        again = (
+            "UPDATE runs SET status = 'queued', attempts = attempts + 1, exit_code = NULL, reason = ?,"
+            " log_tail = NULL, started_at = NULL, finished_at = NULL, handle = NULL, gpus = '[]',"
+            " launcher = NULL, preempted_by = NULL WHERE name = ? AND status = 'running'"
+        )
+        moved = False
+        with self._db.transaction() as conn:
+            kept = conn.execute(keep, (exit_code, reason, log_tail, ended_at, name)).rowcount == 1
+            moved = kept and conn.execute(again, (reason, name)).rowcount == 1
+            if not moved:
+                raise Rollback
+        return moved
+
+    def preemptions_since(self, name: str, since: float) -> int:
+        """How many of the run's attempts ended preempted after ``since``."""
+        sql = "SELECT COUNT(*) FROM attempts WHERE name = ? AND status = 'preempted' AND finished_at > ?"
+        return _int(self._db.one(sql, (name, since)))
 
     def set_disk_bytes(self, name: str, size: int) -> bool:
         return self._update(name, list(TERMINAL), {"disk_bytes": size})

@@ -8,7 +8,7 @@ from typing import Any
 from app.models import User
 from app.store.db import Database
 
-_COLUMNS = "name, is_admin, created_at, revoked_at, max_gpus, max_queued, max_run_s"
+_COLUMNS = "name, is_admin, created_at, revoked_at, max_gpus, max_queued, max_run_s, high_gpus"
 
 
 class UserStore:
@@ -58,7 +58,11 @@ class UserStore:
             (max_gpus, max_queued, max_run_s, name),
         )
 
+    def set_high_gpus(self, name: str, high_gpus: int | None) -> None:
+        """The user's own allowance of high-priority GPUs (None: the server's)."""
+        self._db.write("UPDATE users SET high_gpus = ? WHERE name = ?", (high_gpus, name))
+
 
 def _user(row: tuple[Any, ...]) -> User:
-    name, is_admin, created_at, revoked_at, max_gpus, max_queued, max_run_s = row
-    return User(name, bool(is_admin), created_at, revoked_at, max_gpus, max_queued, max_run_s)
+    name, is_admin, created_at, revoked_at, max_gpus, max_queued, max_run_s, high_gpus = row
+    return User(name, bool(is_admin), created_at, revoked_at, max_gpus, max_queued, max_run_s, high_gpus)
