@@ -98,6 +98,17 @@ class Picks:
 class PickingPolicy(Protocol):
     def order(self, queued: Sequence[QueueEntry], running: Sequence[QueueEntry]) -> list[QueueEntry]: ...
 
+    def pick(self, round_: Round) -> Picks: ...
+
+
+class FairSharePicking:
+    def __init__(self, fair: FairShare) -> None:
+        self.fair = fair
+
+    def order(self, queued: Sequence[QueueEntry], running: Sequence[QueueEntry]) -> list[QueueEntry]:
+        """Class by class (high first), fair share and FIFO within each (a stable sort keeps that order)."""
+        return sorted(self.fair.order(queued, running), key=rank, reverse=True)
+
     def pick(self, round_: Round) -> Picks:
         state = _PickState(round_)
         round_.slots.set_aside(round_.outside)

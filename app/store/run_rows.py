@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import fields
+from collections.abc import Callable
 from typing import Any
 
 from app.models import Priority, RunRecord, RunStatus
@@ -48,7 +49,7 @@ def _gpus(value: Any) -> list[int]:
 
 # Column position -> how its value becomes the field's (the others are the value itself). Polling reads
 # dozens of rows per request: converting only these columns keeps a row at a few microseconds.
-_CONVERT = {"gpus": _gpus, "status": RunStatus, "priority": Priority, "cancel_requested": bool}
+_CONVERT: dict[str, Callable[[Any], Any]] = {"gpus": _gpus, "status": RunStatus, "priority": Priority, "cancel_requested": bool}
 _DECODERS = tuple(
     (i, _CONVERT.get(c, _json)) for i, c in enumerate(COLUMNS) if c in _JSON or c in _CONVERT
 )
