@@ -108,7 +108,9 @@ class User:
     max_gpus: int | None = None  # None: the server's default
     max_queued: int | None = None
     max_run_s: float | None = None
-    high_gpus: int | None = None  # GPUs their high-priority runs may hold at once (None: the server's default)
+    high_gpus: int | None = (
+        None  # GPUs their high-priority runs may hold at once (None: the server's default)
+    )
 
     @property
     def active(self) -> bool:

@@ -13,7 +13,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.api.gpus_public import GpuGuardPublic, OutsideProcess
-from app.models import RunRecord, RunStatus
+from app.models import Priority, RunRecord, RunStatus
 
 
 class RunCreate(BaseModel):
@@ -21,6 +21,11 @@ class RunCreate(BaseModel):
 
     overrides: list[str] = Field(default_factory=list, description="Hydra overrides, e.g. model=fno")
     config_name: str | None = Field(None, description="top-level config in conf/ (default neuraloperator)")
+    priority: Priority = Field(
+        Priority.NORMAL,
+        description="its class: high (an admin's allowance), normal, or low (may be preempted); "
+        "see docs/priorities.md",
+    )
 
 
 class Progress(BaseModel):
@@ -51,6 +56,7 @@ class RunPublic(BaseModel):
     rerun_of: str | None = None
     cancelled_by: str | None = None
     attempts: int = Field(1, description="2 and up: resumed from its last checkpoint")
+    priority: Priority = Field(Priority.NORMAL, description="its class: high, normal or low")
     queue_position: int | None = Field(
         None, description="only while queued: its place in its pool (CPU or GPU) in the fair order; 1 = next"
     )
@@ -154,18 +160,26 @@ class LimitsPublic(BaseModel):
     max_gpus: int | None = Field(None, description="GPUs in use at once")
     max_queued: int | None = Field(None, description="runs queued at once")
     max_run_s: float | None = Field(None, description="seconds a run may run before it is cancelled")
+    high_gpus: int | None = Field(
+        None, description="GPUs their high-priority runs may hold at once (0: none; null: no bound, admins)"
+    )
 
 
 class RunningEntry(BaseModel):
     name: str
     gpus: list[int]
     pool: str = Field(description="gpu or cpu")
+    priority: Priority = Priority.NORMAL
+    preempting_for: str | None = Field(
+        None, description="being preempted (saving a checkpoint) for a waiting run of this class"
+    )
 
 
 class QueuedEntry(BaseModel):
     name: str
     pool: str = Field(description="gpu or cpu")
     queue_position: int | None = Field(None, description="its place in its pool in the fair order; 1 = next")
+    priority: Priority = Priority.NORMAL
 
 
 class UserQueue(BaseModel):

@@ -7,10 +7,10 @@ import logging
 import shutil
 from collections.abc import Sequence
 
-from app.errors import InsufficientStorage, RunConflict, StoreUnavailable, TooManyRuns
+from app.errors import Forbidden, InsufficientStorage, InvalidRun, RunConflict, StoreUnavailable, TooManyRuns
 from app.lifecycle.claims import KeyReused, first_free, new_record, scoped_key
 from app.lifecycle.live import Context
-from app.models import RunRecord, RunStatus, SweepRecord
+from app.models import Priority, RunRecord, RunStatus, SweepRecord
 from app.store import IdempotencyKeyTaken, NameTaken
 from app.users import LOCAL
 from app.validation import RunValidator
@@ -31,6 +31,7 @@ class Admission:
         idempotency_key: str | None,
         rerun_of: str | None,
         owner: str,
+        priority: Priority = Priority.NORMAL,
     ) -> tuple[RunRecord, bool]:
         """Validate and queue ``owner``'s run; returns (run, replayed), replayed meaning an Idempotency-Key
         hit (a key is ``owner``'s own: another user's key of the same text is another key)."""
@@ -39,9 +40,10 @@ class Admission:
         if key and (existing := self.store.get_by_idempotency_key(key)) is not None:
             return _replay(existing, overrides, config_name, rerun_of), True
         plan = self.validator.plan(overrides, config_name)
+        self.check_priority(owner, priority, plan.gpu_need)
         self.check_can_queue(owner)
         try:
-            record = self._claim(plan, key, rerun_of, owner)
+            record = self._claim(plan, key, rerun_of, owner, priority)
         except IdempotencyKeyTaken:  # a concurrent request with the same key won
             return _replay(
                 self.store.get_by_idempotency_key(key or ""), overrides, config_name, rerun_of
@@ -49,7 +51,9 @@ class Admission:
         self.live.wake()
         return record, False
 
-    def _claim(self, plan: RunPlan, key: str | None, rerun_of: str | None, owner: str) -> RunRecord:
+    def _claim(
+        self, plan: RunPlan, key: str | None, rerun_of: str | None, owner: str, priority: Priority
+    ) -> RunRecord:
         """Store the plan's run under its name, or the next free one (a name the caller chose: only it)."""
 
         def take(attempt: int) -> RunRecord:
@@ -59,7 +63,10 @@ class Admission:
                     candidate.run_dir
                 )  # left over from an earlier store: the trainer would refuse it
             try:
-                return self.store.insert(new_record(candidate, owner, idempotency_key=key, rerun_of=rerun_of))
+                record = new_record(
+                    candidate, owner, idempotency_key=key, rerun_of=rerun_of, priority=priority
+                )
+                return self.store.insert(record)
             except NameTaken:
                 raise NameInUse(candidate.name) from None
 
@@ -74,7 +81,14 @@ class Admission:
         current_seed = self.validator.plan(overrides, original.config_name).seed
         if original.seed is not None and current_seed != original.seed:  # conf/ changed its default seed
             overrides.append(f"seed={original.seed}")
-        return self.submit(overrides, original.config_name, idempotency_key, rerun_of=name, owner=owner)
+        return self.submit(
+            overrides,
+            original.config_name,
+            idempotency_key,
+            rerun_of=name,
+            owner=owner,
+            priority=original.priority,
+        )
 
     def queue_together(
         self, records: list[RunRecord], owner: str, sweep: SweepRecord | None = None
@@ -82,6 +96,8 @@ class Admission:
         """Queue ``owner``'s ``records`` (a sweep's runs) with the ``sweep``'s own row in one store
         transaction: all or none. The disk and the owner's queued limit are checked for all of them at
         once. Raises NameTaken / IdempotencyKeyTaken (nothing queued) for the caller to handle."""
+        for record in records:
+            self.check_priority(owner, record.priority, record.gpu_need)
         self.check_can_queue(owner, len(records))
         stored = self.store.insert_runs(records, sweep)
         self.live.wake()
@@ -100,6 +116,27 @@ class Admission:
             raise TooManyRuns(
                 f"{owner} has {queued} runs queued, {what}the most one user may have queued at once is "
                 f"{limit}; submit more when some have started (or cancel some)"
+            )
+
+    def check_priority(self, owner: str, priority: Priority, gpu_need: int) -> None:
+        """Refuse a high-priority run its owner may not submit: 403 without an allowance, 422 for a run
+        bigger than it (docs/priorities.md). low and normal are open to everyone."""
+        if priority != Priority.HIGH:
+            return
+        allowance = self.ctx.limits.of(owner).high_gpus
+        how = (
+            f"an admin grants an allowance with `python -m app users limits {owner} --high-gpus N` "
+            "(or PUT /users/<name>/limits with high_gpus; LABRUN_HIGH_PRIORITY_GPUS for everyone)"
+        )
+        if allowance == 0:
+            raise Forbidden(
+                f"{owner} may not submit high-priority runs (their allowance of high-priority GPUs is 0): "
+                f"submit it as normal or low, or {how}"
+            )
+        if allowance is not None and gpu_need > allowance:
+            raise InvalidRun(
+                f"this run needs {gpu_need} GPUs, more than {owner}'s allowance of high-priority GPUs "
+                f"({allowance}): submit it as normal, or {how}"
             )
 
     def check_room(self) -> None:

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from app.errors import RunConflict
-from app.models import RunRecord, RunStatus
+from app.models import Priority, RunRecord, RunStatus
 from trainer import plan as run_plan
 from trainer.plan import MAX_RENAMES, NameInUse, RunPlan
 
@@ -47,6 +47,7 @@ def new_record(
     rerun_of: str | None = None,
     sweep: str | None = None,
     sweep_index: int | None = None,
+    priority: Priority = Priority.NORMAL,
 ) -> RunRecord:
     """A queued run's record, made from its plan (``idempotency_key`` as ``scoped_key`` made it)."""
     return RunRecord(
@@ -65,4 +66,5 @@ def new_record(
         owner=owner,
         sweep=sweep,
         sweep_index=sweep_index,
+        priority=priority,
     )

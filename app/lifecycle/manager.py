@@ -20,7 +20,7 @@ from app.lifecycle.live import Context, LiveState, RunLive
 from app.lifecycle.picking import FairSharePicking, PickingPolicy
 from app.lifecycle.recovery import Recovery
 from app.lifecycle.supervision import Supervisor
-from app.models import RunRecord, RunStatus, SweepRecord
+from app.models import Priority, RunRecord, RunStatus, SweepRecord
 from app.scheduling import Slots
 from app.statedir import StateDir
 from app.store import RunStore
@@ -133,8 +133,9 @@ class RunManager:
         idempotency_key: str | None = None,
         rerun_of: str | None = None,
         owner: str = LOCAL,
+        priority: Priority = Priority.NORMAL,
     ) -> tuple[RunRecord, bool]:
-        return self.admission.submit(overrides, config_name, idempotency_key, rerun_of, owner)
+        return self.admission.submit(overrides, config_name, idempotency_key, rerun_of, owner, priority)
 
     def rerun(
         self, name: str, idempotency_key: str | None = None, owner: str = LOCAL

@@ -7,8 +7,8 @@ field. Lists and dicts are kept as JSON, the status as its value, ``cancel_reque
 from __future__ import annotations
 
 import json
-from dataclasses import fields
 from collections.abc import Callable
+from dataclasses import fields
 from typing import Any
 
 from app.models import Priority, RunRecord, RunStatus
@@ -49,10 +49,13 @@ def _gpus(value: Any) -> list[int]:
 
 # Column position -> how its value becomes the field's (the others are the value itself). Polling reads
 # dozens of rows per request: converting only these columns keeps a row at a few microseconds.
-_CONVERT: dict[str, Callable[[Any], Any]] = {"gpus": _gpus, "status": RunStatus, "priority": Priority, "cancel_requested": bool}
-_DECODERS = tuple(
-    (i, _CONVERT.get(c, _json)) for i, c in enumerate(COLUMNS) if c in _JSON or c in _CONVERT
-)
+_CONVERT: dict[str, Callable[[Any], Any]] = {
+    "gpus": _gpus,
+    "status": RunStatus,
+    "priority": Priority,
+    "cancel_requested": bool,
+}
+_DECODERS = tuple((i, _CONVERT.get(c, _json)) for i, c in enumerate(COLUMNS) if c in _JSON or c in _CONVERT)
 
 
 def decode(row: tuple[Any, ...]) -> RunRecord:

@@ -52,7 +52,13 @@ async def submit_run(body: RunCreate, new: CreationDep, manager: ManagerDep, vie
     """Validate the overrides (422 naming the override and the fix), fix the run's name, queue it as the
     caller's run (429 past their limit of queued runs, 507 when the disk is full)."""
     record, replayed = await run_in_threadpool(
-        manager.submit, body.overrides, body.config_name, new.idempotency_key, None, new.caller.name
+        manager.submit,
+        body.overrides,
+        body.config_name,
+        new.idempotency_key,
+        None,
+        new.caller.name,
+        body.priority,
     )
     new.created("runs", record.name, replayed)
     return view.one(record)

@@ -35,7 +35,7 @@ async def submit_sweep(body: RunCreate, new: CreationDep, sweeps: SweepsDep, vie
     none: 422 naming the combination that is invalid, or a sweep larger than LABRUN_MAX_SWEEP_RUNS; 429
     past the caller's limit of queued runs."""
     sweep, replayed = await run_in_threadpool(
-        sweeps.submit, body.overrides, body.config_name, new.idempotency_key, new.caller.name
+        sweeps.submit, body.overrides, body.config_name, new.idempotency_key, new.caller.name, body.priority
     )
     new.created("sweeps", sweep.name, replayed)
     return await run_in_threadpool(_public, sweeps, view, sweep)

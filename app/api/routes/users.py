@@ -26,6 +26,9 @@ class Limits(BaseModel):
     )
     max_queued: int | None = Field(None, ge=0, description="runs queued at once")
     max_run_s: float | None = Field(None, ge=0, description="seconds a run may run before it is cancelled")
+    high_gpus: int | None = Field(
+        None, ge=0, description="GPUs their high-priority runs may hold at once (0: no high-priority runs)"
+    )
 
 
 @router.get("/queue", response_model=QueuePublic)
@@ -54,6 +57,8 @@ async def set_limits(name: str, limits: Limits, manager: ManagerDep, _: AdminDep
     if manager.users.get(name) is None:
         raise NotFound(f"no user named {name!r}; create one with: python -m app users add {name}")
     manager.users.set_limits(name, limits.max_gpus, limits.max_queued, limits.max_run_s)
+    if limits.high_gpus is not None:
+        manager.users.set_high_gpus(name, limits.high_gpus)
     return UserLimitsPublic(name=name, limits=_limits(manager, name))
 
 
