@@ -223,6 +223,19 @@ class Launcher(abc.ABC):
             self._kill_harder(name, handle)
 
     @final
+    def preempt(self, name: str, handle: str, grace_s: float) -> None:
+        """Stop the run for a preemption (app/lifecycle/preemption.py): SIGTERM without the cancel marker, so
+        that a preemptible run's trainer writes ``ckpt/last.ckpt`` at its next safe point and exits; killed
+        after ``grace_s`` seconds if it has not (its outcome says so). Returns once it is gone."""
+        self._terminate(name, handle)
+        if self.wait(name, handle, timeout=grace_s) is not None:
+            return
+        self.files(name).mark_killed_after_grace(grace_s)
+        self._kill(name, handle)
+        if self.wait(name, handle, timeout=KILL_SETTLE_S) is None:
+            self._kill_harder(name, handle)
+
+    @final
     def forget(self, name: str) -> None:
         """Drop what is kept of a run's last attempt (its exit code, pid, job id, cancel marks, container),
         so that the run can start again as its next attempt (POST /runs/{name}/resume). Its log is kept and

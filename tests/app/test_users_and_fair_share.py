@@ -178,7 +178,7 @@ def test_per_user_limits_queued_runs_and_run_time(output_dir, make_client):
     ended = wait_as(client, alice, first)
     assert ended["status"] == "cancelled", ended
     assert "maximum run time of 1 s" in ended["reason"], ended
-    server_limits = {"max_gpus": None, "max_queued": 2, "max_run_s": 1.0}
+    server_limits = {"max_gpus": None, "max_queued": 2, "max_run_s": 1.0, "high_gpus": 0}
     assert client.get("/queue", headers=alice).json()["users"]["alice"]["limits"] == server_limits
 
 
@@ -187,13 +187,16 @@ def test_an_admin_sets_a_users_own_limits_over_the_servers(output_dir, make_clie
     client = make_client(max_queued_per_user=5)
     root = bearer(t["root"])
     changed = client.put("/users/bob/limits", json={"max_gpus": 2, "max_run_s": 60}, headers=root)
-    assert changed.json() == {"name": "bob", "limits": {"max_gpus": 2, "max_queued": 5, "max_run_s": 60.0}}
+    assert changed.json() == {
+        "name": "bob",
+        "limits": {"max_gpus": 2, "max_queued": 5, "max_run_s": 60.0, "high_gpus": 0},
+    }
     users = {u["name"]: u for u in client.get("/users", headers=root).json()["users"]}
     assert users["bob"] == {
         "name": "bob",
         "admin": False,
         "active": True,
-        "limits": {"max_gpus": 2, "max_queued": 5, "max_run_s": 60.0},
+        "limits": {"max_gpus": 2, "max_queued": 5, "max_run_s": 60.0, "high_gpus": 0},
     }
     assert users["root"]["admin"] is True
     assert users["root"]["limits"]["max_gpus"] is None
