@@ -308,6 +308,14 @@ class RunStore:
         sql = "SELECT COUNT(*) FROM attempts WHERE name = ? AND status = 'preempted' AND finished_at > ?"
         return _int(self._db.one(sql, (name, since)))
 
+    def preemption_counts(self) -> dict[str, int]:
+        """How many attempts ended preempted, per class of the run preempted (the store's whole history)."""
+        sql = (
+            "SELECT r.priority, COUNT(*) FROM attempts a JOIN runs r ON r.name = a.name"
+            " WHERE a.status = 'preempted' GROUP BY r.priority"
+        )
+        return {row[0]: int(row[1]) for row in self._db.rows(sql)}
+
     def set_disk_bytes(self, name: str, size: int) -> bool:
         return self._update(name, list(TERMINAL), {"disk_bytes": size})
 
