@@ -63,24 +63,39 @@ class Client:
     # --- the API --------------------------------------------------------------------------------------
 
     def submit(
-        self, overrides: list[str], config_name: str | None = None, idempotency_key: str | None = None
+        self,
+        overrides: list[str],
+        config_name: str | None = None,
+        idempotency_key: str | None = None,
+        priority: str | None = None,
     ) -> tuple[dict[str, Any], bool]:
         """The new run (or, for a repeated idempotency key, the first one: ``replayed`` True)."""
-        return self._create("/runs", overrides, config_name, idempotency_key)
+        return self._create("/runs", overrides, config_name, idempotency_key, priority)
 
     def submit_sweep(
-        self, overrides: list[str], config_name: str | None = None, idempotency_key: str | None = None
+        self,
+        overrides: list[str],
+        config_name: str | None = None,
+        idempotency_key: str | None = None,
+        priority: str | None = None,
     ) -> tuple[dict[str, Any], bool]:
         """POST /sweeps: the new sweep with its runs (or the first one for a repeated idempotency key)."""
-        return self._create("/sweeps", overrides, config_name, idempotency_key)
+        return self._create("/sweeps", overrides, config_name, idempotency_key, priority)
 
     def _create(
-        self, path: str, overrides: list[str], config_name: str | None, idempotency_key: str | None
+        self,
+        path: str,
+        overrides: list[str],
+        config_name: str | None,
+        idempotency_key: str | None,
+        priority: str | None = None,
     ) -> tuple[dict[str, Any], bool]:
         """POST a run's or a sweep's overrides; (what was made, whether it is a replay of the key's first)."""
         body: dict[str, Any] = {"overrides": overrides}
         if config_name:
             body["config_name"] = config_name
+        if priority:
+            body["priority"] = priority
         response = self._request("POST", path, json=body, headers=_idempotency(idempotency_key))
         return self._json(response), response.headers.get("Idempotent-Replayed") == "true"
 
