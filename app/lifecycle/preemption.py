@@ -116,6 +116,9 @@ class Preempter:
         the write (the supervisor retries it)."""
         record = self.store.get(name)
         if record is None or not self._is_preemption(record, outcome):
+            if name in self.live.preempting:  # it ended otherwise (succeeded, cancelled meanwhile)
+                with self.live.cond:
+                    self.live.preempting.pop(name, None)
             return False
         live, ended_at = self.live, time.time()
         with live.cond:

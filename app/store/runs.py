@@ -248,6 +248,7 @@ class RunStore:
             "gpus": gpus,
             "started_at": started_at or time.time(),
             "launcher": launcher,
+            "preempted_by": None,  # a new attempt: no preemption of it is under way
         }
         return self._update(name, [RunStatus.QUEUED], fields)
 
