@@ -59,6 +59,7 @@ class LaunchSpec:
     gpu_need: int = 0  # how many GPUs the run needs (== len(gpus) unless the launcher places runs)
     # <output_dir>/<its run_dir>: the one run directory a Docker run may see and write (None: not known)
     run_dir: Path | None = None
+    priority: str = "normal"  # its class (docs/priorities.md): a cluster maps it to a partition or QOS
 
 
 LOST = "lost while the service was down: no trace of the process or its exit status"

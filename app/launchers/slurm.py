@@ -77,6 +77,15 @@ class SlurmSettings(BaseSettings):
     partition: str | None = None  # sbatch --partition; default: the cluster's default partition
     account: str | None = None  # sbatch --account; default: the user's default
     qos: str | None = None  # sbatch --qos; default: the account's default
+    # Per priority class (docs/priorities.md): the partition and QOS of a high/normal/low run, over the
+    # two above. Slurm then preempts by its own rules (e.g. PreemptType=preempt/partition_prio with
+    # PreemptMode=REQUEUE), and the requeued job resumes from its checkpoint.
+    partition_high: str | None = None
+    partition_normal: str | None = None
+    partition_low: str | None = None
+    qos_high: str | None = None
+    qos_normal: str | None = None
+    qos_low: str | None = None
     time_limit: str = "1-00:00:00"  # sbatch --time; a run past it gets USR1, checkpoints and is requeued
     cpus_per_task: int = 4  # sbatch --cpus-per-task
     mem: str | None = None  # sbatch --mem, e.g. 32G; default: the partition's
@@ -165,12 +174,14 @@ class SlurmLauncher(Launcher):
             args.append(f"--gres=gpu:{spec.gpu_need}")
         if s.mem:
             args.append(f"--mem={s.mem}")
-        if s.partition:
-            args.append(f"--partition={s.partition}")
+        partition = getattr(s, f"partition_{spec.priority}", None) or s.partition
+        qos = getattr(s, f"qos_{spec.priority}", None) or s.qos
+        if partition:
+            args.append(f"--partition={partition}")
         if s.account:
             args.append(f"--account={s.account}")
-        if s.qos:
-            args.append(f"--qos={s.qos}")
+        if qos:
+            args.append(f"--qos={qos}")
         return [*args, *s.sbatch_options]
 
     def job_script(self, spec: LaunchSpec) -> str:

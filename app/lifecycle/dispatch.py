@@ -287,6 +287,7 @@ class Dispatcher:
             },
             gpu_need=record.gpu_need,
             run_dir=settings.output_dir / record.run_dir,
+            priority=str(record.priority),
         )
 
     def queue_positions(self) -> dict[str, int]:
