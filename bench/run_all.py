@@ -30,7 +30,15 @@ class _Tee(io.TextIOBase):
 
 
 def main(argv: list[str]) -> None:
-    from bench import cli_bench, curve_bench, hot_paths_bench, service_bench, store_bench, trainer_throughput
+    from bench import (
+        cli_bench,
+        curve_bench,
+        hot_paths_bench,
+        preempt_bench,
+        service_bench,
+        store_bench,
+        trainer_throughput,
+    )
 
     quick = "--quick" in argv
     captured = io.StringIO()
@@ -44,6 +52,8 @@ def main(argv: list[str]) -> None:
         curves = curve_bench.main(["--quick"] if quick else [])
         print()
         store = store_bench.main(["--quick"] if quick else [])
+        print()
+        preemption = preempt_bench.main(["--quick"] if quick else [])
         print()
         # labrun, then Ray Jobs (its own venv, bench/.ray-venv), then a bare server: one at a time
         hot = hot_paths_bench.main(["--quick"] if quick else [])
@@ -60,6 +70,7 @@ def main(argv: list[str]) -> None:
                 "cli": cli,
                 "curves": curves,
                 "store": store,
+                "preemption": preemption,
                 "hot_paths": hot,
             },
             indent=2,
