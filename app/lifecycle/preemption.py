@@ -46,7 +46,10 @@ class Preempter:
         self.recheck_at: float | None = None
 
     def preemptible(self) -> frozenset[str]:
-        """The classes that may be preempted: low, and normal where the server allows it."""
+        """The classes that may be preempted: low, and normal where the server allows it; none where no run
+        may be preempted at all (LABRUN_PREEMPT_MAX_PER_HOUR=0: no run may then pass a waiting one either)."""
+        if self.settings.preempt_max_per_hour == 0:
+            return frozenset()
         classes = {Priority.LOW.value}
         if self.settings.preempt_normal:
             classes.add(Priority.NORMAL.value)
