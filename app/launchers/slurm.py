@@ -77,15 +77,13 @@ class SlurmSettings(BaseSettings):
     partition: str | None = None  # sbatch --partition; default: the cluster's default partition
     account: str | None = None  # sbatch --account; default: the user's default
     qos: str | None = None  # sbatch --qos; default: the account's default
-    # Per priority class (docs/priorities.md): the partition and QOS of a high/normal/low run, over the
-    # two above. Slurm then preempts by its own rules (e.g. PreemptType=preempt/partition_prio with
-    # PreemptMode=REQUEUE), and the requeued job resumes from its checkpoint.
-    partition_high: str | None = None
-    partition_normal: str | None = None
-    partition_low: str | None = None
-    qos_high: str | None = None
-    qos_normal: str | None = None
-    qos_low: str | None = None
+    # Per priority class (docs/priorities.md), over the two above; Slurm then preempts by its own rules.
+    partition_high: str | None = None  # sbatch --partition of a high-priority run
+    partition_normal: str | None = None  # sbatch --partition of a normal run
+    partition_low: str | None = None  # sbatch --partition of a low-priority run (one that may be preempted)
+    qos_high: str | None = None  # sbatch --qos of a high-priority run
+    qos_normal: str | None = None  # sbatch --qos of a normal run
+    qos_low: str | None = None  # sbatch --qos of a low-priority run
     time_limit: str = "1-00:00:00"  # sbatch --time; a run past it gets USR1, checkpoints and is requeued
     cpus_per_task: int = 4  # sbatch --cpus-per-task
     mem: str | None = None  # sbatch --mem, e.g. 32G; default: the partition's
