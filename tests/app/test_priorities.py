@@ -4,11 +4,25 @@ a preemption under way is not repeated (docs/priorities.md)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import dataclasses
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+from service_helpers import queued_record
+from test_dispatch import MakeManager, MemoryLauncher, make_manager  # noqa: F401 - its fixture
+from typing_extensions import override
 
 from app.fairshare import FairShare
+from app.launchers.base import Outcome
+from app.lifecycle import RunManager
 from app.lifecycle.picking import Candidate, FairSharePicking, Preemption, Round, fewest_to_free
+from app.models import Priority, RunRecord, RunStatus
 from app.scheduling import Slots
+from app.statedir import StateDir
 from app.store import QueueEntry
 
 NOW = 1_000_000.0
@@ -219,3 +233,139 @@ def test_fewest_to_free_takes_in_order_and_lets_go_of_what_is_not_needed():
     assert fewest_to_free([a], 2) == []
     assert fewest_to_free([], 0) == []
     assert Preemption(a, (b,)).victims == (b,)
+
+
+# --- the dispatcher with classes: a real store and lifecycle, an in-memory launcher (tests/app/test_dispatch.py)
+
+
+class StoppingLauncher(MemoryLauncher):
+    """As ``MemoryLauncher``, with the state files a preemption reads; ``slow``: runs that ignore SIGTERM
+    until the test ends them."""
+
+    def __init__(self, state: StateDir, slow: frozenset[str] = frozenset()) -> None:
+        super().__init__()
+        self.state, self.slow = state, slow
+
+    @override
+    def _terminate(self, name: str, handle: str) -> None:
+        if name not in self.slow:
+            super()._terminate(name, handle)
+
+    @override
+    def wait(self, name: str, handle: str, timeout: float | None = None) -> Outcome | None:
+        deadline = time.monotonic() + (timeout or 0)
+        while (outcome := self.outcomes.get(name)) is None and time.monotonic() < deadline:
+            time.sleep(0.01)  # a slow run takes its time, up to the grace period
+        return outcome
+
+
+@pytest.fixture
+def preempting(make_manager: MakeManager, tmp_path: Path) -> Callable[..., RunManager]:  # noqa: F811
+    """A manager on one GPU that preempts at once (no minimum run time), with a ``StoppingLauncher``."""
+
+    def make(slow: Sequence[str] = (), **settings: Any) -> RunManager:
+        launcher = StoppingLauncher(StateDir(tmp_path), frozenset(slow))
+        defaults = {"preempt_min_run_s": 0.0, "preempt_grace_s": 60.0, "high_priority_gpus": 4}
+        return make_manager(gpus=(0,), launcher=launcher, **{**defaults, **settings})
+
+    return make
+
+
+def queue_as(manager: RunManager, name: str, priority: str, gpus: int = 1) -> RunRecord:
+    record = dataclasses.replace(
+        queued_record(name, gpu_need=gpus, owner="alice"), priority=Priority(priority)
+    )
+    return manager.store.insert(record)
+
+
+def stopped(manager: RunManager, name: str) -> None:
+    """Until the preemption's thread has had its answer from the launcher, then the poll records it."""
+    launcher = manager.launcher
+    assert isinstance(launcher, MemoryLauncher)
+    deadline = time.monotonic() + 10
+    while name not in launcher.outcomes:
+        assert time.monotonic() < deadline, f"{name} was not stopped"
+        time.sleep(0.01)
+    manager.supervisor.poll_once()
+
+
+def test_dispatch_preempts_requeues_the_victim_in_its_place_and_resumes_it(preempting):
+    manager = preempting()
+    queue_as(manager, "low1", "low")
+    assert manager.dispatcher.run_once() == ["low1"]
+    assert manager.launcher.started[0].env.get("LABRUN_PREEMPTIBLE") == "1"  # takes SIGTERM as a preemption
+    queue_as(manager, "high1", "high")
+    queue_as(manager, "low2", "low")  # submitted after low1: low1 keeps its place ahead of it
+    assert manager.dispatcher.run_once() == []
+    assert manager.store.get("low1").preempted_by == "high1"
+    stopped(manager, "low1")
+    low1 = manager.store.get("low1")
+    assert (low1.status, low1.attempts, low1.preempted_by) == (RunStatus.QUEUED, 2, None)
+    assert low1.reason.startswith("preempted by a high run (high1): ")
+    assert "no checkpoint" in low1.reason
+    assert [a["status"] for a in manager.store.attempts_of("low1")] == ["preempted"]
+    assert manager.dispatcher.run_once() == ["high1"]
+    assert manager.dispatcher.queue_positions() == {"low1": 1, "low2": 2}
+    manager.launcher.end("high1")
+    manager.supervisor.poll_once()
+    assert manager.dispatcher.run_once() == ["low1"]
+    spec = manager.launcher.started[-1]
+    assert (spec.name, spec.env.get("LABRUN_RESUME"), spec.env.get("LABRUN_ATTEMPT")) == ("low1", "1", "2")
+
+
+def test_a_preemption_under_way_is_remembered_across_rounds_and_says_so(preempting):
+    manager = preempting(slow={"low1"})
+    queue_as(manager, "low1", "low")
+    manager.dispatcher.run_once()
+    queue_as(manager, "high1", "high")
+    for _ in range(3):  # no thrash: one preemption, the same victim, round after round
+        assert manager.dispatcher.run_once() == []
+    assert manager.live("high1").waiting_reason == "preempting run low1: saving a checkpoint"
+    assert manager.store.get("low1").status == RunStatus.RUNNING
+    manager.launcher.end("low1", 75)  # it saved its checkpoint and exited, as the trainer does
+    manager.supervisor.poll_once()
+    assert manager.dispatcher.run_once() == ["high1"]
+    assert manager.store.get("low1").attempts == 2
+
+
+def test_runs_too_young_or_preempted_too_often_are_not_candidates(preempting):
+    manager = preempting(preempt_min_run_s=3600.0)
+    queue_as(manager, "low1", "low")
+    manager.dispatcher.run_once()
+    queue_as(manager, "high1", "high")
+    assert manager.dispatcher.run_once() == []
+    assert manager.store.get("low1").preempted_by is None  # too young: not preempted
+    assert manager.live("high1").waiting_reason is None
+
+
+def test_a_run_preempted_as_often_as_allowed_this_hour_is_not_chosen_again(preempting):
+    manager = preempting(preempt_max_per_hour=1)
+    queue_as(manager, "low1", "low")
+    manager.dispatcher.run_once()
+    queue_as(manager, "high1", "high")
+    manager.dispatcher.run_once()
+    stopped(manager, "low1")
+    assert manager.dispatcher.run_once() == ["high1"]
+    manager.launcher.end("high1")
+    manager.supervisor.poll_once()
+    assert manager.dispatcher.run_once() == ["low1"]
+    queue_as(manager, "high2", "high")
+    assert manager.dispatcher.run_once() == []
+    assert manager.store.get("low1").preempted_by is None  # preempted once this hour already
+    assert manager.live("high2").waiting_reason is None
+
+
+def test_a_cancel_during_a_preemption_wins(preempting):
+    manager = preempting(slow={"low1"})
+    queue_as(manager, "low1", "low")
+    manager.dispatcher.run_once()
+    queue_as(manager, "high1", "high")
+    manager.dispatcher.run_once()
+    manager.launcher.slow = frozenset()
+    cancel = threading.Thread(target=manager.canceller.cancel, args=("low1",))
+    cancel.start()  # it waits for the end to be recorded: the poll below
+    stopped(manager, "low1")
+    cancel.join(timeout=10)
+    low1 = manager.store.get("low1")
+    assert low1.status == RunStatus.CANCELLED
+    assert manager.dispatcher.run_once() == ["high1"]
