@@ -292,6 +292,10 @@ def test_high_priority_needs_an_allowance_admins_always_may(output_dir, make_cli
     assert one.status_code == 201, one.text
     sweep = client.post("/sweeps", json={"overrides": ["seed=1,2"], "priority": "high"}, headers=bob)
     assert sweep.status_code == 403, sweep.text
+    sweep = client.post("/sweeps", json={"overrides": ["seed=1,2"], "priority": "low"}, headers=bob)
+    assert sweep.status_code == 201, sweep.text
+    names = [run["name"] for run in sweep.json()["runs"]]
+    assert {client.get(f"/runs/{n}", headers=bob).json()["priority"] for n in names} == {"low"}
     bad = client.post("/runs", json={**body, "priority": "urgent"}, headers=bob)
     assert bad.status_code == 422
     assert client.get("/queue", headers=bob).json()["users"]["bob"]["limits"]["high_gpus"] == 0
