@@ -4,6 +4,7 @@ ckpt/last.ckpt and exits 75). One CPU slot (or two GPUs): a low run holds it, a 
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 
@@ -176,3 +177,29 @@ def test_kill_9_during_a_preemption_runs_nothing_twice_and_the_victim_still_resu
         assert (done["status"], done["attempts"]) == ("succeeded", 2)
         assert [a["status"] for a in attempts(client, low["name"])] == ["preempted"]
     assert starts(output_dir) == [low["name"], high["name"], low["name"]]
+
+
+@pytest.mark.slow
+def test_the_real_trainer_saves_its_checkpoint_when_preempted_and_resumes_from_it(service, output_dir):
+    from tiny_run import tiny_run
+
+    svc = service(trainer_command=None, LABRUN_PREEMPT_GRACE_S="120")  # the real `python -m trainer`
+    with svc.client() as client:
+        low = post(client, *tiny_run(epochs=30), priority="low")
+        wait_until(
+            lambda: (
+                ((client.get(f"/runs/{low['name']}").json().get("progress") or {}).get("epoch") or 0) >= 1
+            ),
+            timeout=300,
+            what="the low run's second epoch",
+        )
+        high = post(client, *tiny_run(epochs=1), "seed=2", priority="high")
+        assert wait_for(client, high["name"], timeout=300)["status"] == "succeeded"
+        (first,) = attempts(client, low["name"])
+        assert (first["status"], first["exit_code"]) == ("preempted", 75), first
+        assert "since its checkpoint; resumes from ckpt/last.ckpt as attempt 2" in first["reason"], first
+        done = wait_for(client, low["name"], timeout=600)
+        log = client.get(f"/runs/{low['name']}/logs", params={"tail": 40}).text
+        assert (done["status"], done["attempts"]) == ("succeeded", 2), f"{done}\n{log}"
+    record = json.loads((output_dir / low["run_dir"] / "run.json").read_text())
+    assert record["status"] == "succeeded"
