@@ -5,7 +5,8 @@
     users list                   names, admin, active, limits
     users token NAME             a new token (the old one stops working); prints it once
     users revoke NAME            the token stops working at once
-    users limits NAME [--max-gpus N] [--max-queued N] [--max-run-time S] [--stall-after S] [--clear]
+    users limits NAME [--max-gpus N] [--max-queued N] [--max-run-time S] [--stall-after S] [--high-gpus N]
+                      [--clear]
 """
 
 from __future__ import annotations
@@ -42,6 +43,11 @@ def parser() -> argparse.ArgumentParser:
         type=float,
         help="seconds without progress or output before a run is stalled (0: never)",
     )
+    limits.add_argument(
+        "--high-gpus",
+        type=int,
+        help="GPUs their high-priority runs may hold at once (0: no high-priority runs; docs/priorities.md)",
+    )
     limits.add_argument("--clear", action="store_true", help="back to the server's limits")
     return ap
 
@@ -68,8 +74,11 @@ def main(argv: list[str]) -> int:
             user = users.set_limits(args.name, args.max_gpus, args.max_queued, args.max_run_time, args.clear)
             if args.stall_after is not None or args.clear:
                 user = users.set_stall_after(args.name, None if args.clear else args.stall_after)
+            if args.high_gpus is not None or args.clear:
+                user = users.set_high_gpus(args.name, None if args.clear else args.high_gpus)
             print(
                 f"{user.name}: max_gpus={user.max_gpus} max_queued={user.max_queued} max_run_s={user.max_run_s}"
+                f" high_gpus={user.high_gpus}"
             )
         else:
             for u in users.list():

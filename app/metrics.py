@@ -14,6 +14,8 @@ lifecycle stays free of metrics code, a restart loses nothing that the store kno
     labrun_dispatch_seconds{pool}          a run's wait from submission to start (started_at - created_at)
     labrun_runs_stalled                    running runs that stopped making progress (the lifecycle's live
                                            state, app/lifecycle/stalls.py: not in the store)
+    labrun_runs_by_priority{priority, status}  queued and running runs per class (docs/priorities.md)
+    labrun_preemptions_total{priority}     attempts that ended preempted, by the class of the run preempted
 
 plus the client library's ``process_*`` and ``python_gc_*`` metrics. The dispatch histogram observes each
 run that starts while the service is up, once: every scrape reads the runs started since a watermark on
@@ -49,6 +51,25 @@ def _pool(record: RunRecord) -> str:
 
 def _owner(record: RunRecord) -> str:
     return getattr(record, "owner", None) or ANONYMOUS
+
+
+def _priorities(store: RunStore, going: list[RunRecord]) -> Iterator[Metric]:
+    """Queued and running runs per class, and the preemptions so far per class of the run preempted."""
+    per_class = GaugeMetricFamily(
+        "labrun_runs_by_priority", "Queued and running runs per priority class", labels=["priority", "status"]
+    )
+    counts = Counter((str(r.priority), r.status.value) for r in going)
+    for (priority, state), n in sorted(counts.items()):
+        per_class.add_metric([priority, state], n)
+    yield per_class
+    preempted = CounterMetricFamily(
+        "labrun_preemptions",
+        "Attempts that ended preempted, by the class of the run preempted",
+        labels=["priority"],
+    )
+    for priority, n in sorted(store.preemption_counts().items()):
+        preempted.add_metric([priority], n)
+    yield preempted
 
 
 class RunStoreCollector(Collector):
@@ -121,6 +142,7 @@ class RunStoreCollector(Collector):
         for (owner, state), n in sorted(counts.items()):
             per_user.add_metric([owner, state], n)
         yield per_user
+        yield from _priorities(self.store, queued + running)
         yield from self.dispatch.collect()
 
     # --- the dispatch histogram's watermark ---------------------------------------------------------------

@@ -26,6 +26,23 @@ class RunStatus(StrEnum):
 TERMINAL = frozenset(RunStatus(s) for s in statuses.TERMINAL)  # the client's list too (labrun/statuses.py)
 
 
+class Priority(StrEnum):
+    """A run's priority class (docs/priorities.md): a higher class starts first and may preempt a lower,
+    preemptible one (``low`` always; ``normal`` where the server allows it)."""
+
+    HIGH = "high"
+    NORMAL = "normal"
+    LOW = "low"
+
+    @property
+    def rank(self) -> int:
+        """Higher goes first: high 2, normal 1, low 0."""
+        return _RANKS[self]
+
+
+_RANKS = {Priority.HIGH: 2, Priority.NORMAL: 1, Priority.LOW: 0}
+
+
 @dataclass(frozen=True)
 class RunRecord:
     """One row of the store. A record read from the store may be shared with other readers (the store
@@ -64,6 +81,10 @@ class RunRecord:
     # ``overrides`` (the request's own): kept so a rerun is exact after the server's defaults change.
     default_overrides: list[str] | None = None
     stall_after_s: float | None = None  # its own stall limit, asked for at submission (None: its owner's)
+    priority: Priority = Priority.NORMAL  # its class (docs/priorities.md)
+    # A preemption of it is under way, for a waiting run of this class (app/lifecycle/preemption.py): kept in
+    # the store so that a restart still sees its end as a preemption. None: not being preempted.
+    preempted_by: str | None = None
 
 
 @dataclass(frozen=True)
@@ -92,6 +113,9 @@ class User:
     max_queued: int | None = None
     max_run_s: float | None = None
     stall_after_s: float | None = None  # seconds without progress or output before a run is stalled
+    high_gpus: int | None = (
+        None  # GPUs their high-priority runs may hold at once (None: the server's default)
+    )
 
     @property
     def active(self) -> bool:

@@ -28,7 +28,7 @@ from typing import Any
 
 from app.errors import InvalidRun, NotFound, RunConflict
 from app.lifecycle import KeyReused, RunManager, first_free, new_record, scoped_key
-from app.models import RunRecord, RunStatus, SweepRecord
+from app.models import Priority, RunRecord, RunStatus, SweepRecord
 from app.store import IdempotencyKeyTaken, NameTaken
 from trainer import naming
 from trainer import overrides as overrides_parser
@@ -57,6 +57,7 @@ class _Request:
     owner: str
     key: str | None  # the Idempotency-Key, scoped to its owner
     when: dt.datetime  # the time in its names
+    priority: Priority = Priority.NORMAL  # every run's class (docs/priorities.md)
 
 
 class Sweeps:
@@ -75,6 +76,7 @@ class Sweeps:
         config_name: str | None = None,
         idempotency_key: str | None = None,
         owner: str = "local",
+        priority: Priority = Priority.NORMAL,
     ) -> tuple[SweepRecord, bool]:
         """Expand, validate and queue ``owner``'s sweep; (sweep, replayed) as ``RunManager.submit``."""
         overrides = list(overrides)
@@ -101,6 +103,7 @@ class Sweeps:
             owner=owner,
             key=key,
             when=dt.datetime.now(),
+            priority=priority,
         )
         try:
             name = first_free(lambda attempt: self._queue(request, attempt), "a free sweep name")
@@ -121,7 +124,9 @@ class Sweeps:
             plan = self._plan(request.planner, lines, i, when=request.when, suffix=suffix, sweep=slot)
             # Only the record is kept: the plan's configs (thousands of objects in reference cycles)
             # die young, instead of 256 of them living on through the garbage collector's full passes.
-            records.append(new_record(plan, request.owner, sweep=name, sweep_index=i))
+            records.append(
+                new_record(plan, request.owner, sweep=name, sweep_index=i, priority=request.priority)
+            )
         sweep = SweepRecord(
             seq=0,
             name=name,
@@ -250,6 +255,7 @@ class Sweeps:
                         rerun_of=original.name,
                         sweep=name,
                         sweep_index=index,
+                        priority=original.priority,
                     )
                 )
             if any((self.settings.output_dir / r.run_dir).exists() for r in records):

@@ -98,6 +98,15 @@ class Users:
         self._table.set_stall_after(name, stall_after_s)
         return self._existing(name)
 
+    def set_high_gpus(self, name: str, high_gpus: int | None) -> User:
+        """The user's own allowance of high-priority GPUs (docs/priorities.md); None: the server's
+        (LABRUN_HIGH_PRIORITY_GPUS). 0: no high-priority runs. Admins always may."""
+        self._existing(name)
+        if high_gpus is not None and high_gpus < 0:
+            raise InvalidRun(f"high_gpus must be >= 0, got {high_gpus}")
+        self._table.set_high_gpus(name, high_gpus)
+        return self._existing(name)
+
     def authenticate(self, token: str) -> User | None:
         """The active user whose token this is, or None."""
         name, _, secret = token.strip().rpartition(".")

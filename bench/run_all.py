@@ -35,6 +35,7 @@ def main(argv: list[str]) -> None:
         curve_bench,
         hot_paths_bench,
         notify_bench,
+        preempt_bench,
         service_bench,
         store_bench,
         trainer_throughput,
@@ -54,6 +55,7 @@ def main(argv: list[str]) -> None:
         store = store_bench.main(["--quick"] if quick else [])
         print()
         notify = notify_bench.main(["--quick"] if quick else [])
+        preemption = preempt_bench.main(["--quick"] if quick else [])
         print()
         # labrun, then Ray Jobs (its own venv, bench/.ray-venv), then a bare server: one at a time
         hot = hot_paths_bench.main(["--quick"] if quick else [])
@@ -71,6 +73,7 @@ def main(argv: list[str]) -> None:
                 "curves": curves,
                 "store": store,
                 "notify": notify,
+                "preemption": preemption,
                 "hot_paths": hot,
             },
             indent=2,

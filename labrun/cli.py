@@ -121,6 +121,14 @@ def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - a parser build
     def json_option(p: argparse.ArgumentParser) -> None:
         p.add_argument("--json", action="store_true", help="print the server's JSON instead (for scripts)")
 
+    def priority_option(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--priority",
+            choices=("high", "normal", "low"),
+            help="its class (default normal): high needs an admin's allowance; low may be preempted, "
+            "and resumes from its checkpoint",
+        )
+
     def wait_options(p: argparse.ArgumentParser) -> None:
         p.add_argument("--wait", action="store_true", help="show a live progress bar until the run ends")
         p.add_argument(
@@ -142,6 +150,7 @@ def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - a parser build
     )
     p.add_argument("overrides", nargs="*", metavar="OVERRIDE", help="e.g. model=fno data=32x64 +extra.key=1")
     p.add_argument("--config-name", metavar="NAME", help="top-level config in conf/ (default: the server's)")
+    priority_option(p)
     wait_options(p)
     notify_cli.notify_option(p)
 
@@ -162,6 +171,7 @@ def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - a parser build
     )
     p.add_argument("--idempotency-key", metavar="KEY", help="repeating a key returns the first sweep")
     notify_cli.notify_option(p)
+    priority_option(p)
     p.add_argument(
         "--interval", type=float, default=1.0, help="seconds between polls with --wait (default 1)"
     )
@@ -269,7 +279,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def cmd_submit(client: Client, args: argparse.Namespace) -> int:
     run, replayed = client.submit(
-        args.overrides, args.config_name, args.idempotency_key, notify_cli.events_of(args)
+        args.overrides, args.config_name, args.idempotency_key, notify_cli.events_of(args), args.priority
     )
     return _created(client, run, replayed, args)
 
@@ -348,7 +358,7 @@ def _poll(client: Client, name: str, get: Callable[[str], dict[str, Any]] | None
 
 def cmd_sweep(client: Client, args: argparse.Namespace) -> int:
     sweep, replayed = client.submit_sweep(
-        args.overrides, args.config_name, args.idempotency_key, notify_cli.events_of(args)
+        args.overrides, args.config_name, args.idempotency_key, notify_cli.events_of(args), args.priority
     )
     if replayed:
         _note(f"this idempotency key was used before: {sweep['name']} is that sweep, not a new one")

@@ -71,9 +71,10 @@ class Client:
         config_name: str | None = None,
         idempotency_key: str | None = None,
         notify: list[str] | None = None,
+        priority: str | None = None,
     ) -> tuple[dict[str, Any], bool]:
         """The new run (or, for a repeated idempotency key, the first one: ``replayed`` True)."""
-        return self._create("/runs", overrides, config_name, idempotency_key, notify)
+        return self._create("/runs", overrides, config_name, idempotency_key, notify, priority)
 
     def submit_sweep(
         self,
@@ -81,9 +82,10 @@ class Client:
         config_name: str | None = None,
         idempotency_key: str | None = None,
         notify: list[str] | None = None,
+        priority: str | None = None,
     ) -> tuple[dict[str, Any], bool]:
         """POST /sweeps: the new sweep with its runs (or the first one for a repeated idempotency key)."""
-        return self._create("/sweeps", overrides, config_name, idempotency_key, notify)
+        return self._create("/sweeps", overrides, config_name, idempotency_key, notify, priority)
 
     def _create(
         self,
@@ -92,6 +94,7 @@ class Client:
         config_name: str | None,
         idempotency_key: str | None,
         notify: list[str] | None = None,
+        priority: str | None = None,
     ) -> tuple[dict[str, Any], bool]:
         """POST a run's or a sweep's overrides; (what was made, whether it is a replay of the key's first)."""
         body: dict[str, Any] = {"overrides": overrides}
@@ -99,6 +102,8 @@ class Client:
             body["config_name"] = config_name
         if notify is not None:
             body["notify"] = notify
+        if priority:
+            body["priority"] = priority
         response = self._request("POST", path, json=body, headers=_idempotency(idempotency_key))
         return self._json(response), response.headers.get("Idempotent-Replayed") == "true"
 

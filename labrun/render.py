@@ -114,6 +114,17 @@ def gpus(run: dict[str, Any]) -> str:
     return ",".join(str(g) for g in run.get("gpus") or []) or "-"
 
 
+def tagged(run: dict[str, Any]) -> str:
+    """The run's name, with its class unless normal, and a preemption under way."""
+    name = str(run.get("name", "?"))
+    priority = run.get("priority")
+    if priority and priority != "normal":
+        name += f" [{priority}]"
+    if run.get("status") == "running" and str(run.get("waiting_reason") or "").startswith("being preempted"):
+        name += " (being preempted)"
+    return name
+
+
 def owner(run: dict[str, Any]) -> str:
     return run.get("owner") or "-"
 
@@ -177,7 +188,7 @@ def runs_table(runs: list[dict[str, Any]], count: int | None = None, next_before
     for run in runs:
         status = run.get("status", "?")
         table.add_row(
-            escape(safe(run.get("name", "?"))),
+            escape(safe(tagged(run))),
             escape(safe(owner(run))),
             f"[{STATUS_STYLE.get(status, '')}]{status}[/]"
             if status in STATUS_STYLE
@@ -219,6 +230,8 @@ def run_details(run: dict[str, Any]) -> None:
         ("name", run.get("name")),
         ("status", f"[{STATUS_STYLE.get(status, '')}]{status}[/]" if status in STATUS_STYLE else status),
         ("owner", owner(run)),
+        ("priority", run.get("priority")),
+        ("attempt", run.get("attempts") if (run.get("attempts") or 1) > 1 else None),
         ("config", run.get("config_name")),
         ("overrides", " ".join(run.get("overrides") or []) or "-"),
         ("created", f"{run.get('created_at')} ({age(run, now)} ago)"),
@@ -281,6 +294,8 @@ def gpu_map(health: dict[str, Any], runs: list[dict[str, Any]]) -> dict[str, Any
             "gpus": run.get("gpus") or [],
             "queue_position": run.get("queue_position"),
             "waiting_reason": run.get("waiting_reason"),
+            "priority": run.get("priority"),
+            "status": run.get("status"),
         }
 
     gpu_ids = sorted(set(health.get("gpus") or []) | set(on_gpu))
@@ -331,14 +346,14 @@ def gpus_view(view: dict[str, Any]) -> None:
         else:
             table.add_row(
                 str(entry["gpu"]),
-                escape(safe(run["name"])),
+                escape(safe(tagged(run))),
                 escape(safe(owner(run))),
                 progress_text({**run, "status": "running"}),
             )
     for run in view["cpu"]:
         table.add_row(
             "cpu",
-            escape(safe(run["name"])),
+            escape(safe(tagged(run))),
             escape(safe(owner(run))),
             progress_text({**run, "status": "running"}),
         )
@@ -357,7 +372,7 @@ def gpus_view(view: dict[str, Any]) -> None:
         for run in view["queued"]:
             queue.add_row(
                 str(run.get("queue_position") or "-"),
-                escape(safe(run["name"])),
+                escape(safe(tagged(run))),
                 escape(safe(owner(run))),
                 escape(safe(run.get("waiting_reason") or "")),
             )

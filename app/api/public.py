@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from app.api.gpus_public import GpuGuardPublic, OutsideProcess
 from app.lifecycle.live import Stall
 from app.lifecycle.stalls import describe
-from app.models import RunRecord, RunStatus
+from app.models import Priority, RunRecord, RunStatus
 
 
 class RunCreate(BaseModel):
@@ -32,6 +32,11 @@ class RunCreate(BaseModel):
         None,
         description="its own stall limit: seconds without progress or output before it is stalled (up to "
         "the server's LABRUN_MAX_STALL_AFTER_S; default: its owner's, else LABRUN_STALL_AFTER_S)",
+    )
+    priority: Priority = Field(
+        Priority.NORMAL,
+        description="its class: high (an admin's allowance), normal, or low (may be preempted); "
+        "see docs/priorities.md",
     )
 
 
@@ -88,6 +93,7 @@ class RunPublic(BaseModel):
     rerun_of: str | None = None
     cancelled_by: str | None = None
     attempts: int = Field(1, description="2 and up: resumed from its last checkpoint")
+    priority: Priority = Field(Priority.NORMAL, description="its class: high, normal or low")
     queue_position: int | None = Field(
         None, description="only while queued: its place in its pool (CPU or GPU) in the fair order; 1 = next"
     )
@@ -216,18 +222,26 @@ class LimitsPublic(BaseModel):
     stall_after_s: float | None = Field(
         None, description="seconds without progress or output before a running run is stalled"
     )
+    high_gpus: int | None = Field(
+        None, description="GPUs their high-priority runs may hold at once (0: none; null: no bound, admins)"
+    )
 
 
 class RunningEntry(BaseModel):
     name: str
     gpus: list[int]
     pool: str = Field(description="gpu or cpu")
+    priority: Priority = Priority.NORMAL
+    preempting_for: str | None = Field(
+        None, description="being preempted (saving a checkpoint) for a waiting run of this class"
+    )
 
 
 class QueuedEntry(BaseModel):
     name: str
     pool: str = Field(description="gpu or cpu")
     queue_position: int | None = Field(None, description="its place in its pool in the fair order; 1 = next")
+    priority: Priority = Priority.NORMAL
 
 
 class UserQueue(BaseModel):

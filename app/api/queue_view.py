@@ -34,10 +34,20 @@ def queue_public(manager: RunManager) -> QueuePublic:
     for owner in owners:
         users[owner] = UserQueue(
             running=[
-                RunningEntry(name=r.name, gpus=r.gpus, pool=pool_of(r)) for r in running if r.owner == owner
+                RunningEntry(
+                    name=r.name,
+                    gpus=r.gpus,
+                    pool=pool_of(r),
+                    priority=r.priority,
+                    preempting_for=r.preempted_by,
+                )
+                for r in running
+                if r.owner == owner
             ],
             queued=[
-                QueuedEntry(name=r.name, pool=pool_of(r), queue_position=positions.get(r.name))
+                QueuedEntry(
+                    name=r.name, pool=pool_of(r), queue_position=positions.get(r.name), priority=r.priority
+                )
                 for r in queued
                 if r.owner == owner
             ],

@@ -136,6 +136,8 @@ def _waiting(record: RunRecord, live: RunLive) -> str | None:
     """Why the run does not run now: why queued runs wait, or a requeue (a preemption) it waits out."""
     if record.status == RunStatus.QUEUED:
         return live.waiting_reason
+    if record.status == RunStatus.RUNNING and record.preempted_by:
+        return f"being preempted for {record.preempted_by}: saving a checkpoint, then back to the queue"
     attempt = live.requeued_attempt if record.status == RunStatus.RUNNING else None
     return f"requeued: preempted, waiting to run again as attempt {attempt}" if attempt else None
 

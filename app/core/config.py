@@ -109,6 +109,28 @@ class Settings(BaseSettings):
     max_run_s: float | None = Field(
         None, gt=0, description="seconds a run may run; past it, it is cancelled with that reason"
     )
+    # Priority classes and preemption (docs/priorities.md).
+    high_priority_gpus: int = Field(
+        0,
+        ge=0,
+        description="GPUs one user's high-priority runs may hold at once unless an admin gave them their own "
+        "allowance (users limits --high-gpus); 0: only admins may submit high-priority runs",
+    )
+    preempt_normal: bool = Field(
+        False, description="whether a high-priority run may preempt normal runs too (low ones always may be)"
+    )
+    preempt_grace_s: float = Field(
+        300.0,
+        ge=0,
+        le=86_400,
+        description="seconds a preempted run has to write its checkpoint and exit before it is killed",
+    )
+    preempt_min_run_s: float = Field(
+        120.0, ge=0, description="seconds a run runs before it may be preempted (its start-up is not wasted)"
+    )
+    preempt_max_per_hour: int = Field(
+        3, ge=0, description="times one run may be preempted in an hour; past it, it is not chosen (0: never)"
+    )
     min_free_bytes: int = Field(
         1 << 30,
         ge=0,

@@ -59,6 +59,7 @@ class LaunchSpec:
     gpu_need: int = 0  # how many GPUs the run needs (== len(gpus) unless the launcher places runs)
     # <output_dir>/<its run_dir>: the one run directory a Docker run may see and write (None: not known)
     run_dir: Path | None = None
+    priority: str = "normal"  # its class (docs/priorities.md): a cluster maps it to a partition or QOS
 
 
 LOST = "lost while the service was down: no trace of the process or its exit status"
@@ -218,6 +219,19 @@ class Launcher(abc.ABC):
         if self.wait(name, handle, timeout=grace_s) is not None:
             return
         files.mark_killed_after_grace(grace_s)
+        self._kill(name, handle)
+        if self.wait(name, handle, timeout=KILL_SETTLE_S) is None:
+            self._kill_harder(name, handle)
+
+    @final
+    def preempt(self, name: str, handle: str, grace_s: float) -> None:
+        """Stop the run for a preemption (app/lifecycle/preemption.py): SIGTERM without the cancel marker, so
+        that a preemptible run's trainer writes ``ckpt/last.ckpt`` at its next safe point and exits; killed
+        after ``grace_s`` seconds if it has not (its outcome says so). Returns once it is gone."""
+        self._terminate(name, handle)
+        if self.wait(name, handle, timeout=grace_s) is not None:
+            return
+        self.files(name).mark_killed_after_grace(grace_s)
         self._kill(name, handle)
         if self.wait(name, handle, timeout=KILL_SETTLE_S) is None:
             self._kill_harder(name, handle)

@@ -77,6 +77,13 @@ class SlurmSettings(BaseSettings):
     partition: str | None = None  # sbatch --partition; default: the cluster's default partition
     account: str | None = None  # sbatch --account; default: the user's default
     qos: str | None = None  # sbatch --qos; default: the account's default
+    # Per priority class (docs/priorities.md), over the two above; Slurm then preempts by its own rules.
+    partition_high: str | None = None  # sbatch --partition of a high-priority run
+    partition_normal: str | None = None  # sbatch --partition of a normal run
+    partition_low: str | None = None  # sbatch --partition of a low-priority run (one that may be preempted)
+    qos_high: str | None = None  # sbatch --qos of a high-priority run
+    qos_normal: str | None = None  # sbatch --qos of a normal run
+    qos_low: str | None = None  # sbatch --qos of a low-priority run
     time_limit: str = "1-00:00:00"  # sbatch --time; a run past it gets USR1, checkpoints and is requeued
     cpus_per_task: int = 4  # sbatch --cpus-per-task
     mem: str | None = None  # sbatch --mem, e.g. 32G; default: the partition's
@@ -165,12 +172,14 @@ class SlurmLauncher(Launcher):
             args.append(f"--gres=gpu:{spec.gpu_need}")
         if s.mem:
             args.append(f"--mem={s.mem}")
-        if s.partition:
-            args.append(f"--partition={s.partition}")
+        partition = getattr(s, f"partition_{spec.priority}", None) or s.partition
+        qos = getattr(s, f"qos_{spec.priority}", None) or s.qos
+        if partition:
+            args.append(f"--partition={partition}")
         if s.account:
             args.append(f"--account={s.account}")
-        if s.qos:
-            args.append(f"--qos={s.qos}")
+        if qos:
+            args.append(f"--qos={qos}")
         return [*args, *s.sbatch_options]
 
     def job_script(self, spec: LaunchSpec) -> str:

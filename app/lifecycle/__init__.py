@@ -9,7 +9,9 @@ state (``live.py``) the rooms share:
     admission.py    what enters the queue (submit, rerun, resume, a sweep's runs), and what refuses it
     claims.py       what a request claims: its Idempotency-Key, a free name, its records
     limits.py       per-user limits (``UserLimits``)
-    picking.py      which queued runs start now (a policy: fair share today), no side effects
+    picking.py      which queued runs start now, and which runs to preempt for whom (a policy: priority
+                    classes, then fair share), no side effects
+    preemption.py   stopping the runs picked as victims, and putting them back in the queue
     dispatch.py     starting what the policy picked: reserve, note, launch; queue positions
     supervision.py  following running runs and recording how they ended
     cancel.py       cancels (by request, recorded before a restart, past the time limit)

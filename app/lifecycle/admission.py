@@ -7,11 +7,11 @@ import logging
 import shutil
 from collections.abc import Sequence
 
-from app.errors import InsufficientStorage, RunConflict, StoreUnavailable, TooManyRuns
+from app.errors import Forbidden, InsufficientStorage, InvalidRun, RunConflict, StoreUnavailable, TooManyRuns
 from app.lifecycle.claims import KeyReused, first_free, new_record, scoped_key
 from app.lifecycle.live import Context
 from app.lifecycle.stalls import check_stall_limit
-from app.models import RunRecord, RunStatus, SweepRecord
+from app.models import Priority, RunRecord, RunStatus, SweepRecord
 from app.store import IdempotencyKeyTaken, NameTaken
 from app.users import LOCAL
 from app.validation import RunValidator
@@ -34,6 +34,7 @@ class Admission:
         owner: str,
         defaults: Sequence[str] | None = None,
         stall_after_s: float | None = None,
+        priority: Priority = Priority.NORMAL,
     ) -> tuple[RunRecord, bool]:
         """Validate and queue ``owner``'s run; returns (run, replayed), replayed meaning an Idempotency-Key
         hit (a key is ``owner``'s own: another user's key of the same text is another key). ``defaults``:
@@ -45,9 +46,10 @@ class Admission:
             return _replay(existing, overrides, config_name, rerun_of), True
         check_stall_limit(stall_after_s, self.settings)
         plan = self.validator.plan(overrides, config_name, defaults)
+        self.check_priority(owner, priority, plan.gpu_need)
         self.check_can_queue(owner)
         try:
-            record = self._claim(plan, key, rerun_of, owner, stall_after_s)
+            record = self._claim(plan, key, rerun_of, owner, stall_after_s, priority)
         except IdempotencyKeyTaken:  # a concurrent request with the same key won
             return _replay(
                 self.store.get_by_idempotency_key(key or ""), overrides, config_name, rerun_of
@@ -56,7 +58,13 @@ class Admission:
         return record, False
 
     def _claim(
-        self, plan: RunPlan, key: str | None, rerun_of: str | None, owner: str, stall_after_s: float | None
+        self,
+        plan: RunPlan,
+        key: str | None,
+        rerun_of: str | None,
+        owner: str,
+        stall_after_s: float | None,
+        priority: Priority,
     ) -> RunRecord:
         """Store the plan's run under its name, or the next free one (a name the caller chose: only it)."""
 
@@ -67,11 +75,15 @@ class Admission:
                     candidate.run_dir
                 )  # left over from an earlier store: the trainer would refuse it
             try:
-                return self.store.insert(
-                    new_record(
-                        candidate, owner, idempotency_key=key, rerun_of=rerun_of, stall_after_s=stall_after_s
-                    )
+                record = new_record(
+                    candidate,
+                    owner,
+                    idempotency_key=key,
+                    rerun_of=rerun_of,
+                    stall_after_s=stall_after_s,
+                    priority=priority,
                 )
+                return self.store.insert(record)
             except NameTaken:
                 raise NameInUse(candidate.name) from None
 
@@ -96,6 +108,7 @@ class Admission:
             owner=owner,
             defaults=defaults,
             stall_after_s=original.stall_after_s,
+            priority=original.priority,
         )
 
     def queue_together(
@@ -104,6 +117,8 @@ class Admission:
         """Queue ``owner``'s ``records`` (a sweep's runs) with the ``sweep``'s own row in one store
         transaction: all or none. The disk and the owner's queued limit are checked for all of them at
         once. Raises NameTaken / IdempotencyKeyTaken (nothing queued) for the caller to handle."""
+        for record in records:
+            self.check_priority(owner, record.priority, record.gpu_need)
         self.check_can_queue(owner, len(records))
         stored = self.store.insert_runs(records, sweep)
         self.live.wake()
@@ -122,6 +137,27 @@ class Admission:
             raise TooManyRuns(
                 f"{owner} has {queued} runs queued, {what}the most one user may have queued at once is "
                 f"{limit}; submit more when some have started (or cancel some)"
+            )
+
+    def check_priority(self, owner: str, priority: Priority, gpu_need: int) -> None:
+        """Refuse a high-priority run its owner may not submit: 403 without an allowance, 422 for a run
+        bigger than it (docs/priorities.md). low and normal are open to everyone."""
+        if priority != Priority.HIGH:
+            return
+        allowance = self.ctx.limits.of(owner).high_gpus
+        how = (
+            f"an admin grants an allowance with `python -m app users limits {owner} --high-gpus N` "
+            "(or PUT /users/<name>/limits with high_gpus; LABRUN_HIGH_PRIORITY_GPUS for everyone)"
+        )
+        if allowance == 0:
+            raise Forbidden(
+                f"{owner} may not submit high-priority runs (their allowance of high-priority GPUs is 0): "
+                f"submit it as normal or low, or {how}"
+            )
+        if allowance is not None and gpu_need > allowance:
+            raise InvalidRun(
+                f"this run needs {gpu_need} GPUs, more than {owner}'s allowance of high-priority GPUs "
+                f"({allowance}): submit it as normal, or {how}"
             )
 
     def check_room(self) -> None:

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from app.errors import RunConflict
-from app.models import RunRecord, RunStatus
+from app.models import Priority, RunRecord, RunStatus
 from trainer import plan as run_plan
 from trainer.plan import MAX_RENAMES, NameInUse, RunPlan
 
@@ -48,6 +48,7 @@ def new_record(
     sweep: str | None = None,
     sweep_index: int | None = None,
     stall_after_s: float | None = None,
+    priority: Priority = Priority.NORMAL,
 ) -> RunRecord:
     """A queued run's record, made from its plan (``idempotency_key`` as ``scoped_key`` made it)."""
     return RunRecord(
@@ -68,4 +69,5 @@ def new_record(
         sweep_index=sweep_index,
         default_overrides=plan.defaults,
         stall_after_s=stall_after_s,
+        priority=priority,
     )

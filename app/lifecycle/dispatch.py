@@ -6,6 +6,8 @@ picks, and each pick's GPUs are noted in the store and the run marked "starting"
 Then, outside the lock, the launcher starts each run and queued -> running is recorded with its handle.
 No run starts while the output directory's disk is nearly full or gone: they wait queued, with the reason
 in ``waiting_reason``. A launcher that places runs itself (a cluster) gets every queued run at once.
+Preemptions the policy decides are begun here too, by ``preemption.py``; the runs being preempted are
+remembered in the live state (and the store) from round to round, so they are not chosen twice.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ import time
 from app.errors import EngineUnavailable
 from app.launchers.base import LaunchSpec
 from app.lifecycle.live import DISK_RETRY_S, ENGINE_RETRY_S, MAX_BACKOFF_S, Context
-from app.lifecycle.picking import PickingPolicy, Round, Start
+from app.lifecycle.picking import PickingPolicy, Picks, Round, Start
+from app.lifecycle.preemption import Preempter
 from app.lifecycle.supervision import Supervisor
 from app.models import RunRecord, RunStatus
 from trainer.plan import trainer_args
@@ -26,9 +29,18 @@ log = logging.getLogger("labrun.lifecycle")
 
 
 class Dispatcher:
-    def __init__(self, ctx: Context, policy: PickingPolicy, supervisor: Supervisor, gpus: int | None) -> None:
-        """``gpus``: how many this server has (None: the engine places runs itself)."""
+    def __init__(
+        self,
+        ctx: Context,
+        policy: PickingPolicy,
+        supervisor: Supervisor,
+        gpus: int | None,
+        preempter: Preempter | None = None,
+    ) -> None:
+        """``gpus``: how many this server has (None: the engine places runs itself). ``preempter``: None, no
+        run is ever preempted."""
         self.ctx, self.policy, self.supervisor, self.gpus = ctx, policy, supervisor, gpus
+        self.preempter = preempter
         self.store, self.launcher, self.live = ctx.store, ctx.launcher, ctx.live
         self._positions: tuple[float, dict[str, int]] = (0.0, {})
 
@@ -74,8 +86,10 @@ class Dispatcher:
     def pick(self) -> list[tuple[RunRecord, list[int]]]:
         """(Under the lock.) Reserve resources for the runs to start now, as the policy picks them."""
         live = self.live
-        if not live.slots.any_free() and not live.unreconciled:  # (a run to retry may hold its slot)
+        full = not live.slots.any_free() and not live.unreconciled  # (a run to retry may hold its slot)
+        if full and not self._may_preempt():
             live.gpu_waiting = {}  # labrun's own runs hold every GPU: no run waits for one busy outside
+            live.preempt_waiting = {}
             return []  # nothing could start: skip reading the queue (cheap wake-ups under load)
         disk = self.ctx.disk.check()
         live.waiting_reason = disk.reason
@@ -83,24 +97,66 @@ class Dispatcher:
             live.retry_at = time.monotonic() + DISK_RETRY_S
             return []
         live.order_dirty = True
-        caps: dict[str, int | None] = {}
-
-        def gpu_cap(owner: str) -> int | None:
-            if owner not in caps:
-                caps[owner] = self.ctx.limits.of(owner).max_gpus
-            return caps[owner]
-
-        queued, running = self.store.entries(RunStatus.QUEUED), self.store.entries(RunStatus.RUNNING)
+        picks = self.policy.pick(self._round())
         guard = self.ctx.guard.view() if self.ctx.guard is not None else None  # the last pass, cached
-        outside = frozenset(guard.busy) if guard is not None else frozenset()
-        picks = self.policy.pick(
-            Round(queued, running, live.slots.copy(), frozenset(live.starting), gpu_cap, self.gpus, outside)
-        )
         reason = guard.reason() if guard is not None and picks.outside else None
         live.gpu_waiting = dict.fromkeys(picks.outside, reason) if reason else {}
+        self._preempt(picks)
         for refusal in picks.refuse:
             self.store.finish(refusal.entry.name, [RunStatus.QUEUED], RunStatus.FAILED, reason=refusal.reason)
         return [taken for start in picks.start if (taken := self._take(start)) is not None]
+
+    def _round(self) -> Round:
+        """(Under the lock.) What the policy is told: the queue, the free resources, the limits."""
+        limits: dict[str, tuple[int | None, int | None]] = {}
+
+        def limit(owner: str) -> tuple[int | None, int | None]:
+            if owner not in limits:
+                of = self.ctx.limits.of(owner)
+                limits[owner] = (of.max_gpus, of.high_gpus)
+            return limits[owner]
+
+        live = self.live
+        queued, running = self.store.entries(RunStatus.QUEUED), self.store.entries(RunStatus.RUNNING)
+        guard = self.ctx.guard.view() if self.ctx.guard is not None else None  # the last pass, cached
+        outside = frozenset(guard.busy) if guard is not None else frozenset()
+        preempter = self.preempter
+        return Round(
+            queued,
+            running,
+            live.slots.copy(),
+            frozenset(live.starting),
+            lambda owner: limit(owner)[0],
+            self.gpus,
+            outside,
+            high_cap=lambda owner: limit(owner)[1],
+            preemptible=preempter.preemptible() if preempter else frozenset(),
+            stopping={v: w for v, w in live.preempting.items() if v in live.active},
+            candidates=preempter.candidates if preempter else list,
+        )
+
+    def _may_preempt(self) -> bool:
+        """(Under the lock.) Whether a round could preempt anything: a run of a preemptible class runs."""
+        if self.preempter is None:
+            return False
+        classes = self.preempter.preemptible()
+        return any(r.priority in classes for r in self.store.entries(RunStatus.RUNNING))
+
+    def _preempt(self, picks: Picks) -> None:
+        """(Under the lock.) Begin the preemptions the policy chose; say why the runs they are for wait."""
+        live = self.live
+        if self.preempter is not None:
+            for preemption in picks.preempt:
+                self.preempter.begin(preemption)
+            recheck = self.preempter.recheck_at
+            if recheck is not None:  # a run waits for one that may be preempted a little later
+                self.preempter.recheck_at = None
+                at = time.monotonic() + max(0.0, recheck - time.time()) + 0.05
+                live.retry_at = min(live.retry_at, at) if live.retry_at else at
+        live.preempt_waiting = {
+            waiter: f"preempting run{'s' if len(victims) > 1 else ''} {', '.join(victims)}: saving a checkpoint"
+            for waiter, victims in picks.waiting_for.items()
+        }
 
     def _take(self, start: Start) -> tuple[RunRecord, list[int]] | None:
         """(Under the lock.) Hold what the policy gave a run, note its GPUs, mark it starting."""
@@ -197,6 +253,10 @@ class Dispatcher:
         """What the launcher is asked to start for ``record`` on ``gpus``."""
         settings, state = self.ctx.settings, self.ctx.state
         resumed = record.attempts > 1  # the trainer continues from ckpt/last.ckpt in its own directory
+        # A run that may be preempted takes a SIGTERM without the cancel marker as a preemption: it saves
+        # its checkpoint and exits (trainer/resume.py). (Docker: the marker is not visible inside, so any
+        # SIGTERM saves one; a cancel is still recorded as a cancel.)
+        preemptible = self.preempter is not None and record.priority in self.preempter.preemptible()
         return LaunchSpec(
             name=record.name,
             trainer_args=trainer_args(
@@ -224,10 +284,13 @@ class Dispatcher:
                     resume=resumed,
                     attempt=record.attempts if resumed else None,
                     max_log_bytes=settings.max_log_bytes,  # for its log's writer (0: no bound)
+                    preemptible=preemptible,
+                    cancel_marker=self.launcher.files(record.name).cancel_marker if preemptible else None,
                 ).to_env(),
             },
             gpu_need=record.gpu_need,
             run_dir=settings.output_dir / record.run_dir,
+            priority=str(record.priority),
         )
 
     def queue_positions(self) -> dict[str, int]:

@@ -88,6 +88,10 @@ class LiveState:
         self.unreconciled: set[str] = set()  # queued runs the engine could not be asked about at start-up
         self.waiting_reason: str | None = None
         self.gpu_waiting: dict[str, str] = {}  # queued run -> the GPUs busy outside labrun it waits for
+        self.preempting: dict[str, str] = {}  # run being preempted -> the waiting run it stops for
+        self.preempt_waiting: dict[
+            str, str
+        ] = {}  # queued run -> why: the runs it is preempting (replaced whole)
         self.wakeup = True  # the dispatcher has something to look at
         self.retry_at = 0.0  # when the dispatcher looks again by itself (0: only when woken)
         self.order_dirty = True  # the queue changed: queue positions are computed again
@@ -107,7 +111,8 @@ class LiveState:
 
     def of(self, name: str) -> RunLive:
         ending, attempt = self.ended.get(name), self.requeued.get(name)
-        waiting = self.waiting_reason or self.gpu_waiting.get(name)  # (a dict replaced whole: no lock)
+        # (dicts replaced whole: no lock)
+        waiting = self.waiting_reason or self.gpu_waiting.get(name) or self.preempt_waiting.get(name)
         stall = self.stalls.get(name)
         if ending is None and attempt is None and waiting is None and stall is None:
             return NOTHING  # the common case, without making a value

@@ -18,10 +18,11 @@ from app.lifecycle.dispatch import Dispatcher
 from app.lifecycle.limits import Limits, UserLimits
 from app.lifecycle.live import Context, LiveState, RunLive
 from app.lifecycle.picking import FairSharePicking, PickingPolicy
+from app.lifecycle.preemption import Preempter
 from app.lifecycle.recovery import Recovery
 from app.lifecycle.stalls import StallWatch
 from app.lifecycle.supervision import Supervisor
-from app.models import RunRecord, RunStatus, SweepRecord
+from app.models import Priority, RunRecord, RunStatus, SweepRecord
 from app.scheduling import Slots
 from app.statedir import StateDir
 from app.store import RunStore
@@ -64,8 +65,13 @@ class RunManager:
         self.supervisor = Supervisor(ctx, self.fair)
         self.canceller = Canceller(ctx, self.supervisor)
         inventory = None if launcher.places_runs else len(self.gpus)
-        self.dispatcher = Dispatcher(ctx, policy or FairSharePicking(self.fair), self.supervisor, inventory)
-        self.recovery = Recovery(ctx, self.fair, self.supervisor, self.canceller)
+        # labrun preempts where it places runs; a cluster preempts by its own rules (docs/priorities.md)
+        self.preempter = None if launcher.places_runs else Preempter(ctx, self.fair)
+        if self.preempter is not None:
+            self.supervisor.preempted = self.preempter.ends
+        policy = policy or FairSharePicking(self.fair)
+        self.dispatcher = Dispatcher(ctx, policy, self.supervisor, inventory, self.preempter)
+        self.recovery = Recovery(ctx, self.fair, self.supervisor, self.canceller, self.preempter)
         self.stalls = StallWatch(ctx, self.canceller)
         self._threads: list[threading.Thread] = []
 
@@ -138,9 +144,16 @@ class RunManager:
         rerun_of: str | None = None,
         owner: str = LOCAL,
         stall_after_s: float | None = None,
+        priority: Priority = Priority.NORMAL,
     ) -> tuple[RunRecord, bool]:
         return self.admission.submit(
-            overrides, config_name, idempotency_key, rerun_of, owner, stall_after_s=stall_after_s
+            overrides,
+            config_name,
+            idempotency_key,
+            rerun_of,
+            owner,
+            stall_after_s=stall_after_s,
+            priority=priority,
         )
 
     def rerun(

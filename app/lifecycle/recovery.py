@@ -14,6 +14,7 @@ from app.errors import EngineUnavailable
 from app.fairshare import FairShare
 from app.lifecycle.cancel import Canceller
 from app.lifecycle.live import Context
+from app.lifecycle.preemption import Preempter
 from app.lifecycle.supervision import Supervisor
 from app.models import RunRecord
 
@@ -21,9 +22,16 @@ log = logging.getLogger("labrun.lifecycle")
 
 
 class Recovery:
-    def __init__(self, ctx: Context, fair: FairShare, supervisor: Supervisor, canceller: Canceller) -> None:
+    def __init__(
+        self,
+        ctx: Context,
+        fair: FairShare,
+        supervisor: Supervisor,
+        canceller: Canceller,
+        preempter: Preempter | None = None,
+    ) -> None:
         self.ctx, self.fair, self.supervisor, self.canceller = ctx, fair, supervisor, canceller
-        self.store, self.launcher = ctx.store, ctx.launcher
+        self.store, self.launcher, self.preempter = ctx.store, ctx.launcher, preempter
 
     def reconcile(self) -> None:
         """Recover every unfinished run before accepting new work."""
@@ -49,6 +57,8 @@ class Recovery:
             self.supervisor.adopt(record, handle)
             if record.cancel_requested:  # a cancel the last service recorded but did not see through
                 self.canceller.resume_cancel(record.name, handle)
+            elif record.preempted_by is not None and self.preempter is not None:  # a preemption, likewise
+                self.preempter.resume_stop(record)
 
     def _queued(self, record: RunRecord) -> None:
         live = self.ctx.live

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from app.diskspace import size_on_disk
@@ -39,6 +39,8 @@ class Supervisor:
     def __init__(self, ctx: Context, fair: FairShare) -> None:
         self.ctx, self.fair = ctx, fair
         self.store, self.launcher, self.live = ctx.store, ctx.launcher, ctx.live
+        # (name, handle, outcome) -> True where the end was a preemption's, handled there (preemption.py)
+        self.preempted: Callable[[str, str, Outcome], bool] | None = None
 
     def adopt(self, record: RunRecord, handle: str, gpus: Sequence[int] | None = None) -> None:
         """Account for a running run's resources and follow it until it ends."""
@@ -146,6 +148,8 @@ class Supervisor:
         write (``record`` retries); meanwhile the decision is in ``live.ended``, which the API shows, so a
         run whose process ended never reads as running for long."""
         live = self.live
+        if name not in live.ended and self.preempted is not None and self.preempted(name, handle, outcome):
+            return  # back to the queue as its next attempt
         # What the decision reads (the log's tail, the record, the disk) is read before the lock: admission
         # and the dispatcher take it too, and these reads take milliseconds while runs start and end.
         seen = self._look(name, outcome)

@@ -235,6 +235,13 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE TABLE run_overrides_backfill (below INTEGER NOT NULL);
     INSERT INTO run_overrides_backfill SELECT COALESCE(MAX(seq), 0) + 1 FROM runs;
     """,
+    # 12: priority classes and preemption (docs/priorities.md): each run's class, a preemption under way
+    # (the waiting run's class), and each user's allowance of high-priority GPUs. New columns only.
+    """
+    ALTER TABLE runs ADD COLUMN priority TEXT NOT NULL DEFAULT 'normal';
+    ALTER TABLE runs ADD COLUMN preempted_by TEXT;
+    ALTER TABLE users ADD COLUMN high_gpus INTEGER;
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

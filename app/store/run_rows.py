@@ -7,10 +7,11 @@ field. Lists and dicts are kept as JSON, the status as its value, ``cancel_reque
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import fields
 from typing import Any
 
-from app.models import RunRecord, RunStatus
+from app.models import Priority, RunRecord, RunStatus
 
 COLUMNS = tuple(f.name for f in fields(RunRecord))
 SELECT = ", ".join(COLUMNS)
@@ -26,6 +27,8 @@ def encode(column: str, value: Any) -> Any:
         return json.dumps(value)
     if column == "status":
         return RunStatus(value).value
+    if column == "priority":
+        return Priority(value).value
     if column == "cancel_requested":
         return int(value)
     return value
@@ -46,11 +49,13 @@ def _gpus(value: Any) -> list[int]:
 
 # Column position -> how its value becomes the field's (the others are the value itself). Polling reads
 # dozens of rows per request: converting only these columns keeps a row at a few microseconds.
-_DECODERS = tuple(
-    (i, _gpus if c == "gpus" else _json if c in _JSON else RunStatus if c == "status" else bool)
-    for i, c in enumerate(COLUMNS)
-    if c in _JSON or c in ("status", "cancel_requested")
-)
+_CONVERT: dict[str, Callable[[Any], Any]] = {
+    "gpus": _gpus,
+    "status": RunStatus,
+    "priority": Priority,
+    "cancel_requested": bool,
+}
+_DECODERS = tuple((i, _CONVERT.get(c, _json)) for i, c in enumerate(COLUMNS) if c in _JSON or c in _CONVERT)
 
 
 def decode(row: tuple[Any, ...]) -> RunRecord:

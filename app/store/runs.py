@@ -40,6 +40,7 @@ class QueueEntry(NamedTuple):
     owner: str | None
     gpu_need: int
     started_at: float | None
+    priority: str = "normal"  # its class (app.models.Priority's value)
 
 
 class RunStore:
@@ -172,7 +173,9 @@ class RunStore:
     def entries(self, status: RunStatus) -> builtins.list[QueueEntry]:
         """What fair share needs of the queued (or running) runs, oldest first: a few columns, no decoding
         (the dispatcher and queue positions read the whole queue; a thousand full records cost ~15 ms)."""
-        sql = "SELECT seq, name, owner, gpu_need, started_at FROM runs WHERE status = ? ORDER BY seq"
+        sql = (
+            "SELECT seq, name, owner, gpu_need, started_at, priority FROM runs WHERE status = ? ORDER BY seq"
+        )
         return [QueueEntry(*row) for row in self._db.rows(sql, (RunStatus(status).value,))]
 
     def running_elsewhere(self, launcher: str) -> builtins.list[tuple[str, str]]:
@@ -257,6 +260,7 @@ class RunStore:
             "gpus": gpus,
             "started_at": started_at or time.time(),
             "launcher": launcher,
+            "preempted_by": None,  # a new attempt: no preemption of it is under way
         }
         return self._update(name, [RunStatus.QUEUED], fields)
 
@@ -285,6 +289,49 @@ class RunStore:
     def set_stall_after(self, name: str, seconds: float) -> bool:
         """A running run's own stall limit (an extension, app/lifecycle/stalls.py); False if it is not running."""
         return self._update(name, [RunStatus.RUNNING], {"stall_after_s": seconds})
+
+    def request_preempt(self, name: str, by_class: str | None) -> bool:
+        """Note that a running run is being preempted for a waiting run of ``by_class`` (None: no longer),
+        so that its end counts as a preemption even across a restart."""
+        return self._update(name, [RunStatus.RUNNING], {"preempted_by": by_class})
+
+    def requeue_preempted(
+        self, name: str, reason: str, exit_code: int | None, log_tail: str | None, ended_at: float
+    ) -> bool:
+        """A preempted run goes back to the queue as its next attempt, keeping its ``seq`` (its place in the
+        queue); the attempt that ended is kept in ``attempts`` as "preempted", with ``reason`` (which the
+        run's record shows too until it ends). One transaction: both or neither. False if it was not
+        running."""
+        keep = (
+            "INSERT INTO attempts (name, attempt, status, exit_code, reason, log_tail, started_at, finished_at)"
+            " SELECT name, attempts, 'preempted', ?, ?, ?, started_at, ? FROM runs"
+            " WHERE name = ? AND status = 'running'"
+        )
+        again = (
+            "UPDATE runs SET status = 'queued', attempts = attempts + 1, exit_code = NULL, reason = ?,"
+            " log_tail = NULL, started_at = NULL, finished_at = NULL, handle = NULL, gpus = '[]',"
+            " launcher = NULL, preempted_by = NULL WHERE name = ? AND status = 'running'"
+        )
+        moved = False
+        with self._db.transaction() as conn:
+            kept = conn.execute(keep, (exit_code, reason, log_tail, ended_at, name)).rowcount == 1
+            moved = kept and conn.execute(again, (reason, name)).rowcount == 1
+            if not moved:
+                raise Rollback
+        return moved
+
+    def preemptions_since(self, name: str, since: float) -> int:
+        """How many of the run's attempts ended preempted after ``since``."""
+        sql = "SELECT COUNT(*) FROM attempts WHERE name = ? AND status = 'preempted' AND finished_at > ?"
+        return _int(self._db.one(sql, (name, since)))
+
+    def preemption_counts(self) -> dict[str, int]:
+        """How many attempts ended preempted, per class of the run preempted (the store's whole history)."""
+        sql = (
+            "SELECT r.priority, COUNT(*) FROM attempts a JOIN runs r ON r.name = a.name"
+            " WHERE a.status = 'preempted' GROUP BY r.priority"
+        )
+        return {row[0]: int(row[1]) for row in self._db.rows(sql)}
 
     def set_disk_bytes(self, name: str, size: int) -> bool:
         return self._update(name, list(TERMINAL), {"disk_bytes": size})

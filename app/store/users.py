@@ -8,7 +8,7 @@ from typing import Any
 from app.models import User
 from app.store.db import Database
 
-_COLUMNS = "name, is_admin, created_at, revoked_at, max_gpus, max_queued, max_run_s, stall_after_s"
+_COLUMNS = "name, is_admin, created_at, revoked_at, max_gpus, max_queued, max_run_s, stall_after_s, high_gpus"
 
 
 class UserStore:
@@ -61,6 +61,10 @@ class UserStore:
     def set_stall_after(self, name: str, stall_after_s: float | None) -> None:
         """The user's own stall limit (None: the server's; app/lifecycle/stalls.py)."""
         self._db.write("UPDATE users SET stall_after_s = ? WHERE name = ?", (stall_after_s, name))
+
+    def set_high_gpus(self, name: str, high_gpus: int | None) -> None:
+        """The user's own allowance of high-priority GPUs (None: the server's)."""
+        self._db.write("UPDATE users SET high_gpus = ? WHERE name = ?", (high_gpus, name))
 
 
 def _user(row: tuple[Any, ...]) -> User:

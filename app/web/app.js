@@ -314,7 +314,8 @@ function setupRunsView() {
     setText($("submit-result"), "submitting…");
     button.disabled = true;
     try {
-      const run = await sendJSON("POST", "/runs", { overrides }, { "Idempotency-Key": idempotencyKey() });
+      const priority = $("priority").value;
+      const run = await sendJSON("POST", "/runs", { overrides, priority }, { "Idempotency-Key": idempotencyKey() });
       const result = $("submit-result");
       result.replaceChildren("queued ", el("a", { href: runHref(run.name), text: run.name }));
       current?.poller.now();
@@ -514,6 +515,8 @@ function renderRun(run) {
     ["Run directory", run.run_dir],
     ["WandB run", run.name],
     ["Config", run.config_name],
+    ["Priority", run.priority && run.priority !== "normal" ? run.priority : ""],
+    ["Attempt", run.attempts > 1 ? String(run.attempts) : ""],
     ["Rerun of", run.rerun_of],
     ["Sweep", run.sweep ? `${run.sweep} (run #${run.sweep_index}; its page: #/sweeps/<name>)` : ""],
     ["Disk", run.disk_bytes != null ? bytes(run.disk_bytes) : ""],

@@ -7,6 +7,7 @@ Extra overrides steer it: ``+extra.fake_sleep=SECONDS``, ``+extra.fake_exit=CODE
 real trainers misbehave: ``+extra.fake_on_term=ignore|exit0`` (SIGTERM ignored, or caught with a clean exit 0),
 ``+extra.fake_orphan=1`` (leaves a ``sleep 300`` in its process group; its pid in ``<run_dir>/orphan.pid``),
 ``+extra.fake_fail_once=CODE`` (exits CODE unless it is a resumed attempt), ``+extra.fake_huge_line=BYTES`` (one line of that size), ``+extra.fake_cr=N`` (N ``\r`` progress updates on one line),
+``+extra.fake_no_ckpt=1`` (a preemptible run that writes no checkpoint when preempted),
 ``+extra.fake_val_loss=X`` (the final validation loss, default 0.5; ``+extra.fake_exit_if_val_loss=X``: exit 3
 when it is X), ``+extra.fake_chatter=SECONDS`` (after its first step, a log line every 0.1 s for that long
 and no progress: busy, not stalled), ``+extra.fake_hang=SECONDS`` (after its first step, silent: no
@@ -14,6 +15,9 @@ progress, no output, for that long: stalled), ``+extra.fake_phase=NAME`` (the ``
 reports, as the trainer's heartbeat does: ``training``, ``data``, ...). ``output_dir_scheme=`` files the run
 elsewhere (a sweep's run), as it does for the trainer.
 Every start is appended to ``<log_dir>/fake_starts.log`` so tests can prove that nothing runs twice.
+Preemption as the trainer does it (trainer/resume.py): a run started with ``LABRUN_PREEMPTIBLE=1`` takes a
+SIGTERM without the cancel marker (``LABRUN_CANCEL_MARKER``) as a preemption: it writes
+``<run_dir>/ckpt/last.ckpt`` and exits 75; a resumed attempt prints whether it found that checkpoint.
 """
 
 from __future__ import annotations
@@ -33,6 +37,29 @@ def _args(argv: list[str]) -> dict[str, str]:
         key, _, value = arg.lstrip("+").partition("=")
         args[key] = value.strip("'")
     return args
+
+
+def _on_preemption(args: dict[str, str], run_dir: str) -> None:
+    """A preemptible run (as labrun starts a low-priority one): SIGTERM without the cancel marker means
+    save a checkpoint and exit 75; with the marker it is a cancel (143)."""
+    if os.environ.get("LABRUN_PREEMPTIBLE") != "1":
+        return
+
+    def stop(signum: int, _frame: object) -> None:
+        marker = os.environ.get("LABRUN_CANCEL_MARKER")
+        if marker and os.path.exists(marker):
+            sys.exit(128 + signum)
+        if not args.get("extra.fake_no_ckpt"):
+            os.makedirs(os.path.join(run_dir, "ckpt"), exist_ok=True)
+            with open(os.path.join(run_dir, "ckpt", "last.ckpt.tmp"), "w") as f:
+                f.write(f"{time.time()}\n")
+            os.replace(
+                os.path.join(run_dir, "ckpt", "last.ckpt.tmp"), os.path.join(run_dir, "ckpt", "last.ckpt")
+            )
+        print("fake trainer: preempted: checkpointed, exit 75", flush=True)
+        sys.exit(75)
+
+    signal.signal(signal.SIGTERM, stop)
 
 
 def _misbehave(args: dict[str, str], run_dir: str) -> None:
@@ -58,6 +85,18 @@ def _chatter_or_hang(args: dict[str, str]) -> None:
     time.sleep(float(args.get("extra.fake_hang", 0)))
 
 
+def _print_lines(args: dict[str, str], name: str, lines: int) -> None:
+    for i in range(lines):
+        print(f"fake trainer {name}: line {i + 1}", flush=True)
+    if args.get("extra.fake_huge_line"):
+        print("x" * int(args["extra.fake_huge_line"]), flush=True)
+    if args.get("extra.fake_cr"):
+        print(
+            "".join(f"progress {i}\r" for i in range(int(args["extra.fake_cr"]))) + "progress done",
+            flush=True,
+        )
+
+
 def main(argv: list[str]) -> int:
     args = _args(argv)
     name, log_dir = args["run_name"], args["log_dir"]
@@ -73,16 +112,12 @@ def main(argv: list[str]) -> int:
     run_dir = os.path.join(log_dir, args.get("output_dir_scheme") or os.path.join(name[:10], name))
     # like the trainer: an existing run directory is an error, unless the run resumes (a requeued attempt)
     os.makedirs(run_dir, exist_ok=os.environ.get("LABRUN_RESUME") == "1")
+    if os.environ.get("LABRUN_RESUME") == "1":
+        found = os.path.exists(os.path.join(run_dir, "ckpt", "last.ckpt"))
+        print(f"fake trainer {name}: resumed, {'from ckpt/last.ckpt' if found else 'from the beginning'}")
+    _on_preemption(args, run_dir)
     _misbehave(args, run_dir)
-    for i in range(lines):
-        print(f"fake trainer {name}: line {i + 1}", flush=True)
-    if args.get("extra.fake_huge_line"):
-        print("x" * int(args["extra.fake_huge_line"]), flush=True)
-    if args.get("extra.fake_cr"):
-        print(
-            "".join(f"progress {i}\r" for i in range(int(args["extra.fake_cr"]))) + "progress done",
-            flush=True,
-        )
+    _print_lines(args, name, lines)
     steps = 4
     val_loss = float(args.get("extra.fake_val_loss", 0.5))
     if args.get("extra.fake_exit_if_val_loss") and float(args["extra.fake_exit_if_val_loss"]) == val_loss:

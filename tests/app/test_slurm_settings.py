@@ -48,3 +48,22 @@ def test_a_bad_value_is_refused_with_its_name(monkeypatch, key, value, message):
     with pytest.raises(ValidationError, match=message) as caught:
         SlurmSettings()
     assert key.lower() in str(caught.value)
+
+
+def test_priority_classes_map_to_partitions_and_qos(monkeypatch, tmp_path):
+    from app.launchers.base import LaunchSpec
+    from app.launchers.slurm import SlurmLauncher
+    from app.statedir import StateDir
+
+    monkeypatch.setenv("LABRUN_SLURM_PARTITION", "main")
+    monkeypatch.setenv("LABRUN_SLURM_PARTITION_HIGH", "urgent")
+    monkeypatch.setenv("LABRUN_SLURM_QOS_LOW", "scavenger")
+    launcher = SlurmLauncher(SlurmSettings(), StateDir(tmp_path), ["trainer"])
+
+    def args(priority: str) -> list[str]:
+        spec = LaunchSpec("r", [], (), tmp_path, tmp_path / "s", tmp_path / "log", priority=priority)
+        return [a for a in launcher.sbatch_args(spec) if a.startswith(("--partition", "--qos"))]
+
+    assert args("high") == ["--partition=urgent"]
+    assert args("normal") == ["--partition=main"]  # no class of its own: the default partition
+    assert args("low") == ["--partition=main", "--qos=scavenger"]

@@ -178,7 +178,13 @@ def test_per_user_limits_queued_runs_and_run_time(output_dir, make_client):
     ended = wait_as(client, alice, first)
     assert ended["status"] == "cancelled", ended
     assert "maximum run time of 1 s" in ended["reason"], ended
-    server_limits = {"max_gpus": None, "max_queued": 2, "max_run_s": 1.0, "stall_after_s": 2700.0}
+    server_limits = {
+        "max_gpus": None,
+        "max_queued": 2,
+        "max_run_s": 1.0,
+        "stall_after_s": 2700.0,
+        "high_gpus": 0,
+    }
     assert client.get("/queue", headers=alice).json()["users"]["alice"]["limits"] == server_limits
 
 
@@ -194,6 +200,7 @@ def test_an_admin_sets_a_users_own_limits_over_the_servers(output_dir, make_clie
         "max_queued": 5,
         "max_run_s": 60.0,
         "stall_after_s": 600.0,
+        "high_gpus": 0,
     }  # stalls: docs/stalls.md
     assert changed.json() == {"name": "bob", "limits": own}
     users = {u["name"]: u for u in client.get("/users", headers=root).json()["users"]}
@@ -271,3 +278,36 @@ def test_kill_9_keeps_owners_and_the_fair_order(output_dir):
         assert order.index(names[3]) < order.index(names[2])  # bob's run went before alice's third
     finally:
         svc.stop()
+
+
+def test_high_priority_needs_an_allowance_admins_always_may(output_dir, make_client):
+    t = make_users(output_dir, root=True, bob=False, carol=False)
+    client = make_client(high_priority_gpus=0, gpus=(0, 1, 2))
+    root, bob, carol = bearer(t["root"]), bearer(t["bob"]), bearer(t["carol"])
+    body = {"overrides": ["+extra.fake_sleep=0"], "priority": "high"}
+    refused = client.post("/runs", json=body, headers=bob)
+    assert refused.status_code == 403, refused.text
+    assert "allowance of high-priority GPUs is 0" in refused.json()["detail"]
+    assert "users limits bob --high-gpus N" in refused.json()["detail"]
+    low = client.post("/runs", json={**body, "priority": "low"}, headers=bob)  # open to everyone
+    assert low.status_code == 201, low.text
+    assert low.json()["priority"] == "low"
+    assert client.post("/runs", json=body, headers=root).status_code == 201  # an admin always may
+    # an admin gives carol an allowance of 1 GPU: a 2-GPU high run is refused, naming it
+    granted = client.put("/users/carol/limits", json={"high_gpus": 1}, headers=root)
+    assert granted.json()["limits"]["high_gpus"] == 1
+    two = {**body, "overrides": ["accelerator=gpu", "devices=2", "+extra.fake_sleep=0"]}
+    too_big = client.post("/runs", json=two, headers=carol)
+    assert too_big.status_code == 422, too_big.text
+    assert "allowance of high-priority GPUs (1)" in too_big.json()["detail"]
+    one = client.post("/runs", json={**two, "overrides": ["accelerator=gpu", "devices=1"]}, headers=carol)
+    assert one.status_code == 201, one.text
+    sweep = client.post("/sweeps", json={"overrides": ["seed=1,2"], "priority": "high"}, headers=bob)
+    assert sweep.status_code == 403, sweep.text
+    sweep = client.post("/sweeps", json={"overrides": ["seed=1,2"], "priority": "low"}, headers=bob)
+    assert sweep.status_code == 201, sweep.text
+    names = [run["name"] for run in sweep.json()["runs"]]
+    assert {client.get(f"/runs/{n}", headers=bob).json()["priority"] for n in names} == {"low"}
+    bad = client.post("/runs", json={**body, "priority": "urgent"}, headers=bob)
+    assert bad.status_code == 422
+    assert client.get("/queue", headers=bob).json()["users"]["bob"]["limits"]["high_gpus"] == 0

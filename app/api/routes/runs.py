@@ -67,6 +67,7 @@ async def submit_run(
         None,
         new.caller.name,
         body.stall_after_s,
+        body.priority,
     )
     notify.choose(record.name, events)
     new.created("runs", record.name, replayed)

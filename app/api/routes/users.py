@@ -29,6 +29,9 @@ class Limits(BaseModel):
     stall_after_s: float | None = Field(
         None, ge=0, description="seconds without progress or output before a run is stalled (0: never)"
     )
+    high_gpus: int | None = Field(
+        None, ge=0, description="GPUs their high-priority runs may hold at once (0: no high-priority runs)"
+    )
 
 
 class MePublic(BaseModel):
@@ -72,6 +75,8 @@ async def set_limits(name: str, limits: Limits, manager: ManagerDep, _: AdminDep
     manager.users.set_limits(name, limits.max_gpus, limits.max_queued, limits.max_run_s)
     if limits.stall_after_s is not None:
         manager.users.set_stall_after(name, limits.stall_after_s)
+    if limits.high_gpus is not None:
+        manager.users.set_high_gpus(name, limits.high_gpus)
     return UserLimitsPublic(name=name, limits=_limits(manager, name))
 
 
