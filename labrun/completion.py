@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -212,6 +211,8 @@ def cmd_completion(args: argparse.Namespace, creds: userconfig.Credentials, _tim
 def run_names(creds: userconfig.Credentials) -> list[str]:
     """The newest runs' names; none when the server is slow, absent or refuses (a Tab must not hang or
     print errors). The standard library's client: httpx would cost more start-up than the request."""
+    import urllib.request  # here, not at the top: `labrun --help` and every command start without it
+
     request = urllib.request.Request(f"{creds.url.rstrip('/')}/runs?limit={RUNS_LISTED}")
     request.add_header("User-Agent", "labrun-cli")
     if creds.token:

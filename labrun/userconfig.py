@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -77,6 +76,8 @@ def save(data: dict[str, Any]) -> Path:
     try:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         os.chmod(path.parent, 0o700)  # an existing folder too: it lists which servers one has tokens for
+        import tempfile  # only when writing: every command reads this module at start
+
         fd, tmp = tempfile.mkstemp(prefix=".config-", dir=path.parent)  # mkstemp makes it 0600
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             json.dump(data, f, indent=2)
