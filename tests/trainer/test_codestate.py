@@ -35,18 +35,23 @@ def test_a_working_tree_records_its_patch_and_untracked_files(repo: Path) -> Non
     (repo / "notes.txt").write_text("new\n")
     (repo / "out.log").write_text("ignored\n")
     found = provenance.code_version(repo)
-    assert found["source"] == "git" and len(found["commit"]) == 40 and found["dirty"] is True
-    assert "-lr = 1e-3" in found["patch"] and "+lr = 1e-4" in found["patch"]
+    assert found["source"] == "git"
+    assert len(found["commit"]) == 40
+    assert found["dirty"] is True
+    assert "-lr = 1e-3" in found["patch"]
+    assert "+lr = 1e-4" in found["patch"]
     assert found["patch_truncated"] is False
     assert found["patch_sha256"] == hashlib.sha256(found["patch"].encode()).hexdigest()
     assert found["untracked"] == ["notes.txt"]  # ignored files are not listed
-    assert found["untracked_count"] == 1 and found["untracked_truncated"] is False
+    assert found["untracked_count"] == 1
+    assert found["untracked_truncated"] is False
 
 
 def test_a_clean_tree_has_an_empty_patch(repo: Path) -> None:
     found = provenance.code_version(repo)
     assert found["dirty"] is False
-    assert found["patch"] == "" and found["untracked"] == []
+    assert found["patch"] == ""
+    assert found["untracked"] == []
 
 
 def test_the_patch_and_the_list_are_bounded(repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -64,7 +69,8 @@ def test_the_patch_and_the_list_are_bounded(repo: Path, monkeypatch: pytest.Monk
     ).stdout
     assert found["patch_sha256"] == hashlib.sha256(whole).hexdigest()
     assert found["untracked"] == ["new0.txt", "new1.txt", "new2.txt"]
-    assert found["untracked_count"] == 5 and found["untracked_truncated"] is True
+    assert found["untracked_count"] == 5
+    assert found["untracked_truncated"] is True
 
 
 def test_an_image_without_git_records_the_code_hash_baked_at_build(
