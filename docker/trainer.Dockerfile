@@ -54,8 +54,11 @@ ENV PYTHONPATH=/opt/labrun \
 
 COPY conf/ /opt/labrun/conf/
 COPY trainer/ /opt/labrun/trainer/
+# The hash of the code the image holds (conf/ and trainer/), before byte-compiling: run.json names it, so
+# an image built from a tree without .git still says what it runs (trainer/codestate.py).
 # Byte-compiled now: at run time the root file system is read-only.
-RUN python -m compileall -q /opt/labrun/trainer
+RUN python -m trainer.codestate /opt/labrun > /opt/labrun/CODE_SHA256 \
+    && python -m compileall -q /opt/labrun/trainer
 
 # Last, as it changes with every commit: the code version that run.json names.
 ARG GIT_COMMIT=unknown

@@ -248,6 +248,7 @@ def run_details(run: dict[str, Any]) -> None:
         ("exit code", run.get("exit_code")),
         ("reason", run.get("reason")),
         ("rerun of", run.get("rerun_of")),
+        ("code", code_text(run)),
         ("run dir", run.get("run_dir")),
         ("disk", size(run.get("disk_bytes")) if run.get("disk_bytes") is not None else None),
         ("deleted", run.get("deleted_at")),
@@ -269,6 +270,16 @@ def run_details(run: dict[str, Any]) -> None:
     if run.get("log_tail"):
         out.print("[bold]log tail[/]")
         out.print(escape(safe(run["log_tail"].rstrip("\n"))))
+
+
+def code_text(run: dict[str, Any]) -> str | None:
+    """A rerun's code against its original's (``code_differs``); nothing for a run that is no rerun."""
+    if not run.get("rerun_of"):
+        return None
+    differs = run.get("code_differs")
+    if differs is None:
+        return "not known yet (compared once it has started and both run.json files say)"
+    return "DIFFERS from the original's" if differs else "same as the original's"
 
 
 def gpu_map(health: dict[str, Any], runs: list[dict[str, Any]]) -> dict[str, Any]:

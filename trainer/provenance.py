@@ -15,6 +15,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from trainer import codestate
 from trainer.atomic import write_atomic
 from trainer.runenv import RunEnv
 
@@ -42,23 +43,31 @@ def package_versions() -> dict[str, str | None]:
 
 
 def code_version(root: Path = REPO_ROOT) -> dict[str, Any]:
-    """The git commit and whether the tree differs from it; in an image without ``.git``, the version the
-    image was built with (``RunEnv.code_version``)."""
+    """The git commit, whether the tree differs from it, and how (``trainer/codestate.py``: the patch of
+    the uncommitted changes, the untracked files); in an image without ``.git``, the version the image was
+    built with (``RunEnv.code_version``) and the hash of the code baked into it (``code_hash``)."""
     if (root / ".git").exists():
         try:
             commit = _git(root, "rev-parse", "HEAD")
             dirty = bool(_git(root, "status", "--porcelain", "--untracked-files=no"))
-            return {"source": "git", "commit": commit, "dirty": dirty}
         except (OSError, subprocess.SubprocessError):
             pass
-    return {"source": "env", "commit": RunEnv.from_env().code_version, "dirty": None}
+        else:
+            found: dict[str, Any] = {"source": "git", "commit": commit, "dirty": dirty}
+            try:
+                found.update(codestate.working_tree(root))
+            except (OSError, subprocess.SubprocessError):
+                found["patch"] = None  # unknown, which is not "no changes"
+            return found
+    found = {"source": "env", "commit": RunEnv.from_env().code_version, "dirty": None}
+    code_hash = codestate.baked_hash(root)
+    if code_hash is not None:
+        found["code_hash"] = code_hash
+    return found
 
 
 def _git(root: Path, *args: str) -> str:
-    done = subprocess.run(
-        ["git", "-C", str(root), *args], capture_output=True, text=True, timeout=10, check=True
-    )
-    return done.stdout.strip()
+    return codestate.git(root, *args).decode("utf-8", "replace").strip()
 
 
 def device_names(accelerator: str) -> list[str]:

@@ -91,6 +91,11 @@ class RunPublic(BaseModel):
     progress: Progress | None = None
     metrics: dict[str, Any] = Field(default_factory=dict)
     rerun_of: str | None = None
+    code_differs: bool | None = Field(
+        None,
+        description="GET /runs/{name} of a rerun: whether the code it ran differs from the original's (commit "
+        "and uncommitted changes, or an image's code hash, from both run.json files); null: not known (yet)",
+    )
     cancelled_by: str | None = None
     attempts: int = Field(1, description="2 and up: resumed from its last checkpoint")
     priority: Priority = Field(Priority.NORMAL, description="its class: high, normal or low")

@@ -68,3 +68,14 @@ def test_progress_lines_when_piped():
         view.update(run)
     view.close()
     assert out.getvalue().splitlines() == ["r1: queued  #1 in queue", "r1: running epoch 2/5"]
+
+
+def test_show_says_whether_a_reruns_code_differs(capsys):
+    rerun = {"name": "r2", "status": "succeeded", "rerun_of": "r1", "created_at": "2026-11-29T10:00:00Z"}
+    assert render.code_text({"name": "r1"}) is None  # no rerun: no line
+    assert render.code_text({**rerun, "code_differs": None}).startswith("not known yet")
+    assert render.code_text({**rerun, "code_differs": False}) == "same as the original's"
+    render.run_details({**rerun, "code_differs": True})
+    shown = capsys.readouterr().out
+    assert "DIFFERS from the original's" in shown
+    assert "rerun of" in shown

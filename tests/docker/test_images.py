@@ -33,6 +33,16 @@ def test_trainer_image(engine, trainer_image):
     assert cuda.startswith("13.")
     assert (lightning_version, wandb_version) == ("2.6.6", "0.31.0")
     assert harmonics.startswith("0.9.3")  # e.g. 0.9.3+torch2.14.1.cpu
+    # The code hash baked in at build (no .git in the image) is the hash of the code it holds, and run.json
+    # records it (trainer/codestate.py).
+    baked = run(
+        engine,
+        trainer_image,
+        "from pathlib import Path; from trainer import codestate, provenance;"
+        "print(provenance.code_version()['code_hash'], codestate.tree_hash(Path('/opt/labrun')))",
+    )
+    recorded, recomputed = baked.split()
+    assert recorded == recomputed
 
 
 def test_api_image_is_slim(engine, api_image):

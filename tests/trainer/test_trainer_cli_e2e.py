@@ -137,6 +137,8 @@ def test_run_json(runs):
     )
     assert record["code_version"]["source"] == "git"
     assert len(record["code_version"]["commit"]) == 40
+    assert len(record["code_version"]["patch_sha256"]) == 64  # the uncommitted changes, recorded
+    assert isinstance(record["code_version"]["untracked"], list)
     assert record["start_time"] <= record["end_time"]
 
 

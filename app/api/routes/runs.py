@@ -22,7 +22,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import PlainTextResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from app import compare, override_values
+from app import compare, override_values, runcode
 from app.api.auth import TOKEN_RECHECK_S, CallerDep, token_check
 from app.api.compare_public import ComparedRun, RunsCompared, difference_public, duration
 from app.api.deps import (
@@ -173,8 +173,16 @@ def _statuses(values: list[str]) -> list[RunStatus]:
 
 
 @router.get("/{name}", response_model=RunPublic)
-async def read_run(name: str, store: StoreDep, view: ViewDep) -> Response:
-    return _json(view.one_json(get_run(store, name)))
+async def read_run(name: str, store: StoreDep, view: ViewDep, files: FilesDep) -> Response:
+    """A rerun's answer also says whether its code differs from the original's (``app/runcode.py``)."""
+    record = get_run(store, name)
+    original = store.get(record.rerun_of) if record.rerun_of else None
+    if original is None or record.started_at is None:
+        return _json(view.one_json(record))
+    differs = await run_in_threadpool(
+        runcode.code_differs, files.output_dir, record.run_dir, original.run_dir
+    )
+    return _json(view.one(record).model_copy(update={"code_differs": differs}).model_dump_json().encode())
 
 
 def _json(body: bytes) -> Response:
