@@ -15,7 +15,9 @@ import sys
 
 from labrun.client import EXIT_INVALID, EXIT_OK, EXIT_REFUSED, Client, CliError
 
-EVENTS_HELP = "succeeded, failed, cancelled, sweep_finished (comma-separated), all, or none"
+EVENTS_HELP = (
+    "succeeded, failed, cancelled, sweep_finished, preempted, resumed (comma-separated), all, or none"
+)
 
 
 def notify_option(p: argparse.ArgumentParser) -> None:

@@ -20,7 +20,8 @@ What the checkpoint holds beyond Lightning's own (weights, optimizer, loop progr
 the middle of an epoch, how many of the epoch's batches were done; the datamodule's sampler then leaves
 those out of the epoch's order (``EpochShuffle.resume_at``), and the module's epoch loss sum travels in the
 checkpoint too (``trainer/model.py``). ``metrics.csv`` is continued: the stopped attempt wrote every row up
-to the stop, and the resumed one appends (``resume.keep_metrics_csv``).
+to the stop, and the resumed one appends (``resume.keep_metrics_csv``); rows of steps a killed attempt did after
+its checkpoint are cut first (``checkpoint_step``, ``resume.cut_metrics_csv``), as the resumed one does them again.
 
 Lightning turns a SIGTERM into an exception at the next batch, or in the middle of a validation, wherever
 that is. For a preemption that would be an unsafe point, so while fit trains, a SIGTERM that is a
@@ -48,6 +49,17 @@ from trainer.cancel import CancelGuard, RunCancelled
 from trainer.data import SWEDataModule
 
 log = logging.getLogger(__name__)
+
+
+def checkpoint_step(path: Path) -> int | None:
+    """The global step (optimizer steps done) a checkpoint resumes from; None when it cannot be read. The
+    file is mapped, not read: a large model's weights are not loaded for one number."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
+        return int(ckpt["global_step"])
+    except Exception:  # an unreadable checkpoint fails the resume itself, with Lightning's own message
+        log.warning("could not read the global step of %s: metrics.csv is kept as it is", path, exc_info=True)
+        return None
 
 
 def rng_states() -> dict[str, Any]:

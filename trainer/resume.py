@@ -22,6 +22,7 @@ import signal
 from pathlib import Path
 from typing import Any
 
+from trainer.atomic import write_atomic
 from trainer.runenv import RunEnv
 
 log = logging.getLogger(__name__)
@@ -59,10 +60,48 @@ def csv_columns(path: Path) -> list[str]:
         return []
 
 
-def keep_metrics_csv(csv_logger: Any, path: Path) -> None:
+def cut_metrics_csv(path: Path, below_step: int) -> int:
+    """Keep only the rows of metrics.csv whose ``step`` is below ``below_step`` (the checkpoint's global
+    step), and return how many were dropped. A killed attempt wrote rows for the steps it did after its last
+    checkpoint; the resumed attempt does those steps again and writes them again, so without the cut they
+    would appear twice. Rows an epoch's end wrote after its checkpoint (val_loss, train_loss_epoch) carry
+    that epoch's last step, below the checkpoint's, and are kept: the resumed attempt does not write them
+    again. Lines kept are kept byte for byte; a row whose step cannot be read is kept."""
+    try:
+        lines = path.read_bytes().splitlines(keepends=True)
+    except OSError:
+        return 0
+    header = next(csv.reader([lines[0].decode()]), []) if lines else []
+    if "step" not in header:
+        return 0
+    column = header.index("step")
+    kept = [lines[0]]
+    for line in lines[1:]:
+        row = next(csv.reader([line.decode()]), [])
+        try:
+            step = int(float(row[column]))
+        except (IndexError, ValueError):
+            step = None
+        if step is None or step < below_step:
+            kept.append(line)
+    dropped = len(lines) - len(kept)
+    if dropped:
+        write_atomic(path, b"".join(kept))
+        log.info(
+            "metrics.csv: dropped %d rows from at or after step %d, which this attempt does again",
+            dropped,
+            below_step,
+        )
+    return dropped
+
+
+def keep_metrics_csv(csv_logger: Any, path: Path, below_step: int | None = None) -> None:
     """A resumed run appends to its metrics.csv: Lightning's CSV writer deletes an existing file when it is
     made, so the file steps aside meanwhile, and the writer learns its columns (or it would rewrite the
-    header with only the columns of its first rows)."""
+    header with only the columns of its first rows). ``below_step``: the checkpoint's global step, past
+    which rows are cut (``cut_metrics_csv``)."""
+    if below_step is not None:
+        cut_metrics_csv(path, below_step)
     aside = path.with_name(".metrics.csv.resumed")
     if path.is_file():
         os.replace(path, aside)

@@ -26,7 +26,7 @@ from trainer.cancel import CancelGuard
 from trainer.data import SWEDataModule
 from trainer.heartbeat import PhaseReporter
 from trainer.model import OperatorModule
-from trainer.preempt import ExactState, PreemptStop
+from trainer.preempt import ExactState, PreemptStop, checkpoint_step
 from trainer.runenv import RunEnv
 
 log = logging.getLogger(__name__)
@@ -141,7 +141,7 @@ def train(job: DictConfig, run_dir: Path, guard: CancelGuard) -> dict[str, float
     csv_logger = CSVLogger(save_dir=str(run_dir), name="", version="", flush_logs_every_n_steps=20)
     ckpt_path = resume.last_checkpoint(job.ckpt_dir) if env.resume else None
     if ckpt_path is not None:
-        resume.keep_metrics_csv(csv_logger, run_dir / "metrics.csv")
+        resume.keep_metrics_csv(csv_logger, run_dir / "metrics.csv", checkpoint_step(ckpt_path))
         log.info("resuming from %s", ckpt_path)
     exact = ExactState(datamodule)
     stop = PreemptStop(guard, exact, job.ckpt_dir)

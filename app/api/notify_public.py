@@ -78,7 +78,8 @@ class NotifyEvents(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     events: list[str] = Field(
-        description="the events your runs send by default: succeeded, failed, cancelled, sweep_finished"
+        description="the events your runs send by default: succeeded, failed, cancelled, sweep_finished, "
+        "preempted, resumed"
     )
 
 

@@ -25,7 +25,8 @@ class RunCreate(BaseModel):
     config_name: str | None = Field(None, description="top-level config in conf/ (default neuraloperator)")
     notify: list[str] | None = Field(
         None,
-        description="events to be notified of (succeeded, failed, cancelled, sweep_finished); unset: your "
+        description="events to be notified of (succeeded, failed, cancelled, sweep_finished, preempted, "
+        "resumed); unset: your "
         "defaults (GET /me/notify/events); [] none",
     )
     stall_after_s: float | None = Field(

@@ -19,6 +19,8 @@ class EventKind(StrEnum):
     FAILED = "failed"
     CANCELLED = "cancelled"
     SWEEP_FINISHED = "sweep_finished"
+    PREEMPTED = "preempted"  # back to the queue for a higher-priority run (docs/priorities.md)
+    RESUMED = "resumed"  # a preempted run's next attempt started
 
 
 DEFAULT_EVENTS: tuple[EventKind, ...] = (EventKind.FAILED, EventKind.SWEEP_FINISHED)

@@ -118,13 +118,20 @@ def _server_text(server: dict[str, Any]) -> tuple[str, str]:
     return title, f"{title}.\n{server['detail']}"
 
 
+# What a run's title and first line say for the events that are not a final status.
+_DONE = {"preempted": "was preempted", "resumed": "resumed"}
+
+
 def _run_text(run: dict[str, Any]) -> tuple[str, str]:
-    title = f"labrun: {run['name']} {run['status']}"
-    lines = [f"Run {run['name']} of {run['owner']} {run['status']}."]
+    done = _DONE.get(str(run["status"]), str(run["status"]))
+    title = f"labrun: {run['name']} {done}"
+    lines = [f"Run {run['name']} of {run['owner']} {done}."]
+    if run["status"] == "resumed":
+        lines[0] = f"Run {run['name']} of {run['owner']} resumed as attempt {run['attempt']}."
     if run["duration_s"] is not None:
         lines.append(f"Duration: {_duration(run['duration_s'])}.")
     if run["reason"]:
-        lines.append(f"Reason: {run['reason']}")
+        lines.append(f"{'Its last attempt was' if run['status'] == 'resumed' else 'Reason:'} {run['reason']}")
     if run["cancelled_by"] and run["status"] == "cancelled":
         lines.append(f"Cancelled by: {run['cancelled_by']}")
     if run["metrics"]:

@@ -3,7 +3,7 @@ where an admin allows that scheme).
 
 The body is the message's JSON (``message.py``, with a ``version`` field); the headers:
 
-    X-Labrun-Event       the event's kind (succeeded, failed, cancelled, sweep_finished, a server event, test)
+    X-Labrun-Event       the event's kind (succeeded, failed, cancelled, sweep_finished, preempted, resumed, a server event, test)
     X-Labrun-Delivery    the event's id: the same on every retry, so a receiver can drop a repeat
     X-Labrun-Timestamp   seconds since the epoch when this try was signed
     X-Labrun-Signature   sha256=<hex HMAC-SHA256 of "<timestamp>." + body, keyed with the signing secret>

@@ -242,6 +242,37 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE runs ADD COLUMN preempted_by TEXT;
     ALTER TABLE users ADD COLUMN high_gpus INTEGER;
     """,
+    # 13: the "preempted" and "resumed" events (app/notify/events.py), written in the transaction that
+    # requeues a victim (RunStore.requeue_preempted: running -> queued, the ended attempt kept as
+    # "preempted") and in the one that starts its next attempt. New triggers only.
+    """
+    CREATE TRIGGER run_preempted_event AFTER UPDATE OF status ON runs
+    WHEN OLD.status = 'running' AND NEW.status = 'queued'
+         AND EXISTS (SELECT 1 FROM attempts WHERE name = NEW.name AND attempt = OLD.attempts
+                     AND status = 'preempted')
+    BEGIN
+        INSERT INTO events (kind, subject, owner, created_at, body)
+        SELECT 'preempted', NEW.name, NEW.owner, COALESCE(a.finished_at, (julianday('now') - 2440587.5) * 86400.0),
+            json_object('run', NEW.name, 'status', 'preempted', 'owner', NEW.owner, 'reason', a.reason,
+                        'exit_code', a.exit_code, 'config_name', NEW.config_name, 'run_dir', NEW.run_dir,
+                        'created_at', NEW.created_at, 'started_at', a.started_at, 'finished_at', a.finished_at,
+                        'sweep', NEW.sweep, 'attempt', a.attempt, 'priority', NEW.priority)
+        FROM attempts a WHERE a.name = NEW.name AND a.attempt = OLD.attempts;
+    END;
+    CREATE TRIGGER run_resumed_event AFTER UPDATE OF status ON runs
+    WHEN OLD.status = 'queued' AND NEW.status = 'running' AND NEW.attempts > 1
+         AND EXISTS (SELECT 1 FROM attempts WHERE name = NEW.name AND attempt = NEW.attempts - 1
+                     AND status = 'preempted')
+    BEGIN
+        INSERT INTO events (kind, subject, owner, created_at, body)
+        SELECT 'resumed', NEW.name, NEW.owner, COALESCE(NEW.started_at, (julianday('now') - 2440587.5) * 86400.0),
+            json_object('run', NEW.name, 'status', 'resumed', 'owner', NEW.owner, 'reason', a.reason,
+                        'config_name', NEW.config_name, 'run_dir', NEW.run_dir, 'created_at', NEW.created_at,
+                        'started_at', NEW.started_at, 'sweep', NEW.sweep, 'attempt', NEW.attempts,
+                        'priority', NEW.priority)
+        FROM attempts a WHERE a.name = NEW.name AND a.attempt = NEW.attempts - 1;
+    END;
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -333,6 +333,11 @@ function setupRunsView() {
 
 const queueRows = new Map();
 
+/** A run's priority class (docs: priorities); records from before classes existed are normal. */
+function runClass(run) {
+  return run.priority || "normal";
+}
+
 async function refreshQueue() {
   const [health, running, queued] = await Promise.all([
     healthz(),
@@ -349,10 +354,10 @@ async function refreshQueue() {
 
   const cpu = running.data.filter((r) => !(r.gpus && r.gpus.length));
   const cpuBox = $("cpu-runs");
-  const cpuText = cpu.length ? `On the CPU: ${cpu.map((r) => `${r.name} (${owner(r)})`).join(", ")}` : "";
+  const cpuText = cpu.length ? `On the CPU: ${cpu.map((r) => `${r.name} (${owner(r)}, ${runClass(r)})`).join(", ")}` : "";
   if (cpuBox.textContent !== cpuText) {
     cpuBox.replaceChildren(...(cpu.length ? [el("span", { class: "muted", text: "On the CPU: " })] : []));
-    cpu.forEach((r, i) => cpuBox.append(...(i ? [", "] : []), el("a", { href: runHref(r.name), text: r.name }), ` (${owner(r)})`));
+    cpu.forEach((r, i) => cpuBox.append(...(i ? [", "] : []), el("a", { href: runHref(r.name), text: r.name }), ` (${owner(r)}, ${runClass(r)})`));
   }
 
   const rows = [...queued.data].sort((a, b) => (a.queue_position ?? 1e9) - (b.queue_position ?? 1e9));
@@ -402,7 +407,7 @@ function renderGpuMap(gpus, onGpu, outside = new Map()) {
     setAttr(link, "title", run ? run.name : null);
     setAttr(tile, "title", held ? held.map((p) => p.reason).join("; ") : null);
     const heldText = held ? `outside labrun: ${held.map((p) => `${p.user} · pid ${p.pid} · ${p.used_mb ?? "?"} MiB`).join(", ")}` : "free";
-    setText(meta, run ? `${owner(run)} · ${duration(runDuration(run))}` : heldText);
+    setText(meta, run ? `${owner(run)} · ${runClass(run)} · ${duration(runDuration(run))}` : heldText);
     const fraction = run && run.progress && typeof run.progress.fraction === "number" ? run.progress.fraction : null;
     if (fraction != null) setAttr(bar, "value", fraction);
     else bar.removeAttribute("value");
@@ -429,11 +434,12 @@ function fillQueueRow(tr, run) {
   if (!tr) {
     tr = el("tr");
     tr.dataset.name = run.name;
-    tr.append(el("td", { class: "num position" }), el("td", { class: "owner" }), el("td", { class: "name" }, el("a", { href: runHref(run.name) })), el("td"), el("td", { class: "overrides" }));
+    tr.append(el("td", { class: "num position" }), el("td", { class: "owner" }), el("td", { class: "priority" }), el("td", { class: "name" }, el("a", { href: runHref(run.name) })), el("td"), el("td", { class: "overrides" }));
   }
-  const [pos, who, name, waiting, overrides] = tr.children;
+  const [pos, who, cls, name, waiting, overrides] = tr.children;
   setText(pos, run.queue_position ?? "");
   setText(who, owner(run));
+  setText(cls, runClass(run));
   setText(name.firstChild, run.name);
   setText(waiting, duration((Date.now() - ms(run.created_at)) / 1000));
   setText(overrides, run.overrides.join(" "));

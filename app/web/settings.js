@@ -6,7 +6,7 @@
 import { getJSON, sendJSON } from "./api.js";
 
 const $ = (id) => document.getElementById(id);
-const EVENTS = ["succeeded", "failed", "cancelled", "sweep_finished"];
+const EVENTS = ["succeeded", "failed", "cancelled", "sweep_finished", "preempted", "resumed"];
 
 let shown = ""; // the destinations as last drawn (JSON), so an unchanged list is not redrawn
 

@@ -20,6 +20,7 @@ import pytest
 import torch
 from trainer_helpers import TINY, trainer_env
 
+from trainer import resume
 from trainer.data import EpochShuffle
 from trainer.model import EpochMean
 
@@ -68,6 +69,21 @@ def test_an_epoch_mean_split_by_a_checkpoint_is_the_same_number():
     for loss, n in zip(losses[2:], sizes[2:], strict=True):
         second.add(loss, n)
     assert torch.equal(whole.mean(), second.mean())
+
+
+def test_rows_a_killed_attempt_wrote_after_its_checkpoint_are_cut_once_byte_for_byte(tmp_path):
+    # Checkpoint at epoch 0's end (global step 4); killed at step 6, after writing epoch 1's steps 4 and 5.
+    kept = (
+        "epoch,step,train_loss,train_loss_epoch,val_loss\n"
+        "0,0,1.830675482749939,,\n0,1,1.75,,\n0,2,1.74,,\n0,3,1.83,,\n"
+        "0,3,,,2.0276196002960205\n0,3,,1.783700942993164,\n"  # epoch 0's end: written after its checkpoint
+    )
+    path = tmp_path / "metrics.csv"
+    path.write_text(kept + "1,4,1.765,,\n1,5,1.74,,\n")
+    assert resume.cut_metrics_csv(path, below_step=4) == 2
+    assert path.read_text() == kept
+    assert resume.cut_metrics_csv(path, below_step=4) == 0  # nothing twice
+    assert path.read_text() == kept
 
 
 def attempt(tmp: Path, log_dir: Path, name: str, **env: str) -> subprocess.CompletedProcess:
@@ -151,3 +167,12 @@ def test_a_preemption_during_the_last_validation_lets_the_run_complete(module_tm
     path = run_dir(log_dir, "late")
     assert json.loads((path / "run.json").read_text())["status"] == "succeeded"
     assert final(path) == undisturbed
+
+
+@pytest.mark.slow
+def test_killed_after_a_checkpoint_resumes_and_ends_exactly_as_if_left_alone(module_tmp, undisturbed):
+    # Killed at step 6, after epoch 0's checkpoint: epoch 1's first steps are done again, their rows once.
+    path, _ = stopped(module_tmp, "kill-late", LABRUN_KILL_AT_STEP="6")
+    assert (path / "ckpt" / "last.ckpt").is_file()
+    assert "\n1,4," in (path / "metrics.csv").read_text()  # a row of a step after the checkpoint
+    assert resumed(module_tmp, path) == undisturbed

@@ -113,11 +113,18 @@ def test_dashboard(service, browser, tmp_path):  # noqa: PLR0915 - one walk thro
     assert text(driver, "#run-overrides") == "\n".join(run_for(2.0))
     run_png = screenshot(driver, tmp_path / "run-page.png")
 
-    # The GPU map: GPU 0 runs the long run, GPU 1 is free.
+    # The GPU map: GPU 0 runs the long run, GPU 1 is free; a low 2-GPU run waits, its class shown.
+    body = {"overrides": run_for(LONG_S, "accelerator=gpu", "devices=2"), "priority": "low"}
+    waiting = service.http.post("/runs", json=body).json()["name"]
     driver.find_element(By.CSS_SELECTOR, '[data-nav="queue"]').click()
     wait(driver, lambda d: long_gpu in text(d, '.gpu-tile[data-gpu="0"]'), message="the GPU map")
+    assert "local · normal · " in text(driver, '.gpu-tile[data-gpu="0"]')
     assert "free" in text(driver, '.gpu-tile[data-gpu="1"]')
+    queued = f'#queue-table tr[data-name="{waiting}"] .priority'
+    wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, queued), message="the queued low run")
+    assert text(driver, queued) == "low"
     screenshot(driver, tmp_path / "queue-page.png")
+    assert service.http.post(f"/runs/{waiting}/cancel").status_code == 200
 
     # Cancel the long run from its page (two clicks: the button asks first), live log and status.
     driver.get(f"{service.url}/runs/{long_gpu}/view")  # the server's link to a run page
