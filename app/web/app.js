@@ -5,16 +5,18 @@
 //   #/sweeps        the sweeps, newest first (sweep.js)
 //   #/sweeps/<name> one sweep: counts, best run, its runs with their final losses (sweep.js)
 //   #/settings      your notification destinations and default events (settings.js)
+//   #/compare?name=A&name=B  runs side by side, picked in the runs list (compare.js)
 // Each view refreshes itself on a timer and updates the page in place (rows are kept and only changed cells
 // are rewritten), so nothing flickers and the filter, the scroll position and a text selection survive.
 // Everything the server says is put on the page as text, never as HTML.
 
 import { ApiError, forgetToken, getJSON, idempotencyKey, request, sendJSON, token } from "./api.js";
 import { colorOf, drawChart, number } from "./chart.js";
+import { openCompare, pickCell, refreshCompare, setupCompare } from "./compare.js";
 import { openSettings, refreshSettings, setupSettingsView } from "./settings.js";
 import { openSweep, refreshSweep, refreshSweeps, setupSweepView, setupSweepsView } from "./sweep.js";
 
-const REFRESH_MS = { runs: 3000, queue: 3000, run: 2000, sweep: 3000, sweeps: 5000, settings: 5000 };
+const REFRESH_MS = { runs: 3000, queue: 3000, run: 2000, sweep: 3000, sweeps: 5000, settings: 5000, compare: 5000 };
 const LOG_KEEP_CHARS = 1 << 20; // the log pane keeps the last ~1 MiB
 const TERMINAL = new Set(["succeeded", "failed", "cancelled"]);
 const $ = (id) => document.getElementById(id);
@@ -226,6 +228,7 @@ function fillRunRow(tr, run) {
     const link = el("a", { href: runHref(run.name) });
     const bar = el("progress", { max: "1" });
     tr.append(
+      pickCell(run.name),
       el("td", {}, el("span", { class: "status" })),
       el("td", { class: "owner" }),
       el("td", { class: "name" }, link),
@@ -237,7 +240,7 @@ function fillRunRow(tr, run) {
       el("td", { class: "num val-loss" }),
     );
   }
-  const [status, who, name, gpus, progress, started, took, train, val] = tr.children;
+  const [, status, who, name, gpus, progress, started, took, train, val] = tr.children;
   statusBadge(status.firstChild, run.stalled ? "stalled" : run.status);
   setText(who, owner(run));
   setText(name.firstChild, run.name);
@@ -683,12 +686,15 @@ function route() {
     name = "queue";
   } else if (hash === "#/sweeps" || hash === "#/sweeps/") {
     name = "sweeps";
+  } else if (hash.startsWith("#/compare")) {
+    name = "compare";
+    openCompare(hash.slice(hash.indexOf("?") + 1 || hash.length));
   } else if (hash.startsWith("#/settings")) {
     name = "settings";
     openSettings();
   }
   current?.poller.stop();
-  for (const view of ["runs", "queue", "run", "sweep", "sweeps", "settings"]) $(`view-${view}`).hidden = view !== name;
+  for (const view of ["runs", "queue", "run", "sweep", "sweeps", "settings", "compare"]) $(`view-${view}`).hidden = view !== name;
   const nav = name === "sweep" ? "sweeps" : name; // a sweep's page lies under Sweeps
   for (const a of document.querySelectorAll("[data-nav]")) a.classList.toggle("active", a.dataset.nav === nav);
   if (name === "run") {
@@ -700,8 +706,9 @@ function route() {
     document.title = titles[name] || "labrun";
   }
   if (name === "settings") document.title = "Settings · labrun";
+  if (name === "compare") document.title = "Compare · labrun";
   const views = { runs: refreshRuns, queue: refreshQueue, run: refreshRun, sweep: refreshSweep };
-  const refresh = { ...views, sweeps: refreshSweeps, settings: refreshSettings }[name];
+  const refresh = { ...views, sweeps: refreshSweeps, settings: refreshSettings, compare: refreshCompare }[name];
   current = { name, poller: poll(refresh, REFRESH_MS[name]) };
 }
 
@@ -711,6 +718,7 @@ function start() {
   setupSweepView();
   setupSweepsView();
   setupSettingsView();
+  setupCompare();
   $("signout").addEventListener("click", () => {
     forgetToken();
     location.reload();
