@@ -202,7 +202,9 @@ class Supervisor:
         elif name in self.live.stalled_out:  # stalls.py: no progress and no output past the grace period
             status, reason = RunStatus.CANCELLED, self.live.stalled_out[name]
         elif name in self.live.cancelling or (record is not None and record.cancel_requested):
-            how = outcome.reason or f"exited with code {outcome.exit_code} after SIGTERM"
+            how = outcome.reason or ""
+            if "SIG" not in how:  # a trainer that catches the cancel's SIGTERM exits with its own code (143)
+                how = f"exited with code {outcome.exit_code} after SIGTERM"
             status, reason = RunStatus.CANCELLED, f"cancelled by request ({how})"
         elif outcome.succeeded:
             status, reason, log_tail = RunStatus.SUCCEEDED, None, None
