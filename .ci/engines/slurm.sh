@@ -16,7 +16,8 @@ set -euo pipefail
 conf_dir=/etc/slurm
 log_dir=/var/log/slurm
 cpus="${LABRUN_SLURM_NODE_CPUS:-}"
-marker="# written by labrun .ci/engines/slurm.sh"
+# The marker names the configuration's version: a node running an older one is configured again.
+marker="# written by labrun .ci/engines/slurm.sh (v2: partitions debug and urgent, partition-priority preemption)"
 
 # shellcheck source=../lib/install-missing.sh
 source "$(dirname "$0")/../lib/install-missing.sh"
@@ -81,8 +82,14 @@ KillWait=15
 JobRequeue=1
 SlurmctldTimeout=30
 SlurmdTimeout=60
+# Preemption by partition priority (no accounting daemon, so no QOS preemption): a job of "urgent" may
+# requeue jobs of "debug" when it needs their CPUs (tests/slurm/test_slurm_preemption.py, docs/priorities.md).
+# Nothing else submits to "urgent", so no other test sees a preemption.
+PreemptType=preempt/partition_prio
+PreemptMode=REQUEUE
 NodeName=$host CPUs=$cpus RealMemory=$memory Gres=gpu:2 State=UNKNOWN
-PartitionName=debug Nodes=$host Default=YES MaxTime=INFINITE State=UP
+PartitionName=debug Nodes=$host Default=YES MaxTime=INFINITE State=UP PriorityTier=1
+PartitionName=urgent Nodes=$host MaxTime=INFINITE State=UP PriorityTier=2
 EOF
 # Stand-ins for two GPU device files: slurmd counts a gres by its files (and a node whose gres count is
 # lower than configured is refused); nothing opens them, as no cgroup device constraint is configured.
