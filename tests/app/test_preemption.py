@@ -183,9 +183,10 @@ def test_kill_9_during_a_preemption_runs_nothing_twice_and_the_victim_still_resu
 def test_the_real_trainer_saves_its_checkpoint_when_preempted_and_resumes_from_it(service, output_dir):
     from tiny_run import tiny_run
 
+    run = [*tiny_run(epochs=30), "deterministic=true"]
     svc = service(trainer_command=None, LABRUN_PREEMPT_GRACE_S="120")  # the real `python -m trainer`
     with svc.client() as client:
-        low = post(client, *tiny_run(epochs=30), priority="low")
+        low = post(client, *run, priority="low")
         wait_until(
             lambda: (
                 ((client.get(f"/runs/{low['name']}").json().get("progress") or {}).get("epoch") or 0) >= 1
@@ -201,5 +202,12 @@ def test_the_real_trainer_saves_its_checkpoint_when_preempted_and_resumes_from_i
         done = wait_for(client, low["name"], timeout=600)
         log = client.get(f"/runs/{low['name']}/logs", params={"tail": 40}).text
         assert (done["status"], done["attempts"]) == ("succeeded", 2), f"{done}\n{log}"
+        # The same run left alone: a preemption loses nothing, to the last digit of every logged loss
+        # (trainer/preempt.py; docs/exact-resume.md).
+        alone = post(client, *run)
+        assert wait_for(client, alone["name"], timeout=600)["status"] == "succeeded"
     record = json.loads((output_dir / low["run_dir"] / "run.json").read_text())
     assert record["status"] == "succeeded"
+    preempted_csv = (output_dir / low["run_dir"] / "metrics.csv").read_text()
+    assert preempted_csv == (output_dir / alone["run_dir"] / "metrics.csv").read_text()
+    assert preempted_csv.count("\n") > 30  # every epoch's rows are there
