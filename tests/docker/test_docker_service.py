@@ -12,6 +12,7 @@ import time
 import pytest
 from docker_helpers import TINY
 from service_process import ServiceProcess
+from tiny_run import tiny_run
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.timeout(2400)]
 
@@ -171,3 +172,26 @@ def test_a_sweeps_run_writes_into_its_sweeps_folder(service):
         run_dir = svc.output_dir / run["run_dir"]
         assert run_dir.parent.name == response.json()["name"]
         assert json.loads((run_dir / "run.json").read_text())["status"] == "succeeded"
+
+
+def test_a_high_run_preempts_a_low_container_which_resumes_from_its_checkpoint(service, output_dir):
+    """Priorities with the Docker launcher (one CPU slot): the low run's container is stopped at a safe
+    point (SIGTERM without a cancel marker: a checkpoint, exit 75), the high run takes its place, and the
+    low run goes on in a new container from ckpt/last.ckpt as its second attempt."""
+    svc = service(LABRUN_MAX_CPU_RUNS="1", LABRUN_PREEMPT_MIN_RUN_S="0", LABRUN_PREEMPT_GRACE_S="60").start()
+    low = svc.http.post("/runs", json={"overrides": tiny_run(epochs=30), "priority": "low"})
+    assert low.status_code == 201, low.text
+    name = low.json()["name"]
+    deadline = time.monotonic() + 240
+    while ((svc.http.get(f"/runs/{name}").json().get("progress") or {}).get("epoch") or 0) < 1:
+        assert time.monotonic() < deadline, f"{name} never reached its second epoch: {svc.log(4000)}"
+        time.sleep(0.25)
+    high = svc.http.post("/runs", json={"overrides": [*TINY, "seed=2"], "priority": "high"})
+    assert high.status_code == 201, high.text
+    assert svc.wait_for(high.json()["name"], timeout=300)["status"] == "succeeded"
+    (first,) = svc.http.get(f"/runs/{name}/attempts").json()["attempts"]
+    assert (first["status"], first["exit_code"]) == ("preempted", 75), first
+    assert "resumes from ckpt/last.ckpt as attempt 2" in first["reason"], first
+    done = svc.wait_for(name, timeout=600)
+    assert (done["status"], done["attempts"]) == ("succeeded", 2), done
+    assert (output_dir / done["run_dir"] / "ckpt" / "last.ckpt").exists()
