@@ -85,6 +85,10 @@ class RunRecord:
     # A preemption of it is under way, for a waiting run of this class (app/lifecycle/preemption.py): kept in
     # the store so that a restart still sees its end as a preemption. None: not being preempted.
     preempted_by: str | None = None
+    # Its time limit: seconds of running time over all its attempts (None: none). ``ran_s``: the running
+    # time of its attempts before the current one (app/lifecycle/timelimits.py).
+    time_limit_s: float | None = None
+    ran_s: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -71,7 +71,9 @@ class Preempter:
             if self.store.preemptions_since(r.name, now - HOUR_S) >= s.preempt_max_per_hour:
                 later.append(now + RATE_RECHECK_S)
                 continue
-            entry = QueueEntry(r.seq, r.name, r.owner, r.gpu_need, r.started_at, r.priority)
+            entry = QueueEntry(
+                r.seq, r.name, r.owner, r.gpu_need, r.started_at, r.priority, r.time_limit_s, r.ran_s
+            )
             found.append(Candidate(entry, now - self._saved_at(r), r.started_at))
         self.recheck_at = min(later) if later else None
         return found

@@ -273,6 +273,12 @@ MIGRATIONS: tuple[str, ...] = (
         FROM attempts a WHERE a.name = NEW.name AND a.attempt = NEW.attempts - 1;
     END;
     """,
+    # 14: time limits (docs/time-limits.md): a run's own limit on its running time over all its attempts,
+    # and the running time of its attempts before the current one (added where an attempt is kept).
+    """
+    ALTER TABLE runs ADD COLUMN time_limit_s REAL;
+    ALTER TABLE runs ADD COLUMN ran_s REAL NOT NULL DEFAULT 0;
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -41,6 +41,8 @@ class QueueEntry(NamedTuple):
     gpu_need: int
     started_at: float | None
     priority: str = "normal"  # its class (app.models.Priority's value)
+    time_limit_s: float | None = None  # its time limit over all its attempts (None: none)
+    ran_s: float = 0.0  # running time of its attempts before the current one
 
 
 class RunStore:
@@ -174,7 +176,8 @@ class RunStore:
         """What fair share needs of the queued (or running) runs, oldest first: a few columns, no decoding
         (the dispatcher and queue positions read the whole queue; a thousand full records cost ~15 ms)."""
         sql = (
-            "SELECT seq, name, owner, gpu_need, started_at, priority FROM runs WHERE status = ? ORDER BY seq"
+            "SELECT seq, name, owner, gpu_need, started_at, priority, time_limit_s, ran_s FROM runs"
+            " WHERE status = ? ORDER BY seq"
         )
         return [QueueEntry(*row) for row in self._db.rows(sql, (RunStatus(status).value,))]
 
@@ -275,7 +278,8 @@ class RunStore:
         kept in ``attempts`` (one transaction: both or neither). False if the run was not failed/cancelled."""
         again = (
             "UPDATE runs SET status = 'queued', attempts = attempts + 1, exit_code = NULL, reason = NULL,"
-            " log_tail = NULL, started_at = NULL, finished_at = NULL, handle = NULL, gpus = '[]',"
+            " ran_s = ran_s + MAX(0, COALESCE(finished_at - started_at, 0)), log_tail = NULL,"
+            " started_at = NULL, finished_at = NULL, handle = NULL, gpus = '[]',"
             " cancel_requested = 0, cancelled_by = NULL, launcher = NULL, disk_bytes = NULL"
             " WHERE name = ? AND status IN ('failed', 'cancelled') AND deleted_at IS NULL"
         )
@@ -309,13 +313,14 @@ class RunStore:
         )
         again = (
             "UPDATE runs SET status = 'queued', attempts = attempts + 1, exit_code = NULL, reason = ?,"
-            " log_tail = NULL, started_at = NULL, finished_at = NULL, handle = NULL, gpus = '[]',"
+            " ran_s = ran_s + MAX(0, COALESCE(? - started_at, 0)), log_tail = NULL,"
+            " started_at = NULL, finished_at = NULL, handle = NULL, gpus = '[]',"
             " launcher = NULL, preempted_by = NULL WHERE name = ? AND status = 'running'"
         )
         moved = False
         with self._db.transaction() as conn:
             kept = conn.execute(keep, (exit_code, reason, log_tail, ended_at, name)).rowcount == 1
-            moved = kept and conn.execute(again, (reason, name)).rowcount == 1
+            moved = kept and conn.execute(again, (reason, ended_at, name)).rowcount == 1
             if not moved:
                 raise Rollback
         return moved
