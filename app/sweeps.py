@@ -58,6 +58,7 @@ class _Request:
     key: str | None  # the Idempotency-Key, scoped to its owner
     when: dt.datetime  # the time in its names
     priority: Priority = Priority.NORMAL  # every run's class (docs/priorities.md)
+    time_limit_s: float | None = None  # every run's time limit (docs/time-limits.md)
 
 
 class Sweeps:
@@ -77,6 +78,7 @@ class Sweeps:
         idempotency_key: str | None = None,
         owner: str = "local",
         priority: Priority = Priority.NORMAL,
+        time_limit_s: float | None = None,
     ) -> tuple[SweepRecord, bool]:
         """Expand, validate and queue ``owner``'s sweep; (sweep, replayed) as ``RunManager.submit``."""
         overrides = list(overrides)
@@ -84,6 +86,7 @@ class Sweeps:
         if key and (existing := self._by_key(key)) is not None:
             return self._replay(existing, overrides, config_name), True
         self._check_bounds(overrides)
+        limit = self.manager.admission.time_limit(owner, time_limit_s)  # a 422 before any planning
         try:
             parsed = hydra_sweep.parse(overrides)
             runs = hydra_sweep.expand(parsed, self.settings.max_sweep_runs)
@@ -104,6 +107,7 @@ class Sweeps:
             key=key,
             when=dt.datetime.now(),
             priority=priority,
+            time_limit_s=limit,
         )
         try:
             name = first_free(lambda attempt: self._queue(request, attempt), "a free sweep name")
@@ -125,7 +129,14 @@ class Sweeps:
             # Only the record is kept: the plan's configs (thousands of objects in reference cycles)
             # die young, instead of 256 of them living on through the garbage collector's full passes.
             records.append(
-                new_record(plan, request.owner, sweep=name, sweep_index=i, priority=request.priority)
+                new_record(
+                    plan,
+                    request.owner,
+                    sweep=name,
+                    sweep_index=i,
+                    priority=request.priority,
+                    time_limit_s=request.time_limit_s,
+                )
             )
         sweep = SweepRecord(
             seq=0,
@@ -256,6 +267,7 @@ class Sweeps:
                         sweep=name,
                         sweep_index=index,
                         priority=original.priority,
+                        time_limit_s=self.manager.admission.asked_again(original, owner),
                     )
                 )
             if any((self.settings.output_dir / r.run_dir).exists() for r in records):

@@ -8,14 +8,27 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 from collections.abc import Mapping
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from app.api.gpus_public import GpuGuardPublic, OutsideProcess
 from app.lifecycle.live import Stall
 from app.lifecycle.stalls import describe
 from app.models import Priority, RunRecord, RunStatus
+from labrun.durations import parse_duration
+
+
+def _duration(value: object) -> float | None:
+    if value is None:
+        return None
+    if not isinstance(value, str | int | float):
+        raise ValueError("a duration is seconds (a number) or text such as 6h, 90m, 1h30m, 2d")
+    return parse_duration(value)
+
+
+# A duration in a request: seconds, or 6h / 90m / 1h30m / 2d (labrun/durations.py); kept as seconds.
+Duration = Annotated[float | None, BeforeValidator(_duration)]
 
 
 class RunCreate(BaseModel):
@@ -38,6 +51,43 @@ class RunCreate(BaseModel):
         Priority.NORMAL,
         description="its class: high (an admin's allowance), normal, or low (may be preempted); "
         "see docs/priorities.md",
+    )
+    time_limit: Duration = Field(
+        None,
+        description="its time limit: running time over all its attempts, in seconds or as 6h, 90m, 1h30m, 2d "
+        "(up to its owner's maximum; default: LABRUN_DEFAULT_TIME_LIMIT_S); near it, it saves a checkpoint "
+        "and stops (docs/time-limits.md)",
+    )
+
+
+class TimeLimitChange(BaseModel):
+    """POST /runs/{name}/time-limit: one of the two."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    time_limit: Duration = Field(
+        None, description="its new limit: running time over all its attempts (6h, or seconds)"
+    )
+    extend_by: Duration = Field(None, description="time added to its limit (2h, or seconds)")
+    no_limit: bool = Field(False, description="lift its limit (an admin, where its owner has a maximum)")
+
+    @model_validator(mode="after")
+    def _one(self) -> TimeLimitChange:
+        given = [n for n in ("time_limit", "extend_by") if getattr(self, n) is not None] + (
+            ["no_limit"] if self.no_limit else []
+        )
+        if len(given) != 1:
+            raise ValueError("give exactly one of time_limit, extend_by or no_limit")
+        return self
+
+
+class ResumeRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    time_limit: Duration = Field(
+        None,
+        description="how long it may run from here (6h, or seconds; up to its owner's maximum); default: "
+        "LABRUN_DEFAULT_TIME_LIMIT_S, else what its ended attempt was allowed",
     )
 
 
@@ -131,6 +181,14 @@ class RunPublic(BaseModel):
         description="the server's default overrides it got (LABRUN_DEFAULT_OVERRIDES), applied before its own",
     )
     stall_after_s: float | None = Field(None, description="its own stall limit, if it asked for one")
+    time_limit_s: float | None = Field(
+        None, description="its time limit: seconds of running time over all its attempts; null: none"
+    )
+    ran_s: float = Field(0.0, description="the running time of its attempts before the current one")
+    time_limit_at: dt.datetime | None = Field(
+        None,
+        description="while running: when it reaches its time limit (it saves a checkpoint shortly before)",
+    )
     stalled: bool = Field(False, description="running, but no progress and no output for its stall limit")
     stall: StallPublic | None = Field(None, description="while stalled: since when, and when it is cancelled")
 
@@ -196,6 +254,12 @@ def run_public(
     )
     if stall is not None and record.status == RunStatus.RUNNING:
         fields.update(stalled=True, stall=stall_public(stall))
+    if (
+        record.time_limit_s is not None
+        and record.started_at is not None
+        and record.status == RunStatus.RUNNING
+    ):
+        fields["time_limit_at"] = record.started_at + max(0.0, record.time_limit_s - record.ran_s)
     return RunPublic.model_validate(fields)
 
 
@@ -224,7 +288,9 @@ class LimitsPublic(BaseModel):
 
     max_gpus: int | None = Field(None, description="GPUs in use at once")
     max_queued: int | None = Field(None, description="runs queued at once")
-    max_run_s: float | None = Field(None, description="seconds a run may run before it is cancelled")
+    max_run_s: float | None = Field(
+        None, description="the longest time limit they may give a run (seconds of running time left)"
+    )
     stall_after_s: float | None = Field(
         None, description="seconds without progress or output before a running run is stalled"
     )

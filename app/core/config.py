@@ -107,7 +107,30 @@ class Settings(BaseSettings):
         256, ge=1, le=100_000, description="runs one sweep may expand into (POST /sweeps)"
     )
     max_run_s: float | None = Field(
-        None, gt=0, description="seconds a run may run; past it, it is cancelled with that reason"
+        None,
+        gt=0,
+        description="the longest time limit a user may give a run (seconds of running time left at any "
+        "moment: at submission, resume or extension); unset: no maximum (docs/time-limits.md)",
+    )
+    # Time limits (docs/time-limits.md).
+    default_time_limit_s: float | None = Field(
+        None,
+        gt=0,
+        description="the time limit of a run that asks for none (seconds of running time over all its "
+        "attempts; at most the user's maximum); unset: no limit, or the user's maximum where there is one",
+    )
+    time_limit_warn_s: float = Field(
+        600.0,
+        ge=0,
+        description="how long before its time limit a run's owner is told the limit is near "
+        "(the time_limit_near notification); 0: not told",
+    )
+    time_limit_save_s: float = Field(
+        60.0,
+        ge=0,
+        le=86_400,
+        description="how long before its time limit a run is asked to save a checkpoint and stop; at the "
+        "limit it is killed",
     )
     # Priority classes and preemption (docs/priorities.md).
     high_priority_gpus: int = Field(

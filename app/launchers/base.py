@@ -60,6 +60,8 @@ class LaunchSpec:
     # <output_dir>/<its run_dir>: the one run directory a Docker run may see and write (None: not known)
     run_dir: Path | None = None
     priority: str = "normal"  # its class (docs/priorities.md): a cluster maps it to a partition or QOS
+    # What is left of its time limit when it starts (None: none): a cluster is asked for that much time
+    time_limit_s: float | None = None
 
 
 LOST = "lost while the service was down: no trace of the process or its exit status"

@@ -11,6 +11,7 @@ from app.errors import Forbidden, InsufficientStorage, InvalidRun, RunConflict, 
 from app.lifecycle.claims import KeyReused, first_free, new_record, scoped_key
 from app.lifecycle.live import Context
 from app.lifecycle.stalls import check_stall_limit
+from app.lifecycle.timelimits import limit_for
 from app.models import Priority, RunRecord, RunStatus, SweepRecord
 from app.store import IdempotencyKeyTaken, NameTaken
 from app.users import LOCAL
@@ -35,21 +36,23 @@ class Admission:
         defaults: Sequence[str] | None = None,
         stall_after_s: float | None = None,
         priority: Priority = Priority.NORMAL,
+        time_limit_s: float | None = None,
     ) -> tuple[RunRecord, bool]:
         """Validate and queue ``owner``'s run; returns (run, replayed), replayed meaning an Idempotency-Key
         hit (a key is ``owner``'s own: another user's key of the same text is another key). ``defaults``:
         the default overrides it gets (None: the server's, app/defaults.py); ``stall_after_s``: its own
-        stall limit (app/lifecycle/stalls.py)."""
+        stall limit (app/lifecycle/stalls.py); ``time_limit_s``: the time limit it asks for (timelimits.py)."""
         overrides = list(overrides)
         key = scoped_key(owner, idempotency_key)
         if key and (existing := self.store.get_by_idempotency_key(key)) is not None:
             return _replay(existing, overrides, config_name, rerun_of), True
         check_stall_limit(stall_after_s, self.settings)
+        limit = self.time_limit(owner, time_limit_s)
         plan = self.validator.plan(overrides, config_name, defaults)
         self.check_priority(owner, priority, plan.gpu_need)
         self.check_can_queue(owner)
         try:
-            record = self._claim(plan, key, rerun_of, owner, stall_after_s, priority)
+            record = self._claim(plan, key, rerun_of, owner, stall_after_s, priority, limit)
         except IdempotencyKeyTaken:  # a concurrent request with the same key won
             return _replay(
                 self.store.get_by_idempotency_key(key or ""), overrides, config_name, rerun_of
@@ -65,6 +68,7 @@ class Admission:
         owner: str,
         stall_after_s: float | None,
         priority: Priority,
+        time_limit_s: float | None = None,
     ) -> RunRecord:
         """Store the plan's run under its name, or the next free one (a name the caller chose: only it)."""
 
@@ -82,6 +86,7 @@ class Admission:
                     rerun_of=rerun_of,
                     stall_after_s=stall_after_s,
                     priority=priority,
+                    time_limit_s=time_limit_s,
                 )
                 return self.store.insert(record)
             except NameTaken:
@@ -109,7 +114,22 @@ class Admission:
             defaults=defaults,
             stall_after_s=original.stall_after_s,
             priority=original.priority,
+            time_limit_s=self.asked_again(original, owner),
         )
+
+    def time_limit(self, owner: str, asked: float | None) -> float | None:
+        """The time limit a run of ``owner``'s gets when it asks for ``asked`` (422 over their maximum)."""
+        return limit_for(
+            asked, self.ctx.limits.of(owner).max_run_s, self.settings.default_time_limit_s, owner
+        )
+
+    def asked_again(self, original: RunRecord, owner: str) -> float | None:
+        """A rerun asks for its original's limit, up to its new owner's maximum now (an admin may have
+        lowered it: the rerun is not refused for that)."""
+        if original.time_limit_s is None:
+            return None
+        maximum = self.ctx.limits.of(owner).max_run_s
+        return min(original.time_limit_s, maximum) if maximum is not None else original.time_limit_s
 
     def queue_together(
         self, records: list[RunRecord], owner: str, sweep: SweepRecord | None = None
@@ -172,9 +192,11 @@ class Admission:
             "(DELETE /runs/<name>) or free space on that disk. Queued runs start by themselves then."
         )
 
-    def resume(self, name: str) -> RunRecord:
+    def resume(self, name: str, time_limit_s: float | None = None) -> RunRecord:
         """A failed or cancelled run goes back to the queue and continues from its last checkpoint, in the
-        same run directory and WandB run, as its next attempt (the one that ended is kept: ``attempts``)."""
+        same run directory and WandB run, as its next attempt (the one that ended is kept: ``attempts``).
+        ``time_limit_s``: how long it may run from here (up to its owner's maximum; default: the server's
+        default, else what its ended attempt was allowed, else the maximum): its limit becomes what it ran plus that."""
         with self.live.cond:
             record = self.ctx.get(name)
             if record.status not in (RunStatus.FAILED, RunStatus.CANCELLED) or record.deleted_at is not None:
@@ -187,8 +209,14 @@ class Admission:
                     "rerun it instead (POST /runs/<name>/rerun starts it anew)"
                 )
             self.check_room()
+            owner = record.owner or LOCAL
+            maximum = self.ctx.limits.of(owner).max_run_s
+            # what its ended attempt was allowed (its limit less what ran before it), when no default is set
+            last = record.time_limit_s - record.ran_s if record.time_limit_s is not None else None
+            default = self.settings.default_time_limit_s or last
+            continuation = limit_for(time_limit_s, maximum, default, owner)
             self.ctx.launcher.forget(name)
-            if not self.store.requeue_attempt(name):
+            if not self.store.requeue_attempt(name, continuation):
                 raise RunConflict(f"run {name!r} changed meanwhile; try again")
             self.live.wake()
         log.info("run %s resumes as attempt %d", name, record.attempts + 1)

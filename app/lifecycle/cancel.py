@@ -1,12 +1,11 @@
 """Stopping runs: a cancel by request (a queued run at once; a running one with SIGTERM, a grace period,
-then SIGKILL), a cancel recorded by an earlier service and not yet seen through, and the time limit (a run
-past its owner's maximum run time is cancelled). The watcher records the end (``supervision.py``)."""
+then SIGKILL), and a cancel recorded by an earlier service and not yet seen through. The watcher records the
+end (``supervision.py``). (A run at its time limit is stopped with a checkpoint: ``timekeeper.py``.)"""
 
 from __future__ import annotations
 
 import logging
 import threading
-import time
 
 from app.errors import RunConflict
 from app.lifecycle.live import Context
@@ -61,7 +60,7 @@ class Canceller:
         return self.ctx.get(name)
 
     def resume_cancel(self, name: str, handle: str) -> None:
-        """Carry out a cancel in the background (a recorded one after a restart, or a time limit)."""
+        """Carry out a cancel in the background (a recorded one after a restart, or a stall's)."""
         with self.live.cond:
             self.live.cancelling.add(name)
 
@@ -73,24 +72,3 @@ class Canceller:
 
         log.info("run %s: carrying out its recorded cancel", name)
         threading.Thread(target=carry_out, daemon=True, name=f"labrun-cancel-{name[:40]}").start()
-
-    def time_loop(self) -> None:
-        """Cancel runs that pass their owner's maximum run time."""
-        while not self.live.stopping.wait(1.0):
-            try:
-                self.check_times()
-            except Exception:
-                log.exception("checking run times failed")
-
-    def check_times(self, now: float | None = None) -> None:
-        now = time.time() if now is None else now
-        for record in self.store.running():
-            limit = self.ctx.limits.of(record.owner or "").max_run_s
-            if limit is None or record.started_at is None or now - record.started_at < limit:
-                continue
-            with self.live.cond:
-                if record.name in self.live.timed_out or record.name not in self.live.active:
-                    continue
-                self.live.timed_out[record.name] = limit
-            log.info("run %s ran past its maximum run time (%g s): cancelling it", record.name, limit)
-            self.resume_cancel(record.name, record.handle or "")

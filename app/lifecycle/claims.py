@@ -49,6 +49,7 @@ def new_record(
     sweep_index: int | None = None,
     stall_after_s: float | None = None,
     priority: Priority = Priority.NORMAL,
+    time_limit_s: float | None = None,
 ) -> RunRecord:
     """A queued run's record, made from its plan (``idempotency_key`` as ``scoped_key`` made it)."""
     return RunRecord(
@@ -70,4 +71,5 @@ def new_record(
         default_overrides=plan.defaults,
         stall_after_s=stall_after_s,
         priority=priority,
+        time_limit_s=time_limit_s,
     )

@@ -21,6 +21,7 @@ from app.lifecycle.live import DISK_RETRY_S, ENGINE_RETRY_S, MAX_BACKOFF_S, Cont
 from app.lifecycle.picking import PickingPolicy, Picks, Round, Start
 from app.lifecycle.preemption import Preempter
 from app.lifecycle.supervision import Supervisor
+from app.lifecycle.timelimits import remaining
 from app.models import RunRecord, RunStatus
 from trainer.plan import trainer_args
 from trainer.runenv import RunEnv
@@ -257,6 +258,8 @@ class Dispatcher:
         # its checkpoint and exits (trainer/resume.py). (Docker: the marker is not visible inside, so any
         # SIGTERM saves one; a cancel is still recorded as a cancel.)
         preemptible = self.preempter is not None and record.priority in self.preempter.preemptible()
+        # A run with a time limit saves a checkpoint when it reaches it (timekeeper.py): the same signal.
+        preemptible = preemptible or record.time_limit_s is not None
         return LaunchSpec(
             name=record.name,
             trainer_args=trainer_args(
@@ -291,6 +294,7 @@ class Dispatcher:
             gpu_need=record.gpu_need,
             run_dir=settings.output_dir / record.run_dir,
             priority=str(record.priority),
+            time_limit_s=remaining(record, time.time()),
         )
 
     def queue_positions(self) -> dict[str, int]:

@@ -82,7 +82,7 @@ class LiveState:
         self.cancelling: set[str] = set()
         self.ended: dict[str, Ending] = {}  # runs that ended, until the store has recorded it
         self.requeued: dict[str, int] = {}  # runs the engine requeued, waiting to run again -> next attempt
-        self.timed_out: dict[str, float] = {}  # runs cancelled for running past their maximum run time
+        self.timed_out: dict[str, float] = {}  # runs being stopped at their time limit -> it (timekeeper.py)
         self.stalls: dict[str, Stall] = {}  # running runs that stopped making progress (stalls.py)
         self.stalled_out: dict[str, str] = {}  # runs cancelled for a stall -> the reason recorded
         self.unreconciled: set[str] = set()  # queued runs the engine could not be asked about at start-up

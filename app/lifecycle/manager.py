@@ -22,6 +22,7 @@ from app.lifecycle.preemption import Preempter
 from app.lifecycle.recovery import Recovery
 from app.lifecycle.stalls import StallWatch
 from app.lifecycle.supervision import Supervisor
+from app.lifecycle.timekeeper import TimeKeeper
 from app.models import Priority, RunRecord, RunStatus, SweepRecord
 from app.scheduling import Slots
 from app.statedir import StateDir
@@ -73,6 +74,8 @@ class RunManager:
         self.dispatcher = Dispatcher(ctx, policy, self.supervisor, inventory, self.preempter)
         self.recovery = Recovery(ctx, self.fair, self.supervisor, self.canceller, self.preempter)
         self.stalls = StallWatch(ctx, self.canceller)
+        self.timekeeper = TimeKeeper(ctx)
+        self.supervisor.timekeeper = self.timekeeper
         self._threads: list[threading.Thread] = []
 
     # --- start-up and shut-down ---------------------------------------------------------------------
@@ -87,7 +90,7 @@ class RunManager:
         loops: list[tuple[str, Callable[[], None]]] = [("dispatcher", self.dispatcher.loop)]
         if self.launcher.batch_polling:
             loops.append(("poller", self.supervisor.poll_loop))
-        loops.append(("timekeeper", self.canceller.time_loop))
+        loops.append(("timekeeper", self.timekeeper.loop))
         loops.append(("stallwatch", self.stalls.loop))
         for name, loop in loops:
             thread = threading.Thread(target=loop, name=f"labrun-{name}", daemon=True)
@@ -145,6 +148,7 @@ class RunManager:
         owner: str = LOCAL,
         stall_after_s: float | None = None,
         priority: Priority = Priority.NORMAL,
+        time_limit_s: float | None = None,
     ) -> tuple[RunRecord, bool]:
         return self.admission.submit(
             overrides,
@@ -154,6 +158,7 @@ class RunManager:
             owner,
             stall_after_s=stall_after_s,
             priority=priority,
+            time_limit_s=time_limit_s,
         )
 
     def rerun(
@@ -161,8 +166,8 @@ class RunManager:
     ) -> tuple[RunRecord, bool]:
         return self.admission.rerun(name, idempotency_key, owner)
 
-    def resume(self, name: str) -> RunRecord:
-        return self.admission.resume(name)
+    def resume(self, name: str, time_limit_s: float | None = None) -> RunRecord:
+        return self.admission.resume(name, time_limit_s)
 
     def queue_together(
         self, records: list[RunRecord], owner: str, sweep: SweepRecord | None = None
@@ -178,6 +183,10 @@ class RunManager:
     def extend_stall(self, name: str, stall_after_s: float | None = None) -> RunRecord:
         """A stalled (or any running) run's stall clock starts again; optionally with a limit of its own."""
         return self.stalls.extend(name, stall_after_s)
+
+    def set_time_limit(self, name: str, seconds: float | None, by_admin: bool = False) -> RunRecord:
+        """A queued or running run's new time limit (docs/time-limits.md)."""
+        return self.timekeeper.set_limit(name, seconds, by_admin)
 
     def delete(self, name: str, by: str = LOCAL) -> RunRecord:
         return self.admission.delete(name, by)

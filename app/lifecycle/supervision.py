@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from app.diskspace import size_on_disk
 from app.errors import EngineUnavailable
@@ -21,6 +22,9 @@ from app.launchers.base import Outcome
 from app.lifecycle.live import ENGINE_RETRY_S, MAX_BACKOFF_S, Context, Ending
 from app.models import RunRecord, RunStatus
 from app.runfiles import record_tail
+
+if TYPE_CHECKING:
+    from app.lifecycle.timekeeper import TimeKeeper
 
 log = logging.getLogger("labrun.lifecycle")
 NO_SPACE = ("No space left on device", "[Errno 28]", "database or disk is full")
@@ -33,6 +37,7 @@ class _Seen:
     log_tail: str | None
     record: RunRecord | None
     no_space: bool  # it failed, and its log or the disk says the disk was full
+    time_limit: str | None = None  # it ended for its time limit: the reason to record
 
 
 class Supervisor:
@@ -41,6 +46,7 @@ class Supervisor:
         self.store, self.launcher, self.live = ctx.store, ctx.launcher, ctx.live
         # (name, handle, outcome) -> True where the end was a preemption's, handled there (preemption.py)
         self.preempted: Callable[[str, str, Outcome], bool] | None = None
+        self.timekeeper: TimeKeeper | None = None  # how a run at its time limit ends (timekeeper.py)
 
     def adopt(self, record: RunRecord, handle: str, gpus: Sequence[int] | None = None) -> None:
         """Account for a running run's resources and follow it until it ends."""
@@ -190,22 +196,29 @@ class Supervisor:
     def _look(self, name: str, outcome: Outcome) -> _Seen:
         log_tail = self.log_tail(name)
         no_space = not outcome.succeeded and (_ran_out_of_space(log_tail) or not self.ctx.disk.check().ok)
-        return _Seen(log_tail, self.store.get(name), no_space)
+        record, keeper = self.store.get(name), self.timekeeper
+        limit = None
+        if (
+            keeper is not None
+            and record is not None
+            and keeper.ended_by_limit(record, outcome.succeeded, time.time())
+        ):
+            limit = keeper.reason(record)
+        return _Seen(log_tail, record, no_space, limit)
 
     def _decide(self, name: str, outcome: Outcome, seen: _Seen) -> Ending:
         """How the run ended (under the lifecycle's lock: it reads what cancels and limits marked)."""
         log_tail, record = seen.log_tail, seen.record
         # A run the user cancelled ends cancelled, even when its trainer caught SIGTERM and exited 0.
-        if name in self.live.timed_out:
-            status = RunStatus.CANCELLED
-            reason = f"cancelled: it ran past its maximum run time of {self.live.timed_out[name]:g} s"
-        elif name in self.live.stalled_out:  # stalls.py: no progress and no output past the grace period
+        if name in self.live.stalled_out:  # stalls.py: no progress and no output past the grace period
             status, reason = RunStatus.CANCELLED, self.live.stalled_out[name]
         elif name in self.live.cancelling or (record is not None and record.cancel_requested):
             how = outcome.reason or ""
             if "SIG" not in how:  # a trainer that catches the cancel's SIGTERM exits with its own code (143)
                 how = f"exited with code {outcome.exit_code} after SIGTERM"
             status, reason = RunStatus.CANCELLED, f"cancelled by request ({how})"
+        elif seen.time_limit is not None:  # stopped with a checkpoint at its time limit (timekeeper.py)
+            status, reason = RunStatus.CANCELLED, seen.time_limit
         elif outcome.succeeded:
             status, reason, log_tail = RunStatus.SUCCEEDED, None, None
         else:

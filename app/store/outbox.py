@@ -168,6 +168,20 @@ class OutboxStore:
         cursor = self._db.write(sql, (kind, subject, time.time(), json.dumps(body)))
         return int(cursor.lastrowid or 0)
 
+    def add_run_event(self, kind: str, subject: str, owner: str | None, body: dict[str, Any]) -> int:
+        """A run's event that no status change writes (the time limit is near): its owner's, its seq."""
+        sql = "INSERT INTO events (kind, subject, owner, created_at, body) VALUES (?, ?, ?, ?, ?)"
+        cursor = self._db.write(sql, (kind, subject, owner, time.time(), json.dumps(body)))
+        return int(cursor.lastrowid or 0)
+
+    def has_run_event(self, kind: str, subject: str, attempt: int) -> bool:
+        """Whether an event of ``kind`` was written for this attempt of the run (told once, restarts too)."""
+        sql = (
+            "SELECT 1 FROM events WHERE kind = ? AND subject = ? AND json_extract(body, '$.attempt') = ?"
+            " LIMIT 1"
+        )
+        return self._db.one(sql, (kind, subject, attempt)) is not None
+
     def last_events(self, kinds: Sequence[str]) -> builtins.list[Event]:
         """The last event of each subject among events of ``kinds`` (the server's conditions as last told)."""
         marks = ", ".join("?" for _ in kinds)

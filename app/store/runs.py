@@ -273,19 +273,25 @@ class RunStore:
         sql = "UPDATE runs SET attempts = ? WHERE name = ? AND status = 'running' AND attempts < ?"
         return self._db.write(sql, (started, name, started)).rowcount == 1
 
-    def requeue_attempt(self, name: str) -> bool:
+    def requeue_attempt(self, name: str, continuation_s: float | None = None) -> bool:
         """A failed or cancelled run goes back to the queue as its next attempt; the attempt that ended is
-        kept in ``attempts`` (one transaction: both or neither). False if the run was not failed/cancelled."""
+        kept in ``attempts`` (one transaction: both or neither). False if the run was not failed/cancelled.
+        ``continuation_s``: the running time its next attempts may have (its time limit becomes what it has
+        run plus that); None: no limit."""
+        ran = "ran_s + MAX(0, COALESCE(finished_at - started_at, 0))"
         again = (
             "UPDATE runs SET status = 'queued', attempts = attempts + 1, exit_code = NULL, reason = NULL,"
-            " ran_s = ran_s + MAX(0, COALESCE(finished_at - started_at, 0)), log_tail = NULL,"
+            f" ran_s = {ran}, time_limit_s = ? + {ran}, log_tail = NULL,"
             " started_at = NULL, finished_at = NULL, handle = NULL, gpus = '[]',"
             " cancel_requested = 0, cancelled_by = NULL, launcher = NULL, disk_bytes = NULL"
             " WHERE name = ? AND status IN ('failed', 'cancelled') AND deleted_at IS NULL"
         )
         moved = False
         with self._db.transaction() as conn:
-            moved = self.attempts.keep_ended(conn, name) and conn.execute(again, (name,)).rowcount == 1
+            moved = (
+                self.attempts.keep_ended(conn, name)
+                and conn.execute(again, (continuation_s, name)).rowcount == 1
+            )
             if not moved:
                 raise Rollback
         return moved
@@ -293,6 +299,10 @@ class RunStore:
     def set_stall_after(self, name: str, seconds: float) -> bool:
         """A running run's own stall limit (an extension, app/lifecycle/stalls.py); False if it is not running."""
         return self._update(name, [RunStatus.RUNNING], {"stall_after_s": seconds})
+
+    def set_time_limit(self, name: str, seconds: float | None) -> bool:
+        """A queued or running run's new time limit (seconds over all its attempts; None: none)."""
+        return self._update(name, [RunStatus.QUEUED, RunStatus.RUNNING], {"time_limit_s": seconds})
 
     def request_preempt(self, name: str, by_class: str | None) -> bool:
         """Note that a running run is being preempted for a waiting run of ``by_class`` (None: no longer),

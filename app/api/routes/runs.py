@@ -35,10 +35,18 @@ from app.api.deps import (
     ViewDep,
     get_run,
 )
-from app.api.public import RunCreate, RunPublic, RunsPublic, StallExtension
+from app.api.public import (
+    ResumeRequest,
+    RunCreate,
+    RunPublic,
+    RunsPublic,
+    StallExtension,
+    TimeLimitChange,
+)
 from app.api.routes.notify import NotifyDep
 from app.api.view import RunView
 from app.errors import InvalidRun
+from app.lifecycle.timelimits import running_time
 from app.metrics import time_submission
 from app.models import RunRecord, RunStatus
 from app.notify.events import parse_events
@@ -68,6 +76,7 @@ async def submit_run(
         new.caller.name,
         body.stall_after_s,
         body.priority,
+        body.time_limit,
     )
     notify.choose(record.name, events)
     new.created("runs", record.name, replayed)
@@ -333,11 +342,31 @@ async def cancel_run(name: str, caller: CallerDep, manager: ManagerDep, view: Vi
 
 
 @router.post("/{name}/resume", response_model=RunPublic)
-async def resume_run(name: str, caller: CallerDep, manager: ManagerDep, view: ViewDep) -> RunPublic:
+async def resume_run(
+    name: str, caller: CallerDep, manager: ManagerDep, view: ViewDep, body: ResumeRequest | None = None
+) -> RunPublic:
     """A failed or cancelled run continues from its last checkpoint, in the same run directory and WandB
-    run, as its next attempt (409 when it has no checkpoint); only its owner or an admin may."""
+    run, as its next attempt (409 when it has no checkpoint), with ``time_limit`` more running time if
+    given; only its owner or an admin may."""
     caller.check_may_change(get_run(manager.store, name), "resume")
-    return view.one(await run_in_threadpool(manager.resume, name))
+    limit = body.time_limit if body is not None else None
+    return view.one(await run_in_threadpool(manager.resume, name, limit))
+
+
+@router.post("/{name}/time-limit", response_model=RunPublic)
+async def change_time_limit(
+    name: str, body: TimeLimitChange, caller: CallerDep, manager: ManagerDep, view: ViewDep
+) -> RunPublic:
+    """A queued or running run's new time limit (``time_limit``), or more time (``extend_by``): its owner up
+    to their maximum of running time left, an admin beyond it (422 naming the maximum); 409 once it is
+    stopping at its limit or finished (resume it with a new limit then)."""
+    record = get_run(manager.store, name)
+    caller.check_may_change(record, "change the time limit of")
+    seconds = body.time_limit
+    if body.extend_by is not None:  # a run without a limit gets this much from now
+        base = record.time_limit_s if record.time_limit_s is not None else running_time(record, time.time())
+        seconds = base + body.extend_by
+    return view.one(await run_in_threadpool(manager.set_time_limit, name, seconds, caller.is_admin))
 
 
 @router.post("/{name}/extend-stall", response_model=RunPublic)

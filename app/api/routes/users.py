@@ -25,7 +25,9 @@ class Limits(BaseModel):
         None, ge=0, description="GPUs in use at once; 0 or null: no limit of their own"
     )
     max_queued: int | None = Field(None, ge=0, description="runs queued at once")
-    max_run_s: float | None = Field(None, ge=0, description="seconds a run may run before it is cancelled")
+    max_run_s: float | None = Field(
+        None, ge=0, description="the longest time limit they may give a run (seconds of running time left)"
+    )
     stall_after_s: float | None = Field(
         None, ge=0, description="seconds without progress or output before a run is stalled (0: never)"
     )
