@@ -21,9 +21,16 @@ class EventKind(StrEnum):
     SWEEP_FINISHED = "sweep_finished"
     PREEMPTED = "preempted"  # back to the queue for a higher-priority run (docs/priorities.md)
     RESUMED = "resumed"  # a preempted run's next attempt started
+    TIME_LIMIT_NEAR = "time_limit_near"  # LABRUN_TIME_LIMIT_WARN_S before its limit (docs/time-limits.md)
+    TIME_LIMIT_REACHED = "time_limit_reached"  # it saved a checkpoint and stopped at its limit (resumable)
 
 
-DEFAULT_EVENTS: tuple[EventKind, ...] = (EventKind.FAILED, EventKind.SWEEP_FINISHED)
+DEFAULT_EVENTS: tuple[EventKind, ...] = (
+    EventKind.FAILED,
+    EventKind.SWEEP_FINISHED,
+    EventKind.TIME_LIMIT_NEAR,
+    EventKind.TIME_LIMIT_REACHED,
+)
 
 
 class ServerCondition(StrEnum):

@@ -275,9 +275,25 @@ MIGRATIONS: tuple[str, ...] = (
     """,
     # 14: time limits (docs/time-limits.md): a run's own limit on its running time over all its attempts,
     # and the running time of its attempts before the current one (added where an attempt is kept).
+    # A run stopped at its time limit sends "time_limit_reached" instead of "cancelled" (its reason says so:
+    # app/lifecycle/timekeeper.py), so the run-ended trigger is made again with that one difference.
     """
     ALTER TABLE runs ADD COLUMN time_limit_s REAL;
     ALTER TABLE runs ADD COLUMN ran_s REAL NOT NULL DEFAULT 0;
+    DROP TRIGGER run_ended_event;
+    CREATE TRIGGER run_ended_event AFTER UPDATE OF status ON runs
+    WHEN NEW.status IN ('succeeded', 'failed', 'cancelled') AND OLD.status != NEW.status
+    BEGIN
+        INSERT INTO events (kind, subject, owner, created_at, body) VALUES (
+            CASE WHEN NEW.status = 'cancelled' AND NEW.reason LIKE 'time limit of % reached%'
+                 THEN 'time_limit_reached' ELSE NEW.status END,
+            NEW.name, NEW.owner, COALESCE(NEW.finished_at, (julianday('now') - 2440587.5) * 86400.0),
+            json_object('run', NEW.name, 'status', NEW.status, 'owner', NEW.owner, 'reason', NEW.reason,
+                        'exit_code', NEW.exit_code, 'log_tail', NEW.log_tail, 'cancelled_by', NEW.cancelled_by,
+                        'config_name', NEW.config_name, 'run_dir', NEW.run_dir, 'created_at', NEW.created_at,
+                        'started_at', NEW.started_at, 'finished_at', NEW.finished_at, 'sweep', NEW.sweep,
+                        'attempt', NEW.attempts, 'time_limit_s', NEW.time_limit_s));
+    END;
     """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -177,7 +177,7 @@ def test_per_user_limits_queued_runs_and_run_time(output_dir, make_client):
     assert "2 runs queued" in over.json()["detail"], over.text
     ended = wait_as(client, alice, first)
     assert ended["status"] == "cancelled", ended
-    assert "maximum run time of 1 s" in ended["reason"], ended
+    assert "time limit of 1 s reached" in ended["reason"], ended
     server_limits = {
         "max_gpus": None,
         "max_queued": 2,

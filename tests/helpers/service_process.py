@@ -137,3 +137,12 @@ class ServiceProcess:
     def wait_for(self, name: str, statuses=TERMINAL, timeout: float = 240) -> dict:
         """Like ``wait_for``, for the slower runs of a real trainer, with the service's log on failure."""
         return wait_for(self.http, name, statuses, timeout, poll_s=0.25, context=lambda: self.log(4000))
+
+
+def wait_until(check: Callable[[], object], timeout: float = 30.0, what: str = "the condition") -> object:
+    """Poll ``check`` until it returns something true (returned); fail naming ``what`` after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while not (found := check()):
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+    return found
