@@ -24,6 +24,7 @@ from labrun.client import (
     Client,
     CliError,
 )
+from labrun.durations import parse_duration
 from labrun.statuses import TERMINAL
 
 EXIT_STATUS_BY_RUN = {"succeeded": EXIT_OK, "failed": EXIT_RUN_FAILED, "cancelled": EXIT_CANCELLED}
@@ -129,6 +130,15 @@ def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - a parser build
             "and resumes from its checkpoint",
         )
 
+    def time_limit_option(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--time-limit",
+            metavar="DURATION",
+            type=_duration,
+            help="its time limit (6h, 90m, 1h30m, 2d, or seconds), over all its attempts: near it, it saves a "
+            "checkpoint and stops, resumable (default: the server's; at most your maximum)",
+        )
+
     def wait_options(p: argparse.ArgumentParser) -> None:
         p.add_argument("--wait", action="store_true", help="show a live progress bar until the run ends")
         p.add_argument(
@@ -151,6 +161,7 @@ def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - a parser build
     p.add_argument("overrides", nargs="*", metavar="OVERRIDE", help="e.g. model=fno data=32x64 +extra.key=1")
     p.add_argument("--config-name", metavar="NAME", help="top-level config in conf/ (default: the server's)")
     priority_option(p)
+    time_limit_option(p)
     wait_options(p)
     notify_cli.notify_option(p)
 
@@ -172,6 +183,7 @@ def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - a parser build
     p.add_argument("--idempotency-key", metavar="KEY", help="repeating a key returns the first sweep")
     notify_cli.notify_option(p)
     priority_option(p)
+    time_limit_option(p)
     p.add_argument(
         "--interval", type=float, default=1.0, help="seconds between polls with --wait (default 1)"
     )
@@ -220,6 +232,24 @@ def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - a parser build
         metavar="S",
         help="its own stall limit from now on, in seconds (up to the server's)",
     )
+
+    p = command(
+        "resume",
+        cmd_resume,
+        "continue failed or cancelled runs (a time limit's too) from their last checkpoint, as their next "
+        "attempt",
+    )
+    p.add_argument("names", nargs="+", metavar="NAME")
+    time_limit_option(p)
+
+    p = command(
+        "time-limit",
+        cmd_time_limit,
+        "change a queued or running run's time limit: 8h (its new limit, over all its attempts), +2h (more "
+        "time), or none (an admin: no limit)",
+    )
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("limit", metavar="LIMIT", help="8h, +2h, 90m, seconds, or none")
 
     p = command(
         "rerun",
@@ -279,7 +309,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def cmd_submit(client: Client, args: argparse.Namespace) -> int:
     run, replayed = client.submit(
-        args.overrides, args.config_name, args.idempotency_key, notify_cli.events_of(args), args.priority
+        args.overrides,
+        args.config_name,
+        args.idempotency_key,
+        notify_cli.events_of(args),
+        args.priority,
+        args.time_limit,
     )
     return _created(client, run, replayed, args)
 
@@ -358,7 +393,12 @@ def _poll(client: Client, name: str, get: Callable[[str], dict[str, Any]] | None
 
 def cmd_sweep(client: Client, args: argparse.Namespace) -> int:
     sweep, replayed = client.submit_sweep(
-        args.overrides, args.config_name, args.idempotency_key, notify_cli.events_of(args), args.priority
+        args.overrides,
+        args.config_name,
+        args.idempotency_key,
+        notify_cli.events_of(args),
+        args.priority,
+        args.time_limit,
     )
     if replayed:
         _note(f"this idempotency key was used before: {sweep['name']} is that sweep, not a new one")
@@ -466,6 +506,39 @@ def cmd_extend_stall(client: Client, args: argparse.Namespace) -> int:
         return f"{name}: extended{limit}"
 
     return _each(args.names, extend)
+
+
+def cmd_resume(client: Client, args: argparse.Namespace) -> int:
+    def resume(name: str) -> str:
+        run = client.resume(name, args.time_limit)
+        limit = render.time_limit_text(run)
+        return f"{name}: queued as attempt {run.get('attempts')}" + (f", time limit {limit}" if limit else "")
+
+    return _each(args.names, resume)
+
+
+def cmd_time_limit(client: Client, args: argparse.Namespace) -> int:
+    text = args.limit.strip()
+    change: dict[str, Any]
+    if text.lower() == "none":
+        change = {"no_limit": True}
+    elif text.startswith("+"):
+        change = {"extend_by": _duration(text[1:])}
+    else:
+        change = {"time_limit": _duration(text)}
+    run = client.set_time_limit(args.name, change)
+    limit = render.time_limit_text(run)
+    print(f"{args.name}: " + (f"time limit {limit}" if limit else "no time limit"))
+    return EXIT_OK
+
+
+def _duration(text: str) -> str:
+    """A duration as typed, checked here (the server reads the same text): a clear error before any request."""
+    try:
+        parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
 
 
 def cmd_rm(client: Client, args: argparse.Namespace) -> int:

@@ -72,9 +72,10 @@ class Client:
         idempotency_key: str | None = None,
         notify: list[str] | None = None,
         priority: str | None = None,
+        time_limit: str | None = None,
     ) -> tuple[dict[str, Any], bool]:
         """The new run (or, for a repeated idempotency key, the first one: ``replayed`` True)."""
-        return self._create("/runs", overrides, config_name, idempotency_key, notify, priority)
+        return self._create("/runs", overrides, config_name, idempotency_key, notify, priority, time_limit)
 
     def submit_sweep(
         self,
@@ -83,9 +84,10 @@ class Client:
         idempotency_key: str | None = None,
         notify: list[str] | None = None,
         priority: str | None = None,
+        time_limit: str | None = None,
     ) -> tuple[dict[str, Any], bool]:
         """POST /sweeps: the new sweep with its runs (or the first one for a repeated idempotency key)."""
-        return self._create("/sweeps", overrides, config_name, idempotency_key, notify, priority)
+        return self._create("/sweeps", overrides, config_name, idempotency_key, notify, priority, time_limit)
 
     def _create(
         self,
@@ -95,6 +97,7 @@ class Client:
         idempotency_key: str | None,
         notify: list[str] | None = None,
         priority: str | None = None,
+        time_limit: str | None = None,
     ) -> tuple[dict[str, Any], bool]:
         """POST a run's or a sweep's overrides; (what was made, whether it is a replay of the key's first)."""
         body: dict[str, Any] = {"overrides": overrides}
@@ -104,6 +107,8 @@ class Client:
             body["notify"] = notify
         if priority:
             body["priority"] = priority
+        if time_limit:
+            body["time_limit"] = time_limit
         response = self._request("POST", path, json=body, headers=_idempotency(idempotency_key))
         return self._json(response), response.headers.get("Idempotent-Replayed") == "true"
 
@@ -155,6 +160,14 @@ class Client:
     def extend_stall(self, name: str, stall_after_s: float | None = None) -> dict[str, Any]:
         body = {"stall_after_s": stall_after_s} if stall_after_s is not None else {}
         return self._json(self._request("POST", f"/runs/{name}/extend-stall", run=name, json=body))
+
+    def resume(self, name: str, time_limit: str | None = None) -> dict[str, Any]:
+        body = {"time_limit": time_limit} if time_limit else {}
+        return self._json(self._request("POST", f"/runs/{name}/resume", run=name, json=body))
+
+    def set_time_limit(self, name: str, change: dict[str, Any]) -> dict[str, Any]:
+        """POST /runs/{name}/time-limit with ``{"time_limit": ...}``, ``{"extend_by": ...}`` or ``{"no_limit": true}``."""
+        return self._json(self._request("POST", f"/runs/{name}/time-limit", run=name, json=change))
 
     def cancel(self, name: str) -> dict[str, Any]:
         return self._json(self._request("POST", f"/runs/{name}/cancel", run=name))

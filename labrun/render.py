@@ -221,6 +221,23 @@ def stall_text(run: dict[str, Any]) -> str | None:
     )
 
 
+def time_limit_text(run: dict[str, Any]) -> str:
+    """``6 h (2 h 10 min left, at 18:40)``; "" without one."""
+    from labrun.durations import format_duration
+
+    limit = run.get("time_limit_s")
+    if not limit:
+        return ""
+    text = format_duration(limit)
+    at = parse_time(run.get("time_limit_at"))
+    if at is not None and run.get("status") == "running":
+        left = (at - dt.datetime.now(dt.UTC)).total_seconds()
+        text += f" ({format_duration(max(0.0, left))} left, at {at.astimezone().strftime('%H:%M')})"
+    elif run.get("ran_s"):
+        text += f" (ran {format_duration(run['ran_s'])} before this attempt)"
+    return text
+
+
 def run_details(run: dict[str, Any]) -> None:
     from rich.markup import escape
 
@@ -241,6 +258,7 @@ def run_details(run: dict[str, Any]) -> None:
         ("queue position", run.get("queue_position")),
         ("waiting", run.get("waiting_reason")),
         ("stalled", stall_text(run)),
+        ("time limit", time_limit_text(run) or None),
         ("defaults", " ".join(run.get("default_overrides") or []) or None),
         ("gpus", gpus(run)),
         ("progress", " ".join(x for x in (progress_text(run), losses_text(run)) if x and x != "-") or None),
