@@ -71,6 +71,9 @@ class RunWrapper:
         """The trainer's pid: the service signals its process group (cancel)."""
         write_atomic(self.files.child_pid, f"{child.pid} {start_time(child.pid)}\n")
 
+    def signalled(self, signum: int) -> None:
+        """A hook: a signal the wrapper forwards to the trainer (the Slurm job notes USR1)."""
+
     def ended(self, code: int) -> bool:  # noqa: ARG002 - a hook: the Slurm job reads it
         """Whether the run is over with ``code``. False: it is not, and no exit code is written (a Slurm
         job that asked to be requeued)."""
@@ -108,6 +111,7 @@ class RunWrapper:
         copy.start()
 
         def forward(signum: int, _frame: object) -> None:
+            self.signalled(signum)
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(child.pid, signum)
 

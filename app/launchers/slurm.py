@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import shlex
 import shutil
@@ -42,6 +43,7 @@ from typing_extensions import override
 
 from app.core.config import Settings, load_engine_settings
 from app.launchers.base import LOST, EngineUnavailable, Launcher, LaunchError, LaunchSpec, Outcome
+from app.launchers.slurm_wrapper import OWN_TIME_LIMIT_ENV
 from app.statedir import StateDir
 from trainer.atomic import write_atomic
 
@@ -164,7 +166,7 @@ class SlurmLauncher(Launcher):
             "--nodes=1",
             "--ntasks=1",
             f"--cpus-per-task={s.cpus_per_task}",
-            f"--time={s.time_limit}",
+            f"--time={self.job_time(spec)}",
             f"--signal=B:USR1@{s.signal_before_s}",
             "--requeue" if s.requeue else "--no-requeue",
         ]
@@ -187,9 +189,28 @@ class SlurmLauncher(Launcher):
         command += [*self.trainer_command, *spec.trainer_args]
         return "#!/bin/sh\n# labrun run " + spec.name + "\nexec " + shlex.join(command) + "\n"
 
+    def job_time(self, spec: LaunchSpec) -> str:
+        """sbatch --time: the site's (LABRUN_SLURM_TIME_LIMIT), or, where the run's own time limit ends
+        first, what is left of it plus the warning before it (the job then gets USR1 at the run's limit,
+        saves its checkpoint and is not requeued: ``own_time_limit``). Whole minutes, rounded up."""
+        own = self.own_time_limit(spec)
+        if own is None:
+            return self.settings.time_limit
+        return str(max(1, math.ceil(own / 60)))
+
+    def own_time_limit(self, spec: LaunchSpec) -> float | None:
+        """The job's time in seconds when the run's own limit ends before the site's (else None)."""
+        if spec.time_limit_s is None:
+            return None
+        own = spec.time_limit_s + self.settings.signal_before_s
+        site = slurm_seconds(self.settings.time_limit)
+        return own if site is None or own < site else None
+
     def _env(self, spec: LaunchSpec) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith(_HOST_ONLY)}
         env.update(spec.env)
+        if self.own_time_limit(spec) is not None:  # its USR1 is the run's own limit: no requeue
+            env[OWN_TIME_LIMIT_ENV] = "1"
         env.setdefault("WANDB_MODE", os.environ.get("WANDB_MODE") or "")
         if not env["WANDB_MODE"]:
             env["WANDB_MODE"] = "online" if env.get("WANDB_API_KEY") else "offline"
@@ -440,3 +461,29 @@ class SlurmLauncher(Launcher):
                 raise LaunchError(f"Slurm refused the job: {message}")
             raise LaunchError(f"{cmd[0]}: {message}")
         return done.stdout
+
+
+def slurm_seconds(text: str) -> float | None:
+    """Seconds of a Slurm time (minutes, MM:SS, HH:MM:SS, D-HH, D-HH:MM, D-HH:MM:SS); None: UNLIMITED,
+    INFINITE or a form not known here (then the site's limit is taken as the longer one)."""
+    text = text.strip()
+    days = 0
+    if "-" in text:
+        head, _, text = text.partition("-")
+        if not head.isdigit():
+            return None
+        days = int(head)
+    parts = text.split(":")
+    if not all(p.isdigit() for p in parts) or not 1 <= len(parts) <= 3:
+        return None
+    numbers = [int(p) for p in parts]
+    if days:  # D-HH, D-HH:MM, D-HH:MM:SS
+        numbers += [0] * (3 - len(numbers))
+        h, m, sec = numbers
+    elif len(numbers) == 1:  # minutes
+        h, m, sec = 0, numbers[0], 0
+    elif len(numbers) == 2:  # MM:SS
+        h, (m, sec) = 0, numbers
+    else:
+        h, m, sec = numbers
+    return float(((days * 24 + h) * 60 + m) * 60 + sec)

@@ -18,7 +18,8 @@ wrapper, bounded by ``LABRUN_MAX_LOG_BYTES`` as for a local run (``run_wrapper.p
 - The trainer's exit 75 (and no cancel): the job asks Slurm to requeue it (``scontrol requeue``, as
   submitit does; a no-op when Slurm is requeueing it already, as for a preemption or an admin's
   ``scontrol requeue``) and no exit code is written: the run is not over. Any other end writes it, as
-  for a local run.
+  for a local run. Except where the job's --time is the run's own time limit (``LABRUN_OWN_TIME_LIMIT``):
+  after that USR1 the run has reached its limit, and it ends (not requeued; the service records why).
 SIGUSR1 is forwarded to the trainer's process group too.
 """
 
@@ -41,6 +42,9 @@ from app.statedir import RunFiles
 from trainer.runenv import RunEnv
 
 EXIT_REQUEUE = 75  # the trainer's "checkpointed, run me again" (EX_TEMPFAIL); trainer/resume.py
+# Set by the service when the job's --time is the run's own time limit (docs/time-limits.md): the USR1
+# before it is that limit, and the run, checkpointed, is not requeued (it ends; a resume continues it).
+OWN_TIME_LIMIT_ENV = "LABRUN_OWN_TIME_LIMIT"
 
 
 class SlurmJobWrapper(RunWrapper):
@@ -51,6 +55,12 @@ class SlurmJobWrapper(RunWrapper):
         self.job_id = os.environ.get("SLURM_JOB_ID", "")
         first = RunEnv.from_env().attempt or 1  # the service's: a resumed run's is above 1
         self.attempt = first + int(os.environ.get("SLURM_RESTART_COUNT") or 0)
+        self.own_time_limit = os.environ.get(OWN_TIME_LIMIT_ENV) == "1"
+        self.usr1 = False  # the USR1 before the job's time limit came
+
+    def signalled(self, signum: int) -> None:
+        if signum == signal.SIGUSR1:
+            self.usr1 = True
 
     def note(self, entry: dict[str, object]) -> None:
         with open(self.files.attempts, "a") as f:
@@ -81,8 +91,17 @@ class SlurmJobWrapper(RunWrapper):
 
     def ended(self, code: int) -> bool:
         cancelled = self.files.cancel_marker.exists()
-        requeue = code == EXIT_REQUEUE and not cancelled and bool(self.job_id)
-        self.note({"attempt": self.attempt, "end": time.time(), "exit_code": code, "requeue": requeue})
+        at_own_limit = self.own_time_limit and self.usr1
+        requeue = code == EXIT_REQUEUE and not cancelled and bool(self.job_id) and not at_own_limit
+        entry: dict[str, object] = {
+            "attempt": self.attempt,
+            "end": time.time(),
+            "exit_code": code,
+            "requeue": requeue,
+        }
+        if at_own_limit:
+            entry["time_limit"] = True
+        self.note(entry)
         if not requeue:
             return True
         print(f"labrun: attempt {self.attempt} checkpointed; requeueing Slurm job {self.job_id}", flush=True)

@@ -16,7 +16,7 @@ reports, as the trainer's heartbeat does: ``training``, ``data``, ...). ``output
 elsewhere (a sweep's run), as it does for the trainer.
 Every start is appended to ``<log_dir>/fake_starts.log`` so tests can prove that nothing runs twice.
 Preemption as the trainer does it (trainer/resume.py): a run started with ``LABRUN_PREEMPTIBLE=1`` takes a
-SIGTERM without the cancel marker (``LABRUN_CANCEL_MARKER``) as a preemption: it writes
+SIGTERM without the cancel marker (``LABRUN_CANCEL_MARKER``), or a SIGUSR1, as a preemption: it writes
 ``<run_dir>/ckpt/last.ckpt`` and exits 75; a resumed attempt prints whether it found that checkpoint.
 """
 
@@ -60,6 +60,9 @@ def _on_preemption(args: dict[str, str], run_dir: str) -> None:
         sys.exit(75)
 
     signal.signal(signal.SIGTERM, stop)
+    signal.signal(
+        signal.SIGUSR1, stop
+    )  # a cluster's warning before the job's time limit, as the trainer takes it
 
 
 def _misbehave(args: dict[str, str], run_dir: str) -> None:

@@ -67,3 +67,33 @@ def test_priority_classes_map_to_partitions_and_qos(monkeypatch, tmp_path):
     assert args("high") == ["--partition=urgent"]
     assert args("normal") == ["--partition=main"]  # no class of its own: the default partition
     assert args("low") == ["--partition=main", "--qos=scavenger"]
+
+
+def test_a_runs_own_time_limit_becomes_the_jobs_time_when_it_ends_first(monkeypatch, tmp_path):
+    from app.launchers.base import LaunchSpec
+    from app.launchers.slurm import SlurmLauncher, slurm_seconds
+    from app.launchers.slurm_wrapper import OWN_TIME_LIMIT_ENV
+    from app.statedir import StateDir
+
+    assert [slurm_seconds(t) for t in ("90", "10:30", "1:00:00", "1-00:00:00", "2-3", "1-2:30")] == [
+        5400,
+        630,
+        3600,
+        86400,
+        183600,
+        95400,
+    ]
+    assert slurm_seconds("UNLIMITED") is None
+    monkeypatch.setenv("LABRUN_SLURM_TIME_LIMIT", "2:00:00")
+    monkeypatch.setenv("LABRUN_SLURM_SIGNAL_BEFORE_S", "120")
+    launcher = SlurmLauncher(SlurmSettings(), StateDir(tmp_path), ["trainer"])
+
+    def job(limit: float | None) -> tuple[str, str | None]:
+        spec = LaunchSpec("r", [], (), tmp_path, tmp_path / "s", tmp_path / "log", time_limit_s=limit)
+        (time,) = [a for a in launcher.sbatch_args(spec) if a.startswith("--time=")]
+        return time, launcher._env(spec).get(OWN_TIME_LIMIT_ENV)
+
+    assert job(None) == ("--time=2:00:00", None)  # the site's
+    assert job(3600) == ("--time=62", "1")  # its own: 60 min left, plus the USR1's 2 min before it
+    assert job(30) == ("--time=3", "1")  # rounded up to whole minutes
+    assert job(2 * 3600) == ("--time=2:00:00", None)  # the site's ends first: Slurm's requeue as before
