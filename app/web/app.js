@@ -318,7 +318,10 @@ function setupRunsView() {
     button.disabled = true;
     try {
       const priority = $("priority").value;
-      const run = await sendJSON("POST", "/runs", { overrides, priority }, { "Idempotency-Key": idempotencyKey() });
+      const body = { overrides, priority };
+      const limit = $("time-limit").value.trim();
+      if (limit) body.time_limit = limit; // the server reads 6h, 90m, seconds: its 422 says what it takes
+      const run = await sendJSON("POST", "/runs", body, { "Idempotency-Key": idempotencyKey() });
       const result = $("submit-result");
       result.replaceChildren("queued ", el("a", { href: runHref(run.name), text: run.name }));
       current?.poller.now();
@@ -496,6 +499,18 @@ async function refreshRun() {
   }
 }
 
+/** "6h 0m (2h 10m left, at 18:40)" for a running run; "" without a limit (docs/time-limits.md). */
+function timeLimitText(run) {
+  if (!run.time_limit_s) return "";
+  let text = duration(run.time_limit_s);
+  if (run.status === "running" && run.time_limit_at) {
+    text += ` (${duration((ms(run.time_limit_at) - Date.now()) / 1000)} left, at ${localTime(run.time_limit_at)})`;
+  } else if (run.ran_s) {
+    text += ` (ran ${duration(run.ran_s)} before this attempt)`;
+  }
+  return text;
+}
+
 function renderRun(run) {
   statusBadge($("run-status"), run.stalled ? "stalled" : run.status);
   const active = run.status === "queued" || run.status === "running";
@@ -503,11 +518,16 @@ function renderRun(run) {
   $("run-extend").hidden = !run.stalled; // docs/stalls.md: its owner or an admin keeps it
   $("run-extend").disabled = !run.stalled;
   $("run-delete").disabled = active || !!run.deleted_at;
+  $("run-more-time").hidden = !(active && run.time_limit_s); // docs/time-limits.md
+  const resumable = (run.status === "failed" || run.status === "cancelled") && !run.deleted_at;
+  $("run-resume").hidden = !resumable;
+  $("run-resume").disabled = !resumable;
   const p = run.progress || {};
   const fields = [
     ["Status", run.status + (run.queue_position ? ` (#${run.queue_position} in the queue)` : "")],
     ["Reason", run.reason || run.waiting_reason],
     ["Stalled", run.stall ? `${run.stall.message}; cancelled at ${localTime(run.stall.cancel_at)} unless extended` : ""],
+    ["Time limit", timeLimitText(run)],
     ["Defaults", (run.default_overrides || []).join(" ")],
     ["Phase", run.status === "running" && p.phase ? `${p.phase}${typeof p.phase_total === "number" ? ` ${p.phase_done ?? 0} / ${p.phase_total}` : ""}` : ""],
     ["Exit code", run.exit_code],
@@ -618,14 +638,14 @@ function drawCurves(page, body) {
   }
 }
 
-async function runAction(method, suffix, after) {
+async function runAction(method, suffix, after, body = undefined) {
   const page = runPage;
   setText($("run-error"), "");
-  const buttons = ["run-cancel", "run-rerun", "run-delete", "run-extend"].map($);
+  const buttons = ["run-cancel", "run-rerun", "run-delete", "run-extend", "run-more-time", "run-resume"].map($);
   buttons.forEach((b) => (b.disabled = true));
   try {
     const headers = method === "POST" && suffix === "/rerun" ? { "Idempotency-Key": idempotencyKey() } : {};
-    const run = await sendJSON(method, `/runs/${encodeURIComponent(page.name)}${suffix}`, undefined, headers);
+    const run = await sendJSON(method, `/runs/${encodeURIComponent(page.name)}${suffix}`, body, headers);
     after(run);
   } catch (err) {
     setText($("run-error"), err.message);
@@ -648,6 +668,25 @@ function setupRunView() {
     runAction("POST", "/extend-stall", (run) => {
       runPage.run = run;
       renderRun(run);
+    }),
+  );
+  $("run-more-time").addEventListener("click", () =>
+    runAction(
+      "POST",
+      "/time-limit",
+      (run) => {
+        runPage.run = run;
+        renderRun(run);
+      },
+      { extend_by: "1h" },
+    ),
+  );
+  $("run-resume").addEventListener("click", () =>
+    runAction("POST", "/resume", (run) => {
+      runPage.run = run;
+      runPage.ended = false;
+      renderRun(run);
+      current?.poller.now();
     }),
   );
   $("run-rerun").addEventListener("click", () =>
