@@ -37,7 +37,9 @@ def parser() -> argparse.ArgumentParser:
     limits.add_argument("name")
     limits.add_argument("--max-gpus", type=int, help="GPUs in use at once (0: no limit)")
     limits.add_argument("--max-queued", type=int, help="runs queued at once (0: no limit)")
-    limits.add_argument("--max-run-time", type=float, help="seconds a run may run (0: no limit)")
+    limits.add_argument(
+        "--max-run-time", type=float, help="the longest time limit a run may have left, in seconds (0: none)"
+    )
     limits.add_argument(
         "--stall-after",
         type=float,
