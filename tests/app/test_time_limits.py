@@ -4,6 +4,7 @@ clock: limits of a few seconds, the checkpoint asked for one second before (LABR
 
 from __future__ import annotations
 
+import csv
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -208,6 +209,45 @@ def test_a_run_that_reaches_its_limit_while_the_service_is_down_is_recorded_as_s
         ended = wait_for(client, run["name"], timeout=30)
     assert ended["status"] == "cancelled", ended
     assert ended["reason"].startswith("time limit of 3 s reached"), ended
+
+
+def test_the_real_trainer_at_its_limit_saves_a_checkpoint_and_a_resume_finishes_it(service, output_dir):
+    from tiny_run import tiny_run
+
+    epochs = 12
+    # the real `python -m trainer`, on the CPU, with 30 s to reach a safe point and save its checkpoint
+    svc = service(trainer_command=None, LABRUN_TIME_LIMIT_SAVE_S="30")
+    with svc.client() as client:
+        run = post(client, *tiny_run(epochs=epochs), "deterministic=true", time_limit="1h")
+        name = run["name"]
+        wait_until(
+            lambda: ((client.get(f"/runs/{name}").json().get("progress") or {}).get("epoch") or 0) >= 2,
+            timeout=300,
+            what="its third epoch",
+        )
+        now = client.get(f"/runs/{name}").json()
+        ran = time.time() - _seconds(now["started_at"])
+        # its limit brought to 31 s from now: asked at once to save and stop (LABRUN_TIME_LIMIT_SAVE_S)
+        changed = client.post(f"/runs/{name}/time-limit", json={"time_limit": ran + 31})
+        assert changed.status_code == 200, changed.text
+        ended = wait_for(client, name, timeout=120)
+        assert ended["status"] == "cancelled", ended
+        assert ended["reason"].startswith(f"time limit of {format_duration(ran + 31)} reached; resumable"), (
+            ended
+        )
+        assert f"of {epochs})" in ended["reason"], ended
+        assert ended["exit_code"] == 75, ended
+        assert (output_dir / run["run_dir"] / "ckpt" / "last.ckpt").is_file()
+
+        assert client.post(f"/runs/{name}/resume", json={"time_limit": "1h"}).status_code == 200
+        done = wait_for(client, name, timeout=600)
+        assert (done["status"], done["attempts"]) == ("succeeded", 2), done
+    with open(output_dir / run["run_dir"] / "metrics.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    val_epochs = [int(r["epoch"]) for r in rows if r["val_loss"]]
+    assert val_epochs == list(range(epochs)), val_epochs  # no epoch repeated or skipped
+    steps = [int(r["step"]) for r in rows if r["train_loss"]]
+    assert steps == sorted(set(steps)), steps  # each step once, in order
 
 
 def _seconds(stamp: str) -> float:
