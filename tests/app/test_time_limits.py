@@ -254,3 +254,33 @@ def _seconds(stamp: str) -> float:
     import datetime as dt
 
     return dt.datetime.fromisoformat(stamp).timestamp()
+
+
+def test_only_its_owner_and_an_admin_change_a_limit_and_only_an_admin_beyond_the_maximum(
+    output_dir, make_client
+):
+    from test_users_and_fair_share import bearer, make_users
+
+    tokens = make_users(output_dir, ann=False, bob=False, root=True)
+    ann, bob, root = (bearer(tokens[n]) for n in ("ann", "bob", "root"))
+    client = make_client(max_run_s=3600)
+    run = client.post("/runs", json={"overrides": [SLOW], "time_limit": "30m"}, headers=ann).json()
+    name = run["name"]
+    assert run["time_limit_s"] == 1800
+    other = client.post(f"/runs/{name}/time-limit", json={"extend_by": "10m"}, headers=bob)
+    assert other.status_code == 403, other.text
+    over = client.post(f"/runs/{name}/time-limit", json={"time_limit": "2h"}, headers=ann)
+    assert over.status_code == 422
+    assert "over ann's maximum of 1 h" in over.json()["detail"]
+    assert client.get(f"/runs/{name}", headers=ann).json()["time_limit_s"] == 1800  # nothing changed
+    assert client.post(f"/runs/{name}/time-limit", json={"extend_by": "30m"}, headers=ann).status_code == 200
+    lifted = client.post(f"/runs/{name}/time-limit", json={"no_limit": True}, headers=ann)
+    assert lifted.status_code == 403, lifted.text
+    beyond = client.post(f"/runs/{name}/time-limit", json={"time_limit": "8h"}, headers=root)
+    assert beyond.status_code == 200, beyond.text
+    assert beyond.json()["time_limit_s"] == 8 * 3600
+    assert (
+        client.post(f"/runs/{name}/time-limit", json={"no_limit": True}, headers=root).json()["time_limit_s"]
+        is None
+    )
+    client.post(f"/runs/{name}/cancel", headers=ann)
