@@ -74,7 +74,7 @@ class TimeKeeper:
             record.owner,
             {
                 "run": record.name,
-                "status": "running",
+                "status": "running",  # (the message says "is near its time limit": the event's kind)
                 "owner": record.owner,
                 "reason": f"time limit of {describe(limit)} is near: {describe(left)} left "
                 f"(extend it: labrun time-limit {record.name} +2h)",

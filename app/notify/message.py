@@ -45,7 +45,7 @@ def compose(event: Event, public_url: str | None, metrics: Metrics) -> Message:
         body["sweep"] = _sweep(event.body, base, metrics)
         return Message(*_sweep_text(body["sweep"]), body)
     body["run"] = _run(event.body, base, metrics)
-    return Message(*_run_text(body["run"]), body)
+    return Message(*_run_text(body["run"], event.kind), body)
 
 
 def probe_message(owner: str) -> Message:
@@ -119,11 +119,16 @@ def _server_text(server: dict[str, Any]) -> tuple[str, str]:
 
 
 # What a run's title and first line say for the events that are not a final status.
-_DONE = {"preempted": "was preempted", "resumed": "resumed"}
+_DONE = {
+    "preempted": "was preempted",
+    "resumed": "resumed",
+    "time_limit_near": "is near its time limit",  # docs/time-limits.md
+    "time_limit_reached": "reached its time limit",
+}
 
 
-def _run_text(run: dict[str, Any]) -> tuple[str, str]:
-    done = _DONE.get(str(run["status"]), str(run["status"]))
+def _run_text(run: dict[str, Any], kind: str = "") -> tuple[str, str]:
+    done = _DONE.get(kind) or _DONE.get(str(run["status"]), str(run["status"]))
     title = f"labrun: {run['name']} {done}"
     lines = [f"Run {run['name']} of {run['owner']} {done}."]
     if run["status"] == "resumed":

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 from service_helpers import ServiceProcess, starts, wait_for
+from service_process import wait_until
 
 FAST = {"LABRUN_PREEMPT_MIN_RUN_S": "0", "LABRUN_PREEMPT_GRACE_S": "2", "LABRUN_MAX_CPU_RUNS": "1"}
 
@@ -36,14 +37,6 @@ def post(client, *overrides: str, priority: str = "normal") -> dict:
     response = client.post("/runs", json={"overrides": list(overrides), "priority": priority})
     assert response.status_code == 201, response.text
     return response.json()
-
-
-def wait_until(check, timeout: float = 30.0, what: str = "") -> object:
-    deadline = time.monotonic() + timeout
-    while not (found := check()):
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
-    return found
 
 
 def running(client, name: str) -> None:

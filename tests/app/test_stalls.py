@@ -14,17 +14,7 @@ import time
 
 import pytest
 from service_helpers import ServiceProcess, cancel_all, submit, wait_for
-
-
-def wait_until(check, timeout: float = 15.0, what: str = "the condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        found = check()
-        if found:
-            return found
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} did not come within {timeout} s")
-        time.sleep(0.05)
+from service_process import wait_until
 
 
 def stalled(client, name: str) -> dict | None:
