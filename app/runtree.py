@@ -142,9 +142,7 @@ class RunTree:
         finally:
             os.close(root)
 
-    def listing(
-        self, checkpoints: bool = True, checksums: bool = False, limit: int = MAX_LISTED
-    ) -> Listing:
+    def listing(self, checkpoints: bool = True, checksums: bool = False, limit: int = MAX_LISTED) -> Listing:
         """The regular files (sorted by path), at most ``limit``; ``checksums``: with their sha256."""
         files: list[RunFile] = []
         skipped = 0
@@ -159,7 +157,9 @@ class RunTree:
             elif entry.kind is EntryKind.FILE:
                 if len(files) == limit:
                     cut = True
-                    notes.append(f"only {limit} files are listed: the run has more (the archive holds them all)")
+                    notes.append(
+                        f"only {limit} files are listed: the run has more (the archive holds them all)"
+                    )
                     break
                 listed = _checksummed(entry) if checksums else _listed(entry)
                 if listed is None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
+import re
 import shlex
 import sys
 from collections.abc import Callable
@@ -84,12 +85,20 @@ def resume_command(run: dict[str, Any], dest: Path) -> str:
         run["config_name"],
         *(run.get("default_overrides") or []),
         *run["overrides"],
-        f"run_name={run['name']}",
-        f"log_dir={where.parent}",
-        f"output_dir_scheme={where.name}",
+        f"run_name={_hydra_quote(run['name'])}",
+        f"log_dir={_hydra_quote(str(where.parent))}",
+        f"output_dir_scheme={_hydra_quote(where.name)}",
     ]
     env = f"LABRUN_RESUME=1 LABRUN_ATTEMPT={int(run.get('attempts') or 1) + 1}"
     return f"{env} python -m trainer " + " ".join(shlex.quote(a) for a in args)
+
+
+def _hydra_quote(value: str) -> str:
+    """A path or name as one Hydra override value (as trainer/plan.py's ``hydra_quote``: the CLI does not
+    import the trainer)."""
+    if re.fullmatch(r"[A-Za-z0-9_./-]+", value):
+        return value
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 def _safe_parts(path: str) -> list[str]:
@@ -106,7 +115,7 @@ def _identical(target: Path, item: dict[str, Any]) -> bool:
             return False
     except OSError:
         return False
-    return _sha256(target) == item["sha256"]
+    return bool(_sha256(target) == item["sha256"])
 
 
 def _pull_file(client: Client, name: str, item: dict[str, Any], target: Path) -> int:

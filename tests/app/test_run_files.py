@@ -95,7 +95,8 @@ def test_any_reader_lists_the_regular_files_and_never_what_links_point_to(world)
     assert {f["path"]: f["size"] for f in body["files"]} == {p: len(b) for p, b in expected.items()}
     assert not set(PLANTED) & {f["path"] for f in body["files"]}
     assert body["skipped"] == len(PLANTED)
-    assert body["count"] == len(expected) and body["total_bytes"] == sum(map(len, expected.values()))
+    assert body["count"] == len(expected)
+    assert body["total_bytes"] == sum(map(len, expected.values()))
     assert not body["truncated"]
     assert all(f["sha256"] is None for f in body["files"])
     assert not _reveals(answer.content)
@@ -127,11 +128,15 @@ def test_a_download_is_the_file_and_resumes_with_a_range(world):
     assert part.content == data[-1000:]
     assert part.headers["content-range"] == f"bytes {BIG - 1000}-{BIG - 1}/{BIG}"
     assert part.headers["content-length"] == "1000"
-    middle = client.get(f"/runs/{name}/files/ckpt/last.ckpt", headers={"Range": "bytes=10-19", "If-Range": etag})
+    middle = client.get(
+        f"/runs/{name}/files/ckpt/last.ckpt", headers={"Range": "bytes=10-19", "If-Range": etag}
+    )
     assert (middle.status_code, middle.content) == (206, data[10:20])
     suffix = client.get(f"/runs/{name}/files/ckpt/last.ckpt", headers={"Range": "bytes=-7"})
     assert (suffix.status_code, suffix.content) == (206, data[-7:])
-    stale = client.get(f"/runs/{name}/files/ckpt/last.ckpt", headers={"Range": "bytes=10-", "If-Range": '"x"'})
+    stale = client.get(
+        f"/runs/{name}/files/ckpt/last.ckpt", headers={"Range": "bytes=10-", "If-Range": '"x"'}
+    )
     assert (stale.status_code, len(stale.content)) == (200, BIG)  # changed since: the whole file
     past = client.get(f"/runs/{name}/files/ckpt/last.ckpt", headers={"Range": f"bytes={BIG}-"})
     assert past.status_code == 416
@@ -156,7 +161,9 @@ def test_links_pipes_folders_and_missing_files_are_404_and_reveal_nothing(world,
 def test_paths_that_are_not_plain_and_relative_are_refused(world, raw):
     # Sent as they are (a client would take the dots out): the service sees them verbatim.
     port, token = world["svc"].port, world["bob"].headers["authorization"]
-    request = f"GET /runs/{world['run']['name']}/files/{raw} HTTP/1.1\r\nHost: x\r\nAuthorization: {token}\r\n"
+    request = (
+        f"GET /runs/{world['run']['name']}/files/{raw} HTTP/1.1\r\nHost: x\r\nAuthorization: {token}\r\n"
+    )
     with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
         s.sendall((request + "Connection: close\r\n\r\n").encode())
         reply = b""

@@ -154,7 +154,11 @@ def test_a_pulled_real_run_resumes_with_the_trainer_here(tmp_path):
     command = pulled.stdout.split("resume it here with:\n", 1)[1].strip()
     env_part, _, trainer_args = command.partition(" python -m trainer ")
     env = {**os.environ, **wandb, **dict(kv.split("=", 1) for kv in env_part.split())}
-    env = {k: v for k, v in env.items() if not k.startswith("LABRUN_") or k in ("LABRUN_RESUME", "LABRUN_ATTEMPT")}
+    env = {
+        k: v
+        for k, v in env.items()
+        if not k.startswith("LABRUN_") or k in ("LABRUN_RESUME", "LABRUN_ATTEMPT")
+    }
     # The server's output directory is gone: everything comes from the pulled copy.
     resumed = subprocess.run(
         [sys.executable, "-m", "trainer", *shlex.split(trainer_args), "training.max_epochs=2"],
@@ -173,3 +177,11 @@ def test_a_pulled_real_run_resumes_with_the_trainer_here(tmp_path):
     manifest = json.loads((here / "run.json").read_text())
     assert [a["attempt"] for a in manifest["attempts"]] == [1, 2]
     assert manifest["status"] == "succeeded"
+
+
+@pytest.mark.parametrize("value", ["plain/path_1.x", "2026-12-03_fno_data.num_examples=16", "it's", "a\\b c"])
+def test_the_resume_command_quotes_values_as_the_trainer_does(value):
+    from labrun.pull_cli import _hydra_quote
+    from trainer.plan import hydra_quote
+
+    assert _hydra_quote(value) == hydra_quote(value)
