@@ -224,3 +224,71 @@ def test_a_deleted_runs_files_are_gone_and_an_unknown_run_is_404(world):
         assert "deleted" in answer.json()["detail"]
     for path in ("files", "files/metrics.csv", "archive"):
         assert alice.get(f"/runs/no-such-run/{path}").status_code == 404
+
+
+def test_a_listing_is_bounded_and_says_so(tmp_path):
+    from app.runtree import MAX_DEPTH, RunTree
+
+    run_dir = tmp_path / "day" / "run"
+    run_dir.mkdir(parents=True)
+    for i in range(5):
+        (run_dir / f"f{i}").write_text(str(i))
+    deep = run_dir.joinpath(*["d"] * (MAX_DEPTH + 2))
+    deep.mkdir(parents=True)
+    (deep / "bottom.txt").write_text("x")
+    cut = RunTree(tmp_path, "day/run", "run").listing(limit=3)
+    assert len(cut.files) == 3
+    assert cut.truncated
+    assert any("only 3 files are listed" in n for n in cut.notes)
+    whole = RunTree(tmp_path, "day/run", "run").listing()
+    assert [f.path for f in whole.files] == [f"f{i}" for i in range(5)]  # the deep file is left out...
+    assert whole.truncated
+    assert any(f"more than {MAX_DEPTH} levels deep" in n for n in whole.notes)  # ...and said to be
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        (None, None),
+        ("bytes=0-", (0, 100)),
+        ("bytes=10-19", (10, 20)),
+        ("bytes=90-500", (90, 100)),
+        ("bytes=-5", (95, 100)),
+        ("bytes=-500", (0, 100)),
+        ("bytes=0-1,5-6", None),  # several ranges: the whole file, as the RFC allows
+        ("bytes=20-10", None),  # not a range: ignored
+        ("items=0-1", None),
+        ("bytes=-", None),
+    ],
+)
+def test_one_range_is_read_as_the_rfc_says(header, expected):
+    from app.api.byteranges import requested_range
+
+    assert requested_range(header, 100) == expected
+
+
+@pytest.mark.parametrize(("header", "size"), [("bytes=100-", 100), ("bytes=-0", 100), ("bytes=0-", 0)])
+def test_a_range_past_the_end_is_not_satisfiable(header, size):
+    from app.api.byteranges import requested_range
+    from app.errors import RangeNotSatisfiable
+
+    with pytest.raises(RangeNotSatisfiable) as caught:
+        requested_range(header, size)
+    assert caught.value.size == size
+
+
+def test_the_archive_is_made_in_chunks_of_at_most_a_mib_whatever_the_files_size(tmp_path):
+    # Flat memory: no piece of the stream is bigger than one read, so a 10 GB file costs what a small one
+    # does (bench/archive_bench.py measures the service's RSS).
+    from app.runtree import CHUNK, RunTree
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "big.ckpt").write_bytes(os.urandom(5 * CHUNK + 7))
+    (run_dir / "small.txt").write_text("x")
+    pieces = list(RunTree(tmp_path, "run", "run").archive())
+    assert max(map(len, pieces)) <= CHUNK
+    with tarfile.open(fileobj=io.BytesIO(b"".join(pieces)), mode="r:") as tar:
+        assert tar.extractfile("run/big.ckpt").read() == (run_dir / "big.ckpt").read_bytes()
+        assert tar.extractfile("run/small.txt").read() == b"x"
+    assert len(b"".join(pieces)) % tarfile.RECORDSIZE == 0

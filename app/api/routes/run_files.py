@@ -28,6 +28,18 @@ from app.store import RunStore
 
 router = APIRouter(prefix="/runs", tags=["run files"])
 
+_GONE: dict[int | str, dict[str, str]] = {
+    404: {"description": "no run of that name"},
+    410: {"description": "the run was deleted: its files are gone"},
+}
+_FILE: dict[int | str, dict[str, str]] = {
+    200: {"description": "the whole file (application/octet-stream)"},
+    206: {"description": "the range asked for, with Content-Range"},
+    404: {"description": "no run of that name, or no regular file at that path inside its directory"},
+    410: _GONE[410],
+    416: {"description": "a range past the file's end (Content-Range: bytes */SIZE)"},
+    422: {"description": "a path with '..', '.', empty parts, an absolute path or a NUL byte"},
+}
 CheckpointsQuery = Annotated[
     bool, Query(description="false: leave out the checkpoints (ckpt/ and *.ckpt files)")
 ]
@@ -40,7 +52,7 @@ def _tree(store: RunStore, files: RunFiles, name: str) -> RunTree:
     return RunTree(files.output_dir, record.run_dir, name)
 
 
-@router.get("/{name}/files", response_model=RunFilesPublic)
+@router.get("/{name}/files", response_model=RunFilesPublic, responses=_GONE)
 async def list_run_files(
     name: str,
     store: StoreDep,
@@ -57,7 +69,7 @@ async def list_run_files(
     return listing_public(name, listing)
 
 
-@router.get("/{name}/files/{path:path}", response_class=StreamingResponse)
+@router.get("/{name}/files/{path:path}", response_class=StreamingResponse, responses=_FILE)
 async def download_run_file(
     name: str, path: str, request: Request, store: StoreDep, files: FilesDep
 ) -> Response:
@@ -125,7 +137,11 @@ class _Chunks:
         self.close()
 
 
-@router.get("/{name}/archive", response_class=StreamingResponse)
+@router.get(
+    "/{name}/archive",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"application/x-tar": {}}}, **_GONE},
+)
 async def run_archive(name: str, store: StoreDep, files: FilesDep, ckpt: CheckpointsQuery = True) -> Response:
     """The run's directory as a tar stream (``NAME/...``), written as it is read: the service's memory does
     not grow with the directory's size. Regular files and folders only; links are never followed."""
