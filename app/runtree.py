@@ -92,8 +92,12 @@ class RunTree:
             fd = os.open(self.output_dir, _DIR_FLAGS & ~os.O_NOFOLLOW)  # the admin's: may be a link
         except OSError:
             return None
+        parts = [p for p in self.run_dir.split("/") if p not in ("", ".")]
+        if ".." in parts:  # the service names run directories inside the output directory, never above it
+            os.close(fd)
+            return None
         try:
-            return _walk_down(fd, [p for p in self.run_dir.split("/") if p not in ("", ".")])
+            return _walk_down(fd, parts)
         except OSError:
             return None
 
@@ -117,7 +121,11 @@ class RunTree:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             os.close(fd)
-            what = "a folder: GET /runs/{name}/files lists it" if stat.S_ISDIR(st.st_mode) else "not a file"
+            what = (
+                f"a folder: GET /runs/{self.name}/files lists it"
+                if stat.S_ISDIR(st.st_mode)
+                else "not a file"
+            )
             raise RunFileNotFound(f"{path!r} in run {self.name!r} is {what}")
         os.set_blocking(fd, True)
         return fd, st
@@ -133,7 +141,8 @@ class RunTree:
     # --- walking ---------------------------------------------------------------------------------------
 
     def walk(self, checkpoints: bool = True) -> Iterator[Entry]:
-        """Every folder and regular file under the run's directory (folders first), links not followed."""
+        """Every folder (before what it holds) and file under the run's directory, in the directories' own
+        order; links, pipes and devices come as ``EntryKind.OTHER``, never followed nor opened."""
         root = self.open_root()
         if root is None:
             return
