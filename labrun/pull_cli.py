@@ -10,10 +10,8 @@ that the server does not have are left alone (and counted). With the checkpoint,
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import re
-import shlex
 import sys
 from collections.abc import Callable
 from datetime import datetime
@@ -79,6 +77,8 @@ def cmd_pull(client: Client, args: argparse.Namespace) -> int:
 def resume_command(run: dict[str, Any], dest: Path) -> str:
     """The command line that continues the run in ``dest`` as its next attempt, as the service would
     (trainer/runenv.py: LABRUN_RESUME, LABRUN_ATTEMPT; the same overrides, name and directory)."""
+    import shlex
+
     where = dest.resolve()
     args = [
         "--config-name",
@@ -166,6 +166,8 @@ def _fetch(client: Client, name: str, path: str, part: Path, offset: int) -> int
 
 
 def _sha256(path: Path) -> str:
+    import hashlib  # here, not at the top: OpenSSL's loading would cost every `labrun --help` 4 ms
+
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         while chunk := f.read(1 << 20):
