@@ -3,7 +3,11 @@ alone turns them into HTTP answers (``app/api/errors.py``).
 
     LabrunError                 a request the service refuses; the message says what to do
     ├── NotFound                no such user
-    │   └── RunNotFound         no run has that name
+    │   ├── RunNotFound         no run has that name
+    │   └── RunFileNotFound     no regular file at that path in the run's directory (links are not followed)
+    ├── RunGone                 the run's files were deleted (its record stays)
+    ├── RangeNotSatisfiable     a Range that starts past the file's end (``size``: what there is)
+    ├── InvalidPath             a file path that is not plain and relative (``..``, absolute, NUL)
     ├── InvalidRun              the overrides do not make a valid, safe run (names the override + fix)
     ├── RunConflict             the request contradicts the run's state (cancel a finished run, an
     │                           Idempotency-Key reused for a different request)
@@ -37,6 +41,24 @@ class NotFound(LabrunError):
 class RunNotFound(NotFound):
     def __init__(self, name: str) -> None:
         super().__init__(f"no run named {name!r}")
+
+
+class RunFileNotFound(NotFound):
+    pass
+
+
+class RunGone(LabrunError):
+    pass
+
+
+class RangeNotSatisfiable(LabrunError):
+    def __init__(self, detail: str, size: int) -> None:
+        super().__init__(detail)
+        self.size = size
+
+
+class InvalidPath(LabrunError):
+    pass
 
 
 class InvalidRun(LabrunError):

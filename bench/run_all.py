@@ -31,6 +31,7 @@ class _Tee(io.TextIOBase):
 
 def main(argv: list[str]) -> None:
     from bench import (
+        archive_bench,
         cli_bench,
         curve_bench,
         hot_paths_bench,
@@ -59,6 +60,8 @@ def main(argv: list[str]) -> None:
         print()
         # labrun, then Ray Jobs (its own venv, bench/.ray-venv), then a bare server: one at a time
         hot = hot_paths_bench.main(["--quick"] if quick else [])
+        print()
+        files = archive_bench.main(["--quick"] if quick else [])
     machine = f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_implementation()} {platform.python_version()}"
     text = (
         "# Benchmark results\n\n"
@@ -75,6 +78,7 @@ def main(argv: list[str]) -> None:
                 "notify": notify,
                 "preemption": preemption,
                 "hot_paths": hot,
+                "run_files": files,
             },
             indent=2,
             default=str,

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from labrun import account_cli, completion, gpus_cli, notify_cli, render, userconfig
+from labrun import account_cli, completion, gpus_cli, notify_cli, pull_cli, render, userconfig
 from labrun.client import (
     EXIT_CANCELLED,
     EXIT_INVALID,
@@ -59,6 +59,7 @@ exit status:
   4    not authorized (401/403): `labrun login`, or set LABRUN_TOKEN
   5    no such run (404)
   6    the server refused the request (409, 413, 415, 429, 503, 507, ...): its message says why
+  7    pull: a copied file's sha256 differs from the server's (the message names the file)
   70   an unexpected error in labrun itself (LABRUN_DEBUG=1 shows the traceback)
   130  --wait/--follow: the run was cancelled; also Ctrl-C (the run goes on: `labrun cancel NAME`)
 """
@@ -286,6 +287,7 @@ def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - a parser build
     p.add_argument("names", nargs="+", metavar="NAME", help="two runs or more (up to 20)")
     json_option(p)
 
+    pull_cli.add_command(command)
     account_cli.add_commands(command)
     completion.add_command(command)
     return parser

@@ -157,6 +157,31 @@ class Client:
         except httpx.TransportError as exc:
             raise self._unreachable(exc) from None
 
+    def run_files(self, name: str, checksums: bool = False, ckpt: bool = True) -> dict[str, Any]:
+        """GET /runs/{name}/files: ``{"files": [{"path", "size", "modified_at", "sha256"}...], ...}``."""
+        params = {"checksums": str(checksums).lower(), "ckpt": str(ckpt).lower()}
+        return self._json(self._request("GET", f"/runs/{_quote(name)}/files", run=name, params=params))
+
+    def download(self, name: str, path: str, offset: int = 0) -> Iterator[tuple[int, bytes]]:
+        """The run's file ``path`` from byte ``offset`` on (a Range request), in chunks: ``(start, chunk)``
+        pairs, where ``start`` is where the server began (0 when it sent the whole file instead)."""
+        import httpx
+
+        headers = {"Range": f"bytes={offset}-"} if offset else {}
+        url = f"/runs/{_quote(name)}/files/{_quote(path)}"
+        timeout = httpx.Timeout(self.timeout, read=max(self.timeout, 300.0))  # a big file on a slow disk
+        try:
+            with self._http.stream("GET", url, headers=headers, timeout=timeout) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    raise self._error(response, None)
+                start = offset if response.status_code == 206 else 0
+                for chunk in response.iter_bytes(1 << 20):
+                    yield start, chunk
+                    start += len(chunk)
+        except httpx.TransportError as exc:
+            raise self._unreachable(exc) from None
+
     def extend_stall(self, name: str, stall_after_s: float | None = None) -> dict[str, Any]:
         body = {"stall_after_s": stall_after_s} if stall_after_s is not None else {}
         return self._json(self._request("POST", f"/runs/{name}/extend-stall", run=name, json=body))
@@ -330,6 +355,12 @@ def _detail(response: httpx.Response) -> str:
         text = response.text.strip()
         detail = text.splitlines()[0][:200] if text else response.reason_phrase or "error"
     return " ".join(str(detail).split())
+
+
+def _quote(path: str) -> str:
+    from urllib.parse import quote
+
+    return quote(path, safe="/")
 
 
 def _notify(server: bool) -> str:

@@ -1,6 +1,9 @@
 """The one place where the domain's exceptions (``app/errors.py``) become HTTP answers.
 
-    NotFound           404 (RunNotFound: no run of that name)
+    NotFound           404 (RunNotFound: no run of that name; RunFileNotFound: no such file in it)
+    RunGone            410 (a deleted run's files)
+    RangeNotSatisfiable 416 (with Content-Range: bytes */SIZE)
+    InvalidPath        422 (a run's file asked with .., an absolute path or a NUL byte)
     InvalidRun         422  (also FastAPI's own body validation, as one readable sentence)
     Unauthenticated    401 (with WWW-Authenticate: Bearer)
     Forbidden          403
@@ -30,10 +33,13 @@ from app.errors import (
     EngineUnavailable,
     Forbidden,
     InsufficientStorage,
+    InvalidPath,
     InvalidRun,
     LabrunError,
     NotFound,
+    RangeNotSatisfiable,
     RunConflict,
+    RunGone,
     StoreUnavailable,
     TooManyLoginFailures,
     TooManyRuns,
@@ -45,6 +51,9 @@ log = logging.getLogger("labrun")
 STATUS_CODES: dict[type[LabrunError], int] = {
     NotFound: 404,
     InvalidRun: 422,
+    InvalidPath: 422,
+    RunGone: 410,
+    RangeNotSatisfiable: 416,
     RunConflict: 409,
     Unauthenticated: 401,
     Forbidden: 403,
@@ -69,6 +78,8 @@ def install_error_handlers(app: FastAPI) -> None:
         headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, Unauthenticated) else None
         if isinstance(exc, TooManyLoginFailures):
             headers = {"Retry-After": str(exc.retry_after)}
+        if isinstance(exc, RangeNotSatisfiable):
+            headers = {"Content-Range": f"bytes */{exc.size}"}
         return JSONResponse({"detail": exc.detail}, status_code=status_code(exc), headers=headers)
 
     @app.exception_handler(EngineUnavailable)

@@ -1,7 +1,7 @@
 // The dashboard: three views on the public API, chosen by the URL's hash.
 //   #/              runs: submit form, filters, the runs table (newest first, paged)
 //   #/queue         the queue with positions, and the GPU map from /healthz
-//   #/runs/<name>   one run: details, loss curves, the log following live, Cancel / Rerun / Delete
+//   #/runs/<name>   one run: details, loss curves, the log following live, its files, Cancel / Rerun / Delete
 //   #/sweeps        the sweeps, newest first (sweep.js)
 //   #/sweeps/<name> one sweep: counts, best run, its runs with their final losses (sweep.js)
 //   #/settings      your notification destinations and default events (settings.js)
@@ -465,6 +465,9 @@ function openRun(name) {
   setText($("run-overrides"), "");
   $("log").replaceChildren();
   setText($("log-note"), "");
+  $("run-files").replaceChildren();
+  setText($("run-files-note"), "");
+  $("run-files-panel").open = false;
   setText($("chart-note"), "");
   $("chart-legend").replaceChildren();
   drawChart($("chart"), {});
@@ -573,6 +576,47 @@ function bytes(n) {
   let i = 0;
   while (n >= 1024 && i < units.length - 1) { n /= 1024; i++; }
   return `${n.toFixed(i ? 1 : 0)} ${units[i]}`;
+}
+
+// --- a run's files: listed when the panel is opened; a download goes through fetch (it carries the token)
+
+function filesPath(name) {
+  return `/runs/${encodeURIComponent(name)}`;
+}
+
+async function refreshFiles(page) {
+  try {
+    const body = await getJSON(`${filesPath(page.name)}/files`);
+    if (page !== runPage) return;
+    $("run-files").replaceChildren(
+      ...body.files.map((f) => {
+        const href = `${filesPath(page.name)}/files/${f.path.split("/").map(encodeURIComponent).join("/")}`;
+        return el("li", { "data-path": f.path }, downloadLink(href, f.path, f.path.split("/").pop()), ` ${bytes(f.size)}`);
+      }),
+    );
+    setText($("run-files-note"), [`${body.count} files, ${bytes(body.total_bytes)}`, ...body.notes].join("; "));
+  } catch (err) {
+    setText($("run-files-note"), err.message);
+  }
+}
+
+function downloadLink(href, label, filename) {
+  const a = el("a", { href, text: label, download: filename });
+  a.addEventListener("click", (event) => {
+    event.preventDefault();
+    download(href, filename).catch((err) => setText($("run-files-note"), err.message));
+  });
+  return a;
+}
+
+async function download(href, filename) {
+  const response = await request("GET", href, { headers: { Accept: "*/*" } });
+  const url = URL.createObjectURL(await response.blob());
+  const a = el("a", { href: url, download: filename });
+  document.body.append(a);
+  a.click();
+  a.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 60_000);
 }
 
 async function refreshLog(page) {
@@ -701,6 +745,12 @@ function setupRunView() {
     }),
   );
   $("chart-log").addEventListener("change", () => runPage && drawCurves(runPage, null));
+  $("run-files-panel").addEventListener("toggle", () => runPage && $("run-files-panel").open && refreshFiles(runPage));
+  $("run-archive").addEventListener("click", (event) => {
+    event.preventDefault();
+    if (!runPage) return;
+    download(`${filesPath(runPage.name)}/archive`, `${runPage.name}.tar`).catch((err) => setText($("run-files-note"), err.message));
+  });
   window.addEventListener("resize", () => runPage && current?.name === "run" && drawCurves(runPage, null));
 }
 
