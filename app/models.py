@@ -85,6 +85,10 @@ class RunRecord:
     # A preemption of it is under way, for a waiting run of this class (app/lifecycle/preemption.py): kept in
     # the store so that a restart still sees its end as a preemption. None: not being preempted.
     preempted_by: str | None = None
+    # What it waits for before it may start (docs/run-chains.md): [{"run" or "sweep": NAME, "when":
+    # "succeeded" or "ended"}], as submitted; None: nothing. Read by app/lifecycle/dependencies.py.
+    after: list[dict[str, str]] | None = None
+    init_from: str | None = None  # the run whose last checkpoint's weights it starts from (its config's key)
 
 
 @dataclass(frozen=True)

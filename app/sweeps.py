@@ -21,13 +21,13 @@ import builtins
 import contextlib
 import datetime as dt
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 from app.errors import InvalidRun, NotFound, RunConflict
-from app.lifecycle import KeyReused, RunManager, first_free, new_record, scoped_key
+from app.lifecycle import KeyReused, RunManager, dependencies, first_free, new_record, scoped_key
 from app.models import Priority, RunRecord, RunStatus, SweepRecord
 from app.store import IdempotencyKeyTaken, NameTaken
 from trainer import naming
@@ -58,6 +58,7 @@ class _Request:
     key: str | None  # the Idempotency-Key, scoped to its owner
     when: dt.datetime  # the time in its names
     priority: Priority = Priority.NORMAL  # every run's class (docs/priorities.md)
+    after: list[dict[str, str]] | None = None  # what every run waits for (docs/run-chains.md)
 
 
 class Sweeps:
@@ -77,13 +78,17 @@ class Sweeps:
         idempotency_key: str | None = None,
         owner: str = "local",
         priority: Priority = Priority.NORMAL,
+        after: Sequence[Mapping[str, Any]] | None = None,
     ) -> tuple[SweepRecord, bool]:
-        """Expand, validate and queue ``owner``'s sweep; (sweep, replayed) as ``RunManager.submit``."""
+        """Expand, validate and queue ``owner``'s sweep; (sweep, replayed) as ``RunManager.submit``.
+        ``after``: what every run of it waits for (docs/run-chains.md)."""
         overrides = list(overrides)
         key = scoped_key(owner, idempotency_key)
         if key and (existing := self._by_key(key)) is not None:
             return self._replay(existing, overrides, config_name), True
         self._check_bounds(overrides)
+        deps = dependencies.parse(after)
+        dependencies.check_named(self.store, deps)
         try:
             parsed = hydra_sweep.parse(overrides)
             runs = hydra_sweep.expand(parsed, self.settings.max_sweep_runs)
@@ -104,6 +109,7 @@ class Sweeps:
             key=key,
             when=dt.datetime.now(),
             priority=priority,
+            after=[d.as_dict() for d in deps] or None,
         )
         try:
             name = first_free(lambda attempt: self._queue(request, attempt), "a free sweep name")
@@ -125,7 +131,14 @@ class Sweeps:
             # Only the record is kept: the plan's configs (thousands of objects in reference cycles)
             # die young, instead of 256 of them living on through the garbage collector's full passes.
             records.append(
-                new_record(plan, request.owner, sweep=name, sweep_index=i, priority=request.priority)
+                new_record(
+                    plan,
+                    request.owner,
+                    sweep=name,
+                    sweep_index=i,
+                    priority=request.priority,
+                    after=request.after,
+                )
             )
         sweep = SweepRecord(
             seq=0,

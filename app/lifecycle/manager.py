@@ -4,8 +4,9 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from app.core.config import Settings
 from app.diskspace import DiskGuard
@@ -14,6 +15,7 @@ from app.gpus import GpuGuard
 from app.launchers.base import Launcher
 from app.lifecycle.admission import Admission
 from app.lifecycle.cancel import Canceller
+from app.lifecycle.dependencies import Dependencies, launch_checkpoint
 from app.lifecycle.dispatch import Dispatcher
 from app.lifecycle.limits import Limits, UserLimits
 from app.lifecycle.live import Context, LiveState, RunLive
@@ -72,6 +74,10 @@ class RunManager:
         policy = policy or FairSharePicking(self.fair)
         self.dispatcher = Dispatcher(ctx, policy, self.supervisor, inventory, self.preempter)
         self.recovery = Recovery(ctx, self.fair, self.supervisor, self.canceller, self.preempter)
+        # runs that wait for others, and runs that start from another's checkpoint (docs/run-chains.md)
+        self.dependencies = Dependencies(ctx)
+        self.dispatcher.held = self.dependencies.held
+        self.dispatcher.init_checkpoint = lambda record: launch_checkpoint(ctx, record)
         self.stalls = StallWatch(ctx, self.canceller)
         self._threads: list[threading.Thread] = []
 
@@ -89,6 +95,7 @@ class RunManager:
             loops.append(("poller", self.supervisor.poll_loop))
         loops.append(("timekeeper", self.canceller.time_loop))
         loops.append(("stallwatch", self.stalls.loop))
+        loops.append(("dependencies", self.dependencies.loop))
         for name, loop in loops:
             thread = threading.Thread(target=loop, name=f"labrun-{name}", daemon=True)
             thread.start()
@@ -145,7 +152,9 @@ class RunManager:
         owner: str = LOCAL,
         stall_after_s: float | None = None,
         priority: Priority = Priority.NORMAL,
+        after: Sequence[Mapping[str, Any]] | None = None,
     ) -> tuple[RunRecord, bool]:
+        """``after``: the runs and sweeps it waits for (docs/run-chains.md)."""
         return self.admission.submit(
             overrides,
             config_name,
@@ -154,6 +163,7 @@ class RunManager:
             owner,
             stall_after_s=stall_after_s,
             priority=priority,
+            after=after,
         )
 
     def rerun(

@@ -40,7 +40,13 @@ async def submit_sweep(
     past the caller's limit of queued runs."""
     events = parse_events(body.notify) if body.notify is not None else None
     sweep, replayed = await run_in_threadpool(
-        sweeps.submit, body.overrides, body.config_name, new.idempotency_key, new.caller.name, body.priority
+        sweeps.submit,
+        body.overrides,
+        body.config_name,
+        new.idempotency_key,
+        new.caller.name,
+        body.priority,
+        body.after_entries(),
     )
     notify.choose(sweep.name, events)
     new.created("sweeps", sweep.name, replayed)
