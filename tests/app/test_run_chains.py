@@ -76,7 +76,8 @@ def test_a_failure_cancels_the_chain_that_waits_for_it_with_reasons_and_notifica
         "cancelled",
         f"cancelled: run {b['name']} it waits for was cancelled",
     )
-    assert b_done["started_at"] is None and c_done["started_at"] is None
+    assert b_done["started_at"] is None
+    assert c_done["started_at"] is None
     assert starts(output_dir) == [a["name"]]  # neither ever started
     assert [(k, e["reason"]) for k, e in events(output_dir, c["name"])] == [("cancelled", c_done["reason"])]
 
@@ -123,7 +124,8 @@ def test_sweeps_wait_and_are_waited_for(client, output_dir):
     assert wait_for(client, last["name"])["status"] == "succeeded"
     swept = [r["name"] for r in client.get(f"/sweeps/{sweep['name']}").json()["runs"]]
     order = starts(output_dir)
-    assert order[0] == a["name"] and order[-1] == last["name"]
+    assert order[0] == a["name"]
+    assert order[-1] == last["name"]
     assert sorted(order[1:3]) == sorted(swept)
 
 
@@ -262,7 +264,8 @@ def test_judge():
         "cancelled: run gone it waits for was deleted"
     )
     waiting = judge([Dependency("run", "on", "ended"), Dependency("sweep", "s", "succeeded")], runs, sweeps)
-    assert not waiting.ready and waiting.cancel is None
+    assert not waiting.ready
+    assert waiting.cancel is None
     assert waiting.waiting == (
         "waiting for run on to end (it is running); sweep s to succeed (1 of its 3 runs not done)"
     )
