@@ -72,9 +72,11 @@ class Client:
         idempotency_key: str | None = None,
         notify: list[str] | None = None,
         priority: str | None = None,
+        after: list[dict[str, str]] | None = None,
     ) -> tuple[dict[str, Any], bool]:
-        """The new run (or, for a repeated idempotency key, the first one: ``replayed`` True)."""
-        return self._create("/runs", overrides, config_name, idempotency_key, notify, priority)
+        """The new run (or, for a repeated idempotency key, the first one: ``replayed`` True); ``after``:
+        what it waits for (docs/run-chains.md)."""
+        return self._create("/runs", overrides, config_name, idempotency_key, notify, priority, after)
 
     def submit_sweep(
         self,
@@ -83,9 +85,10 @@ class Client:
         idempotency_key: str | None = None,
         notify: list[str] | None = None,
         priority: str | None = None,
+        after: list[dict[str, str]] | None = None,
     ) -> tuple[dict[str, Any], bool]:
         """POST /sweeps: the new sweep with its runs (or the first one for a repeated idempotency key)."""
-        return self._create("/sweeps", overrides, config_name, idempotency_key, notify, priority)
+        return self._create("/sweeps", overrides, config_name, idempotency_key, notify, priority, after)
 
     def _create(
         self,
@@ -95,6 +98,7 @@ class Client:
         idempotency_key: str | None,
         notify: list[str] | None = None,
         priority: str | None = None,
+        after: list[dict[str, str]] | None = None,
     ) -> tuple[dict[str, Any], bool]:
         """POST a run's or a sweep's overrides; (what was made, whether it is a replay of the key's first)."""
         body: dict[str, Any] = {"overrides": overrides}
@@ -104,6 +108,8 @@ class Client:
             body["notify"] = notify
         if priority:
             body["priority"] = priority
+        if after:
+            body["after"] = after
         response = self._request("POST", path, json=body, headers=_idempotency(idempotency_key))
         return self._json(response), response.headers.get("Idempotent-Replayed") == "true"
 
