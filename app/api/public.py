@@ -285,6 +285,10 @@ class QueuedEntry(BaseModel):
     pool: str = Field(description="gpu or cpu")
     queue_position: int | None = Field(None, description="its place in its pool in the fair order; 1 = next")
     priority: Priority = Priority.NORMAL
+    waiting_reason: str | None = Field(
+        None,
+        description="why it does not start now, where known: e.g. what it waits for (docs/run-chains.md)",
+    )
 
 
 class UserQueue(BaseModel):

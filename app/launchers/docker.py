@@ -238,10 +238,10 @@ class DockerLauncher(Launcher):
         path = RunEnv.from_env(spec.env).init_from_ckpt
         if path is None:
             return []
-        output_dir = Path(os.path.abspath(spec.output_dir))
-        reserved = (StateDir(output_dir).root, output_dir / DATA_CACHE_DIR, run_dir)
+        output_dir = Path(os.path.realpath(spec.output_dir))  # the service hands over a real path
+        reserved = (StateDir(output_dir).root, output_dir / DATA_CACHE_DIR, Path(os.path.realpath(run_dir)))
         inside = output_dir in path.parents and not any(p in path.parents for p in reserved)
-        if not inside or path.is_symlink() or not path.is_file():
+        if not inside or Path(os.path.realpath(path)) != path or not path.is_file():
             raise LaunchError(f"{path} is not a checkpoint of a run inside {output_dir}")
         return [_bind(path, path, read_only=True)]
 

@@ -53,6 +53,10 @@ def test_a_run_waits_for_another_to_succeed_then_starts(client, output_dir):
     assert shown["after"] == [dep(a["name"], "running", False)]
     listed = client.get("/runs", params={"status": "queued"}).json()["data"]
     assert [r["waiting_reason"] for r in listed] == [shown["waiting_reason"]]
+    time.sleep(1.1)  # GET /queue's answer is kept up to a second
+    [queued] = client.get("/queue").json()["users"]["local"]["queued"]
+    assert (queued["name"], queued["queue_position"]) == (b["name"], None)
+    assert queued["waiting_reason"] == shown["waiting_reason"]
     assert wait_for(client, a["name"])["status"] == "succeeded"
     done = wait_for(client, b["name"])
     assert done["status"] == "succeeded"
