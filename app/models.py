@@ -89,6 +89,10 @@ class RunRecord:
     # time of its attempts before the current one (app/lifecycle/timelimits.py).
     time_limit_s: float | None = None
     ran_s: float = 0.0
+    # What it waits for before it may start (docs/run-chains.md): [{"run" or "sweep": NAME, "when":
+    # "succeeded" or "ended"}], as submitted; None: nothing. Read by app/lifecycle/dependencies.py.
+    after: list[dict[str, str]] | None = None
+    init_from: str | None = None  # the run whose last checkpoint's weights it starts from (its config's key)
 
 
 @dataclass(frozen=True)

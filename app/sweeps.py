@@ -21,13 +21,13 @@ import builtins
 import contextlib
 import datetime as dt
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 from app.errors import InvalidRun, NotFound, RunConflict
-from app.lifecycle import KeyReused, RunManager, first_free, new_record, scoped_key
+from app.lifecycle import KeyReused, RunManager, dependencies, first_free, new_record, scoped_key
 from app.models import Priority, RunRecord, RunStatus, SweepRecord
 from app.store import IdempotencyKeyTaken, NameTaken
 from trainer import naming
@@ -59,6 +59,7 @@ class _Request:
     when: dt.datetime  # the time in its names
     priority: Priority = Priority.NORMAL  # every run's class (docs/priorities.md)
     time_limit_s: float | None = None  # every run's time limit (docs/time-limits.md)
+    after: list[dict[str, str]] | None = None  # what every run waits for (docs/run-chains.md)
 
 
 class Sweeps:
@@ -79,14 +80,18 @@ class Sweeps:
         owner: str = "local",
         priority: Priority = Priority.NORMAL,
         time_limit_s: float | None = None,
+        after: Sequence[Mapping[str, Any]] | None = None,
     ) -> tuple[SweepRecord, bool]:
-        """Expand, validate and queue ``owner``'s sweep; (sweep, replayed) as ``RunManager.submit``."""
+        """Expand, validate and queue ``owner``'s sweep; (sweep, replayed) as ``RunManager.submit``.
+        ``after``: what every run of it waits for (docs/run-chains.md)."""
         overrides = list(overrides)
         key = scoped_key(owner, idempotency_key)
         if key and (existing := self._by_key(key)) is not None:
             return self._replay(existing, overrides, config_name), True
         self._check_bounds(overrides)
         limit = self.manager.admission.time_limit(owner, time_limit_s)  # a 422 before any planning
+        deps = dependencies.parse(after)
+        dependencies.check_named(self.store, deps)
         try:
             parsed = hydra_sweep.parse(overrides)
             runs = hydra_sweep.expand(parsed, self.settings.max_sweep_runs)
@@ -108,6 +113,7 @@ class Sweeps:
             when=dt.datetime.now(),
             priority=priority,
             time_limit_s=limit,
+            after=[d.as_dict() for d in deps] or None,
         )
         try:
             name = first_free(lambda attempt: self._queue(request, attempt), "a free sweep name")
@@ -136,6 +142,7 @@ class Sweeps:
                     sweep_index=i,
                     priority=request.priority,
                     time_limit_s=request.time_limit_s,
+                    after=request.after,
                 )
             )
         sweep = SweepRecord(

@@ -140,6 +140,20 @@ def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - a parser build
             "checkpoint and stops, resumable (default: the server's; at most your maximum)",
         )
 
+    def chain_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--after",
+            action="append",
+            metavar="NAME[:ended]",
+            help="wait for this run to succeed (:ended: to end, however) before starting; repeatable; "
+            "sweep:NAME waits for a sweep (docs/run-chains.md)",
+        )
+        p.add_argument(
+            "--init-from",
+            metavar="RUN",
+            help="start from this run's last checkpoint (its model weights): the init_from key, quoted",
+        )
+
     def wait_options(p: argparse.ArgumentParser) -> None:
         p.add_argument("--wait", action="store_true", help="show a live progress bar until the run ends")
         p.add_argument(
@@ -163,6 +177,7 @@ def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - a parser build
     p.add_argument("--config-name", metavar="NAME", help="top-level config in conf/ (default: the server's)")
     priority_option(p)
     time_limit_option(p)
+    chain_options(p)
     wait_options(p)
     notify_cli.notify_option(p)
 
@@ -185,6 +200,7 @@ def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - a parser build
     notify_cli.notify_option(p)
     priority_option(p)
     time_limit_option(p)
+    chain_options(p)
     p.add_argument(
         "--interval", type=float, default=1.0, help="seconds between polls with --wait (default 1)"
     )
@@ -311,14 +327,36 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def cmd_submit(client: Client, args: argparse.Namespace) -> int:
     run, replayed = client.submit(
-        args.overrides,
+        _with_init_from(args),
         args.config_name,
         args.idempotency_key,
         notify_cli.events_of(args),
         args.priority,
         args.time_limit,
+        _after(args.after),
     )
     return _created(client, run, replayed, args)
+
+
+def _after(values: list[str] | None) -> list[dict[str, str]] | None:
+    """``--after NAME[:ended]`` (``sweep:NAME[:ended]`` for a sweep) as the request's ``after``."""
+    if not values:
+        return None
+    entries = []
+    for value in values:
+        kind, rest = ("sweep", value[len("sweep:") :]) if value.startswith("sweep:") else ("run", value)
+        name, _, when = rest.rpartition(":") if rest.endswith((":ended", ":succeeded")) else (rest, "", "")
+        if not name:
+            raise CliError(f"--after {value!r}: name a run (NAME, NAME:ended, sweep:NAME)", EXIT_INVALID)
+        entries.append({kind: name, "when": when or "succeeded"})
+    return entries
+
+
+def _with_init_from(args: argparse.Namespace) -> list[str]:
+    """The overrides, with ``--init-from RUN`` as the init_from line (quoted: run names hold = and ,)."""
+    if not args.init_from:
+        return list(args.overrides)
+    return [*args.overrides, f"init_from='{args.init_from}'"]
 
 
 def cmd_rerun(client: Client, args: argparse.Namespace) -> int:
@@ -395,12 +433,13 @@ def _poll(client: Client, name: str, get: Callable[[str], dict[str, Any]] | None
 
 def cmd_sweep(client: Client, args: argparse.Namespace) -> int:
     sweep, replayed = client.submit_sweep(
-        args.overrides,
+        _with_init_from(args),
         args.config_name,
         args.idempotency_key,
         notify_cli.events_of(args),
         args.priority,
         args.time_limit,
+        _after(args.after),
     )
     if replayed:
         _note(f"this idempotency key was used before: {sweep['name']} is that sweep, not a new one")

@@ -73,9 +73,13 @@ class Client:
         notify: list[str] | None = None,
         priority: str | None = None,
         time_limit: str | None = None,
+        after: list[dict[str, str]] | None = None,
     ) -> tuple[dict[str, Any], bool]:
-        """The new run (or, for a repeated idempotency key, the first one: ``replayed`` True)."""
-        return self._create("/runs", overrides, config_name, idempotency_key, notify, priority, time_limit)
+        """The new run (or, for a repeated idempotency key, the first one: ``replayed`` True); ``after``:
+        what it waits for (docs/run-chains.md)."""
+        return self._create(
+            "/runs", overrides, config_name, idempotency_key, notify, priority, time_limit, after
+        )
 
     def submit_sweep(
         self,
@@ -85,9 +89,12 @@ class Client:
         notify: list[str] | None = None,
         priority: str | None = None,
         time_limit: str | None = None,
+        after: list[dict[str, str]] | None = None,
     ) -> tuple[dict[str, Any], bool]:
         """POST /sweeps: the new sweep with its runs (or the first one for a repeated idempotency key)."""
-        return self._create("/sweeps", overrides, config_name, idempotency_key, notify, priority, time_limit)
+        return self._create(
+            "/sweeps", overrides, config_name, idempotency_key, notify, priority, time_limit, after
+        )
 
     def _create(
         self,
@@ -98,6 +105,7 @@ class Client:
         notify: list[str] | None = None,
         priority: str | None = None,
         time_limit: str | None = None,
+        after: list[dict[str, str]] | None = None,
     ) -> tuple[dict[str, Any], bool]:
         """POST a run's or a sweep's overrides; (what was made, whether it is a replay of the key's first)."""
         body: dict[str, Any] = {"overrides": overrides}
@@ -109,6 +117,8 @@ class Client:
             body["priority"] = priority
         if time_limit:
             body["time_limit"] = time_limit
+        if after:
+            body["after"] = after
         response = self._request("POST", path, json=body, headers=_idempotency(idempotency_key))
         return self._json(response), response.headers.get("Idempotent-Replayed") == "true"
 

@@ -122,7 +122,20 @@ def tagged(run: dict[str, Any]) -> str:
         name += f" [{priority}]"
     if run.get("status") == "running" and str(run.get("waiting_reason") or "").startswith("being preempted"):
         name += " (being preempted)"
+    if run.get("status") == "queued" and run.get("after") and run.get("waiting_reason"):
+        name += f" ({run['waiting_reason']})"  # what it waits for (docs/run-chains.md)
     return name
+
+
+def after_text(run: dict[str, Any]) -> str | None:
+    """What a run waits for, one entry each: ``run A succeeded (running)``, ``sweep S ended (ended, done)``."""
+    parts = []
+    for dep in run.get("after") or []:
+        kind = "sweep" if dep.get("sweep") else "run"
+        state = dep.get("state")
+        done = " done" if dep.get("satisfied") else ""
+        parts.append(f"{kind} {dep.get(kind)} {dep.get('when')}" + (f" ({state}{done})" if state else ""))
+    return "; ".join(parts) or None
 
 
 def owner(run: dict[str, Any]) -> str:
@@ -257,6 +270,8 @@ def run_details(run: dict[str, Any]) -> None:
         ("ran for", duration(elapsed(run, now)) if run.get("started_at") else None),
         ("queue position", run.get("queue_position")),
         ("waiting", run.get("waiting_reason")),
+        ("after", after_text(run)),
+        ("init from", run.get("init_from")),
         ("stalled", stall_text(run)),
         ("time limit", time_limit_text(run) or None),
         ("defaults", " ".join(run.get("default_overrides") or []) or None),

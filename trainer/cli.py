@@ -22,7 +22,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from trainer import config, rundir
+from trainer import config, init_from, rundir
 from trainer import plan as run_plan
 from trainer.cancel import CancelGuard, RunCancelled
 from trainer.heartbeat import PhaseReporter
@@ -80,6 +80,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if child_of:
         return execute_ddp_child(plan.job, child_of[0])
+    problem = init_from.check(plan.job.get("init_from"), env)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return EXIT_USAGE
     try:
         # A generated name taken by a run started in the same second with the same overrides: the next one
         # (<name>_r2, ...) rather than a failure. A run_name given is never changed.
@@ -127,6 +131,11 @@ def execute(
             from trainer.train import train  # the training stack
 
         record.set_devices(str(job.accelerator))
+        if job.get("init_from"):  # run.json names where it started from
+            record.data["init_from"] = init_from.describe(
+                str(job.init_from), RunEnv.from_env().init_from_ckpt
+            )
+            record.write()
 
         rundir.route_library_logs()
         metrics = train(job, run_dir, guard)

@@ -46,7 +46,7 @@ def wandb_id(name: str) -> str:
     return hashlib.sha256(name.encode()).hexdigest()[:24]
 
 
-def last_checkpoint(ckpt_dir: str | os.PathLike) -> Path | None:
+def last_checkpoint(ckpt_dir: str | os.PathLike[str]) -> Path | None:
     path = Path(ckpt_dir) / LAST_CKPT
     return path if path.is_file() else None
 

@@ -27,6 +27,12 @@ Who sets each one, and why:
   ``LABRUN_RUN_DIR`` alone: the Docker launcher, which makes the run's directory (its only mount) before
   the trainer starts; rank 0 takes it while it is empty (``trainer/rundir.py``).
 
+- ``LABRUN_INIT_FROM_CKPT`` (``init_from_ckpt``): the service, for a run whose config names ``init_from``
+  (a run's name): the path of that run's last checkpoint, resolved by the service from the name
+  (``app/lifecycle/dependencies.py``), never taken from a request. The trainer loads its model weights
+  (``trainer/init_from.py``); the Docker launcher mounts that one file, read-only. Set it by hand to run
+  ``python -m trainer init_from=NAME`` outside the service.
+
 Test hooks, never set by the service: ``LABRUN_PREEMPT_AFTER_EPOCHS=N`` (``preempt_after_epochs``) preempts
 the run (SIGTERM if it is preemptible, else SIGUSR1) after epoch N, ``LABRUN_PREEMPT_IN_VALIDATION=N``
 (``preempt_in_validation``) at the first validation batch of epoch N (0-based), ``LABRUN_PREEMPT_AT_STEP=N``
@@ -66,6 +72,7 @@ PREEMPT_AFTER_EPOCHS = "LABRUN_PREEMPT_AFTER_EPOCHS"  # test hook
 PREEMPT_IN_VALIDATION = "LABRUN_PREEMPT_IN_VALIDATION"  # test hook
 PREEMPT_AT_STEP = "LABRUN_PREEMPT_AT_STEP"  # test hook
 KILL_AT_STEP = "LABRUN_KILL_AT_STEP"  # test hook
+INIT_FROM_CKPT = "LABRUN_INIT_FROM_CKPT"
 
 
 class RunEnvError(ValueError):
@@ -122,6 +129,7 @@ class RunEnv:
     preempt_in_validation: int | None = _var(PREEMPT_IN_VALIDATION, _integer(0))  # test hook
     preempt_at_step: int | None = _var(PREEMPT_AT_STEP, _integer(1))  # test hook
     kill_at_step: int | None = _var(KILL_AT_STEP, _integer(1))  # test hook
+    init_from_ckpt: Path | None = _var(INIT_FROM_CKPT, _path)
 
     def to_env(self) -> dict[str, str]:
         """The variables of the fields that are set (a flag: when true, as ``1``), for a run's environment."""

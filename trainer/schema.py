@@ -42,6 +42,7 @@ SWE_CHANNELS = 3  # the shallow-water fields: geopotential height, vorticity, di
 MAX_DIM = 2048
 MAX_NUM_WORKERS = 64  # each worker is a process: num_workers=10**6 would be a fork bomb on a shared box
 WANDB_NAME = r"^[A-Za-z0-9._-]{1,128}$"
+RUN_NAME = r"^[A-Za-z0-9_=,+-][A-Za-z0-9._=,+-]{0,254}$"  # a run's name (trainer/naming.py): never a path
 
 
 class ConfigError(ValueError):
@@ -159,6 +160,12 @@ class ExperimentConfig:
         },
     )
     run_name: Optional[str] = key("the run's name; set by the service, else generated", None)  # noqa: UP045
+    init_from: Optional[str] = key(  # noqa: UP045
+        "a run's name: start from its last checkpoint's model weights (the optimizer and the epochs start "
+        "afresh); the service hands the trainer the checkpoint (docs/run-chains.md). null: from scratch",
+        None,
+        pattern=RUN_NAME,
+    )
     log_dir: str = key("root of the run directories; set by the service")
     output_dir_scheme: str = key("derived: <YYYY-MM-DD>/<run_name>", derived=True)
     output_dir: str = key("derived: the run directory", derived=True)

@@ -20,7 +20,7 @@ from lightning.pytorch.loggers import CSVLogger, WandbLogger
 from lightning.pytorch.plugins.environments import SLURMEnvironment
 from omegaconf import DictConfig, OmegaConf
 
-from trainer import resume, swe
+from trainer import init_from, resume, swe
 from trainer.callbacks import ProgressFile, StopOnCancel
 from trainer.cancel import CancelGuard
 from trainer.data import SWEDataModule
@@ -143,6 +143,8 @@ def train(job: DictConfig, run_dir: Path, guard: CancelGuard) -> dict[str, float
     if ckpt_path is not None:
         resume.keep_metrics_csv(csv_logger, run_dir / "metrics.csv", checkpoint_step(ckpt_path))
         log.info("resuming from %s", ckpt_path)
+    elif job.get("init_from") and env.init_from_ckpt is not None:  # (resumed: its own checkpoint has them)
+        init_from.load_weights(model, str(job.init_from), env.init_from_ckpt)
     exact = ExactState(datamodule)
     stop = PreemptStop(guard, exact, job.ckpt_dir)
     exit_code = 1

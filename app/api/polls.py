@@ -64,8 +64,10 @@ class FastPolls:
                 return None  # the route refuses it (401/429) and counts the failure
             if what == "run":
                 record = manager.store.get(str(arg))
-                if record is None or (record.rerun_of and record.started_at is not None):
-                    return None  # a started rerun: the route compares its code with the original's
+                if record is None or (record.rerun_of and record.started_at is not None) or record.after:
+                    # a started rerun: the route compares its code with the original's; a run that waits
+                    # for others: it shows the state of each (docs/run-chains.md)
+                    return None
                 view: RunView = self.state.view
                 return view.one_json(record)
             if what == "page":

@@ -31,6 +31,28 @@ def _duration(value: object) -> float | None:
 Duration = Annotated[float | None, BeforeValidator(_duration)]
 
 
+class AfterCreate(BaseModel):
+    """What a run waits for (docs/run-chains.md): one run or one sweep, and on what."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    run: str | None = Field(None, description="a run's name")
+    sweep: str | None = Field(None, description="a sweep's name (done when all its runs are)")
+    when: str = Field("succeeded", description="succeeded (the default: else it is cancelled) or ended")
+
+
+class AfterState(BaseModel):
+    """A dependency of a run, as submitted; GET /runs/{name} adds the state of what it names now."""
+
+    run: str | None = None
+    sweep: str | None = None
+    when: str = "succeeded"
+    state: str | None = Field(
+        None, description="a run's status (or deleted); a sweep's running or ended; only in GET /runs/{name}"
+    )
+    satisfied: bool | None = Field(None, description="done as asked; only in GET /runs/{name}")
+
+
 class RunCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -58,6 +80,16 @@ class RunCreate(BaseModel):
         "(up to its owner's maximum; default: LABRUN_DEFAULT_TIME_LIMIT_S); near it, it saves a checkpoint "
         "and stops (docs/time-limits.md)",
     )
+
+    after: list[AfterCreate] | None = Field(
+        None,
+        description="runs and sweeps it waits for: it stays queued until they are done, and is cancelled "
+        "if one ends otherwise (docs/run-chains.md)",
+    )
+
+    def after_entries(self) -> list[dict[str, str]] | None:
+        """``after`` as the lifecycle takes it (what is not set left out)."""
+        return [a.model_dump(exclude_none=True) for a in self.after] if self.after is not None else None
 
 
 class TimeLimitChange(BaseModel):
@@ -191,6 +223,12 @@ class RunPublic(BaseModel):
     )
     stalled: bool = Field(False, description="running, but no progress and no output for its stall limit")
     stall: StallPublic | None = Field(None, description="while stalled: since when, and when it is cancelled")
+    after: list[AfterState] | None = Field(
+        None, description="what it waits for before it starts (docs/run-chains.md)"
+    )
+    init_from: str | None = Field(
+        None, description="the run whose last checkpoint's weights it starts from (its config's init_from)"
+    )
 
 
 class RunsPublic(BaseModel):
@@ -314,6 +352,10 @@ class QueuedEntry(BaseModel):
     pool: str = Field(description="gpu or cpu")
     queue_position: int | None = Field(None, description="its place in its pool in the fair order; 1 = next")
     priority: Priority = Priority.NORMAL
+    waiting_reason: str | None = Field(
+        None,
+        description="why it does not start now, where known: e.g. what it waits for (docs/run-chains.md)",
+    )
 
 
 class UserQueue(BaseModel):

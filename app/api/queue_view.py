@@ -46,7 +46,11 @@ def queue_public(manager: RunManager) -> QueuePublic:
             ],
             queued=[
                 QueuedEntry(
-                    name=r.name, pool=pool_of(r), queue_position=positions.get(r.name), priority=r.priority
+                    name=r.name,
+                    pool=pool_of(r),
+                    queue_position=positions.get(r.name),
+                    priority=r.priority,
+                    waiting_reason=manager.live(r.name).waiting_reason,
                 )
                 for r in queued
                 if r.owner == owner

@@ -14,7 +14,8 @@ to the trainer as ``LABRUN_IMAGE_ID`` (run.json names it); the code version is
 baked into the image (``LABRUN_CODE_VERSION``).
 
 What a run sees of the output directory (``_mounts``): its own run directory and its log, read-write,
-and the data cache, read-only; nothing else, so not the store nor another run's files, nor their names.
+the data cache, read-only, and, for a run started from another's checkpoint, that one file, read-only;
+nothing else, so not the store nor another run's other files.
 The service makes the run directory before the container starts; the trainer takes it, empty, as made for
 it (``LABRUN_RUN_DIR``). Every run has the same user (``user``): the mounts, not the uid, keep runs apart.
 
@@ -228,7 +229,21 @@ class DockerLauncher(Launcher):
         run that could write it could hand every later run of the same data config wrong samples). The
         store, the service's state and every other run's directory and log do not exist inside."""
         cache = _bind(self._data_cache(spec), spec.output_dir / DATA_CACHE_DIR, read_only=True)
-        return [_bind(run_dir, run_dir), *self._log_mounts(spec), cache]
+        return [_bind(run_dir, run_dir), *self._log_mounts(spec), cache, *self._init_mounts(spec, run_dir)]
+
+    def _init_mounts(self, spec: LaunchSpec, run_dir: Path) -> list[Mount]:
+        """The one checkpoint a run started from another run's reads (``init_from``: the service resolved
+        it, docs/run-chains.md), read-only at its host path: that file, not the other run's directory.
+        LaunchError for a path that is not a plain file of another run inside the output directory."""
+        path = RunEnv.from_env(spec.env).init_from_ckpt
+        if path is None:
+            return []
+        output_dir = Path(os.path.realpath(spec.output_dir))  # the service hands over a real path
+        reserved = (StateDir(output_dir).root, output_dir / DATA_CACHE_DIR, Path(os.path.realpath(run_dir)))
+        inside = output_dir in path.parents and not any(p in path.parents for p in reserved)
+        if not inside or Path(os.path.realpath(path)) != path or not path.is_file():
+            raise LaunchError(f"{path} is not a checkpoint of a run inside {output_dir}")
+        return [_bind(path, path, read_only=True)]
 
     @staticmethod
     def _log_mounts(spec: LaunchSpec) -> list[Mount]:

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import logging
 import shutil
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from app.errors import Forbidden, InsufficientStorage, InvalidRun, RunConflict, StoreUnavailable, TooManyRuns
+from app.lifecycle import dependencies
 from app.lifecycle.claims import KeyReused, first_free, new_record, scoped_key
 from app.lifecycle.live import Context
 from app.lifecycle.stalls import check_stall_limit
@@ -37,22 +39,28 @@ class Admission:
         stall_after_s: float | None = None,
         priority: Priority = Priority.NORMAL,
         time_limit_s: float | None = None,
+        after: Sequence[Mapping[str, Any]] | None = None,
     ) -> tuple[RunRecord, bool]:
         """Validate and queue ``owner``'s run; returns (run, replayed), replayed meaning an Idempotency-Key
         hit (a key is ``owner``'s own: another user's key of the same text is another key). ``defaults``:
         the default overrides it gets (None: the server's, app/defaults.py); ``stall_after_s``: its own
-        stall limit (app/lifecycle/stalls.py); ``time_limit_s``: the time limit it asks for (timelimits.py)."""
+        stall limit (app/lifecycle/stalls.py); ``time_limit_s``: the time limit it asks for (timelimits.py);
+        ``after``: what it waits for (dependencies.py)."""
         overrides = list(overrides)
         key = scoped_key(owner, idempotency_key)
         if key and (existing := self.store.get_by_idempotency_key(key)) is not None:
             return _replay(existing, overrides, config_name, rerun_of), True
         check_stall_limit(stall_after_s, self.settings)
         limit = self.time_limit(owner, time_limit_s)
+        deps = dependencies.parse(after)
+        dependencies.check_named(self.store, deps)
         plan = self.validator.plan(overrides, config_name, defaults)
+        dependencies.check_init_from(self.store, self.settings.output_dir, plan.job.get("init_from"), deps)
         self.check_priority(owner, priority, plan.gpu_need)
         self.check_can_queue(owner)
+        waits = [d.as_dict() for d in deps] or None
         try:
-            record = self._claim(plan, key, rerun_of, owner, stall_after_s, priority, limit)
+            record = self._claim(plan, key, rerun_of, owner, stall_after_s, priority, limit, waits)
         except IdempotencyKeyTaken:  # a concurrent request with the same key won
             return _replay(
                 self.store.get_by_idempotency_key(key or ""), overrides, config_name, rerun_of
@@ -69,6 +77,7 @@ class Admission:
         stall_after_s: float | None,
         priority: Priority,
         time_limit_s: float | None = None,
+        after: list[dict[str, str]] | None = None,
     ) -> RunRecord:
         """Store the plan's run under its name, or the next free one (a name the caller chose: only it)."""
 
@@ -87,6 +96,7 @@ class Admission:
                     stall_after_s=stall_after_s,
                     priority=priority,
                     time_limit_s=time_limit_s,
+                    after=after,
                 )
                 return self.store.insert(record)
             except NameTaken:
@@ -139,6 +149,9 @@ class Admission:
         once. Raises NameTaken / IdempotencyKeyTaken (nothing queued) for the caller to handle."""
         for record in records:
             self.check_priority(owner, record.priority, record.gpu_need)
+        deps = dependencies.of_record(records[0].after if records else None)  # a sweep's runs share it
+        for source in sorted({r.init_from for r in records if r.init_from}):
+            dependencies.check_init_from(self.store, self.settings.output_dir, source, deps)
         self.check_can_queue(owner, len(records))
         stored = self.store.insert_runs(records, sweep)
         self.live.wake()

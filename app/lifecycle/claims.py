@@ -50,8 +50,11 @@ def new_record(
     stall_after_s: float | None = None,
     priority: Priority = Priority.NORMAL,
     time_limit_s: float | None = None,
+    after: list[dict[str, str]] | None = None,
 ) -> RunRecord:
-    """A queued run's record, made from its plan (``idempotency_key`` as ``scoped_key`` made it)."""
+    """A queued run's record, made from its plan (``idempotency_key`` as ``scoped_key`` made it); its
+    ``init_from`` is its config's (docs/run-chains.md), ``after`` what it waits for."""
+    source = plan.job.get("init_from")
     return RunRecord(
         seq=0,
         name=plan.name,
@@ -72,4 +75,6 @@ def new_record(
         stall_after_s=stall_after_s,
         priority=priority,
         time_limit_s=time_limit_s,
+        after=after or None,
+        init_from=str(source) if source else None,
     )

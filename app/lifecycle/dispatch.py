@@ -14,6 +14,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
+from collections.abc import Set as AbstractSet
+from pathlib import Path
 
 from app.errors import EngineUnavailable
 from app.launchers.base import LaunchSpec
@@ -44,6 +47,10 @@ class Dispatcher:
         self.preempter = preempter
         self.store, self.launcher, self.live = ctx.store, ctx.launcher, ctx.live
         self._positions: tuple[float, dict[str, int]] = (0.0, {})
+        # (Under the lock.) Queued runs left out of every round: they wait for others (dependencies.py).
+        self.held: Callable[[], AbstractSet[str]] = frozenset
+        # A run's LABRUN_INIT_FROM_CKPT: the checkpoint it starts from (dependencies.py), or None
+        self.init_checkpoint: Callable[[RunRecord], Path | None] = lambda _record: None
 
     def loop(self) -> None:
         failures = 0
@@ -119,6 +126,9 @@ class Dispatcher:
 
         live = self.live
         queued, running = self.store.entries(RunStatus.QUEUED), self.store.entries(RunStatus.RUNNING)
+        held = self.held()
+        if held:
+            queued = [e for e in queued if e.name not in held]
         guard = self.ctx.guard.view() if self.ctx.guard is not None else None  # the last pass, cached
         outside = frozenset(guard.busy) if guard is not None else frozenset()
         preempter = self.preempter
@@ -289,6 +299,7 @@ class Dispatcher:
                     max_log_bytes=settings.max_log_bytes,  # for its log's writer (0: no bound)
                     preemptible=preemptible,
                     cancel_marker=self.launcher.files(record.name).cancel_marker if preemptible else None,
+                    init_from_ckpt=self.init_checkpoint(record),
                 ).to_env(),
             },
             gpu_need=record.gpu_need,
@@ -304,9 +315,9 @@ class Dispatcher:
         if self.live.order_dirty or time.monotonic() - at > 1.0:
             self.live.order_dirty = False
             try:
-                order = self.policy.order(
-                    self.store.entries(RunStatus.QUEUED), self.store.entries(RunStatus.RUNNING)
-                )
+                held = self.live.after_waiting  # runs that wait for others have no place in it yet
+                queued = [e for e in self.store.entries(RunStatus.QUEUED) if e.name not in held]
+                order = self.policy.order(queued, self.store.entries(RunStatus.RUNNING))
             except Exception as exc:  # a read must answer: the last order known is close enough
                 log.warning("computing queue positions failed: %s", exc)
                 return positions

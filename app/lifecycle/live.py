@@ -92,6 +92,7 @@ class LiveState:
         self.preempt_waiting: dict[
             str, str
         ] = {}  # queued run -> why: the runs it is preempting (replaced whole)
+        self.after_waiting: dict[str, str] = {}  # queued run -> what it waits for (dependencies.py; whole)
         self.wakeup = True  # the dispatcher has something to look at
         self.retry_at = 0.0  # when the dispatcher looks again by itself (0: only when woken)
         self.order_dirty = True  # the queue changed: queue positions are computed again
@@ -112,7 +113,12 @@ class LiveState:
     def of(self, name: str) -> RunLive:
         ending, attempt = self.ended.get(name), self.requeued.get(name)
         # (dicts replaced whole: no lock)
-        waiting = self.waiting_reason or self.gpu_waiting.get(name) or self.preempt_waiting.get(name)
+        waiting = (
+            self.after_waiting.get(name)  # first: until it is done, nothing else keeps the run waiting
+            or self.waiting_reason
+            or self.gpu_waiting.get(name)
+            or self.preempt_waiting.get(name)
+        )
         stall = self.stalls.get(name)
         if ending is None and attempt is None and waiting is None and stall is None:
             return NOTHING  # the common case, without making a value

@@ -4,8 +4,9 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from app.core.config import Settings
 from app.diskspace import DiskGuard
@@ -14,6 +15,7 @@ from app.gpus import GpuGuard
 from app.launchers.base import Launcher
 from app.lifecycle.admission import Admission
 from app.lifecycle.cancel import Canceller
+from app.lifecycle.dependencies import Dependencies, launch_checkpoint
 from app.lifecycle.dispatch import Dispatcher
 from app.lifecycle.limits import Limits, UserLimits
 from app.lifecycle.live import Context, LiveState, RunLive
@@ -73,6 +75,10 @@ class RunManager:
         policy = policy or FairSharePicking(self.fair)
         self.dispatcher = Dispatcher(ctx, policy, self.supervisor, inventory, self.preempter)
         self.recovery = Recovery(ctx, self.fair, self.supervisor, self.canceller, self.preempter)
+        # runs that wait for others, and runs that start from another's checkpoint (docs/run-chains.md)
+        self.dependencies = Dependencies(ctx)
+        self.dispatcher.held = self.dependencies.held
+        self.dispatcher.init_checkpoint = lambda record: launch_checkpoint(ctx, record)
         self.stalls = StallWatch(ctx, self.canceller)
         self.timekeeper = TimeKeeper(ctx)
         self.supervisor.timekeeper = self.timekeeper
@@ -92,6 +98,7 @@ class RunManager:
             loops.append(("poller", self.supervisor.poll_loop))
         loops.append(("timekeeper", self.timekeeper.loop))
         loops.append(("stallwatch", self.stalls.loop))
+        loops.append(("dependencies", self.dependencies.loop))
         for name, loop in loops:
             thread = threading.Thread(target=loop, name=f"labrun-{name}", daemon=True)
             thread.start()
@@ -149,7 +156,9 @@ class RunManager:
         stall_after_s: float | None = None,
         priority: Priority = Priority.NORMAL,
         time_limit_s: float | None = None,
+        after: Sequence[Mapping[str, Any]] | None = None,
     ) -> tuple[RunRecord, bool]:
+        """``after``: the runs and sweeps it waits for (docs/run-chains.md)."""
         return self.admission.submit(
             overrides,
             config_name,
@@ -159,6 +168,7 @@ class RunManager:
             stall_after_s=stall_after_s,
             priority=priority,
             time_limit_s=time_limit_s,
+            after=after,
         )
 
     def rerun(

@@ -295,6 +295,14 @@ MIGRATIONS: tuple[str, ...] = (
                         'attempt', NEW.attempts, 'time_limit_s', NEW.time_limit_s));
     END;
     """,
+    # 15: run chains (docs/run-chains.md): what a run waits for (``after``: a JSON list of {"run"|"sweep",
+    # "when"}) and the run whose checkpoint it starts from (``init_from``). The partial index keeps the
+    # dispatcher's look at the runs that wait as cheap as the number of such runs. New columns only.
+    """
+    ALTER TABLE runs ADD COLUMN after TEXT;
+    ALTER TABLE runs ADD COLUMN init_from TEXT;
+    CREATE INDEX runs_waiting ON runs (status) WHERE after IS NOT NULL;
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -18,11 +18,13 @@ SELECT = ", ".join(COLUMNS)
 _NEW = [c for c in COLUMNS if c != "seq"]  # a new row's seq is SQLite's to choose
 INSERT = f"INSERT INTO runs ({', '.join(_NEW)}) VALUES ({','.join('?' * len(_NEW))})"
 # How a field is kept in its column, where that is not the value itself.
-_JSON = frozenset({"overrides", "seed", "gpus", "resources", "default_overrides"})
+_JSON = frozenset({"overrides", "seed", "gpus", "resources", "default_overrides", "after"})
 
 
 def encode(column: str, value: Any) -> Any:
     """A field's value as its column keeps it."""
+    if column == "after" and not value:
+        return None  # SQL NULL, not "null": the index of waiting runs holds only runs that wait
     if column in _JSON:
         return json.dumps(value)
     if column == "status":

@@ -7,7 +7,7 @@
 - Records are decoded once per row content and shared among readers (they are frozen).
 
 ``RunStore(path)`` opens the database; the other entities' stores share it: ``store.users``,
-``store.sweeps``, ``store.attempts``.
+``store.sweeps``, ``store.attempts``, ``store.chains``.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from typing import Any, NamedTuple
 from app.models import TERMINAL, RunRecord, RunStatus, SweepRecord
 from app.store import run_overrides, run_rows
 from app.store.attempts import AttemptStore
+from app.store.chains import ChainStore
 from app.store.db import Database, Rollback, Row, unique_violation
 from app.store.errors import TerminalStateError
 from app.store.gpus import GpuStore
@@ -54,6 +55,7 @@ class RunStore:
         self.attempts = AttemptStore(self._db)
         self.gpus = GpuStore(self._db)  # the GPU guard's tables (app/gpus/)
         self.outbox = OutboxStore(self._db)  # notifications (app/notify/)
+        self.chains = ChainStore(self._db)  # what waiting runs wait for (app/lifecycle/dependencies.py)
         run_overrides.backfill(self._db)  # runs stored before the override index existed (once)
         self._counts: dict[tuple[str, tuple[Any, ...]], tuple[int, int]] = {}
         self._decoded: dict[Row, RunRecord] = {}  # a row, as read -> its record (see ``_select``)

@@ -550,6 +550,8 @@ function renderRun(run) {
     ["Priority", run.priority && run.priority !== "normal" ? run.priority : ""],
     ["Attempt", run.attempts > 1 ? String(run.attempts) : ""],
     ["Rerun of", run.rerun_of],
+    ["Waits for", afterText(run)],
+    ["Starts from", run.init_from ? `${run.init_from}'s last checkpoint (init_from)` : ""],
     ["Sweep", run.sweep ? `${run.sweep} (run #${run.sweep_index}; its page: #/sweeps/<name>)` : ""],
     ["Disk", run.disk_bytes != null ? bytes(run.disk_bytes) : ""],
     ["Deleted", run.deleted_at ? `${localTime(run.deleted_at)}${run.deleted_by ? ` by ${run.deleted_by}` : ""}` : ""],
@@ -562,6 +564,7 @@ function renderRun(run) {
       ...fields.flatMap(([k, v]) => {
         const dd = el("dd", { "data-field": k });
         if (k === "Rerun of") dd.append(el("a", { href: runHref(v), text: v }));
+        else if (k === "Starts from") dd.append(el("a", { href: runHref(run.init_from), text: v }));
         else dd.textContent = String(v);
         return [el("dt", { text: k }), dd];
       }),
@@ -569,6 +572,15 @@ function renderRun(run) {
   }
   setText($("run-overrides"), run.overrides.length ? run.overrides.join("\n") : "(none: the defaults)");
   if (run.log_tail && !$("log").textContent) setText($("log-note"), "the log's last lines, kept with the run");
+}
+
+// What a run waits for (docs/run-chains.md): "run A succeeded (running); sweep S ended (ended, done)".
+function afterText(run) {
+  return (run.after || []).map((d) => {
+    const kind = d.sweep ? "sweep" : "run";
+    const state = d.state ? ` (${d.state}${d.satisfied ? ", done" : ""})` : "";
+    return `${kind} ${d[kind]} ${d.when}${state}`;
+  }).join("; ");
 }
 
 function bytes(n) {

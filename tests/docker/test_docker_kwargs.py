@@ -273,3 +273,25 @@ def test_out_of_memory_flag_does_not_fail_a_run_that_exited_0(tmp_path, monkeypa
     assert outcome(1, True).reason == "killed: out of memory"
     assert outcome(137, False).reason == "killed by SIGKILL (signal 9, exit code 137)"  # not by labrun
     assert _exit_status(Container(attrs={"State": {"Status": "running"}})) is None
+
+
+def test_a_run_started_from_another_sees_that_checkpoint_alone_read_only(tmp_path, monkeypatch):
+    out = tmp_path / "outputs"
+    ckpt = out / "2026-11-27" / "source" / "ckpt" / "last.ckpt"
+    ckpt.parent.mkdir(parents=True)
+    ckpt.write_bytes(b"weights")
+    spec = make_spec(tmp_path, env={"LABRUN_INIT_FROM_CKPT": str(ckpt)})
+    kw = launcher(tmp_path, monkeypatch).create_kwargs(spec, IMAGE_ID)
+    [mount] = [m for m in kw["mounts"] if m["Source"] == str(ckpt)]
+    assert (mount["Target"], mount["ReadOnly"]) == (str(ckpt), True)
+    assert not [m for m in kw["mounts"] if m["Source"] == str(ckpt.parent.parent)]  # not its directory
+    assert kw["environment"]["LABRUN_INIT_FROM_CKPT"] == str(ckpt)
+    link = ckpt.with_name("link.ckpt")
+    link.symlink_to(out / ".labrun" / "runs.db")
+    for path in (link, tmp_path / "elsewhere.ckpt", out / ".labrun" / "runs.db"):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if not path.is_symlink():
+            path.write_bytes(b"x")
+        refused = make_spec(tmp_path, env={"LABRUN_INIT_FROM_CKPT": str(path)})
+        with pytest.raises(LaunchError, match="is not a checkpoint of a run inside"):
+            launcher(tmp_path, monkeypatch).create_kwargs(refused, IMAGE_ID)

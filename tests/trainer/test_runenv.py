@@ -30,6 +30,7 @@ EVERY_FIELD_SET = RunEnv(
     preempt_in_validation=0,
     preempt_at_step=5,
     kill_at_step=7,
+    init_from_ckpt=Path("/out/2026-01-01/source/ckpt/last.ckpt"),
 )
 
 

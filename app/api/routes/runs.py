@@ -36,6 +36,7 @@ from app.api.deps import (
     get_run,
 )
 from app.api.public import (
+    AfterState,
     ResumeRequest,
     RunCreate,
     RunPublic,
@@ -46,6 +47,7 @@ from app.api.public import (
 from app.api.routes.notify import NotifyDep
 from app.api.view import RunView
 from app.errors import InvalidRun
+from app.lifecycle import dependencies
 from app.lifecycle.timelimits import running_time
 from app.metrics import time_submission
 from app.models import RunRecord, RunStatus
@@ -77,6 +79,7 @@ async def submit_run(
         body.stall_after_s,
         body.priority,
         body.time_limit,
+        body.after_entries(),
     )
     notify.choose(record.name, events)
     new.created("runs", record.name, replayed)
@@ -183,15 +186,21 @@ def _statuses(values: list[str]) -> list[RunStatus]:
 
 @router.get("/{name}", response_model=RunPublic)
 async def read_run(name: str, store: StoreDep, view: ViewDep, files: FilesDep) -> Response:
-    """A rerun's answer also says whether its code differs from the original's (``app/runcode.py``)."""
+    """A rerun's answer also says whether its code differs from the original's (``app/runcode.py``); a run
+    that waits for others, the state of each (docs/run-chains.md)."""
     record = get_run(store, name)
     original = store.get(record.rerun_of) if record.rerun_of else None
-    if original is None or record.started_at is None:
+    update: dict[str, Any] = {}
+    if record.after:
+        deps = dependencies.of_record(record.after)
+        update["after"] = [AfterState(**s) for s in dependencies.states(store, deps)]
+    if original is not None and record.started_at is not None:
+        update["code_differs"] = await run_in_threadpool(
+            runcode.code_differs, files.output_dir, record.run_dir, original.run_dir
+        )
+    if not update:
         return _json(view.one_json(record))
-    differs = await run_in_threadpool(
-        runcode.code_differs, files.output_dir, record.run_dir, original.run_dir
-    )
-    return _json(view.one(record).model_copy(update={"code_differs": differs}).model_dump_json().encode())
+    return _json(view.one(record).model_copy(update=update).model_dump_json().encode())
 
 
 def _json(body: bytes) -> Response:

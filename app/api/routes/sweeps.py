@@ -47,6 +47,7 @@ async def submit_sweep(
         new.caller.name,
         body.priority,
         body.time_limit,
+        body.after_entries(),
     )
     notify.choose(sweep.name, events)
     new.created("sweeps", sweep.name, replayed)
