@@ -139,6 +139,17 @@ class Budgets:
         """(owner, pool) -> hours used within the window (every user who used any)."""
         return {key: s / HOUR_S for key, s in self._current().used.items()}
 
+    def report(self) -> list[tuple[str, Balance]]:
+        """(user, balance) of every user who used something within the window or has a budget (metrics)."""
+        used = self.used()
+        owners = {owner for owner, _ in used} | {u.name for u in self.users.list() if u.active}
+        window = self.settings.budget_window_days
+        return [
+            (owner, Balance(pool, used.get((owner, pool), 0.0), self.budget_hours(owner, pool), window))
+            for owner in sorted(owners)
+            for pool in (GPU, CPU)
+        ]
+
     def over(self) -> Callable[[str, str], Balance | None]:
         """A look-up for one dispatch round: (owner, pool) -> their balance if over budget, else None. Each
         owner's budget is read once per round."""

@@ -7,6 +7,7 @@ import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from app.budgets import Budgets
 from app.core.config import Settings
 from app.diskspace import DiskGuard
 from app.fairshare import FairShare
@@ -15,6 +16,7 @@ from app.launchers.base import Launcher
 from app.lifecycle.admission import Admission
 from app.lifecycle.cancel import Canceller
 from app.lifecycle.dispatch import Dispatcher
+from app.lifecycle.estimating import StartEstimates
 from app.lifecycle.limits import Limits, UserLimits
 from app.lifecycle.live import Context, LiveState, RunLive
 from app.lifecycle.picking import FairSharePicking, PickingPolicy
@@ -71,6 +73,10 @@ class RunManager:
             self.supervisor.preempted = self.preempter.ends
         policy = policy or FairSharePicking(self.fair)
         self.dispatcher = Dispatcher(ctx, policy, self.supervisor, inventory, self.preempter)
+        # GPU-hour budgets (app/budgets.py) and start estimates (estimating.py)
+        self.budgets = Budgets(settings, self.users, store)
+        self.dispatcher.budgets = self.budgets
+        self.estimates = StartEstimates(ctx, policy, self.budgets, self.preempter)
         self.recovery = Recovery(ctx, self.fair, self.supervisor, self.canceller, self.preempter)
         self.stalls = StallWatch(ctx, self.canceller)
         self._threads: list[threading.Thread] = []
@@ -89,6 +95,7 @@ class RunManager:
             loops.append(("poller", self.supervisor.poll_loop))
         loops.append(("timekeeper", self.canceller.time_loop))
         loops.append(("stallwatch", self.stalls.loop))
+        loops.append(("estimates", self.estimates.loop))
         for name, loop in loops:
             thread = threading.Thread(target=loop, name=f"labrun-{name}", daemon=True)
             thread.start()

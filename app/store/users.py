@@ -69,8 +69,7 @@ class UserStore:
         """The user's own allowance of high-priority GPUs (None: the server's)."""
         self._db.write("UPDATE users SET high_gpus = ? WHERE name = ?", (high_gpus, name))
 
-
-def set_budgets(self, name: str, gpu_hours: float | None, cpu_hours: float | None) -> None:
+    def set_budgets(self, name: str, gpu_hours: float | None, cpu_hours: float | None) -> None:
         """The user's own budgets (None: the server's; app/budgets.py)."""
         self._db.write(
             "UPDATE users SET budget_gpu_hours = ?, budget_cpu_hours = ? WHERE name = ?",
