@@ -33,6 +33,7 @@ def main(argv: list[str]) -> None:
     from bench import (
         cli_bench,
         curve_bench,
+        estimate_bench,
         hot_paths_bench,
         notify_bench,
         preempt_bench,
@@ -57,6 +58,8 @@ def main(argv: list[str]) -> None:
         notify = notify_bench.main(["--quick"] if quick else [])
         preemption = preempt_bench.main(["--quick"] if quick else [])
         print()
+        estimates = estimate_bench.main(["--quick"] if quick else [])
+        print()
         # labrun, then Ray Jobs (its own venv, bench/.ray-venv), then a bare server: one at a time
         hot = hot_paths_bench.main(["--quick"] if quick else [])
     machine = f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_implementation()} {platform.python_version()}"
@@ -74,6 +77,7 @@ def main(argv: list[str]) -> None:
                 "store": store,
                 "notify": notify,
                 "preemption": preemption,
+                "estimates": estimates,
                 "hot_paths": hot,
             },
             indent=2,

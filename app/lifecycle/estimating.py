@@ -162,31 +162,40 @@ class StartEstimates:
             self.durations.seen_to = time.time()  # nothing yet: later looks read only what is new
 
     def _length(self, entry: Any, request: tuple[str, str] | None, now: float) -> float | None:
-        """How long a queued run is expected to run: like similar runs, at most its time limit's rest."""
-        typical = self.durations.of(*request) if request is not None else None
-        if typical is not None:
-            typical = max(0.0, typical - entry.ran_s)
-        left = timelimits.remaining(entry, now)
-        if left is None:
-            return typical
-        return left if typical is None else min(typical, left)
+        return expected_length(entry, self.durations.of(*request) if request is not None else None, now)
 
     def _ending(self, entry: Any, run_dir: str | None, request: tuple[str, str] | None, now: float) -> Ending:
-        """When a running run is expected to end: from its progress (the time it took so far for the
-        fraction done), else like similar runs; never after its time limit."""
-        ran = timelimits.running_time(entry, now)
         progress = (self.files.progress(run_dir) or {}).get("progress") or {} if run_dir else {}
-        fraction = progress.get("fraction")
-        ends_in: float | None = None
-        why, sure = "", Sureness.NONE
-        if isinstance(fraction, int | float) and MIN_FRACTION <= fraction < 1:
-            ends_in = ran * (1 - fraction) / fraction
-            epoch, total = progress.get("epoch"), progress.get("max_epochs")
-            why = f"epoch {epoch + 1} of {total}" if epoch is not None and total else f"{fraction:.0%} done"
-            sure = Sureness.HIGH if fraction >= 0.1 else Sureness.MEDIUM
-        elif request is not None and (typical := self.durations.of(*request)) is not None:
-            ends_in, why, sure = max(0.0, typical - ran), "like similar runs", Sureness.LOW
-        left = timelimits.remaining(entry, now)
-        if left is not None and (ends_in is None or left < ends_in):
-            ends_in, why, sure = left, "its time limit", Sureness.MEDIUM
-        return Ending(entry, ends_in, why, sure)
+        typical = self.durations.of(*request) if request is not None else None
+        return expected_end(entry, progress, typical, now)
+
+
+def expected_end(entry: Any, progress: dict[str, Any], typical: float | None, now: float) -> Ending:
+    """When a running run is expected to end: from its progress (the time it took so far for the fraction
+    done), else like similar runs (``typical``: their running time); never after its time limit."""
+    ran = timelimits.running_time(entry, now)
+    fraction = progress.get("fraction")
+    ends_in: float | None = None
+    why, sure = "", Sureness.NONE
+    if isinstance(fraction, int | float) and MIN_FRACTION <= fraction < 1:
+        ends_in = ran * (1 - fraction) / fraction
+        epoch, total = progress.get("epoch"), progress.get("max_epochs")
+        why = f"epoch {epoch + 1} of {total}" if epoch is not None and total else f"{fraction:.0%} done"
+        sure = Sureness.HIGH if fraction >= 0.1 else Sureness.MEDIUM
+    elif typical is not None:
+        ends_in, why, sure = max(0.0, typical - ran), "like similar runs", Sureness.LOW
+    left = timelimits.remaining(entry, now)
+    if left is not None and (ends_in is None or left < ends_in):
+        ends_in, why, sure = left, "its time limit", Sureness.MEDIUM
+    return Ending(entry, ends_in, why, sure)
+
+
+def expected_length(entry: Any, typical: float | None, now: float) -> float | None:
+    """How long a queued run is expected to run: like similar runs (less what it ran before a preemption),
+    at most what its time limit leaves."""
+    if typical is not None:
+        typical = max(0.0, typical - entry.ran_s)
+    left = timelimits.remaining(entry, now)
+    if left is None:
+        return typical
+    return left if typical is None else min(typical, left)
