@@ -23,12 +23,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from app.fairshare import FairShare  # noqa: E402
-from app.lifecycle.estimates import Situation, Waiting, estimate  # noqa: E402
-from app.lifecycle.estimating import expected_end, expected_length  # noqa: E402
-from app.lifecycle.picking import Candidate, FairSharePicking, Round  # noqa: E402
-from app.scheduling import Slots  # noqa: E402
-from app.store import QueueEntry  # noqa: E402
+from app.fairshare import FairShare
+from app.lifecycle.estimates import Situation, Waiting, estimate
+from app.lifecycle.estimating import expected_end, expected_length
+from app.lifecycle.picking import Candidate, FairSharePicking, Round
+from app.scheduling import Slots
+from app.store import QueueEntry
 
 DAY_S = 86400.0
 FLOOR_S = 600.0  # waits shorter than this are measured against this (a 10 s error on a 5 s wait is fine)

@@ -164,7 +164,7 @@ def start_text(run: dict[str, Any], now: dt.datetime | None = None) -> str:
     """The ``ls`` column of a queued run: ``~40 min`` (its estimated start, from now), ``?`` if unknown."""
     estimate = run.get("estimate") if run.get("status") == "queued" else None
     if not isinstance(estimate, dict):
-        return "-" if run.get("status") != "queued" else ""
+        return "-" if run.get("status") != "queued" else "?"
     at = parse_time(estimate.get("start_at"))
     if at is None:
         return "?"

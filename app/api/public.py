@@ -337,7 +337,7 @@ def budget_public(balance: Any) -> BudgetPublic:
     """An ``app.budgets.Balance`` as its wire model."""
     return BudgetPublic(
         pool=balance.pool,
-        used_hours=round(balance.used_hours, 3),
+        used_hours=round(balance.used_hours, 6),  # (to the second)
         budget_hours=balance.budget_hours,
         window_days=balance.window_days,
         over=balance.over,

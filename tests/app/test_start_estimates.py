@@ -3,12 +3,11 @@ simulated day of runs played by the real picking policy (bench/estimate_bench.py
 
 from __future__ import annotations
 
-from bench.estimate_bench import errors, simulate_day
-
 from app.fairshare import FairShare
 from app.lifecycle.estimates import Ending, Situation, Sureness, Waiting, estimate
 from app.lifecycle.picking import FairSharePicking
 from app.store import QueueEntry
+from bench.estimate_bench import errors, simulate_day
 
 NOW = 1_000_000.0
 
@@ -48,21 +47,25 @@ def test_no_time_when_what_it_waits_for_cannot_be_guessed_and_over_budget_said_f
     running = Ending(_entry(1, "x"), None)
     queued = Waiting(_entry(2, "y", owner="ben", priority="low"), 100.0, note="over budget: runs as low")
     found = estimate(Situation(NOW, [queued], [running], (0,), 1), _policy())["y"]
-    assert found.start_at is None and found.sure == Sureness.NONE
+    assert found.start_at is None
+    assert found.sure == Sureness.NONE
     assert found.reason.startswith("over budget: runs as low; unknown")
 
 
 def test_a_free_gpu_means_the_next_round_and_outside_gpus_mean_no_estimate() -> None:
     free = estimate(Situation(NOW, [Waiting(_entry(1, "y"), 10.0)], [], (0, 1), 1), _policy())["y"]
-    assert free.start_at == NOW and "next round" in free.reason
+    assert free.start_at == NOW
+    assert "next round" in free.reason
     outside = Situation(NOW, [Waiting(_entry(1, "y", 2), 10.0)], [], (0, 1), 1, outside=frozenset({1}))
     found = estimate(outside, _policy())["y"]
-    assert found.start_at is None and "busy outside labrun" in found.reason
+    assert found.start_at is None
+    assert "busy outside labrun" in found.reason
 
 
 def test_a_cluster_places_runs_itself() -> None:
     found = estimate(Situation(NOW, [Waiting(_entry(1, "y"), 10.0)], [], (), 1, places_runs=True), _policy())
-    assert found["y"].start_at is None and "cluster" in found["y"].reason
+    assert found["y"].start_at is None
+    assert "cluster" in found["y"].reason
 
 
 def test_estimates_over_a_simulated_day_are_within_the_measured_error() -> None:
@@ -71,6 +74,7 @@ def test_estimates_over_a_simulated_day_are_within_the_measured_error() -> None:
     (bench/estimate_bench.py). The bound leaves room for a change in the policy's tie-breaking."""
     runs = [run for seed in (1, 2, 3) for run in simulate_day(seed)]
     e = errors(runs)
-    assert e["estimated"] >= 200 and e["unknown"] == 0
+    assert e["estimated"] >= 200
+    assert e["unknown"] == 0
     assert e["median_fraction"] <= 0.3
     assert e["p90_fraction"] <= 1.0
