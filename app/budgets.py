@@ -16,6 +16,7 @@ an admin allows them.
 
 from __future__ import annotations
 
+import heapq
 import threading
 import time
 from collections import defaultdict
@@ -65,34 +66,81 @@ def over_budget_reason(balance: Balance) -> str:
 
 
 class Ledger:
-    """Attempts that ended within the window (no I/O): (name, attempt) -> what it used."""
+    """Attempts that ended within the window (no I/O), with running totals per (owner, pool): a look costs
+    what changed since the last one, not every attempt in the window. The window's start only moves on
+    (``now`` never goes back): attempts that ended before it are dropped, and the few that straddle it
+    (started before it, ended after) are counted for their part inside it at each look."""
 
     def __init__(self, window_s: float) -> None:
         self.window_s = window_s
-        self._ran: dict[tuple[str, int], Ran] = {}
+        self._ran: dict[tuple[str, int], Ran] = {}  # (name, attempt) -> what it used
+        self._whole: dict[tuple[str, str], float] = defaultdict(float)  # unit-seconds of those wholly inside
+        self._by_end: list[tuple[float, tuple[str, int]]] = []  # heaps (lazy: an entry may be stale)
+        self._by_start: list[tuple[float, tuple[str, int]]] = []
+        self._straddling: set[tuple[str, int]] = set()
 
     def add(self, attempts: Iterable[Ran]) -> None:
         for ran in attempts:
-            self._ran[(ran.name, ran.attempt)] = ran
+            key = (ran.name, ran.attempt)
+            old = self._ran.get(key)
+            if old == ran:
+                continue  # read again (the look's slack): already counted
+            if old is not None:
+                self._drop(key, old)
+            self._ran[key] = ran
+            self._whole[_who(ran)] += _amount(ran)
+            heapq.heappush(self._by_end, (ran.finished_at, key))
+            heapq.heappush(self._by_start, (ran.started_at, key))
 
     def prune(self, now: float) -> None:
-        since = now - self.window_s
-        self._ran = {key: r for key, r in self._ran.items() if r.finished_at > since}
+        self._advance(now - self.window_s)
 
     def used(self, now: float, running: Sequence[QueueEntry]) -> dict[tuple[str, str], float]:
         """(owner, pool) -> unit-seconds used within the window up to ``now``."""
         since = now - self.window_s
+        self._advance(since)
         used: dict[tuple[str, str], float] = defaultdict(float)
-        for r in self._ran.values():
-            seconds = min(r.finished_at, now) - max(r.started_at, since)
-            if seconds > 0:
-                used[(r.owner or "", GPU if r.gpu_need else CPU)] += seconds * (r.gpu_need or 1)
+        for who, amount in self._whole.items():
+            if amount > 1e-6:
+                used[who] += amount
+        for key in self._straddling:
+            r = self._ran[key]
+            used[_who(r)] += max(0.0, min(r.finished_at, now) - since) * (r.gpu_need or 1)
         for e in running:
             if e.started_at is not None:
                 seconds = now - max(e.started_at, since)
                 if seconds > 0:
                     used[(e.owner or "", pool_of(e))] += seconds * (e.gpu_need or 1)
         return dict(used)
+
+    def _advance(self, since: float) -> None:
+        """Drop what ended before ``since``; what started before it and ended after now straddles it."""
+        while self._by_end and self._by_end[0][0] <= since:
+            end, key = heapq.heappop(self._by_end)
+            r = self._ran.get(key)
+            if r is not None and r.finished_at == end:
+                self._drop(key, r)
+        while self._by_start and self._by_start[0][0] < since:
+            start, key = heapq.heappop(self._by_start)
+            r = self._ran.get(key)
+            if r is not None and r.started_at == start and key not in self._straddling:
+                self._whole[_who(r)] -= _amount(r)
+                self._straddling.add(key)
+
+    def _drop(self, key: tuple[str, int], ran: Ran) -> None:
+        if key in self._straddling:
+            self._straddling.discard(key)
+        else:
+            self._whole[_who(ran)] -= _amount(ran)
+        del self._ran[key]
+
+
+def _who(ran: Ran) -> tuple[str, str]:
+    return (ran.owner or "", GPU if ran.gpu_need else CPU)
+
+
+def _amount(ran: Ran) -> float:
+    return max(0.0, ran.finished_at - ran.started_at) * (ran.gpu_need or 1)
 
 
 @dataclass(frozen=True)
@@ -113,14 +161,22 @@ class Budgets:
         self._seen_to: float | None = None  # what ended up to this time has been read
         self._loaded_at = 0.0
         self._totals: _Totals | None = None
+        self._enabled: tuple[int, bool] | None = None
         self._lock = threading.Lock()
 
     def enabled(self) -> bool:
-        """Whether any budget may be in force (the server's, or any user's own)."""
-        s = self.settings
+        """Whether any budget may be in force (the server's, or any user's own); kept per store version (a
+        budget set is a write)."""
+        s, version = self.settings, self.store.version
         if s.budget_gpu_hours or s.budget_cpu_hours:
             return True
-        return any(u.budget_gpu_hours or u.budget_cpu_hours for u in self.users.list())
+        kept = self._enabled
+        if kept is None or kept[0] != version:
+            kept = self._enabled = (
+                version,
+                any(u.budget_gpu_hours or u.budget_cpu_hours for u in self.users.list()),
+            )
+        return kept[1]
 
     def budget_hours(self, owner: str, pool: str) -> float | None:
         user, s = self.users.get(owner), self.settings
@@ -153,6 +209,8 @@ class Budgets:
     def over(self) -> Callable[[str, str], Balance | None]:
         """A look-up for one dispatch round: (owner, pool) -> their balance if over budget, else None. Each
         owner's budget is read once per round."""
+        if not self.enabled():  # no budget anywhere: the dispatcher's rounds read nothing more
+            return _never
         totals, known = self._current(), {}
 
         def over(owner: str, pool: str) -> Balance | None:
@@ -198,6 +256,10 @@ class Budgets:
         self.ledger.add(self.store.ledger.ended_since(since))
         self.ledger.prune(now)
         self._seen_to = now
+
+
+def _never(_owner: str, _pool: str) -> Balance | None:
+    return None
 
 
 def runs_as(entry: QueueEntry, over: Callable[[str, str], Balance | None]) -> QueueEntry:
