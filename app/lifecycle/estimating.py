@@ -77,6 +77,7 @@ class StartEstimates:
         self._low: dict[str, str] = {}  # run -> why it starts (or runs) as low: its owner is over budget
         self._at: tuple[int, float] | None = None  # (store version, monotonic) of what is kept
         self._lock = threading.Lock()
+        self._cost = 0.0  # seconds the last computation took
 
     def of(self, name: str) -> Estimate | None:
         """The kept estimate of a queued run (None: none yet, or not queued)."""
@@ -104,9 +105,11 @@ class StartEstimates:
         at = self._at
         if not force and at is not None:
             age = mono - at[1]
-            if age < MIN_S or (at[0] == store.version and age < KEPT_S):
+            # a long queue costs more to play: then no more than a tenth of the time goes to it
+            if age < max(MIN_S, 10 * self._cost) or (at[0] == store.version and age < KEPT_S):
                 return False
         with self._lock:
+            began = time.perf_counter()
             version = store.version  # read before the store: a write meanwhile leaves it stale
             situation = self.situation()
             self._kept = estimate(situation, self.policy)
@@ -116,6 +119,7 @@ class StartEstimates:
                 if e.entry.name in self.ctx.live.budget_low
             }
             self._at = (version, time.monotonic())
+            self._cost = time.perf_counter() - began
         return True
 
     def situation(self, now: float | None = None) -> Situation:
