@@ -154,3 +154,31 @@ def test_over_budget_runs_as_low_is_preempted_by_a_normal_run_and_the_balance_is
     metrics = ana.get("/metrics").text
     assert 'labrun_budget_used_hours{pool="cpu",user="ana"}' in metrics
     assert 'labrun_budget_hours{pool="cpu",user="ana"}' in metrics
+
+
+def test_over_budget_is_decided_at_each_pick_and_a_user_back_under_gets_their_class_back(tmp_path) -> None:
+    from service_helpers import queued_record
+
+    from app.budgets import Budgets, runs_as
+    from app.core.config import Settings
+    from app.models import RunStatus
+    from app.store import RunStore
+    from app.users import Users
+
+    store = RunStore(tmp_path / "runs.db")
+    users = Users(store)
+    users.add("ana")
+    run = store.insert(queued_record("a1", gpu_need=2, owner="ana"))
+    now = time.time()
+    store.mark_running(run.name, "h", [0, 1], started_at=now - 1800)
+    store.finish(run.name, [RunStatus.RUNNING], RunStatus.SUCCEEDED, finished_at=now - 900)
+    budgets = Budgets(Settings(output_dir=tmp_path, budget_gpu_hours=0.4), users, store)
+    waiting = QueueEntry(2, "a2", "ana", 1, None, "high")
+    over = budgets.over()
+    assert over("ana", "gpu") is not None  # 2 GPUs x 15 min = 0.5 GPU-hours, over 0.4
+    assert runs_as(waiting, over).priority == "low"
+    assert budgets.balance("ana", "gpu").used_hours == pytest.approx(0.5, abs=1e-6)
+    assert budgets.over()("ana", "cpu") is None  # CPU runs: no budget
+    users.set_budgets("ana", gpu_hours=1.0)  # an admin raises her budget: her next pick is high again
+    assert runs_as(waiting, budgets.over()) is waiting
+    store.close()
