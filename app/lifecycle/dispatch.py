@@ -330,9 +330,11 @@ class Dispatcher:
         if self.live.order_dirty or time.monotonic() - at > 1.0:
             self.live.order_dirty = False
             try:
-                order = self.policy.order(
-                    self.store.entries(RunStatus.QUEUED), self.store.entries(RunStatus.RUNNING)
-                )
+                queued = self.store.entries(RunStatus.QUEUED)
+                if self.budgets is not None:  # a run of a user over budget takes its place as low
+                    over = self.budgets.over()
+                    queued = [runs_as(e, over) for e in queued]
+                order = self.policy.order(queued, self.store.entries(RunStatus.RUNNING))
             except Exception as exc:  # a read must answer: the last order known is close enough
                 log.warning("computing queue positions failed: %s", exc)
                 return positions

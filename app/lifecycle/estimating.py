@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from app.budgets import Budgets, over_budget_reason, runs_as
 from app.lifecycle import timelimits
 from app.lifecycle.estimates import Ending, Estimate, Situation, Sureness, Waiting, estimate
+from app.lifecycle.limits import UserLimits
 from app.models import Priority, RunStatus
 from app.runfiles import RunFiles
 from app.store.ledger import Took
@@ -145,6 +146,13 @@ class StartEstimates:
             endings.append(self._ending(seen, record.run_dir if record else None, requests.get(e.name), now))
         guard = ctx.guard.view() if ctx.guard is not None else None
         slots = live.slots
+        known: dict[str, UserLimits] = {}
+
+        def limits(owner: str) -> UserLimits:  # read once per owner: the play asks at every round
+            if owner not in known:
+                known[owner] = ctx.limits.of(owner)
+            return known[owner]
+
         return Situation(
             now=now,
             queued=waiting,
@@ -153,8 +161,8 @@ class StartEstimates:
             max_cpu_runs=slots.max_cpu_runs,
             places_runs=slots.unlimited,
             outside=frozenset(guard.busy) if guard is not None else frozenset(),
-            gpu_cap=lambda owner: ctx.limits.of(owner).max_gpus,
-            high_cap=lambda owner: ctx.limits.of(owner).high_gpus,
+            gpu_cap=lambda owner: limits(owner).max_gpus,
+            high_cap=lambda owner: limits(owner).high_gpus,
             preemptible=self.preempter.preemptible() if self.preempter is not None else frozenset(),
         )
 
