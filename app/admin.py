@@ -6,6 +6,7 @@
     users token NAME             a new token (the old one stops working); prints it once
     users revoke NAME            the token stops working at once
     users limits NAME [--max-gpus N] [--max-queued N] [--max-run-time S] [--stall-after S] [--high-gpus N]
+                [--gpu-hours H] [--cpu-hours H]
                       [--clear]
 """
 
@@ -50,6 +51,15 @@ def parser() -> argparse.ArgumentParser:
         type=int,
         help="GPUs their high-priority runs may hold at once (0: no high-priority runs; docs/priorities.md)",
     )
+    limits.add_argument(
+        "--gpu-hours",
+        type=float,
+        help="GPU-hours per budget window before their runs start as low (0: no budget; "
+        "docs/budgets-and-estimates.md)",
+    )
+    limits.add_argument(
+        "--cpu-hours", type=float, help="CPU run-hours per budget window before their CPU runs start as low"
+    )
     limits.add_argument("--clear", action="store_true", help="back to the server's limits")
     return ap
 
@@ -73,15 +83,7 @@ def main(argv: list[str]) -> int:
             users.revoke(args.name)
             print(f"{args.name}: revoked; their token no longer works (a new one: users token {args.name})")
         elif args.command == "limits":
-            user = users.set_limits(args.name, args.max_gpus, args.max_queued, args.max_run_time, args.clear)
-            if args.stall_after is not None or args.clear:
-                user = users.set_stall_after(args.name, None if args.clear else args.stall_after)
-            if args.high_gpus is not None or args.clear:
-                user = users.set_high_gpus(args.name, None if args.clear else args.high_gpus)
-            print(
-                f"{user.name}: max_gpus={user.max_gpus} max_queued={user.max_queued} max_run_s={user.max_run_s}"
-                f" high_gpus={user.high_gpus}"
-            )
+            _limits(users, args)
         else:
             for u in users.list():
                 state = "active" if u.active else "revoked"
@@ -95,6 +97,21 @@ def main(argv: list[str]) -> int:
     finally:
         store.close()
     return 0
+
+
+def _limits(users: Users, args: argparse.Namespace) -> None:
+    user = users.set_limits(args.name, args.max_gpus, args.max_queued, args.max_run_time, args.clear)
+    if args.stall_after is not None or args.clear:
+        user = users.set_stall_after(args.name, None if args.clear else args.stall_after)
+    if args.high_gpus is not None or args.clear:
+        user = users.set_high_gpus(args.name, None if args.clear else args.high_gpus)
+    if args.gpu_hours is not None or args.cpu_hours is not None or args.clear:
+        user = users.set_budgets(args.name, args.gpu_hours, args.cpu_hours, args.clear)
+    print(
+        f"{user.name}: max_gpus={user.max_gpus} max_queued={user.max_queued} max_run_s={user.max_run_s}"
+        f" high_gpus={user.high_gpus} budget_gpu_hours={user.budget_gpu_hours}"
+        f" budget_cpu_hours={user.budget_cpu_hours}"
+    )
 
 
 def _token_out(name: str, token: str, what: str) -> None:

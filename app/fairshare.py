@@ -19,7 +19,7 @@ import math
 import threading
 import time
 from collections import defaultdict, deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TypeVar
 
 from app.models import RunRecord
@@ -39,8 +39,10 @@ def weight(record: RunRecord | QueueEntry) -> int:
 
 
 class FairShare:
-    def __init__(self, half_life_s: float) -> None:
+    def __init__(self, half_life_s: float, clock: Callable[[], float] = time.time) -> None:
+        """``clock``: what time it is (a simulation plays the queue in its own time)."""
         self.half_life = half_life_s
+        self.clock = clock
         self._rate = math.log(2) / half_life_s
         self._usage: dict[tuple[str, str], tuple[float, float]] = {}  # (owner, pool) -> (value, as_of)
         self._lock = threading.Lock()
@@ -106,7 +108,7 @@ class FairShare:
     def order(self, queued: Sequence[Entry], running: Sequence[RunRecord | QueueEntry]) -> list[Entry]:
         """The queued runs in the order the dispatcher takes them: per pool, the user with the least
         (recent usage, runs running or already placed in this order, oldest queued run) first."""
-        now = time.time()
+        now = self.clock()
         ordered: list[Entry] = []
         for pool in (CPU, GPU):
             mine = [r for r in queued if pool_of(r) == pool]

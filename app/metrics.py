@@ -16,6 +16,9 @@ lifecycle stays free of metrics code, a restart loses nothing that the store kno
                                            state, app/lifecycle/stalls.py: not in the store)
     labrun_runs_by_priority{priority, status}  queued and running runs per class (docs/priorities.md)
     labrun_preemptions_total{priority}     attempts that ended preempted, by the class of the run preempted
+    labrun_budget_used_hours{user, pool}   GPU-hours (pool gpu) or CPU run-hours (pool cpu) used within the
+                                           budget window, running runs up to now (app/budgets.py)
+    labrun_budget_hours{user, pool}        the user's budget per window, where they have one
 
 plus the client library's ``process_*`` and ``python_gc_*`` metrics. The dispatch histogram observes each
 run that starts while the service is up, once: every scrape reads the runs started since a watermark on
@@ -187,6 +190,35 @@ class StalledRunsCollector(Collector):
         )
 
 
+class BudgetCollector(Collector):
+    """``labrun_budget_used_hours`` and ``labrun_budget_hours`` per user and pool (asked at each scrape;
+    the budgets keep their totals, ``app/budgets.py``)."""
+
+    def __init__(self, report: Callable[[], Iterable[tuple[str, Any]]]) -> None:
+        self.report = report
+
+    def describe(self) -> list[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        used = GaugeMetricFamily(
+            "labrun_budget_used_hours",
+            "GPU-hours (pool gpu) or CPU run-hours (pool cpu) used within the budget window",
+            labels=["user", "pool"],
+        )
+        budget = GaugeMetricFamily(
+            "labrun_budget_hours",
+            "The user's budget per window, where they have one",
+            labels=["user", "pool"],
+        )
+        for user, balance in self.report():
+            used.add_metric([user, balance.pool], balance.used_hours)
+            if balance.budget_hours is not None:
+                budget.add_metric([user, balance.pool], balance.budget_hours)
+        yield used
+        yield budget
+
+
 class ServiceMetrics:
     """One app's registry: the store collector, the submission histogram, process and GC metrics. Made in
     the app's start-up (``lifespan``) so that the dispatch watermark starts there."""
@@ -197,12 +229,15 @@ class ServiceMetrics:
         gpus: tuple[int, ...],
         outside: Callable[[], Iterable[int]] = tuple,
         stalled: Callable[[], int] | None = None,
+        budgets: Callable[[], Iterable[tuple[str, Any]]] | None = None,
     ) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
         self.runs = RunStoreCollector(store, gpus, outside)
         self.registry.register(self.runs)
         if stalled is not None:
             self.registry.register(StalledRunsCollector(stalled))
+        if budgets is not None:
+            self.registry.register(BudgetCollector(budgets))
         self.submission = Histogram(
             "labrun_submission_seconds",
             "POST /runs: seconds from the request to its answer",

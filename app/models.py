@@ -124,6 +124,8 @@ class User:
     high_gpus: int | None = (
         None  # GPUs their high-priority runs may hold at once (None: the server's default)
     )
+    budget_gpu_hours: float | None = None  # GPU-hours per budget window (None: the server's; 0: none)
+    budget_cpu_hours: float | None = None  # CPU run-hours per budget window (None: the server's; 0: none)
 
     @property
     def active(self) -> bool:

@@ -107,6 +107,23 @@ class Users:
         self._table.set_high_gpus(name, high_gpus)
         return self._existing(name)
 
+    def set_budgets(
+        self, name: str, gpu_hours: float | None = None, cpu_hours: float | None = None, clear: bool = False
+    ) -> User:
+        """The user's own GPU-hour and CPU-hour budgets per window (docs/budgets-and-estimates.md): None keeps
+        one as it is; ``clear``: both back to the server's. 0: no budget (unbounded)."""
+        user = self._existing(name)
+        for key, value in (("gpu_hours", gpu_hours), ("cpu_hours", cpu_hours)):
+            if value is not None and value < 0:
+                raise InvalidRun(f"{key} must be >= 0, got {value}")
+        if clear:
+            gpu_hours = cpu_hours = None
+        else:
+            gpu_hours = user.budget_gpu_hours if gpu_hours is None else gpu_hours
+            cpu_hours = user.budget_cpu_hours if cpu_hours is None else cpu_hours
+        self._table.set_budgets(name, gpu_hours, cpu_hours)
+        return self._existing(name)
+
     def authenticate(self, token: str) -> User | None:
         """The active user whose token this is, or None."""
         name, _, secret = token.strip().rpartition(".")

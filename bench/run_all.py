@@ -34,6 +34,7 @@ def main(argv: list[str]) -> None:
         archive_bench,
         cli_bench,
         curve_bench,
+        estimate_bench,
         hot_paths_bench,
         notify_bench,
         preempt_bench,
@@ -58,6 +59,8 @@ def main(argv: list[str]) -> None:
         notify = notify_bench.main(["--quick"] if quick else [])
         preemption = preempt_bench.main(["--quick"] if quick else [])
         print()
+        estimates = estimate_bench.main(["--quick"] if quick else [])
+        print()
         # labrun, then Ray Jobs (its own venv, bench/.ray-venv), then a bare server: one at a time
         hot = hot_paths_bench.main(["--quick"] if quick else [])
         print()
@@ -77,6 +80,7 @@ def main(argv: list[str]) -> None:
                 "store": store,
                 "notify": notify,
                 "preemption": preemption,
+                "estimates": estimates,
                 "hot_paths": hot,
                 "run_files": files,
             },

@@ -289,7 +289,11 @@ def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - a parser build
     json_option(p)
     gpus_cli.add_actions(p, common)
 
-    p = command("usage", cmd_usage, "disk space: what runs take, what is free, the largest runs")
+    p = command(
+        "usage",
+        cmd_usage,
+        "disk space (what runs take, what is free, the largest runs) and your GPU-hour budget",
+    )
     json_option(p)
 
     p = command("notify", notify_cli.cmd_notify, "notifications of your runs' ends: your destinations")
@@ -619,7 +623,12 @@ def cmd_gpus(client: Client, args: argparse.Namespace) -> int:
 
 def cmd_usage(client: Client, args: argparse.Namespace) -> int:
     usage = client.usage()
-    _print_json(usage) if args.json else render.usage_view(usage)
+    mine = client.my_usage()
+    if args.json:
+        _print_json({**usage, "budgets": mine.get("budgets", [])})
+    else:
+        render.usage_view(usage)
+        render.budgets_view(mine)
     return EXIT_OK
 
 

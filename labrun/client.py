@@ -219,6 +219,10 @@ class Client:
     def usage(self) -> dict[str, Any]:
         return self._json(self._request("GET", "/usage"))
 
+    def my_usage(self) -> dict[str, Any]:
+        """GET /me/usage: the caller's GPU-hour and CPU-hour budgets and what they used."""
+        return self._json(self._request("GET", "/me/usage"))
+
     def compare(self, names: list[str]) -> dict[str, Any]:
         """GET /runs/compare: each name its own ``name=`` parameter (names may contain commas)."""
         return self._json(self._request("GET", "/runs/compare", params=[("name", n) for n in names]))

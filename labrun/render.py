@@ -173,6 +173,30 @@ def progress_text(run: dict[str, Any]) -> str:
     return f"{frac:.0%}" + (f" {epoch}" if epoch else "")
 
 
+def start_text(run: dict[str, Any], now: dt.datetime | None = None) -> str:
+    """The ``ls`` column of a queued run: ``~40 min`` (its estimated start, from now), ``?`` if unknown."""
+    estimate = run.get("estimate") if run.get("status") == "queued" else None
+    if not isinstance(estimate, dict):
+        return "-" if run.get("status") != "queued" else "?"
+    at = parse_time(estimate.get("start_at"))
+    if at is None:
+        return "?"
+    seconds = (at - (now or dt.datetime.now(dt.UTC))).total_seconds()
+    return "now" if seconds < 30 else f"~{duration(seconds)}"
+
+
+def estimate_text(run: dict[str, Any]) -> str | None:
+    """``labrun show``'s line: when it should start, how sure, and why it waits."""
+    estimate = run.get("estimate")
+    if not isinstance(estimate, dict):
+        return None
+    when = start_text(run)
+    start = f"in {when} ({estimate.get('start_at')})" if when not in ("?", "now") else when
+    if when == "?":
+        start = "unknown"
+    return f"{start}, {estimate.get('sure')} confidence: {estimate.get('reason')}"
+
+
 def losses_text(run: dict[str, Any]) -> str:
     metrics, p = run.get("metrics") or {}, run.get("progress") or {}
     parts = []
@@ -195,7 +219,7 @@ def runs_table(runs: list[dict[str, Any]], count: int | None = None, next_before
     now = dt.datetime.now(dt.UTC)
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
     table.add_column("NAME", overflow="fold", ratio=1)
-    for column in ("OWNER", "STATUS", "GPUS", "PROGRESS", "AGE"):
+    for column in ("OWNER", "STATUS", "GPUS", "PROGRESS", "START", "AGE"):
         table.add_column(column, no_wrap=True)
     table.add_column("VAL_LOSS", no_wrap=True, justify="right")
     for run in runs:
@@ -208,6 +232,7 @@ def runs_table(runs: list[dict[str, Any]], count: int | None = None, next_before
             else escape(safe(status)),
             gpus(run),
             progress_text(run),
+            start_text(run, now),
             age(run, now),
             number((run.get("metrics") or {}).get("val_loss")),
         )
@@ -272,6 +297,8 @@ def run_details(run: dict[str, Any]) -> None:
         ("waiting", run.get("waiting_reason")),
         ("after", after_text(run)),
         ("init from", run.get("init_from")),
+        ("starts", estimate_text(run)),
+        ("runs as", f"{run.get('runs_as')}: {run.get('runs_as_reason')}" if run.get("runs_as") else None),
         ("stalled", stall_text(run)),
         ("time limit", time_limit_text(run) or None),
         ("defaults", " ".join(run.get("default_overrides") or []) or None),
@@ -423,6 +450,19 @@ def gpus_view(view: dict[str, Any]) -> None:
         out.print(queue)
     else:
         out.print("queue empty")
+
+
+def budgets_view(mine: dict[str, Any]) -> None:
+    """``labrun usage``'s budget section (GET /me/usage)."""
+    out = console()
+    for b in mine.get("budgets") or []:
+        unit = "GPU-hours" if b.get("pool") == "gpu" else "CPU-hours"
+        budget = "no budget" if b.get("budget_hours") is None else f"budget {b['budget_hours']:g}"
+        over = "  [red]over budget: runs start as low (preemptible)[/]" if b.get("over") else ""
+        out.print(
+            f"{unit:<13} {b.get('used_hours', 0):.2f} used in the last {b.get('window_days', 0):g} days"
+            f" ({budget}){over}"
+        )
 
 
 def usage_view(usage: dict[str, Any]) -> None:

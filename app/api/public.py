@@ -157,6 +157,23 @@ class StallPublic(BaseModel):
     message: str = Field(description="e.g. no progress and no output for 45 min (last step 1234 at 10:02)")
 
 
+class StartEstimate(BaseModel):
+    """When a queued run is expected to start (docs/budgets-and-estimates.md)."""
+
+    start_at: dt.datetime | None = Field(
+        None, description="the estimated start; null: no estimate (see reason)"
+    )
+    reason: str = Field(description="why it waits, e.g. waiting for run X ends in ~40 min (epoch 31 of 50)")
+    sure: str = Field(description="how sure the estimate is: high, medium, low, none")
+
+
+def start_estimate(found: Any) -> StartEstimate | None:
+    """An ``app.lifecycle.estimates.Estimate`` as its wire model."""
+    if found is None:
+        return None
+    return StartEstimate(start_at=_utc(found.start_at), reason=found.reason, sure=str(found.sure))
+
+
 class RunPublic(BaseModel):
     name: str
     status: RunStatus
@@ -229,6 +246,15 @@ class RunPublic(BaseModel):
     init_from: str | None = Field(
         None, description="the run whose last checkpoint's weights it starts from (its config's init_from)"
     )
+    estimate: StartEstimate | None = Field(
+        None, description="only while queued: when it is expected to start, why it waits, how sure that is"
+    )
+    runs_as: Priority | None = Field(
+        None,
+        description="the class it starts (queued) or runs as when not its own: low while its owner is over "
+        "their GPU-hour budget (runs_as_reason says so)",
+    )
+    runs_as_reason: str | None = None
 
 
 class RunsPublic(BaseModel):
@@ -275,6 +301,8 @@ def run_public(
     log_cut_bytes: int | None = None,
     disk_warning: str | None = None,
     stall: Stall | None = None,
+    estimate: Any = None,
+    low_reason: str | None = None,
 ) -> RunPublic:
     """The record's fields that the wire model has, by name (a field added to both shows with no line
     here; store times are Unix seconds, which pydantic reads as UTC), and what the view found beside it.
@@ -290,6 +318,10 @@ def run_public(
         log_cut_bytes=log_cut_bytes,
         disk_warning=disk_warning,
     )
+    if estimate is not None and record.status == RunStatus.QUEUED:
+        fields.update(estimate=start_estimate(estimate))  # (an app.lifecycle.estimates.Estimate)
+    if low_reason is not None and not record.status.is_terminal():
+        fields.update(runs_as=Priority.LOW, runs_as_reason=low_reason)
     if stall is not None and record.status == RunStatus.RUNNING:
         fields.update(stalled=True, stall=stall_public(stall))
     if (
@@ -356,6 +388,20 @@ class QueuedEntry(BaseModel):
         None,
         description="why it does not start now, where known: e.g. what it waits for (docs/run-chains.md)",
     )
+    estimate: StartEstimate | None = Field(None, description="when it is expected to start, and why it waits")
+    runs_as: Priority | None = Field(
+        None, description="low while its owner is over budget; null: its own class"
+    )
+
+
+class BudgetPublic(BaseModel):
+    """A user's use of one pool over the budget window, and their budget (docs/budgets-and-estimates.md)."""
+
+    pool: str = Field(description="gpu (GPU-hours) or cpu (CPU run-hours)")
+    used_hours: float = Field(description="used within the window, running runs up to now")
+    budget_hours: float | None = Field(description="their budget per window; null: none")
+    window_days: float
+    over: bool = Field(description="over budget: their runs of this pool start as low (preemptible)")
 
 
 class UserQueue(BaseModel):
@@ -363,6 +409,7 @@ class UserQueue(BaseModel):
     queued: list[QueuedEntry] = Field(description="in the fair order")
     usage: dict[str, float] = Field(description="recent use per pool (decayed GPU- or run-seconds)")
     limits: LimitsPublic
+    budgets: list[BudgetPublic] = Field(default_factory=list, description="GPU-hour and CPU-hour budgets")
 
 
 class QueuePublic(BaseModel):
@@ -387,6 +434,22 @@ class UsersPublic(BaseModel):
 class UserLimitsPublic(BaseModel):
     name: str
     limits: LimitsPublic
+
+
+class MyUsage(BaseModel):
+    name: str = Field(description="the caller")
+    budgets: list[BudgetPublic] = Field(description="per pool: used within the window, and the budget")
+
+
+def budget_public(balance: Any) -> BudgetPublic:
+    """An ``app.budgets.Balance`` as its wire model."""
+    return BudgetPublic(
+        pool=balance.pool,
+        used_hours=round(balance.used_hours, 6),  # (to the second)
+        budget_hours=balance.budget_hours,
+        window_days=balance.window_days,
+        over=balance.over,
+    )
 
 
 class Usage(BaseModel):

@@ -16,8 +16,17 @@ import time
 from typing import TYPE_CHECKING
 
 from app.api.gpus_public import outside_public
-from app.api.public import LimitsPublic, QueuedEntry, QueuePublic, RunningEntry, UserQueue
+from app.api.public import (
+    LimitsPublic,
+    QueuedEntry,
+    QueuePublic,
+    RunningEntry,
+    UserQueue,
+    budget_public,
+    start_estimate,
+)
 from app.fairshare import CPU, GPU, pool_of
+from app.models import Priority
 
 if TYPE_CHECKING:
     from app.gpus.state import GuardView
@@ -29,6 +38,7 @@ QUEUE_KEPT_S = 1.0
 def queue_public(manager: RunManager) -> QueuePublic:
     running, queued = manager.store.running(), manager.store.queued()
     positions = manager.queue_positions()
+    estimates = manager.estimates  # kept by the manager's thread: looked up, never computed here
     owners = sorted({r.owner or "" for r in running + queued} | manager.fair.owners())
     users = {}
     for owner in owners:
@@ -51,12 +61,15 @@ def queue_public(manager: RunManager) -> QueuePublic:
                     queue_position=positions.get(r.name),
                     priority=r.priority,
                     waiting_reason=manager.live(r.name).waiting_reason,
+                    estimate=start_estimate(estimates.of(r.name)),
+                    runs_as=Priority.LOW if estimates.runs_as_low(r.name) else None,
                 )
                 for r in queued
                 if r.owner == owner
             ],
             usage={pool: round(manager.fair.usage(owner, pool, running), 1) for pool in (GPU, CPU)},
             limits=LimitsPublic.model_validate(manager.limits(owner)),
+            budgets=[budget_public(b) for b in manager.budgets.balances(owner)],
         )
     outside = [outside_public(p) for found in manager.guard.view().busy.values() for p in found]
     return QueuePublic(half_life_s=manager.fair.half_life, users=users, gpus_outside=outside)

@@ -23,6 +23,7 @@ from app.runfiles import RunFiles
 
 if TYPE_CHECKING:
     from app.lifecycle import RunLive, RunManager
+    from app.lifecycle.estimates import Estimate
     from app.lifecycle.live import Stall
     from app.store import RunStore
 
@@ -106,10 +107,19 @@ class RunView:
     def _inputs(
         self, record: RunRecord, positions: Mapping[str, int] | None
     ) -> tuple[
-        RunRecord, int | None, str | None, dict[str, Any] | None, int | None, str | None, Stall | None
+        RunRecord,
+        int | None,
+        str | None,
+        dict[str, Any] | None,
+        int | None,
+        str | None,
+        Stall | None,
+        Estimate | None,
+        str | None,
     ]:
         """Everything a run's answer is made of: (record, queue position, waiting reason, progress, bytes
-        cut from its log, why the disk is full because of it, its stall if it stopped making progress)."""
+        cut from its log, why the disk is full because of it, its stall if it stopped making progress, its
+        start estimate while queued, why it starts or runs as low: its owner over budget)."""
         live = self.manager.live(record.name)
         ending = live.ending if record.status == RunStatus.RUNNING else None
         if ending is not None:  # it ended; the store has not taken the write yet (a full disk)
@@ -129,7 +139,11 @@ class RunView:
         log_cut = self.files.log_cut_bytes(record.name) if record.started_at is not None else None
         warning = self.manager.disk.warning_for(record.name) if record.status == RunStatus.RUNNING else None
         stall = live.stall if record.status == RunStatus.RUNNING else None
-        return record, position, _waiting(record, live), progress, log_cut, warning, stall
+        estimates = self.manager.estimates  # kept by the manager: two look-ups, never computed here
+        found = estimates.of(record.name) if queued else None
+        low = estimates.runs_as_low(record.name) if not record.status.is_terminal() else None
+        waiting = _waiting(record, live) or (low if queued else None)
+        return record, position, waiting, progress, log_cut, warning, stall, found, low
 
 
 def _waiting(record: RunRecord, live: RunLive) -> str | None:

@@ -132,6 +132,21 @@ class Settings(BaseSettings):
         description="how long before its time limit a run is asked to save a checkpoint and stop; at the "
         "limit it is killed",
     )
+    # GPU-hour budgets (docs/budgets-and-estimates.md): a user over theirs still queues, but runs as low.
+    budget_gpu_hours: float = Field(
+        0.0,
+        ge=0,
+        description="GPU-hours each user may use per budget window (a 2-GPU run counts twice) before their "
+        "runs start as low (preemptible) unless an admin gave them their own (users limits --gpu-hours); 0: none",
+    )
+    budget_cpu_hours: float = Field(
+        0.0,
+        ge=0,
+        description="the same for CPU-only runs, counted in run-hours (users limits --cpu-hours); 0: none",
+    )
+    budget_window_days: float = Field(
+        30.0, gt=0, le=366, description="the rolling window budgets count over, in days (the last N days)"
+    )
     # Priority classes and preemption (docs/priorities.md).
     high_priority_gpus: int = Field(
         0,

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from collections.abc import Set as AbstractSet
 from pathlib import Path
 
+from app.budgets import Budgets, runs_as
 from app.errors import EngineUnavailable
 from app.launchers.base import LaunchSpec
 from app.lifecycle.live import DISK_RETRY_S, ENGINE_RETRY_S, MAX_BACKOFF_S, Context
@@ -25,7 +26,8 @@ from app.lifecycle.picking import PickingPolicy, Picks, Round, Start
 from app.lifecycle.preemption import Preempter
 from app.lifecycle.supervision import Supervisor
 from app.lifecycle.timelimits import remaining
-from app.models import RunRecord, RunStatus
+from app.models import Priority, RunRecord, RunStatus
+from app.store import QueueEntry
 from trainer.plan import trainer_args
 from trainer.runenv import RunEnv
 
@@ -51,6 +53,7 @@ class Dispatcher:
         self.held: Callable[[], AbstractSet[str]] = frozenset
         # A run's LABRUN_INIT_FROM_CKPT: the checkpoint it starts from (dependencies.py), or None
         self.init_checkpoint: Callable[[RunRecord], Path | None] = lambda _record: None
+        self.budgets: Budgets | None = None  # GPU-hour budgets (app/budgets.py); None: none
 
     def loop(self) -> None:
         failures = 0
@@ -129,6 +132,7 @@ class Dispatcher:
         held = self.held()
         if held:
             queued = [e for e in queued if e.name not in held]
+        queued, running = self._budgeted(queued, running)
         guard = self.ctx.guard.view() if self.ctx.guard is not None else None  # the last pass, cached
         outside = frozenset(guard.busy) if guard is not None else frozenset()
         preempter = self.preempter
@@ -146,12 +150,31 @@ class Dispatcher:
             candidates=preempter.candidates if preempter else list,
         )
 
+    def _budgeted(
+        self, queued: list[QueueEntry], running: list[QueueEntry]
+    ) -> tuple[list[QueueEntry], list[QueueEntry]]:
+        """(Under the lock.) The queue as the policy sees it with budgets: a queued run of a user over budget
+        as low; a running run started as low for that reason still low (app/budgets.py)."""
+        live, budgets = self.live, self.budgets
+        if budgets is None:
+            return queued, running
+        low = live.budget_low
+        if low:  # forget the runs that ended (a queued one is decided again when it is taken)
+            live.budget_low = low & {e.name for e in (*queued, *running)}
+        over = budgets.over()
+        lowered = Priority.LOW.value
+        return (
+            [runs_as(e, over) for e in queued],
+            [e._replace(priority=lowered) if e.name in live.budget_low else e for e in running],
+        )
+
     def _may_preempt(self) -> bool:
         """(Under the lock.) Whether a round could preempt anything: a run of a preemptible class runs."""
         if self.preempter is None:
             return False
         classes = self.preempter.preemptible()
-        return any(r.priority in classes for r in self.store.entries(RunStatus.RUNNING))
+        low = self.live.budget_low if Priority.LOW.value in classes else set()
+        return any(r.priority in classes or r.name in low for r in self.store.entries(RunStatus.RUNNING))
 
     def _preempt(self, picks: Picks) -> None:
         """(Under the lock.) Begin the preemptions the policy chose; say why the runs they are for wait."""
@@ -180,6 +203,10 @@ class Dispatcher:
             self.live.slots.free(name)
             return None
         self.live.starting.add(name)
+        if start.entry.priority != record.priority:  # it starts as low: its owner is over budget
+            self.live.budget_low.add(name)
+        else:
+            self.live.budget_low.discard(name)
         return record, gpus
 
     def _launch(self, record: RunRecord, gpus: list[int]) -> None:
@@ -267,7 +294,10 @@ class Dispatcher:
         # A run that may be preempted takes a SIGTERM without the cancel marker as a preemption: it saves
         # its checkpoint and exits (trainer/resume.py). (Docker: the marker is not visible inside, so any
         # SIGTERM saves one; a cancel is still recorded as a cancel.)
-        preemptible = self.preempter is not None and record.priority in self.preempter.preemptible()
+        preemptible = self.preempter is not None and (
+            record.priority in self.preempter.preemptible()
+            or (record.name in self.live.budget_low and Priority.LOW.value in self.preempter.preemptible())
+        )
         # A run with a time limit saves a checkpoint when it reaches it (timekeeper.py): the same signal.
         preemptible = preemptible or record.time_limit_s is not None
         return LaunchSpec(
@@ -317,6 +347,9 @@ class Dispatcher:
             try:
                 held = self.live.after_waiting  # runs that wait for others have no place in it yet
                 queued = [e for e in self.store.entries(RunStatus.QUEUED) if e.name not in held]
+                if self.budgets is not None:  # a run of a user over budget takes its place as low
+                    over = self.budgets.over()
+                    queued = [runs_as(e, over) for e in queued]
                 order = self.policy.order(queued, self.store.entries(RunStatus.RUNNING))
             except Exception as exc:  # a read must answer: the last order known is close enough
                 log.warning("computing queue positions failed: %s", exc)

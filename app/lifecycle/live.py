@@ -93,6 +93,9 @@ class LiveState:
             str, str
         ] = {}  # queued run -> why: the runs it is preempting (replaced whole)
         self.after_waiting: dict[str, str] = {}  # queued run -> what it waits for (dependencies.py; whole)
+        # runs started as low because their owner was over budget (app/budgets.py): preemptible until they
+        # end (kept in memory only: after a restart they count as their own class again)
+        self.budget_low: set[str] = set()
         self.wakeup = True  # the dispatcher has something to look at
         self.retry_at = 0.0  # when the dispatcher looks again by itself (0: only when woken)
         self.order_dirty = True  # the queue changed: queue positions are computed again

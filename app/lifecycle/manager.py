@@ -8,6 +8,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from app.budgets import Budgets
 from app.core.config import Settings
 from app.diskspace import DiskGuard
 from app.fairshare import FairShare
@@ -17,6 +18,7 @@ from app.lifecycle.admission import Admission
 from app.lifecycle.cancel import Canceller
 from app.lifecycle.dependencies import Dependencies, launch_checkpoint
 from app.lifecycle.dispatch import Dispatcher
+from app.lifecycle.estimating import StartEstimates
 from app.lifecycle.limits import Limits, UserLimits
 from app.lifecycle.live import Context, LiveState, RunLive
 from app.lifecycle.picking import FairSharePicking, PickingPolicy
@@ -74,6 +76,10 @@ class RunManager:
             self.supervisor.preempted = self.preempter.ends
         policy = policy or FairSharePicking(self.fair)
         self.dispatcher = Dispatcher(ctx, policy, self.supervisor, inventory, self.preempter)
+        # GPU-hour budgets (app/budgets.py) and start estimates (estimating.py)
+        self.budgets = Budgets(settings, self.users, store)
+        self.dispatcher.budgets = self.budgets
+        self.estimates = StartEstimates(ctx, policy, self.budgets, self.preempter)
         self.recovery = Recovery(ctx, self.fair, self.supervisor, self.canceller, self.preempter)
         # runs that wait for others, and runs that start from another's checkpoint (docs/run-chains.md)
         self.dependencies = Dependencies(ctx)
@@ -99,6 +105,7 @@ class RunManager:
         loops.append(("timekeeper", self.timekeeper.loop))
         loops.append(("stallwatch", self.stalls.loop))
         loops.append(("dependencies", self.dependencies.loop))
+        loops.append(("estimates", self.estimates.loop))
         for name, loop in loops:
             thread = threading.Thread(target=loop, name=f"labrun-{name}", daemon=True)
             thread.start()

@@ -63,7 +63,9 @@ class Preempter:
         found = []
         later: list[float] = []
         for r in self.store.running():
-            if r.priority not in classes or r.name in self.live.preempting or r.name not in self.live.active:
+            # a run started as low because its owner was over budget (app/budgets.py) is low until it ends
+            priority = Priority.LOW.value if r.name in self.live.budget_low else r.priority
+            if priority not in classes or r.name in self.live.preempting or r.name not in self.live.active:
                 continue
             if r.started_at is None or now - r.started_at < s.preempt_min_run_s:
                 later.append((r.started_at or now) + s.preempt_min_run_s)
@@ -72,7 +74,7 @@ class Preempter:
                 later.append(now + RATE_RECHECK_S)
                 continue
             entry = QueueEntry(
-                r.seq, r.name, r.owner, r.gpu_need, r.started_at, r.priority, r.time_limit_s, r.ran_s
+                r.seq, r.name, r.owner, r.gpu_need, r.started_at, priority, r.time_limit_s, r.ran_s
             )
             found.append(Candidate(entry, now - self._saved_at(r), r.started_at))
         self.recheck_at = min(later) if later else None

@@ -303,6 +303,14 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE runs ADD COLUMN init_from TEXT;
     CREATE INDEX runs_waiting ON runs (status) WHERE after IS NOT NULL;
     """,
+    # 16: GPU-hour budgets (docs/budgets-and-estimates.md): a user's own budgets (NULL: the server's), and
+    # indexes that let the budget ledger read only the attempts that ended since it last looked.
+    """
+    ALTER TABLE users ADD COLUMN budget_gpu_hours REAL;
+    ALTER TABLE users ADD COLUMN budget_cpu_hours REAL;
+    CREATE INDEX runs_by_finished_at ON runs (finished_at) WHERE finished_at IS NOT NULL;
+    CREATE INDEX attempts_by_finished_at ON attempts (finished_at);
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

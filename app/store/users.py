@@ -8,7 +8,10 @@ from typing import Any
 from app.models import User
 from app.store.db import Database
 
-_COLUMNS = "name, is_admin, created_at, revoked_at, max_gpus, max_queued, max_run_s, stall_after_s, high_gpus"
+_COLUMNS = (
+    "name, is_admin, created_at, revoked_at, max_gpus, max_queued, max_run_s, stall_after_s, high_gpus,"
+    " budget_gpu_hours, budget_cpu_hours"
+)
 
 
 class UserStore:
@@ -65,6 +68,13 @@ class UserStore:
     def set_high_gpus(self, name: str, high_gpus: int | None) -> None:
         """The user's own allowance of high-priority GPUs (None: the server's)."""
         self._db.write("UPDATE users SET high_gpus = ? WHERE name = ?", (high_gpus, name))
+
+    def set_budgets(self, name: str, gpu_hours: float | None, cpu_hours: float | None) -> None:
+        """The user's own budgets (None: the server's; app/budgets.py)."""
+        self._db.write(
+            "UPDATE users SET budget_gpu_hours = ?, budget_cpu_hours = ? WHERE name = ?",
+            (gpu_hours, cpu_hours, name),
+        )
 
 
 def _user(row: tuple[Any, ...]) -> User:

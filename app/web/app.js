@@ -344,12 +344,26 @@ function runClass(run) {
   return run.priority || "normal";
 }
 
+/** The caller's budgets (GET /me/usage): "Your budget: 12.3 of 500 GPU-hours in the last 30 days". */
+function budgetText(mine) {
+  const parts = ((mine && mine.budgets) || [])
+    .filter((b) => b.budget_hours != null || b.used_hours > 0)
+    .map((b) => {
+      const unit = b.pool === "gpu" ? "GPU-hours" : "CPU-hours";
+      const of = b.budget_hours != null ? ` of ${b.budget_hours}` : "";
+      return `${b.used_hours.toFixed(1)}${of} ${unit} in the last ${b.window_days} days${b.over ? " (over budget: your runs start as low)" : ""}`;
+    });
+  return parts.length ? `Your use: ${parts.join("; ")}` : "";
+}
+
 async function refreshQueue() {
-  const [health, running, queued] = await Promise.all([
+  const [health, running, queued, mine] = await Promise.all([
     healthz(),
     getJSON("/runs?status=running&limit=1000"),
     getJSON("/runs?status=queued&limit=1000"),
+    getJSON("/me/usage").catch(() => null),
   ]);
+  setText($("queue-budget"), budgetText(mine));
   const banner = $("health");
   banner.hidden = health.status === "ok";
   setText(banner, health.status === "ok" ? "" : `Degraded: ${health.detail}`);
@@ -436,18 +450,29 @@ async function healthz() {
   }
 }
 
+/** A queued run's estimated start (docs/budgets-and-estimates.md): "now", "in ~40m", or "?" (none). */
+function estimateText(run) {
+  const at = run.estimate && run.estimate.start_at;
+  if (!run.estimate) return "";
+  if (!at) return "?";
+  const seconds = (ms(at) - Date.now()) / 1000;
+  return seconds < 30 ? "now" : `in ~${duration(seconds)}`;
+}
+
 function fillQueueRow(tr, run) {
   if (!tr) {
     tr = el("tr");
     tr.dataset.name = run.name;
-    tr.append(el("td", { class: "num position" }), el("td", { class: "owner" }), el("td", { class: "priority" }), el("td", { class: "name" }, el("a", { href: runHref(run.name) })), el("td"), el("td", { class: "overrides" }));
+    tr.append(el("td", { class: "num position" }), el("td", { class: "owner" }), el("td", { class: "priority" }), el("td", { class: "name" }, el("a", { href: runHref(run.name) })), el("td"), el("td", { class: "estimate" }), el("td", { class: "overrides" }));
   }
-  const [pos, who, cls, name, waiting, overrides] = tr.children;
+  const [pos, who, cls, name, waiting, starts, overrides] = tr.children;
   setText(pos, run.queue_position ?? "");
   setText(who, owner(run));
   setText(cls, runClass(run));
   setText(name.firstChild, run.name);
   setText(waiting, duration((Date.now() - ms(run.created_at)) / 1000));
+  setText(starts, estimateText(run));
+  setAttr(starts, "title", run.estimate ? `${run.estimate.reason} (${run.estimate.sure} confidence)` : null);
   setText(overrides, run.overrides.join(" "));
   return tr;
 }
@@ -529,6 +554,8 @@ function renderRun(run) {
   const fields = [
     ["Status", run.status + (run.queue_position ? ` (#${run.queue_position} in the queue)` : "")],
     ["Reason", run.reason || run.waiting_reason],
+    ["Starts", run.estimate ? `${estimateText(run)}${run.estimate.start_at ? ` (${localTime(run.estimate.start_at)})` : ""}, ${run.estimate.sure} confidence: ${run.estimate.reason}` : ""],
+    ["Runs as", run.runs_as ? `${run.runs_as}: ${run.runs_as_reason || ""}` : ""],
     ["Stalled", run.stall ? `${run.stall.message}; cancelled at ${localTime(run.stall.cancel_at)} unless extended` : ""],
     ["Time limit", timeLimitText(run)],
     ["Defaults", (run.default_overrides || []).join(" ")],

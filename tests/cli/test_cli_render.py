@@ -79,3 +79,36 @@ def test_show_says_whether_a_reruns_code_differs(capsys):
     shown = capsys.readouterr().out
     assert "DIFFERS from the original's" in shown
     assert "rerun of" in shown
+
+
+def test_ls_and_show_say_when_a_queued_run_starts_and_why(capsys):
+    import datetime as dt
+
+    now = dt.datetime(2026, 12, 3, 15, 0, tzinfo=dt.UTC)
+    estimate = {
+        "start_at": "2026-12-03T15:40:00Z",
+        "reason": "waiting for run x ends in ~40 min",
+        "sure": "high",
+    }
+    queued = {
+        "name": "q1",
+        "status": "queued",
+        "estimate": estimate,
+        "runs_as": "low",
+        "runs_as_reason": "over",
+    }
+    assert render.start_text(queued, now) == "~40m"
+    assert render.start_text({**queued, "estimate": {**estimate, "start_at": None}}, now) == "?"
+    assert render.start_text({"status": "running"}, now) == "-"
+    render.run_details(queued)
+    shown = capsys.readouterr().out
+    assert "high confidence: waiting for run x ends in ~40 min" in shown
+    assert "low: over" in shown
+    render.budgets_view(
+        {
+            "budgets": [
+                {"pool": "gpu", "used_hours": 512.3, "budget_hours": 500, "window_days": 30, "over": True}
+            ]
+        }
+    )
+    assert "512.30 used in the last 30 days (budget 500)  over budget" in capsys.readouterr().out

@@ -100,7 +100,7 @@ def test_ls_shows_a_table_and_json(labrun, service):
     table = labrun("ls")
     assert table.returncode == 0, table.stderr
     header = table.stdout.splitlines()[0].split()
-    assert header == ["NAME", "OWNER", "STATUS", "GPUS", "PROGRESS", "AGE", "VAL_LOSS"]
+    assert header == ["NAME", "OWNER", "STATUS", "GPUS", "PROGRESS", "START", "AGE", "VAL_LOSS"]
     rows = {line.split()[0]: line.split() for line in table.stdout.splitlines()[2:] if line.strip()}
 
     def owner(name: str) -> str:  # "-" while a server reports none

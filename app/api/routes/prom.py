@@ -22,7 +22,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     manager = app.state.manager
     guard = manager.guard
     app.state.prometheus = ServiceMetrics(
-        manager.store, tuple(manager.gpus), lambda: guard.view().busy, manager.stalls.stalled
+        manager.store,
+        tuple(manager.gpus),
+        lambda: guard.view().busy,
+        manager.stalls.stalled,
+        manager.budgets.report,
     )
     yield
 

@@ -12,7 +12,15 @@ from starlette.concurrency import run_in_threadpool
 
 from app.api.auth import AdminDep, AuthPolicy, CallerDep
 from app.api.deps import ManagerDep
-from app.api.public import LimitsPublic, QueuePublic, UserLimitsPublic, UserPublic, UsersPublic
+from app.api.public import (
+    LimitsPublic,
+    MyUsage,
+    QueuePublic,
+    UserLimitsPublic,
+    UserPublic,
+    UsersPublic,
+    budget_public,
+)
 from app.api.queue_view import QueueView
 from app.errors import NotFound
 from app.lifecycle import RunManager
@@ -34,6 +42,12 @@ class Limits(BaseModel):
     high_gpus: int | None = Field(
         None, ge=0, description="GPUs their high-priority runs may hold at once (0: no high-priority runs)"
     )
+    gpu_hours: float | None = Field(
+        None, ge=0, description="GPU-hours per budget window before their runs start as low (0: no budget)"
+    )
+    cpu_hours: float | None = Field(
+        None, ge=0, description="CPU run-hours per budget window before their CPU runs start as low (0: none)"
+    )
 
 
 class MePublic(BaseModel):
@@ -47,6 +61,14 @@ async def who_am_i(caller: CallerDep, request: Request) -> MePublic:
     """Who the request's token says the caller is (``labrun login`` and ``labrun whoami`` ask this)."""
     auth: AuthPolicy = request.app.state.auth
     return MePublic(name=caller.name, admin=caller.is_admin, auth_required=auth.required())
+
+
+@router.get("/me/usage", response_model=MyUsage)
+async def my_usage(caller: CallerDep, manager: ManagerDep) -> MyUsage:
+    """The caller's GPU-hour and CPU-hour budgets: used within the window (running runs up to now), and the
+    budget; over it, their runs start as low (docs/budgets-and-estimates.md)."""
+    balances = await run_in_threadpool(manager.budgets.balances, caller.name)
+    return MyUsage(name=caller.name, budgets=[budget_public(b) for b in balances])
 
 
 @router.get("/queue", response_model=QueuePublic)
@@ -79,6 +101,8 @@ async def set_limits(name: str, limits: Limits, manager: ManagerDep, _: AdminDep
         manager.users.set_stall_after(name, limits.stall_after_s)
     if limits.high_gpus is not None:
         manager.users.set_high_gpus(name, limits.high_gpus)
+    if limits.gpu_hours is not None or limits.cpu_hours is not None:
+        manager.users.set_budgets(name, limits.gpu_hours, limits.cpu_hours)
     return UserLimitsPublic(name=name, limits=_limits(manager, name))
 
 
