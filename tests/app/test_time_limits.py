@@ -214,11 +214,11 @@ def test_a_run_that_reaches_its_limit_while_the_service_is_down_is_recorded_as_s
 def test_the_real_trainer_at_its_limit_saves_a_checkpoint_and_a_resume_finishes_it(service, output_dir):
     from tiny_run import tiny_run
 
-    epochs = 12
+    epochs = 40  # long enough that the stop comes in the middle of training, even on an idle machine
     # the real `python -m trainer`, on the CPU, with 30 s to reach a safe point and save its checkpoint
     svc = service(trainer_command=None, LABRUN_TIME_LIMIT_SAVE_S="30")
     with svc.client() as client:
-        run = post(client, *tiny_run(epochs=epochs), "deterministic=true", time_limit="1h")
+        run = post(client, *tiny_run(epochs=epochs, examples=32), "deterministic=true", time_limit="1h")
         name = run["name"]
         wait_until(
             lambda: ((client.get(f"/runs/{name}").json().get("progress") or {}).get("epoch") or 0) >= 2,
