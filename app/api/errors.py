@@ -5,6 +5,7 @@
     Unauthenticated    401 (with WWW-Authenticate: Bearer)
     Forbidden          403
     RunConflict        409
+    InvalidReservation 422, ReservationConflict 409
     TooManyRuns        429
     TooManyLoginFailures 429 (with Retry-After)
     InsufficientStorage 507 (the disk is full: what to delete or free)
@@ -30,9 +31,11 @@ from app.errors import (
     EngineUnavailable,
     Forbidden,
     InsufficientStorage,
+    InvalidReservation,
     InvalidRun,
     LabrunError,
     NotFound,
+    ReservationConflict,
     RunConflict,
     StoreUnavailable,
     TooManyLoginFailures,
@@ -46,6 +49,8 @@ STATUS_CODES: dict[type[LabrunError], int] = {
     NotFound: 404,
     InvalidRun: 422,
     RunConflict: 409,
+    InvalidReservation: 422,
+    ReservationConflict: 409,
     Unauthenticated: 401,
     Forbidden: 403,
     TooManyRuns: 429,

@@ -8,6 +8,7 @@ No run starts while the output directory's disk is nearly full or gone: they wai
 in ``waiting_reason``. A launcher that places runs itself (a cluster) gets every queued run at once.
 Preemptions the policy decides are begun here too, by ``preemption.py``; the runs being preempted are
 remembered in the live state (and the store) from round to round, so they are not chosen twice.
+Reservations (``reservations.py``) are kept first in each round; the dispatcher wakes at their boundaries.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from app.launchers.base import LaunchSpec
 from app.lifecycle.live import DISK_RETRY_S, ENGINE_RETRY_S, MAX_BACKOFF_S, Context
 from app.lifecycle.picking import PickingPolicy, Picks, Round, Start
 from app.lifecycle.preemption import Preempter
+from app.lifecycle.reservations import ReservationRoom
 from app.lifecycle.supervision import Supervisor
 from app.models import RunRecord, RunStatus
 from trainer.plan import trainer_args
@@ -36,11 +38,12 @@ class Dispatcher:
         supervisor: Supervisor,
         gpus: int | None,
         preempter: Preempter | None = None,
+        reservations: ReservationRoom | None = None,
     ) -> None:
         """``gpus``: how many this server has (None: the engine places runs itself). ``preempter``: None, no
-        run is ever preempted."""
+        run is ever preempted. ``reservations``: None, no GPU is ever reserved."""
         self.ctx, self.policy, self.supervisor, self.gpus = ctx, policy, supervisor, gpus
-        self.preempter = preempter
+        self.preempter, self.reservations = preempter, reservations
         self.store, self.launcher, self.live = ctx.store, ctx.launcher, ctx.live
         self._positions: tuple[float, dict[str, int]] = (0.0, {})
 
@@ -86,6 +89,9 @@ class Dispatcher:
     def pick(self) -> list[tuple[RunRecord, list[int]]]:
         """(Under the lock.) Reserve resources for the runs to start now, as the policy picks them."""
         live = self.live
+        if self.reservations is not None:  # first: a window's clearing preempts whatever else can start
+            self.reservations.enforce()
+            self._wake_at(self.reservations.wake_at)
         full = not live.slots.any_free() and not live.unreconciled  # (a run to retry may hold its slot)
         if full and not self._may_preempt():
             live.gpu_waiting = {}  # labrun's own runs hold every GPU: no run waits for one busy outside
@@ -121,6 +127,9 @@ class Dispatcher:
         guard = self.ctx.guard.view() if self.ctx.guard is not None else None  # the last pass, cached
         outside = frozenset(guard.busy) if guard is not None else frozenset()
         preempter = self.preempter
+        preemptible = preempter.preemptible() if preempter else frozenset()
+        candidates = preempter.candidates if preempter else list
+        reservations = self.reservations
         return Round(
             queued,
             running,
@@ -130,9 +139,10 @@ class Dispatcher:
             self.gpus,
             outside,
             high_cap=lambda owner: limit(owner)[1],
-            preemptible=preempter.preemptible() if preempter else frozenset(),
+            preemptible=preemptible,
             stopping={v: w for v, w in live.preempting.items() if v in live.active},
-            candidates=preempter.candidates if preempter else list,
+            candidates=reservations.candidates(candidates) if reservations else candidates,
+            reservations=reservations.rules(preemptible) if reservations else None,
         )
 
     def _may_preempt(self) -> bool:
@@ -157,6 +167,15 @@ class Dispatcher:
             waiter: f"preempting run{'s' if len(victims) > 1 else ''} {', '.join(victims)}: saving a checkpoint"
             for waiter, victims in picks.waiting_for.items()
         }
+        if self.reservations is not None and self.reservations.waiting:  # why a reservation's runs wait
+            live.preempt_waiting = {**live.preempt_waiting, **self.reservations.waiting}
+
+    def _wake_at(self, at: float | None) -> None:
+        """(Under the lock.) Look again by itself at the wall-clock time ``at`` (a window's boundary)."""
+        if at is None or self.reservations is None:
+            return
+        due = time.monotonic() + max(0.0, at - self.reservations.clock()) + 0.05
+        self.live.retry_at = min(self.live.retry_at, due) if self.live.retry_at else due
 
     def _take(self, start: Start) -> tuple[RunRecord, list[int]] | None:
         """(Under the lock.) Hold what the policy gave a run, note its GPUs, mark it starting."""

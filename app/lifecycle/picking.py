@@ -16,6 +16,11 @@ the dispatcher leaves out those too young or preempted too often): the fewest ne
 the order that loses the least work (the freshest checkpoint first, then the youngest run), and none at all
 if they cannot free enough. While its victims stop, what is free is kept for it (``Picks.waiting_for``)
 and the victims are not chosen again (``Round.stopping``), so nothing else slips in and nothing thrashes.
+
+Reservations (docs/reservations.md) come before classes: the GPU runs of a reservation's users go first
+while its window is clearing or open, and each run takes only the GPUs ``Round.reservations`` lets it
+(``app/reservations.py``: its own reservation's first; others' reserved GPUs only if it ends or can be
+preempted before their window). The runs on reserved GPUs are stopped by ``lifecycle/reservations.py``.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from typing import Protocol
 
 from app.fairshare import FairShare
 from app.models import Priority
+from app.reservations import GpuRules
 from app.scheduling import Slots
 from app.store import QueueEntry
 
@@ -75,6 +81,8 @@ class Round:
     preemptible: frozenset[str] = frozenset({Priority.LOW.value})  # the classes that may be preempted
     stopping: Mapping[str, str] = field(default_factory=dict)  # victim -> the run it stops for ("": unknown)
     candidates: Callable[[], Sequence[Candidate]] = lambda: ()  # asked only when a run does not fit
+    # which GPUs each run may take while reservations are current (app/reservations.py); None: none are
+    reservations: GpuRules | None = None
 
 
 @dataclass(frozen=True)
@@ -115,7 +123,11 @@ class FairSharePicking:
     def pick(self, round_: Round) -> Picks:
         state = _PickState(round_)
         round_.slots.set_aside(round_.outside)
-        for entry in self.order(round_.queued, round_.running):
+        order = self.order(round_.queued, round_.running)
+        rules = round_.reservations
+        if rules is not None:  # a reservation first, then the class (a stable sort)
+            order.sort(key=lambda entry: not rules.first(entry))
+        for entry in order:
             state.place(entry)
         return state.picks
 
@@ -158,7 +170,9 @@ class _PickState:
             reason = f"could not start: needs {entry.gpu_need} GPU(s), this server now has {round_.inventory}"
             picks.refuse.append(Refusal(entry, reason))
             return
-        gpus = round_.slots.take(entry.name, entry.gpu_need)
+        rules = round_.reservations
+        among = rules.usable(entry, round_.slots.free_gpus) if rules is not None and entry.gpu_need else None
+        gpus = round_.slots.take(entry.name, entry.gpu_need, among)
         if gpus is not None:
             self._count(entry)
             picks.start.append(Start(entry, tuple(gpus)))

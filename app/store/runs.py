@@ -27,6 +27,7 @@ from app.store.db import Database, Rollback, Row, unique_violation
 from app.store.errors import TerminalStateError
 from app.store.gpus import GpuStore
 from app.store.outbox import OutboxStore
+from app.store.reservations import ReservationStore
 from app.store.sweeps import SweepStore
 from app.store.users import UserStore
 
@@ -54,6 +55,7 @@ class RunStore:
         self.attempts = AttemptStore(self._db)
         self.gpus = GpuStore(self._db)  # the GPU guard's tables (app/gpus/)
         self.outbox = OutboxStore(self._db)  # notifications (app/notify/)
+        self.reservations = ReservationStore(self._db)  # GPUs booked for a window (app/reservations.py)
         run_overrides.backfill(self._db)  # runs stored before the override index existed (once)
         self._counts: dict[tuple[str, tuple[Any, ...]], tuple[int, int]] = {}
         self._decoded: dict[Row, RunRecord] = {}  # a row, as read -> its record (see ``_select``)
