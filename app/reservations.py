@@ -142,7 +142,12 @@ class GpuRules:
         later = [r for r in on if r.phase(now, self.grace) == Phase.UPCOMING and owner not in r.users]
         if later and not self.ends_before(entry, min(r.start_at for r in later)):
             return None
-        return _FILL if active else (_LATER if later else _FREE)
+        if active:
+            return _FILL
+        if later:
+            return _LATER
+        # its own reservation's, later: first (it leaves the unreserved GPUs to those who cannot take these)
+        return _OWN if any(owner in r.users for r in on) else _FREE
 
     def ends_before(self, entry: _Entry, at: float) -> bool:
         """A queued run that may run until ``at``: it can be preempted, or its time limit ends by then."""

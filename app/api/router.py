@@ -19,6 +19,7 @@ from app.api.routes import (
     health,
     notify,
     prom,
+    reservations,
     run_metrics,
     runs,
     sweeps,
@@ -37,6 +38,7 @@ NEEDS_CALLER = (
     gpus.router,
     notify.router,
     notify.server_router,
+    reservations.router,
 )
 
 

@@ -139,6 +139,7 @@ class _PickState:
         self.round_, self.picks = round_, Picks()
         self.blocked: int | None = None  # the highest class of a GPU run that did not fit (it holds back)
         self.outside_blocked = False  # a GPU run that holds back the others waits for GPUs busy outside
+        self.blocked_usable: set[int] = set()  # GPUs the runs that hold back others may take (reservations)
         self.in_use: dict[str, int] = defaultdict(int)  # GPUs each owner has going (and picked in this round)
         self.high_in_use: dict[str, int] = defaultdict(int)  # of those, in high-priority runs
         self.victims_of: dict[str, list[str]] = defaultdict(list)  # waiting run -> its victims still running
@@ -162,6 +163,11 @@ class _PickState:
         held_back = (
             entry.gpu_need > 0 and self.blocked is not None and not _may_pass(entry, self.blocked, round_)
         )
+        rules = round_.reservations
+        among = rules.usable(entry, round_.slots.free_gpus) if rules is not None and entry.gpu_need else None
+        if held_back and among is not None:  # it may still take reserved GPUs that those it passes cannot
+            among = [g for g in among if g not in self.blocked_usable]
+            held_back = len(among) < entry.gpu_need
         if entry.name in round_.starting or held_back:
             if held_back and self.outside_blocked:
                 picks.outside.append(entry.name)
@@ -170,8 +176,6 @@ class _PickState:
             reason = f"could not start: needs {entry.gpu_need} GPU(s), this server now has {round_.inventory}"
             picks.refuse.append(Refusal(entry, reason))
             return
-        rules = round_.reservations
-        among = rules.usable(entry, round_.slots.free_gpus) if rules is not None and entry.gpu_need else None
         gpus = round_.slots.take(entry.name, entry.gpu_need, among)
         if gpus is not None:
             self._count(entry)
@@ -184,6 +188,8 @@ class _PickState:
         round_, picks = self.round_, self.picks
         if entry.gpu_need:
             self.blocked = max(-1 if self.blocked is None else self.blocked, rank(entry))
+            if round_.reservations is not None:  # the GPUs it could ever take before a window
+                self.blocked_usable.update(round_.reservations.usable(entry, round_.slots.gpus))
         stopping = self.victims_of.get(entry.name) or self.chooser.choose(entry, picks)
         if stopping:
             picks.waiting_for[entry.name] = tuple(stopping)

@@ -262,8 +262,7 @@ class ReservationRoom:
     ) -> str | None:
         if busy:
             self._tell_blocked(r, busy)
-            gpus = ", ".join(map(str, sorted(busy)))
-            return f"reservation {r.id}: GPU {gpus} busy outside labrun (a process no run started); the admins are told"
+            return f"reservation {r.id}: {self._outside_reason(busy)}; the admins are told"
         stopping = [run.name for run in held if run.name in self.live.preempting]
         if stopping:
             return f"reservation {r.id}: preempting {', '.join(stopping)} on its GPUs: saving a checkpoint"
@@ -276,6 +275,13 @@ class ReservationRoom:
     def _outside(self, r: Reservation) -> set[int]:
         guard = self.ctx.guard.view() if self.ctx.guard is not None else None
         return set(guard.busy) & set(r.gpus) if guard is not None else set()
+
+    def _outside_reason(self, gpus: set[int]) -> str:
+        guard = self.ctx.guard.view() if self.ctx.guard is not None else None
+        found = guard.reason(sorted(gpus)) if guard is not None else None
+        return (
+            found or f"GPU {', '.join(map(str, sorted(gpus)))} busy outside labrun (a process no run started)"
+        )
 
     def _next_boundary(self, current: list[Reservation], now: float) -> float | None:
         grace, notice = self.settings.preempt_grace_s, self.settings.reserve_notice_s

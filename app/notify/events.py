@@ -21,6 +21,10 @@ class EventKind(StrEnum):
     SWEEP_FINISHED = "sweep_finished"
     PREEMPTED = "preempted"  # back to the queue for a higher-priority run (docs/priorities.md)
     RESUMED = "resumed"  # a preempted run's next attempt started
+    # a reservation of theirs (docs/reservations.md): starts within LABRUN_RESERVE_NOTICE_S, started, ended
+    RESERVATION_SOON = "reservation_soon"
+    RESERVATION_STARTED = "reservation_started"
+    RESERVATION_ENDED = "reservation_ended"
 
 
 DEFAULT_EVENTS: tuple[EventKind, ...] = (EventKind.FAILED, EventKind.SWEEP_FINISHED)
@@ -33,6 +37,7 @@ class ServerCondition(StrEnum):
     GPU_BUSY_OUTSIDE = "gpu_busy_outside"
     DISK_LOW = "disk_low"
     ENGINE_DOWN = "engine_down"
+    RESERVATION_BLOCKED = "reservation_blocked"  # a reserved GPU busy outside labrun at its window's start
 
 
 # The owner of the server-wide destinations: not a name a user can have (app/users.py: [a-z][a-z0-9_-]*).
@@ -77,5 +82,9 @@ def wanted(
     else:
         chosen = defaults
     if chosen is None:
+        if kind.startswith(
+            "reservation_"
+        ):  # a reservation's notices: wanted unless the owner chose otherwise
+            return True
         chosen = [k.value for k in DEFAULT_EVENTS]
     return kind in chosen
