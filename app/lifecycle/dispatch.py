@@ -167,8 +167,10 @@ class Dispatcher:
             waiter: f"preempting run{'s' if len(victims) > 1 else ''} {', '.join(victims)}: saving a checkpoint"
             for waiter, victims in picks.waiting_for.items()
         }
-        if self.reservations is not None and self.reservations.waiting:  # why a reservation's runs wait
-            live.preempt_waiting = {**live.preempt_waiting, **self.reservations.waiting}
+        why = self.reservations.waiting if self.reservations is not None else None
+        if why:  # why a reservation's runs wait (over the GPU guard's plainer reason)
+            live.preempt_waiting = {**live.preempt_waiting, **why}
+            live.gpu_waiting = {**live.gpu_waiting, **{n: r for n, r in why.items() if n in live.gpu_waiting}}
 
     def _wake_at(self, at: float | None) -> None:
         """(Under the lock.) Look again by itself at the wall-clock time ``at`` (a window's boundary)."""
