@@ -31,9 +31,11 @@ def team(output_dir: Path) -> Iterator[dict]:
     made: list[tuple[ServiceProcess, list[httpx.Client]]] = []
 
     def start(
-        svc: ServiceProcess | None = None, **env: str
+        svc: ServiceProcess | None = None, real: bool = False, **env: str
     ) -> tuple[ServiceProcess, httpx.Client, httpx.Client]:
-        svc = (svc or ServiceProcess(output_dir, **{**FAST, **env})).start()
+        """``real``: the real ``python -m trainer``, not the stand-in."""
+        kind: dict = {"trainer_command": None} if real else {}
+        svc = (svc or ServiceProcess(output_dir, **kind, **{**FAST, **env})).start()
         alice, bob = (
             httpx.Client(base_url=svc.url, headers=bearer(tokens[n]), timeout=60) for n in ("alice", "bob")
         )
@@ -213,7 +215,7 @@ def test_the_real_trainer_preempted_by_a_window_resumes_after_it_with_the_same_m
     from tiny_run import tiny_run
 
     run = [*tiny_run(epochs=30), "deterministic=true", "accelerator=auto"]  # on GPU 0: the CPU, here
-    svc, alice, bob = team["start"](LABRUN_GPUS="0", LABRUN_PREEMPT_GRACE_S="30")
+    svc, alice, bob = team["start"](real=True, LABRUN_GPUS="0", LABRUN_PREEMPT_GRACE_S="30")
     low = post(alice, *run, priority="low")
     until(
         lambda: ((alice.get(f"/runs/{low['name']}").json().get("progress") or {}).get("epoch") or 0) >= 1,
