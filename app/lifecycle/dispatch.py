@@ -324,6 +324,9 @@ class Dispatcher:
                 order = self.policy.order(
                     self.store.entries(RunStatus.QUEUED), self.store.entries(RunStatus.RUNNING)
                 )
+                rules = self.reservations.rules(frozenset()) if self.reservations is not None else None
+                if rules is not None:  # a reservation's runs first, as the picking takes them
+                    order.sort(key=lambda entry: not rules.first(entry))
             except Exception as exc:  # a read must answer: the last order known is close enough
                 log.warning("computing queue positions failed: %s", exc)
                 return positions

@@ -145,6 +145,7 @@ def test_reservation_users_go_first_before_every_class(box):
     book(manager, clock, 0, HOUR)
     queue_run(manager, "high", "alice", priority="high")
     queue_run(manager, "bobs", "bob", priority="low")
+    assert manager.queue_positions() == {"bobs": 1, "high": 2}  # the order shown is the order taken
     assert manager.dispatcher.run_once() == ["bobs"]
 
 
