@@ -99,3 +99,17 @@ def test_the_owner_or_an_admin_ends_one_early_and_admins_set_grants(team):
     assert set_.json()["grant"] == {"gpu_hours": 100.0, "max_window_s": 7200.0, "ahead_s": 14 * 24 * 3600.0}
     long = client.post("/reservations", json={"gpus": 4, "start": at(1), "end": at(4)}, headers=as_["bob"])
     assert "longest window of 2 h" in long.json()["detail"]
+
+
+def test_an_admin_sets_a_grant_on_the_server_too(output_dir, monkeypatch, capsys):
+    from app.admin import main
+
+    make_users(output_dir, carol=False)
+    monkeypatch.setenv("LABRUN_OUTPUT_DIR", str(output_dir))
+    assert main(["grant", "carol", "--gpu-hours", "10", "--ahead", "3600"]) == 0
+    assert capsys.readouterr().out.strip() == "carol: gpu_hours=10.0 max_window_s=None ahead_s=3600.0"
+    assert main(["grant", "carol", "--max-window", "600"]) == 0  # the others are kept
+    assert "gpu_hours=10.0 max_window_s=600.0 ahead_s=3600.0" in capsys.readouterr().out
+    assert main(["grant", "carol", "--clear"]) == 0
+    assert "gpu_hours=None max_window_s=None ahead_s=None" in capsys.readouterr().out
+    assert main(["grant", "nobody", "--gpu-hours", "1"]) == 2
