@@ -111,6 +111,10 @@ def test_a_window_preempts_the_low_runs_on_its_gpus_and_its_users_runs_start_on_
     assert stopped["exit_code"] == 75  # it saved its checkpoint
     assert ts(stopped["finished_at"]) <= start + 0.5, ts(stopped["finished_at"]) - start  # free in time
     assert "preempted by reservation" in stopped["reason"]
+    print(
+        f"window start: the reservation's run started {ts(ran['started_at']) - start:+.2f} s from it, the"
+        f" preempted run had ended {ts(stopped['finished_at']) - start:+.2f} s from it (grace 2 s)"
+    )
     assert alice.get(f"/runs/{other['name']}").json()["attempts"] == 1  # not on the reserved GPU: untouched
     done = wait_for(alice, on_it["name"], timeout=90)
     assert (done["status"], done["attempts"]) == ("succeeded", 2)
