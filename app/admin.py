@@ -8,6 +8,7 @@
     users limits NAME [--max-gpus N] [--max-queued N] [--max-run-time S] [--stall-after S] [--high-gpus N]
                 [--gpu-hours H] [--cpu-hours H]
                       [--clear]
+    users grant NAME [--gpu-hours H] [--max-window S] [--ahead S] [--clear]   a user's grant of reservations
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ import argparse
 import sys
 
 from app.core.config import SettingsError, load_settings
-from app.errors import LabrunError
+from app.errors import LabrunError, NotFound
+from app.reservations import Grant
 from app.statedir import StateDir
 from app.store import RunStore, StoreVersionError
 from app.users import Users
@@ -61,6 +63,14 @@ def parser() -> argparse.ArgumentParser:
         "--cpu-hours", type=float, help="CPU run-hours per budget window before their CPU runs start as low"
     )
     limits.add_argument("--clear", action="store_true", help="back to the server's limits")
+    grant = sub.add_parser("grant", help="a user's own grant of reservations (docs/reservations.md)")
+    grant.add_argument("name")
+    grant.add_argument("--gpu-hours", type=float, help="GPU-hours one reservation may hold (0: none)")
+    grant.add_argument("--max-window", type=float, metavar="S", help="seconds the longest window lasts")
+    grant.add_argument(
+        "--ahead", type=float, metavar="S", help="seconds ahead a window may start at the latest"
+    )
+    grant.add_argument("--clear", action="store_true", help="back to the server's grant")
     return ap
 
 
@@ -84,6 +94,8 @@ def main(argv: list[str]) -> int:
             print(f"{args.name}: revoked; their token no longer works (a new one: users token {args.name})")
         elif args.command == "limits":
             _limits(users, args)
+        elif args.command == "grant":
+            _grant(store, users, args)
         else:
             for u in users.list():
                 state = "active" if u.active else "revoked"
@@ -112,6 +124,21 @@ def _limits(users: Users, args: argparse.Namespace) -> None:
         f" high_gpus={user.high_gpus} budget_gpu_hours={user.budget_gpu_hours}"
         f" budget_cpu_hours={user.budget_cpu_hours}"
     )
+
+
+def _grant(store: RunStore, users: Users, args: argparse.Namespace) -> None:
+    if users.get(args.name) is None:
+        raise NotFound(f"no user named {args.name!r}; create one with: users add {args.name}")
+    own = store.reservations.grant(args.name) or Grant()
+    if args.clear:
+        own = Grant()
+    own = Grant(
+        args.gpu_hours if args.gpu_hours is not None else own.gpu_hours,
+        args.max_window if args.max_window is not None else own.max_window_s,
+        args.ahead if args.ahead is not None else own.ahead_s,
+    )
+    store.reservations.set_grant(args.name, own)
+    print(f"{args.name}: gpu_hours={own.gpu_hours} max_window_s={own.max_window_s} ahead_s={own.ahead_s}")
 
 
 def _token_out(name: str, token: str, what: str) -> None:

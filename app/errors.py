@@ -11,6 +11,8 @@ alone turns them into HTTP answers (``app/api/errors.py``).
     ├── InvalidRun              the overrides do not make a valid, safe run (names the override + fix)
     ├── RunConflict             the request contradicts the run's state (cancel a finished run, an
     │                           Idempotency-Key reused for a different request)
+    ├── InvalidReservation      a reservation's window or size is wrong or over the user's grant
+    ├── ReservationConflict     a reservation's GPUs are booked by another for an overlapping window
     ├── Unauthenticated         no token, or one that is wrong or revoked
     ├── Forbidden               the caller may not do this (another user's run, an admin's action)
     ├── TooManyRuns             a per-user limit (runs queued at once) says no more for now
@@ -66,6 +68,14 @@ class InvalidRun(LabrunError):
 
 
 class RunConflict(LabrunError):
+    pass
+
+
+class InvalidReservation(LabrunError):
+    pass
+
+
+class ReservationConflict(LabrunError):
     pass
 
 

@@ -42,9 +42,10 @@ class Slots:
             self.unlimited or len(self._cpu_runs) < self.max_cpu_runs or len(self._gpu_owner) < len(self.gpus)
         )
 
-    def take(self, name: str, gpu_need: int) -> list[int] | None:
+    def take(self, name: str, gpu_need: int, among: Sequence[int] | None = None) -> list[int] | None:
         """Reserve what a queued run needs: its GPUs ([] for a CPU run), or None if they are not free.
-        A run that still holds resources (its launch failed half-way) gets the same ones again."""
+        A run that still holds resources (its launch failed half-way) gets the same ones again. ``among``:
+        the GPUs it may take, in the order it should (reservations: ``app/reservations.py``)."""
         if name in self._held:
             return list(self._held[name])
         if self.unlimited:
@@ -55,7 +56,11 @@ class Slots:
                 return None
             self.hold(name, 0, ())
             return []
-        free = self.free_gpus
+        free = (
+            self.free_gpus
+            if among is None
+            else [g for g in among if g in self.gpus and g not in self._gpu_owner]
+        )
         if gpu_need > len(free):
             return None
         gpus = free[:gpu_need]

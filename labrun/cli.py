@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from labrun import account_cli, completion, gpus_cli, notify_cli, pull_cli, render, userconfig
+from labrun import account_cli, completion, gpus_cli, notify_cli, pull_cli, render, reserve_cli, userconfig
 from labrun.client import (
     EXIT_CANCELLED,
     EXIT_INVALID,
@@ -309,6 +309,7 @@ def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - a parser build
 
     pull_cli.add_command(command)
     account_cli.add_commands(command)
+    reserve_cli.add_commands(command)
     completion.add_command(command)
     return parser
 

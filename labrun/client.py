@@ -279,6 +279,20 @@ class Client:
     def gpu_unignore(self, rule_id: int) -> None:
         self._request("DELETE", f"/gpus/ignores/{rule_id}")
 
+    # --- reservations (/reservations) -----------------------------------------------------------------------
+
+    def reserve(
+        self, gpus: int | list[int], start: str, end: str, users: list[str] | None, note: str | None
+    ) -> dict[str, Any]:
+        body = {"gpus": gpus, "start": start, "end": end, "users": users, "note": note}
+        return self._json(self._request("POST", "/reservations", json=body))
+
+    def reservations(self, everything: bool = False) -> dict[str, Any]:
+        return self._json(self._request("GET", "/reservations", params={"all": everything}))
+
+    def end_reservation(self, id: int) -> dict[str, Any]:
+        return self._json(self._request("POST", f"/reservations/{id}/end"))
+
     def _json(self, response: httpx.Response) -> dict[str, Any]:
         try:
             body: dict[str, Any] = response.json()  # every labrun endpoint answers with a JSON object

@@ -8,6 +8,7 @@
     Unauthenticated    401 (with WWW-Authenticate: Bearer)
     Forbidden          403
     RunConflict        409
+    InvalidReservation 422, ReservationConflict 409
     TooManyRuns        429
     TooManyLoginFailures 429 (with Retry-After)
     InsufficientStorage 507 (the disk is full: what to delete or free)
@@ -34,10 +35,12 @@ from app.errors import (
     Forbidden,
     InsufficientStorage,
     InvalidPath,
+    InvalidReservation,
     InvalidRun,
     LabrunError,
     NotFound,
     RangeNotSatisfiable,
+    ReservationConflict,
     RunConflict,
     RunGone,
     StoreUnavailable,
@@ -55,6 +58,8 @@ STATUS_CODES: dict[type[LabrunError], int] = {
     RunGone: 410,
     RangeNotSatisfiable: 416,
     RunConflict: 409,
+    InvalidReservation: 422,
+    ReservationConflict: 409,
     Unauthenticated: 401,
     Forbidden: 403,
     TooManyRuns: 429,

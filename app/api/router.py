@@ -19,6 +19,7 @@ from app.api.routes import (
     health,
     notify,
     prom,
+    reservations,
     run_files,
     run_metrics,
     runs,
@@ -39,6 +40,7 @@ NEEDS_CALLER = (
     gpus.router,
     notify.router,
     notify.server_router,
+    reservations.router,
 )
 
 

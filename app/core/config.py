@@ -169,6 +169,19 @@ class Settings(BaseSettings):
     preempt_max_per_hour: int = Field(
         3, ge=0, description="times one run may be preempted in an hour; past it, it is not chosen (0: never)"
     )
+    # Reservations (docs/reservations.md): a user's grant unless an admin set their own; admins have no bound.
+    reserve_gpu_hours: float = Field(
+        96.0, ge=0, description="GPU-hours one reservation of a user may hold (0: only admins may reserve)"
+    )
+    reserve_max_window_s: float = Field(
+        24 * 3600.0, gt=0, description="seconds the longest window a user may reserve lasts"
+    )
+    reserve_ahead_s: float = Field(
+        14 * 24 * 3600.0, gt=0, description="seconds ahead a user's reserved window may start at the latest"
+    )
+    reserve_notice_s: float = Field(
+        900.0, ge=0, description="seconds before a reservation's start that its users are told it starts soon"
+    )
     min_free_bytes: int = Field(
         1 << 30,
         ge=0,

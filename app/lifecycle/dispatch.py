@@ -8,6 +8,7 @@ No run starts while the output directory's disk is nearly full or gone: they wai
 in ``waiting_reason``. A launcher that places runs itself (a cluster) gets every queued run at once.
 Preemptions the policy decides are begun here too, by ``preemption.py``; the runs being preempted are
 remembered in the live state (and the store) from round to round, so they are not chosen twice.
+Reservations (``reservations.py``) are kept first in each round; the dispatcher wakes at their boundaries.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from app.launchers.base import LaunchSpec
 from app.lifecycle.live import DISK_RETRY_S, ENGINE_RETRY_S, MAX_BACKOFF_S, Context
 from app.lifecycle.picking import PickingPolicy, Picks, Round, Start
 from app.lifecycle.preemption import Preempter
+from app.lifecycle.reservations import ReservationRoom
 from app.lifecycle.supervision import Supervisor
 from app.lifecycle.timelimits import remaining
 from app.models import Priority, RunRecord, RunStatus
@@ -42,11 +44,12 @@ class Dispatcher:
         supervisor: Supervisor,
         gpus: int | None,
         preempter: Preempter | None = None,
+        reservations: ReservationRoom | None = None,
     ) -> None:
         """``gpus``: how many this server has (None: the engine places runs itself). ``preempter``: None, no
-        run is ever preempted."""
+        run is ever preempted. ``reservations``: None, no GPU is ever reserved."""
         self.ctx, self.policy, self.supervisor, self.gpus = ctx, policy, supervisor, gpus
-        self.preempter = preempter
+        self.preempter, self.reservations = preempter, reservations
         self.store, self.launcher, self.live = ctx.store, ctx.launcher, ctx.live
         self._positions: tuple[float, dict[str, int]] = (0.0, {})
         # (Under the lock.) Queued runs left out of every round: they wait for others (dependencies.py).
@@ -97,6 +100,9 @@ class Dispatcher:
     def pick(self) -> list[tuple[RunRecord, list[int]]]:
         """(Under the lock.) Reserve resources for the runs to start now, as the policy picks them."""
         live = self.live
+        if self.reservations is not None:  # first: a window's clearing preempts whatever else can start
+            self.reservations.enforce()
+            self._wake_at(self.reservations.wake_at)
         full = not live.slots.any_free() and not live.unreconciled  # (a run to retry may hold its slot)
         if full and not self._may_preempt():
             live.gpu_waiting = {}  # labrun's own runs hold every GPU: no run waits for one busy outside
@@ -136,6 +142,9 @@ class Dispatcher:
         guard = self.ctx.guard.view() if self.ctx.guard is not None else None  # the last pass, cached
         outside = frozenset(guard.busy) if guard is not None else frozenset()
         preempter = self.preempter
+        preemptible = preempter.preemptible() if preempter else frozenset()
+        candidates = preempter.candidates if preempter else list
+        reservations = self.reservations
         return Round(
             queued,
             running,
@@ -145,9 +154,10 @@ class Dispatcher:
             self.gpus,
             outside,
             high_cap=lambda owner: limit(owner)[1],
-            preemptible=preempter.preemptible() if preempter else frozenset(),
+            preemptible=preemptible,
             stopping={v: w for v, w in live.preempting.items() if v in live.active},
-            candidates=preempter.candidates if preempter else list,
+            candidates=reservations.candidates(candidates) if reservations else candidates,
+            reservations=reservations.rules(preemptible) if reservations else None,
         )
 
     def _budgeted(
@@ -191,6 +201,17 @@ class Dispatcher:
             waiter: f"preempting run{'s' if len(victims) > 1 else ''} {', '.join(victims)}: saving a checkpoint"
             for waiter, victims in picks.waiting_for.items()
         }
+        why = self.reservations.waiting if self.reservations is not None else None
+        if why:  # why a reservation's runs wait (over the GPU guard's plainer reason)
+            live.preempt_waiting = {**live.preempt_waiting, **why}
+            live.gpu_waiting = {**live.gpu_waiting, **{n: r for n, r in why.items() if n in live.gpu_waiting}}
+
+    def _wake_at(self, at: float | None) -> None:
+        """(Under the lock.) Look again by itself at the wall-clock time ``at`` (a window's boundary)."""
+        if at is None or self.reservations is None:
+            return
+        due = time.monotonic() + max(0.0, at - self.reservations.clock()) + 0.05
+        self.live.retry_at = min(self.live.retry_at, due) if self.live.retry_at else due
 
     def _take(self, start: Start) -> tuple[RunRecord, list[int]] | None:
         """(Under the lock.) Hold what the policy gave a run, note its GPUs, mark it starting."""
@@ -351,6 +372,9 @@ class Dispatcher:
                     over = self.budgets.over()
                     queued = [runs_as(e, over) for e in queued]
                 order = self.policy.order(queued, self.store.entries(RunStatus.RUNNING))
+                rules = self.reservations.rules(frozenset()) if self.reservations is not None else None
+                if rules is not None:  # a reservation's runs first, as the picking takes them
+                    order.sort(key=lambda entry: not rules.first(entry))
             except Exception as exc:  # a read must answer: the last order known is close enough
                 log.warning("computing queue positions failed: %s", exc)
                 return positions

@@ -24,6 +24,7 @@ from app.lifecycle.live import Context, LiveState, RunLive
 from app.lifecycle.picking import FairSharePicking, PickingPolicy
 from app.lifecycle.preemption import Preempter
 from app.lifecycle.recovery import Recovery
+from app.lifecycle.reservations import ReservationRoom
 from app.lifecycle.stalls import StallWatch
 from app.lifecycle.supervision import Supervisor
 from app.lifecycle.timekeeper import TimeKeeper
@@ -75,7 +76,11 @@ class RunManager:
         if self.preempter is not None:
             self.supervisor.preempted = self.preempter.ends
         policy = policy or FairSharePicking(self.fair)
-        self.dispatcher = Dispatcher(ctx, policy, self.supervisor, inventory, self.preempter)
+        # GPUs booked for a window (app/reservations.py); a cluster keeps its own (docs/reservations.md)
+        self.reservations = ReservationRoom(ctx, self.preempter, self.gpus, self.users)
+        self.dispatcher = Dispatcher(
+            ctx, policy, self.supervisor, inventory, self.preempter, self.reservations
+        )
         # GPU-hour budgets (app/budgets.py) and start estimates (estimating.py)
         self.budgets = Budgets(settings, self.users, store)
         self.dispatcher.budgets = self.budgets

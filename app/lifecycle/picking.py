@@ -16,6 +16,11 @@ the dispatcher leaves out those too young or preempted too often): the fewest ne
 the order that loses the least work (the freshest checkpoint first, then the youngest run), and none at all
 if they cannot free enough. While its victims stop, what is free is kept for it (``Picks.waiting_for``)
 and the victims are not chosen again (``Round.stopping``), so nothing else slips in and nothing thrashes.
+
+Reservations (docs/reservations.md) come before classes: the GPU runs of a reservation's users go first
+while its window is clearing or open, and each run takes only the GPUs ``Round.reservations`` lets it
+(``app/reservations.py``: its own reservation's first; others' reserved GPUs only if it ends or can be
+preempted before their window). The runs on reserved GPUs are stopped by ``lifecycle/reservations.py``.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from typing import Protocol
 
 from app.fairshare import FairShare
 from app.models import Priority
+from app.reservations import GpuRules
 from app.scheduling import Slots
 from app.store import QueueEntry
 
@@ -75,6 +81,8 @@ class Round:
     preemptible: frozenset[str] = frozenset({Priority.LOW.value})  # the classes that may be preempted
     stopping: Mapping[str, str] = field(default_factory=dict)  # victim -> the run it stops for ("": unknown)
     candidates: Callable[[], Sequence[Candidate]] = lambda: ()  # asked only when a run does not fit
+    # which GPUs each run may take while reservations are current (app/reservations.py); None: none are
+    reservations: GpuRules | None = None
 
 
 @dataclass(frozen=True)
@@ -115,7 +123,11 @@ class FairSharePicking:
     def pick(self, round_: Round) -> Picks:
         state = _PickState(round_)
         round_.slots.set_aside(round_.outside)
-        for entry in self.order(round_.queued, round_.running):
+        order = self.order(round_.queued, round_.running)
+        rules = round_.reservations
+        if rules is not None:  # a reservation first, then the class (a stable sort)
+            order.sort(key=lambda entry: not rules.first(entry))
+        for entry in order:
             state.place(entry)
         return state.picks
 
@@ -127,6 +139,7 @@ class _PickState:
         self.round_, self.picks = round_, Picks()
         self.blocked: int | None = None  # the highest class of a GPU run that did not fit (it holds back)
         self.outside_blocked = False  # a GPU run that holds back the others waits for GPUs busy outside
+        self.blocked_usable: set[int] = set()  # GPUs the runs that hold back others may take (reservations)
         self.in_use: dict[str, int] = defaultdict(int)  # GPUs each owner has going (and picked in this round)
         self.high_in_use: dict[str, int] = defaultdict(int)  # of those, in high-priority runs
         self.victims_of: dict[str, list[str]] = defaultdict(list)  # waiting run -> its victims still running
@@ -150,6 +163,11 @@ class _PickState:
         held_back = (
             entry.gpu_need > 0 and self.blocked is not None and not _may_pass(entry, self.blocked, round_)
         )
+        rules = round_.reservations
+        among = rules.usable(entry, round_.slots.free_gpus) if rules is not None and entry.gpu_need else None
+        if held_back and among is not None:  # it may still take reserved GPUs that those it passes cannot
+            among = [g for g in among if g not in self.blocked_usable]
+            held_back = len(among) < entry.gpu_need
         if entry.name in round_.starting or held_back:
             if held_back and self.outside_blocked:
                 picks.outside.append(entry.name)
@@ -158,7 +176,7 @@ class _PickState:
             reason = f"could not start: needs {entry.gpu_need} GPU(s), this server now has {round_.inventory}"
             picks.refuse.append(Refusal(entry, reason))
             return
-        gpus = round_.slots.take(entry.name, entry.gpu_need)
+        gpus = round_.slots.take(entry.name, entry.gpu_need, among)
         if gpus is not None:
             self._count(entry)
             picks.start.append(Start(entry, tuple(gpus)))
@@ -170,6 +188,8 @@ class _PickState:
         round_, picks = self.round_, self.picks
         if entry.gpu_need:
             self.blocked = max(-1 if self.blocked is None else self.blocked, rank(entry))
+            if round_.reservations is not None:  # the GPUs it could ever take before a window
+                self.blocked_usable.update(round_.reservations.usable(entry, round_.slots.gpus))
         stopping = self.victims_of.get(entry.name) or self.chooser.choose(entry, picks)
         if stopping:
             picks.waiting_for[entry.name] = tuple(stopping)

@@ -167,6 +167,8 @@ class Preempter:
         """What the victim's record says: by which class, whether it was killed, what it lost, what next."""
         waiter = self.store.get(record.preempted_by or self.live.preempting.get(record.name, ""))
         by = f"a {waiter.priority} run ({waiter.name})" if waiter is not None else "a higher-priority run"
+        if waiter is None and (record.preempted_by or "").startswith("reservation "):  # its window begins
+            by = f"{record.preempted_by} (GPUs booked for a window: docs/reservations.md)"
         killed = self.ctx.launcher.files(record.name).grace_kill() is not None
         how = f"killed after the grace of {self.settings.preempt_grace_s:g} s; " if killed else ""
         lost = max(0.0, ended_at - self._saved_at(record))

@@ -23,6 +23,10 @@ class EventKind(StrEnum):
     RESUMED = "resumed"  # a preempted run's next attempt started
     TIME_LIMIT_NEAR = "time_limit_near"  # LABRUN_TIME_LIMIT_WARN_S before its limit (docs/time-limits.md)
     TIME_LIMIT_REACHED = "time_limit_reached"  # it saved a checkpoint and stopped at its limit (resumable)
+    # a reservation of theirs (docs/reservations.md): starts within LABRUN_RESERVE_NOTICE_S, started, ended
+    RESERVATION_SOON = "reservation_soon"
+    RESERVATION_STARTED = "reservation_started"
+    RESERVATION_ENDED = "reservation_ended"
 
 
 DEFAULT_EVENTS: tuple[EventKind, ...] = (
@@ -30,6 +34,9 @@ DEFAULT_EVENTS: tuple[EventKind, ...] = (
     EventKind.SWEEP_FINISHED,
     EventKind.TIME_LIMIT_NEAR,
     EventKind.TIME_LIMIT_REACHED,
+    EventKind.RESERVATION_SOON,
+    EventKind.RESERVATION_STARTED,
+    EventKind.RESERVATION_ENDED,
 )
 
 
@@ -40,6 +47,7 @@ class ServerCondition(StrEnum):
     GPU_BUSY_OUTSIDE = "gpu_busy_outside"
     DISK_LOW = "disk_low"
     ENGINE_DOWN = "engine_down"
+    RESERVATION_BLOCKED = "reservation_blocked"  # a reserved GPU busy outside labrun at its window's start
 
 
 # The owner of the server-wide destinations: not a name a user can have (app/users.py: [a-z][a-z0-9_-]*).

@@ -41,6 +41,9 @@ def compose(event: Event, public_url: str | None, metrics: Metrics) -> Message:
     if event.owner is None and "condition" in event.body:  # the server's own (server_events.py)
         body["server"] = _server(event.body)
         return Message(*_server_text(body["server"]), body)
+    if "reservation" in event.body:  # app/lifecycle/reservations.py
+        body["reservation"] = dict(event.body)
+        return Message(*_reservation_text(event.body), body)
     if event.kind == "sweep_finished":
         body["sweep"] = _sweep(event.body, base, metrics)
         return Message(*_sweep_text(body["sweep"]), body)
@@ -97,6 +100,21 @@ def _sweep(raw: dict[str, Any], base: str | None, metrics: Metrics) -> dict[str,
     }
 
 
+def _reservation_text(raw: dict[str, Any]) -> tuple[str, str]:
+    gpus = ", ".join(str(g) for g in raw.get("gpus") or [])
+    title = f"labrun: reservation {raw['reservation']} {raw.get('what')}"
+    lines = [
+        f"Reservation {raw['reservation']} of {raw.get('owner')} (GPU {gpus}, for {', '.join(raw.get('users') or [])})"
+        f" {raw.get('what')}.",
+        f"Window: {raw.get('start')} to {raw.get('end')}.",
+    ]
+    if raw.get("ended_early"):
+        lines.append(f"Ended early at {raw['ended_early']}.")
+    if raw.get("note"):
+        lines.append(f"Note: {raw['note']}")
+    return title, "\n".join(lines)
+
+
 def _server(raw: dict[str, Any]) -> dict[str, Any]:
     keys = ("condition", "state", "subject", "detail", "host")
     return {key: raw.get(key) for key in keys}
@@ -106,6 +124,7 @@ _CONDITIONS = {
     "gpu_busy_outside": "GPU busy outside labrun",
     "disk_low": "output disk low",
     "engine_down": "engine down",
+    "reservation_blocked": "a reserved GPU busy outside labrun",
 }
 
 

@@ -311,6 +311,30 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX runs_by_finished_at ON runs (finished_at) WHERE finished_at IS NOT NULL;
     CREATE INDEX attempts_by_finished_at ON attempts (finished_at);
     """,
+    # 17: reservations (docs/reservations.md): GPUs booked for a window [start_at, end_at) for some users,
+    # the notices told of each (so a restart tells none twice), and each user's grant of them. New tables only.
+    """
+    CREATE TABLE reservations (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        owner       TEXT NOT NULL,
+        users       TEXT NOT NULL,
+        gpus        TEXT NOT NULL,
+        start_at    REAL NOT NULL,
+        end_at      REAL NOT NULL,
+        created_at  REAL NOT NULL,
+        ended_at    REAL,
+        ended_by    TEXT,
+        note        TEXT,
+        told        TEXT NOT NULL DEFAULT '[]'
+    );
+    CREATE INDEX reservations_by_end ON reservations (end_at);
+    CREATE TABLE reservation_grants (
+        name        TEXT PRIMARY KEY,
+        gpu_hours   REAL,
+        max_window_s REAL,
+        ahead_s     REAL
+    );
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -29,6 +29,7 @@ from app.store.errors import TerminalStateError
 from app.store.gpus import GpuStore
 from app.store.ledger import LedgerStore
 from app.store.outbox import OutboxStore
+from app.store.reservations import ReservationStore
 from app.store.sweeps import SweepStore
 from app.store.users import UserStore
 
@@ -58,6 +59,7 @@ class RunStore:
         self.outbox = OutboxStore(self._db)  # notifications (app/notify/)
         self.chains = ChainStore(self._db)  # what waiting runs wait for (app/lifecycle/dependencies.py)
         self.ledger = LedgerStore(self._db)  # what ran, for budgets and start estimates
+        self.reservations = ReservationStore(self._db)  # GPUs booked for a window (app/reservations.py)
         run_overrides.backfill(self._db)  # runs stored before the override index existed (once)
         self._counts: dict[tuple[str, tuple[Any, ...]], tuple[int, int]] = {}
         self._decoded: dict[Row, RunRecord] = {}  # a row, as read -> its record (see ``_select``)

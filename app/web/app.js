@@ -1,6 +1,6 @@
 // The dashboard: three views on the public API, chosen by the URL's hash.
 //   #/              runs: submit form, filters, the runs table (newest first, paged)
-//   #/queue         the queue with positions, and the GPU map from /healthz
+//   #/queue         the queue with positions, the GPU map from /healthz, and the reservations not over
 //   #/runs/<name>   one run: details, loss curves, the log following live, its files, Cancel / Rerun / Delete
 //   #/sweeps        the sweeps, newest first (sweep.js)
 //   #/sweeps/<name> one sweep: counts, best run, its runs with their final losses (sweep.js)
@@ -357,13 +357,15 @@ function budgetText(mine) {
 }
 
 async function refreshQueue() {
-  const [health, running, queued, mine] = await Promise.all([
+  const [health, running, queued, mine, reservations] = await Promise.all([
     healthz(),
     getJSON("/runs?status=running&limit=1000"),
     getJSON("/runs?status=queued&limit=1000"),
     getJSON("/me/usage").catch(() => null),
+    getJSON("/reservations").catch(() => ({ data: [] })), // (a server without them: no section)
   ]);
   setText($("queue-budget"), budgetText(mine));
+  renderReservations(reservations.data || []);
   const banner = $("health");
   banner.hidden = health.status === "ok";
   setText(banner, health.status === "ok" ? "" : `Degraded: ${health.detail}`);
@@ -386,6 +388,22 @@ async function refreshQueue() {
   const reason = rows.find((r) => r.waiting_reason)?.waiting_reason;
   $("queue-reason").hidden = !reason;
   setText($("queue-reason"), reason ? `Runs wait: ${reason}` : "");
+}
+
+/** One row per reservation not over (docs: reservations): its GPUs, window, users and the runs on its GPUs. */
+function renderReservations(found) {
+  $("reservations").hidden = !found.length;
+  const rows = found.map((r) => {
+    const runs = (r.runs || []).map((x) => `${x.run} (${x.owner ?? "?"})`).join(", ");
+    const cells = [r.id, r.phase, r.gpus.join(","), r.start, r.end, r.owner, r.users.join(", "), runs, r.note || ""];
+    return el("tr", { "data-id": String(r.id), class: `reservation ${r.phase}` }, ...cells.map((c) => el("td", { text: String(c) })));
+  });
+  const body = $("reservations-table").tBodies[0];
+  const text = rows.map((tr) => tr.textContent).join("\n");
+  if (body.dataset.text !== text) {
+    body.replaceChildren(...rows);
+    body.dataset.text = text;
+  }
 }
 
 const gpuTiles = new Map();
