@@ -93,6 +93,7 @@ class RunManager:
         self.stalls = StallWatch(ctx, self.canceller)
         self.timekeeper = TimeKeeper(ctx)
         self.supervisor.timekeeper = self.timekeeper
+        self.timekeeper.deadline = self.reservations.deadline
         self._threads: list[threading.Thread] = []
 
     # --- start-up and shut-down ---------------------------------------------------------------------

@@ -185,6 +185,24 @@ class ReservationRoom:
         grace = self.settings.preempt_grace_s
         return GpuRules(now, grace, tuple(current), preemptible, self._waited_for)
 
+    def deadline(self, run: RunRecord) -> tuple[float, Reservation] | None:
+        """When ``run`` (running) must be off its GPUs: the earliest upcoming window of others on them, less
+        the grace, unless it may be preempted (then the window's clearing stops it). None: no such window."""
+        with self.live.cond:
+            now = self.clock()
+            classes = self.preempter.preemptible() if self.preempter else frozenset()
+            if run.priority in classes:
+                return None
+            ahead = [
+                r
+                for r in self._all(now)
+                if set(r.gpus) & set(run.gpus) and run.owner not in r.users and r.start_at > now
+            ]
+        if not ahead:
+            return None
+        first = min(ahead, key=lambda r: r.start_at)
+        return first.start_at - self.settings.preempt_grace_s, first
+
     def candidates(self, found: Callable[[], Sequence[Candidate]]) -> Callable[[], Sequence[Candidate]]:
         """The policy's preemption candidates, less runs on a current reservation's GPUs: those are this
         room's to stop (another waiting run could not take their GPUs anyway)."""

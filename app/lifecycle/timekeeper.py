@@ -23,11 +23,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 
 from app.errors import Forbidden, RunConflict
 from app.lifecycle.live import Context
 from app.lifecycle.timelimits import describe, extended_limit, remaining, running_time
 from app.models import RunRecord, RunStatus
+from app.reservations import Reservation, iso
 from app.runfiles import RunFiles
 from app.users import LOCAL
 
@@ -41,6 +43,8 @@ class TimeKeeper:
         self.ctx, self.store, self.live, self.settings = ctx, ctx.store, ctx.live, ctx.settings
         self.files = RunFiles(ctx.state)  # its own parse cache of progress.json (for the reason's epoch)
         self._warned: set[tuple[str, int]] = set()  # (run, attempt) told already, in this process
+        # When a running run must be off its GPUs for a reservation of others (lifecycle/reservations.py)
+        self.deadline: Callable[[RunRecord], tuple[float, Reservation] | None] = lambda _run: None
 
     def loop(self) -> None:
         while not self.live.stopping.wait(TICK_S):
@@ -135,6 +139,7 @@ class TimeKeeper:
                 )
         else:
             new_limit = extended_limit(record, new_limit, maximum, by_admin, now, owner)
+        self._check_reserved(record, new_limit, now)
         with self.live.cond:
             if name in self.live.timed_out:
                 raise RunConflict(
@@ -145,6 +150,22 @@ class TimeKeeper:
                 raise RunConflict(f"run {name!r} changed meanwhile; try again")
         log.info("run %s: time limit now %s", name, "none" if new_limit is None else describe(new_limit))
         return self.ctx.get(name)
+
+    def _check_reserved(self, record: RunRecord, new_limit: float | None, now: float) -> None:
+        """A run that took GPUs reserved later by others (its limit ended before their window: app/reservations.py)
+        may not be given time into that window: it would hold the reservation's GPUs (409)."""
+        found = self.deadline(record) if record.status == RunStatus.RUNNING else None
+        if found is None:
+            return
+        by, reservation = found
+        ends = None if new_limit is None else now + new_limit - running_time(record, now)
+        if ends is None or ends > by:
+            gpus = ", ".join(str(g) for g in sorted(set(record.gpus) & set(reservation.gpus)))
+            raise RunConflict(
+                f"run {record.name!r} holds GPU {gpus}, reserved for {', '.join(reservation.users)} from "
+                f"{iso(reservation.start_at)} (reservation {reservation.id}): its time limit may end at most "
+                f"{describe(max(0.0, by - now))} from now"
+            )
 
     # --- how the supervisor records the end ------------------------------------------------------------------
 

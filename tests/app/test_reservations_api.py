@@ -113,3 +113,30 @@ def test_an_admin_sets_a_grant_on_the_server_too(output_dir, monkeypatch, capsys
     assert main(["grant", "carol", "--clear"]) == 0
     assert "gpu_hours=None max_window_s=None ahead_s=None" in capsys.readouterr().out
     assert main(["grant", "nobody", "--gpu-hours", "1"]) == 2
+
+
+def test_a_run_on_gpus_reserved_later_cannot_be_given_time_into_the_window(output_dir, make_client):
+    from service_process import wait_until
+
+    tokens = make_users(output_dir, alice=False, bob=False)
+    alice, bob = bearer(tokens["alice"]), bearer(tokens["bob"])
+    client = make_client(gpus=(0,), reserve_gpu_hours=8.0)
+    booked = client.post("/reservations", json={"gpus": 1, "start": at(1), "end": at(2)}, headers=bob)
+    assert booked.status_code == 201, booked.text
+    # a normal run whose limit ends before bob's window may take the GPU meanwhile
+    body = {"overrides": ["accelerator=gpu", "devices=1", "+extra.fake_sleep=60"], "time_limit": "30m"}
+    run = client.post("/runs", json=body, headers=alice).json()
+    started = wait_until(
+        lambda: (r := client.get(f"/runs/{run['name']}", headers=alice).json())["status"] == "running" and r,
+        what="the run to start",
+    )
+    assert started["gpus"] == [0]
+    into = client.post(f"/runs/{run['name']}/time-limit", json={"extend_by": "1h"}, headers=alice)
+    assert into.status_code == 409, into.text
+    assert "holds GPU 0, reserved for bob from" in into.json()["detail"]
+    assert "its time limit may end at most 54 min" in into.json()["detail"]
+    assert (
+        client.post(f"/runs/{run['name']}/time-limit", json={"extend_by": "10m"}, headers=alice).status_code
+        == 200
+    )
+    client.post(f"/runs/{run['name']}/cancel", headers=alice)
