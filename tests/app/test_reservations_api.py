@@ -121,7 +121,12 @@ def test_a_run_on_gpus_reserved_later_cannot_be_given_time_into_the_window(outpu
     tokens = make_users(output_dir, alice=False, bob=False)
     alice, bob = bearer(tokens["alice"]), bearer(tokens["bob"])
     client = make_client(gpus=(0,), reserve_gpu_hours=8.0)
-    booked = client.post("/reservations", json={"gpus": 1, "start": at(1), "end": at(2)}, headers=bob)
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)  # (not the module's NOW: minutes may have passed)
+    window = {
+        "start": (now + dt.timedelta(hours=1)).isoformat(),
+        "end": (now + dt.timedelta(hours=2)).isoformat(),
+    }
+    booked = client.post("/reservations", json={"gpus": 1, **window}, headers=bob)
     assert booked.status_code == 201, booked.text
     # a normal run whose limit ends before bob's window may take the GPU meanwhile
     body = {"overrides": ["accelerator=gpu", "devices=1", "+extra.fake_sleep=60"], "time_limit": "30m"}
