@@ -8,11 +8,22 @@ import datetime as dt
 import time
 
 import pytest
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
-from test_dashboard_browser import text, wait
+from test_dashboard_browser import wait
 from web_helpers import LONG_S, run_for
 
 pytestmark = pytest.mark.slow
+
+
+def text(driver, css: str) -> str:
+    """The element's text; "" while the page replaces it (the run's details are redrawn as the time left
+    changes, so an element found may be gone by the time its text is read)."""
+    try:
+        found = driver.find_elements(By.CSS_SELECTOR, css)
+        return found[0].text if found else ""
+    except StaleElementReferenceException:
+        return ""
 
 
 def test_a_time_limit_from_the_form_extended_then_reached_then_resumed(service, browser):
@@ -29,7 +40,13 @@ def test_a_time_limit_from_the_form_extended_then_reached_then_resumed(service, 
     driver.find_element(By.CSS_SELECTOR, "#submit-result a").click()
     wait(driver, lambda d: text(d, "#run-status") == "running", message="the run's page, running")
     wait(driver, lambda d: "left, at" in text(d, '[data-field="Time limit"]'), message="the time left")
-    assert text(driver, '[data-field="Time limit"]').startswith(("2h 0m (2h 0m left", "2h 0m (1h 59m left"))
+    wait(
+        driver,
+        lambda d: text(d, '[data-field="Time limit"]').startswith(
+            ("2h 0m (2h 0m left", "2h 0m (1h 59m left")
+        ),
+        message="the limit and the time left",
+    )
     more = driver.find_element(By.ID, "run-more-time")
     assert more.is_displayed()
     more.click()
@@ -42,7 +59,11 @@ def test_a_time_limit_from_the_form_extended_then_reached_then_resumed(service, 
     ran = time.time() - dt.datetime.fromisoformat(run["started_at"]).timestamp()
     assert service.http.post(f"/runs/{name}/time-limit", json={"time_limit": ran + 5}).status_code == 200
     wait(driver, lambda d: text(d, "#run-status") == "cancelled", message="stopped at its limit")
-    assert "reached; resumable from its checkpoint" in text(driver, '[data-field="Reason"]')
+    wait(
+        driver,
+        lambda d: "reached; resumable from its checkpoint" in text(d, '[data-field="Reason"]'),
+        message="the reason",
+    )
     resume = driver.find_element(By.ID, "run-resume")
     assert resume.is_displayed()
     assert not driver.find_element(By.ID, "run-more-time").is_displayed()

@@ -25,7 +25,7 @@ from app.lifecycle import RunManager
 from app.reservations import Grant, Reservation
 
 router = APIRouter(tags=["reservations"])
-Id = Annotated[int, Path(ge=1, description="the reservation's number")]
+Id = Annotated[int, Path(ge=1, le=2**63 - 1, description="the reservation's number")]
 
 
 @router.post("/reservations", response_model=ReservationPublic, status_code=201)
