@@ -106,8 +106,9 @@ class StartEstimates:
         at = self._at
         if not force and at is not None:
             age = mono - at[1]
-            # a long queue costs more to play: then no more than a tenth of the time goes to it
-            if age < max(MIN_S, 10 * self._cost) or (at[0] == store.version and age < KEPT_S):
+            # a long queue costs more to play: then no more than a twentieth of the time goes to it (it holds
+            # the interpreter while it plays: submissions wait for it on a small machine)
+            if age < max(MIN_S, 20 * self._cost) or (at[0] == store.version and age < KEPT_S):
                 return False
         with self._lock:
             began = time.perf_counter()
