@@ -89,3 +89,24 @@ def clients(output_dir: Path, **defaults) -> Iterator[Callable[..., TestClient]]
     for client in made:
         cancel_all(client)
         client.__exit__(None, None, None)
+
+
+def service_processes(
+    output_dir: Path, cancel_at_end: bool = False, **defaults
+) -> Iterator[Callable[..., ServiceProcess]]:
+    """A fixture's body (``yield from``): ``make(**kwargs)`` starts a service process on ``output_dir`` with
+    ``defaults`` and then ``kwargs``; at the end every one is stopped (with ``cancel_at_end``, its queued and
+    running runs cancelled first, where it still runs: no stand-in is left behind)."""
+    services: list[ServiceProcess] = []
+
+    def make(**kwargs) -> ServiceProcess:
+        svc = ServiceProcess(output_dir, **{**defaults, **kwargs})
+        services.append(svc)
+        return svc.start()
+
+    yield make
+    for svc in services:
+        if cancel_at_end and svc.proc is not None and svc.proc.poll() is None:  # (not one killed by a test)
+            with svc.client() as client:
+                cancel_all(client)
+        svc.stop()

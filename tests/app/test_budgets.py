@@ -5,14 +5,12 @@ as GPU-hours). Real clock: budgets here are a few seconds of run time."""
 from __future__ import annotations
 
 import datetime as dt
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 
 import httpx
 import pytest
-from service_helpers import ROOT, ServiceProcess, wait_for
+from service_helpers import ServiceProcess, wait_for
 
 from app.budgets import Ledger
 from app.store import QueueEntry
@@ -38,16 +36,7 @@ def test_the_ledger_counts_each_attempt_once_within_the_window_and_running_runs_
 
 
 def _user(svc: ServiceProcess, *args: str) -> str:
-    done = subprocess.run(
-        [sys.executable, "-m", "app", "users", *args],
-        cwd=ROOT,
-        env=svc.env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    return done.stdout.strip()
+    return svc.admin("users", *args)
 
 
 @pytest.fixture

@@ -305,15 +305,7 @@ def test_a_process_that_appears_between_the_pick_and_the_start(output_dir, nvml,
 
 def test_outside_gpu_time_of_a_mapped_user_counts_toward_fair_share(output_dir, nvml, foreign):
     svc = guarded(output_dir, nvml)
-    token = subprocess.run(
-        [sys.executable, "-m", "app", "users", "add", "alice", "--admin"],
-        cwd=ROOT,
-        env=svc.env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    ).stdout.strip()
+    token = svc.admin("users", "add", "alice", "--admin")
     svc.start()
     try:
         http = httpx.Client(base_url=svc.url, headers={"Authorization": f"Bearer {token}"}, timeout=30)

@@ -9,7 +9,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from service_helpers import ServiceProcess, starts, wait_for
+from service_helpers import service_processes, starts, wait_for
 from service_process import wait_until
 
 FAST = {"LABRUN_PREEMPT_MIN_RUN_S": "0", "LABRUN_PREEMPT_GRACE_S": "2", "LABRUN_MAX_CPU_RUNS": "1"}
@@ -17,20 +17,7 @@ FAST = {"LABRUN_PREEMPT_MIN_RUN_S": "0", "LABRUN_PREEMPT_GRACE_S": "2", "LABRUN_
 
 @pytest.fixture
 def service(output_dir) -> Iterator:
-    services: list[ServiceProcess] = []
-
-    def make(**env: str) -> ServiceProcess:
-        svc = ServiceProcess(output_dir, **{**FAST, **env})
-        services.append(svc)
-        return svc.start()
-
-    yield make
-    for svc in services:
-        if svc.proc is not None and svc.proc.poll() is None:  # (not one killed by a test)
-            with svc.client() as client:
-                for run in client.get("/runs", params={"status": "running,queued"}).json()["data"]:
-                    client.post(f"/runs/{run['name']}/cancel")
-        svc.stop()
+    yield from service_processes(output_dir, cancel_at_end=True, **FAST)
 
 
 def post(client, *overrides: str, priority: str = "normal") -> dict:

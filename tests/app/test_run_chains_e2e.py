@@ -8,22 +8,13 @@ import json
 import time
 
 import pytest
-from service_helpers import ServiceProcess, starts, wait_for
+from service_helpers import service_processes, starts, wait_for
 from tiny_run import tiny_run
 
 
 @pytest.fixture
 def service(output_dir):
-    services: list[ServiceProcess] = []
-
-    def make(**kwargs) -> ServiceProcess:
-        svc = ServiceProcess(output_dir, **kwargs)
-        services.append(svc)
-        return svc.start()
-
-    yield make
-    for svc in services:
-        svc.stop()
+    yield from service_processes(output_dir)
 
 
 def post(client, overrides: list[str], after: list[dict] | None = None) -> dict:

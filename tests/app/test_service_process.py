@@ -10,21 +10,12 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from service_helpers import ROOT, ServiceProcess, starts, wait_for
+from service_helpers import ROOT, ServiceProcess, service_processes, starts, wait_for
 
 
 @pytest.fixture
 def service(output_dir):
-    services: list[ServiceProcess] = []
-
-    def make(**kwargs) -> ServiceProcess:
-        svc = ServiceProcess(output_dir, **kwargs)
-        services.append(svc)
-        return svc.start()
-
-    yield make
-    for svc in services:
-        svc.stop()
+    yield from service_processes(output_dir)
 
 
 def test_importing_the_service_leaves_the_training_stack_out():

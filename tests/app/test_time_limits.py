@@ -10,7 +10,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from service_helpers import ServiceProcess, wait_for
+from service_helpers import service_processes, wait_for
 from service_process import wait_until
 
 from app.errors import InvalidRun
@@ -30,20 +30,7 @@ SLOW = "+extra.fake_sleep=60"
 
 @pytest.fixture
 def service(output_dir) -> Iterator:
-    services: list[ServiceProcess] = []
-
-    def make(**env: str) -> ServiceProcess:
-        svc = ServiceProcess(output_dir, **{**FAST, **env})
-        services.append(svc)
-        return svc.start()
-
-    yield make
-    for svc in services:
-        if svc.proc is not None and svc.proc.poll() is None:
-            with svc.client() as client:
-                for run in client.get("/runs", params={"status": "running,queued"}).json()["data"]:
-                    client.post(f"/runs/{run['name']}/cancel")
-        svc.stop()
+    yield from service_processes(output_dir, cancel_at_end=True, **FAST)
 
 
 def post(client, *overrides: str, **body) -> dict:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,15 +19,7 @@ FAKE_NVML = ROOT / "tests" / "helpers" / "fake_nvml"
 
 
 def add_user(svc: ServiceProcess, name: str, *flags: str) -> str:
-    return subprocess.run(
-        [sys.executable, "-m", "app", "users", "add", name, *flags],
-        cwd=ROOT,
-        env=svc.env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    ).stdout.strip()
+    return svc.admin("users", "add", name, *flags)
 
 
 @pytest.fixture

@@ -26,15 +26,7 @@ def authed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServicePr
     svc = ServiceProcess(output_dir, FAKE_TRAINER, LABRUN_MAX_CPU_RUNS="2")
     tokens = {}
     for name, extra in (("alice", ["--admin"]), ("bob", [])):
-        tokens[name] = subprocess.run(
-            [sys.executable, "-m", "app", "users", "add", name, *extra],
-            cwd=ROOT,
-            env=svc.env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=True,
-        ).stdout.strip()
+        tokens[name] = svc.admin("users", "add", name, *extra)
     svc.start()
     yield svc, tokens
     svc.stop()

@@ -120,6 +120,20 @@ class ServiceProcess:
         if self._http is not None:
             self._http.close()
 
+    def admin(self, *args: str) -> str:
+        """``python -m app ARGS`` (the server's own command line) on this service's output dir; its stdout,
+        e.g. ``svc.admin("users", "add", "alice", "--admin")`` -> alice's token."""
+        done = subprocess.run(
+            [sys.executable, "-m", "app", *args],
+            cwd=ROOT,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        return done.stdout.strip()
+
     def client(self) -> httpx.Client:
         """A new client (``with svc.client() as client: ...``)."""
         return httpx.Client(base_url=self.url, timeout=60)
