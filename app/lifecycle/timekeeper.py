@@ -29,13 +29,14 @@ from app.errors import Forbidden, RunConflict
 from app.lifecycle.live import Context
 from app.lifecycle.timelimits import describe, extended_limit, remaining, running_time
 from app.models import RunRecord, RunStatus
+from app.notify.events import EventKind
 from app.reservations import Reservation, iso
 from app.runfiles import RunFiles
 from app.users import LOCAL
 
 log = logging.getLogger("labrun.lifecycle")
 TICK_S = 1.0
-TIME_LIMIT_NEAR = "time_limit_near"  # the event's kind (app/notify/events.py)
+TIME_LIMIT_NEAR = EventKind.TIME_LIMIT_NEAR.value
 
 
 class TimeKeeper:
@@ -55,7 +56,10 @@ class TimeKeeper:
 
     def check(self, now: float | None = None) -> None:
         now = time.time() if now is None else now
-        for record in self.store.running():
+        running = self.store.running()
+        if self._warned:  # only the attempts still running need remembering
+            self._warned &= {(r.name, r.attempts) for r in running}
+        for record in running:
             left = remaining(record, now)
             if left is None or record.started_at is None:
                 continue
